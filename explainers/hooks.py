@@ -1,0 +1,121 @@
+"""Everything that touches a model temporarily lives here, and every hook is removed in ``finally``.
+
+Hooks exist only inside a call: nothing is registered in a constructor and left for a destructor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def model_guard(model: nn.Module) -> Iterator[None]:
+    """Restore every submodule's train/eval flag and the parameters' requires_grad on exit, however it exits."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        for param, requires_grad in flags:
+            param.requires_grad_(requires_grad)
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Switch off requires_grad on the parameters so a backward pass computes input gradients only.
+
+    Weight gradients would be thrown away anyway; skipping them is most of the saving over a plain backward.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for param, _ in flags:
+            param.requires_grad_(False)
+        yield
+    finally:
+        for param, requires_grad in flags:
+            param.requires_grad_(requires_grad)
+
+
+class HookSet:
+    """Handles registered during one call, all removed together."""
+
+    def __init__(self) -> None:
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def add(self, handle: torch.utils.hooks.RemovableHandle) -> None:
+        self.handles.append(handle)
+
+    def remove(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()
+
+
+class _RectifiedActivation(torch.autograd.Function):
+    """Clamp to [low, high] forward; backward passes only positive gradients (guided) or ignores the mask.
+
+    guided backprop (Springenberg 2015, arXiv:1412.6806): relu(grad) where the input was in (low, high);
+    deconvnet (Zeiler & Fergus 2014, arXiv:1311.2901): relu(grad) whatever the forward input was.
+    """
+
+    @staticmethod
+    def forward(ctx, x, low, high, guided):
+        ctx.guided = guided
+        if guided:
+            ctx.save_for_backward((x > low) & (x < high))
+        return x.clamp(min=low, max=high)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clamp(min=0)
+        if ctx.guided:
+            (mask,) = ctx.saved_tensors
+            grad = grad * mask
+        return grad, None, None, None
+
+
+def _clamp_range(module: nn.Module) -> tuple[float, float] | None:
+    if isinstance(module, nn.ReLU):
+        return (0.0, float("inf"))
+    if isinstance(module, nn.ReLU6):
+        return (0.0, 6.0)
+    return None
+
+
+@contextlib.contextmanager
+def rectified_backward(model: nn.Module, guided: bool) -> Iterator[int]:
+    """Inside the block every nn.ReLU / nn.ReLU6 of ``model`` back-propagates with the guided or deconvnet rule.
+
+    Works on in-place activations: a pre-hook keeps the original input (the in-place op then writes into a
+    copy), and the forward hook replaces the output by our own clamp of that input. Yields the count of
+    activations changed; functional relus (F.relu in a forward method) cannot be reached this way.
+    """
+    hooks = HookSet()
+    inputs: dict[nn.Module, torch.Tensor] = {}
+
+    def pre_hook(module, args):
+        inputs[module] = args[0]
+        if getattr(module, "inplace", False):
+            return (args[0].clone(),)
+        return None
+
+    def post_hook(module, args, output):
+        low, high = _clamp_range(module)
+        return _RectifiedActivation.apply(inputs.pop(module), low, high, guided)
+
+    count = 0
+    try:
+        for module in model.modules():
+            if _clamp_range(module) is not None:
+                hooks.add(module.register_forward_pre_hook(pre_hook))
+                hooks.add(module.register_forward_hook(post_hook))
+                count += 1
+        yield count
+    finally:
+        hooks.remove()
+        inputs.clear()

@@ -1,0 +1,3 @@
+"""Importing this package registers every method in ``explainers.registry.METHODS``."""
+
+from . import gradient, guided, integrated, smoothing  # noqa: F401

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real default model (loaded once) and seeded torchvision models (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "assets" / "samples"
+
+# Tests never reach the network: zoo models load from a cache the tests fill themselves.
+os.environ.setdefault("SALIENCY_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def default_bundle():
+    from explainers.models import load_model
+
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def seeded_resnet18():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    return model
+
+
+def sample_path(name: str) -> Path:
+    return SAMPLES / name

@@ -1,0 +1,260 @@
+"""Property tests of the gradient family: each checks a fact the method must satisfy, not a stored output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import explainers
+from explainers import Cancelled, ParameterError, TargetError, explain
+
+from .helpers import assert_untouched, hook_counts, small_convnet, snapshot
+
+GRADIENT_METHODS = ["vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop", "deconvnet"]
+SMOOTHING = ["smoothgrad", "smoothgrad_sq", "vargrad"]
+
+
+@pytest.fixture
+def linear():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 5 * 5, 4)).eval()
+
+
+@pytest.fixture
+def net():
+    return small_convnet()
+
+
+@pytest.fixture
+def images():
+    torch.manual_seed(2)
+    return torch.randn(3, 3, 16, 16)
+
+
+def test_vanilla_gradient_of_linear_model_is_its_weights(linear):
+    x = torch.randn(2, 3, 5, 5)
+    result = explain(linear, x, "vanilla", target=[3, 1])
+    weights = linear[1].weight.detach()
+    assert torch.allclose(result.attribution[0].flatten(), weights[3])
+    assert torch.allclose(result.attribution[1].flatten(), weights[1])
+    assert result.attribution.shape == x.shape
+    assert result.target.tolist() == [3, 1]
+
+
+def test_input_x_gradient_of_linear_model(linear):
+    x = torch.randn(1, 3, 5, 5)
+    result = explain(linear, x, "input_x_gradient", target=2)
+    expected = x[0].flatten() * linear[1].weight.detach()[2]
+    assert torch.allclose(result.attribution[0].flatten(), expected, atol=1e-6)
+
+
+def test_contrast_target_is_difference_of_gradients(linear):
+    x = torch.randn(1, 3, 5, 5)
+    contrast = explain(linear, x, "vanilla", target=(0, 2)).attribution
+    weights = linear[1].weight.detach()
+    assert torch.allclose(contrast[0].flatten(), weights[0] - weights[2], atol=1e-6)
+
+
+def test_objectives_match_autograd_of_softmax(net, images):
+    x = images[:1]
+    for objective, transform in [
+        ("probability", lambda z: z.softmax(-1)),
+        ("log_probability", lambda z: z.log_softmax(-1)),
+    ]:
+        ours = explain(net, x, "vanilla", target=4, objective=objective).attribution
+        leaf = x.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(transform(net(leaf))[0, 4], leaf)
+        assert torch.allclose(ours, expected, atol=1e-6), objective
+
+
+def test_rank_targets_follow_the_logits(net, images):
+    logits = net(images).detach()
+    order = logits.argsort(dim=1, descending=True)
+    first = explain(net, images, "vanilla", target="top1")
+    second = explain(net, images, "integrated_gradients", target="top2", n_steps=4)
+    assert first.target.tolist() == order[:, 0].tolist()
+    assert second.target.tolist() == order[:, 1].tolist()
+    assert torch.allclose(first.logits, logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid", "riemann_middle"])
+def test_integrated_gradients_completeness(net, images, rule):
+    bright = images * 4  # far from the zero baseline, so f(x) - f(x') is large against float32 rounding
+    result = explain(net, bright, "integrated_gradients", target="top1", n_steps=300, rule=rule, baseline="zero")
+    delta = result.extras["completeness_delta"]
+    gap = result.extras["score_gap"]
+    assert (gap.abs() > 0.1).all(), "the test needs a real score gap"
+    assert (delta.abs() <= 1e-3 * gap.abs()).all(), (delta, gap)
+
+
+def test_integrated_gradients_baselines_differ_and_tensor_baseline_is_used(net, images):
+    x = images[:1]
+    maps = {b: explain(net, x, "integrated_gradients", target=0, n_steps=8, baseline=b, seed=0).attribution
+            for b in ["zero", "blur", "mean", "uniform_noise"]}
+    for a in maps:
+        for b in maps:
+            if a < b:
+                assert not torch.allclose(maps[a], maps[b]), (a, b)
+    tensor = explain(net, x, "integrated_gradients", target=0, n_steps=8, baseline=torch.zeros(1, 3, 16, 16))
+    assert torch.allclose(tensor.attribution, maps["zero"], atol=1e-6)
+    # a baseline equal to the input gives zero attribution
+    same = explain(net, x, "integrated_gradients", target=0, n_steps=8, baseline=x.clone())
+    assert same.attribution.abs().max() == 0
+
+
+@pytest.mark.parametrize("method", SMOOTHING[:1])
+@pytest.mark.parametrize("base", ["vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop"])
+def test_smoothgrad_with_zero_noise_equals_base(net, images, method, base):
+    extra = {"n_steps": 6} if base == "integrated_gradients" else {}
+    smoothed = explain(net, images, method, target=1, base=base, n_samples=3, noise_level=0.0, **extra)
+    plain = explain(net, images, base, target=1, **extra)
+    assert torch.allclose(smoothed.attribution, plain.attribution, atol=1e-6, rtol=1e-5)
+
+
+def test_vargrad_with_zero_noise_is_zero_and_squared_is_square(net, images):
+    var = explain(net, images, "vargrad", target=1, n_samples=4, noise_level=0.0).attribution
+    assert var.abs().max() < 1e-10
+    squared = explain(net, images, "smoothgrad_sq", target=1, n_samples=4, noise_level=0.0).attribution
+    plain = explain(net, images, "vanilla", target=1).attribution
+    assert torch.allclose(squared, plain**2, atol=1e-8, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("vanilla", {}),
+        ("integrated_gradients", {"n_steps": 10}),
+        ("smoothgrad", {"n_samples": 6}),
+        ("vargrad", {"n_samples": 5, "base": "integrated_gradients", "n_steps": 3}),
+        ("smoothgrad", {"n_samples": 5, "base": "guided_backprop"}),
+        ("integrated_gradients", {"n_steps": 7, "baseline": "uniform_noise"}),
+    ],
+)
+def test_batch_size_does_not_change_the_result(net, images, method, params):
+    reference = explain(net, images, method, target="top1", seed=3, **params).attribution
+    for batch_size in (1, 4, 1000):
+        other = explain(net, images, method, target="top1", seed=3, batch_size=batch_size, **params).attribution
+        assert torch.allclose(reference, other, atol=1e-6, rtol=1e-4), batch_size
+
+
+def test_same_seed_same_result_other_seed_other_result(net, images):
+    first = explain(net, images, "smoothgrad", target=0, seed=11, n_samples=4).attribution
+    again = explain(net, images, "smoothgrad", target=0, seed=11, n_samples=4).attribution
+    other = explain(net, images, "smoothgrad", target=0, seed=12, n_samples=4).attribution
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "integrated_gradients"])
+def test_exception_midway_leaves_model_untouched(net, images, method):
+    before = snapshot(net)
+    calls = []
+
+    def explode(done, total):
+        calls.append(done)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+
+    params = {"base": "guided_backprop", "n_samples": 8} if method == "smoothgrad" else {"n_steps": 20}
+    with pytest.raises(RuntimeError, match="boom"):
+        explain(net, images, method, target=0, batch_size=4, progress=explode, **params)
+    assert len(calls) == 2
+    assert_untouched(net, before, training=False)
+
+
+def test_cancel_by_returning_false_or_raising(net, images):
+    before = snapshot(net)
+    with pytest.raises(Cancelled):
+        explain(net, images, "smoothgrad", target=0, batch_size=2, n_samples=10, progress=lambda d, t: d < 4)
+
+    def cancel(done, total):
+        raise Cancelled("user pressed cancel")
+
+    with pytest.raises(Cancelled):
+        explain(net, images, "integrated_gradients", target=0, batch_size=2, progress=cancel)
+    assert_untouched(net, before)
+
+
+def test_progress_reports_every_pass(net, images):
+    seen = []
+    explain(net, images, "integrated_gradients", target=0, n_steps=10, batch_size=7,
+            progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (30, 32) or seen[-1][0] == seen[-1][1]
+    dones = [d for d, _ in seen]
+    assert dones == sorted(dones) and len(seen) >= 30 // 7
+
+
+def test_train_mode_is_restored(net, images):
+    net.train()
+    try:
+        explain(net, images, "guided_backprop", target=0)
+        assert all(m.training for m in net.modules())
+        assert hook_counts(net) == 0
+    finally:
+        net.eval()
+
+
+def test_guided_backprop_on_relu6_passes_only_positive_gradients_inside_0_6():
+    """Linear -> ReLU6 -> Linear: the guided gradient is W1^T (relu(W2^T e_c) * 1[0 < h < 6])."""
+    torch.manual_seed(5)
+    first, second = nn.Linear(12, 20), nn.Linear(20, 3)
+    model = nn.Sequential(nn.Flatten(), first, nn.ReLU6(inplace=True), second).eval()
+    with torch.no_grad():
+        first.weight.mul_(8)  # push some hidden units above 6
+    x = torch.randn(2, 3, 2, 2)
+    hidden = first(x.flatten(1)).detach()
+    inside = (hidden > 0) & (hidden < 6)
+    assert inside.any() and (~inside).any() and (hidden >= 6).any()
+    result = explain(model, x, "guided_backprop", target=1).attribution
+    upstream = second.weight.detach()[1].clamp(min=0)
+    expected = (upstream * inside) @ first.weight.detach()
+    assert torch.allclose(result.flatten(1), expected, atol=1e-5)
+    deconv = explain(model, x, "deconvnet", target=1).attribution
+    assert torch.allclose(deconv.flatten(1), (upstream.expand(2, -1)) @ first.weight.detach(), atol=1e-5)
+    assert hook_counts(model) == 0
+
+
+def test_guided_backprop_without_relu_modules_is_a_clear_error(linear):
+    with pytest.raises(explainers.SaliencyError, match="nn.ReLU"):
+        explain(linear, torch.randn(1, 3, 5, 5), "guided_backprop", target=0)
+    assert hook_counts(linear) == 0
+
+
+def test_bad_parameters_and_targets_are_clear_errors(net, images):
+    with pytest.raises(ParameterError, match="n_steps"):
+        explain(net, images, "integrated_gradients", n_steps=0)
+    with pytest.raises(ParameterError, match="rule"):
+        explain(net, images, "integrated_gradients", rule="simpson")
+    with pytest.raises(ParameterError, match="no parameter 'steps'"):
+        explain(net, images, "integrated_gradients", steps=3)
+    with pytest.raises(TargetError, match="out of range"):
+        explain(net, images, "vanilla", target=99)
+    with pytest.raises(TargetError, match="3 inputs"):
+        explain(net, images, "vanilla", target=[1, 2])
+    with pytest.raises(explainers.UnknownMethodError, match="vanilla"):
+        explain(net, images, "vanila")
+    with pytest.raises(explainers.SaliencyError, match=r"\[N, 3, H, W\]"):
+        explain(net, images[0], "vanilla")
+
+
+def test_class_names_and_ambiguity():
+    categories = ["tabby", "tiger cat", "crane", "crane", "espresso"]
+    assert explainers.class_index("Tiger Cat", categories) == 1
+    with pytest.raises(TargetError, match="2, 3"):
+        explainers.class_index("crane", categories)
+    with pytest.raises(TargetError, match="did you mean: tabby"):
+        explainers.class_index("tabbby", categories)
+    spec = explainers.TargetSpec("tabby vs tiger cat", 2, categories)
+    assert spec.indices.tolist() == [[0, 1], [0, 1]]
+
+
+def test_every_method_declares_metadata():
+    for name, info in explainers.METHODS.items():
+        assert info.display_name and info.summary and info.weaknesses, name
+        assert info.reference.authors and info.reference.year, name
+        forwards, backwards = info.passes()
+        assert forwards >= 1 and backwards >= 0, name
+        for pname, param in info.params.items():
+            assert param.help, (name, pname)
+            assert param.coerce(pname, param.default) == param.default
