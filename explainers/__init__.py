@@ -1,6 +1,6 @@
 """Saliency Studio's backend: models, attribution methods and rendering. Pure PyTorch; never imports streamlit."""
 
-from . import methods  # noqa: F401  (registers every method)
+from . import methods, render  # noqa: F401  (importing methods registers every method)
 from .core import Context, Explanation, explain
 from .errors import (
     Cancelled,
@@ -12,10 +12,24 @@ from .errors import (
     TargetError,
     UnknownMethodError,
 )
+from .images import image_hash, open_image
+from .layers import LayerInfo, layer_catalogue, resolve_layer
+from .models import DEFAULT_MODEL, ModelBundle, list_models, load_model, model_info
 from .registry import METHODS, MethodInfo, Param, Reference, get_method
 from .targets import OBJECTIVES, TargetSpec, class_index
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "LayerInfo",
+    "ModelBundle",
+    "image_hash",
+    "layer_catalogue",
+    "list_models",
+    "load_model",
+    "model_info",
+    "open_image",
+    "render",
+    "resolve_layer",
     "METHODS",
     "OBJECTIVES",
     "Cancelled",

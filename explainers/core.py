@@ -194,7 +194,7 @@ def explain(
         from .layers import resolve_layer  # the catalogue needs a dummy forward; only pay for it when asked
 
         catalogue = getattr(bundle, "layers", None) or None
-        ctx.layer, ctx.layer_module = resolve_layer(model, layer, catalogue)
+        ctx.layer, ctx.layer_module = resolve_layer(model, layer, catalogue, input_shape=tuple(inputs[:1].shape))
 
     started = time.perf_counter()
     with model_guard(model):

@@ -144,9 +144,7 @@ def _layout_hints(model: nn.Module) -> dict:
     return hints
 
 
-def _infer_layout(
-    module: nn.Module, shape: tuple[int, ...], height: int, width: int, hints: dict
-) -> str | None:
+def _infer_layout(module: nn.Module, shape: tuple[int, ...], height: int, width: int, hints: dict) -> str | None:
     """The layout of one output, or None if it is not a spatial map (at least two grid cells)."""
     if len(shape) == 3:
         tokens = shape[1] - 1

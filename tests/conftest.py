@@ -13,7 +13,8 @@ SAMPLES = ROOT / "assets" / "samples"
 
 # Tests never reach the network: zoo models load from a cache the tests fill themselves.
 os.environ.setdefault("SALIENCY_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: on this shared 2-core machine two threads make forward passes erratic and often 5x slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ without building anything.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import torch
 
@@ -39,6 +40,7 @@ __all__ = [
     "RESIZE",
     "ModelBundle",
     "affine_normalizer",
+    "ensure_weights",
     "list_models",
     "load_model",
     "model_info",
@@ -72,6 +74,20 @@ def model_info(name: str) -> dict:
     interpolation and description of a model, without building it or downloading anything."""
     key = _canonical(name)
     return default.info() if key == DEFAULT_MODEL else zoo.info(key)
+
+
+def ensure_weights(name: str, *, progress=None, offline: bool | None = None, tqdm_bar: bool = False) -> Path:
+    """The path of a model's weights file, downloading it first if needed; builds nothing.
+
+    Lets a UI show the download's progress before loading. Same errors and arguments as :func:`load_model`.
+    """
+    key = _canonical(name)
+    if key == DEFAULT_MODEL:
+        path = default.weights_path()
+        if path is None or not path.is_file():
+            default.build()  # raises the ModelUnavailableError that says what to install
+        return path
+    return zoo.ensure_file(key, progress=progress, offline=offline, tqdm_bar=tqdm_bar)
 
 
 def load_model(

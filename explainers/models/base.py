@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -109,7 +109,7 @@ class ModelBundle:
             raise ParameterError(f"expected a [H, W] heatmap, got shape {list(np.shape(heatmap))}")
         width, height = size
         left, top, right, bottom = self.crop_geometry(size, preprocessing)
-        region = np.asarray(
+        region = np.array(  # a writable copy
             Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32)).resize(
                 (max(1, right - left), max(1, bottom - top)), Image.Resampling.BILINEAR
             )

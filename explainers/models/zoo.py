@@ -16,8 +16,8 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.error import URLError
 from urllib.request import Request, urlopen
 
@@ -226,30 +226,40 @@ def _build(name: str, weights, path: Path) -> torch.nn.Module:
             _api.load_state_dict_from_url = original
 
 
+def ensure_file(
+    name: str, *, progress: Progress | None = None, offline: bool | None = None, tqdm_bar: bool = False
+) -> Path:
+    """The weights file of model ``name``, downloaded first if it is not cached yet (see the module doc)."""
+    weights = default_weights(name)
+    path = weights_file(name)
+    if path.is_file():
+        return path
+    if offline_mode(offline):
+        why = "offline=True was passed" if offline else f"offline mode is on ({OFFLINE_ENV}=1)"
+        raise _unavailable(name, weights, path, why)
+    size_mb = weights.meta.get("_file_size")
+    try:
+        download_weights(
+            weights_url(weights),
+            path,
+            progress=progress,
+            tqdm_bar=tqdm_bar,
+            expected_bytes=round(size_mb * 2**20) if size_mb else None,
+        )
+    except (URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        if isinstance(exc, ModelUnavailableError):
+            raise
+        reason = getattr(exc, "reason", None) or exc
+        raise _unavailable(name, weights, path, f"the download failed ({reason})") from exc
+    return path
+
+
 def build(
     name: str, *, progress: Progress | None = None, offline: bool | None = None, tqdm_bar: bool = False
 ) -> ModelBundle:
     """The bundle of torchvision model ``name`` with its DEFAULT weights, on the CPU, without layers."""
     weights = default_weights(name)
-    path = weights_file(name)
-    if not path.is_file():
-        if offline_mode(offline):
-            why = "offline=True was passed" if offline else f"offline mode is on ({OFFLINE_ENV}=1)"
-            raise _unavailable(name, weights, path, why)
-        size_mb = weights.meta.get("_file_size")
-        try:
-            download_weights(
-                weights_url(weights),
-                path,
-                progress=progress,
-                tqdm_bar=tqdm_bar,
-                expected_bytes=round(size_mb * 2**20) if size_mb else None,
-            )
-        except (URLError, OSError, http.client.HTTPException, ValueError) as exc:
-            if isinstance(exc, ModelUnavailableError):
-                raise
-            reason = getattr(exc, "reason", None) or exc
-            raise _unavailable(name, weights, path, f"the download failed ({reason})") from exc
+    path = ensure_file(name, progress=progress, offline=offline, tqdm_bar=tqdm_bar)
     try:
         model = _build(name, weights, path)
     except Exception as exc:

@@ -38,7 +38,11 @@ EXPECTED_ENTRIES = {
         ("layer4", (1, 512, 7, 7), "nchw"),
     ],
     "resnet50": [("layer4", (1, 2048, 7, 7), "nchw"), ("layer2.3.conv3", (1, 512, 28, 28), "nchw")],
-    "vgg16": [("features.29", (1, 512, 14, 14), "nchw"), ("features", (1, 512, 7, 7), "nchw"), ("avgpool", (1, 512, 7, 7), "nchw")],
+    "vgg16": [
+        ("features.29", (1, 512, 14, 14), "nchw"),
+        ("features", (1, 512, 7, 7), "nchw"),
+        ("avgpool", (1, 512, 7, 7), "nchw"),
+    ],
     "mobilenet_v2": [("features", (1, 1280, 7, 7), "nchw"), ("features.1", (1, 16, 112, 112), "nchw")],
     "mobilenet_v3_large": [("features", (1, 960, 7, 7), "nchw")],
     "densenet121": [("features", (1, 1024, 7, 7), "nchw"), ("features.denseblock4", (1, 1024, 7, 7), "nchw")],
@@ -73,7 +77,9 @@ def build(name: str) -> tuple[nn.Module, list[LayerInfo]]:
     """A seeded random-weight model in eval mode and its catalogue, built once per test session."""
     if name not in _BUILT:
         torch.manual_seed(0)
-        model = EfficientNetLite0() if name == "efficientnet_lite0" else torchvision.models.get_model(name, weights=None)
+        model = (
+            EfficientNetLite0() if name == "efficientnet_lite0" else torchvision.models.get_model(name, weights=None)
+        )
         model.eval()
         _BUILT[name] = (model, layer_catalogue(model, (1, 3, 224, 224)))
     return _BUILT[name]
@@ -81,7 +87,11 @@ def build(name: str) -> tuple[nn.Module, list[LayerInfo]]:
 
 @pytest.fixture(scope="module", autouse=True)
 def free_models():
+    """One intra-op thread: two stall for seconds per forward on small shared VMs, one is 10-60x faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
     _BUILT.clear()
 
 

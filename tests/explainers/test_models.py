@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from urllib.error import URLError
 
 import numpy as np
@@ -22,6 +23,7 @@ from explainers.models import (
     CURATED,
     DEFAULT_MODEL,
     RESIZE,
+    ensure_weights,
     list_models,
     load_model,
     model_info,
@@ -38,6 +40,15 @@ RESNET18_FILE = "resnet18-f37072fd.pth"
 
 
 # --------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two intra-op threads stall for seconds per forward on small shared VMs; one is 10-60x faster here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -166,6 +177,7 @@ def test_to_original_maps_back_to_image_size(default_bundle):
     whole = default_bundle.to_original(heatmap, (width, height), RESIZE)
     assert whole.shape == (height, width)
     assert np.isfinite(whole).all()
+    whole[0, 0] = 1.0  # callers may edit the result in place
 
     crop = default_bundle.to_original(heatmap, (width, height), CENTER_CROP)
     assert crop.shape == (height, width)
@@ -212,6 +224,24 @@ def test_zoo_loads_cached_weights_exactly(torch_home):
     image = Image.open(sample_path("cat.png")).convert("RGB")
     theirs = torchvision.models.ResNet18_Weights.DEFAULT.transforms()(image)
     assert torch.allclose(bundle.preprocess(image, CENTER_CROP)[0], theirs, atol=1e-5)
+
+
+def test_zoo_builds_through_torchvision_builders(torch_home):
+    """DenseNet checkpoints use legacy key names ("norm.1") that only torchvision's builder renames."""
+    torch.manual_seed(3)
+    state = torchvision.models.get_model("densenet121", weights=None).state_dict()
+    legacy = {  # as in the published file: "norm.1.weight", and no num_batches_tracked
+        re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", key): value
+        for key, value in state.items()
+        if not key.endswith("num_batches_tracked")
+    }
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    torch_home.mkdir(parents=True)
+    torch.save(legacy, torch_home / os.path.basename(torchvision.models.DenseNet121_Weights.DEFAULT.url))
+    bundle = load_model("densenet121", offline=True)
+    loaded = bundle.model.features.denseblock1.denselayer1.norm1.weight
+    assert torch.equal(loaded, state["features.denseblock1.denselayer1.norm1.weight"])
+    assert bundle.default_layer == "features"
 
 
 def test_zoo_corrupt_file_names_it_and_suggests_deleting(torch_home):
@@ -269,7 +299,9 @@ def test_download_reports_progress_and_checks_hash(tmp_path, monkeypatch):
     serve(monkeypatch, data)
     monkeypatch.setattr(zoo, "CHUNK_BYTES", 1024)
     calls = []
-    dest = zoo.download_weights("https://example.invalid/x.pth", tmp_path / f"blob-{prefix}.pth", progress=lambda d, t: calls.append((d, t)))
+    dest = zoo.download_weights(
+        "https://example.invalid/x.pth", tmp_path / f"blob-{prefix}.pth", progress=lambda d, t: calls.append((d, t))
+    )
     assert dest.read_bytes() == data
     assert calls == [(1024, 5000), (2048, 5000), (3072, 5000), (4096, 5000), (5000, 5000)]
     assert leftovers(tmp_path) == [f"blob-{prefix}.pth"]
@@ -292,12 +324,14 @@ def test_download_cancelled_by_progress_leaves_nothing(tmp_path, monkeypatch):
         return len(calls) < 2
 
     with pytest.raises(Cancelled):
-        zoo.download_weights("https://example.invalid/x.pth", tmp_path / "blob.pth", progress=stop_after_two, expected_bytes=4096)
+        zoo.download_weights(
+            "https://example.invalid/x.pth", tmp_path / "blob.pth", progress=stop_after_two, expected_bytes=4096
+        )
     assert calls == [(1024, 4096), (2048, 4096)]
     assert leftovers(tmp_path) == []
 
 
-def test_load_model_downloads_verifies_and_loads(torch_home, monkeypatch):
+def test_ensure_weights_downloads_then_load_model_uses_the_cache(torch_home, monkeypatch):
     state = seeded_resnet18_state(seed=7)
     data = state_bytes(state)
     name = f"resnet18-{hashlib.sha256(data).hexdigest()[:10]}.pth"
@@ -307,16 +341,21 @@ def test_load_model_downloads_verifies_and_loads(torch_home, monkeypatch):
     serve(monkeypatch, data, requests)
     calls = []
 
-    bundle = load_model("resnet18", offline=False, progress=lambda done, total: calls.append((done, total)))
+    with monkeypatch.context() as patch:
+        patch.setattr(torchvision.models, "get_model", lambda *a, **k: pytest.fail("ensure_weights built a model"))
+        path = ensure_weights("resnet18", offline=False, progress=lambda done, total: calls.append((done, total)))
+    assert path == torch_home / name
     assert requests == [url]
     assert calls and calls[-1] == (len(data), len(data))
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
     assert leftovers(torch_home) == [name]
-    assert torch.equal(bundle.model.conv1.weight, state["conv1.weight"])
+    assert model_info("resnet18")["offline"] is True
 
-    # a second load uses the cache and never asks the network
+    # loading then uses the cache and never asks the network
     monkeypatch.setattr(zoo, "urlopen", lambda *a, **k: pytest.fail("downloaded twice"))
-    assert torch.equal(load_model("resnet18").model.fc.weight, state["fc.weight"])
+    bundle = load_model("resnet18", offline=False)
+    assert torch.equal(bundle.model.conv1.weight, state["conv1.weight"])
+    assert ensure_weights("resnet18") == path
 
 
 def test_load_model_rejects_download_with_wrong_hash(torch_home, monkeypatch):
@@ -335,6 +374,12 @@ def test_unknown_model_names_close_matches():
         model_info("no_such_net")
     with pytest.raises(ModelUnavailableError, match="expected a model name"):
         load_model(None)
+    with pytest.raises(ModelUnavailableError, match="unknown model"):
+        ensure_weights("resnet1800")
+
+
+def test_ensure_weights_of_the_default_model_is_the_packaged_file():
+    assert ensure_weights(DEFAULT_MODEL) == default_module.weights_path()
 
 
 # ------------------------------------------------------------------------------------------------ listing

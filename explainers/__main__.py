@@ -1,0 +1,5 @@
+"""``python -m explainers``: the command line (see ``explainers.cli``)."""
+
+from .cli import main
+
+raise SystemExit(main())

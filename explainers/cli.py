@@ -1,0 +1,431 @@
+"""Command line: ``python -m explainers explain|list-models|list-methods|list-layers``.
+
+Every user error (a SaliencyError or a bad option) ends the run with exit status 2 and one line on stderr,
+``error: ...``; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import LayerError, ParameterError, SaliencyError
+
+PROG = "python -m explainers"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other error of this CLI."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Option types
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _percentile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= 100.0:
+        raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100], got {text!r}")
+    return value
+
+
+def parse_params(items: Sequence[str] | None) -> dict[str, str]:
+    """``["n_steps=20", ...]`` -> ``{"n_steps": "20"}``; values stay strings for ``MethodInfo.validate``."""
+    params: dict[str, str] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(f"--param expects NAME=VALUE (e.g. n_steps=20), got {item!r}")
+        params[name.strip()] = value.strip()
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with its four subcommands."""
+    from .models import DEFAULT_MODEL, PREPROCESSING, RESIZE
+    from .render import COLORMAPS, DEFAULT_CLIP_PERCENTILE, REDUCTIONS, SIGNS
+    from .targets import OBJECTIVES
+
+    parser = _Parser(prog=PROG, description="Saliency maps of image classifiers from the command line.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    ex = commands.add_parser(
+        "explain",
+        help="explain images and write overlay PNG, raw attribution .npy and JSON manifest per image",
+        description="For each IMAGE write <stem>_<method>.png (heatmap overlaid on the original image), "
+        "<stem>_<method>.npy (raw attribution, float32 [C,H,W]) and <stem>_<method>.json (manifest) into --out.",
+    )
+    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, BMP, GIF)")
+    ex.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
+    ex.add_argument("--model", default=DEFAULT_MODEL, help="model name, see list-models (default: %(default)s)")
+    ex.add_argument("--method", default="vanilla", help="method name, see list-methods (default: %(default)s)")
+    ex.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method parameter (repeatable), e.g. --param n_steps=20; see list-methods",
+    )
+    ex.add_argument(
+        "--target",
+        default="top1",
+        help='class index, class name, "topK" (K-th prediction) or a contrast "A vs B" (default: %(default)s)',
+    )
+    ex.add_argument("--layer", default=None, help="layer to capture (CAM methods), see list-layers")
+    ex.add_argument("--objective", default="logit", choices=OBJECTIVES, help="explained score (default: %(default)s)")
+    ex.add_argument(
+        "--preprocessing",
+        default=RESIZE,
+        choices=PREPROCESSING,
+        help="squeeze the whole image, or the model's centre crop (default: %(default)s)",
+    )
+    ex.add_argument("--colormap", default=None, choices=COLORMAPS, help="default: rdbu when signed, else inferno")
+    ex.add_argument("--sign", default="absolute", choices=SIGNS, help="evidence shown (default: %(default)s)")
+    ex.add_argument(
+        "--reduction", default="max_abs", choices=REDUCTIONS, help="channel reduction (default: %(default)s)"
+    )
+    ex.add_argument("--alpha", default=0.5, type=_unit_float, help="heatmap opacity in [0, 1] (default: %(default)s)")
+    ex.add_argument(
+        "--clip",
+        default=DEFAULT_CLIP_PERCENTILE,
+        type=_percentile,
+        help="percentile mapped to full colour (default: %(default)s)",
+    )
+    ex.add_argument("--batch-size", default=None, type=_positive_int, metavar="N", help="passes per batch")
+    ex.add_argument("--seed", default=None, type=int, metavar="N", help="seed for noise-based methods")
+    ex.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    ex.set_defaults(handler=cmd_explain)
+
+    lm = commands.add_parser("list-models", help="models, and whether each works offline")
+    lm.set_defaults(handler=cmd_list_models)
+    lme = commands.add_parser("list-methods", help="methods with their cost and parameters")
+    lme.set_defaults(handler=cmd_list_methods)
+    ll = commands.add_parser("list-layers", help="a model's spatial layers (for --layer)")
+    ll.add_argument("model", metavar="MODEL")
+    ll.set_defaults(handler=cmd_list_layers)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Listing commands
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_list_models(args: argparse.Namespace) -> int:
+    """One line per model: name and availability; builds nothing, downloads nothing."""
+    from .models import list_models, model_info
+
+    names = list_models()
+    width = max(len(n) for n in names)
+    for name in names:
+        info = model_info(name)
+        if info["offline"]:
+            status = "offline"
+        elif info.get("download_mb"):
+            status = f"downloads {info['download_mb']:.0f} MB on first use"
+        elif info.get("weights_url"):
+            status = "downloads its weights on first use"
+        else:
+            status = "unavailable: its weights are not installed"
+        print(f"{name:<{width}}  {status}")
+    return 0
+
+
+def _describe_param(name: str, param: Any) -> str:
+    if param.kind == "choice":
+        rule = "|".join(param.choices)
+    elif param.minimum is not None or param.maximum is not None:
+        lo = "" if param.minimum is None else f"{param.minimum:g}"
+        hi = "" if param.maximum is None else f"{param.maximum:g}"
+        rule = f"{param.kind} {lo}..{hi}"
+    else:
+        rule = param.kind
+    return f"{name}={param.default} [{rule}]"
+
+
+def cmd_list_methods(args: argparse.Namespace) -> int:
+    """One line per method: name, display name, family, passes per image, parameters with defaults."""
+    from .registry import METHODS
+
+    rows = []
+    for info in METHODS.values():
+        forwards, backwards = info.passes()
+        params = ", ".join(_describe_param(n, p) for n, p in info.params.items()) or "no parameters"
+        layer = "; needs a layer" if info.needs_layer else ""
+        rows.append((info.name, info.display_name, info.family, f"{forwards} fwd + {backwards} bwd{layer}", params))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        head = "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths))
+        print(f"{head}  {row[4]}")
+    return 0
+
+
+def cmd_list_layers(args: argparse.Namespace) -> int:
+    """Each spatial layer of MODEL: dotted name, output shape, layout; the default layer marked."""
+    from .models import load_model
+
+    bundle = load_model(args.model, tqdm_bar=True)
+    width = max((len(info.name) for info in bundle.layers), default=0)
+    for info in bundle.layers:
+        shape = "[" + ",".join(str(s) for s in info.shape) + "]"
+        mark = "  (default)" if info.name == bundle.default_layer else ""
+        print(f"{info.name:<{width}}  {shape:<18} {info.layout}{mark}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# explain
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """Tensors and arrays to floats or lists, non-finite floats to None, anything else unknown to str."""
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise SaliencyError("expected a CUDA GPU for --device cuda, but torch.cuda.is_available() is False")
+    return requested
+
+
+def _out_stems(paths: Sequence[str]) -> list[str]:
+    """File stems, made unique (``cat``, ``cat-2``) when two images share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = Path(path).stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def overlay_on_original(bundle: Any, image: Any, attribution: Any, settings: dict, preprocessing: str):
+    """(PIL overlay at the original image's size, RenderedMap). Pixels the model never saw are dimmed."""
+    from .render import colorize, is_diverging, overlay, render, to_pil
+
+    rendered = render(
+        attribution,
+        reduction=settings["reduction"],
+        sign=settings["sign"],
+        colormap=settings["colormap"],
+        clip_percentile=settings["clip"],
+    )
+    mapped = bundle.to_original(rendered.normalized, image.size, preprocessing)  # NaN outside a centre crop
+    seen = np.isfinite(mapped)
+    mapped = np.where(seen, mapped, 0.0).astype(np.float32)
+    if rendered.signed and not is_diverging(rendered.colormap):
+        mapped = (mapped + 1) / 2  # as render() does: a sequential map spans -s..+s end to end
+    blended = overlay(image, colorize(mapped, rendered.colormap), settings["alpha"])
+    if not seen.all():
+        original = np.asarray(image, dtype=np.uint8)
+        blended[~seen] = original[~seen] // 2
+    return to_pil(blended), rendered
+
+
+def _class_label(index: int, categories: Sequence[str] | None) -> str:
+    return f"{index} {categories[index]}" if categories and 0 <= index < len(categories) else str(index)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Explain each image and write its overlay PNG, attribution .npy and manifest JSON into --out."""
+    import time
+
+    import torch
+    import torchvision
+    from tqdm import tqdm
+
+    from . import explain
+    from .images import image_hash, open_image
+    from .models import load_model, model_info
+    from .registry import get_method
+    from .targets import TargetSpec
+
+    # Cheap checks first, so a typo fails before the model loads.
+    info = get_method(args.method)
+    params = info.validate(parse_params(args.param))
+    model_info(args.model)  # unknown model -> error with suggestions
+    for path in args.images:
+        open_image(path)
+    device = _pick_device(args.device)
+
+    bundle = load_model(args.model, device=device, tqdm_bar=not args.quiet)
+    categories = bundle.categories
+    TargetSpec(args.target, 1, categories, args.objective, num_classes=len(categories) or None)
+    if args.layer is not None:
+        try:
+            bundle.resolve_layer(args.layer)
+        except LayerError as exc:  # its message lists every layer: too long for one line of a terminal
+            reason = str(exc).split("; pick one of:")[0]
+            raise LayerError(f"{reason}; `{PROG} list-layers {bundle.name}` lists the valid layers") from None
+    out_dir: Path = args.out
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SaliencyError(f"expected a writable output folder for --out, got {str(out_dir)!r} ({exc})") from None
+    settings = {
+        "colormap": args.colormap,
+        "sign": args.sign,
+        "reduction": args.reduction,
+        "alpha": args.alpha,
+        "clip": args.clip,
+    }
+
+    bar = tqdm(list(zip(args.images, _out_stems(args.images))), desc=args.method, unit="image", disable=args.quiet)
+    for path, stem in bar:
+        started = time.perf_counter()
+        image = open_image(path)
+        inputs = bundle.preprocess(image, args.preprocessing)
+        exp = explain(
+            bundle,
+            inputs,
+            args.method,
+            args.target,
+            layer=args.layer,
+            objective=args.objective,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            **params,
+        )
+        png, rendered = overlay_on_original(bundle, image, exp.attribution[0], settings, args.preprocessing)
+        base = out_dir / f"{stem}_{args.method}"
+        files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
+        png.save(files["overlay"])
+        np.save(files["attribution"], exp.attribution[0].detach().float().cpu().numpy().astype(np.float32))
+
+        probs = exp.logits[0].float().softmax(-1).cpu()
+        top = probs.topk(min(5, len(probs)))
+        top5 = [
+            {"index": int(i), "name": categories[int(i)] if categories else None, "probability": float(p)}
+            for p, i in zip(top.values, top.indices)
+        ]
+        target = exp.target[0].tolist()
+        target_idx = target if isinstance(target, list) else [target]
+        target_names = [categories[i] if categories else None for i in target_idx]
+        manifest = {
+            "image": str(path),
+            "image_sha": image_hash(image),
+            "image_size": list(image.size),
+            "model": bundle.name,
+            "method": args.method,
+            "params": _jsonable(exp.params),
+            "target": target,
+            "target_name": target_names if isinstance(target, list) else target_names[0],
+            "target_spec": args.target,
+            "objective": exp.objective,
+            "layer": exp.layer,
+            "preprocessing": args.preprocessing,
+            "top5": top5,
+            "elapsed_s": exp.elapsed_s,
+            "total_s": time.perf_counter() - started,
+            "extras": _jsonable(exp.extras),
+            "render": {
+                "colormap": rendered.colormap,
+                "sign": args.sign,
+                "reduction": args.reduction,
+                "alpha": args.alpha,
+                "clip": args.clip,
+            },
+            "device": device,
+            "seed": args.seed,
+            "batch_size": args.batch_size,
+            "files": files,
+            "versions": {
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
+        }
+        Path(files["manifest"]).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+
+        explained = " vs ".join(_class_label(i, categories) for i in target_idx)
+        predicted = f"{_class_label(top5[0]['index'], categories)} ({top5[0]['probability']:.1%})"
+        tqdm.write(f"{files['overlay']}  predicted: {predicted}  target: {explained}", file=sys.stdout)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted, 141 closed pipe)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SaliencyError as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `list-models | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+__all__ = ["build_parser", "main", "overlay_on_original", "parse_params"]

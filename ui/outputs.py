@@ -1,0 +1,96 @@
+"""Drawing a result: original | heatmap | overlay, plus downloads. Everything here re-renders from raw numbers."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from explainers import render as rnd
+
+from .controls import ViewSettings, describe_target
+from .explanations import ExplanationResult
+from .figures import heatmap_figure
+
+MAGNITUDE_REDUCTIONS = ("max_abs", "sum_abs", "l2")
+
+
+def effective_reduction(view: ViewSettings) -> str:
+    """A signed view needs a signed reduction; magnitudes would hide every negative value."""
+    return "sum" if view.sign == "signed" and view.reduction in MAGNITUDE_REDUCTIONS else view.reduction
+
+
+def render_result(result: ExplanationResult, view: ViewSettings, selection) -> tuple[rnd.RenderedMap, np.ndarray]:
+    """(rendered map, overlay uint8) in the geometry the view asks for."""
+    reduced = rnd.reduce_channels(result.attribution, effective_reduction(view))
+    image = selection.image if view.original_aspect else selection.bundle.model_view(selection.image,
+                                                                                      selection.preprocessing)
+    if view.original_aspect:
+        reduced = selection.bundle.to_original(reduced, selection.image.size, selection.preprocessing, fill=0.0)
+    rendered = rnd.render(reduced, reduction="sum", sign=view.sign, colormap=view.colormap,
+                          clip_percentile=view.clip)
+    return rendered, rnd.overlay(image, rendered.rgb, view.alpha)
+
+
+def manifest(result: ExplanationResult, selection, view: ViewSettings, probabilities: np.ndarray) -> dict[str, Any]:
+    bundle = selection.bundle
+    order = np.argsort(-probabilities)[:5]
+    return {
+        "image": selection.image_name,
+        "image_sha256_16": selection.image_hash,
+        "model": selection.model,
+        "preprocessing": selection.preprocessing,
+        "method": result.method,
+        "params": result.params,
+        "target": list(result.target),
+        "target_names": [bundle.categories[t] for t in result.target],
+        "layer": result.layer,
+        "elapsed_s": round(result.elapsed_s, 4),
+        "extras": result.extras,
+        "predictions": [
+            {"index": int(i), "name": bundle.categories[i], "probability": float(probabilities[i])} for i in order
+        ],
+        "view": {**view.__dict__, "reduction": effective_reduction(view)},
+        "torch": torch.__version__,
+    }
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    rnd.to_pil(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array.astype(np.float32))
+    return buffer.getvalue()
+
+
+def show_result(result: ExplanationResult, view: ViewSettings, selection, probabilities: np.ndarray,
+                from_cache: bool) -> None:
+    rendered, overlaid = render_result(result, view, selection)
+    original, heat, over = st.columns(3)
+    original.image(selection.image if view.original_aspect else selection.bundle.model_view(
+        selection.image, selection.preprocessing), caption="Original", width="stretch")
+    with heat:
+        title = f"{result.method} · {describe_target(selection.bundle, result.target if len(result.target) > 1 else result.target[0])}"
+        st.plotly_chart(heatmap_figure(rendered, title=title), key="heatmap_chart", config={"displaylogo": False})
+    over.image(overlaid, caption=f"Overlay (alpha {view.alpha:.2f})", width="stretch")
+    source = "cached" if from_cache else f"computed in {result.elapsed_s:.2f} s"
+    extras = ""
+    if "completeness_delta" in result.extras:
+        extras = f" · completeness delta {float(np.ravel(result.extras['completeness_delta'])[0]):.3g}"
+    st.caption(f"Raw range [{rendered.lo:.3g}, {rendered.hi:.3g}] after the {view.clip:g}th-percentile clip · "
+               f"{source}{extras}")
+    stem = f"{selection.image_name.rsplit('.', 1)[0]}_{result.method}"
+    a, b, c = st.columns(3)
+    a.download_button("Overlay PNG", png_bytes(overlaid), f"{stem}.png", "image/png", key="dl_png")
+    b.download_button("Raw attribution .npy", npy_bytes(result.attribution), f"{stem}.npy",
+                      "application/octet-stream", key="dl_npy")
+    c.download_button("Manifest JSON", json.dumps(manifest(result, selection, view, probabilities), indent=2),
+                      f"{stem}.json", "application/json", key="dl_json")
