@@ -6,7 +6,7 @@ Hooks exist only inside a call: nothing is registered in a constructor and left 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -5,8 +5,9 @@ The UI, the CLI and the docs are all generated from ``METHODS``, so adding a met
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -110,8 +110,11 @@ def layer_picker(bundle: ModelBundle, info: MethodInfo) -> str | None:
     shapes = {layer.name: "×".join(str(s) for s in layer.shape[1:]) for layer in bundle.layers}
     if st.session_state.get("layer") not in names:
         st.session_state["layer"] = bundle.default_layer
-    return st.selectbox("Layer", names, key="layer", bind="query-params",
-                        format_func=lambda n: f"{n} [{shapes[n]}]" + (" · default" if n == bundle.default_layer else ""),
+
+    def label(name: str) -> str:
+        return f"{name} [{shapes[name]}]" + (" · default" if name == bundle.default_layer else "")
+
+    return st.selectbox("Layer", names, key="layer", bind="query-params", format_func=label,
                         help="Spatial layers in forward order, with their output shapes. The default is the last "
                         "spatial block.")
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -38,6 +39,11 @@ class ExplanationResult:
     layer: str | None = None
     layer_attribution: np.ndarray | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target_value(self) -> int | tuple[int, int]:
+        """The class index, or the (a, b) pair of a contrast."""
+        return self.target if len(self.target) > 1 else self.target[0]
 
 
 class ExplanationCache:

@@ -78,7 +78,7 @@ def show_result(result: ExplanationResult, view: ViewSettings, selection, probab
     original.image(selection.image if view.original_aspect else selection.bundle.model_view(
         selection.image, selection.preprocessing), caption="Original", width="stretch")
     with heat:
-        title = f"{result.method} · {describe_target(selection.bundle, result.target if len(result.target) > 1 else result.target[0])}"
+        title = f"{result.method} · {describe_target(selection.bundle, result.target_value)}"
         st.plotly_chart(heatmap_figure(rendered, title=title), key="heatmap_chart", config={"displaylogo": False})
     over.image(overlaid, caption=f"Overlay (alpha {view.alpha:.2f})", width="stretch")
     source = "cached" if from_cache else f"computed in {result.elapsed_s:.2f} s"
