@@ -6,9 +6,16 @@ from collections.abc import Callable, Iterator
 
 from .errors import Cancelled
 
-# Rows per forward/backward pass when the caller does not say. Large enough to keep BLAS busy on a CPU,
-# small enough that a 224x224 ResNet-50 backward stays within a few GB.
-DEFAULT_BATCH_SIZE = 32
+# Rows per forward/backward pass when the caller does not say. On a CPU small batches stay in cache
+# (measured: IG-50 on EfficientNet-Lite0 takes the same time at 4-16 rows and nearly twice as long at 32);
+# a GPU wants enough rows to fill it.
+CPU_BATCH_SIZE = 8
+CUDA_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = CPU_BATCH_SIZE
+
+
+def default_batch_size(device) -> int:
+    return CUDA_BATCH_SIZE if getattr(device, "type", str(device)) == "cuda" else CPU_BATCH_SIZE
 
 
 def batch_slices(total: int, batch_size: int | None) -> Iterator[tuple[int, int]]:

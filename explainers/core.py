@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batching import Progress, batch_slices
+from .batching import Progress, batch_slices, default_batch_size
 from .errors import SaliencyError
 from .hooks import model_guard
 from .registry import get_method
@@ -180,6 +180,7 @@ def explain(
     # contiguous NCHW: a channels-last view (e.g. from a permute) would pick other conv kernels per batch
     inputs = inputs.detach().to(device=device, dtype=next(model.parameters(), inputs).dtype).contiguous()
 
+    batch_size = int(batch_size) if batch_size is not None else default_batch_size(device)
     spec = TargetSpec(target, len(inputs), categories, objective)
     forwards, _ = info.cost(resolved)
     ctx = Context(

@@ -26,22 +26,6 @@ def model_guard(model: nn.Module) -> Iterator[None]:
             param.requires_grad_(requires_grad)
 
 
-@contextlib.contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Switch off requires_grad on the parameters so a backward pass computes input gradients only.
-
-    Weight gradients would be thrown away anyway; skipping them is most of the saving over a plain backward.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for param, _ in flags:
-            param.requires_grad_(False)
-        yield
-    finally:
-        for param, requires_grad in flags:
-            param.requires_grad_(requires_grad)
-
-
 class HookSet:
     """Handles registered during one call, all removed together."""
 

@@ -56,7 +56,8 @@ class Param:
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ParameterError):
                 raise
-            raise ParameterError(f"parameter {name!r} must be a {self.kind}; got {value!r}") from None
+            kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(self.kind, self.kind)
+            raise ParameterError(f"parameter {name!r} must be {kind}; got {value!r}") from None
         if self.kind in ("int", "float"):
             if value != value:  # NaN
                 raise ParameterError(f"parameter {name!r} must be a number; got NaN")

@@ -19,7 +19,6 @@ import torch
 
 import explainers
 from explainers import METHODS, ModelBundle
-from explainers.batching import DEFAULT_BATCH_SIZE
 
 from .models import model_lock
 
@@ -125,7 +124,7 @@ def explain_cached(
     with model_lock(bundle.name):
         cache.calls += 1
         explanation = explainers.explain(
-            bundle, inputs, method, target, layer=layer, objective=objective, batch_size=DEFAULT_BATCH_SIZE,
+            bundle, inputs, method, target, layer=layer, objective=objective,
             seed=0, progress=progress, **params,
         )
     result = ExplanationResult(

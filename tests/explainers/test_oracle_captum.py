@@ -53,7 +53,7 @@ def test_trapezoid_rule_differs_from_captum_by_its_weight_sum(seeded_resnet18, c
     n = 20
     expected = _captum(seeded_resnet18, "IntegratedGradients", cat_imagenet, 281, n_steps=n, method="riemann_trapezoid")
     ours = explain(seeded_resnet18, cat_imagenet, "integrated_gradients", target=281, n_steps=n,
-                   rule="riemann_trapezoid", baseline="zero").attribution
+                   rule="riemann_trapezoid", baseline="zero", batch_size=64).attribution
     assert relative_max_difference(ours * (n - 1) / n, expected) <= TOLERANCE
     assert relative_max_difference(ours, expected) > 0.01
 
@@ -62,7 +62,7 @@ def test_trapezoid_rule_differs_from_captum_by_its_weight_sum(seeded_resnet18, c
 def test_resnet18_matches_captum(seeded_resnet18, cat_imagenet, ours, params, theirs, their_kwargs):
     target = 281
     expected = _captum(seeded_resnet18, theirs, cat_imagenet, target, **their_kwargs)
-    result = explain(seeded_resnet18, cat_imagenet, ours, target=target, **params)
+    result = explain(seeded_resnet18, cat_imagenet, ours, target=target, batch_size=64, **params)
     assert relative_max_difference(result.attribution, expected) <= TOLERANCE
     assert hook_counts(seeded_resnet18) == 0
 
@@ -89,7 +89,9 @@ def test_default_model_matches_captum(default_bundle, cat_default, ours, params,
         params = {**params, "baseline": "black"}
         their_kwargs = {**their_kwargs, "baselines": default_bundle.normalize(torch.zeros_like(cat_default))}
     expected = _captum(model, theirs, cat_default, target, **their_kwargs)
-    result = explain(default_bundle, cat_default, ours, target=target, **params)
+    # Captum runs all path points as one batch; so do we here. Batch composition changes float rounding in the
+    # convolutions, and on a ReLU6 network a last-digit change can flip a unit at a kink on some path point.
+    result = explain(default_bundle, cat_default, ours, target=target, batch_size=64, **params)
     assert relative_max_difference(result.attribution, expected) <= TOLERANCE
     assert hook_counts(model) == 0
 
