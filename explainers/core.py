@@ -182,13 +182,14 @@ def explain(
 
     batch_size = int(batch_size) if batch_size is not None else default_batch_size(device)
     spec = TargetSpec(target, len(inputs), categories, objective)
-    forwards, _ = info.cost(resolved)
+    forwards, backwards = info.cost(resolved, tuple(inputs.shape[-2:]), None)
     ctx = Context(
         model=model,
         inputs=inputs,
         target=spec,
         batch_size=batch_size,
-        progress=Progress(forwards * len(inputs), progress),
+        # progress counts the passes that dominate: backward ones for gradient methods, else forward ones
+        progress=Progress((backwards or forwards) * len(inputs), progress),
         seed=seed,
         bundle=bundle,
     )

@@ -87,7 +87,11 @@ class Reference:
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """Metadata of one method. ``cost(params)`` gives (forward passes, backward passes) per image."""
+    """Metadata of one method.
+
+    ``cost(params, hw, channels)`` gives (forward passes, backward passes) per image for an input of spatial
+    size ``hw`` and, for layer methods, a layer with ``channels`` channels (None when unknown).
+    """
 
     name: str
     display_name: str
@@ -96,7 +100,7 @@ class MethodInfo:
     summary: str
     weaknesses: str
     params: dict[str, Param]
-    cost: Callable[[dict[str, Any]], tuple[int, int]]
+    cost: Callable[[dict[str, Any], tuple[int, int], int | None], tuple[int, int]]
     fn: Callable[..., Any] = field(repr=False, compare=False)
     needs_layer: bool = False
     attribution_channels: int = 3  # 3 for input-gradient methods, 1 for maps (CAMs, occlusion, RISE)
@@ -116,8 +120,11 @@ class MethodInfo:
             resolved[name] = self.params[name].coerce(name, value)
         return resolved
 
-    def passes(self, params: dict[str, Any] | None = None) -> tuple[int, int]:
-        return self.cost(self.validate(params or {}))
+    def passes(
+        self, params: dict[str, Any] | None = None, hw: tuple[int, int] = (224, 224), channels: int | None = None
+    ) -> tuple[int, int]:
+        """(forward, backward) passes per image with ``params`` (defaults filled in)."""
+        return self.cost(self.validate(params or {}), tuple(hw), channels)
 
 
 METHODS: dict[str, MethodInfo] = {}
@@ -131,7 +138,7 @@ def register(
     reference: Reference,
     summary: str,
     weaknesses: str,
-    cost: Callable[[dict[str, Any]], tuple[int, int]],
+    cost: Callable[[dict[str, Any], tuple[int, int], int | None], tuple[int, int]],
     params: dict[str, Param] | None = None,
     needs_layer: bool = False,
     attribution_channels: int = 3,

@@ -52,7 +52,7 @@ with guard():
                 st.stop()
             st.session_state["cancelled_key"] = None
         reporter = None
-        if cached is None and sum(info.cost(info.validate(params))) > 2:
+        if cached is None and sum(info.passes(params, tuple(selection.inputs.shape[-2:]))) > 2:
             cancel_slot.button("Cancel", key="cancel_run", help="Stop this computation.")
             reporter = ProgressReporter(info.display_name)
         try:

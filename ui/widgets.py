@@ -40,13 +40,10 @@ def param_widgets(info: MethodInfo, key_prefix: str = "param", container=st) -> 
     return values
 
 
-def method_label(info: MethodInfo) -> str:
-    forwards, backwards = info.passes()
-    return f"{info.display_name}"
-
-
-def cost_caption(info: MethodInfo, params: dict[str, Any]) -> str:
-    forwards, backwards = info.cost(info.validate(params))
+def cost_caption(info: MethodInfo, params: dict[str, Any], hw: tuple[int, int] = (224, 224),
+                 channels: int | None = None) -> str:
+    """The paper link and the cost estimate, shown before a method runs."""
+    forwards, backwards = info.passes(params, hw, channels)
     passes = f"{forwards} forward" + (f" + {backwards} backward" if backwards else "") + " passes"
     link = info.reference.link
     paper = f"[{info.reference}]({link})" if link else str(info.reference)

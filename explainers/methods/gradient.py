@@ -48,7 +48,7 @@ def input_gradient(ctx, inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tenso
         "flat. Passes Adebayo et al.'s model-randomisation test."
     ),
     sanity_check="passes",
-    cost=lambda p: (1, 1),
+    cost=lambda p, hw, channels: (1, 1),
 )
 def vanilla(ctx, inputs, rows):
     """Simonyan et al. 2013, arXiv:1312.6034. Signed gradient; sign and channel reduction are render's job."""
@@ -69,7 +69,7 @@ def vanilla(ctx, inputs, rows):
         "normalisation, so 'zero' is not black for most models."
     ),
     sanity_check="passes",
-    cost=lambda p: (1, 1),
+    cost=lambda p, hw, channels: (1, 1),
 )
 def input_x_gradient(ctx, inputs, rows):
     """Shrikumar et al. 2016, arXiv:1605.01713."""

@@ -42,7 +42,7 @@ def _rectified_gradient(ctx, inputs, rows, guided: bool):
         "the class. It is also nearly class-insensitive."
     ),
     sanity_check="fails model randomisation",
-    cost=lambda p: (1, 1),
+    cost=lambda p, hw, channels: (1, 1),
 )
 def guided_backprop(ctx, inputs, rows):
     """Springenberg et al. 2015, arXiv:1412.6806. Works on in-place ReLU and on ReLU6."""
@@ -63,7 +63,7 @@ def guided_backprop(ctx, inputs, rows):
         "attribution of the score."
     ),
     sanity_check="largely insensitive to the class",
-    cost=lambda p: (1, 1),
+    cost=lambda p, hw, channels: (1, 1),
 )
 def deconvnet(ctx, inputs, rows):
     """Zeiler & Fergus 2014, arXiv:1311.2901."""

@@ -86,7 +86,7 @@ def path_integral(ctx, inputs, rows, baseline, n_steps: int, rule: str) -> torch
             allow_tensor=True,
         ),
     },
-    cost=lambda p: (p["n_steps"] + 2, p["n_steps"]),
+    cost=lambda p, hw, channels: (p["n_steps"] + 2, p["n_steps"]),
 )
 def integrated_gradients(ctx, inputs, rows, n_steps=50, rule="gausslegendre", baseline="black"):
     """Sundararajan et al. 2017, arXiv:1703.01365. Reports the completeness delta in ``extras``."""
