@@ -51,6 +51,7 @@ class Context:
     bundle: Any = None  # the ModelBundle when there is one (normalisation for baselines, layer catalogue)
     layer: str | None = None
     layer_module: nn.Module | None = None
+    layer_info: Any = None  # the LayerInfo (name, shape, layout) of the resolved layer
     logits: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     layer_attribution: torch.Tensor | None = None
@@ -138,6 +139,14 @@ def _unwrap(model_or_bundle: Any) -> tuple[nn.Module, Any, Sequence[str] | None]
     return model, model_or_bundle, getattr(model_or_bundle, "categories", None)
 
 
+def _measured_shape(bundle: Any, catalogue: list, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The first layer's per-image shape if the bundle's catalogue was measured at this input size, else a
+    sentinel that forces a fresh measurement."""
+    if bundle is not None and tuple(shape[-2:]) == (bundle.input_size, bundle.input_size):
+        return tuple(catalogue[0].shape[1:])
+    return ()
+
+
 def _device_of(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
@@ -193,11 +202,17 @@ def explain(
         seed=seed,
         bundle=bundle,
     )
-    if info.needs_layer or layer is not None:
-        from .layers import resolve_layer  # the catalogue needs a dummy forward; only pay for it when asked
+    if info.needs_layer:
+        from .layers import cached_catalogue, resolve_layer
 
-        catalogue = getattr(bundle, "layers", None) or None
-        ctx.layer, ctx.layer_module = resolve_layer(model, layer, catalogue, input_shape=tuple(inputs[:1].shape))
+        shape = tuple(inputs[:1].shape)
+        catalogue = getattr(bundle, "layers", None)
+        if not catalogue or tuple(catalogue[0].shape[1:]) != _measured_shape(bundle, catalogue, shape):
+            catalogue = cached_catalogue(model, shape)
+        ctx.layer, ctx.layer_module = resolve_layer(model, layer, catalogue, input_shape=shape)
+        ctx.layer_info = next(entry for entry in catalogue if entry.name == ctx.layer)
+    elif layer is not None:
+        raise SaliencyError(f"method {method!r} does not use a layer; drop layer={layer!r} or pick a CAM method")
 
     started = time.perf_counter()
     with model_guard(model):

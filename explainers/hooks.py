@@ -103,3 +103,33 @@ def rectified_backward(model: nn.Module, guided: bool) -> Iterator[int]:
     finally:
         hooks.remove()
         inputs.clear()
+
+
+class _LayerOutput:
+    """What ``capture_layer`` saw on the last forward pass."""
+
+    def __init__(self) -> None:
+        self.output: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def capture_layer(module: nn.Module) -> Iterator[_LayerOutput]:
+    """Inside the block, ``.output`` is ``module``'s output on the latest forward pass (part of the graph).
+
+    The network continues on a clone, so an in-place op downstream (a ReLU(inplace=True) after a conv) cannot
+    overwrite the captured map; gradients still flow back through it.
+    """
+    seen = _LayerOutput()
+
+    def hook(mod, args, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"expected the layer to output one tensor, got {type(output).__name__}")
+        seen.output = output
+        return output.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+        seen.output = None

@@ -240,10 +240,23 @@ def layer_catalogue(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224,
     maps with fewer than two grid cells; and modules called more than once per forward (e.g. the ``relu``
     that torchvision's ResNet ``BasicBlock`` applies twice), since a capture there would be ambiguous.
     """
-    records = _measure(model, tuple(input_shape))
+    return _catalogue_from(_measure(model, tuple(input_shape)))
+
+
+def _catalogue_from(records: dict[str, _Record]) -> list[LayerInfo]:
     spatial = [r for r in records.values() if r.layout is not None]
     spatial.sort(key=lambda r: r.order)
     return [LayerInfo(r.name, r.shape, r.layout) for r in spatial]
+
+
+def cached_catalogue(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:
+    """The catalogue for inputs of ``input_shape``, reusing this model's last measurement when the
+    per-image shape matches, so repeated calls on a bare module don't pay a dummy forward each time."""
+    per_image = (1, *tuple(input_shape)[1:])
+    measured = _MEASUREMENTS.get(model)
+    if measured is not None and tuple(measured[0])[1:] == per_image[1:]:
+        return _catalogue_from(measured[1])
+    return layer_catalogue(model, per_image)
 
 
 def default_layer(model: nn.Module, catalogue: list[LayerInfo]) -> str:
