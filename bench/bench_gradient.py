@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import compare, report, setup_threads
+from common import best_peer_row, compare, report, row, setup_threads
 
 from explainers import explain, load_model, open_image
 
@@ -70,17 +70,6 @@ def main() -> None:
     rows.append(best_peer_row("smoothgrad, 25 samples", times, 1.0, device))
     report("gradient", rows, {"model": args.model, "input": SAMPLE})
 
-
-def row(case, times, goal, device, peer):
-    ours, theirs = times["ours"]["median_s"], times["peer"]["median_s"]
-    return {"case": case, "ours_s": ours, "peer_s": theirs, "ratio": ours / theirs, "goal": goal,
-            "peer": peer, "device": str(device), "samples": times}
-
-
-def best_peer_row(case, times, goal, device):
-    peers = {k: v for k, v in times.items() if k != "ours"}
-    best = min(peers, key=lambda k: peers[k]["median_s"])
-    return {**row(case, {"ours": times["ours"], "peer": peers[best]}, goal, device, peer=best), "samples": times}
 
 
 if __name__ == "__main__":

@@ -74,3 +74,17 @@ def report(title: str, rows: list[dict], extra: dict | None = None) -> Path:
               f"≤{r['goal']:.2f}x {'met' if r['ratio'] <= r['goal'] else 'MISSED'}")
     print(f"written: {path.relative_to(ROOT)}")
     return path
+
+
+def row(case: str, times: dict, goal: float, device, peer: str) -> dict:
+    """One report line: ours against one peer, ratio of medians."""
+    ours, theirs = times["ours"]["median_s"], times["peer"]["median_s"]
+    return {"case": case, "ours_s": ours, "peer_s": theirs, "ratio": ours / theirs, "goal": goal, "peer": peer,
+            "device": str(device), "samples": times}
+
+
+def best_peer_row(case: str, times: dict, goal: float, device) -> dict:
+    """Ours against the fastest of several peer settings (e.g. Captum's batch knobs)."""
+    peers = {k: v for k, v in times.items() if k != "ours"}
+    best = min(peers, key=lambda k: peers[k]["median_s"])
+    return {**row(case, {"ours": times["ours"], "peer": peers[best]}, goal, device, best), "samples": times}

@@ -57,7 +57,9 @@ def _discard(attention: torch.Tensor, ratio: float) -> torch.Tensor:
     ),
     sanity_check="class-insensitive",
     params={
-        "head_fusion": Param("choice", "mean", "How the heads of a layer are combined.", choices=("mean", "max", "min")),
+        "head_fusion": Param(
+            "choice", "mean", "How the heads of a layer are combined.", choices=("mean", "max", "min")
+        ),
         "discard_ratio": Param("float", 0.9, "Fraction of the weakest attention weights dropped per layer "
                                "(never those to the class token).", minimum=0.0, maximum=0.99),
     },
