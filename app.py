@@ -3,4 +3,9 @@
 import streamlit as st
 
 st.set_page_config(page_title="Saliency Studio", page_icon="🔥", layout="wide")
-st.navigation([st.Page("pages/explore.py", title="Explore", icon="🔎", default=True)]).run()
+st.navigation(
+    [
+        st.Page("pages/explore.py", title="Explore", icon="🔎", default=True),
+        st.Page("pages/compare.py", title="Compare", icon="🧮"),
+    ]
+).run()

@@ -116,32 +116,51 @@ def _check_percentile(clip_percentile: float) -> float:
     return p
 
 
-def normalize(
-    m: Any, clip_percentile: float = DEFAULT_CLIP_PERCENTILE, signed: bool = False
-) -> tuple[np.ndarray, float, float]:
-    """Robustly scale a map to [0,1] (or [-1,1] if signed); returns (normalized, lo, hi) with lo/hi in raw units.
+def value_range(m: Any, clip_percentile: float = DEFAULT_CLIP_PERCENTILE, signed: bool = False) -> tuple[float, float]:
+    """(lo, hi) in raw units for a map, or for several maps at once (a list): the robust percentile clip.
 
-    The top is a percentile rather than the max so one outlier pixel does not turn the rest black.
+    Unsigned: lo = min, hi = the percentile. Signed: ±(percentile of |m|), centred at zero. The top is a
+    percentile rather than the max so one outlier pixel does not turn the rest black.
     """
     p = _check_percentile(clip_percentile)
-    a = _finite(_to_numpy(m))
+    if isinstance(m, (list, tuple)):
+        a = np.concatenate([_finite(_to_numpy(x)).ravel() for x in m]) if m else np.zeros(0, np.float32)
+    else:
+        a = _finite(_to_numpy(m))
     if a.size == 0:
-        return a.astype(np.float32), 0.0, 0.0
+        return 0.0, 0.0
     if signed:
         mag = np.abs(a)
         s = float(np.percentile(mag, p))
         if s <= 0:  # a sparse map whose percentile is 0 would otherwise vanish; fall back to the max
             s = float(mag.max())
-        if s <= 0:
-            return np.zeros_like(a, dtype=np.float32), 0.0, 0.0
-        return np.clip(a / s, -1, 1).astype(np.float32), -s, s
+        return -s, s
     lo = float(a.min())
     hi = float(np.percentile(a, p))
     if hi <= lo:
         hi = float(a.max())
+    return lo, hi
+
+
+def scale_to_range(m: Any, lo: float, hi: float, signed: bool = False) -> np.ndarray:
+    """Map raw values to [0,1] (or [-1,1] if signed) with a given (lo, hi); a degenerate range gives zeros."""
+    a = _finite(_to_numpy(m))
     if hi <= lo:  # constant map (all-zero included): nothing to show
-        return np.zeros_like(a, dtype=np.float32), lo, hi
-    return np.clip((a - lo) / (hi - lo), 0, 1).astype(np.float32), lo, hi
+        return np.zeros_like(a, dtype=np.float32)
+    if signed:
+        return np.clip(a / hi, -1, 1).astype(np.float32)
+    return np.clip((a - lo) / (hi - lo), 0, 1).astype(np.float32)
+
+
+def normalize(
+    m: Any, clip_percentile: float = DEFAULT_CLIP_PERCENTILE, signed: bool = False
+) -> tuple[np.ndarray, float, float]:
+    """Robustly scale a map to [0,1] (or [-1,1] if signed); returns (normalized, lo, hi) with lo/hi in raw units.
+
+    Zero-safe: a constant map (all-zero included) gives zeros, never NaN.
+    """
+    lo, hi = value_range(m, clip_percentile, signed)
+    return scale_to_range(m, lo, hi, signed), lo, hi
 
 
 def percentile_of(values: Any, v: Any) -> Any:
@@ -331,14 +350,23 @@ def render(
     sign: str = "absolute",
     colormap: str | None = None,
     clip_percentile: float = DEFAULT_CLIP_PERCENTILE,
+    fixed_range: tuple[float, float] | None = None,
 ) -> RenderedMap:
-    """Reduce channels, apply the sign mode, normalise and colour an attribution."""
+    """Reduce channels, apply the sign mode, normalise and colour an attribution.
+
+    ``fixed_range=(lo, hi)`` fixes the colour scale in raw units (a scale linked across panels, from
+    ``value_range(list_of_maps)``); by default each map gets its own robust range.
+    """
     _check(reduction, REDUCTIONS, "reduction")
     _check(sign, SIGNS, "sign")
     cmap = suggested_colormap(sign) if colormap is None else _check(colormap, COLORMAPS, "colormap")
     signed = sign == "signed"
     values = apply_sign(reduce_channels(attribution, reduction), sign)
-    normalized, lo, hi = normalize(values, clip_percentile, signed=signed)
+    if fixed_range is None:
+        normalized, lo, hi = normalize(values, clip_percentile, signed=signed)
+    else:
+        lo, hi = (float(v) for v in fixed_range)
+        normalized = scale_to_range(values, lo, hi, signed=signed)
     diverging = cmap in DIVERGING_COLORMAPS
     if signed and not diverging:
         # A sequential map shown signed spans -s..+s end to end, so shift [-1,1] onto [0,1].
@@ -373,6 +401,8 @@ __all__ = [
     "percentile_of",
     "plotly_colorscale",
     "reduce_channels",
+    "scale_to_range",
+    "value_range",
     "render",
     "resize_map",
     "to_pil",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,22 +110,30 @@ def explain_cached(
     target: Any,
     layer: str | None = None,
     objective: str = "logit",
-    progress: Callable[[int, int], object] | None = None,
+    progress_label: str | None = None,
 ) -> tuple[ExplanationResult, bool]:
-    """(result, from_cache). The explainer runs under the model's lock, with ``progress`` per batch."""
+    """(result, from_cache). On a miss the explainer runs under the model's lock; multi-pass methods show a
+    progress bar labelled ``progress_label`` (none when it is None)."""
     info = METHODS[method]
-    layer = layer if info.needs_layer else None
+    layer = (layer or bundle.default_layer) if info.needs_layer else None
     key = cache_key(bundle.name, image_hash, preprocessing, method, params, target, layer, objective)
     cache = explanation_cache()
     hit = cache.get(key)
     if hit is not None:
         return hit, True
-    with model_lock(bundle.name):
-        cache.calls += 1
-        explanation = explainers.explain(
-            bundle, inputs, method, target, layer=layer, objective=objective,
-            seed=0, progress=progress, **params,
-        )
+    reporter = None
+    if progress_label is not None and sum(info.passes(params, tuple(inputs.shape[-2:]))) > 2:
+        reporter = ProgressReporter(progress_label)
+    try:
+        with model_lock(bundle.name):
+            cache.calls += 1
+            explanation = explainers.explain(
+                bundle, inputs, method, target, layer=layer, objective=objective, seed=0, progress=reporter,
+                **params,
+            )
+    finally:
+        if reporter is not None:
+            reporter.close()
     result = ExplanationResult(
         attribution=explanation.attribution[0].float().cpu().numpy(),
         target=tuple(int(t) for t in explanation.target[0].reshape(-1).tolist()),
@@ -142,6 +149,15 @@ def explain_cached(
     )
     cache.put(key, result)
     return result, False
+
+
+def is_cached(selection, method: str, params: dict, target: Any, layer: str | None = None,
+              objective: str = "logit") -> bool:
+    info = METHODS[method]
+    layer = (layer or selection.bundle.default_layer) if info.needs_layer else None
+    key = cache_key(selection.model, selection.image_hash, selection.preprocessing, method, params, target, layer,
+                    objective)
+    return explanation_cache().get(key) is not None
 
 
 class ProgressReporter:

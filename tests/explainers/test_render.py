@@ -477,3 +477,22 @@ def test_render_all_zero_attribution_is_safe():
         assert np.isfinite(out.normalized).all()
         assert np.isfinite([out.lo, out.hi]).all()
         assert (out.rgb == out.rgb[0, 0]).all()
+
+
+def test_linked_range_spans_all_maps_and_fixed_range_is_used():
+    import numpy as np
+
+    from explainers.render import render, value_range
+
+    small = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    large = small * 10
+    lo, hi = value_range([small, large], clip_percentile=100)
+    assert (lo, hi) == (0.0, 10.0)
+    linked_small = render(small, reduction="sum", fixed_range=(lo, hi))
+    linked_large = render(large, reduction="sum", fixed_range=(lo, hi))
+    assert linked_small.normalized.max() <= 0.1 + 1e-6  # on the shared scale the small map stays dim
+    assert linked_large.normalized.max() == 1.0
+    alone = render(small, reduction="sum", clip_percentile=100)
+    assert alone.normalized.max() == 1.0  # on its own scale it would fill the colormap
+    s_lo, s_hi = value_range([small - 0.5, large], clip_percentile=100, signed=True)
+    assert s_lo == -s_hi == -10.0

@@ -1,0 +1,195 @@
+"""The Methods page: one card per registered method, generated from the registry; search and family filters."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explainers import METHODS, MethodInfo, Reference
+from tests.conftest import ROOT
+from ui import method_docs as docs
+
+TIMEOUT = 120
+PAGE = "pages/methods.py"
+
+
+@pytest.fixture
+def page():
+    at = AppTest.from_file(str(ROOT / PAGE), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _card(at, name: str):
+    return at.get_by_key(docs.card(METHODS[name]).key)
+
+
+def _card_text(at, name: str) -> str:
+    block = _card(at, name)
+    return "\n".join([m.value for m in block.markdown] + [c.value for c in block.caption])
+
+
+def _titles(at) -> list[str]:
+    return [s.value for s in at.subheader]
+
+
+# ---- the page -------------------------------------------------------------------------------------------
+
+
+def test_page_renders_a_card_for_every_method(page):
+    assert not page.error, [e.value for e in page.error]
+    assert page.title[0].value == "Methods"
+    titles = _titles(page)
+    assert len(titles) == len(METHODS)
+    for name, info in METHODS.items():
+        block = _card(page, name)
+        (subheader,) = block.subheader
+        assert info.display_name in subheader.value and f"`{name}`" in subheader.value
+        assert any(info.display_name in title for title in titles)
+
+
+def test_one_header_per_family(page):
+    headers = [h.value for h in page.header]
+    assert sorted(headers) == sorted({info.family for info in METHODS.values()})
+
+
+def test_guided_methods_show_the_failed_sanity_check(page):
+    for name in ("guided_backprop", "guided_gradcam"):
+        text = _card_text(page, name)
+        assert ":red-badge[" in text and "fails model randomisation" in text
+    assert ":green-badge[" in _card_text(page, "vanilla")
+    assert ":red-badge[" not in _card_text(page, "eigencam")
+
+
+def test_every_card_links_its_paper(page):
+    for name, info in METHODS.items():
+        link = info.reference.link
+        assert link, f"{name} has no paper link"
+        text = _card_text(page, name)
+        assert f"]({link})" in text
+        assert str(info.reference.year) in text
+
+
+def test_cards_show_cost_layer_output_and_weaknesses(page):
+    vanilla = _card_text(page, "vanilla")
+    assert "1 forward + 1 backward" in vanilla and "no layer needed" in vanilla and "3-channel" in vanilla
+    scorecam = _card_text(page, "scorecam")
+    assert "per channel of the layer" in scorecam and "needs a layer" in scorecam and "1-channel" in scorecam
+    assert METHODS["scorecam"].weaknesses[:40] in scorecam
+
+
+def test_parameter_table(page):
+    (table,) = _card(page, "integrated_gradients").table
+    frame = table.value
+    assert list(frame.columns) == list(docs.PARAM_COLUMNS)
+    row = frame[frame["Parameter"] == "n_steps"].iloc[0]
+    assert row["Range / choices"] == "1..1000" and row["Default"] == "50"
+    assert not _card(page, "vanilla").table  # no parameters: no table
+
+
+def test_search_filters_cards(page):
+    page.text_input(key="method_search").input("cam").run()
+    assert not page.exception
+    titles = " ".join(_titles(page))
+    assert "Grad-CAM" in titles and "Score-CAM" in titles
+    assert "SmoothGrad" not in titles and "Vanilla gradient" not in titles
+    page.text_input(key="method_search").input("no such method xyz").run()
+    assert not _titles(page) and page.info
+    page.text_input(key="method_search").input("").run()
+    assert len(_titles(page)) == len(METHODS)
+
+
+def test_family_filter(page):
+    page.pills(key="method_families").set_value(["Perturbation"]).run()
+    assert not page.exception
+    expected = [info.display_name for info in METHODS.values() if info.family == "Perturbation"]
+    assert expected and [t.split(" `")[0] for t in _titles(page)] == expected
+    assert [h.value for h in page.header] == ["Perturbation"]
+
+
+@pytest.mark.skipif(PAGE not in (ROOT / "app.py").read_text(), reason="app.py does not list the Methods page yet")
+def test_reachable_through_navigation():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Methods"
+    assert len(_titles(at)) == len(METHODS)
+
+
+# ---- ui/method_docs helpers -----------------------------------------------------------------------------
+
+
+def _fake(cost, **overrides) -> MethodInfo:
+    fields = dict(
+        name="fake", display_name="Fake", family="Test", reference=Reference("A & B", 2020, "T"),
+        summary="s", weaknesses="w", params={}, cost=cost, fn=lambda *a: None,
+    )
+    return MethodInfo(**{**fields, **overrides})
+
+
+def test_cost_text():
+    assert docs.cost_text(METHODS["vanilla"]) == "1 forward + 1 backward"
+    assert docs.cost_text(METHODS["integrated_gradients"]) == "52 forward + 50 backward"
+    assert docs.cost_text(METHODS["integrated_gradients"], {"n_steps": 10}) == "12 forward + 10 backward"
+    assert docs.cost_text(METHODS["occlusion"]) == "170 forward"
+    assert docs.cost_text(METHODS["scorecam"]) == "one forward per channel of the layer (+1)"
+    assert not docs.depends_on_channels(METHODS["gradcam"]) and docs.depends_on_channels(METHODS["scorecam"])
+
+
+def test_cost_text_is_derived_from_the_cost_function():
+    per_channel = _fake(lambda p, hw, c: (2 * (c or 8) + 3, c or 8))
+    assert docs.cost_text(per_channel) == (
+        "2 forward per channel of the layer (+3) + one backward per channel of the layer"
+    )
+    quadratic = _fake(lambda p, hw, c: ((c or 8) ** 2, 0))
+    assert docs.cost_text(quadratic).startswith("depends on the layer's channels")
+    assert docs.cost_text(_fake(lambda p, hw, c: (0, 0))) == "no passes"
+
+
+def test_param_rows():
+    rows = {row["Parameter"]: row for row in docs.param_rows(METHODS["integrated_gradients"])}
+    assert rows["n_steps"] == {
+        "Parameter": "n_steps", "Type": "int", "Default": "50", "Range / choices": "1..1000",
+        "Help": METHODS["integrated_gradients"].params["n_steps"].help,
+    }
+    assert "gausslegendre" in rows["rule"]["Range / choices"]
+    assert rows["baseline"]["Type"] == "choice or tensor"
+    rise = {row["Parameter"]: row for row in docs.param_rows(METHODS["rise"])}
+    assert rise["p"]["Range / choices"] == "0.01..1" and rise["p"]["Default"] == "0.5"
+    relu = docs.param_rows(METHODS["gradcam"])[0]
+    assert relu["Default"] == "true" and relu["Range / choices"] == "true / false"
+    assert docs.param_rows(METHODS["vanilla"]) == []
+
+
+def test_verdicts():
+    assert docs.verdict(METHODS["guided_backprop"]).tone == "fails"
+    assert docs.verdict(METHODS["guided_gradcam"]).color == "red"
+    assert docs.verdict(METHODS["vanilla"]).color == "green"
+    assert docs.verdict(METHODS["eigencam"]).color == "gray"
+    occlusion = docs.verdict(METHODS["occlusion"])
+    assert occlusion.label == "not tested by Adebayo et al. 2018" and "outputs" in occlusion.note
+    assert "Vanilla gradient" in docs.verdict(METHODS["smoothgrad"]).note
+    assert docs.verdict(_fake(lambda p, hw, c: (1, 1))).label == "not assessed"
+    assert docs.badge_markdown(docs.verdict(METHODS["guided_backprop"])).startswith(":red-badge[")
+
+
+def test_search_and_family_filters():
+    methods = list(METHODS.values())
+    names = [m.name for m in docs.filter_methods(methods, "cam")]
+    assert "gradcam" in names and "scorecam" in names and "smoothgrad" not in names
+    assert [m.name for m in docs.filter_methods(methods, "  GRAD-CAM   guided ")] == ["guided_gradcam"]
+    assert docs.filter_methods(methods, "") == methods
+    assert {m.family for m in docs.filter_methods(methods, "", ["CAM"])} == {"CAM"}
+    assert set(docs.families(methods)) == {m.family for m in methods}
+    grouped = docs.group_by_family(methods)
+    assert sum(len(v) for v in grouped.values()) == len(methods)
+
+
+def test_markdown_helpers():
+    assert docs.md_escape("a*b_[c]$") == "a\\*b\\_\\[c\\]\\$"
+    assert "](" not in docs.paper_markdown(Reference("A", 2000, "No link"))
+    assert docs.paper_markdown(METHODS["layercam"].reference).endswith("(https://doi.org/10.1109/TIP.2021.3089943)")
+    rows = docs.overview_rows(METHODS.values())
+    assert len(rows) == len(METHODS) and rows[0]["Name"] == next(iter(METHODS))
