@@ -7,5 +7,6 @@ st.navigation(
     [
         st.Page("pages/explore.py", title="Explore", icon="🔎", default=True),
         st.Page("pages/compare.py", title="Compare", icon="🧮"),
+        st.Page("pages/methods.py", title="Methods", icon="📚"),
     ]
 ).run()

@@ -68,8 +68,10 @@ class ExplanationCache:
                 self._entries.popitem(last=False)
 
     def clear(self) -> None:
+        """Forget every entry and restart the call count."""
         with self._lock:
             self._entries.clear()
+            self.calls = 0
 
 
 @st.cache_resource(show_spinner=False)
