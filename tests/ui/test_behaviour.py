@@ -1,0 +1,130 @@
+"""Dashboard behaviour: clear errors instead of tracebacks, bar clicks set the target, shared models stay safe."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+from ui.explanations import explanation_cache
+
+TIMEOUT = 120
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_offline_zoo_model_shows_the_missing_file_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: resnet18's weights are not there
+    monkeypatch.setenv("SALIENCY_OFFLINE", "1")
+    at = _app()
+    at.selectbox(key="model").set_value("resnet18").run()
+    assert not at.exception, "a traceback reached the page"
+    errors = " ".join(e.value for e in at.error)
+    assert "ModelUnavailableError" in errors
+    assert "resnet18" in errors and "checkpoints" in errors and ".pth" in errors
+    assert "efficientnet_lite0" in errors  # the fix: the offline default works
+    # and the server keeps serving: back to the default model, the page works again
+    at.selectbox(key="model").set_value("efficientnet_lite0").run()
+    assert not at.exception and not at.error
+    assert any('"type":"heatmap"' in c.proto.spec.replace(" ", "") for c in at.get("plotly_chart"))
+
+
+def test_bad_upload_shows_a_clear_error():
+    at = _app()
+    at.segmented_control(key="image_source").set_value("Upload").run()
+    assert not at.exception
+    assert any("Upload an image" in i.value for i in at.info)
+
+
+def test_clicking_a_prediction_bar_sets_the_target(monkeypatch):
+    import streamlit as st
+
+    from ui.controls import on_prediction_click
+
+    state = {"predictions_chart": {"selection": {"points": [{"customdata": 282, "x": 0.1}]}}}
+    monkeypatch.setattr(st, "session_state", state)
+    on_prediction_click()
+    assert state["target_mode"] == "Class" and state["target_class"] == 282
+    state = {"predictions_chart": {"selection": {"points": []}}}
+    monkeypatch.setattr(st, "session_state", state)
+    on_prediction_click()
+    assert "target_class" not in state
+
+
+def test_class_target_from_the_searchable_list_changes_the_heatmap():
+    at = _app()
+    first = [c.proto.spec for c in at.get("plotly_chart")]
+    at.segmented_control(key="target_mode").set_value("Class").run()
+    at.selectbox(key="target_class").set_value(281).run()  # tabby
+    assert not at.exception
+    after = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("tabby" in spec for spec in after) and after != first
+    at.segmented_control(key="target_mode").set_value("Contrast").run()
+    assert not at.exception
+    assert any(" vs " in spec for spec in (c.proto.spec for c in at.get("plotly_chart")))
+
+
+def test_cam_method_shows_the_layer_catalogue_with_shapes():
+    at = _app()
+    at.selectbox(key="method").set_value("gradcam").run()
+    assert not at.exception
+    layer = at.selectbox(key="layer")
+    assert layer.value == "_head_act"
+    assert len(layer.options) > 20 and any("[1280×7×7]" in option for option in layer.options)
+    before = [c.proto.spec for c in at.get("plotly_chart")]
+    at.selectbox(key="layer").set_value("_blocks.10").run()
+    assert not at.exception
+    assert [c.proto.spec for c in at.get("plotly_chart")] != before  # another layer, another map
+
+
+def test_two_sessions_explaining_on_one_shared_model_at_once(default_bundle):
+    """Sessions share the cached model; the per-model lock keeps one call's hooks out of the other's."""
+    from explainers import explain
+    from ui.explanations import explain_cached
+
+    explanation_cache().clear()
+    x = default_bundle.preprocess(__import__("PIL.Image", fromlist=["Image"]).open(ROOT / "assets/samples/cat.png"))
+    expected = {m: explain(default_bundle, x, m, target=285).attribution[0].numpy()
+                for m in ("guided_backprop", "vanilla")}
+    results, errors = {}, []
+
+    def worker(method):
+        try:
+            for image_hash in ("a", "b", "c"):  # distinct keys: every call really runs the explainer
+                result, _ = explain_cached(default_bundle, f"{method}-{image_hash}", "resize", x, method, {}, 285)
+                results[(method, image_hash)] = result.attribution
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(m,)) for m in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for (method, _), attribution in results.items():
+        np.testing.assert_allclose(attribution, expected[method], rtol=1e-5, atol=1e-7)
+    from tests.explainers.helpers import hook_counts
+
+    assert hook_counts(default_bundle.model) == 0
+    assert explanation_cache().calls == 6
+
+
+@pytest.mark.parametrize("page", ["pages/explore.py", "pages/compare.py", "pages/methods.py"])
+def test_every_page_renders_without_exception(page):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page(page)
+    if page.endswith("compare.py"):
+        at.session_state["compare.methods"] = ["vanilla", "gradcam"]
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
