@@ -162,6 +162,85 @@ def require_browser() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Page helpers (shared with the benchmark)
+# ---------------------------------------------------------------------------------------------------------------
+
+APP = '[data-testid="stApp"]'
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+HEATMAP_TITLE = ".st-key-heatmap_chart .gtitle"
+
+_WATCH_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (window.__stWatch) window.__stWatch.observer.disconnect();
+  const watch = {started: false, finished: false, observer: null};
+  watch.observer = new MutationObserver(() => {
+    if (app.getAttribute('data-test-script-state') !== 'notRunning') watch.started = true;
+    else if (watch.started) watch.finished = true;
+  });
+  watch.observer.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  window.__stWatch = watch;
+}"""
+
+
+def wait_idle(page, timeout_ms: float = 120_000) -> None:
+    """Wait until no script run is in progress (Streamlit's own ``data-test-script-state`` on stApp).
+
+    Right after an interaction the rerun may not have started yet; pair this with a wait for the expected
+    content, or use ``watch_run`` / ``wait_run`` to see a whole run go by.
+    """
+    page.locator(IDLE).wait_for(state="attached", timeout=timeout_ms)
+
+
+def watch_run(page) -> None:
+    """Start watching for the next script run; call it *before* the interaction that triggers the rerun."""
+    page.evaluate(_WATCH_JS)
+
+
+def wait_run(page, condition_js: str = "true", timeout_ms: float = 120_000) -> None:
+    """Wait until a run started after ``watch_run`` has finished and ``condition_js`` (a JS expression) holds."""
+    page.wait_for_function(
+        f"() => window.__stWatch && window.__stWatch.finished && "
+        f"document.querySelector('{IDLE}') !== null && ({condition_js})",
+        timeout=timeout_ms, polling="raf",
+    )
+
+
+def keyed(key: str) -> str:
+    """The CSS class Streamlit gives the container of a keyed element (unsafe characters become '-')."""
+    return ".st-key-" + "".join(c if c.isalnum() or c in "_-" else "-" for c in key.strip())
+
+
+def open_selectbox(page, key: str, text: str | None = None):
+    """Open a selectbox (a combobox), optionally type to filter; return its listbox locator."""
+    box = page.locator(f"{keyed(key)} [role=combobox]")
+    box.click()
+    if text is not None:
+        box.fill(text)
+    listbox = page.get_by_role("listbox")
+    listbox.wait_for()
+    return listbox
+
+
+def choose(page, key: str, option, text: str | None = None) -> None:
+    """Pick ``option`` (exact accessible name, or a compiled regex) in the selectbox ``key``."""
+    listbox = open_selectbox(page, key, text)
+    listbox.get_by_role("option", name=option, exact=isinstance(option, str)).click()
+
+
+def heatmap_title(page) -> str:
+    titles = page.locator(HEATMAP_TITLE)
+    return titles.first.text_content() if titles.count() else ""
+
+
+def page_problems(page) -> list[str]:
+    """Visible Streamlit exceptions and error alerts on the page, as text."""
+    found = []
+    for selector in ('[data-testid="stException"]', '[data-testid="stAlertContentError"]'):
+        found += [f"{selector}: {t.strip()[:500]}" for t in page.locator(selector).all_inner_texts()]
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------------------------------------------
 

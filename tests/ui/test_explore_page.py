@@ -69,3 +69,22 @@ def test_view_change_does_not_call_the_explainer(app):
     assert after_new == calls + 1
     app.selectbox(key="method").set_value("vanilla").run()
     assert explanation_cache().calls == after_new
+
+
+def test_url_query_string_restores_the_selection():
+    """A shared link restores model, sample, method, target and layer (widgets bound to query params)."""
+    explanation_cache().clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["sample"] = "coffee.png"
+    at.query_params["model"] = "efficientnet_lite0 · offline default"
+    at.query_params["method"] = "CAM · Grad-CAM"
+    at.query_params["target_mode"] = "Runner-up"
+    at.query_params["layer"] = "_blocks.15 [320×7×7]"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="sample").value == "coffee.png"
+    assert at.selectbox(key="method").value == "gradcam"
+    assert at.segmented_control(key="target_mode").value == "Runner-up"
+    assert at.selectbox(key="layer").value == "_blocks.15"
+    heatmap = _heatmap_json(at)
+    assert "gradcam" in heatmap and "espresso" not in json.loads(heatmap)["layout"]["title"]["text"]
