@@ -35,7 +35,7 @@ def test_explore_upload_runner_up_gradcam(page, base_url, artifacts_dir):
     file_input = page.locator(f"{keyed('uploads')} input[type=file]")
     file_input.wait_for(state="attached")
     file_input.set_input_files(str(CAT))
-    page.locator('[data-testid="stFileUploaderFile"], [data-testid="stFileUploaderFileName"]').first.wait_for()
+    page.locator(keyed("uploads")).get_by_text(CAT.name).first.wait_for()  # the uploaded file's chip
 
     page.locator(keyed("target_mode")).get_by_role("radio", name="Runner-up").click()
     page.locator(keyed("target_mode")).get_by_role("radio", name="Runner-up", checked=True).wait_for()

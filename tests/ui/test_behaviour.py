@@ -128,3 +128,34 @@ def test_every_page_renders_without_exception(page):
     at.run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+
+
+def test_zoo_model_from_a_pre_seeded_cache_works_end_to_end(monkeypatch, tmp_path):
+    """No download: the hub cache is filled with a seeded state dict under the expected file name."""
+    import torch
+    import torchvision
+
+    from explainers.models import zoo
+    from ui import models as ui_models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("SALIENCY_OFFLINE", "1")
+    torch.manual_seed(0)
+    path = zoo.weights_file("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    ui_models._cached_bundle.clear()
+    ui_models.describe_model.clear()
+    try:
+        at = _app()
+        assert "cached" in ui_models.describe_model("resnet18")
+        at.selectbox(key="model").set_value("resnet18").run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        at.selectbox(key="method").set_value("gradcam").run()
+        assert not at.exception and not at.error
+        assert at.selectbox(key="layer").value == "layer4"
+        specs = [c.proto.spec for c in at.get("plotly_chart")]
+        assert any("gradcam" in spec for spec in specs)
+    finally:
+        ui_models._cached_bundle.clear()
+        ui_models.describe_model.clear()
