@@ -172,10 +172,17 @@ HEATMAP_TITLE = ".st-key-heatmap_chart .gtitle"
 _WATCH_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (window.__stWatch) window.__stWatch.observer.disconnect();
-  const watch = {started: false, finished: false, observer: null};
+  const watch = {started: false, finished: false, observer: null, t: {watch: performance.now()}};
+  document.addEventListener('click', () => { watch.t.click = watch.t.click ?? performance.now(); },
+                            {capture: true, once: true});
   watch.observer = new MutationObserver(() => {
-    if (app.getAttribute('data-test-script-state') !== 'notRunning') watch.started = true;
-    else if (watch.started) watch.finished = true;
+    if (app.getAttribute('data-test-script-state') !== 'notRunning') {
+      watch.started = true;
+      watch.t.started = watch.t.started ?? performance.now();
+    } else if (watch.started && !watch.finished) {
+      watch.finished = true;
+      watch.t.finished = performance.now();
+    }
   });
   watch.observer.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
   window.__stWatch = watch;
@@ -205,6 +212,15 @@ def wait_run(page, condition_js: str = "true", timeout_ms: float = 120_000) -> N
     )
 
 
+def run_timings(page) -> dict[str, float]:
+    """Browser-side milliseconds of the last watched run: click → run started, run started → finished, and
+    click → condition met (now)."""
+    return page.evaluate("""() => {
+        const t = window.__stWatch.t, now = performance.now(), click = t.click ?? t.watch;
+        return {click_to_start_ms: t.started - click, run_ms: t.finished - t.started, click_to_done_ms: now - click};
+    }""")
+
+
 def keyed(key: str) -> str:
     """The CSS class Streamlit gives the container of a keyed element (unsafe characters become '-')."""
     return ".st-key-" + "".join(c if c.isalnum() or c in "_-" else "-" for c in key.strip())
@@ -230,6 +246,21 @@ def choose(page, key: str, option, text: str | None = None) -> None:
 def heatmap_title(page) -> str:
     titles = page.locator(HEATMAP_TITLE)
     return titles.first.text_content() if titles.count() else ""
+
+
+def screenshot(page, path: Path, max_height: int = 12_000) -> Path:
+    """A screenshot of the whole app. Streamlit scrolls inside stMain, not the document, so ``full_page`` alone
+    shows one viewport: grow the viewport to the content's height for the shot, then restore it."""
+    size = page.viewport_size or VIEWPORT
+    height = page.evaluate("""() => Math.max(...['[data-testid="stMain"]', '[data-testid="stSidebarContent"]']
+        .map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight), window.innerHeight)""")
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, max_height)})
+    try:
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(size)
+    return path
 
 
 def page_problems(page) -> list[str]:
@@ -302,7 +333,7 @@ def page(browser, base_url, artifacts_dir, request, streamlit_server):
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:
             try:
-                page.screenshot(path=str(artifacts_dir / f"{request.node.name}-failure.png"), full_page=True)
+                screenshot(page, artifacts_dir / f"{request.node.name}-failure.png")
             except Exception as exc:  # noqa: BLE001 - a failed screenshot must not hide the real failure
                 print(f"failure screenshot not saved: {exc}")
             print(f"--- streamlit log tail ---\n{streamlit_server.log_tail()}")

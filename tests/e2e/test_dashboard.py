@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from .conftest import ROOT, choose, keyed, page_problems, wait_idle
+from .conftest import ROOT, choose, keyed, page_problems, screenshot, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def test_explore_upload_runner_up_gradcam(page, base_url, artifacts_dir):
     assert re.search(r"computed in \d+\.\d+ s|cached", captions), captions
     assert page_problems(page) == []
     assert page.js_errors == []
-    page.screenshot(path=str(artifacts_dir / "explore.png"), full_page=True)
+    screenshot(page, artifacts_dir / "explore.png")
 
 
 def test_compare_default_grid(page, base_url, artifacts_dir):
@@ -83,4 +83,4 @@ def test_compare_default_grid(page, base_url, artifacts_dir):
     assert page.locator(keyed("export_zip")).get_by_role("button").count() == 1
     assert page_problems(page) == []
     assert page.js_errors == []
-    page.screenshot(path=str(artifacts_dir / "compare.png"), full_page=True)
+    screenshot(page, artifacts_dir / "compare.png")

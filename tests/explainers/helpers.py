@@ -2,8 +2,49 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+
+import explainers
+from explainers import Cancelled
+
+from ..conftest import sample_path
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def sample_pixels(name: str = "cat.png", size: int = 224) -> torch.Tensor:
+    """A sample image resized whole (bicubic) to size x size, as a [1, 3, H, W] tensor in [0, 1]."""
+    image = Image.open(sample_path(name)).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def imagenet_input(name: str = "cat.png", size: int = 224) -> torch.Tensor:
+    """The sample normalised with ImageNet's mean and std, contiguous (torchvision models' input)."""
+    return ((sample_pixels(name, size) - IMAGENET_MEAN) / IMAGENET_STD).contiguous()
+
+
+def assert_cancel_stops_cleanly(model: nn.Module, inputs: torch.Tensor, method: str, **params) -> None:
+    """A progress callback returning False on its third call raises Cancelled there and leaves the model as it
+    was: no hooks, same parameters, same mode."""
+    before = snapshot(model)
+    calls = []
+
+    def stop_at_third(done, total):
+        calls.append(done)
+        return len(calls) < 3
+
+    try:
+        explainers.explain(model, inputs, method, target=0, progress=stop_at_third, **params)
+    except Cancelled:
+        pass
+    else:
+        raise AssertionError(f"{method} ran to the end despite the cancel")
+    assert len(calls) == 3
+    assert_untouched(model, before)
 
 
 def hook_counts(model: nn.Module) -> int:

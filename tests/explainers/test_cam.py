@@ -11,7 +11,7 @@ from PIL import Image
 from explainers import Cancelled, LayerError, SaliencyError, explain
 
 from ..conftest import sample_path
-from .helpers import assert_untouched, hook_counts, small_convnet, snapshot
+from .helpers import assert_untouched, hook_counts, imagenet_input, sample_pixels, small_convnet, snapshot
 
 gradcam_lib = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
@@ -26,13 +26,6 @@ ORACLES = {
     "eigencam": "EigenCAM",
     "scorecam": "ScoreCAM",
 }
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def _pixels(name: str, size: int) -> torch.Tensor:
-    image = Image.open(sample_path(name)).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +38,7 @@ def resnet_case():
         for _ in range(2):
             model(torch.randn(8, 3, 96, 96))
     model.eval()
-    x = ((_pixels("cat.png", 128) - IMAGENET_MEAN) / IMAGENET_STD).contiguous()
+    x = imagenet_input("cat.png", 128)
     return model, model.layer4, "layer4", x, int(model(x).argmax())
 
 
@@ -53,7 +46,7 @@ def resnet_case():
 def default_case(default_bundle):
     """The real default model at 160 px (its SAME padding takes any size; the head is 5x5)."""
     model = default_bundle.model
-    x = default_bundle.normalize(_pixels("cat.png", 160)).contiguous()
+    x = default_bundle.normalize(sample_pixels("cat.png", 160)).contiguous()
     return model, model._head_act, "_head_act", x, 285
 
 

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 import explainers.methods.occlusion  # noqa: F401  (registers "occlusion" until the package imports it)
-from explainers import METHODS, Cancelled, ParameterError, explain
+from explainers import METHODS, ParameterError, explain
 from explainers.baselines import make_baseline
 from explainers.methods.occlusion import window_positions
 
 from ..conftest import sample_path
-from .helpers import assert_untouched, hook_counts, relative_max_difference, small_convnet, snapshot
+from .helpers import (
+    assert_cancel_stops_cleanly,
+    hook_counts,
+    imagenet_input,
+    relative_max_difference,
+    small_convnet,
+)
 
 TOLERANCE = 1e-4
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 @pytest.fixture(scope="module")
 def cat_imagenet():
-    image = Image.open(sample_path("cat.png")).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0)
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).contiguous()
+    return imagenet_input("cat.png", 224)
 
 
 @pytest.fixture(scope="module")
@@ -182,17 +183,7 @@ def test_progress_and_cancel_leave_the_model_untouched(net, images):
     assert seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 2 * 16 // 7
 
-    before = snapshot(net)
-    calls = []
-
-    def stop_at_third(done, total):
-        calls.append(done)
-        return len(calls) < 3
-
-    with pytest.raises(Cancelled):
-        explain(net, images, "occlusion", target=0, window=8, stride=4, batch_size=4, progress=stop_at_third)
-    assert len(calls) == 3
-    assert_untouched(net, before)
+    assert_cancel_stops_cleanly(net, images, "occlusion", window=8, stride=4, batch_size=4)
 
 
 def test_window_larger_than_image_and_stride_past_window_are_clear_errors(net, images):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -10,21 +9,17 @@ from PIL import Image
 from explainers import explain
 
 from ..conftest import sample_path
-from .helpers import hook_counts, relative_max_difference
+from .helpers import hook_counts, imagenet_input, relative_max_difference
 
 captum_attr = pytest.importorskip("captum.attr")
 
 TOLERANCE = 1e-4
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 @pytest.fixture(scope="module")
 def cat_imagenet():
     """The cat sample, 160 px (resnet18 accepts any size; smaller keeps the test quick), ImageNet-normalised."""
-    image = Image.open(sample_path("cat.png")).convert("RGB").resize((160, 160), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0)
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).contiguous()
+    return imagenet_input("cat.png", 160)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import explainers.methods.rise  # noqa: F401  (registers "rise" until the package imports it)
-from explainers import METHODS, Cancelled, ParameterError, explain
+from explainers import METHODS, ParameterError, explain
 from explainers.methods.rise import DRAW_CHUNK
 
-from .helpers import assert_untouched, hook_counts, small_convnet, snapshot
+from .helpers import assert_cancel_stops_cleanly, hook_counts, small_convnet
 
 BOX = (slice(8, 16), slice(8, 24))  # 8 x 16 of 32 x 32: 12.5% of the image
 
@@ -112,17 +112,7 @@ def test_progress_and_cancel_leave_the_model_untouched(net, images):
     assert seen[-1] == (2 * 21, 2 * 21)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 2 * 20 // 6
 
-    before = snapshot(net)
-    calls = []
-
-    def stop_at_third(done, total):
-        calls.append(done)
-        return len(calls) < 3
-
-    with pytest.raises(Cancelled):
-        explain(net, images, "rise", target=0, n_masks=100, batch_size=4, progress=stop_at_third)
-    assert len(calls) == 3
-    assert_untouched(net, before)
+    assert_cancel_stops_cleanly(net, images, "rise", n_masks=100, batch_size=4)
 
 
 def test_bare_module_odd_size_and_objective(net):

@@ -1,0 +1,230 @@
+"""Browser latency of the dashboard, measured in headless Chromium with Playwright against a fresh server.
+
+Cases (medians over the repeats; wall time seen from the driver, click → rendered and idle):
+
+* method change → rendered heatmap: Explore showing Input × Gradient, pick "Gradient · Vanilla gradient", stop
+  when the heatmap titled "vanilla · …" is drawn and the script run has finished. Every repeat uses another
+  (sample, target) pair (3 samples × Predicted / Runner-up / Contrast) on one server, so each is a real
+  computation; the page's "computed in X s" caption is checked (a "cached" caption aborts the run).
+  The first pair is a discarded warm-up. Goal ≤ 1.5 s.
+* colormap change → re-rendered heatmap: right after, change "view.colormap"; stop when a run has finished and
+  the heatmap's image differs from before. Goal ≤ 0.5 s.
+* Compare, cold: a fresh server per repeat, open /compare (default sample cat.png, default grid of 6 methods ×
+  2 targets + difference), stop when the "Method agreement" heatmap is drawn. Includes the page and model
+  load. No goal; reported for tracking.
+
+Usage: ``python bench/bench_browser.py [--repeats 5] [--compare-repeats 1] [--skip-compare]``.
+Writes bench/results/browser-<stamp>.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.conftest import (  # noqa: E402 - needs the repository on sys.path first
+    HEATMAP_TITLE,
+    browser_problem,
+    launch_browser,
+    open_selectbox,
+    page_problems,
+    run_timings,
+    start_server,
+    stop_server,
+    wait_idle,
+    wait_run,
+    watch_run,
+)
+
+SAMPLES = ("cat.png", "coffee.png", "rocket.jpg")
+TARGETS = ("Predicted", "Runner-up", "Contrast")
+PAIRS = [(sample, target) for target in TARGETS for sample in SAMPLES]  # 9: one warm-up + up to 8 repeats
+START_METHOD = "Gradient · Input × Gradient"
+METHOD = "Gradient · Vanilla gradient"
+COLORMAPS = ("viridis", "hot", "gray")  # the default (absolute sign) is inferno
+GRID_IMAGES = 18
+GOALS = {"method change → heatmap": 1.5, "colormap change → heatmap": 0.5}
+LOAD_MS = 180_000
+GRID_MS = 900_000
+
+TITLE_JS = f"(document.querySelector('{HEATMAP_TITLE}')?.textContent || '')"
+HEATMAP_IMAGE_JS = "(document.querySelector('.st-key-heatmap_chart .heatmaplayer image')?.getAttribute('href') || '')"
+
+
+def captions(page) -> str:
+    return " ".join(page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())
+
+
+def check_clean(page, what: str) -> None:
+    problems = page_problems(page)
+    if problems:
+        raise RuntimeError(f"{what}: the page shows errors: {problems}")
+
+
+def explore_round(browser, url: str, sample: str, target: str, colormap: str) -> dict:
+    """One fresh session: set up Input × Gradient on (sample, target), then time the method and colormap changes."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/?{urlencode({'sample': sample, 'target_mode': target, 'method': START_METHOD})}")
+        page.wait_for_function(f"() => {TITLE_JS}.startsWith('input_x_gradient · ')", timeout=LOAD_MS)
+        wait_idle(page, LOAD_MS)
+        check_clean(page, f"setup {sample}/{target}")
+
+        listbox = open_selectbox(page, "method", "Vanilla")
+        option = listbox.get_by_role("option", name=METHOD, exact=True)
+        option.wait_for()
+        watch_run(page)
+        start = time.perf_counter()
+        option.click()
+        wait_run(page, f"{TITLE_JS}.startsWith('vanilla · ')")
+        method_s = time.perf_counter() - start
+        method_browser = run_timings(page)
+        text = captions(page)
+        computed = re.search(r"computed in ([\d.]+) s", text)
+        if computed is None:
+            raise RuntimeError(f"{sample}/{target}: vanilla was not computed afresh (a cache hit?): {text!r}")
+        title = page.locator(HEATMAP_TITLE).first.text_content()
+
+        before = page.evaluate(f"() => {HEATMAP_IMAGE_JS}")
+        listbox = open_selectbox(page, "view.colormap")
+        option = listbox.get_by_role("option", name=re.compile(rf"^{colormap}\b"))
+        option.wait_for()
+        watch_run(page)
+        start = time.perf_counter()
+        option.click()
+        wait_run(page, f"{HEATMAP_IMAGE_JS} !== {json.dumps(before)} && {TITLE_JS}.startsWith('vanilla · ')")
+        colormap_s = time.perf_counter() - start
+        colormap_browser = run_timings(page)
+        if "cached" not in captions(page):
+            raise RuntimeError(f"{sample}/{target}: the colormap change recomputed instead of re-rendering")
+        check_clean(page, f"{sample}/{target}")
+        return {"sample": sample, "target": target, "title": title, "method_s": method_s,
+                "server_compute_s": float(computed.group(1)), "method_browser_ms": method_browser,
+                "colormap": colormap, "colormap_s": colormap_s, "colormap_browser_ms": colormap_browser}
+    finally:
+        context.close()
+
+
+def bench_explore(playwright, repeats: int) -> list[dict]:
+    if repeats + 1 > len(PAIRS):
+        raise SystemExit(f"--repeats is at most {len(PAIRS) - 1}: each repeat needs a fresh (sample, target) pair")
+    server = start_server(log_name="bench-browser-explore.log")
+    browser = launch_browser(playwright)
+    rounds = []
+    try:
+        for i, (sample, target) in enumerate(PAIRS[: repeats + 1]):
+            result = explore_round(browser, server.url, sample, target, COLORMAPS[i % len(COLORMAPS)])
+            result["warmup"] = i == 0
+            rounds.append(result)
+            label = "warm-up" if i == 0 else f"repeat {i}"
+            m, c = result["method_browser_ms"], result["colormap_browser_ms"]
+            print(f"  {label:>9}: {result['title']:<36} method {result['method_s']:.3f} s (click→run "
+                  f"{m['click_to_start_ms']:.0f} ms, run {m['run_ms']:.0f} ms, compute {result['server_compute_s']:.2f}"
+                  f" s); colormap→{result['colormap']} {result['colormap_s']:.3f} s (click→run "
+                  f"{c['click_to_start_ms']:.0f} ms, run {c['run_ms']:.0f} ms)", flush=True)
+    finally:
+        browser.close()
+        stop_server(server)
+    return rounds
+
+
+def compare_cold(playwright) -> dict:
+    server = start_server(log_name="bench-browser-compare.log")
+    browser = launch_browser(playwright)
+    try:
+        page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+        images = '[data-testid="stMain"] [data-testid="stImage"] img'
+        start = time.perf_counter()
+        page.goto(f"{server.url}/compare")
+        page.locator(images).first.wait_for(timeout=LOAD_MS)
+        first_panel_s = time.perf_counter() - start
+        page.wait_for_function(
+            """([selector, n]) => document.querySelectorAll(selector).length >= n
+                   && document.querySelector('.st-key-agreement_spearman .heatmaplayer') !== null""",
+            arg=[images, GRID_IMAGES], timeout=GRID_MS, polling=100,
+        )
+        total_s = time.perf_counter() - start
+        wait_idle(page, LOAD_MS)
+        check_clean(page, "compare")
+        count = page.locator(images).count()
+        if count != GRID_IMAGES:
+            raise RuntimeError(f"compare: expected {GRID_IMAGES} grid images, found {count}")
+        return {"agreement_s": total_s, "first_panel_s": first_panel_s}
+    finally:
+        browser.close()
+        stop_server(server)
+
+
+def summary(case: str, samples: list[float], goal: float | None, note: str) -> dict:
+    median = statistics.median(samples)
+    return {"case": case, "median_s": median, "min_s": min(samples), "samples_s": samples, "n": len(samples),
+            "goal_s": goal, "met": None if goal is None else median <= goal, "note": note}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="method/colormap repeats (after one warm-up)")
+    parser.add_argument("--compare-repeats", type=int, default=1,
+                        help="cold Compare loads, each on a fresh server (1–3 min each on 2 CPU cores)")
+    parser.add_argument("--skip-compare", action="store_true")
+    args = parser.parse_args()
+    problem = browser_problem()
+    if problem:
+        print(f"cannot run the browser benchmark: {problem}", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    with sync_playwright() as playwright:
+        print(f"Explore: {args.repeats} repeats + 1 warm-up, fresh (sample, target) each", flush=True)
+        rounds = bench_explore(playwright, args.repeats)
+        measured = [r for r in rounds if not r["warmup"]]
+        rows.append(summary("method change → heatmap", [r["method_s"] for r in measured],
+                            GOALS["method change → heatmap"],
+                            "Input × Gradient → Vanilla gradient, a fresh (sample, target) each repeat; server-side "
+                            f"compute median {statistics.median(r['server_compute_s'] for r in measured):.2f} s"))
+        rows.append(summary("colormap change → heatmap", [r["colormap_s"] for r in measured],
+                            GOALS["colormap change → heatmap"], "inferno → viridis/hot/gray, re-render from cache"))
+        compares = []
+        if not args.skip_compare:
+            for i in range(args.compare_repeats):
+                print(f"Compare, cold ({i + 1}/{args.compare_repeats}) on a fresh server…", flush=True)
+                compares.append(compare_cold(playwright))
+                print(f"  agreement shown after {compares[-1]['agreement_s']:.1f} s "
+                      f"(first panel {compares[-1]['first_panel_s']:.1f} s)", flush=True)
+            rows.append(summary("Compare default grid, cold", [c["agreement_s"] for c in compares], None,
+                                "fresh server, /compare on cat.png until the agreement heatmap is drawn; first "
+                                f"panel median {statistics.median(c['first_panel_s'] for c in compares):.1f} s"))
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"browser-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({
+        "title": "browser", "machine": platform.machine(), "cpus": os.cpu_count(), "server_threads": 1,
+        "chromium": "/usr/bin/chromium (headless)", "rows": rows, "explore_rounds": rounds, "compare_runs": compares,
+    }, indent=2))
+    width = max(len(r["case"]) for r in rows)
+    print(f"\nbrowser latency (headless Chromium, SALIENCY_THREADS=1, {os.cpu_count()} CPUs)")
+    print(f"{'case'.ljust(width)}  {'median s':>9}  {'min s':>8}  {'n':>2}  goal")
+    for r in rows:
+        goal = "—" if r["goal_s"] is None else f"≤{r['goal_s']:.2f} s {'met' if r['met'] else 'MISSED'}"
+        print(f"{r['case'].ljust(width)}  {r['median_s']:9.3f}  {r['min_s']:8.3f}  {r['n']:>2}  {goal}")
+    print(f"written: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
