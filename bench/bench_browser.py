@@ -100,6 +100,8 @@ def explore_round(browser, url: str, sample: str, target: str, colormap: str) ->
         title = page.locator(HEATMAP_TITLE).first.text_content()
 
         before = page.evaluate(f"() => {HEATMAP_IMAGE_JS}")
+        if not before:
+            raise RuntimeError(f"{sample}/{target}: no heatmap image to compare the colormap change against")
         listbox = open_selectbox(page, "view.colormap")
         option = listbox.get_by_role("option", name=re.compile(rf"^{colormap}\b"))
         option.wait_for()

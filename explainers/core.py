@@ -139,14 +139,6 @@ def _unwrap(model_or_bundle: Any) -> tuple[nn.Module, Any, Sequence[str] | None]
     return model, model_or_bundle, getattr(model_or_bundle, "categories", None)
 
 
-def _measured_shape(bundle: Any, catalogue: list, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The first layer's per-image shape if the bundle's catalogue was measured at this input size, else a
-    sentinel that forces a fresh measurement."""
-    if bundle is not None and tuple(shape[-2:]) == (bundle.input_size, bundle.input_size):
-        return tuple(catalogue[0].shape[1:])
-    return ()
-
-
 def _device_of(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
@@ -207,8 +199,8 @@ def explain(
 
         shape = tuple(inputs[:1].shape)
         catalogue = getattr(bundle, "layers", None)
-        if not catalogue or tuple(catalogue[0].shape[1:]) != _measured_shape(bundle, catalogue, shape):
-            catalogue = cached_catalogue(model, shape)
+        if not catalogue or tuple(shape[-2:]) != (bundle.input_size, bundle.input_size):
+            catalogue = cached_catalogue(model, shape)  # a bare module, or another input size than measured
         ctx.layer, ctx.layer_module = resolve_layer(model, layer, catalogue, input_shape=shape)
         ctx.layer_info = next(entry for entry in catalogue if entry.name == ctx.layer)
     elif layer is not None:

@@ -159,6 +159,10 @@ class TargetSpec:
     def score(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The explained score of each row of ``logits``; ``rows`` maps each to its input row."""
         resolved = self._resolved.to(logits.device)[rows.to(logits.device)]
+        if int(resolved.max()) >= logits.shape[-1]:
+            raise TargetError(
+                f"class index {int(resolved.max())} is out of range: the model has classes 0..{logits.shape[-1] - 1}"
+            )
         score = self._class_score(logits, resolved[:, 0])
         if self.contrast:
             score = score - self._class_score(logits, resolved[:, 1])

@@ -228,8 +228,10 @@ def test_bad_parameters_and_targets_are_clear_errors(net, images):
         explain(net, images, "integrated_gradients", rule="simpson")
     with pytest.raises(ParameterError, match="no parameter 'steps'"):
         explain(net, images, "integrated_gradients", steps=3)
-    with pytest.raises(TargetError, match="out of range"):
-        explain(net, images, "vanilla", target=99)
+    for method, extra in [("vanilla", {}), ("integrated_gradients", {}), ("smoothgrad", {}), ("gradcam", {}),
+                          ("occlusion", {"window": 8, "stride": 4})]:
+        with pytest.raises(TargetError, match="out of range"):
+            explain(net, images, method, target=99, **extra)
     with pytest.raises(TargetError, match="3 inputs"):
         explain(net, images, "vanilla", target=[1, 2])
     with pytest.raises(explainers.UnknownMethodError, match="vanilla"):
