@@ -162,6 +162,34 @@ def is_cached(selection, method: str, params: dict, target: Any, layer: str | No
     return explanation_cache().get(key) is not None
 
 
+def explain_cancellable(selection, info, params: dict, target: Any, layer: str | None
+                        ) -> tuple[ExplanationResult, bool] | None:
+    """Run (or fetch) the Explore page's explanation with a Cancel button for multi-pass methods.
+
+    Clicking Cancel makes Streamlit rerun the script, which stops it inside the progress callback: the
+    explainer unwinds through its ``finally`` blocks. That rerun remembers the cancelled run and does not
+    start it again until the user presses Run. Returns None when nothing is to be shown.
+    """
+    cached = is_cached(selection, info.name, params, target, layer)
+    run_id = (selection.model, selection.image_hash, selection.preprocessing, info.name, str(params), str(target),
+              layer)
+    if st.session_state.get("cancel_run"):
+        st.session_state["cancelled_run"] = run_id
+    if not cached and st.session_state.get("cancelled_run") == run_id:
+        st.info("Cancelled. Press Run to compute this explanation.")
+        if not st.button("Run", key="run_again", type="primary"):
+            return None
+        st.session_state["cancelled_run"] = None
+    if not cached and sum(info.passes(params, tuple(selection.inputs.shape[-2:]))) > 2:
+        st.button("Cancel", key="cancel_run", help="Stop this computation now.")
+    try:
+        return explain_cached(selection.bundle, selection.image_hash, selection.preprocessing, selection.inputs,
+                              info.name, params, target, layer, progress_label=info.display_name)
+    except explainers.Cancelled:
+        st.info("Cancelled.")
+        return None
+
+
 class ProgressReporter:
     """``progress(done, total)`` for explain(): a Streamlit bar with done/total and an ETA.
 

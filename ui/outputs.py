@@ -71,8 +71,8 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def show_result(result: ExplanationResult, view: ViewSettings, selection, probabilities: np.ndarray,
-                from_cache: bool) -> None:
+def show_result(result: ExplanationResult, from_cache: bool, *, view: ViewSettings, selection,
+                probabilities: np.ndarray) -> None:
     rendered, overlaid = render_result(result, view, selection)
     original, heat, over = st.columns(3)
     original.image(selection.image if view.original_aspect else selection.bundle.model_view(
