@@ -181,9 +181,11 @@ def explain(
     # contiguous NCHW: a channels-last view (e.g. from a permute) would pick other conv kernels per batch
     inputs = inputs.detach().to(device=device, dtype=next(model.parameters(), inputs).dtype).contiguous()
 
-    batch_size = int(batch_size) if batch_size is not None else default_batch_size(device)
     spec = TargetSpec(target, len(inputs), categories, objective)
     forwards, backwards = info.cost(resolved, tuple(inputs.shape[-2:]), None)
+    if batch_size is None:
+        batch_size = default_batch_size(device, forward_only=backwards == 0)
+    batch_size = int(batch_size)
     ctx = Context(
         model=model,
         inputs=inputs,
