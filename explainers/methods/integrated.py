@@ -86,17 +86,23 @@ def path_integral(ctx, inputs, rows, baseline, n_steps: int, rule: str) -> torch
             allow_tensor=True,
         ),
     },
-    cost=lambda p, hw, channels: (p["n_steps"] + 2, p["n_steps"]),
+    cost=lambda p, hw, channels: (p["n_steps"] + 1, p["n_steps"]),
 )
 def integrated_gradients(ctx, inputs, rows, n_steps=50, rule="gausslegendre", baseline="black"):
     """Sundararajan et al. 2017, arXiv:1703.01365. Reports the completeness delta in ``extras``."""
     reference = make_baseline(baseline, inputs, ctx.bundle, ctx.generator(offset=1))
+    top_level = inputs is ctx.inputs
+    if top_level:
+        # completeness needs f(x) and f(x'); one batch gives both, and f(x) also resolves "topK" targets
+        both = ctx.predict(torch.cat([inputs, reference]))
+        if ctx.logits is None:
+            ctx.logits = both[: len(inputs)]
+            ctx.target.resolve(ctx.logits)
+        baseline_logits = both[len(inputs) :]
     attribution = path_integral(ctx, inputs, rows, reference, n_steps, rule)
-    if inputs is ctx.inputs:
-        # completeness: sum(attr) should equal f(x) - f(x'); the gap measures the quadrature error
-        logits = ctx.ensure_logits()
-        baseline_logits = ctx.predict(reference)
-        score_gap = ctx.target.score(logits, rows) - ctx.target.score(baseline_logits, rows)
+    if top_level:
+        # sum(attr) should equal f(x) - f(x'); the gap measures the quadrature error
+        score_gap = ctx.target.score(ctx.logits, rows) - ctx.target.score(baseline_logits, rows)
         delta = attribution.sum(dim=(1, 2, 3)) - score_gap
         ctx.extras["completeness_delta"] = delta.detach().cpu()
         ctx.extras["score_gap"] = score_gap.detach().cpu()

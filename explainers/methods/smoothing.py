@@ -32,7 +32,7 @@ def _base_cost(p, hw, channels) -> tuple[int, int]:
     base_params = {"n_steps": p["n_steps"]} if p["base"] == "integrated_gradients" else {}
     forwards, backwards = base.passes(base_params, hw, channels)
     if p["base"] == "integrated_gradients":
-        forwards -= 2  # the completeness check runs only on the clean input, not on each noisy copy
+        forwards -= 1  # the completeness check runs only on the clean input, not on each noisy copy
     return forwards * p["n_samples"], backwards * p["n_samples"]
 
 
