@@ -33,9 +33,10 @@ def predictions_figure(names: list[str], probabilities: list[float], indices: li
 def heatmap_figure(rendered: RenderedMap, title: str = "", height: int = 360, show_scale: bool = True):
     """An interactive heatmap: hover shows the raw value and its percentile; the colorbar is in raw units."""
     values = rendered.values
-    step = max(1, int(np.ceil(max(values.shape) / 224)))  # keep the figure light for large maps
-    shown = values[::step, ::step]
-    ranks = percentile_of(values, shown)
+    # at most ~128 points a side: every view change resends the figure, and the browser redraws it
+    step = max(1, int(np.ceil(max(values.shape) / 128)))
+    shown = np.ascontiguousarray(values[::step, ::step], dtype=np.float32)
+    ranks = np.rint(percentile_of(values, shown)).astype(np.uint8)  # whole percentiles: one byte each
     figure = go.Figure(
         go.Heatmap(
             z=shown,
@@ -45,7 +46,9 @@ def heatmap_figure(rendered: RenderedMap, title: str = "", height: int = 360, sh
             customdata=ranks,
             showscale=show_scale,
             colorbar=dict(title=dict(text="raw", side="right"), thickness=12),
-            hovertemplate="x %{x}, y %{y}<br>raw %{z:.4g}<br>percentile %{customdata:.1f}<extra></extra>",
+            x=np.arange(shown.shape[1]) * step,
+            y=np.arange(shown.shape[0]) * step,
+            hovertemplate="x %{x}, y %{y}<br>raw %{z:.4g}<br>percentile %{customdata}<extra></extra>",
         )
     )
     figure.update_yaxes(autorange="reversed", scaleanchor="x", visible=False)
