@@ -42,8 +42,10 @@ with guard():
         with iou_tab:
             st.plotly_chart(agreement_figure(results, settings.methods, settings.targets[0], settings.view, "iou"),
                             key="agreement_iou")
-    st.download_button("Export all panels (.zip: PNG + .npy + manifest)", export_zip(results, selection, settings),
-                       f"compare_{selection.image_name.rsplit('.', 1)[0]}.zip", "application/zip", key="export_zip")
+    st.download_button("Export all panels (.zip: PNG + .npy + manifest)",
+                       lambda: export_zip(results, selection, settings),
+                       f"compare_{selection.image_name.rsplit('.', 1)[0]}.zip", "application/zip", key="export_zip",
+                       on_click="ignore")
 
     st.subheader("Layer sweep")
     cam_methods = [n for n, info in METHODS.items() if info.needs_layer and n not in ("scorecam",)]

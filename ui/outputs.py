@@ -88,9 +88,12 @@ def show_result(result: ExplanationResult, from_cache: bool, *, view: ViewSettin
     st.caption(f"Raw range [{rendered.lo:.3g}, {rendered.hi:.3g}] after the {view.clip:g}th-percentile clip · "
                f"{source}{extras}")
     stem = f"{selection.image_name.rsplit('.', 1)[0]}_{result.method}"
+    # the files are built only when clicked (callables), so a view change does not pay for encoding them
     a, b, c = st.columns(3)
-    a.download_button("Overlay PNG", png_bytes(overlaid), f"{stem}.png", "image/png", key="dl_png")
-    b.download_button("Raw attribution .npy", npy_bytes(result.attribution), f"{stem}.npy",
-                      "application/octet-stream", key="dl_npy")
-    c.download_button("Manifest JSON", json.dumps(manifest(result, selection, view, probabilities), indent=2),
-                      f"{stem}.json", "application/json", key="dl_json")
+    a.download_button("Overlay PNG", lambda: png_bytes(overlaid), f"{stem}.png", "image/png", key="dl_png",
+                      on_click="ignore")
+    b.download_button("Raw attribution .npy", lambda: npy_bytes(result.attribution), f"{stem}.npy",
+                      "application/octet-stream", key="dl_npy", on_click="ignore")
+    c.download_button("Manifest JSON",
+                      lambda: json.dumps(manifest(result, selection, view, probabilities), indent=2),
+                      f"{stem}.json", "application/json", key="dl_json", on_click="ignore")

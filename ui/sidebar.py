@@ -6,6 +6,7 @@ the URL's query string so a link restores them.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +47,22 @@ def _decode(data: bytes, name: str) -> Image.Image:
 
 
 @st.cache_data(show_spinner=False)
-def _thumbnail(name: str) -> Image.Image:
+def _thumbnail(name: str) -> bytes:
+    """PNG bytes, cached: st.image would otherwise re-encode the gallery on every rerun."""
     image = open_image(SAMPLES_DIR / name)
     image.thumbnail((160, 160))
-    return image
+    return _png(image)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _model_view_png(model: str, image_hash: str, preprocessing: str, _bundle, _image) -> bytes:
+    return _png(_bundle.model_view(_image, preprocessing))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _pick_image() -> tuple[Image.Image, str] | None:
@@ -116,7 +129,8 @@ def sidebar() -> Selection | None:
             bundle = get_bundle(model)
         if bundle is None:
             return None
-        view = bundle.model_view(image, preprocessing)
+        digest = image_hash(image)
+        view = _model_view_png(model, digest, preprocessing, bundle, image)
         st.image(view, caption=f"What the model sees ({bundle.input_size}×{bundle.input_size})", width=180)
     inputs = bundle.preprocess(image, preprocessing)
-    return Selection(image, name, image_hash(image), model, preprocessing, bundle, inputs)
+    return Selection(image, name, digest, model, preprocessing, bundle, inputs)
