@@ -71,16 +71,29 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _cached_png(key: tuple, _image) -> bytes:
+    return png_bytes(np.asarray(_image))
+
+
+def _original_png(selection, original_aspect: bool) -> bytes:
+    """The left panel's picture, encoded once per image and geometry rather than on every rerun."""
+    if original_aspect:
+        return _cached_png((selection.image_hash, "original"), selection.image)
+    view = selection.bundle.model_view(selection.image, selection.preprocessing)
+    return _cached_png((selection.image_hash, selection.model, selection.preprocessing), view)
+
+
 def show_result(result: ExplanationResult, from_cache: bool, *, view: ViewSettings, selection,
                 probabilities: np.ndarray) -> None:
     rendered, overlaid = render_result(result, view, selection)
     original, heat, over = st.columns(3)
-    original.image(selection.image if view.original_aspect else selection.bundle.model_view(
-        selection.image, selection.preprocessing), caption="Original", width="stretch")
+    original.image(_original_png(selection, view.original_aspect), caption="Original", width="stretch")
     with heat:
         title = f"{result.method} · {describe_target(selection.bundle, result.target_value)}"
         st.plotly_chart(heatmap_figure(rendered, title=title), key="heatmap_chart", config={"displaylogo": False})
-    over.image(overlaid, caption=f"Overlay (alpha {view.alpha:.2f})", width="stretch")
+    # JPEG for the on-screen overlay: several times quicker to encode and send than PNG on every view change
+    over.image(overlaid, caption=f"Overlay (alpha {view.alpha:.2f})", width="stretch", output_format="JPEG")
     source = "cached" if from_cache else f"computed in {result.elapsed_s:.2f} s"
     extras = ""
     if "completeness_delta" in result.extras:
