@@ -20,6 +20,7 @@ import torchvision
 from common import best_peer_row, compare, report, row, setup_threads
 
 from explainers import ModelUnavailableError, explain, load_model, open_image
+from explainers.models import affine_normalizer
 
 SAMPLE = "assets/samples/cat.png"
 
@@ -35,7 +36,7 @@ def resnet50(device):
         with torch.no_grad():
             for _ in range(3):
                 model(torch.randn(16, 3, 96, 96))
-        normalize, _ = __import__("explainers").models.affine_normalizer([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        normalize, _ = affine_normalizer([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
         return model.eval().to(device), normalize, "resnet50 (seeded weights: ImageNet weights not cached offline)"
 
 
