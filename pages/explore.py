@@ -16,6 +16,17 @@ if selection is None:
     st.stop()
 bundle = selection.bundle
 
+
+@st.fragment
+def view_and_result(outcome, channels: int) -> None:
+    """View controls and the output: a view change reruns only this fragment, from the cached attribution."""
+    with st.expander("View", expanded=True):
+        view = view_controls(channels=channels)
+    if outcome is not None:
+        show_result(*outcome, view=view, selection=selection, probabilities=probs)
+
+
+info = outcome = None
 with guard():
     probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, bundle, selection.inputs)
     top = top_k(probs)
@@ -34,10 +45,9 @@ with guard():
         target = target_picker(bundle, probs)
         info, params = method_picker()
         layer = layer_picker(bundle, info)
-    with st.expander("View", expanded=True):
-        view = view_controls(channels=info.attribution_channels)
+    outcome = explain_cancellable(selection, info, params, target, layer) if target is not None else None
 
-    if target is not None:
-        outcome = explain_cancellable(selection, info, params, target, layer)
-        if outcome is not None:
-            show_result(*outcome, view=view, selection=selection, probabilities=probs)
+
+if info is not None:
+    with guard():
+        view_and_result(outcome, info.attribution_channels)
