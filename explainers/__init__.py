@@ -1,10 +1,11 @@
 """Saliency Studio's backend: models, attribution methods and rendering. Pure PyTorch; never imports streamlit."""
 
 from . import methods, render  # noqa: F401  (importing methods registers every method)
-from .core import Context, Explanation, explain
+from .core import Attribution, Call, Explanation, ExplanationRecord, class_probabilities, explain
 from .errors import (
     Cancelled,
     ImageError,
+    InputError,
     LayerError,
     ModelUnavailableError,
     ParameterError,
@@ -12,41 +13,52 @@ from .errors import (
     TargetError,
     UnknownMethodError,
 )
-from .images import image_hash, open_image
+from .images import image_hash, load_image, open_image
 from .layers import LayerInfo, layer_catalogue, resolve_layer
 from .models import DEFAULT_MODEL, ModelBundle, list_models, load_model, model_info
-from .registry import METHODS, MethodInfo, Param, Reference, get_method
-from .targets import OBJECTIVES, TargetSpec, class_index
+from .registry import METHODS, Cost, MethodInfo, Param, Reference, Sanity, available_methods, get_method, method_order
+from .targets import OBJECTIVES, Contrast, Target, TargetSpec, class_index
 
 __all__ = [
     "DEFAULT_MODEL",
-    "LayerInfo",
-    "ModelBundle",
-    "image_hash",
-    "layer_catalogue",
-    "list_models",
-    "load_model",
-    "model_info",
-    "open_image",
-    "render",
-    "resolve_layer",
     "METHODS",
     "OBJECTIVES",
+    "Attribution",
+    "Call",
     "Cancelled",
-    "Context",
+    "Contrast",
+    "Cost",
     "Explanation",
+    "ExplanationRecord",
     "ImageError",
+    "InputError",
     "LayerError",
+    "LayerInfo",
     "MethodInfo",
+    "ModelBundle",
     "ModelUnavailableError",
     "Param",
     "ParameterError",
     "Reference",
     "SaliencyError",
+    "Sanity",
+    "Target",
     "TargetError",
     "TargetSpec",
     "UnknownMethodError",
+    "available_methods",
     "class_index",
+    "class_probabilities",
     "explain",
     "get_method",
+    "image_hash",
+    "layer_catalogue",
+    "list_models",
+    "load_image",
+    "load_model",
+    "method_order",
+    "model_info",
+    "open_image",
+    "render",
+    "resolve_layer",
 ]

@@ -30,17 +30,29 @@ def gaussian_blur(inputs: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def black(inputs: torch.Tensor, bundle) -> torch.Tensor:
-    """A black image in pixel space, normalised as the model expects; zeros for a bare module."""
-    if bundle is None:
-        return torch.zeros_like(inputs)
-    pixels = torch.zeros_like(inputs)
-    return bundle.normalize(pixels).to(inputs.dtype).expand_as(inputs).contiguous()
+    """A black image in pixel space, normalised as the model expects.
+
+    "Black" is a pixel-space idea: with a bare module we do not know the preprocessing, and zeros in input space
+    are mid-grey for most normalisations, so the same call would mean something else than in the dashboard.
+    """
+    if bundle is None or getattr(bundle, "normalize", None) is None:
+        raise ParameterError(
+            "baseline 'black' is a pixel-space baseline and needs the model's preprocessing; pass a ModelBundle "
+            "(explainers.load_model) instead of a bare nn.Module, or use baseline='zero' (zeros in the model's "
+            "input space), 'mean', 'blur' or a tensor"
+        )
+    pixels = torch.zeros_like(inputs[:1])
+    return bundle.normalize(pixels).to(device=inputs.device, dtype=inputs.dtype).expand_as(inputs).contiguous()
 
 
 def make_baseline(
     kind, inputs: torch.Tensor, bundle=None, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """The baseline for each row of ``inputs``: a name from BASELINES or a tensor broadcastable to them."""
+    """The baseline for each row of ``inputs``: a name from BASELINES or a tensor broadcastable to them.
+
+    Random baselines draw one sample from ``generator`` and give it to every row, so a row's baseline (and map)
+    does not depend on the other rows of its batch.
+    """
     if isinstance(kind, torch.Tensor):
         baseline = kind.to(device=inputs.device, dtype=inputs.dtype)
         try:
@@ -61,6 +73,6 @@ def make_baseline(
     if kind == "uniform_noise":
         low = inputs.amin(dim=(1, 2, 3), keepdim=True)
         high = inputs.amax(dim=(1, 2, 3), keepdim=True)
-        noise = torch.rand(inputs.shape, generator=generator, dtype=inputs.dtype).to(inputs.device)
-        return low + noise * (high - low)
+        noise = torch.rand(inputs.shape[1:], generator=generator, dtype=inputs.dtype).to(inputs.device)
+        return low + noise.unsqueeze(0) * (high - low)
     raise ParameterError(f"baseline must be one of {', '.join(BASELINES)} or a tensor; got {kind!r}")

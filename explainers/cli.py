@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="For each IMAGE write <stem>_<method>.png (heatmap overlaid on the original image), "
         "<stem>_<method>.npy (raw attribution, float32 [C,H,W]) and <stem>_<method>.json (manifest) into --out.",
     )
-    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, BMP, GIF)")
+    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, BMP, GIF, TIFF)")
     ex.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
     ex.add_argument("--model", default=DEFAULT_MODEL, help="model name, see list-models (default: %(default)s)")
     ex.add_argument("--method", default="vanilla", help="method name, see list-methods (default: %(default)s)")
@@ -120,10 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PREPROCESSING,
         help="squeeze the whole image, or the model's centre crop (default: %(default)s)",
     )
-    ex.add_argument("--colormap", default=None, choices=COLORMAPS, help="default: rdbu when signed, else inferno")
+    ex.add_argument("--colormap", default=None, choices=COLORMAPS, metavar="NAME",
+                    help="a matplotlib colour table (default: RdBu_r when signed, else inferno); one of "
+                    + ", ".join(COLORMAPS))
     ex.add_argument("--sign", default="absolute", choices=SIGNS, help="evidence shown (default: %(default)s)")
     ex.add_argument(
-        "--reduction", default="max_abs", choices=REDUCTIONS, help="channel reduction (default: %(default)s)"
+        "--reduction", default="max", choices=REDUCTIONS,
+        help="channel reduction after the sign (default: %(default)s; unused for 1-channel maps)"
+    )
+    ex.add_argument(
+        "--aspect", default="original", choices=("original", "model"),
+        help="overlay on the original image (with the region the model saw) or on the model's input view "
+        "(default: %(default)s)",
     )
     ex.add_argument("--alpha", default=0.5, type=_unit_float, help="heatmap opacity in [0, 1] (default: %(default)s)")
     ex.add_argument(
@@ -187,14 +194,17 @@ def _describe_param(name: str, param: Any) -> str:
 
 def cmd_list_methods(args: argparse.Namespace) -> int:
     """One line per method: name, display name, family, passes per image, parameters with defaults."""
-    from .registry import METHODS
+    from .registry import METHODS, method_order
 
     rows = []
-    for info in METHODS.values():
-        forwards, backwards = info.passes()
+    for name in method_order():
+        info = METHODS[name]
+        forwards, backwards = info.passes(channels=512) if info.cost.depends_on_channels else info.passes()
         params = ", ".join(_describe_param(n, p) for n, p in info.params.items()) or "no parameters"
+        per = " (at 512 channels: one fwd per channel)" if info.cost.depends_on_channels else ""
         layer = "; needs a layer" if info.needs_layer else ""
-        rows.append((info.name, info.display_name, info.family, f"{forwards} fwd + {backwards} bwd{layer}", params))
+        rows.append((info.name, info.display_name, info.family, f"{forwards} fwd + {backwards} bwd{per}{layer}",
+                     params))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         head = "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths))
@@ -220,25 +230,6 @@ def cmd_list_layers(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    """Tensors and arrays to floats or lists, non-finite floats to None, anything else unknown to str."""
-    if hasattr(value, "detach"):  # torch tensor
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        value = value.item() if value.size == 1 else value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
 def _pick_device(requested: str | None) -> str:
     import torch
 
@@ -260,29 +251,6 @@ def _out_stems(paths: Sequence[str]) -> list[str]:
     return stems
 
 
-def overlay_on_original(bundle: Any, image: Any, attribution: Any, settings: dict, preprocessing: str):
-    """(PIL overlay at the original image's size, RenderedMap). Pixels the model never saw are dimmed."""
-    from .render import colorize, is_diverging, overlay, render, to_pil
-
-    rendered = render(
-        attribution,
-        reduction=settings["reduction"],
-        sign=settings["sign"],
-        colormap=settings["colormap"],
-        clip_percentile=settings["clip"],
-    )
-    mapped = bundle.to_original(rendered.normalized, image.size, preprocessing)  # NaN outside a centre crop
-    seen = np.isfinite(mapped)
-    mapped = np.where(seen, mapped, 0.0).astype(np.float32)
-    if rendered.signed and not is_diverging(rendered.colormap):
-        mapped = (mapped + 1) / 2  # as render() does: a sequential map spans -s..+s end to end
-    blended = overlay(image, colorize(mapped, rendered.colormap), settings["alpha"])
-    if not seen.all():
-        original = np.asarray(image, dtype=np.uint8)
-        blended[~seen] = original[~seen] // 2
-    return to_pil(blended), rendered
-
-
 def _class_label(index: int, categories: Sequence[str] | None) -> str:
     return f"{index} {categories[index]}" if categories and 0 <= index < len(categories) else str(index)
 
@@ -291,25 +259,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Explain each image and write its overlay PNG, attribution .npy and manifest JSON into --out."""
     import time
 
-    import torch
-    import torchvision
     from tqdm import tqdm
 
     from . import explain
-    from .images import image_hash, open_image
+    from .images import image_hash, load_image
+    from .manifest import explanation_manifest, top_predictions
     from .models import load_model, model_info
     from .registry import get_method
+    from .render import View, render_for_image, to_pil
     from .targets import TargetSpec
 
     # Cheap checks first, so a typo fails before the model loads.
     info = get_method(args.method)
     params = info.validate(parse_params(args.param))
+    view = View(sign=args.sign, reduction=args.reduction, clip=args.clip, colormap=args.colormap, alpha=args.alpha,
+                original_aspect=args.aspect == "original")
     model_info(args.model)  # unknown model -> error with suggestions
     for path in args.images:
-        open_image(path)
+        load_image(path)
     device = _pick_device(args.device)
 
     bundle = load_model(args.model, device=device, tqdm_bar=not args.quiet)
+    if info.unavailable_reason(bundle.model):
+        raise SaliencyError(f"{info.unavailable_reason(bundle.model)}; see `{PROG} list-methods`")
     categories = bundle.categories
     TargetSpec(args.target, 1, categories, args.objective, num_classes=len(categories) or None)
     if args.layer is not None:
@@ -323,20 +295,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SaliencyError(f"expected a writable output folder for --out, got {str(out_dir)!r} ({exc})") from None
-    settings = {
-        "colormap": args.colormap,
-        "sign": args.sign,
-        "reduction": args.reduction,
-        "alpha": args.alpha,
-        "clip": args.clip,
-    }
 
     bar = tqdm(list(zip(args.images, _out_stems(args.images))), desc=args.method, unit="image", disable=args.quiet)
     for path, stem in bar:
         started = time.perf_counter()
-        image = open_image(path)
+        image = load_image(path)
         inputs = bundle.preprocess(image, args.preprocessing)
-        exp = explain(
+        record = explain(
             bundle,
             inputs,
             args.method,
@@ -346,62 +311,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             **params,
-        )
-        png, rendered = overlay_on_original(bundle, image, exp.attribution[0], settings, args.preprocessing)
+        ).record(0)
+        rendered = render_for_image(record.attribution, view, image=image, bundle=bundle,
+                                    preprocessing=args.preprocessing)
         base = out_dir / f"{stem}_{args.method}"
         files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
-        png.save(files["overlay"])
-        np.save(files["attribution"], exp.attribution[0].detach().float().cpu().numpy().astype(np.float32))
-
-        probs = exp.logits[0].float().softmax(-1).cpu()
-        top = probs.topk(min(5, len(probs)))
-        top5 = [
-            {"index": int(i), "name": categories[int(i)] if categories else None, "probability": float(p)}
-            for p, i in zip(top.values, top.indices)
-        ]
-        target = exp.target[0].tolist()
-        target_idx = target if isinstance(target, list) else [target]
-        target_names = [categories[i] if categories else None for i in target_idx]
-        manifest = {
-            "image": str(path),
-            "image_sha": image_hash(image),
-            "image_size": list(image.size),
-            "model": bundle.name,
-            "method": args.method,
-            "params": _jsonable(exp.params),
-            "target": target,
-            "target_name": target_names if isinstance(target, list) else target_names[0],
-            "target_spec": args.target,
-            "objective": exp.objective,
-            "layer": exp.layer,
-            "preprocessing": args.preprocessing,
-            "top5": top5,
-            "elapsed_s": exp.elapsed_s,
-            "total_s": time.perf_counter() - started,
-            "extras": _jsonable(exp.extras),
-            "render": {
-                "colormap": rendered.colormap,
-                "sign": args.sign,
-                "reduction": args.reduction,
-                "alpha": args.alpha,
-                "clip": args.clip,
-            },
-            "device": device,
-            "seed": args.seed,
-            "batch_size": args.batch_size,
-            "files": files,
-            "versions": {
-                "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-            },
-        }
+        to_pil(rendered.overlay).save(files["overlay"])
+        np.save(files["attribution"], record.attribution.astype(np.float32))
+        manifest = explanation_manifest(
+            record, image_name=str(path), image_hash=image_hash(image), image_size=image.size, model=bundle.name,
+            preprocessing=args.preprocessing, categories=categories, view=view,
+            value_range=(rendered.lo, rendered.hi), files=files, device=device,
+        )
+        manifest["total_s"] = time.perf_counter() - started
+        manifest["batch_size"] = args.batch_size
         Path(files["manifest"]).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
 
-        explained = " vs ".join(_class_label(i, categories) for i in target_idx)
-        predicted = f"{_class_label(top5[0]['index'], categories)} ({top5[0]['probability']:.1%})"
-        tqdm.write(f"{files['overlay']}  predicted: {predicted}  target: {explained}", file=sys.stdout)
+        top = top_predictions(record.logits, categories, 1)[0]
+        explained = " vs ".join(_class_label(i, categories) for i in record.target)
+        predicted = f"{_class_label(top['index'], categories)} ({top['probability']:.1%})"
+        notice = image.info.get("notice")
+        tqdm.write(f"{files['overlay']}  predicted: {predicted}  target: {explained}"
+                   + (f"  ({notice})" if notice else ""), file=sys.stdout)
     return 0
 
 
@@ -428,4 +359,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
-__all__ = ["build_parser", "main", "overlay_on_original", "parse_params"]
+__all__ = ["build_parser", "main", "parse_params"]

@@ -1,29 +1,118 @@
-"""The public call, ``explain()``, and what every method receives (``Context``) and returns (``Explanation``)."""
+"""The public call, ``explain()``; what every method receives (``Call``) and returns (``Attribution``).
+
+The method contract: ``explain()`` resolves the target (ranks from one clean forward pass when needed, names from
+the class list) and the layer (with its channel count) *before* it estimates the cost and calls the method. A
+method reads everything it needs from its arguments and returns what it computed; it never writes into a shared
+context. Every method computes one attribution per resolved target, so several targets can share passes.
+"""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .batching import Progress, batch_slices, default_batch_size
-from .errors import SaliencyError
+from .errors import ParameterError, SaliencyError
 from .hooks import model_guard
-from .registry import get_method
-from .targets import TargetSpec
+from .registry import MethodInfo, get_method
+from .targets import Target, TargetSpec
+
+
+@dataclass
+class Attribution:
+    """What a method returns, for T targets and N input rows.
+
+    ``attribution`` [T, N, C, H, W] raw and unnormalised at input resolution; ``layer_attribution``
+    [T, N, 1, h, w] at the layer's resolution (layer methods); ``extras`` one dict per target (e.g. integrated
+    gradients' completeness delta, a tensor [N]); ``logits`` [N, K] of the method's own inputs when it computed
+    them on the way (saves a pass), else None.
+    """
+
+    attribution: torch.Tensor
+    layer_attribution: torch.Tensor | None = None
+    extras: list[dict[str, Any]] | None = None
+    logits: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """Everything a method needs besides its inputs and parameters, resolved before the method runs.
+
+    ``targets`` holds T resolved targets, each with one row per input row of this call.
+    """
+
+    model: nn.Module
+    targets: tuple[Target, ...]
+    batch_size: int
+    progress: Progress
+    seed: int
+    bundle: Any = None  # the ModelBundle when there is one (pixel-space baselines need its normalisation)
+    layer: Any = None  # the resolved LayerInfo (name, shape, layout, channels) for layer methods
+    layer_module: nn.Module | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return _device_of(self.model)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the call's seed: the same seed gives the same draws on any device."""
+        return torch.Generator().manual_seed(int(self.seed) + offset)
+
+    def take(self, rows: torch.Tensor) -> Call:
+        """This call for inputs whose row i belongs to original row ``rows[i]`` (noisy copies, path points)."""
+        return replace(self, targets=tuple(t.take(rows) for t in self.targets))
+
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of ``inputs`` without gradients, in batches of ``batch_size``."""
+        with torch.inference_mode():
+            chunks = [as_logits(self.model(inputs[a:b])) for a, b in batch_slices(len(inputs), self.batch_size)]
+        return torch.cat(chunks)
+
+    def scores(self, logits: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
+        """[T, B]: every target's score for ``logits`` [B, K] of rows ``rows``."""
+        return torch.stack([target.score(logits, rows) for target in self.targets])
+
+    def gradients(
+        self,
+        total: int,
+        make_batch: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+        consume: Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None],
+    ) -> None:
+        """Input gradients of every target's score for ``total`` rows, built and used one batch at a time.
+
+        ``make_batch(start, stop)`` returns (inputs, rows), ``rows`` giving each input's target row;
+        ``consume(start, stop, inputs, gradients [T, B, ...], logits [B, K])`` keeps what the method needs.
+        One forward pass per batch; the targets share it, one backward each.
+        """
+        count = len(self.targets)
+        for start, stop in batch_slices(total, self.batch_size):
+            batch, rows = make_batch(start, stop)
+            batch = batch.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = as_logits(self.model(batch))
+                scores = self.scores(logits, rows)
+                grads = [
+                    torch.autograd.grad(scores[t].sum(), batch, retain_graph=t < count - 1)[0] for t in range(count)
+                ]
+            consume(start, stop, batch.detach(), torch.stack(grads), logits.detach())
+            self.progress.advance(stop - start)
 
 
 @dataclass
 class Explanation:
-    """What a method returns.
+    """What ``explain()`` returns for N input rows and one target.
 
-    ``attribution`` is raw and unnormalised, [N, C, H, W] at input resolution (C=3 for gradient methods,
-    C=1 for maps). ``target`` holds class indices, [N] or [N, 2] for a contrast. ``extras`` carries
-    method-specific results such as integrated gradients' completeness delta.
+    ``attribution`` is raw and unnormalised, [N, C, H, W] at input resolution (C = the input's channels for
+    gradient methods, 1 for maps). ``target`` holds class indices, [N] or [N, 2] for a contrast. ``extras``
+    carries method-specific results such as integrated gradients' completeness delta. ``seed`` is the one the
+    random draws used (drawn and recorded when none was given).
     """
 
     attribution: torch.Tensor
@@ -36,91 +125,58 @@ class Explanation:
     layer: str | None = None
     layer_attribution: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+
+    def record(self, row: int = 0) -> ExplanationRecord:
+        """Row ``row`` as NumPy arrays and JSON-ready values: what the dashboard caches and manifests describe."""
+        from .manifest import jsonable
+
+        extras = {}
+        for key, value in self.extras.items():
+            if isinstance(value, torch.Tensor) and value.dim() >= 1 and len(value) == len(self.attribution):
+                value = value[row]
+            extras[key] = jsonable(value)
+        return ExplanationRecord(
+            attribution=self.attribution[row].detach().float().cpu().numpy(),
+            layer_attribution=None
+            if self.layer_attribution is None
+            else self.layer_attribution[row].detach().float().cpu().numpy(),
+            target=tuple(int(t) for t in self.target[row].reshape(-1).tolist()),
+            logits=self.logits[row].detach().float().cpu().numpy(),
+            method=self.method,
+            params=jsonable(self.params),
+            objective=self.objective,
+            layer=self.layer,
+            seed=self.seed,
+            elapsed_s=self.elapsed_s,
+            extras=extras,
+        )
 
 
-@dataclass
-class Context:
-    """Everything a method needs besides its own parameters."""
+@dataclass(frozen=True)
+class ExplanationRecord:
+    """One image's explanation in NumPy: ``attribution`` [C, H, W] raw, ``logits`` [K], ``target`` (class,) or
+    (a, b) for a contrast; ``params`` and ``extras`` JSON-ready."""
 
-    model: nn.Module
-    inputs: torch.Tensor
-    target: TargetSpec
-    batch_size: int | None
-    progress: Progress
-    seed: int | None
-    bundle: Any = None  # the ModelBundle when there is one (normalisation for baselines, layer catalogue)
+    attribution: np.ndarray
+    target: tuple[int, ...]
+    logits: np.ndarray
+    method: str
+    params: dict[str, Any]
+    elapsed_s: float
+    objective: str = "logit"
     layer: str | None = None
-    layer_module: nn.Module | None = None
-    layer_info: Any = None  # the LayerInfo (name, shape, layout) of the resolved layer
-    logits: torch.Tensor | None = None
+    layer_attribution: np.ndarray | None = None
+    seed: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-    layer_attribution: torch.Tensor | None = None
 
     @property
-    def device(self) -> torch.device:
-        return self.inputs.device
-
-    def generator(self, offset: int = 0) -> torch.Generator:
-        """A CPU generator: the same seed gives the same noise on any device."""
-        gen = torch.Generator()
-        if self.seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(int(self.seed) + offset)
-        return gen
-
-    def ensure_logits(self) -> torch.Tensor:
-        """Clean logits of the inputs (one forward pass, no gradients), resolving rank targets from them."""
-        if self.logits is None:
-            self.logits = self.predict(self.inputs)
-            self.target.resolve(self.logits)
-        return self.logits
-
-    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits of ``inputs`` without gradients, in batches of ``batch_size``."""
-        with torch.no_grad():
-            chunks = [
-                _as_logits(self.model(inputs[start:stop])).detach()
-                for start, stop in batch_slices(len(inputs), self.batch_size)
-            ]
-        return torch.cat(chunks)
-
-    def record_clean_logits(self, logits: torch.Tensor, rows: torch.Tensor) -> None:
-        """Keep logits computed on clean rows during a gradient pass, saving a separate forward pass."""
-        if self.logits is None:
-            self.logits = torch.full((len(self.inputs), logits.shape[-1]), float("nan"), device=logits.device)
-        self.logits[rows.to(self.logits.device)] = logits.detach()
-        self.target.resolve(logits, rows)
-
-    def gradients(
-        self,
-        total: int,
-        make_batch: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
-        consume: Callable[[int, int, torch.Tensor, torch.Tensor], None],
-        clean: bool = False,
-    ) -> None:
-        """Gradient of the target score for ``total`` rows, built and used one batch at a time.
-
-        ``make_batch(start, stop)`` returns (inputs, rows) where ``rows`` maps each to its original input row;
-        ``consume(start, stop, inputs, gradient)`` accumulates what the method needs. With ``clean=True`` the
-        batch is the unperturbed input and its logits double as the explanation's logits.
-        """
-        if not clean and self.target.needs_logits:
-            self.ensure_logits()
-        for start, stop in batch_slices(total, self.batch_size):
-            batch, rows = make_batch(start, stop)
-            batch = batch.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = _as_logits(self.model(batch))
-                if clean:
-                    self.record_clean_logits(logits, rows)
-                score = self.target.score(logits, rows).sum()
-                (gradient,) = torch.autograd.grad(score, batch)
-            consume(start, stop, batch.detach(), gradient)
-            self.progress.advance(stop - start)
+    def target_value(self) -> int | tuple[int, int]:
+        """The class index, or the (a, b) pair of a contrast."""
+        return self.target if len(self.target) > 1 else self.target[0]
 
 
-def _as_logits(output: Any) -> torch.Tensor:
+def as_logits(output: Any) -> torch.Tensor:
     """Classifier output as [N, K]; torchvision's GoogLeNet/Inception return named tuples in train mode."""
     if isinstance(output, tuple) and hasattr(output, "logits"):
         output = output.logits
@@ -147,6 +203,39 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _resolve_layer(model: nn.Module, bundle: Any, layer: Any, inputs: torch.Tensor):
+    """(LayerInfo, module) of ``layer`` (None: the default layer), measured at the inputs' size."""
+    from .layers import cached_catalogue, resolve_layer
+
+    shape = tuple(inputs[:1].shape)
+    catalogue = getattr(bundle, "layers", None)
+    if not catalogue or tuple(shape[-2:]) != (bundle.input_size, bundle.input_size):
+        catalogue = cached_catalogue(model, shape)  # a bare module, or another input size than measured
+    if layer is None and bundle is not None and getattr(bundle, "default_layer", None) in {e.name for e in catalogue}:
+        layer = bundle.default_layer
+    name, module = resolve_layer(model, layer, catalogue, input_shape=shape)
+    return next(entry for entry in catalogue if entry.name == name), module
+
+
+def prepare_inputs(model: nn.Module, inputs: Any) -> torch.Tensor:
+    """``inputs`` checked ([N, C, H, W], finite) and moved to the model's device and dtype, contiguous."""
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
+        shape = list(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise SaliencyError(f"inputs must be a preprocessed tensor [N, C, H, W]; got {shape}")
+    if len(inputs) == 0:
+        raise SaliencyError("inputs hold no rows; give at least one image [1, C, H, W]")
+    if not torch.isfinite(inputs).all():
+        raise SaliencyError("inputs contain NaN or infinite values")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), inputs.dtype)
+    # contiguous NCHW: a channels-last view (e.g. from a permute) would pick other conv kernels per batch
+    return inputs.detach().to(device=_device_of(model), dtype=dtype).contiguous()
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ParameterError(f"batch_size must be a positive integer; got {batch_size!r}")
+
+
 def explain(
     model_or_bundle: Any,
     inputs: torch.Tensor,
@@ -160,70 +249,90 @@ def explain(
     progress: Callable[[int, int], object] | None = None,
     **params: Any,
 ) -> Explanation:
-    """Explain ``target``'s score for each row of ``inputs`` [N, 3, H, W] with ``method``.
+    """Explain ``target``'s score for each row of ``inputs`` [N, C, H, W] with ``method``.
 
-    ``target``: an int or one int per row, "topK" (k-th ranked prediction), a class name, or a pair (a, b)
-    meaning score(a) - score(b). ``objective``: "logit", "probability" or "log_probability".
-    ``progress(done, total)`` is called after each batch of passes; returning False, or raising Cancelled,
-    stops the run. The model is left as it was found: no hooks, same parameters, same train/eval mode.
+    ``target``: an int or one per row, "topK" (k-th ranked prediction), a class name, or a contrast
+    (``Contrast(a, b)`` or "a vs b", meaning score(a) - score(b)); see :class:`~explainers.targets.TargetSpec`.
+    ``objective``: "logit", "probability" or "log_probability". ``seed`` fixes every random draw; each row
+    draws the same noise, so a row's map equals the map of that image alone. ``progress(done, total)`` is
+    called after each batch of passes; returning False, or raising Cancelled, stops the run.
+
+    The model runs in eval mode (no BatchNorm statistics updated, no dropout) and is left exactly as it was
+    found: no hooks, the same parameters and buffers, the same train/eval flags.
     """
     info = get_method(method)
-    resolved = info.validate(params)
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise SaliencyError(f"batch_size must be a positive integer; got {batch_size!r}")
+    resolved_params = info.validate(params)
+    _check_batch_size(batch_size)
     model, bundle, categories = _unwrap(model_or_bundle)
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
-        shape = list(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise SaliencyError(f"inputs must be a preprocessed tensor [N, 3, H, W]; got {shape}")
-    if not torch.isfinite(inputs).all():
-        raise SaliencyError("inputs contain NaN or infinite values")
-    device = _device_of(model)
-    # contiguous NCHW: a channels-last view (e.g. from a permute) would pick other conv kernels per batch
-    inputs = inputs.detach().to(device=device, dtype=next(model.parameters(), inputs).dtype).contiguous()
-
-    spec = TargetSpec(target, len(inputs), categories, objective)
-    forwards, backwards = info.cost(resolved, tuple(inputs.shape[-2:]), None)
-    if batch_size is None:
-        batch_size = default_batch_size(device, forward_only=backwards == 0)
-    batch_size = int(batch_size)
-    ctx = Context(
-        model=model,
-        inputs=inputs,
-        target=spec,
-        batch_size=batch_size,
-        # progress counts the passes that dominate: backward ones for gradient methods, else forward ones
-        progress=Progress((backwards or forwards) * len(inputs), progress),
-        seed=seed,
-        bundle=bundle,
-    )
-    if info.needs_layer:
-        from .layers import cached_catalogue, resolve_layer
-
-        shape = tuple(inputs[:1].shape)
-        catalogue = getattr(bundle, "layers", None)
-        if not catalogue or tuple(shape[-2:]) != (bundle.input_size, bundle.input_size):
-            catalogue = cached_catalogue(model, shape)  # a bare module, or another input size than measured
-        ctx.layer, ctx.layer_module = resolve_layer(model, layer, catalogue, input_shape=shape)
-        ctx.layer_info = next(entry for entry in catalogue if entry.name == ctx.layer)
-    elif layer is not None:
+    if info.unavailable_reason(model) is not None:
+        raise SaliencyError(f"{info.unavailable_reason(model)}; pick another method")
+    if layer is not None and not info.needs_layer:
         raise SaliencyError(f"method {method!r} does not use a layer; drop layer={layer!r} or pick a CAM method")
+    inputs = prepare_inputs(model, inputs)
+    spec = TargetSpec(target, len(inputs), categories, objective)
+    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
 
     started = time.perf_counter()
     with model_guard(model):
-        attribution = info.fn(ctx, inputs, torch.arange(len(inputs), device=device), **resolved)
-        logits = ctx.ensure_logits()
-    ctx.progress.finish()
+        device = inputs.device
+        clean_logits = None
+        if spec.needs_logits:  # a rank needs the clean prediction before anything is explained
+            with torch.inference_mode():
+                clean_logits = torch.cat([as_logits(model(inputs[a:b]))
+                                          for a, b in batch_slices(len(inputs), batch_size or len(inputs))])
+        resolved_target = spec.resolve(clean_logits, device=device)
+        layer_info, layer_module = _resolve_layer(model, bundle, layer, inputs) if info.needs_layer else (None, None)
+        cost = info.cost.passes(resolved_params, tuple(inputs.shape[-2:]), getattr(layer_info, "channels", None))
+        if batch_size is None:
+            batch_size = default_batch_size(device, forward_only=cost.backward == 0)
+        call = Call(
+            model=model,
+            targets=(resolved_target,),
+            batch_size=int(batch_size),
+            # progress counts the passes that dominate: backward ones for gradient methods, else forward ones
+            progress=Progress((cost.backward or cost.forward) * len(inputs), progress),
+            seed=seed,
+            bundle=bundle,
+            layer=layer_info,
+            layer_module=layer_module,
+        )
+        result = run_method(info, call, inputs, resolved_params)
+        logits = result.logits if result.logits is not None else clean_logits
+        if logits is None:
+            logits = call.predict(inputs)
+    call.progress.finish()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return Explanation(
-        attribution=attribution.detach(),
-        target=spec.indices.clone(),
+        attribution=result.attribution[0].detach(),
+        target=resolved_target.indices.detach().cpu().clone(),
         logits=logits.detach(),
         method=method,
-        params=resolved,
+        params=resolved_params,
         elapsed_s=time.perf_counter() - started,
         objective=objective,
-        layer=ctx.layer,
-        layer_attribution=None if ctx.layer_attribution is None else ctx.layer_attribution.detach(),
-        extras=ctx.extras,
+        layer=getattr(layer_info, "name", None),
+        layer_attribution=None if result.layer_attribution is None else result.layer_attribution[0].detach(),
+        extras=dict((result.extras or [{}])[0]),
+        seed=seed,
     )
+
+
+def run_method(info: MethodInfo, call: Call, inputs: torch.Tensor, params: dict[str, Any]) -> Attribution:
+    """Call a method and check that it kept the contract: one attribution per target, for every row."""
+    result = info.fn(call, inputs, **params)
+    expected = (len(call.targets), len(inputs))
+    if not isinstance(result, Attribution) or tuple(result.attribution.shape[:2]) != expected:
+        got = list(result.attribution.shape) if isinstance(result, Attribution) else type(result).__name__
+        raise RuntimeError(f"method {info.name!r} broke the contract: expected [T={expected[0]}, N={expected[1]}, "
+                           f"C, H, W], got {got}")
+    return result
+
+
+def class_probabilities(model_or_bundle: Any, inputs: torch.Tensor) -> np.ndarray:
+    """Softmax probabilities [N, K] of the model for ``inputs``, in eval mode, as NumPy."""
+    model, _, _ = _unwrap(model_or_bundle)
+    inputs = prepare_inputs(model, inputs)
+    with model_guard(model), torch.inference_mode():
+        logits = as_logits(model(inputs))
+    return logits.float().softmax(-1).cpu().numpy()

@@ -25,8 +25,11 @@ class ParameterError(SaliencyError):
     """A method parameter of the wrong type or out of its declared range."""
 
 
-class ImageError(SaliencyError):
-    """An upload that is not a readable image."""
+class InputError(SaliencyError):
+    """An image input that cannot be used: unreadable, damaged, unsafe or outside the accepted formats."""
+
+
+ImageError = InputError  # the earlier name, kept for callers that catch it
 
 
 class Cancelled(Exception):

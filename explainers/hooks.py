@@ -14,10 +14,16 @@ from torch import nn
 
 @contextlib.contextmanager
 def model_guard(model: nn.Module) -> Iterator[None]:
-    """Restore every submodule's train/eval flag and the parameters' requires_grad on exit, however it exits."""
+    """Run the block with the model in eval mode; restore every submodule's train/eval flag and the parameters'
+    requires_grad on exit, however it exits.
+
+    Eval mode because an explanation must not change the model: in train mode BatchNorm would update its running
+    statistics on every pass and dropout would make each pass a different network.
+    """
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
+        model.eval()
         yield
     finally:
         for module, training in modes:

@@ -1,3 +1,13 @@
-"""Importing this package registers every method in ``explainers.registry.METHODS``."""
+"""Importing this package registers every method in ``explainers.registry.METHODS``, in this order."""
 
-from . import cam, gradient, guided, guided_cam, integrated, occlusion, rise, rollout, smoothing  # noqa: F401  (gradient family)  # noqa: F401  (layer and attention methods)  # noqa: F401  (perturbation methods)
+from . import (  # noqa: F401  (gradient family)  # noqa: F401  (layer methods)  # noqa: F401  (perturbation methods)
+    cam,
+    gradient,
+    guided,
+    guided_cam,
+    integrated,
+    occlusion,
+    rise,
+    rollout,  # noqa: F401  (attention)
+    smoothing,
+)

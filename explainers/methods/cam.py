@@ -1,6 +1,6 @@
 """The CAM family: one capture of a layer's activations and gradients; each method only weights the channels.
 
-Every method here returns ``attribution`` [N, 1, H, W] (bilinearly upsampled to the input) and sets
+Every method here returns, per target, ``attribution`` [N, 1, H, W] (bilinearly upsampled to the input) and
 ``layer_attribution`` [N, 1, h, w] at the layer's own resolution. By default the ReLU the papers use is
 applied; ``relu=False`` keeps negative evidence.
 """
@@ -12,11 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import batch_slices
+from ..core import Attribution, Call, as_logits
 from ..errors import SaliencyError
 from ..hooks import capture_layer
 from ..layers import to_nchw
-from ..registry import Param, Reference, register
+from ..registry import FORWARD_ONLY, NEEDS_LAYER, NEEDS_MODEL, ONE_PASS, Cost, Param, Reference, Sanity, register
 
+LAYER = frozenset({NEEDS_MODEL, NEEDS_LAYER})
 RELU = Param("bool", True, "Keep only positive evidence, as the papers do; off shows negative evidence too.")
 WEAKNESS_RESOLUTION = "Coarse: the map has the layer's resolution (7x7 for most final blocks), upsampled."
 
@@ -54,55 +56,58 @@ ZHOU = Reference(
 
 
 class Captured:
-    """A layer's activations and (optionally) gradients for every input row, as [N, C, h, w] maps."""
+    """A layer's activations [N, C, h, w], the gradients of every target's score [T, N, C, h, w] (or None),
+    and the logits of the inputs [N, K]."""
 
-    def __init__(self, activations: torch.Tensor, gradients: torch.Tensor | None):
+    def __init__(self, activations: torch.Tensor, gradients: torch.Tensor | None, logits: torch.Tensor):
         self.activations = activations
         self.gradients = gradients
+        self.logits = logits
 
 
-def capture(ctx, inputs, rows, gradients: bool = True) -> Captured:
-    """One batched forward (and backward) pass recording the layer's output and d score / d output."""
-    layout = ctx.layer_info.layout
-    grid = ctx.layer_info.grid
-    clean = inputs is ctx.inputs
-    activations, grads = [], []
-    with capture_layer(ctx.layer_module) as layer:
-        for start, stop in batch_slices(len(inputs), ctx.batch_size):
+def capture(call: Call, inputs: torch.Tensor, gradients: bool = True) -> Captured:
+    """One batched forward pass recording the layer's output, and one backward per target of d score / d output."""
+    layout, grid = call.layer.layout, call.layer.grid
+    activations, grads, logits = [], [], []
+    count = len(call.targets)
+    with capture_layer(call.layer_module) as layer:
+        for start, stop in batch_slices(len(inputs), call.batch_size):
             batch = inputs[start:stop].detach()
             if gradients:
                 # requires_grad on the input guarantees a graph even for a model with frozen parameters
                 batch.requires_grad_(True)
                 with torch.enable_grad():
-                    logits = ctx.model(batch)
-                    if clean:
-                        ctx.record_clean_logits(logits, rows[start:stop])
-                    elif ctx.target.needs_logits:
-                        ctx.ensure_logits()
-                    score = ctx.target.score(logits, rows[start:stop]).sum()
-                    (grad,) = torch.autograd.grad(score, layer.output)
-                grads.append(to_nchw(grad.detach(), layout, grid))
+                    batch_logits = as_logits(call.model(batch))
+                    scores = call.scores(batch_logits, slice(start, stop))
+                    per_target = [
+                        torch.autograd.grad(scores[t].sum(), layer.output, retain_graph=t < count - 1)[0]
+                        for t in range(count)
+                    ]
+                grads.append(torch.stack([to_nchw(g.detach(), layout, grid) for g in per_target]))
             else:
-                with torch.no_grad():
-                    logits = ctx.model(batch)
-                if clean:
-                    ctx.record_clean_logits(logits, rows[start:stop])
+                with torch.inference_mode():
+                    batch_logits = as_logits(call.model(batch))
             activations.append(to_nchw(layer.output.detach(), layout, grid))
-            ctx.progress.advance(stop - start)
-    return Captured(torch.cat(activations), torch.cat(grads) if gradients else None)
+            logits.append(batch_logits.detach())
+            call.progress.advance(stop - start)
+    return Captured(torch.cat(activations), torch.cat(grads, dim=1) if gradients else None, torch.cat(logits))
 
 
-def finish(ctx, inputs, layer_map: torch.Tensor, relu: bool) -> torch.Tensor:
-    """ReLU (optional), keep the layer-resolution map, and upsample it bilinearly to the input size."""
+def finish(inputs, layer_maps: torch.Tensor, relu: bool, logits: torch.Tensor | None = None) -> Attribution:
+    """[T, N, h, w] layer maps: ReLU (optional), kept at the layer's resolution, and upsampled bilinearly to the
+    input size."""
     if relu:
-        layer_map = layer_map.clamp(min=0)
-    layer_map = layer_map.unsqueeze(1)
-    if inputs is ctx.inputs:
-        ctx.layer_attribution = layer_map
-    return F.interpolate(layer_map, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+        layer_maps = layer_maps.clamp(min=0)
+    count, rows, h, w = layer_maps.shape
+    layer_maps = layer_maps.reshape(count, rows, 1, h, w)
+    upsampled = F.interpolate(layer_maps.flatten(0, 1), size=inputs.shape[-2:], mode="bilinear",
+                              align_corners=False)
+    return Attribution(upsampled.view(count, rows, 1, *inputs.shape[-2:]), layer_attribution=layer_maps,
+                       logits=logits)
 
 
-def _register_cam(name, display_name, reference, summary, weaknesses, sanity="passes", cost=(1, 1), params=None):
+def _register_cam(name, display_name, reference, summary, weaknesses, formula, sanity=Sanity.PASSES, cost=ONE_PASS,
+                  params=None, class_sensitive=True):
     def decorate(fn):
         return register(
             name,
@@ -111,14 +116,22 @@ def _register_cam(name, display_name, reference, summary, weaknesses, sanity="pa
             reference=reference,
             summary=summary,
             weaknesses=weaknesses,
-            sanity_check=sanity,
+            formula=formula,
+            sanity=sanity,
             params={"relu": RELU, **(params or {})},
-            cost=lambda p, hw, channels: cost,
-            needs_layer=True,
+            cost=cost,
+            requires=LAYER,
             attribution_channels=1,
+            class_sensitive=class_sensitive,
+            sweepable=True,
         )(fn)
 
     return decorate
+
+
+def _weighted(captured: Captured, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k A^k for every target: weights [T, N, C, 1, 1] (or [T, N, C, h, w]) -> maps [T, N, h, w]."""
+    return (weights * captured.activations.unsqueeze(0)).sum(dim=2)
 
 
 @_register_cam(
@@ -127,12 +140,13 @@ def _register_cam(name, display_name, reference, summary, weaknesses, sanity="pa
     "where the layer's features that raise the class score are.",
     f"{WEAKNESS_RESOLUTION} Averaging the gradient can miss small or repeated objects. Passes the "
     "model-randomisation check.",
+    "L = ReLU(Σ_k α_k A^k), α_k = mean_ij ∂S_c/∂A^k_ij",
 )
-def gradcam(ctx, inputs, rows, relu=True):
+def gradcam(call, inputs, relu=True):
     """Selvaraju et al. 2017, arXiv:1610.02391."""
-    captured = capture(ctx, inputs, rows)
-    weights = captured.gradients.mean(dim=(2, 3), keepdim=True)
-    return finish(ctx, inputs, (weights * captured.activations).sum(dim=1), relu)
+    captured = capture(call, inputs)
+    weights = captured.gradients.mean(dim=(3, 4), keepdim=True)
+    return finish(inputs, _weighted(captured, weights), relu, captured.logits)
 
 
 @_register_cam(
@@ -141,16 +155,17 @@ def gradcam(ctx, inputs, rows, relu=True):
     "several instances of a class all light up.",
     f"{WEAKNESS_RESOLUTION} The closed-form weights assume an exponential score; numerically touchy where "
     "gradients are tiny.",
+    "α_k = Σ_ij a^k_ij ReLU(g^k_ij), a^k_ij = g² / (2g² + Σ_ab A^k_ab g³)",
 )
-def gradcam_pp(ctx, inputs, rows, relu=True):
+def gradcam_pp(call, inputs, relu=True):
     """Chattopadhyay et al. 2018, arXiv:1710.11063 (eq. 19)."""
-    captured = capture(ctx, inputs, rows)
-    grads, activations = captured.gradients, captured.activations
+    captured = capture(call, inputs)
+    grads, activations = captured.gradients, captured.activations.unsqueeze(0)
     squared = grads**2
-    denominator = 2 * squared + activations.sum(dim=(2, 3), keepdim=True) * squared * grads
+    denominator = 2 * squared + activations.sum(dim=(3, 4), keepdim=True) * squared * grads
     alpha = torch.where(grads != 0, squared / (denominator + 1e-6), torch.zeros_like(grads))
-    weights = (alpha * grads.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
-    return finish(ctx, inputs, (weights * activations).sum(dim=1), relu)
+    weights = (alpha * grads.clamp(min=0)).sum(dim=(3, 4), keepdim=True)
+    return finish(inputs, _weighted(captured, weights), relu, captured.logits)
 
 
 @_register_cam(
@@ -158,14 +173,15 @@ def gradcam_pp(ctx, inputs, rows, relu=True):
     "Weights each channel by its gradient averaged with the channel's own activations as weights, which makes "
     "the map satisfy the sensitivity and conservation axioms more closely.",
     f"{WEAKNESS_RESOLUTION} Channels with negative activation sums (non-ReLU layers) get unstable weights.",
+    "α_k = Σ_ij (A^k_ij / Σ_ab A^k_ab) ∂S_c/∂A^k_ij",
 )
-def xgradcam(ctx, inputs, rows, relu=True):
+def xgradcam(call, inputs, relu=True):
     """Fu et al. 2020, arXiv:2008.02312."""
-    captured = capture(ctx, inputs, rows)
+    captured = capture(call, inputs)
     activations = captured.activations
     normalised = activations / (activations.sum(dim=(2, 3), keepdim=True) + 1e-7)
-    weights = (captured.gradients * normalised).sum(dim=(2, 3), keepdim=True)
-    return finish(ctx, inputs, (weights * activations).sum(dim=1), relu)
+    weights = (captured.gradients * normalised.unsqueeze(0)).sum(dim=(3, 4), keepdim=True)
+    return finish(inputs, _weighted(captured, weights), relu, captured.logits)
 
 
 @_register_cam(
@@ -173,11 +189,12 @@ def xgradcam(ctx, inputs, rows, relu=True):
     "Weights every location of every channel by its own positive gradient instead of a channel average, so "
     "it also gives fine maps from early layers.",
     "Maps from early layers are noisy and edge-like; from the last layer it is close to Grad-CAM.",
+    "L = ReLU(Σ_k ReLU(∂S_c/∂A^k) ⊙ A^k)",
 )
-def layercam(ctx, inputs, rows, relu=True):
+def layercam(call, inputs, relu=True):
     """Jiang et al. 2021, IEEE Trans. Image Processing 30:5875."""
-    captured = capture(ctx, inputs, rows)
-    return finish(ctx, inputs, (captured.gradients.clamp(min=0) * captured.activations).sum(dim=1), relu)
+    captured = capture(call, inputs)
+    return finish(inputs, _weighted(captured, captured.gradients.clamp(min=0)), relu, captured.logits)
 
 
 @_register_cam(
@@ -185,11 +202,12 @@ def layercam(ctx, inputs, rows, relu=True):
     "Multiplies gradients and activations element-wise before summing over channels, so the map reflects "
     "exactly the locations the score used (no gradient averaging).",
     f"{WEAKNESS_RESOLUTION} Faithful to the layer, not to the input pixels.",
+    "L = Σ_k ∂S_c/∂A^k ⊙ A^k",
 )
-def hirescam(ctx, inputs, rows, relu=True):
+def hirescam(call, inputs, relu=True):
     """Draelos & Carin 2020, arXiv:2011.08891."""
-    captured = capture(ctx, inputs, rows)
-    return finish(ctx, inputs, (captured.gradients * captured.activations).sum(dim=1), relu)
+    captured = capture(call, inputs)
+    return finish(inputs, _weighted(captured, captured.gradients), relu, captured.logits)
 
 
 def principal_projection(activations: torch.Tensor) -> torch.Tensor:
@@ -217,17 +235,16 @@ def principal_projection(activations: torch.Tensor) -> torch.Tensor:
     "dominant spatial pattern the layer responds to.",
     "Class-agnostic: the target class does not change the map, so it cannot answer 'why A rather than B'. "
     "The component's sign is a convention (oriented towards the strongest activations).",
-    sanity="class-insensitive",
-    cost=(1, 0),
+    "L = A · v₁, v₁ the first right-singular vector of the centred activations [hw × C]",
+    sanity=Sanity.CLASS_INSENSITIVE,
+    cost=FORWARD_ONLY,
+    class_sensitive=False,
 )
-def eigencam(ctx, inputs, rows, relu=True):
+def eigencam(call, inputs, relu=True):
     """Muhammad & Yeasin 2020, arXiv:2008.00299."""
-    captured = capture(ctx, inputs, rows, gradients=False)
-    return finish(ctx, inputs, principal_projection(captured.activations), relu)
-
-
-def _scorecam_cost(p, hw, channels):
-    return ((channels or 512) + 1, 0)
+    captured = capture(call, inputs, gradients=False)
+    layer_map = principal_projection(captured.activations)
+    return finish(inputs, layer_map.unsqueeze(0).expand(len(call.targets), *layer_map.shape), relu, captured.logits)
 
 
 @register(
@@ -243,20 +260,21 @@ def _scorecam_cost(p, hw, channels):
         "One forward pass per channel (hundreds to thousands); masks from constant channels are skipped, and "
         "the map is coarse like every CAM."
     ),
-    sanity_check="passes",
+    formula="α = softmax_k S_c(x ⊙ norm(up(A^k))), L = ReLU(Σ_k α_k A^k)",
+    sanity=Sanity.PASSES,
     params={"relu": RELU},
-    cost=_scorecam_cost,
-    needs_layer=True,
+    # the clean pass that captures the layer, then one masked pass per channel
+    cost=Cost(fixed=(1, 0), per_channel=(1, 0)),
+    requires=LAYER,
     attribution_channels=1,
 )
-def scorecam(ctx, inputs, rows, relu=True):
-    """Wang et al. 2020, arXiv:1910.01279. Gradient-free, batched; constant channels share one pass."""
-    captured = capture(ctx, inputs, rows, gradients=False)
+def scorecam(call, inputs, relu=True):
+    """Wang et al. 2020, arXiv:1910.01279. Gradient-free, batched; constant channels share one pass, and every
+    target is scored from the same masked passes."""
+    captured = capture(call, inputs, gradients=False)
     activations = captured.activations
     n, c = activations.shape[:2]
-    ctx.progress.total = max(ctx.progress.total, n * (c + 1))
-    if ctx.target.needs_logits:
-        ctx.ensure_logits()
+    count = len(call.targets)
     maps = []
     skipped = 0
     for i in range(n):
@@ -270,25 +288,26 @@ def scorecam(ctx, inputs, rows, relu=True):
         constant |= (high - low).flatten() <= 0
         varying = torch.nonzero(~constant).flatten()
         masks = (upsampled[varying] - low[varying]) / (high[varying] - low[varying])
-        scores = torch.empty(c, device=inputs.device, dtype=inputs.dtype)
-        row = rows[i : i + 1]
+        scores = torch.empty((count, c), device=inputs.device, dtype=inputs.dtype)
         with torch.inference_mode():
-            for start, stop in batch_slices(len(varying), ctx.batch_size):
+            for start, stop in batch_slices(len(varying), call.batch_size):
                 masked = inputs[i : i + 1] * masks[start:stop].unsqueeze(1)
-                logits = ctx.model(masked)
-                scores[varying[start:stop]] = ctx.target.score(logits, row.expand(stop - start)).to(scores.dtype)
-                ctx.progress.advance(stop - start)
+                logits = as_logits(call.model(masked))
+                rows = torch.full((stop - start,), i, dtype=torch.long)
+                scores[:, varying[start:stop]] = call.scores(logits, rows).to(scores.dtype)
+                call.progress.advance(stop - start)
             if constant.any():
                 # a constant channel's normalised mask is all zeros: every such channel scores the blank input
-                blank_logits = ctx.model(torch.zeros_like(inputs[i : i + 1]))
-                scores[constant] = ctx.target.score(blank_logits, row).to(scores.dtype)
-                ctx.progress.advance(int(constant.sum()))
+                blank_logits = as_logits(call.model(torch.zeros_like(inputs[i : i + 1])))
+                blank = call.scores(blank_logits, torch.tensor([i])).to(scores.dtype)  # [T, 1]
+                scores[:, constant] = blank.expand(count, int(constant.sum()))
+                call.progress.advance(int(constant.sum()))
         skipped += int(constant.sum())
-        weights = scores.softmax(dim=0).view(c, 1, 1)
-        maps.append((weights * activations[i]).sum(dim=0))
-    ctx.extras["skipped_constant_channels"] = skipped
-    ctx.extras["channels"] = c * n
-    return finish(ctx, inputs, torch.stack(maps), relu)
+        weights = scores.softmax(dim=1).view(count, c, 1, 1)
+        maps.append((weights * activations[i].unsqueeze(0)).sum(dim=1))  # [T, h, w]
+    result = finish(inputs, torch.stack(maps, dim=1), relu, captured.logits)
+    result.extras = [{"skipped_constant_channels": skipped, "channels": c * n} for _ in range(count)]
+    return result
 
 
 def _final_linear(model: nn.Module, classes: int) -> nn.Linear | None:
@@ -309,34 +328,40 @@ def _final_linear(model: nn.Module, classes: int) -> nn.Linear | None:
         "Only for that architecture (ResNet, EfficientNet, MobileNet, DenseNet…); not for VGG's MLP head or "
         "transformers. Explains the logit only."
     ),
-    sanity_check="passes",
+    formula="L = Σ_k w^c_k A^k, w^c the final linear layer's row for class c",
+    sanity=Sanity.PASSES,
     params={"relu": RELU},
-    cost=lambda p, hw, channels: (1, 0),
-    needs_layer=True,
+    cost=FORWARD_ONLY,
+    requires=LAYER,
     attribution_channels=1,
 )
-def cam(ctx, inputs, rows, relu=True):
+def cam(call, inputs, relu=True):
     """Zhou et al. 2016, arXiv:1512.04150. The layer must feed global average pooling and one linear layer."""
-    if ctx.target.objective != "logit":
+    if any(target.objective != "logit" for target in call.targets):
         raise SaliencyError("CAM explains the logit; use objective='logit' or pick Grad-CAM")
-    captured = capture(ctx, inputs, rows, gradients=False)
-    logits = ctx.ensure_logits() if inputs is ctx.inputs else ctx.predict(inputs)
-    fc = _final_linear(ctx.model, logits.shape[-1])
+    captured = capture(call, inputs, gradients=False)
+    logits = captured.logits
+    fc = _final_linear(call.model, logits.shape[-1])
     activations = captured.activations
     pooled = activations.mean(dim=(2, 3))
-    fits = (
-        fc is not None
-        and fc.in_features == activations.shape[1]
-        and torch.allclose(fc(pooled), logits, rtol=1e-3, atol=1e-3 * float(logits.abs().max()) + 1e-5)
-    )
+    with torch.inference_mode():
+        fits = (
+            fc is not None
+            and fc.in_features == activations.shape[1]
+            and torch.allclose(fc(pooled), logits, rtol=1e-3, atol=1e-3 * float(logits.abs().max()) + 1e-5)
+        )
     if not fits:
         raise SaliencyError(
-            f"CAM needs a model whose layer {ctx.layer!r} feeds global average pooling and one linear layer "
+            f"CAM needs a model whose layer {call.layer.name!r} feeds global average pooling and one linear layer "
             f"straight into the logits; this model does not (its {activations.shape[1]} channels there do not "
             "reproduce the logits that way). Pick Grad-CAM, which generalises CAM to any model, or the last "
             "convolutional block"
         )
-    indices = ctx.target.indices.to(inputs.device)[rows]
     weight = fc.weight.detach()
-    class_weights = weight[indices[:, 0]] - weight[indices[:, 1]] if ctx.target.contrast else weight[indices]
-    return finish(ctx, inputs, torch.einsum("nc,nchw->nhw", class_weights, activations), relu)
+    class_weights = []
+    for target in call.targets:
+        classes = target.classes.to(weight.device)
+        rows = weight[classes[:, 0]]
+        class_weights.append(rows - weight[classes[:, 1]] if target.contrast else rows)
+    layer_maps = torch.einsum("tnc,nchw->tnhw", torch.stack(class_weights), activations)
+    return finish(inputs, layer_maps, relu, logits)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import Reference, register
+from ..core import Attribution, Call
+from ..registry import ONE_PASS, Reference, Sanity, register
 
 SIMONYAN = Reference(
     "Simonyan, Vedaldi & Zisserman",
@@ -20,18 +21,21 @@ SHRIKUMAR = Reference(
 )
 
 
-def input_gradient(ctx, inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """d score / d input for each row, batched; the shared core of the gradient family."""
-    gradient = torch.empty_like(inputs)
+def input_gradient(call: Call, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d score / d input for every target and row [T, N, C, H, W], logits of the inputs [N, K]), batched:
+    the shared core of the gradient family."""
+    gradient = torch.empty((len(call.targets), *inputs.shape), dtype=inputs.dtype, device=inputs.device)
+    logits: list[torch.Tensor] = []
 
     def make_batch(start, stop):
-        return inputs[start:stop], rows[start:stop]
+        return inputs[start:stop], torch.arange(start, stop)
 
-    def consume(start, stop, batch, grad):
-        gradient[start:stop] = grad
+    def consume(start, stop, batch, grads, batch_logits):
+        gradient[:, start:stop] = grads
+        logits.append(batch_logits)
 
-    ctx.gradients(len(inputs), make_batch, consume, clean=inputs is ctx.inputs)
-    return gradient
+    call.gradients(len(inputs), make_batch, consume)
+    return gradient, torch.cat(logits)
 
 
 @register(
@@ -47,12 +51,16 @@ def input_gradient(ctx, inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tenso
         "Visually noisy; measures local sensitivity, not contribution, so it saturates where the score is "
         "flat. Passes Adebayo et al.'s model-randomisation test."
     ),
-    sanity_check="passes",
-    cost=lambda p, hw, channels: (1, 1),
+    formula="A = ∂S_c(x) / ∂x",
+    sanity=Sanity.PASSES,
+    cost=ONE_PASS,
+    attribution_channels=None,
+    smoothgrad_base=True,
 )
-def vanilla(ctx, inputs, rows):
+def vanilla(call, inputs):
     """Simonyan et al. 2013, arXiv:1312.6034. Signed gradient; sign and channel reduction are render's job."""
-    return input_gradient(ctx, inputs, rows)
+    gradient, logits = input_gradient(call, inputs)
+    return Attribution(gradient, logits=logits)
 
 
 @register(
@@ -68,9 +76,13 @@ def vanilla(ctx, inputs, rows):
         "Inherits the gradient's noise and saturation; the implicit zero baseline depends on the model's "
         "normalisation, so 'zero' is not black for most models."
     ),
-    sanity_check="passes",
-    cost=lambda p, hw, channels: (1, 1),
+    formula="A = x ⊙ ∂S_c(x) / ∂x",
+    sanity=Sanity.PASSES,
+    cost=ONE_PASS,
+    attribution_channels=None,
+    smoothgrad_base=True,
 )
-def input_x_gradient(ctx, inputs, rows):
+def input_x_gradient(call, inputs):
     """Shrikumar et al. 2016, arXiv:1605.01713."""
-    return inputs * input_gradient(ctx, inputs, rows)
+    gradient, logits = input_gradient(call, inputs)
+    return Attribution(inputs * gradient, logits=logits)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..core import Attribution
 from ..errors import SaliencyError
 from ..hooks import rectified_backward
-from ..registry import Reference, register
+from ..registry import NEEDS_MODEL, NEEDS_RELU_MODULES, ONE_PASS, Reference, Sanity, register
 from .gradient import input_gradient
 
 SPRINGENBERG = Reference(
@@ -16,15 +17,19 @@ ZEILER = Reference(
 )
 
 
-def _rectified_gradient(ctx, inputs, rows, guided: bool):
-    with rectified_backward(ctx.model, guided=guided) as count:
+def _rectified_gradient(call, inputs, guided: bool) -> Attribution:
+    with rectified_backward(call.model, guided=guided) as count:
         if count == 0:
             raise SaliencyError(
                 "this method changes the backward pass of nn.ReLU / nn.ReLU6 modules, and the model has none "
                 "(activations called as functions, or GELU as in vision transformers, cannot be changed); "
                 "pick a gradient or CAM method instead"
             )
-        return input_gradient(ctx, inputs, rows)
+        gradient, logits = input_gradient(call, inputs)
+    return Attribution(gradient, logits=logits)
+
+
+RECTIFIED = frozenset({NEEDS_MODEL, NEEDS_RELU_MODULES})
 
 
 @register(
@@ -41,12 +46,16 @@ def _rectified_gradient(ctx, inputs, rows, guided: bool):
         "changes when the weights are randomised, so it largely reconstructs the image rather than explaining "
         "the class. It is also nearly class-insensitive."
     ),
-    sanity_check="fails model randomisation",
-    cost=lambda p, hw, channels: (1, 1),
+    formula="backward through ReLU: g_in = relu(g_out) · [x > 0]",
+    sanity=Sanity.FAILS,
+    cost=ONE_PASS,
+    requires=RECTIFIED,
+    attribution_channels=None,
+    smoothgrad_base=True,
 )
-def guided_backprop(ctx, inputs, rows):
+def guided_backprop(call, inputs):
     """Springenberg et al. 2015, arXiv:1412.6806. Works on in-place ReLU and on ReLU6."""
-    return _rectified_gradient(ctx, inputs, rows, guided=True)
+    return _rectified_gradient(call, inputs, guided=True)
 
 
 @register(
@@ -62,9 +71,13 @@ def guided_backprop(ctx, inputs, rows):
         "Largely class-insensitive and reconstructs image edges; like guided backprop it is not a faithful "
         "attribution of the score."
     ),
-    sanity_check="largely insensitive to the class",
-    cost=lambda p, hw, channels: (1, 1),
+    formula="backward through ReLU: g_in = relu(g_out)",
+    sanity=Sanity.CLASS_INSENSITIVE,
+    sanity_note="largely insensitive to the class; not in Adebayo et al.'s randomisation study",
+    cost=ONE_PASS,
+    requires=RECTIFIED,
+    attribution_channels=None,
 )
-def deconvnet(ctx, inputs, rows):
+def deconvnet(call, inputs):
     """Zeiler & Fergus 2014, arXiv:1311.2901."""
-    return _rectified_gradient(ctx, inputs, rows, guided=False)
+    return _rectified_gradient(call, inputs, guided=False)

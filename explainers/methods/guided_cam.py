@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry import Param, register
+from ..core import Attribution
+from ..registry import NEEDS_LAYER, NEEDS_MODEL, NEEDS_RELU_MODULES, Cost, Param, Sanity, register
 from .cam import SELVARAJU, gradcam
 from .guided import guided_backprop
 
@@ -20,14 +21,16 @@ from .guided import guided_backprop
         "Inherits guided backprop's failure of Adebayo et al.'s (2018, arXiv:1810.03292) model-randomisation "
         "sanity check: its fine detail comes from the image, not from what the model learned."
     ),
-    sanity_check="fails model randomisation",
+    formula="A = GuidedBackprop(x) ⊙ up(Grad-CAM(x))",
+    sanity=Sanity.FAILS,
     params={"relu": Param("bool", True, "Apply Grad-CAM's ReLU before multiplying.")},
-    cost=lambda p, hw, channels: (2, 2),
-    needs_layer=True,
-    attribution_channels=3,
+    cost=Cost(fixed=(2, 2)),
+    requires=frozenset({NEEDS_MODEL, NEEDS_LAYER, NEEDS_RELU_MODULES}),
+    attribution_channels=None,
 )
-def guided_gradcam(ctx, inputs, rows, relu=True):
+def guided_gradcam(call, inputs, relu=True):
     """Selvaraju et al. 2017, arXiv:1610.02391, section 3.1."""
-    coarse = gradcam(ctx, inputs, rows, relu=relu)  # [N, 1, H, W]
-    fine = guided_backprop(ctx, inputs, rows)  # [N, 3, H, W]
-    return fine * coarse
+    coarse = gradcam(call, inputs, relu=relu)  # [T, N, 1, H, W]
+    fine = guided_backprop(call, inputs)  # [T, N, C, H, W]
+    return Attribution(fine.attribution * coarse.attribution, layer_attribution=coarse.layer_attribution,
+                       logits=coarse.logits)

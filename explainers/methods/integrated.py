@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from ..baselines import BASELINES, make_baseline
-from ..registry import Param, Reference, register
+from ..core import Attribution, Call
+from ..registry import Cost, Param, Reference, Sanity, register
 
 SUNDARARAJAN = Reference(
     "Sundararajan, Taly & Yan", 2017, "Axiomatic Attribution for Deep Networks", "1703.01365",
@@ -34,14 +35,17 @@ def quadrature(rule: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     return torch.linspace(first, last, n_steps).numpy(), np.full(n_steps, 1.0 / n_steps)
 
 
-def path_integral(ctx, inputs, rows, baseline, n_steps: int, rule: str) -> torch.Tensor:
-    """(x - x') * sum_k w_k * grad f(x' + a_k (x - x')), batched over (row, step) pairs."""
+def path_integral(call: Call, inputs, baseline, n_steps: int, rule: str) -> torch.Tensor:
+    """(x - x') * sum_k w_k * grad f_t(x' + a_k (x - x')) for every target t, batched over (row, step) pairs.
+
+    Returns [T, N, C, H, W].
+    """
     alphas_np, weights_np = quadrature(rule, n_steps)
     alphas = torch.as_tensor(alphas_np, dtype=inputs.dtype, device=inputs.device)
     weights = torch.as_tensor(weights_np, dtype=inputs.dtype, device=inputs.device)
     delta = inputs - baseline
     # float64 accumulator: the weighted terms cancel a lot along the path, and float32 sums lose digits there
-    total_gradient = torch.zeros(inputs.shape, dtype=torch.float64, device=inputs.device)
+    total_gradient = torch.zeros((len(call.targets), *inputs.shape), dtype=torch.float64, device=inputs.device)
 
     def split(start, stop):
         index = torch.arange(start, stop, device=inputs.device)
@@ -49,14 +53,16 @@ def path_integral(ctx, inputs, rows, baseline, n_steps: int, rule: str) -> torch
 
     def make_batch(start, stop):
         row, step = split(start, stop)
-        return baseline[row] + alphas[step].view(-1, 1, 1, 1) * delta[row], rows[row]
+        return baseline[row] + alphas[step].view(-1, 1, 1, 1) * delta[row], row
 
-    def consume(start, stop, batch, grad):
+    def consume(start, stop, batch, grads, logits):
         row, step = split(start, stop)
-        total_gradient.index_add_(0, row, (grad * weights[step].view(-1, 1, 1, 1)).double())
+        weighted = (grads * weights[step].view(1, -1, 1, 1, 1)).double()
+        for t in range(len(grads)):
+            total_gradient[t].index_add_(0, row, weighted[t])
 
-    ctx.gradients(len(inputs) * n_steps, make_batch, consume)
-    return delta * total_gradient.to(inputs.dtype)
+    call.gradients(len(inputs) * n_steps, make_batch, consume)
+    return delta.unsqueeze(0) * total_gradient.to(inputs.dtype)
 
 
 @register(
@@ -72,7 +78,8 @@ def path_integral(ctx, inputs, rows, baseline, n_steps: int, rule: str) -> torch
         "Depends strongly on the baseline (a black baseline cannot credit black pixels); needs many passes; "
         "noisy on deep image models. Passes the model-randomisation check."
     ),
-    sanity_check="passes",
+    formula="A = (x − x′) ⊙ ∫₀¹ ∂S_c(x′ + α(x − x′))/∂x dα ≈ (x − x′) ⊙ Σ_k w_k ∂S_c(x′ + α_k(x − x′))/∂x",
+    sanity=Sanity.PASSES,
     params={
         "n_steps": Param("int", 50, "Points on the path from the baseline to the input.", minimum=1, maximum=1000),
         "rule": Param(
@@ -81,29 +88,33 @@ def path_integral(ctx, inputs, rows, baseline, n_steps: int, rule: str) -> torch
         "baseline": Param(
             "choice",
             "black",
-            "What 'absence' looks like: a black image, a blurred copy, uniform noise or the image's mean colour.",
+            "What 'absence' looks like: a black image, a blurred copy, uniform noise, the image's mean colour, or "
+            "zeros in the model's input space.",
             choices=BASELINES,
             allow_tensor=True,
         ),
     },
-    cost=lambda p, hw, channels: (p["n_steps"] + 1, p["n_steps"]),
+    # one forward of input and baseline together for the completeness check, then a forward+backward per step
+    cost=Cost(fixed=(1, 0), per_step=(1, 1), steps="n_steps"),
+    attribution_channels=None,
+    smoothgrad_base=True,
 )
-def integrated_gradients(ctx, inputs, rows, n_steps=50, rule="gausslegendre", baseline="black"):
-    """Sundararajan et al. 2017, arXiv:1703.01365. Reports the completeness delta in ``extras``."""
-    reference = make_baseline(baseline, inputs, ctx.bundle, ctx.generator(offset=1))
-    top_level = inputs is ctx.inputs
-    if top_level:
-        # completeness needs f(x) and f(x'); one batch gives both, and f(x) also resolves "topK" targets
-        both = ctx.predict(torch.cat([inputs, reference]))
-        if ctx.logits is None:
-            ctx.logits = both[: len(inputs)]
-            ctx.target.resolve(ctx.logits)
-        baseline_logits = both[len(inputs) :]
-    attribution = path_integral(ctx, inputs, rows, reference, n_steps, rule)
-    if top_level:
+def integrated_gradients(call, inputs, n_steps=50, rule="gausslegendre", baseline="black"):
+    """Sundararajan et al. 2017, arXiv:1703.01365. Reports the completeness delta in ``extras``:
+    sum(A) − (S(x) − S(x′)), and the same as a share of S(x) − S(x′)."""
+    reference = make_baseline(baseline, inputs, call.bundle, call.generator(offset=1))
+    # completeness needs f(x) and f(x'); one batch of both
+    both = call.predict(torch.cat([inputs, reference]))
+    logits, baseline_logits = both[: len(inputs)], both[len(inputs) :]
+    attribution = path_integral(call, inputs, reference, n_steps, rule)
+    extras = []
+    for t, target in enumerate(call.targets):
         # sum(attr) should equal f(x) - f(x'); the gap measures the quadrature error
-        score_gap = ctx.target.score(ctx.logits, rows) - ctx.target.score(baseline_logits, rows)
-        delta = attribution.sum(dim=(1, 2, 3)) - score_gap
-        ctx.extras["completeness_delta"] = delta.detach().cpu()
-        ctx.extras["score_gap"] = score_gap.detach().cpu()
-    return attribution
+        score_gap = target.score(logits) - target.score(baseline_logits)
+        delta = attribution[t].sum(dim=(1, 2, 3)) - score_gap
+        extras.append({
+            "completeness_delta": delta.detach().cpu(),
+            "score_gap": score_gap.detach().cpu(),
+            "completeness_relative": (delta / score_gap.abs().clamp_min(1e-12)).detach().cpu(),
+        })
+    return Attribution(attribution, extras=extras, logits=logits)

@@ -6,9 +6,9 @@ import torch
 
 from ..baselines import make_baseline
 from ..batching import batch_slices
-from ..core import _as_logits
+from ..core import Attribution, as_logits
 from ..errors import ParameterError
-from ..registry import Param, Reference, register
+from ..registry import Cost, Param, Reference, Sanity, register
 
 ZEILER = Reference(
     "Zeiler & Fergus", 2014, "Visualizing and Understanding Convolutional Networks", "1311.2901",
@@ -38,13 +38,11 @@ def _check(hw: tuple[int, int], window: int, stride: int) -> None:
         )
 
 
-def _cost(p, hw, channels) -> tuple[int, int]:
-    """(windows + 1 clean pass, 0); a window too large for the image is counted as the whole image."""
+def window_count(p, hw) -> int:
+    """Windows per image; a window too large for the image is counted as the whole image."""
     window = min(p["window"], *hw)
     stride = min(p["stride"], window)
-    rows = len(window_positions(hw[0], window, stride))
-    cols = len(window_positions(hw[1], window, stride))
-    return rows * cols + 1, 0
+    return len(window_positions(hw[0], window, stride)) * len(window_positions(hw[1], window, stride))
 
 
 def _cover(size: int, positions: list[int], window: int, device) -> torch.Tensor:
@@ -69,7 +67,9 @@ def _cover(size: int, positions: list[int], window: int, device) -> torch.Tensor
         "colour (baseline) changes the result; evidence present in two places is missed because one patch "
         "never removes both. One forward pass per window position."
     ),
-    sanity_check="not tested by Adebayo et al. 2018; reads only the model's outputs, so it follows its weights",
+    formula="A(p) = mean over windows W ∋ p of S_c(x) − S_c(x with W set to the baseline)",
+    sanity=Sanity.UNTESTED,
+    sanity_note="reads only the model's outputs, so it follows its weights",
     params={
         "window": Param("int", 32, "Side of the square occluding patch, in pixels.", minimum=2, maximum=512),
         "stride": Param(
@@ -84,46 +84,46 @@ def _cover(size: int, positions: list[int], window: int, device) -> torch.Tensor
             allow_tensor=True,
         ),
     },
-    cost=_cost,
+    # the clean pass, then one pass per window position
+    cost=Cost(fixed=(1, 0), per_step=(1, 0), steps=window_count),
 )
-def occlusion(ctx, inputs, rows, window=32, stride=16, baseline="zero"):
+def occlusion(call, inputs, window=32, stride=16, baseline="zero"):
     """Zeiler & Fergus 2014, arXiv:1311.2901.
 
     attribution(pixel) = mean over the windows covering it of f(x) - f(x with that window set to the baseline),
     all channels occluded together. Windows start at 0, stride, 2*stride, ...; when the last one stops short of
     the right/bottom edge one more, flush with the edge, is added (nothing is added when (H - window) % stride
-    == 0). Perturbed copies are built batch by batch, so memory grows with ``ctx.batch_size``, not the window
+    == 0). Perturbed copies are built batch by batch, so memory grows with ``batch_size``, not the window
     count.
     """
     height, width = inputs.shape[-2:]
     _check((height, width), window, stride)
     device = inputs.device
-    reference = make_baseline(baseline, inputs, ctx.bundle, ctx.generator(offset=1))
+    reference = make_baseline(baseline, inputs, call.bundle, call.generator(offset=1))
 
-    logits = ctx.ensure_logits()  # resolves "topK" targets from the clean input
-    if inputs is not ctx.inputs:
-        logits = ctx.predict(inputs)
-    clean = ctx.target.score(logits, rows).double()
-    ctx.progress.advance(len(inputs))
+    logits = call.predict(inputs)
+    clean = call.scores(logits, slice(None)).double()  # [T, N]
+    call.progress.advance(len(inputs))
 
     cover_y = _cover(height, window_positions(height, window, stride), window, device)
     cover_x = _cover(width, window_positions(width, window, stride), window, device)
     n_y, n_x = len(cover_y), len(cover_x)
     per_row = n_y * n_x
-    drops = torch.empty(len(inputs) * per_row, dtype=torch.float64, device=device)
+    count = len(call.targets)
+    drops = torch.empty((count, len(inputs) * per_row), dtype=torch.float64, device=device)
 
     with torch.inference_mode():
-        for start, stop in batch_slices(len(inputs) * per_row, ctx.batch_size):
+        for start, stop in batch_slices(len(inputs) * per_row, call.batch_size):
             index = torch.arange(start, stop, device=device)
             row, position = index // per_row, index % per_row
             covered = cover_y[position // n_x].unsqueeze(2) & cover_x[position % n_x].unsqueeze(1)  # [B, H, W]
             batch = torch.where(covered.unsqueeze(1), reference[row], inputs[row])
-            score = ctx.target.score(_as_logits(ctx.model(batch)), rows[row])
-            drops[start:stop] = clean[row] - score.double()
-            ctx.progress.advance(stop - start)
+            scores = call.scores(as_logits(call.model(batch)), row)  # every target from the same pass
+            drops[:, start:stop] = clean[:, row] - scores.double()
+            call.progress.advance(stop - start)
 
     # windows are products of a row band and a column band, so the sum over windows is D[y, x] -> Y^T D X
     cover_y, cover_x = cover_y.double(), cover_x.double()
-    total = torch.einsum("nij,ih,jw->nhw", drops.view(-1, n_y, n_x), cover_y, cover_x)
-    count = cover_y.sum(0).view(-1, 1) * cover_x.sum(0).view(1, -1)
-    return (total / count).unsqueeze(1).to(inputs.dtype)
+    total = torch.einsum("tnij,ih,jw->tnhw", drops.view(count, -1, n_y, n_x), cover_y, cover_x)
+    coverage = cover_y.sum(0).view(-1, 1) * cover_x.sum(0).view(1, -1)
+    return Attribution((total / coverage).unsqueeze(2).to(inputs.dtype), logits=logits)

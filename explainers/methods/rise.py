@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import batch_slices
-from ..core import _as_logits
-from ..registry import Param, Reference, register
+from ..core import Attribution, as_logits
+from ..registry import Cost, Param, Reference, Sanity, register
 
 PETSIUK = Reference(
     "Petsiuk, Das & Saenko", 2018, "RISE: Randomized Input Sampling for Explanation of Black-box Models", "1806.07421",
@@ -76,7 +76,10 @@ class MaskSampler:
         "resolution set by the grid; hidden regions are zeros in the model's input space, an unnatural input; "
         "every pixel carries a baseline of about the mean masked score, so read the map's relative values."
     ),
-    sanity_check="not tested by Adebayo et al. 2018; reads only the model's outputs, so it follows its weights",
+    formula="A = 1/(n·p) Σ_i S_c(x ⊙ M_i) M_i",
+    sanity=Sanity.UNTESTED,
+    sanity_note="reads only the model's outputs, so it follows its weights",
+    stochastic=True,
     params={
         "n_masks": Param(
             "int", 2000, "Random masks (one forward pass each); more gives a smoother, more stable map.",
@@ -90,30 +93,34 @@ class MaskSampler:
             "float", 0.5, "Probability that a grid cell is kept (visible).", minimum=0.01, maximum=1.0,
         ),
     },
-    cost=lambda p, hw, channels: (p["n_masks"] + 1, 0),
+    # the clean pass, then one pass per mask
+    cost=Cost(fixed=(1, 0), per_step=(1, 0), steps="n_masks"),
 )
-def rise(ctx, inputs, rows, n_masks=2000, grid=7, p=0.5):
+def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
     """Petsiuk, Das & Saenko 2018, arXiv:1806.07421.
 
     saliency = sum_i score(x ⊙ M_i) M_i / (n_masks * p), the masks multiplying the input in the model's input
     space. The score follows explain()'s ``objective``; the paper uses class probabilities
-    (objective="probability"). All masks come from ``ctx.generator`` in a fixed order and are built batch by
-    batch, so memory grows with ``ctx.batch_size`` and not with ``n_masks``, and the map is independent of it.
+    (objective="probability"). All masks come from the call's seeded generator in a fixed order and are built
+    batch by batch, so memory grows with ``batch_size`` and not with ``n_masks``, and the map is independent of
+    it. Every row sees the same masks, and every target is scored from the same masked passes.
     """
     device, count = inputs.device, len(inputs)
     height, width = inputs.shape[-2:]
-    ctx.ensure_logits()  # resolves "topK" targets from the clean input
-    ctx.progress.advance(count)
-    sampler = MaskSampler(n_masks, grid, p, (height, width), ctx.generator())
-    saliency = torch.zeros((count, height, width), dtype=torch.float64, device=device)
+    logits = call.predict(inputs)
+    call.progress.advance(count)
+    sampler = MaskSampler(n_masks, grid, p, (height, width), call.generator())
+    saliency = torch.zeros((len(call.targets), count, height, width), dtype=torch.float64, device=device)
 
     with torch.inference_mode():
         # pairs (mask, row) in mask-major order: every row of a batch shares the masks already drawn
-        for start, stop in batch_slices(n_masks * count, ctx.batch_size):
+        for start, stop in batch_slices(n_masks * count, call.batch_size):
             index = torch.arange(start, stop)
             masks = sampler.masks(index // count, inputs.dtype, device)
             row = (index % count).to(device)
-            score = ctx.target.score(_as_logits(ctx.model(inputs[row] * masks.unsqueeze(1))), rows[row])
-            saliency.index_add_(0, row, score.double().view(-1, 1, 1) * masks.double())
-            ctx.progress.advance(stop - start)
-    return (saliency / (n_masks * p)).unsqueeze(1).to(inputs.dtype)
+            scores = call.scores(as_logits(call.model(inputs[row] * masks.unsqueeze(1))), row)  # [T, B]
+            weighted = scores.double().view(*scores.shape, 1, 1) * masks.double().unsqueeze(0)
+            for t in range(len(scores)):
+                saliency[t].index_add_(0, row, weighted[t])
+            call.progress.advance(stop - start)
+    return Attribution((saliency / (n_masks * p)).unsqueeze(2).to(inputs.dtype), logits=logits)

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import batch_slices
+from ..core import Attribution, as_logits
 from ..errors import SaliencyError
 from ..hooks import HookSet
-from ..registry import Param, Reference, register
+from ..registry import FORWARD_ONLY, NEEDS_ATTENTION, NEEDS_MODEL, Param, Reference, Sanity, register
 
 ABNAR = Reference("Abnar & Zuidema", 2020, "Quantifying Attention Flow in Transformers", "2005.00928")
 
@@ -55,7 +56,10 @@ def _discard(attention: torch.Tensor, ratio: float) -> torch.Tensor:
         "Class-agnostic: the target class does not change it. Only for ViT-style models with a class token and "
         "global attention (not Swin). Ignores the MLPs and value vectors."
     ),
-    sanity_check="class-insensitive",
+    formula="R = Π_l (0.5·Ā_l + 0.5·I) (rows renormalised), map = R[cls, patches]",
+    sanity=Sanity.CLASS_INSENSITIVE,
+    class_sensitive=False,
+    requires=frozenset({NEEDS_MODEL, NEEDS_ATTENTION}),
     params={
         "head_fusion": Param(
             "choice", "mean", "How the heads of a layer are combined.", choices=("mean", "max", "min")
@@ -63,13 +67,13 @@ def _discard(attention: torch.Tensor, ratio: float) -> torch.Tensor:
         "discard_ratio": Param("float", 0.9, "Fraction of the weakest attention weights dropped per layer "
                                "(never those to the class token).", minimum=0.0, maximum=0.99),
     },
-    cost=lambda p, hw, channels: (1, 0),
+    cost=FORWARD_ONLY,
     attribution_channels=1,
 )
-def attention_rollout(ctx, inputs, rows, head_fusion="mean", discard_ratio=0.9):
+def attention_rollout(call, inputs, head_fusion="mean", discard_ratio=0.9):
     """Abnar & Zuidema 2020, arXiv:2005.00928. Attention weights are requested from each
     nn.MultiheadAttention inside the call (hooks removed in finally)."""
-    modules = _attention_modules(ctx.model)
+    modules = _attention_modules(call.model)
     if not modules:
         raise SaliencyError(
             "attention rollout needs a vision transformer with nn.MultiheadAttention blocks (e.g. vit_b_16); "
@@ -87,17 +91,15 @@ def attention_rollout(ctx, inputs, rows, head_fusion="mean", discard_ratio=0.9):
     def keep_weights(module, args, kwargs, output):
         captured.append(output[1].detach())
 
-    maps = []
+    maps, logits = [], []
     try:
         for module in modules:
             hooks.add(module.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
             hooks.add(module.register_forward_hook(keep_weights, with_kwargs=True))
-        for start, stop in batch_slices(len(inputs), ctx.batch_size):
+        for start, stop in batch_slices(len(inputs), call.batch_size):
             captured.clear()
-            with torch.no_grad():
-                logits = ctx.model(inputs[start:stop])
-            if inputs is ctx.inputs:
-                ctx.record_clean_logits(logits, rows[start:stop])
+            with torch.inference_mode():
+                logits.append(as_logits(call.model(inputs[start:stop])))
             tokens = captured[0].shape[-1]
             grid = int(round((tokens - 1) ** 0.5))
             if grid * grid != tokens - 1:
@@ -113,11 +115,13 @@ def attention_rollout(ctx, inputs, rows, head_fusion="mean", discard_ratio=0.9):
                 rollout = attention @ rollout
             patch_flow = rollout[:, 0, 1:].reshape(-1, 1, grid, grid)
             maps.append(patch_flow)
-            ctx.progress.advance(stop - start)
+            call.progress.advance(stop - start)
     finally:
         hooks.remove()
         captured.clear()
     layer_map = torch.cat(maps).to(inputs.dtype)
-    if inputs is ctx.inputs:
-        ctx.layer_attribution = layer_map
-    return F.interpolate(layer_map, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+    upsampled = F.interpolate(layer_map, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+    count = len(call.targets)  # class-agnostic: every target gets the same map
+    return Attribution(upsampled.unsqueeze(0).expand(count, *upsampled.shape),
+                       layer_attribution=layer_map.unsqueeze(0).expand(count, *layer_map.shape),
+                       logits=torch.cat(logits))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import METHODS, Param, Reference, register
+from ..core import Attribution, run_method
+from ..registry import METHODS, Cost, Param, Reference, Sanity, register
+from . import gradient, guided, integrated  # noqa: F401  (the bases register first)
 
 SMILKOV = Reference(
     "Smilkov, Thorat, Kim, Viégas & Wattenberg", 2017, "SmoothGrad: removing noise by adding noise", "1706.03825"
@@ -13,7 +15,24 @@ ADEBAYO_VARGRAD = Reference(
     "Adebayo, Gilmer, Goodfellow & Kim", 2018, "Local Explanation Methods for Deep Neural Networks Lack Sensitivity "
     "to Parameter Values", "1810.03307",
 )
-BASES = ("vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop")
+# Every method flagged as a SmoothGrad base, in registry order: composition, not a whitelist.
+BASES = tuple(name for name, info in METHODS.items() if info.smoothgrad_base)
+
+
+def _base_params() -> dict[str, Param]:
+    """The bases' own parameters, each shown only when its base is chosen (n_steps only with IG)."""
+    owners: dict[str, list[str]] = {}
+    params: dict[str, Param] = {}
+    for base in BASES:
+        for name, param in METHODS[base].params.items():
+            owners.setdefault(name, []).append(base)
+            params.setdefault(name, param)
+    return {
+        name: Param(p.kind, p.default, f"{p.help} (a parameter of the base method)", p.minimum, p.maximum, p.choices,
+                    p.allow_tensor, only_when=("base", tuple(owners[name])))
+        for name, p in params.items()
+    }
+
 
 PARAMS = {
     "base": Param("choice", "vanilla", "The gradient method averaged over the noisy copies.", choices=BASES),
@@ -21,35 +40,28 @@ PARAMS = {
     "noise_level": Param(
         "float", 0.15, "Noise σ as a fraction of the input's value range (max - min).", minimum=0.0, maximum=1.0
     ),
-    "n_steps": Param(
-        "int", 50, "Path steps, used only when base is integrated_gradients.", minimum=1, maximum=1000
-    ),
+    **_base_params(),
 }
 
 
-def _base_cost(p, hw, channels) -> tuple[int, int]:
-    base = METHODS[p["base"]]
-    base_params = {"n_steps": p["n_steps"]} if p["base"] == "integrated_gradients" else {}
-    forwards, backwards = base.passes(base_params, hw, channels)
-    if p["base"] == "integrated_gradients":
-        forwards -= 1  # the completeness check runs only on the clean input, not on each noisy copy
-    return forwards * p["n_samples"], backwards * p["n_samples"]
+def noisy_attributions(call, inputs, params) -> torch.Tensor:
+    """Base attributions of ``n_samples`` noisy copies of each row: [T, N, n_samples, C, H, W].
 
-
-def noisy_attributions(ctx, inputs, rows, base, n_samples, noise_level, n_steps) -> torch.Tensor:
-    """Base attributions of ``n_samples`` noisy copies of each row: [N, n_samples, C, H, W]."""
-    count = len(inputs)
+    Every row gets the same noise draws (one generator, seeded by the call), so a row's map equals the map of
+    that image alone with the same seed, whatever else is in its batch.
+    """
+    count, samples = len(inputs), params["n_samples"]
     value_range = (inputs.amax(dim=(1, 2, 3)) - inputs.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1, 1)
-    noise = torch.randn((count, n_samples, *inputs.shape[1:]), generator=ctx.generator(), dtype=inputs.dtype)
-    noisy = inputs.unsqueeze(1) + noise.to(inputs.device) * (noise_level * value_range)
-    noisy = noisy.flatten(0, 1)
-    noisy_rows = rows.repeat_interleave(n_samples)
-    base_params = {"n_steps": n_steps} if base == "integrated_gradients" else {}
-    attribution = METHODS[base].fn(ctx, noisy, noisy_rows, **METHODS[base].validate(base_params))
-    return attribution.view(count, n_samples, *attribution.shape[1:])
+    noise = torch.randn((samples, *inputs.shape[1:]), generator=call.generator(), dtype=inputs.dtype)
+    noisy = inputs.unsqueeze(1) + noise.to(inputs.device).unsqueeze(0) * (params["noise_level"] * value_range)
+    rows = torch.arange(count).repeat_interleave(samples)
+    base = METHODS[params["base"]]
+    base_params = base.validate({k: v for k, v in params.items() if k in base.params})
+    result = run_method(base, call.take(rows), noisy.flatten(0, 1), base_params)
+    return result.attribution.view(len(call.targets), count, samples, *result.attribution.shape[2:])
 
 
-def _register(name, display_name, summary, reduce, reference=SMILKOV):
+def _register(name, display_name, summary, formula, reduce, reference=SMILKOV):
     @register(
         name,
         display_name=display_name,
@@ -60,14 +72,17 @@ def _register(name, display_name, summary, reduce, reference=SMILKOV):
             "Costs n_samples times the base method; the noise level changes the map and must be tuned (the "
             "paper suggests 10-20%). Inherits the base method's sanity-check verdict."
         ),
-        sanity_check="as its base method",
+        formula=formula,
+        sanity=Sanity.AS_BASE,
         params=PARAMS,
-        cost=_base_cost,
+        cost=Cost(fixed=(0, 0), repeats="n_samples", base="base"),
+        attribution_channels=None,
+        stochastic=True,
     )
-    def method(ctx, inputs, rows, base="vanilla", n_samples=25, noise_level=0.15, n_steps=50):
-        return reduce(noisy_attributions(ctx, inputs, rows, base, n_samples, noise_level, n_steps))
+    def method(call, inputs, **params):
+        return Attribution(reduce(noisy_attributions(call, inputs, params)))
 
-    method.__doc__ = f"{display_name}: {SMILKOV if reference is SMILKOV else reference}."
+    method.__doc__ = f"{display_name}: {reference}. {formula}"
     return method
 
 
@@ -76,20 +91,23 @@ smoothgrad = _register(
     "SmoothGrad",
     "Averages the base method's map over copies of the input with Gaussian noise added, which cancels the "
     "high-frequency noise of raw gradients.",
-    lambda a: a.mean(dim=1),
+    "A = 1/n Σ_i A_base(x + ε_i), ε_i ~ N(0, σ²)",
+    lambda a: a.mean(dim=2),
 )
 smoothgrad_sq = _register(
     "smoothgrad_sq",
     "SmoothGrad²",
     "Averages the squared base attributions over noisy copies: a magnitude map that emphasises consistent "
     "evidence.",
-    lambda a: (a * a).mean(dim=1),
+    "A = 1/n Σ_i A_base(x + ε_i)²",
+    lambda a: (a * a).mean(dim=2),
 )
 vargrad = _register(
     "vargrad",
     "VarGrad",
     "The variance of the base attributions over noisy copies of the input: where the explanation is unstable "
     "under noise.",
-    lambda a: (a * a).mean(dim=1) - a.mean(dim=1) ** 2,
+    "A = 1/n Σ_i A_base(x + ε_i)² − (1/n Σ_i A_base(x + ε_i))²",
+    lambda a: (a * a).mean(dim=2) - a.mean(dim=2) ** 2,
     reference=ADEBAYO_VARGRAD,
 )

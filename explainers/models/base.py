@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import LayerError, ParameterError
+from ..errors import ParameterError
 from ..layers import LayerInfo, resolve_layer
 
 RESIZE = "resize"  # the whole image squeezed to the input size: the heatmap covers everything uploaded
@@ -105,24 +105,11 @@ class ModelBundle:
         With whole-image resizing the map is stretched back to the original aspect. With a centre crop it is
         placed over the cropped region; the rest, which the model never saw, gets ``fill``.
         """
+        from ..render import place
+
         if np.ndim(heatmap) != 2:
             raise ParameterError(f"expected a [H, W] heatmap, got shape {list(np.shape(heatmap))}")
-        width, height = size
-        left, top, right, bottom = self.crop_geometry(size, preprocessing)
-        region = np.array(  # a writable copy
-            Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32)).resize(
-                (max(1, right - left), max(1, bottom - top)), Image.Resampling.BILINEAR
-            )
-        )
-        if preprocessing == RESIZE:
-            return region
-        canvas = np.full((height, width), fill, dtype=np.float32)
-        src_left, src_top = max(0, -left), max(0, -top)
-        dst_left, dst_top = max(0, left), max(0, top)
-        w = min(region.shape[1] - src_left, width - dst_left)
-        h = min(region.shape[0] - src_top, height - dst_top)
-        canvas[dst_top : dst_top + h, dst_left : dst_left + w] = region[src_top : src_top + h, src_left : src_left + w]
-        return canvas
+        return place(heatmap, size, self.crop_geometry(size, preprocessing), fill)
 
     def resolve_layer(self, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
         """``(name, module)`` of a layer by name or module; None gives ``default_layer``. See ``resolve_layer``."""
@@ -130,13 +117,10 @@ class ModelBundle:
             layer = self.default_layer
         return resolve_layer(self.model, layer, self.layers or None)
 
-    def layer_info(self, layer: str | nn.Module | None = None) -> LayerInfo:
-        """The catalogue entry (name, shape, layout) of a layer; None gives ``default_layer``."""
-        name, _ = self.resolve_layer(layer)
-        for info in self.layers:
-            if info.name == name:
-                return info
-        raise LayerError(f"expected a measured layer catalogue on the bundle, got none containing {name!r}")
+    def layer_entry(self, layer: str | None = None) -> LayerInfo | None:
+        """The catalogue entry (name, shape, layout, channels) of ``layer`` (None: the default), if measured."""
+        name = layer or self.default_layer
+        return next((info for info in self.layers if info.name == name), None)
 
 
 def affine_normalizer(mean: Sequence[float], std: Sequence[float]):

@@ -67,21 +67,25 @@ def test_explain_writes_overlay_attribution_and_manifest(tmp_path):
     assert np.isfinite(attribution).all() and np.abs(attribution).max() > 0
 
     manifest = load_manifest(out / "cat_vanilla.json")
-    assert manifest["top5"][0]["name"] == "Egyptian cat"
-    assert len(manifest["top5"]) == 5
-    assert manifest["target"] == manifest["top5"][0]["index"]
-    assert manifest["target_name"] == "Egyptian cat"
+    assert manifest["schema_version"] == 1
+    assert manifest["predictions"][0]["name"] == "Egyptian cat"
+    assert len(manifest["predictions"]) == 5
+    assert manifest["target"] == {"indices": [manifest["predictions"][0]["index"]], "names": ["Egyptian cat"],
+                                  "contrast": False}
     assert manifest["params"] == METHODS["vanilla"].defaults()
     assert manifest["model"] == "efficientnet_lite0" and manifest["method"] == "vanilla"
-    assert manifest["image"].endswith("cat.png") and len(manifest["image_sha"]) == 16
+    assert manifest["image"]["name"].endswith("cat.png") and len(manifest["image"]["sha256_16"]) == 16
+    assert manifest["image"]["size"] == [451, 300]
     assert manifest["preprocessing"] == "resize" and manifest["objective"] == "logit"
-    assert manifest["render"] == {
+    assert manifest["view"] == {
         "colormap": "inferno",
         "sign": "absolute",
-        "reduction": "max_abs",
+        "reduction": "max",
         "alpha": 0.5,
         "clip": 99.5,
+        "original_aspect": True,
     }
+    assert manifest["range"]["scale"] == "own" and manifest["range"]["hi"] > manifest["range"]["lo"]
     assert manifest["elapsed_s"] > 0 and manifest["versions"]["torch"]
 
     for suffix in ("png", "npy", "json"):
@@ -100,11 +104,11 @@ def test_explain_top2_target_and_method_params(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     manifest = load_manifest(tmp_path / "cat_smoothgrad.json")
-    assert manifest["target"] == manifest["top5"][1]["index"]
-    assert manifest["target_name"] == manifest["top5"][1]["name"]
+    assert manifest["target"]["indices"] == [manifest["predictions"][1]["index"]]
+    assert manifest["target"]["names"] == [manifest["predictions"][1]["name"]]
     assert manifest["params"] == {**METHODS["smoothgrad"].defaults(), "n_samples": 3}
     assert manifest["seed"] == 0
-    assert manifest["render"]["colormap"] == "rdbu"  # the suggested colormap for signed maps
+    assert manifest["view"]["colormap"] == "RdBu_r"  # the suggested colormap for signed maps
     assert np.load(tmp_path / "cat_smoothgrad.npy").shape == (3, 224, 224)
 
 
@@ -119,7 +123,7 @@ def test_explain_center_crop_and_repeated_stems(tmp_path, capsys):
     assert overlay.shape == original.shape
     np.testing.assert_array_equal(overlay[:, 0], original[:, 0] // 2)  # left edge: outside the centre crop
     manifest = load_manifest(tmp_path / "cat_vanilla.json")
-    assert manifest["target"] == [281, 282] and manifest["target_name"] == ["tabby", "tiger cat"]
+    assert manifest["target"] == {"indices": [281, 282], "names": ["tabby", "tiger cat"], "contrast": True}
     assert manifest["preprocessing"] == "center_crop"
     assert "281 tabby vs 282 tiger cat" in capsys.readouterr().out
 
@@ -168,7 +172,7 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, extra, words):
 
 def test_missing_image_and_bad_options(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "missing.png"), "--out", str(tmp_path)]) == 2
-    assert_one_error_line(capsys.readouterr().err, "missing.png", "no such file")
+    assert_one_error_line(capsys.readouterr().err, "missing.png", "no file")
     for argv in (
         ["explain", str(CAT)],  # no --out
         ["explain", str(CAT), "--out", str(tmp_path), "--alpha", "2"],

@@ -51,9 +51,31 @@ def test_input_x_gradient_of_linear_model(linear):
 
 def test_contrast_target_is_difference_of_gradients(linear):
     x = torch.randn(1, 3, 5, 5)
-    contrast = explain(linear, x, "vanilla", target=(0, 2)).attribution
+    contrast = explain(linear, x, "vanilla", target=explainers.Contrast(0, 2)).attribution
     weights = linear[1].weight.detach()
     assert torch.allclose(contrast[0].flatten(), weights[0] - weights[2], atol=1e-6)
+    as_text = explain(linear, x, "vanilla", target="0 vs 2").attribution
+    assert torch.equal(as_text, contrast)
+
+
+def test_tuple_targets_are_per_row_and_an_ambiguous_tuple_is_an_error(linear):
+    x = torch.randn(2, 3, 5, 5)
+    weights = linear[1].weight.detach()
+    per_row = explain(linear, x, "vanilla", target=(0, 2)).attribution
+    assert torch.allclose(per_row[0].flatten(), weights[0]) and torch.allclose(per_row[1].flatten(), weights[2])
+    with pytest.raises(TargetError, match="ambiguous.*Contrast"):
+        explain(linear, x[:1], "vanilla", target=(0, 2))
+
+
+def test_numpy_integers_and_arrays_are_targets(linear):
+    import numpy as np
+
+    x = torch.randn(2, 3, 5, 5)
+    weights = linear[1].weight.detach()
+    scalar = explain(linear, x, "vanilla", target=np.int64(3)).attribution
+    assert torch.allclose(scalar[1].flatten(), weights[3])
+    array = explain(linear, x, "vanilla", target=np.array([1, 2])).attribution
+    assert torch.allclose(array[0].flatten(), weights[1]) and torch.allclose(array[1].flatten(), weights[2])
 
 
 def test_objectives_match_autograd_of_softmax(net, images):
@@ -72,7 +94,7 @@ def test_rank_targets_follow_the_logits(net, images):
     logits = net(images).detach()
     order = logits.argsort(dim=1, descending=True)
     first = explain(net, images, "vanilla", target="top1")
-    second = explain(net, images, "integrated_gradients", target="top2", n_steps=4)
+    second = explain(net, images, "integrated_gradients", target="top2", n_steps=4, baseline="zero")
     assert first.target.tolist() == order[:, 0].tolist()
     assert second.target.tolist() == order[:, 1].tolist()
     assert torch.allclose(first.logits, logits, atol=1e-5)
@@ -106,7 +128,7 @@ def test_integrated_gradients_baselines_differ_and_tensor_baseline_is_used(net, 
 @pytest.mark.parametrize("method", SMOOTHING[:1])
 @pytest.mark.parametrize("base", ["vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop"])
 def test_smoothgrad_with_zero_noise_equals_base(net, images, method, base):
-    extra = {"n_steps": 6} if base == "integrated_gradients" else {}
+    extra = {"n_steps": 6, "baseline": "zero"} if base == "integrated_gradients" else {}
     smoothed = explain(net, images, method, target=1, base=base, n_samples=3, noise_level=0.0, **extra)
     plain = explain(net, images, base, target=1, **extra)
     assert torch.allclose(smoothed.attribution, plain.attribution, atol=1e-6, rtol=1e-5)
@@ -124,9 +146,9 @@ def test_vargrad_with_zero_noise_is_zero_and_squared_is_square(net, images):
     "method, params",
     [
         ("vanilla", {}),
-        ("integrated_gradients", {"n_steps": 10}),
+        ("integrated_gradients", {"n_steps": 10, "baseline": "zero"}),
         ("smoothgrad", {"n_samples": 6}),
-        ("vargrad", {"n_samples": 5, "base": "integrated_gradients", "n_steps": 3}),
+        ("vargrad", {"n_samples": 5, "base": "integrated_gradients", "n_steps": 3, "baseline": "mean"}),
         ("smoothgrad", {"n_samples": 5, "base": "guided_backprop"}),
         ("integrated_gradients", {"n_steps": 7, "baseline": "uniform_noise"}),
     ],
@@ -156,7 +178,8 @@ def test_exception_midway_leaves_model_untouched(net, images, method):
         if len(calls) == 2:
             raise RuntimeError("boom")
 
-    params = {"base": "guided_backprop", "n_samples": 8} if method == "smoothgrad" else {"n_steps": 20}
+    params = {"base": "guided_backprop", "n_samples": 8} if method == "smoothgrad" else {"n_steps": 20,
+                                                                                        "baseline": "zero"}
     with pytest.raises(RuntimeError, match="boom"):
         explain(net, images, method, target=0, batch_size=4, progress=explode, **params)
     assert len(calls) == 2
@@ -172,17 +195,16 @@ def test_cancel_by_returning_false_or_raising(net, images):
         raise Cancelled("user pressed cancel")
 
     with pytest.raises(Cancelled):
-        explain(net, images, "integrated_gradients", target=0, batch_size=2, progress=cancel)
+        explain(net, images, "integrated_gradients", target=0, batch_size=2, progress=cancel, baseline="zero")
     assert_untouched(net, before)
 
 
 def test_progress_reports_every_pass(net, images):
+    """IG with 10 steps on 3 images is 30 backward passes; batches of 7 report 7, 14, 21, 28, then 30."""
     seen = []
-    explain(net, images, "integrated_gradients", target=0, n_steps=10, batch_size=7,
+    explain(net, images, "integrated_gradients", target=0, n_steps=10, batch_size=7, baseline="zero",
             progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (30, 32) or seen[-1][0] == seen[-1][1]
-    dones = [d for d, _ in seen]
-    assert dones == sorted(dones) and len(seen) >= 30 // 7
+    assert seen == [(7, 30), (14, 30), (21, 30), (28, 30), (30, 30)]
 
 
 def test_train_mode_is_restored(net, images):
@@ -193,6 +215,57 @@ def test_train_mode_is_restored(net, images):
         assert hook_counts(net) == 0
     finally:
         net.eval()
+
+
+@pytest.mark.parametrize("method", ["vanilla", "smoothgrad", "gradcam", "occlusion"])
+def test_a_model_in_train_mode_is_explained_in_eval_mode_and_left_bit_identical(method):
+    """BatchNorm statistics must not move and dropout must be off: the map equals the eval-mode map."""
+    model = nn.Sequential(small_convnet().features, nn.Dropout2d(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 5))
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 16, 16)
+    params = {"window": 8, "stride": 4} if method == "occlusion" else {}
+    expected = explain(model.eval(), x, method, target=1, seed=0, **params).attribution
+    model.train()
+    before = snapshot(model)
+    got = explain(model, x, method, target=1, seed=0, **params).attribution
+    assert_untouched(model, before, training=True)  # every buffer (BN running stats, counters) bit-identical
+    assert torch.equal(got, expected)
+
+
+def test_pixel_space_baseline_needs_the_preprocessing(net, images):
+    """A bare module has no preprocessing, so "black" cannot be known: an error, never silent zeros."""
+    with pytest.raises(ParameterError, match="pixel-space.*ModelBundle"):
+        explain(net, images, "integrated_gradients", target=0, n_steps=2)
+    with pytest.raises(ParameterError, match="pixel-space"):
+        explain(net, images, "smoothgrad", target=0, base="integrated_gradients", n_steps=2, n_samples=2)
+
+
+def test_bundle_black_baseline_is_black_pixels(default_bundle):
+    """With a bundle, 'black' is normalize(0): for the default model that is -127/128, not zero."""
+    from explainers.baselines import make_baseline
+
+    x = torch.zeros(1, 3, 8, 8)
+    black = make_baseline("black", x, default_bundle)
+    assert torch.allclose(black, torch.full_like(x, -127 / 128))
+
+
+@pytest.mark.parametrize("method, params", [
+    ("smoothgrad", {"n_samples": 4}),
+    ("vargrad", {"n_samples": 4}),
+    ("smoothgrad", {"n_samples": 3, "base": "integrated_gradients", "n_steps": 3, "baseline": "uniform_noise"}),
+    ("integrated_gradients", {"n_steps": 4, "baseline": "uniform_noise"}),
+])
+def test_a_row_of_a_batch_equals_the_single_call_with_the_same_seed(net, images, method, params):
+    """Noise is drawn per call and shared by the rows: the same image four times gives four equal maps, each
+    equal to the image explained alone."""
+    four = images[:1].repeat(4, 1, 1, 1)
+    batch = explain(net, four, method, target=2, seed=5, **params).attribution
+    alone = explain(net, images[:1], method, target=2, seed=5, **params).attribution
+    for row in range(4):
+        assert torch.allclose(batch[row], alone[0], atol=1e-6, rtol=1e-5), row
+    mixed = explain(net, torch.cat([images[1:2], images[:1]]), method, target=2, seed=5, **params).attribution
+    assert torch.allclose(mixed[1], alone[0], atol=1e-6, rtol=1e-5)
 
 
 def test_guided_backprop_on_relu6_passes_only_positive_gradients_inside_0_6():
@@ -228,7 +301,8 @@ def test_bad_parameters_and_targets_are_clear_errors(net, images):
         explain(net, images, "integrated_gradients", rule="simpson")
     with pytest.raises(ParameterError, match="no parameter 'steps'"):
         explain(net, images, "integrated_gradients", steps=3)
-    for method, extra in [("vanilla", {}), ("integrated_gradients", {}), ("smoothgrad", {}), ("gradcam", {}),
+    for method, extra in [("vanilla", {}), ("integrated_gradients", {"baseline": "zero"}), ("smoothgrad", {}),
+                          ("gradcam", {}),
                           ("occlusion", {"window": 8, "stride": 4})]:
         with pytest.raises(TargetError, match="out of range"):
             explain(net, images, method, target=99, **extra)
@@ -236,7 +310,7 @@ def test_bad_parameters_and_targets_are_clear_errors(net, images):
         explain(net, images, "vanilla", target=[1, 2])
     with pytest.raises(explainers.UnknownMethodError, match="vanilla"):
         explain(net, images, "vanila")
-    with pytest.raises(explainers.SaliencyError, match=r"\[N, 3, H, W\]"):
+    with pytest.raises(explainers.SaliencyError, match=r"\[N, C, H, W\]"):
         explain(net, images[0], "vanilla")
 
 
@@ -255,8 +329,9 @@ def test_every_method_declares_metadata():
     for name, info in explainers.METHODS.items():
         assert info.display_name and info.summary and info.weaknesses, name
         assert info.reference.authors and info.reference.year, name
-        forwards, backwards = info.passes()
+        forwards, backwards = info.passes(channels=512)
         assert forwards >= 1 and backwards >= 0, name
+        assert isinstance(info.sanity, explainers.Sanity), name
         for pname, param in info.params.items():
             assert param.help, (name, pname)
             assert param.coerce(pname, param.default) == param.default

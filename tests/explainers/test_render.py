@@ -1,498 +1,272 @@
-"""Tests for explainers.render: reductions, sign modes, normalisation, colormaps, overlay, one-call render."""
+"""The render pipeline: sign, reduction, range, placement, colour and overlay, each checked as a property."""
+
+from __future__ import annotations
 
 import numpy as np
-import plotly.colors as pcolors
 import pytest
 import torch
 from PIL import Image
 
-from explainers import render as R
-from explainers.render import (
-    COLORMAPS,
-    REDUCTIONS,
-    SIGNS,
-    RenderedMap,
-    apply_sign,
-    colorize,
-    colormap_lut,
-    coloured_gradient,
-    normalize,
-    overlay,
-    percentile_of,
-    plotly_colorscale,
-    reduce_channels,
-    render,
-    resize_map,
-    suggested_colormap,
-    to_pil,
-)
+from explainers import ParameterError
+from explainers import render as rnd
+from explainers.render import View, render, to_map
 
-# Two channels, 1x3 pixels; every reduction gives a different answer on at least one pixel.
-G = np.array(
-    [
-        [[1.0, -4.0, 0.0]],
-        [[-3.0, 2.0, 0.0]],
-    ],
-    dtype=np.float32,
-)
+SIGN_PEAKS = {"positive": 1.0, "negative": 2.0, "absolute": 2.0}
 
 
-def _luminance(rgb):
-    rgb = np.asarray(rgb, dtype=np.float64)
-    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+# ---- the sign modes (issue: positive looked like absolute, negative was empty) ------------------------------
 
 
-# ----------------------------------------------------------------------------------------------------- reduce
+def one_channel_ramp() -> np.ndarray:
+    """A 1-channel map with values in [-2, 1]: -2 at the left edge, 1 at the right."""
+    return np.linspace(-2, 1, 31, dtype=np.float32)[None, None, :].repeat(5, axis=1)
 
 
-@pytest.mark.parametrize(
-    "reduction, expected",
-    [
-        ("max_abs", [[3.0, 4.0, 0.0]]),
-        ("max_positive", [[1.0, 2.0, 0.0]]),
-        ("sum", [[-2.0, -2.0, 0.0]]),
-        ("sum_abs", [[4.0, 6.0, 0.0]]),
-        ("l2", [[np.sqrt(10.0), np.sqrt(20.0), 0.0]]),
-    ],
-)
-def test_reductions_match_hand_computed(reduction, expected):
-    out = reduce_channels(G, reduction)
-    assert out.dtype == np.float32
-    assert out.shape == (1, 3)
-    np.testing.assert_allclose(out, expected, rtol=1e-6)
+@pytest.mark.parametrize("sign, peak", SIGN_PEAKS.items())
+def test_one_channel_map_sign_modes_peak_where_they_should(sign, peak):
+    values = to_map(one_channel_ramp(), sign)
+    assert values.max() == pytest.approx(peak)
+    assert values.min() == pytest.approx(0.0)
+    where = np.unravel_index(values.argmax(), values.shape)[1]
+    assert where == (30 if sign == "positive" else 0)
 
 
-def test_reductions_tuple_is_complete():
-    assert set(REDUCTIONS) == {"max_abs", "max_positive", "sum", "sum_abs", "l2"}
+def test_one_channel_signed_keeps_both_signs_and_every_reduction_does_nothing():
+    attribution = one_channel_ramp()
+    for reduction in rnd.REDUCTIONS:
+        values = to_map(attribution, "signed", reduction)
+        assert values.min() == pytest.approx(-2.0) and values.max() == pytest.approx(1.0)
+        np.testing.assert_array_equal(values, attribution[0])
 
 
-def test_max_positive_ignores_negative_only_pixels():
-    g = np.array([[[-5.0]], [[-1.0]]], dtype=np.float32)
-    assert reduce_channels(g, "max_positive")[0, 0] == 0.0
-    assert reduce_channels(g, "max_abs")[0, 0] == 5.0
+def three_channel(seed: int = 0) -> np.ndarray:
+    """[3, 4, 4] in [-2, 1] with one pixel whose channels are (-2, 0.5, 1): it decides every reduction."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-1, 0.5, size=(3, 4, 4)).astype(np.float32)
+    a[:, 0, 0] = (-2.0, 0.5, 1.0)
+    return a
 
 
-@pytest.mark.parametrize(
-    "reduction, expected",
-    [
-        ("max_abs", [[2.0, 3.0]]),
-        ("max_positive", [[0.0, 3.0]]),
-        ("sum", [[-2.0, 3.0]]),
-        ("sum_abs", [[2.0, 3.0]]),
-        ("l2", [[2.0, 3.0]]),
-    ],
-)
-def test_single_channel_and_2d_inputs(reduction, expected):
-    single = np.array([[[-2.0, 3.0]]], dtype=np.float32)
-    np.testing.assert_allclose(reduce_channels(single, reduction), expected, rtol=1e-6)
-    np.testing.assert_allclose(reduce_channels(single[0], reduction), expected, rtol=1e-6)
+@pytest.mark.parametrize("reduction", rnd.REDUCTIONS)
+@pytest.mark.parametrize("sign", rnd.SIGNS)
+def test_three_channel_maps_respect_the_sign_under_each_reduction(sign, reduction):
+    a = three_channel()
+    values = to_map(a, sign, reduction)
+    selected = {"absolute": np.abs(a), "positive": np.maximum(a, 0), "negative": np.maximum(-a, 0),
+                "signed": a}[sign]
+    if reduction == "sum":
+        expected = selected.sum(axis=0)
+    elif reduction == "l2":
+        expected = np.sqrt((selected**2).sum(axis=0)) * (np.sign(a.sum(axis=0)) if sign == "signed" else 1)
+    else:
+        expected = np.take_along_axis(selected, np.abs(selected).argmax(axis=0)[None], axis=0)[0]
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-7)
+    if sign != "signed":
+        assert values.min() >= 0, "a one-sided view must not contain the other sign"
+    if sign == "negative":
+        assert values[0, 0] == pytest.approx(2.0 if reduction in ("max", "sum") else 2.0)
+    if sign == "positive":
+        assert values[0, 0] == pytest.approx({"max": 1.0, "sum": 1.5, "l2": np.hypot(0.5, 1.0)}[reduction])
+    if sign == "signed" and reduction == "max":
+        assert values[0, 0] == pytest.approx(-2.0)  # the largest magnitude keeps its sign
 
 
-def test_batch_of_one_and_torch_tensor_accepted():
-    t = torch.tensor(G).unsqueeze(0).requires_grad_(True)
-    out = reduce_channels(t, "sum_abs")
-    assert isinstance(out, np.ndarray)
-    np.testing.assert_allclose(out, [[4.0, 6.0, 0.0]])
-
-
-def test_batch_larger_than_one_rejected():
-    with pytest.raises(ValueError):
-        reduce_channels(np.zeros((2, 3, 4, 4), np.float32))
+def test_absolute_max_is_simonyan():
+    a = three_channel(1)
+    np.testing.assert_allclose(to_map(a), np.abs(a).max(axis=0))
 
 
 def test_nan_in_attribution_does_not_propagate():
-    g = G.copy()
-    g[0, 0, 2] = np.nan
-    out = reduce_channels(g, "l2")
-    assert np.isfinite(out).all()
-    assert out[0, 2] == 0.0
+    a = three_channel()
+    a[1, 2, 2] = np.nan
+    a[0, 3, 3] = np.inf
+    rendered = render(a)
+    assert np.isfinite(rendered.values).all() and np.isfinite(rendered.normalized).all()
 
 
-# ------------------------------------------------------------------------------------------------------- sign
+def test_attribution_shapes_accepted_and_rejected():
+    a = three_channel()
+    np.testing.assert_array_equal(to_map(torch.from_numpy(a)[None]), to_map(a))
+    assert to_map(a[0]).shape == (4, 4)
+    with pytest.raises(ParameterError, match="batch of one"):
+        to_map(np.zeros((2, 3, 4, 4)))
 
 
-def test_sign_modes():
-    m = np.array([[-2.0, 0.0, 3.0]], dtype=np.float32)
-    np.testing.assert_array_equal(apply_sign(m, "absolute"), [[2.0, 0.0, 3.0]])
-    np.testing.assert_array_equal(apply_sign(m, "positive"), [[0.0, 0.0, 3.0]])
-    np.testing.assert_array_equal(apply_sign(m, "negative"), [[2.0, 0.0, 0.0]])
-    np.testing.assert_array_equal(apply_sign(m, "signed"), m)
-    assert set(SIGNS) == {"absolute", "positive", "negative", "signed"}
-
-
-# -------------------------------------------------------------------------------------------------- normalise
+# ---- ranges ---------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", [0.0, 3.5, -2.0])
-def test_normalize_constant_map_is_zero_and_finite(value):
-    m = np.full((4, 5), value, dtype=np.float32)
-    out, lo, hi = normalize(m)
-    assert out.dtype == np.float32
-    np.testing.assert_array_equal(out, 0.0)
-    assert lo == hi == value
-
-
-def test_signed_normalize_all_zero_is_zero_and_finite():
-    out, lo, hi = normalize(np.zeros((4, 5), np.float32), signed=True)
-    np.testing.assert_array_equal(out, 0.0)
-    assert (lo, hi) == (0.0, 0.0)
-
-
-@pytest.mark.parametrize("value", [3.5, -2.0])
-def test_signed_normalize_constant_nonzero_keeps_its_sign(value):
-    # Signed scaling is anchored at zero, so a constant non-zero map is not degenerate: it is all +-1.
-    out, lo, hi = normalize(np.full((4, 5), value, dtype=np.float32), signed=True)
-    assert np.isfinite(out).all()
-    np.testing.assert_array_equal(out, np.sign(value))
-    assert hi == abs(value) and lo == -abs(value)
-
-
-def test_normalize_nan_treated_as_zero():
-    m = np.array([[np.nan, 1.0], [2.0, 4.0]], dtype=np.float32)
-    out, lo, hi = normalize(m, clip_percentile=100)
-    assert np.isfinite(out).all()
-    assert lo == 0.0 and hi == 4.0
-    np.testing.assert_allclose(out, [[0.0, 0.25], [0.5, 1.0]])
-    out_s, _, _ = normalize(np.full((2, 2), np.nan), signed=True)
-    assert np.isfinite(out_s).all()
+def test_constant_map_renders_as_empty_and_finite(value):
+    rendered = render(np.full((1, 8, 8), value, np.float32), View(sign="signed"))
+    assert np.isfinite(rendered.normalized).all()
+    if value == 0:
+        assert rendered.empty
+        assert (rendered.normalized == 0).all()
 
 
 def test_percentile_clip_keeps_outlier_from_crushing_the_rest():
-    m = np.linspace(0.0, 1.0, 1000, dtype=np.float32).reshape(25, 40)
-    m[0, 0] = 1e6
-    out, _, hi = normalize(m, clip_percentile=99.0)
-    assert hi < 2.0  # the outlier did not set the top
-    assert out[0, 0] == 1.0  # it is clipped
-    # A mid-range pixel still sits mid-range instead of ~0 as it would with max scaling.
-    assert 0.4 < out.flat[500] < 0.6
-    # Without the clip (100th percentile) the same pixel collapses near zero: the clip really matters.
-    out100, _, _ = normalize(m, clip_percentile=100)
-    assert out100.flat[500] < 1e-5
-
-
-def test_unsigned_normalize_lo_hi_are_raw_units():
-    m = np.array([[2.0, 4.0], [6.0, 10.0]], dtype=np.float32)
-    out, lo, hi = normalize(m, clip_percentile=100)
-    assert (lo, hi) == (2.0, 10.0)
-    np.testing.assert_allclose(lo + out * (hi - lo), m, rtol=1e-6)
+    m = np.linspace(0, 1, 10_000, dtype=np.float32).reshape(100, 100)
+    m[99, 99] = 1000.0
+    lo, hi = rnd.value_range(m, 99.0)
+    assert lo == 0 and hi < 2
+    assert rnd.scale_to_range(m, lo, hi)[50, 50] == pytest.approx(0.5, abs=0.02)
 
 
 def test_sparse_map_is_not_wiped_out_by_zero_percentile():
-    m = np.zeros((100, 100), dtype=np.float32)
-    m[0, 0] = 5.0  # 99.5th percentile is 0 here
-    out, _, hi = normalize(m)
-    assert out[0, 0] == 1.0 and hi == 5.0
+    m = np.zeros((100, 100), np.float32)
+    m[3, 4] = 5.0
+    assert rnd.value_range(m, 99.0) == (0.0, 5.0)
 
 
-def test_signed_normalize_keeps_sign_and_zero_at_centre():
-    m = np.array([[-4.0, -1.0, 0.0, 2.0, 4.0]], dtype=np.float32)
-    out, lo, hi = normalize(m, clip_percentile=100, signed=True)
+def test_signed_range_is_symmetric_and_keeps_zero_at_centre():
+    m = np.array([[-4.0, 0.0, 2.0]], np.float32)
+    lo, hi = rnd.value_range(m, 100, signed=True)
     assert (lo, hi) == (-4.0, 4.0)
-    np.testing.assert_allclose(out, [[-1.0, -0.25, 0.0, 0.5, 1.0]])
-    assert np.array_equal(np.sign(out), np.sign(m))
-
-
-def test_signed_normalize_clips_outliers_symmetrically():
-    m = np.linspace(-1.0, 1.0, 1001, dtype=np.float32)[None]
-    m[0, 0] = -1e6
-    out, lo, hi = normalize(m, clip_percentile=99.0, signed=True)
-    assert out[0, 0] == -1.0
-    assert lo == -hi and hi < 2.0
+    np.testing.assert_allclose(rnd.scale_to_range(m, lo, hi, signed=True), [[-1, 0, 0.5]])
 
 
 def test_bad_clip_percentile_rejected():
-    with pytest.raises(ValueError):
-        normalize(np.ones((2, 2)), clip_percentile=0)
-    with pytest.raises(ValueError):
-        normalize(np.ones((2, 2)), clip_percentile=150)
+    for bad in (0, -1, 101):
+        with pytest.raises(ParameterError, match="clip"):
+            View(clip=bad)
 
 
 def test_percentile_of():
-    values = np.arange(100, dtype=np.float32).reshape(10, 10)
-    assert percentile_of(values, 49.0) == pytest.approx(50.0)
-    assert percentile_of(values, -1.0) == 0.0
-    assert percentile_of(values, 1000.0) == 100.0
-    np.testing.assert_allclose(percentile_of(values, np.array([0.0, 99.0])), [1.0, 100.0])
-
-
-# --------------------------------------------------------------------------------------------------- colormaps
-
-
-def test_diverging_colormap_zero_white_positive_red_negative_blue():
-    rgb = colorize(np.array([[-1.0, 0.0, 1.0]], dtype=np.float32), "rdbu").astype(int)
-    neg, zero, pos = rgb[0]
-    assert (zero > 240).all()
-    assert pos[0] > pos[1] + 50 and pos[0] > pos[2] + 50  # red dominant
-    assert neg[2] > neg[0] + 50 and neg[2] > neg[1] + 20  # blue dominant
-
-
-def test_diverging_lut_centre_is_exact_scale_centre():
-    centre = pcolors.unlabel_rgb(pcolors.sample_colorscale(plotly_colorscale("rdbu"), [0.5])[0])
-    np.testing.assert_allclose(colorize(np.zeros((1, 1)), "rdbu")[0, 0], centre, atol=1)
-
-
-def test_diverging_sides_and_brightness():
-    v = np.linspace(-1, 1, 201, dtype=np.float32)[None]
-    rgb = colorize(v, "rdbu").astype(int)[0]
-    # Blue wins on the whole negative side, red on the whole positive side.
-    assert (rgb[:100, 2] > rgb[:100, 0]).all()
-    assert (rgb[101:, 0] > rgb[101:, 2]).all()
-    # Brightness rises towards zero from both ends (stronger evidence = more saturated/darker).
-    lum = _luminance(rgb)
-    assert (np.diff(lum[:101]) >= -1).all() and (np.diff(lum[100:]) <= 1).all()
-    assert lum.argmax() == 100
-
-
-def test_gray_is_monotone_in_luminance():
-    v = np.linspace(0, 1, 256, dtype=np.float32)[None]
-    lum = _luminance(colorize(v, "gray")[0])
-    assert (np.diff(lum) >= 0).all()
-    assert lum[-1] - lum[0] > 240
-
-
-@pytest.mark.parametrize("name", ["inferno", "viridis"])
-def test_perceptual_sequential_maps_increase_in_luminance(name):
-    lum = _luminance(colorize(np.array([[0.0, 0.5, 1.0]]), name)[0])
-    assert lum[0] < lum[1] < lum[2]
-
-
-def test_hot_endpoints_black_to_white():
-    rgb = colorize(np.array([[0.0, 1.0]], dtype=np.float32), "hot").astype(int)[0]
-    assert (rgb[0] < 15).all()
-    assert (rgb[1] > 240).all()
-
-
-def test_sequential_clips_out_of_range_values():
-    rgb = colorize(np.array([[-5.0, 0.0, 1.0, 7.0, np.nan]]), "gray")[0]
-    np.testing.assert_array_equal(rgb[0], rgb[1])
-    np.testing.assert_array_equal(rgb[2], rgb[3])
-    np.testing.assert_array_equal(rgb[4], rgb[1])
-
-
-@pytest.mark.parametrize("name", COLORMAPS)
-def test_lut_comes_from_plotly_scale(name):
-    lut = colormap_lut(name)
-    assert lut.shape == (R.LUT_SIZE, 3) and lut.dtype == np.uint8
-    scale = plotly_colorscale(name)
-    # Sequential LUT entry i samples position i/255.
-    if name in R.SEQUENTIAL_COLORMAPS:
-        for i in (0, 37, 128, 200, 255):
-            expected = pcolors.unlabel_rgb(pcolors.sample_colorscale(scale, [i / 255])[0])
-            np.testing.assert_allclose(lut[i], expected, atol=1)
-    # Whatever the layout, colorize at the scale's endpoints must give plotly's endpoint colours.
-    lo_v, hi_v = (-1.0, 1.0) if name in R.DIVERGING_COLORMAPS else (0.0, 1.0)
-    rgb = colorize(np.array([[lo_v, hi_v]]), name)[0]
-    np.testing.assert_allclose(rgb[0], pcolors.unlabel_rgb(pcolors.sample_colorscale(scale, [0.0])[0]), atol=1)
-    np.testing.assert_allclose(rgb[1], pcolors.unlabel_rgb(pcolors.sample_colorscale(scale, [1.0])[0]), atol=1)
-
-
-def test_lut_matches_plotly_builtin_scale_not_a_hand_table():
-    # "viridis" must be plotly's own Viridis, not a re-typed copy.
-    ref = pcolors.unlabel_rgb(pcolors.sample_colorscale("Viridis", [0.3])[0])
-    got = colorize(np.array([[0.3]]), "viridis")[0, 0]
-    np.testing.assert_allclose(got, ref, atol=2)
-
-
-def test_lut_is_cached_and_read_only():
-    assert colormap_lut("inferno") is colormap_lut("inferno")
-    with pytest.raises(ValueError):
-        colormap_lut("inferno")[0, 0] = 1
-
-
-def test_plotly_colorscale_format():
-    scale = plotly_colorscale("inferno")
-    assert scale[0][0] == 0.0 and scale[-1][0] == 1.0
-    assert all(isinstance(p, float) and c.startswith("rgb(") for p, c in scale)
-    # rdbu runs blue (low) -> red (high) so a plotly figure with zmin=-s, zmax=s shows positive as red.
-    lo = pcolors.unlabel_rgb(plotly_colorscale("rdbu")[0][1])
-    hi = pcolors.unlabel_rgb(plotly_colorscale("rdbu")[-1][1])
-    assert lo[2] > lo[0] and hi[0] > hi[2]
-
-
-def test_suggested_colormap():
-    assert suggested_colormap("signed") == "rdbu"
-    for s in ("absolute", "positive", "negative"):
-        assert suggested_colormap(s) == "inferno"
-
-
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda: colorize(np.zeros((2, 2)), "jet"),
-        lambda: colormap_lut("jet"),
-        lambda: plotly_colorscale("jet"),
-        lambda: reduce_channels(G, "mean"),
-        lambda: apply_sign(G[0], "both"),
-        lambda: suggested_colormap("both"),
-        lambda: render(G, colormap="jet"),
-        lambda: render(G, reduction="mean"),
-        lambda: render(G, sign="both"),
-    ],
-)
-def test_unknown_names_raise_value_error_listing_options(call):
-    with pytest.raises(ValueError, match="valid options"):
-        call()
-
-
-def test_error_message_names_the_options():
-    with pytest.raises(ValueError) as err:
-        colorize(np.zeros((2, 2)), "jet")
-    for name in COLORMAPS:
-        assert name in str(err.value)
-
-
-# ---------------------------------------------------------------------------------------------------- images
-
-
-def _image(h=6, w=8):
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-
-
-def test_overlay_alpha_endpoints():
-    img = _image()
-    heat = _image()[::-1].copy()
-    np.testing.assert_array_equal(overlay(img, heat, alpha=0.0), img)
-    np.testing.assert_array_equal(overlay(img, heat, alpha=1.0), heat)
-    half = overlay(img, heat, alpha=0.5).astype(int)
-    np.testing.assert_allclose(half, (img.astype(int) + heat.astype(int)) / 2, atol=1)
-
-
-def test_overlay_accepts_pil_and_resizes_heatmap():
-    img = Image.fromarray(_image(20, 30))
-    heat = np.zeros((5, 5, 3), np.uint8)
-    heat[..., 0] = 255
-    out = overlay(img, heat, alpha=1.0)
-    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
-    assert (out[..., 0] == 255).all() and (out[..., 1:] == 0).all()
-
-
-@pytest.mark.parametrize("alpha", [-0.1, 1.5])
-def test_overlay_bad_alpha(alpha):
-    with pytest.raises(ValueError):
-        overlay(_image(), _image(), alpha=alpha)
-
-
-def test_coloured_gradient_zero_is_mid_grey():
-    out = coloured_gradient(np.zeros((3, 4, 5), np.float32))
-    assert out.shape == (4, 5, 3) and out.dtype == np.uint8
-    assert (out == 128).all()
-
-
-def test_coloured_gradient_maps_sign_to_brightness():
-    g = np.zeros((3, 2, 2), np.float32)
-    g[0, 0, 0] = 1.0
-    g[1, 0, 0] = -1.0
-    out = coloured_gradient(torch.tensor(g), clip_percentile=100)
-    np.testing.assert_array_equal(out[0, 0], [255, 0, 128])
-    assert (out[1, 1] == 128).all()
-
-
-def test_coloured_gradient_needs_three_channels():
-    with pytest.raises(ValueError):
-        coloured_gradient(np.zeros((2, 4, 4), np.float32))
-
-
-def test_resize_map_keeps_float_values():
-    m = np.array([[0.0, 1.0], [1.0, 0.25]], dtype=np.float32)
-    out = resize_map(m, size=(6, 4))
-    assert out.shape == (4, 6) and out.dtype == np.float32
-    assert out.min() >= 0.0 and out.max() <= 1.0
-    # Bilinear, not nearest: intermediate, non-quantised values appear.
-    assert len(np.unique(out)) > 4
-    ramp = np.tile(np.linspace(0, 1, 10, dtype=np.float32), (3, 1))
-    wide = resize_map(ramp, size=(20, 3))
-    assert (np.diff(wide[1]) >= -1e-6).all()
-
-
-def test_to_pil():
-    img = to_pil(_image(3, 4))
-    assert img.size == (4, 3) and img.mode == "RGB"
-    gray = to_pil(np.array([[0.0, 1.0]], dtype=np.float32))
-    assert gray.mode == "L" and list(np.asarray(gray)[0]) == [0, 255]
-
-
-# ---------------------------------------------------------------------------------------------------- render
-
-
-def test_render_defaults_absolute_inferno():
-    out = render(torch.tensor(G))
-    assert isinstance(out, RenderedMap)
-    assert out.colormap == "inferno" and out.signed is False
-    np.testing.assert_allclose(out.values, [[3.0, 4.0, 0.0]])
-    assert out.rgb.shape == (1, 3, 3) and out.rgb.dtype == np.uint8
-    assert out.normalized.min() >= 0 and out.normalized.max() <= 1
-    # Brightest pixel is the largest raw value.
-    lum = _luminance(out.rgb[0])
-    assert lum.argmax() == 1 and lum.argmin() == 2
-
-
-def test_render_signed_uses_diverging_and_keeps_sign():
-    out = render(G, reduction="sum", sign="signed", clip_percentile=100)
-    assert out.colormap == "rdbu" and out.signed
-    assert out.lo == -out.hi
-    np.testing.assert_allclose(out.values, [[-2.0, -2.0, 0.0]])
-    assert (out.rgb[0, 2] > 240).all()  # zero is white
-    assert out.rgb[0, 0, 2] > out.rgb[0, 0, 0]  # negative is blue
-
-
-def test_render_negative_sign_shows_negative_evidence():
-    out = render(G, reduction="sum", sign="negative")
-    np.testing.assert_allclose(out.values, [[2.0, 2.0, 0.0]])
-
-
-def test_render_colormap_change_does_not_change_values():
-    a = render(G, colormap="hot")
-    b = render(G, colormap="gray")
-    np.testing.assert_array_equal(a.values, b.values)
-    np.testing.assert_array_equal(a.normalized, b.normalized)
-    assert not np.array_equal(a.rgb, b.rgb)
-
-
-def test_render_colorscale_reproduces_rgb():
-    # The scale handed to plotly, spread over [lo, hi], must give the PNG's colours.
-    for kwargs in (
-        {"sign": "absolute", "colormap": "viridis"},
-        {"sign": "signed", "reduction": "sum", "colormap": "rdbu"},
-        {"sign": "signed", "reduction": "sum", "colormap": "gray"},
-        {"sign": "absolute", "colormap": "rdbu"},
-    ):
-        g = np.random.default_rng(1).normal(size=(3, 6, 6)).astype(np.float32)
-        out = render(g, clip_percentile=100, **kwargs)
-        pos = (out.values - out.lo) / (out.hi - out.lo)
-        for idx in [(0, 0), (2, 3), (5, 5)]:
-            ref = pcolors.unlabel_rgb(pcolors.sample_colorscale(out.colorscale, [float(pos[idx])])[0])
-            np.testing.assert_allclose(out.rgb[idx], ref, atol=3, err_msg=str(kwargs))
-
-
-def test_render_absolute_on_diverging_uses_white_to_red_half():
-    out = render(G, sign="absolute", colormap="rdbu", clip_percentile=100)
-    assert (out.rgb[0, 2] > 240).all()  # zero magnitude is white, not blue
-    assert out.rgb[0, 1, 0] > out.rgb[0, 1, 2]  # largest is red
-
-
-def test_render_all_zero_attribution_is_safe():
-    for sign in SIGNS:
-        out = render(np.zeros((3, 4, 4), np.float32), sign=sign)
-        assert np.isfinite(out.normalized).all()
-        assert np.isfinite([out.lo, out.hi]).all()
-        assert (out.rgb == out.rgb[0, 0]).all()
+    m = np.arange(100, dtype=np.float32).reshape(10, 10)
+    assert rnd.percentile_of(m, 49.0) == pytest.approx(50.0)
+    assert rnd.percentile_of(m, [-1, 99]).tolist() == [0.0, 100.0]
 
 
 def test_linked_range_spans_all_maps_and_fixed_range_is_used():
-    import numpy as np
+    small, large = np.full((1, 4, 4), 1.0, np.float32), np.full((1, 4, 4), 4.0, np.float32)
+    small[0, 0, 0] = large[0, 0, 0] = 0.0
+    view = View(clip=100)
+    lo, hi = rnd.linked_range([small, large], view)
+    assert (lo, hi) == (0.0, 4.0)
+    own = render(small, view)
+    linked = render(small, view, fixed_range=(lo, hi))
+    assert own.normalized.max() == pytest.approx(1.0)
+    assert linked.normalized.max() == pytest.approx(0.25)
+    assert (linked.lo, linked.hi) == (0.0, 4.0)
 
-    from explainers.render import render, value_range
 
-    small = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
-    large = small * 10
-    lo, hi = value_range([small, large], clip_percentile=100)
-    assert (lo, hi) == (0.0, 10.0)
-    linked_small = render(small, reduction="sum", fixed_range=(lo, hi))
-    linked_large = render(large, reduction="sum", fixed_range=(lo, hi))
-    assert linked_small.normalized.max() <= 0.1 + 1e-6  # on the shared scale the small map stays dim
-    assert linked_large.normalized.max() == 1.0
-    alone = render(small, reduction="sum", clip_percentile=100)
-    assert alone.normalized.max() == 1.0  # on its own scale it would fill the colormap
-    s_lo, s_hi = value_range([small - 0.5, large], clip_percentile=100, signed=True)
-    assert s_lo == -s_hi == -10.0
+# ---- colour ---------------------------------------------------------------------------------------------------
+
+
+def test_colormaps_come_from_matplotlib_and_are_grouped():
+    from matplotlib import colormaps
+
+    for name in rnd.COLORMAPS:
+        assert name in colormaps, name
+        expected = np.rint(colormaps[name](1.0)[:3] * np.array(255.0))
+        np.testing.assert_array_equal(rnd.colormap_lut(name)[-1], expected.astype(np.uint8))
+    assert rnd.COLORMAPS[: len(rnd.PERCEPTUAL_COLORMAPS)] == rnd.PERCEPTUAL_COLORMAPS  # uniform ones first
+    assert {"jet", "turbo"} <= set(rnd.RAINBOW_COLORMAPS) and "lightness" in rnd.RAINBOW_NOTE
+    assert len(rnd.SEQUENTIAL_COLORMAPS) >= 10 and len(rnd.DIVERGING_COLORMAPS) >= 6
+
+
+def test_diverging_default_zero_is_neutral_positive_red_negative_blue():
+    lut = rnd.colorize(np.array([[-1.0, 0.0, 1.0]], np.float32), rnd.DEFAULT_DIVERGING)[0].astype(int)
+    negative, zero, positive = lut
+    assert zero.min() > 230  # near white
+    assert positive[0] > 2 * positive[2] and positive[0] > 2 * positive[1]  # red
+    assert negative[2] > 2 * negative[0] and negative[2] > negative[1]  # blue
+
+
+@pytest.mark.parametrize("name", rnd.PERCEPTUAL_COLORMAPS)
+def test_perceptual_maps_increase_in_luminance(name):
+    lut = rnd.colormap_lut(name).astype(float)
+    luminance = lut @ [0.2126, 0.7152, 0.0722]
+    assert (np.diff(luminance) > -1.0).all()
+
+
+def test_lut_is_cached_and_read_only():
+    lut = rnd.colormap_lut("inferno")
+    assert lut is rnd.colormap_lut("inferno")
+    with pytest.raises(ValueError):
+        lut[0, 0] = 1
+
+
+def test_suggested_colormap_is_diverging_for_signed_only():
+    assert rnd.is_diverging(rnd.suggested_colormap("signed"))
+    for sign in ("absolute", "positive", "negative"):
+        assert not rnd.is_diverging(rnd.suggested_colormap(sign))
+    assert View(sign="signed").cmap == rnd.DEFAULT_DIVERGING
+    assert View(sign="signed", colormap="viridis").cmap == "viridis"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: View(sign="both"), lambda: View(reduction="max_abs"), lambda: View(colormap="rainbow"),
+    lambda: View(alpha=1.5), lambda: rnd.colormap_lut("nope"),
+])
+def test_unknown_names_and_bad_values_are_parameter_errors(call):
+    with pytest.raises(ParameterError):
+        call()
+
+
+def test_colour_scale_reproduces_the_rgb():
+    """The scale handed to colorbars and figures gives each raw value the colour the PNG has."""
+    m = np.linspace(-3, 3, 64, dtype=np.float32).reshape(8, 8)
+    for view in (View(), View(sign="signed"), View(sign="signed", colormap="inferno"), View(colormap="RdBu_r")):
+        rendered = render(m[None], view)
+        position = (rendered.values - rendered.lo) / (rendered.hi - rendered.lo)
+        index = np.clip(np.floor(position * (len(rendered.scale) - 1) + 0.5), 0, len(rendered.scale) - 1)
+        expected = rendered.scale[index.astype(int)]
+        assert np.abs(expected.astype(int) - rendered.rgb.astype(int)).max() <= 3, view
+
+
+def test_magnitudes_on_a_diverging_map_use_the_zero_to_positive_half():
+    rendered = render(np.array([[[0.0, 1.0]]], np.float32), View(colormap="RdBu_r", clip=100))
+    zero, top = rendered.rgb[0].astype(int)
+    assert zero.min() > 230 and top[0] > 2 * top[2]
+
+
+def test_colormap_change_does_not_change_values():
+    a = three_channel()
+    first, second = render(a, View(colormap="inferno")), render(a, View(colormap="viridis"))
+    np.testing.assert_array_equal(first.values, second.values)
+    assert not np.array_equal(first.rgb, second.rgb)
+
+
+# ---- placement and overlay -----------------------------------------------------------------------------------
+
+
+def test_overlay_alpha_endpoints_and_resizing():
+    image = np.full((6, 8, 3), 200, np.uint8)
+    heat = np.zeros((3, 4, 3), np.uint8)
+    np.testing.assert_array_equal(rnd.overlay(image, heat, 0.0), image)
+    assert (rnd.overlay(image, heat, 1.0) == 0).all()
+    assert rnd.overlay(Image.fromarray(image), heat, 0.5).shape == (6, 8, 3)
+
+
+def test_place_stretches_onto_the_box_and_fills_the_rest():
+    m = np.ones((4, 4), np.float32)
+    placed = rnd.place(m, (10, 6), box=(2, 1, 6, 5))
+    assert np.isnan(placed[0, 0]) and placed[2, 3] == 1.0
+    assert np.isfinite(placed).sum() == 16
+    assert rnd.place(m, (10, 6)).shape == (6, 10)
+
+
+def test_render_on_a_backdrop_dims_what_the_model_never_saw():
+    backdrop = np.full((6, 10, 3), 200, np.uint8)
+    rendered = render(np.ones((1, 4, 4), np.float32), View(alpha=1.0), backdrop=backdrop, box=(2, 1, 6, 5))
+    assert rendered.overlay.shape == (6, 10, 3)
+    np.testing.assert_array_equal(rendered.overlay[0, 0], [100, 100, 100])  # outside: the picture at half
+    assert (rendered.rgb[0, 0] == rnd.OUTSIDE_GREY).all()
+
+
+def test_render_for_image_follows_the_aspect_setting(default_bundle):
+    image = Image.new("RGB", (300, 150), (90, 120, 150))
+    attribution = np.random.default_rng(0).normal(size=(3, 224, 224)).astype(np.float32)
+    original = rnd.render_for_image(attribution, View(), image=image, bundle=default_bundle,
+                                    preprocessing="center_crop")
+    square = rnd.render_for_image(attribution, View(original_aspect=False), image=image, bundle=default_bundle,
+                                  preprocessing="center_crop")
+    assert original.overlay.shape == (150, 300, 3) and square.overlay.shape == (224, 224, 3)
+    assert np.isnan(original.values[:, :10]).all()  # the centre crop cuts the sides off
+    assert (original.lo, original.hi) == (square.lo, square.hi)  # the range is measured in model space
+
+
+def test_to_pil():
+    assert rnd.to_pil(np.zeros((3, 4, 3), np.uint8)).size == (4, 3)
+    assert np.asarray(rnd.to_pil(np.ones((2, 2), np.float32))).max() == 255
