@@ -377,3 +377,17 @@ def to_nchw(tensor: torch.Tensor, layout: str, grid: tuple[int, int] | None = No
             raise LayerError(f"expected {h}x{w}={h * w} patch tokens after the class token, got {patches.shape[1]}")
         return patches.reshape(tensor.shape[0], h, w, tensor.shape[2]).permute(0, 3, 1, 2)
     raise LayerError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def block_layers(model: nn.Module, catalogue: list[LayerInfo], default: str | None = None) -> list[str]:
+    """The catalogue's blocks, in forward order: containers (stages, residual blocks) and top-level leaves,
+    what a reader calls a stage, plus ``default`` wherever it lies. Menus show these first; every module is
+    one click further."""
+    modules = dict(model.named_modules())
+    names = []
+    for info in catalogue:
+        module = modules.get(info.name)
+        container = module is not None and any(True for _ in module.children())
+        if info.name == default or "." not in info.name or container:
+            names.append(info.name)
+    return names
