@@ -1,12 +1,33 @@
-"""Saliency Studio: routing only."""
+"""Saliency Studio: routing, plus the sidebar every page shares (image, model, preprocessing)."""
+
+from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="Saliency Studio", page_icon=":material/local_fire_department:", layout="wide")
-st.navigation(
+from ui import state
+from ui.layout import apply_layout
+from ui.models import configure_threads
+from ui.sidebar import sidebar
+
+ROOT = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="Saliency Studio", page_icon=str(ROOT / "assets" / "brand" / "favicon.png"),
+                   layout="wide")
+configure_threads()  # once per process
+apply_layout()
+state.restore_from_url()  # once per session, before any widget is drawn
+state.start_run()
+page = st.navigation(
     [
         st.Page("pages/explore.py", title="Explore", icon=":material/search:", default=True),
         st.Page("pages/compare.py", title="Compare", icon=":material/grid_view:"),
         st.Page("pages/methods.py", title="Methods", icon=":material/menu_book:"),
     ]
-).run()
+)
+try:
+    # Drawn on every page, the Methods page too: the sidebar's widgets live in this file, so an upload or a
+    # sample chosen on one page is the same on every other.
+    state.set_selection(sidebar())
+    page.run()
+finally:
+    state.write_url()

@@ -120,6 +120,12 @@ def difference_view(view: View) -> View:
     return replace(view, sign="signed", colormap=DEFAULT_DIVERGING if not is_diverging(view.cmap) else view.cmap)
 
 
+def difference(first: Any, second: Any, view: View) -> np.ndarray:
+    """[1, H, W]: the map ``view`` shows of ``first`` minus that of ``second`` (e.g. predicted − runner-up), in raw
+    units; render it with :func:`difference_view` so both directions show."""
+    return (to_map(first, view.sign, view.reduction) - to_map(second, view.sign, view.reduction))[None]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Steps 1-3: sign, reduction, range
 # ---------------------------------------------------------------------------------------------------------
@@ -506,6 +512,7 @@ __all__ = [
     "colormap_group",
     "colormap_lut",
     "colour_scale",
+    "difference",
     "difference_view",
     "is_diverging",
     "linked_range",

@@ -2,23 +2,27 @@
 
 import streamlit as st
 
-from explainers import METHODS
+from ui import state
 from ui.compare import (
+    AUTO_RUN_SECONDS,
     agreement_figure,
     compare_controls,
     draw_grid,
     draw_layer_sweep,
     export_zip,
-    sweep_layers,
+    grid_id,
+    panel_seconds,
+    pending,
+    sweep_methods,
+    sweep_scope_label,
 )
+from ui.controls import KEEP, LAYER_SCOPES, layer_choices, method_label
 from ui.errors import guard
 from ui.predictions import probabilities
-from ui.sidebar import sidebar
+from ui.sidebar import require_selection
 
 st.title("Compare")
-selection = sidebar()
-if selection is None:
-    st.stop()
+selection = require_selection()
 
 with guard():
     probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, selection.bundle,
@@ -27,34 +31,62 @@ with guard():
     if not settings.methods:
         st.info("Pick at least one method.")
         st.stop()
-    results = draw_grid(selection, settings)
+
+    this_grid = grid_id(selection, settings)
+    if st.session_state.get(state.COMPARE_CANCEL):  # Cancel was clicked: this rerun stopped the computation
+        st.session_state[state.COMPARE_RUN] = None
+        st.session_state[state.COMPARE_CANCELLED] = this_grid
+    todo = pending(selection, settings)
+    seconds = sum(panel_seconds(selection, method) for method, _ in todo)
+    started = st.session_state.get(state.COMPARE_RUN) == this_grid
+    cancelled = st.session_state.get(state.COMPARE_CANCELLED) == this_grid
+    compute = bool(todo) and (started or (seconds <= AUTO_RUN_SECONDS and not cancelled))
+    if todo and not compute:
+        reason = "Cancelled. " if cancelled else ""
+        st.info(f"{reason}{len(todo)} panels to compute, about {seconds:.0f} s on this machine "
+                f"(grids under {AUTO_RUN_SECONDS:.0f} s start at once).", icon=":material/timer:")
+        if st.button(f"Run the grid (about {seconds:.0f} s)", type="primary", key="compare.run_button"):
+            st.session_state[state.COMPARE_RUN] = this_grid
+            st.session_state[state.COMPARE_CANCELLED] = None
+            st.rerun()
+    elif todo:
+        st.caption(f"Computing {len(todo)} panels, about {seconds:.0f} s.")
+    results = draw_grid(selection, settings, compute)
 
     st.subheader("Method agreement")
     st.caption(f"Between every pair of methods in the grid, for the predicted class "
                f"({settings.labels[settings.targets[0]]}), on absolute maps.")
-    if len(settings.methods) < 2:
-        st.info("Add a second method to compare their maps.")
+    shown = [m for m in settings.methods if (m, settings.targets[0]) in results]
+    if len(shown) < 2:
+        st.info("Agreement needs two computed methods: add a method, or run the grid.")
     else:
         spearman_tab, iou_tab = st.tabs(["Spearman rank correlation", "Top-10% IoU"])
         with spearman_tab:
-            st.plotly_chart(agreement_figure(results, settings.methods, settings.targets[0], settings.view,
-                                             "spearman"), key="agreement_spearman")
+            st.plotly_chart(agreement_figure(results, shown, settings.targets[0], settings.view, "spearman"),
+                            key="agreement_spearman")
         with iou_tab:
-            st.plotly_chart(agreement_figure(results, settings.methods, settings.targets[0], settings.view, "iou"),
+            st.plotly_chart(agreement_figure(results, shown, settings.targets[0], settings.view, "iou"),
                             key="agreement_iou")
-    st.download_button("Export all panels (.zip: PNG + .npy + manifest)",
-                       lambda: export_zip(results, selection, settings),
-                       f"compare_{selection.image_name.rsplit('.', 1)[0]}.zip", "application/zip", key="export_zip",
-                       on_click="ignore")
+    if results:
+        st.download_button("Export all panels (.zip: PNG as shown + raw .npy + manifest)",
+                           lambda: export_zip(results, selection, settings),
+                           f"compare_{selection.image_name.rsplit('.', 1)[0]}.zip", "application/zip",
+                           key=state.EXPORT_ZIP, on_click="ignore")
 
     st.subheader("Layer sweep")
-    cam_methods = [n for n, info in METHODS.items() if info.needs_layer and n not in ("scorecam",)]
-    left, middle, right = st.columns([2, 2, 1])
-    method = left.selectbox("CAM method", cam_methods, format_func=lambda n: METHODS[n].display_name,
-                            key="sweep.method")
-    layers_all = sweep_layers(selection, "every layer")
-    scope = middle.radio("Layers", ["blocks", "every layer"], horizontal=True, key="sweep.scope",
-                         format_func=lambda s: f"{s} ({len(sweep_layers(selection, s))})")
-    if right.toggle("Run sweep", key="sweep.run", help=f"One {METHODS[method].display_name} per layer; "
-                    f"{len(layers_all)} layers in the catalogue."):
-        draw_layer_sweep(selection, method, settings.targets[0], sweep_layers(selection, scope), settings.view)
+    methods = sweep_methods(selection)
+    if not methods:
+        st.info("No layer method can run on this model.")
+        st.stop()
+    left, middle, right = st.columns([2, 2, 1], vertical_alignment="bottom")
+    method = left.selectbox("Method", methods, format_func=method_label, key=state.SWEEP_METHOD,
+                            persist_state=KEEP)
+    scope = middle.radio("Layers", LAYER_SCOPES, horizontal=True, key=state.SWEEP_SCOPE, persist_state=KEEP,
+                         format_func=lambda s: sweep_scope_label(selection, s))
+    layers = layer_choices(selection.bundle, scope)
+    sweep_s = sum(panel_seconds(selection, method, layer) for layer in layers)
+    if right.toggle("Run sweep", key=state.SWEEP_RUN, help=f"One {method_label(method)} per layer: "
+                    f"{len(layers)} layers, about {sweep_s:.0f} s."):
+        draw_layer_sweep(selection, method, settings.targets[0], layers, settings.view)
+    else:
+        st.caption(f"{len(layers)} layers, about {sweep_s:.0f} s; the predicted class, the default layer first.")

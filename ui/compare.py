@@ -1,4 +1,8 @@
-"""The Compare grid: methods × targets, linked or per-panel colour scales, differences, agreement, layer sweep."""
+"""The Compare grid: methods × targets, linked or per-panel colour scales, differences, agreement, layer sweep.
+
+Every panel, on screen and in the zip, comes from :func:`row_panels`, so the export shows exactly the pixels and
+the ranges of the screen.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,32 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from explainers import METHODS, agreement
+from explainers import METHODS, ExplanationRecord, agreement
 from explainers import render as rnd
+from explainers.manifest import collection_manifest
+from explainers.timing import PassTimes, measure_pass_times
 
-from .controls import ViewSettings, class_label, method_names, view_controls
-from .explanations import ExplanationResult, explain_cached
-from .outputs import effective_reduction, npy_bytes, png_bytes
+from . import state
+from .controls import KEEP, class_label, layer_choices, layer_label, method_label, offered_methods, view_controls
+from .explanations import ProgressReporter, cached, explain_cached, multi_pass, resolved_layer
+from .figures import matrix_figure
+from .models import model_lock
+from .outputs import manifest_for, npy_bytes, png_bytes, render_record
 from .predictions import top_k
 from .sidebar import Selection
 
 DEFAULT_METHODS = ["vanilla", "smoothgrad", "integrated_gradients", "gradcam", "scorecam", "occlusion"]
 PER_PANEL = "Per panel"
 LINKED = "Linked per method row (raw units)"
+SCALES = (PER_PANEL, LINKED)
+PANEL_KINDS = ("Overlay", "Heatmap")
+AUTO_RUN_SECONDS = 15.0  # a grid estimated to take longer waits for the Run button
+DIFFERENCE = "difference"
+MAX_EXTRA_TARGETS = 4
 
 
 @dataclass
@@ -32,190 +45,284 @@ class CompareSettings:
     scale: str
     difference: bool
     panel_kind: str
-    view: ViewSettings
+    view: rnd.View
     labels: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def linked(self) -> bool:
+        return self.scale == LINKED
+
+    def panels(self) -> list[tuple[str, int]]:
+        return [(method, target) for method in self.methods for target in self.targets]
+
+
+def _add_target() -> None:
+    """on_change of the class picker: add the picked class as a column (one at a time), then clear the picker."""
+    picked = st.session_state.get(state.COMPARE_ADD_TARGET)
+    extra = list(st.session_state.get(state.COMPARE_EXTRA_TARGETS) or [])
+    if picked is not None and picked not in extra and len(extra) < MAX_EXTRA_TARGETS:
+        extra.append(int(picked))
+    st.session_state[state.COMPARE_EXTRA_TARGETS] = extra
+    st.session_state[state.COMPARE_ADD_TARGET] = None
 
 
 def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings:
     bundle = selection.bundle
     top1, top2 = top_k(probs, 2)
-    names = method_names()
+    names = offered_methods(bundle)
+    if state.COMPARE_METHODS not in st.session_state:
+        st.session_state[state.COMPARE_METHODS] = [m for m in DEFAULT_METHODS if m in names]
+    st.session_state[state.COMPARE_METHODS] = [m for m in st.session_state[state.COMPARE_METHODS] if m in names]
     methods = st.multiselect(
-        "Methods (rows)", names, default=[m for m in DEFAULT_METHODS if m in names], key="compare.methods",
-        format_func=lambda n: METHODS[n].display_name, persist_state="session",
+        "Methods (rows)", names, key=state.COMPARE_METHODS, format_func=method_label, persist_state=KEEP,
         help="Each row is one method with its default parameters; CAM methods use the model's default layer.",
     )
-    classes = list(range(len(bundle.categories)))
-    extra = st.multiselect(
-        "Add target columns", [c for c in classes if c not in (top1, top2)], key="compare.extra_targets",
-        format_func=lambda i: class_label(bundle, i), max_selections=4,
-        help="Columns are the predicted class and the runner-up; add up to four more classes.",
+    classes = [c for c in range(len(bundle.categories)) if c not in (top1, top2)]
+    extra = [c for c in (st.session_state.get(state.COMPARE_EXTRA_TARGETS) or []) if c in classes]
+    st.session_state[state.COMPARE_EXTRA_TARGETS] = extra
+    add, added = st.columns(2)
+    add.selectbox(
+        "Add a target column", [c for c in classes if c not in extra], index=None, key=state.COMPARE_ADD_TARGET,
+        format_func=lambda i: class_label(bundle, i), on_change=_add_target, placeholder="type a class name…",
+        disabled=len(extra) >= MAX_EXTRA_TARGETS,
+        help=f"Columns are the predicted class and the runner-up; add up to {MAX_EXTRA_TARGETS} more, one at a time.",
     )
+    extra = added.multiselect("Added columns (× removes)", extra, default=extra,
+                              format_func=lambda i: class_label(bundle, i), key=f"{state.COMPARE_EXTRA_TARGETS}.shown")
+    st.session_state[state.COMPARE_EXTRA_TARGETS] = extra
     left, middle, right = st.columns(3)
-    scale = left.radio("Colour scale", [PER_PANEL, LINKED], key="compare.scale", persist_state="session",
+    scale = left.radio("Colour scale", SCALES, key=state.COMPARE_SCALE, persist_state=KEEP,
                        help="Per panel: each map fills the colormap. Linked: one raw-unit scale per method row, "
                        "so the columns can be compared by strength.")
-    difference = middle.toggle("Difference column (predicted − runner-up)", value=True, key="compare.difference")
-    panel_kind = right.radio("Panels show", ["Overlay", "Heatmap"], key="compare.panel_kind", horizontal=True)
+    st.session_state.setdefault(state.COMPARE_DIFFERENCE, True)
+    difference = middle.toggle("Difference column (predicted − runner-up)", key=state.COMPARE_DIFFERENCE,
+                               persist_state=KEEP)
+    panel_kind = right.radio("Panels show", PANEL_KINDS, key=state.COMPARE_PANEL_KIND, horizontal=True,
+                             persist_state=KEEP)
     with st.expander("View", expanded=False):
-        view = view_controls(channels=3, key_prefix="compare.view")
-    targets = [top1, top2, *[int(c) for c in extra]]
-    labels = {t: class_label(bundle, t) for t in targets}
-    return CompareSettings(methods, targets, scale, difference, panel_kind, view, labels)
+        view = view_controls(channels=None, prefix=state.COMPARE_VIEW)
+        st.caption("The channel reduction applies to 3-channel (gradient) maps; CAM and perturbation maps have "
+                   "one channel.")
+    targets = [top1, top2, *extra]
+    return CompareSettings(methods, targets, scale, difference, panel_kind, view,
+                           {t: class_label(bundle, t) for t in targets})
 
 
-def _compute(selection: Selection, method: str, target: Any, layer: str | None = None,
-             show_progress: bool = True) -> tuple[ExplanationResult, bool]:
-    label = None
-    if show_progress:
-        label = f"{METHODS[method].display_name} · {selection.bundle.categories[target]}"
-    return explain_cached(selection.bundle, selection.image_hash, selection.preprocessing, selection.inputs,
-                          method, {}, target, layer, progress_label=label)
+# ---- cost ------------------------------------------------------------------------------------------------------
 
 
-def reduced(result: ExplanationResult, view: ViewSettings) -> np.ndarray:
-    """The raw map a panel shows: channels reduced, sign mode applied (before any colour)."""
-    return rnd.apply_sign(rnd.reduce_channels(result.attribution, effective_reduction(view)), view.sign)
+@st.cache_resource(show_spinner="Timing one pass of the model…", max_entries=8)
+def _pass_times(model: str, shape: tuple[int, ...], device: str, _bundle, _inputs) -> PassTimes:
+    with model_lock(model):
+        return measure_pass_times(_bundle.model, _inputs)
 
 
-def _panel_image(values: np.ndarray, selection: Selection, view: ViewSettings, kind: str,
-                 fixed_range=None, sign: str | None = None, colormap: str | None = None) -> tuple[np.ndarray, Any]:
-    rendered = rnd.render(values, reduction="sum", sign=sign or view.sign, colormap=colormap or view.colormap,
-                          clip_percentile=view.clip, fixed_range=fixed_range)
-    if kind == "Heatmap":
-        return rendered.rgb, rendered
-    picture = selection.bundle.model_view(selection.image, selection.preprocessing)
-    return rnd.overlay(picture, rendered.rgb, view.alpha), rendered
+def panel_seconds(selection: Selection, method: str, layer: str | None = None) -> float:
+    """Estimated seconds for one panel with default parameters, from measured pass times of this model."""
+    info = METHODS[method]
+    entry = selection.bundle.layer_entry(resolved_layer(selection, method, layer)) if info.needs_layer else None
+    passes = info.passes({}, tuple(selection.inputs.shape[-2:]), entry.channels if entry else None)
+    times = _pass_times(selection.model, tuple(selection.inputs.shape), str(selection.bundle.device),
+                        selection.bundle, selection.inputs)
+    return times.seconds(passes)
 
 
-def colorbar_strip(colormap: str, signed: bool, width: int = 240, height: int = 12) -> np.ndarray:
-    ramp = np.linspace(-1 if signed else 0, 1, width, dtype=np.float32)
-    if signed and not rnd.is_diverging(colormap):
-        ramp = (ramp + 1) / 2
-    return np.repeat(rnd.colorize(ramp[None, :], colormap), height, axis=0)
+def pending(selection: Selection, settings: CompareSettings) -> list[tuple[str, int]]:
+    return [(m, t) for m, t in settings.panels() if cached(selection, m, {}, t) is None]
 
 
-def draw_grid(selection: Selection, settings: CompareSettings) -> dict[tuple[str, int], ExplanationResult]:
-    """Fill the grid panel by panel (row by row when scales are linked); cached panels appear at once."""
+def grid_id(selection: Selection, settings: CompareSettings) -> tuple:
+    return (selection.model, selection.image_hash, selection.preprocessing, tuple(settings.methods),
+            tuple(settings.targets))
+
+
+# ---- panels ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Panel:
+    """One rendered cell: ``column`` a class index or "difference"; ``attribution`` the raw map it shows."""
+
+    method: str
+    column: int | str
+    attribution: np.ndarray
+    rendered: rnd.Rendered
+    scale: str
+    record: ExplanationRecord | None = None
+
+    def image(self, panel_kind: str) -> np.ndarray:
+        return self.rendered.image if panel_kind == "Overlay" else self.rendered.rgb
+
+
+def target_panel(selection: Selection, view: rnd.View, record: ExplanationRecord,
+                 fixed_range: tuple[float, float] | None = None) -> Panel:
+    """One target's panel, on its own range or on a row's linked one."""
+    rendered = render_record(record, view, selection, fixed_range)
+    return Panel(record.method, record.target[0], record.attribution, rendered,
+                 "own" if fixed_range is None else "linked", record)
+
+
+def row_panels(selection: Selection, settings: CompareSettings, method: str,
+               records: dict[int, ExplanationRecord]) -> list[Panel]:
+    """The rendered panels of one method row: one per computed target, plus the difference when asked for.
+
+    Linked scales share one raw range over the row's targets (the difference has its own, centred at zero)."""
     view = settings.view
-    results: dict[tuple[str, int], ExplanationResult] = {}
+    computed = [t for t in settings.targets if t in records]
+    fixed = None
+    if settings.linked and computed:
+        fixed = rnd.linked_range([records[t].attribution for t in computed], view)
+    panels = [target_panel(selection, view, records[t], fixed) for t in computed]
+    first, second = settings.targets[:2]
+    if settings.difference and first in records and second in records:
+        delta = rnd.difference(records[first].attribution, records[second].attribution, view)
+        rendered = rnd.render_for_image(delta, rnd.difference_view(view), image=selection.image,
+                                        bundle=selection.bundle, preprocessing=selection.preprocessing)
+        panels.append(Panel(method, DIFFERENCE, delta, rendered, "difference", records[first]))
+    return panels
+
+
+def _caption(panel: Panel) -> str:
+    info = METHODS[panel.method]
+    rendered = panel.rendered
+    if panel.column == DIFFERENCE:
+        if not info.class_sensitive:
+            return "class-agnostic: no difference"
+        return f"±{rendered.hi:.3g} (raw)"
+    agnostic = " · class-agnostic" if not info.class_sensitive else ""
+    empty = " · empty for this sign" if rendered.empty else ""
+    return f"[{rendered.lo:.3g}, {rendered.hi:.3g}]{agnostic}{empty}"
+
+
+def colorbar_strip(scale: np.ndarray, height: int = 12) -> np.ndarray:
+    """A horizontal strip of a render colour scale ([K, 3] uint8), for a linked row's legend."""
+    return np.repeat(scale[None, :, :], height, axis=0)
+
+
+def draw_grid(selection: Selection, settings: CompareSettings, compute: bool) -> dict[tuple[str, int],
+                                                                                       ExplanationRecord]:
+    """Draw the grid row by row; cached panels appear at once, the rest are computed when ``compute`` is True
+    (with a Cancel button), else left as placeholders. Returns every record on screen."""
+    results: dict[tuple[str, int], ExplanationRecord] = {}
     columns = len(settings.targets) + (1 if settings.difference else 0)
-    header = st.columns([1.2] + [1] * columns)
-    header[0].markdown("**Method**")
-    for i, target in enumerate(settings.targets):
-        role = "predicted" if i == 0 else "runner-up" if i == 1 else "added"
-        header[i + 1].markdown(f"**{settings.labels[target]}**  \n:gray[{role}]")
-    total = len(settings.methods) * len(settings.targets)
-    overall = st.progress(0.0, text=f"0/{total} panels") if total else None
-    done = 0
-    linked = settings.scale == LINKED
-    for method in settings.methods:
-        info = METHODS[method]
-        cells = st.columns([1.2] + [1] * columns)
-        cells[0].markdown(f"**{info.display_name}**  \n:gray[{info.family}]")
-        slots = [cell.empty() for cell in cells[1:]]
-        row_values = []
-        for column, target in enumerate(settings.targets):
-            with slots[column].container():
-                result, _ = _compute(selection, method, target)
-            results[(method, target)] = result
-            values = reduced(result, view)
-            row_values.append(values)
-            if not linked:
-                image, rendered = _panel_image(values, selection, view, settings.panel_kind)
-                slots[column].image(image, caption=f"[{rendered.lo:.3g}, {rendered.hi:.3g}]", width="stretch")
-            done += 1
-            overall.progress(done / total, text=f"{done}/{total} panels")
-        if linked:
-            signed = view.sign == "signed"
-            lo, hi = rnd.value_range(row_values, view.clip, signed=signed)
-            for column, values in enumerate(row_values):
-                image, _ = _panel_image(values, selection, view, settings.panel_kind, fixed_range=(lo, hi))
-                slots[column].image(image, width="stretch")
-            cells[0].image(colorbar_strip(view.colormap, signed), width="stretch")
-            cells[0].caption(f"linked scale: {lo:.3g} … {hi:.3g} (raw)")
+    todo = pending(selection, settings) if compute else []
+    cancel_slot = st.empty()
+    if todo:
+        cancel_slot.button("Cancel", key=state.COMPARE_CANCEL, help="Stop computing the grid now.")
+    overall = st.progress(0.0, text=f"0/{len(todo)} panels") if todo else None
+    with st.container(key="grid"):
+        header = st.columns([1.2] + [1] * columns)
+        header[0].markdown("**Method**")
+        for i, target in enumerate(settings.targets):
+            role = "predicted" if i == 0 else "runner-up" if i == 1 else "added"
+            header[i + 1].markdown(f"**{settings.labels[target]}**  \n:gray[{role}]")
         if settings.difference:
-            first, second = settings.targets[:2]
-            delta = (rnd.reduce_channels(results[(method, first)].attribution, effective_reduction(view))
-                     - rnd.reduce_channels(results[(method, second)].attribution, effective_reduction(view)))
-            image, rendered = _panel_image(delta, selection, view, settings.panel_kind, sign="signed",
-                                           colormap="rdbu")
-            slots[-1].image(image, caption=f"±{rendered.hi:.3g} (raw)", width="stretch")
+            header[-1].markdown("**Difference**  \n:gray[predicted − runner-up]")
+        done = 0
+        for method in settings.methods:
+            info = METHODS[method]
+            cells = st.columns([1.2] + [1] * columns)
+            cells[0].markdown(f"**{info.display_name}**  \n:gray[{info.family}]")
+            slots = [cell.empty() for cell in cells[1:]]
+            records: dict[int, ExplanationRecord] = {}
+            for column, target in enumerate(settings.targets):
+                record = cached(selection, method, {}, target)
+                if record is None and (method, target) in todo:
+                    with slots[column].container():
+                        reporter = None
+                        if multi_pass(selection, method, {}, None):
+                            reporter = ProgressReporter(info.display_name)
+                        record, _ = explain_cached(selection, method, {}, target, progress=reporter)
+                    done += 1
+                    overall.progress(done / len(todo), text=f"{done}/{len(todo)} panels")
+                if record is None:
+                    slots[column].caption("not computed yet")
+                    continue
+                records[target] = record
+                results[(method, target)] = record
+                if not settings.linked:  # show it now; linked panels wait for their row's range
+                    panel = target_panel(selection, settings.view, record)
+                    slots[column].image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
+            panels = row_panels(selection, settings, method, records)
+            for panel in panels:
+                slot = slots[-1] if panel.column == DIFFERENCE else slots[settings.targets.index(panel.column)]
+                if settings.linked or panel.column == DIFFERENCE:
+                    slot.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
+            if settings.linked and panels and panels[0].scale == "linked":
+                cells[0].image(colorbar_strip(panels[0].rendered.scale), width="stretch")
+                cells[0].caption(f"linked scale: {panels[0].rendered.lo:.3g} … {panels[0].rendered.hi:.3g} (raw)")
+    cancel_slot.empty()
     if overall is not None:
         overall.empty()
-    if settings.difference and settings.methods:
+    if settings.difference and results:
         logits = next(iter(results.values())).logits
         first, second = settings.targets[:2]
-        margin = float(logits[first] - logits[second])
-        header[-1].markdown(f"**Difference**  \n:gray[logit margin {margin:.2f}]")
-    st.caption(f"Colour scale: **{settings.scale}**. Difference column: predicted minus runner-up on the diverging "
-               "rdbu colormap (red: more evidence for the predicted class).")
+        st.caption(f"Difference column: predicted minus runner-up (logit margin {logits[first] - logits[second]:.2f}) "
+                   f"on a diverging colormap: {rnd.difference_view(settings.view).cmap}, the predicted class's "
+                   "side at the high end.")
     return results
 
 
-def agreement_figure(results: dict[tuple[str, int], ExplanationResult], methods: list[str], target: int,
-                     view: ViewSettings, metric: str):
-    import plotly.graph_objects as go
-
+def agreement_figure(results: dict[tuple[str, int], ExplanationRecord], methods: list[str], target: int,
+                     view: rnd.View, metric: str):
     maps = {}
     for method in methods:
-        values = rnd.reduce_channels(results[(method, target)].attribution, effective_reduction(view))
-        maps[METHODS[method].display_name] = np.abs(values)[::4, ::4]  # magnitudes, 56x56 keeps it quick
+        if (method, target) in results:
+            values = rnd.to_map(results[(method, target)].attribution, "absolute", view.reduction)
+            maps[METHODS[method].display_name] = values[::4, ::4]  # magnitudes; 56×56 keeps it quick
     names, rho, iou = agreement.agreement_matrix(maps, fraction=0.1)
-    matrix = rho if metric == "spearman" else iou
-    figure = go.Figure(go.Heatmap(
-        z=matrix, x=names, y=names, zmin=-1 if metric == "spearman" else 0, zmax=1,
-        colorscale=rnd.plotly_colorscale("rdbu") if metric == "spearman" else rnd.plotly_colorscale("viridis"),
-        text=np.round(matrix, 2), texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
-    ))
-    figure.update_layout(height=120 + 45 * len(names), margin=dict(l=0, r=0, t=10, b=0))
-    figure.update_yaxes(autorange="reversed")
-    return figure
+    if metric == "spearman":
+        return matrix_figure(rho, names, -1, 1, rnd.colour_scale(rnd.DEFAULT_DIVERGING, signed=True))
+    return matrix_figure(iou, names, 0, 1, rnd.colour_scale("viridis", signed=False))
 
 
-def export_zip(results: dict[tuple[str, int], ExplanationResult], selection: Selection, settings: CompareSettings
-               ) -> bytes:
+def export_zip(results: dict[tuple[str, int], ExplanationRecord], selection: Selection,
+               settings: CompareSettings) -> bytes:
+    """Every panel as on screen (PNG with the same range), its raw map (.npy) and one manifest for all."""
     buffer = io.BytesIO()
-    manifest: dict[str, Any] = {
-        "image": selection.image_name, "image_sha256_16": selection.image_hash, "model": selection.model,
-        "preprocessing": selection.preprocessing, "scale": settings.scale, "view": settings.view.__dict__,
-        "panels": [],
-    }
+    manifests = []
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for (method, target), result in results.items():
-            stem = f"{method}__{target}_{selection.bundle.categories[target].replace(' ', '_').replace('/', '_')}"
-            image, rendered = _panel_image(reduced(result, settings.view), selection, settings.view,
-                                           settings.panel_kind)
-            archive.writestr(f"{stem}.png", png_bytes(image))
-            archive.writestr(f"{stem}.npy", npy_bytes(result.attribution))
-            manifest["panels"].append({
-                "method": method, "target": target, "target_name": selection.bundle.categories[target],
-                "params": result.params, "layer": result.layer, "elapsed_s": result.elapsed_s,
-                "range_raw": [rendered.lo, rendered.hi], "files": [f"{stem}.png", f"{stem}.npy"],
-            })
-        archive.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
+        for method in settings.methods:
+            records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
+            for panel in row_panels(selection, settings, method, records):
+                if panel.column == DIFFERENCE:
+                    first, second = settings.targets[:2]
+                    stem = f"{method}__difference_{first}_minus_{second}"
+                else:
+                    name = selection.bundle.categories[panel.column].replace(" ", "_").replace("/", "_")
+                    stem = f"{method}__{panel.column}_{name}"
+                files = {"image": f"{stem}.png", "attribution": f"{stem}.npy"}
+                archive.writestr(files["image"], png_bytes(panel.image(settings.panel_kind)))
+                archive.writestr(files["attribution"], npy_bytes(panel.attribution))
+                manifests.append(manifest_for(panel.record, panel.rendered, selection, scale=panel.scale,
+                                              files=files, role=DIFFERENCE if panel.column == DIFFERENCE else None))
+        about = {"image": selection.image_name, "model": selection.model, "preprocessing": selection.preprocessing,
+                 "scale": settings.scale, "panels_show": settings.panel_kind, "view": settings.view.as_dict(),
+                 "targets": settings.targets}
+        archive.writestr("manifest.json", json.dumps(collection_manifest(manifests, **about), indent=2,
+                                                     allow_nan=False))
     return buffer.getvalue()
 
 
-def sweep_layers(selection: Selection, scope: str) -> list[str]:
-    bundle = selection.bundle
-    if scope == "every layer":
-        return [layer.name for layer in bundle.layers]
-    modules = dict(bundle.model.named_modules())
-    # blocks: catalogue entries that are containers (or top-level leaves), i.e. what a reader calls a stage
-    return [layer.name for layer in bundle.layers
-            if any(True for _ in modules[layer.name].children()) or "." not in layer.name]
+# ---- layer sweep -----------------------------------------------------------------------------------------------
 
 
-def draw_layer_sweep(selection: Selection, method: str, target: int, layers: list[str], view: ViewSettings) -> None:
+def sweep_methods(selection: Selection) -> list[str]:
+    """Methods cheap enough to run once per layer (the registry's flag), that can run on this model."""
+    return [m for m in offered_methods(selection.bundle) if METHODS[m].sweepable]
+
+
+def draw_layer_sweep(selection: Selection, method: str, target: int, layers: list[str], view: rnd.View) -> None:
     bar = st.progress(0.0, text=f"0/{len(layers)} layers")
     images, captions = [], []
     for i, layer in enumerate(layers):
-        result, _ = _compute(selection, method, target, layer, show_progress=False)
-        image, _ = _panel_image(reduced(result, view), selection, view, "Heatmap")
-        images.append(image)
-        captions.append(layer)
+        record, _ = explain_cached(selection, method, {}, target, layer)
+        images.append(render_record(record, view, selection).rgb)
+        captions.append(layer_label(selection.bundle, layer))
         bar.progress((i + 1) / len(layers), text=f"{i + 1}/{len(layers)} layers")
     bar.empty()
-    st.image(images, caption=captions, width=96)
+    st.image(images, caption=captions, width=120)
 
+
+def sweep_scope_label(selection: Selection, scope: str) -> str:
+    return f"{scope} ({len(layer_choices(selection.bundle, scope))})"

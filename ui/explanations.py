@@ -1,7 +1,8 @@
 """Cached explanations: one raw attribution per (model, image, preprocessing, method, params, target, layer).
 
 Changing a view control re-renders from the cached raw attribution and never calls the explainer again;
-returning to an earlier choice is instant. The cache is process-wide, so sessions share it.
+returning to an earlier choice is instant. The cache is process-wide, so sessions share it. ``cache_key`` is the
+one place the key is made.
 """
 
 from __future__ import annotations
@@ -9,39 +10,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import streamlit as st
-import torch
 
 import explainers
-from explainers import METHODS, ModelBundle
+from explainers import METHODS, ExplanationRecord
 
+from . import state
 from .models import model_lock
 
 MAX_ENTRIES = 128
-
-
-@dataclass(frozen=True)
-class ExplanationResult:
-    """What the pages keep: numpy arrays, so rendering never touches torch."""
-
-    attribution: np.ndarray  # [C, H, W] raw
-    target: tuple[int, ...]  # (class,) or (a, b) for a contrast
-    logits: np.ndarray  # [K]
-    method: str
-    params: dict[str, Any]
-    elapsed_s: float
-    layer: str | None = None
-    layer_attribution: np.ndarray | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def target_value(self) -> int | tuple[int, int]:
-        """The class index, or the (a, b) pair of a contrast."""
-        return self.target if len(self.target) > 1 else self.target[0]
 
 
 class ExplanationCache:
@@ -49,18 +28,18 @@ class ExplanationCache:
 
     def __init__(self, max_entries: int = MAX_ENTRIES):
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple, ExplanationResult] = OrderedDict()
+        self._entries: OrderedDict[tuple, ExplanationRecord] = OrderedDict()
         self._lock = threading.Lock()
         self.calls = 0  # explainer calls made through this cache (tests count them)
 
-    def get(self, key: tuple) -> ExplanationResult | None:
+    def get(self, key: tuple) -> ExplanationRecord | None:
         with self._lock:
             value = self._entries.get(key)
             if value is not None:
                 self._entries.move_to_end(key)
             return value
 
-    def put(self, key: tuple, value: ExplanationResult) -> None:
+    def put(self, key: tuple, value: ExplanationRecord) -> None:
         with self._lock:
             self._entries[key] = value
             self._entries.move_to_end(key)
@@ -87,107 +66,47 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def cache_key(model: str, image_hash: str, preprocessing: str, method: str, params: dict, target: Any,
-              layer: str | None, objective: str = "logit") -> tuple:
-    return (model, image_hash, preprocessing, method, _freeze(params), _freeze(target), layer, objective)
+def resolved_layer(selection, method: str, layer: str | None) -> str | None:
+    """The layer a method reads: None for methods without one, the model's default when none is chosen."""
+    return (layer or selection.bundle.default_layer) if METHODS[method].needs_layer else None
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist() if value.numel() > 1 else float(value.item())
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+def cache_key(selection, method: str, params: dict, target: Any, layer: str | None,
+              objective: str = "logit") -> tuple:
+    """The one cache key of an explanation: everything that changes the raw attribution, nothing that doesn't."""
+    return (selection.model, selection.image_hash, selection.preprocessing, method, _freeze(params),
+            _freeze(target), resolved_layer(selection, method, layer), objective)
 
 
-def explain_cached(
-    bundle: ModelBundle,
-    image_hash: str,
-    preprocessing: str,
-    inputs: torch.Tensor,
-    method: str,
-    params: dict,
-    target: Any,
-    layer: str | None = None,
-    objective: str = "logit",
-    progress_label: str | None = None,
-) -> tuple[ExplanationResult, bool]:
-    """(result, from_cache). On a miss the explainer runs under the model's lock; multi-pass methods show a
-    progress bar labelled ``progress_label`` (none when it is None)."""
-    info = METHODS[method]
-    layer = (layer or bundle.default_layer) if info.needs_layer else None
-    key = cache_key(bundle.name, image_hash, preprocessing, method, params, target, layer, objective)
+def cached(selection, method: str, params: dict, target: Any, layer: str | None = None) -> ExplanationRecord | None:
+    return explanation_cache().get(cache_key(selection, method, params, target, layer))
+
+
+def explain_cached(selection, method: str, params: dict, target: Any, layer: str | None = None,
+                   progress=None) -> tuple[ExplanationRecord, bool]:
+    """(record, from_cache). On a miss the explainer runs under the model's lock, with a fixed seed so a panel is
+    the same in every session; ``progress(done, total)`` follows explain()'s protocol."""
+    key = cache_key(selection, method, params, target, layer)
     cache = explanation_cache()
     hit = cache.get(key)
     if hit is not None:
         return hit, True
-    reporter = None
-    if progress_label is not None and sum(info.passes(params, tuple(inputs.shape[-2:]))) > 2:
-        reporter = ProgressReporter(progress_label)
-    try:
-        with model_lock(bundle.name):
-            cache.calls += 1
-            explanation = explainers.explain(
-                bundle, inputs, method, target, layer=layer, objective=objective, seed=0, progress=reporter,
-                **params,
-            )
-    finally:
-        if reporter is not None:
-            reporter.close()
-    result = ExplanationResult(
-        attribution=explanation.attribution[0].float().cpu().numpy(),
-        target=tuple(int(t) for t in explanation.target[0].reshape(-1).tolist()),
-        logits=explanation.logits[0].float().cpu().numpy(),
-        method=method,
-        params=_jsonable(explanation.params),
-        elapsed_s=explanation.elapsed_s,
-        layer=explanation.layer,
-        layer_attribution=None
-        if explanation.layer_attribution is None
-        else explanation.layer_attribution[0].float().cpu().numpy(),
-        extras=_jsonable(explanation.extras),
-    )
-    cache.put(key, result)
-    return result, False
+    with model_lock(selection.model):
+        cache.calls += 1
+        explanation = explainers.explain(selection.bundle, selection.inputs, method, target,
+                                         layer=resolved_layer(selection, method, layer), seed=0, progress=progress,
+                                         **params)
+    record = explanation.record(0)
+    cache.put(key, record)
+    return record, False
 
 
-def is_cached(selection, method: str, params: dict, target: Any, layer: str | None = None,
-              objective: str = "logit") -> bool:
+def multi_pass(selection, method: str, params: dict, layer: str | None) -> bool:
+    """Whether a method takes long enough to deserve a progress bar and a Cancel button."""
     info = METHODS[method]
-    layer = (layer or selection.bundle.default_layer) if info.needs_layer else None
-    key = cache_key(selection.model, selection.image_hash, selection.preprocessing, method, params, target, layer,
-                    objective)
-    return explanation_cache().get(key) is not None
-
-
-def explain_cancellable(selection, info, params: dict, target: Any, layer: str | None
-                        ) -> tuple[ExplanationResult, bool] | None:
-    """Run (or fetch) the Explore page's explanation with a Cancel button for multi-pass methods.
-
-    Clicking Cancel makes Streamlit rerun the script, which stops it inside the progress callback: the
-    explainer unwinds through its ``finally`` blocks. That rerun remembers the cancelled run and does not
-    start it again until the user presses Run. Returns None when nothing is to be shown.
-    """
-    cached = is_cached(selection, info.name, params, target, layer)
-    run_id = (selection.model, selection.image_hash, selection.preprocessing, info.name, str(params), str(target),
-              layer)
-    if st.session_state.get("cancel_run"):
-        st.session_state["cancelled_run"] = run_id
-    if not cached and st.session_state.get("cancelled_run") == run_id:
-        st.info("Cancelled. Press Run to compute this explanation.")
-        if not st.button("Run", key="run_again", type="primary"):
-            return None
-        st.session_state["cancelled_run"] = None
-    if not cached and sum(info.passes(params, tuple(selection.inputs.shape[-2:]))) > 2:
-        st.button("Cancel", key="cancel_run", help="Stop this computation now.")
-    try:
-        return explain_cached(selection.bundle, selection.image_hash, selection.preprocessing, selection.inputs,
-                              info.name, params, target, layer, progress_label=info.display_name)
-    except explainers.Cancelled:
-        st.info("Cancelled.")
-        return None
+    entry = selection.bundle.layer_entry(resolved_layer(selection, method, layer)) if info.needs_layer else None
+    hw = tuple(selection.inputs.shape[-2:])
+    return info.passes(params, hw, entry.channels if entry else None).total > 2
 
 
 class ProgressReporter:
@@ -198,9 +117,9 @@ class ProgressReporter:
     it was.
     """
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, container=st):
         self.label = label
-        self.bar = st.progress(0.0, text=f"{label}: starting…")
+        self.bar = container.progress(0.0, text=f"{label}: starting…")
         self.started = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> bool:
@@ -212,3 +131,38 @@ class ProgressReporter:
 
     def close(self) -> None:
         self.bar.empty()
+
+
+def explain_cancellable(selection, info, params: dict, target: Any, layer: str | None
+                        ) -> tuple[ExplanationRecord, bool] | None:
+    """Run (or fetch) Explore's explanation, with a progress bar and a Cancel button for multi-pass methods.
+
+    Clicking Cancel makes Streamlit rerun the script, which stops it inside the progress callback. That rerun
+    remembers the cancelled run and does not start it again until the user presses Run. The Cancel button and
+    the bar are gone once the run ends. Returns None when there is nothing to show.
+    """
+    hit = cached(selection, info.name, params, target, layer)
+    if hit is not None:
+        return hit, True
+    run_id = cache_key(selection, info.name, params, target, layer)
+    if st.session_state.get(state.CANCEL_BUTTON):
+        st.session_state[state.CANCELLED_RUN] = run_id
+    if st.session_state.get(state.CANCELLED_RUN) == run_id:
+        slot = st.empty()
+        with slot.container():
+            st.info("Cancelled. Press Run to compute this explanation.", icon=":material/stop_circle:")
+            if not st.button("Run", key=state.RUN_AGAIN, type="primary"):
+                return None
+        slot.empty()
+        st.session_state[state.CANCELLED_RUN] = None
+    if not multi_pass(selection, info.name, params, layer):
+        with st.spinner(f"{info.display_name}…"):
+            return explain_cached(selection, info.name, params, target, layer)
+    slot = st.empty()
+    with slot.container():
+        st.button("Cancel", key=state.CANCEL_BUTTON, help="Stop this computation now.")
+        reporter = ProgressReporter(info.display_name)
+    try:
+        return explain_cached(selection, info.name, params, target, layer, progress=reporter)
+    finally:
+        slot.empty()

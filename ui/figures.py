@@ -1,11 +1,18 @@
-"""Plotly figures: predictions and heatmaps. The heatmap's colours come from render, so PNG and figure agree."""
+"""Plotly figures: predictions, heatmaps and matrices. The heatmap's colours are the render pipeline's own colour
+scale, so the interactive figure and the exported PNG show the same colours."""
 
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 
-from explainers.render import RenderedMap, percentile_of
+from explainers.render import Rendered, percentile_of
+
+
+def plotly_scale(colours: np.ndarray) -> list[list]:
+    """A uint8 [K, 3] colour ramp (render's ``Rendered.scale``) as a plotly colorscale."""
+    last = max(len(colours) - 1, 1)
+    return [[i / last, f"rgb({r},{g},{b})"] for i, (r, g, b) in enumerate(colours.tolist())]
 
 
 def predictions_figure(names: list[str], probabilities: list[float], indices: list[int], selected: int | None):
@@ -25,24 +32,26 @@ def predictions_figure(names: list[str], probabilities: list[float], indices: li
     )
     figure.update_layout(
         height=230, margin=dict(l=0, r=10, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%"),
-        clickmode="event+select", dragmode=False,
+        yaxis=dict(automargin=True), clickmode="event+select", dragmode=False,
     )
     return figure
 
 
-def heatmap_figure(rendered: RenderedMap, title: str = "", height: int = 360, show_scale: bool = True):
-    """An interactive heatmap: hover shows the raw value and its percentile; the colorbar is in raw units."""
+def heatmap_figure(rendered: Rendered, title: str = "", height: int = 360, show_scale: bool = True):
+    """An interactive heatmap: hover shows the raw value and its percentile; the colorbar is in raw units.
+
+    The map keeps the picture's aspect (the axes are locked one to one)."""
     values = rendered.values
     # at most ~128 points a side: every view change resends the figure, and the browser redraws it
     step = max(1, int(np.ceil(max(values.shape) / 128)))
     shown = np.ascontiguousarray(values[::step, ::step], dtype=np.float32)
-    ranks = np.rint(percentile_of(values, shown)).astype(np.uint8)  # whole percentiles: one byte each
+    ranks = np.rint(np.nan_to_num(percentile_of(values, shown))).astype(np.uint8)  # whole percentiles: one byte
     figure = go.Figure(
         go.Heatmap(
             z=shown,
             zmin=rendered.lo,
             zmax=rendered.hi,
-            colorscale=rendered.colorscale,
+            colorscale=plotly_scale(rendered.scale),
             customdata=ranks,
             showscale=show_scale,
             colorbar=dict(title=dict(text="raw", side="right"), thickness=12),
@@ -55,4 +64,15 @@ def heatmap_figure(rendered: RenderedMap, title: str = "", height: int = 360, sh
     figure.update_xaxes(visible=False, constrain="domain")
     figure.update_layout(height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
                          title=dict(text=title, font=dict(size=13)))
+    return figure
+
+
+def matrix_figure(matrix: np.ndarray, names: list[str], lo: float, hi: float, colours: np.ndarray):
+    """A labelled square matrix (method agreement), values printed in the cells."""
+    figure = go.Figure(go.Heatmap(
+        z=matrix, x=names, y=names, zmin=lo, zmax=hi, colorscale=plotly_scale(colours),
+        text=np.round(matrix, 2), texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+    ))
+    figure.update_layout(height=120 + 45 * len(names), margin=dict(l=0, r=0, t=10, b=0))
+    figure.update_yaxes(autorange="reversed")
     return figure

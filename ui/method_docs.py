@@ -11,11 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from explainers import METHODS, MethodInfo, Param, Reference
+from explainers import METHODS, MethodInfo, Param, Reference, Sanity
 
 COST_HW = (224, 224)
-# Layer widths used to find out whether a method's cost depends on the layer's channel count.
-PROBE_CHANNELS = (64, 128, 512)
 
 ADEBAYO = Reference(
     "Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim", 2018, "Sanity Checks for Saliency Maps", "1810.03292"
@@ -63,42 +61,22 @@ def passes_text(forward: int, backward: int) -> str:
     return " + ".join(parts)
 
 
-def _per_channel(kind: str, slope: int, offset: int) -> str:
-    if slope == 0:
-        return f"{offset} {kind}" if offset else ""
-    count = "one" if slope == 1 else str(slope)
-    text = f"{count} {kind} per channel of the layer"
-    if offset:
-        text += f" ({offset:+d})"
-    return text
-
-
 def cost_text(info: MethodInfo, params: dict[str, Any] | None = None, hw: tuple[int, int] = COST_HW) -> str:
-    """Passes per image at ``hw`` with ``params`` (defaults filled in).
+    """Passes per image at ``hw`` with ``params`` (defaults filled in), read off the registry's cost data.
 
-    A method whose cost does not change with the layer's channel count gets plain numbers; one whose cost
-    does (found by asking the cost function for two layer widths) is described per channel, e.g.
-    "one forward per channel of the layer (+1)".
+    A cost with a per-channel part is described per channel, e.g. "1 forward + one forward per channel of the
+    layer"; a wrapper's cost is its base method's, repeated.
     """
-    low, high, check = PROBE_CHANNELS
-    at_low = info.passes(params, hw, low)
-    at_high = info.passes(params, hw, high)
-    if at_low == at_high:
-        return passes_text(*info.passes(params, hw, None))
-    at_check = info.passes(params, hw, check)
-    parts = []
-    for kind, a, b, c in zip(("forward", "backward"), at_low, at_high, at_check):
-        slope, remainder = divmod(b - a, high - low)
-        offset = a - slope * low
-        if remainder or slope < 0 or c != offset + slope * check:  # not a whole number of passes per channel
-            return f"depends on the layer's channels ({passes_text(*at_check)} for a {check}-channel layer)"
-        parts.append(_per_channel(kind, slope, offset))
-    return " + ".join(p for p in parts if p)
-
-
-def depends_on_channels(info: MethodInfo, params: dict[str, Any] | None = None) -> bool:
-    low, high, _ = PROBE_CHANNELS
-    return info.passes(params, COST_HW, low) != info.passes(params, COST_HW, high)
+    cost = info.cost
+    if not cost.depends_on_channels:
+        passes = info.passes(params, hw, None)
+        return passes_text(passes.forward, passes.backward)
+    fixed = info.passes(params, hw, 0)
+    parts = [passes_text(fixed.forward, fixed.backward)] if fixed.total else []
+    for kind, count in zip(("forward", "backward"), cost.per_channel):
+        if count:
+            parts.append(f"{'one' if count == 1 else count} {kind} per channel of the layer")
+    return " + ".join(parts)
 
 
 # ---- parameters -----------------------------------------------------------------------------------------
@@ -149,8 +127,8 @@ def param_rows(info: MethodInfo) -> list[dict[str, str]]:
 
 
 def output_text(info: MethodInfo) -> str:
-    if info.attribution_channels == 3:
-        return "3-channel input gradient (a value per pixel and colour channel)"
+    if info.attribution_channels is None:
+        return "input-shaped attribution (a value per pixel and colour channel)"
     if info.attribution_channels == 1:
         return "1-channel map (one value per pixel)"
     return f"{info.attribution_channels}-channel attribution"
@@ -200,17 +178,16 @@ def _base_method(info: MethodInfo) -> MethodInfo | None:
     return None
 
 
+TONES = {Sanity.PASSES: "passes", Sanity.FAILS: "fails", Sanity.CLASS_INSENSITIVE: "fails"}
+
+
 def verdict(info: MethodInfo) -> Verdict:
-    text = " ".join(info.sanity_check.split())
-    if not text:
-        return Verdict("not assessed", "neutral")
-    label, _, note = text.partition("; ")
-    lowered = label.lower()
-    tone = "fails" if "fail" in lowered else "passes" if lowered.startswith("pass") else "neutral"
+    """The registry's sanity verdict (an enum) as a badge; a wrapper names its default base's verdict."""
+    note = " ".join(info.sanity_note.split())
     base = _base_method(info)
-    if base is not None and not note and "base" in lowered:
-        note = f"default base, {base.display_name}: {base.sanity_check or 'not assessed'}"
-    return Verdict(label, tone, note)
+    if info.sanity is Sanity.AS_BASE and base is not None and not note:
+        note = f"default base, {base.display_name}: {base.sanity.label}"
+    return Verdict(info.sanity.label, TONES.get(info.sanity, "neutral"), note)
 
 
 # ---- cards, search and grouping -------------------------------------------------------------------------
@@ -258,7 +235,7 @@ def card(info: MethodInfo) -> Card:
 def search_text(info: MethodInfo) -> str:
     """Everything a search matches against, lower-cased."""
     parts = [
-        info.name, info.display_name, info.family, info.summary, info.weaknesses, info.sanity_check,
+        info.name, info.display_name, info.family, info.summary, info.weaknesses, info.sanity.label, info.sanity_note,
         str(info.reference), info.reference.title,
     ]
     for name, param in info.params.items():
@@ -299,7 +276,7 @@ def overview_rows(methods: Iterable[MethodInfo]) -> list[dict[str, str]]:
             "Family": info.family,
             "Cost (224×224, defaults)": cost_text(info),
             "Layer": "yes" if info.needs_layer else "no",
-            "Output": f"{info.attribution_channels}-channel",
+            "Output": "input-shaped" if info.attribution_channels is None else f"{info.attribution_channels}-channel",
             "Sanity check": verdict(info).label,
         }
         for info in methods

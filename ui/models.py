@@ -12,11 +12,10 @@ from explainers import ModelUnavailableError
 from explainers.models import CURATED, DEFAULT_MODEL, ModelBundle, ensure_weights, list_models, load_model, model_info
 
 
+@st.cache_resource(show_spinner=False)
 def configure_threads() -> int:
-    """Leave one core to the browser and the server: on small machines a thread per core stalls PyTorch.
-
-    SALIENCY_THREADS overrides it.
-    """
+    """Once per process, at start (app.py calls it): leave one core to the browser and the server, because on
+    small machines a thread per core stalls PyTorch. SALIENCY_THREADS overrides it."""
     wanted = os.environ.get("SALIENCY_THREADS", "")
     threads = int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, (os.cpu_count() or 2) - 1)
     if torch.get_num_threads() != threads:
@@ -24,14 +23,11 @@ def configure_threads() -> int:
     return threads
 
 
-configure_threads()
-
-
 def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner="Loading the model (first use in this server)…", max_entries=4)
 def _cached_bundle(name: str, device: str) -> ModelBundle:
     return load_model(name, device=device)
 

@@ -1,4 +1,5 @@
-"""Drawing a result: original | heatmap | overlay, plus downloads. Everything here re-renders from raw numbers."""
+"""Drawing a result: original | heatmap | overlay, plus downloads. Everything here re-renders from raw numbers
+through the backend's one render pipeline, and writes the backend's one manifest."""
 
 from __future__ import annotations
 
@@ -8,58 +9,28 @@ from typing import Any
 
 import numpy as np
 import streamlit as st
-import torch
 
+from explainers import METHODS, ExplanationRecord
 from explainers import render as rnd
+from explainers.manifest import explanation_manifest
 
-from .controls import ViewSettings, describe_target
-from .explanations import ExplanationResult
+from . import state
 from .figures import heatmap_figure
 
-MAGNITUDE_REDUCTIONS = ("max_abs", "sum_abs", "l2")
+
+def render_record(record: ExplanationRecord, view: rnd.View, selection,
+                  fixed_range: tuple[float, float] | None = None) -> rnd.Rendered:
+    """A record on the picture the view asks for (the uploaded image, or the model's square view)."""
+    return rnd.render_for_image(record.attribution, view, image=selection.image, bundle=selection.bundle,
+                                preprocessing=selection.preprocessing, fixed_range=fixed_range)
 
 
-def effective_reduction(view: ViewSettings) -> str:
-    """A signed view needs a signed reduction; magnitudes would hide every negative value."""
-    return "sum" if view.sign == "signed" and view.reduction in MAGNITUDE_REDUCTIONS else view.reduction
+def backdrop(selection, view: rnd.View):
+    """The picture a panel is drawn on: the image as uploaded, or what the model sees."""
+    return selection.image if view.original_aspect else selection.model_view
 
 
-def render_result(result: ExplanationResult, view: ViewSettings, selection) -> tuple[rnd.RenderedMap, np.ndarray]:
-    """(rendered map, overlay uint8) in the geometry the view asks for."""
-    reduced = rnd.reduce_channels(result.attribution, effective_reduction(view))
-    image = selection.image if view.original_aspect else selection.bundle.model_view(selection.image,
-                                                                                      selection.preprocessing)
-    if view.original_aspect:
-        reduced = selection.bundle.to_original(reduced, selection.image.size, selection.preprocessing, fill=0.0)
-    rendered = rnd.render(reduced, reduction="sum", sign=view.sign, colormap=view.colormap,
-                          clip_percentile=view.clip)
-    return rendered, rnd.overlay(image, rendered.rgb, view.alpha)
-
-
-def manifest(result: ExplanationResult, selection, view: ViewSettings, probabilities: np.ndarray) -> dict[str, Any]:
-    bundle = selection.bundle
-    order = np.argsort(-probabilities)[:5]
-    return {
-        "image": selection.image_name,
-        "image_sha256_16": selection.image_hash,
-        "model": selection.model,
-        "preprocessing": selection.preprocessing,
-        "method": result.method,
-        "params": result.params,
-        "target": list(result.target),
-        "target_names": [bundle.categories[t] for t in result.target],
-        "layer": result.layer,
-        "elapsed_s": round(result.elapsed_s, 4),
-        "extras": result.extras,
-        "predictions": [
-            {"index": int(i), "name": bundle.categories[i], "probability": float(probabilities[i])} for i in order
-        ],
-        "view": {**view.__dict__, "reduction": effective_reduction(view)},
-        "torch": torch.__version__,
-    }
-
-
-def png_bytes(array: np.ndarray) -> bytes:
+def png_bytes(array: Any) -> bytes:
     buffer = io.BytesIO()
     rnd.to_pil(array).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -67,46 +38,81 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, array.astype(np.float32))
+    np.save(buffer, np.asarray(array, dtype=np.float32))
     return buffer.getvalue()
+
+
+def manifest_for(record: ExplanationRecord, rendered: rnd.Rendered, selection, *, scale: str = "own",
+                 files: dict[str, str] | None = None, role: str | None = None) -> dict[str, Any]:
+    """The backend manifest, filled in with what the dashboard knows about the image and model."""
+    return explanation_manifest(
+        record, image_name=selection.image_name, image_hash=selection.image_hash, image_size=selection.image.size,
+        model=selection.model, preprocessing=selection.preprocessing, categories=selection.bundle.categories,
+        view=rendered.view, value_range=(rendered.lo, rendered.hi), scale=scale, files=files,
+        device=str(selection.bundle.device), role=role,
+    )
+
+
+def target_text(selection, record: ExplanationRecord) -> str:
+    names = [selection.bundle.categories[t] for t in record.target]
+    return " vs ".join(names)
+
+
+def panel_title(selection, record: ExplanationRecord) -> str:
+    """ "Grad-CAM · tabby · layer4", or "Eigen-CAM · class-agnostic · layer4" where the target cannot matter."""
+    title = METHODS[record.method].title(target_text(selection, record))
+    return f"{title} · {record.layer}" if record.layer else title
+
+
+def completeness_text(extras: dict[str, Any]) -> str:
+    """Integrated gradients' completeness error as a share of f(x) − f(baseline), with what to do about it."""
+    if "completeness_delta" not in extras:
+        return ""
+    delta = float(np.ravel(extras["completeness_delta"])[0])
+    gap = float(np.ravel(extras.get("score_gap", [np.nan]))[0])
+    if not np.isfinite(gap) or abs(gap) < 1e-12:
+        return f" · completeness error {delta:.3g} (f(x) − f(baseline) ≈ 0)"
+    share = abs(delta) / abs(gap)
+    hint = " — raise n_steps to shrink it" if share > 0.05 else ""
+    return f" · completeness error {share:.1%} of f(x) − f(baseline) = {gap:.3g}{hint}"
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_png(key: tuple, _image) -> bytes:
-    return png_bytes(np.asarray(_image))
+    return png_bytes(np.asarray(_image.convert("RGB")))
 
 
-def _original_png(selection, original_aspect: bool) -> bytes:
+def _backdrop_png(selection, view: rnd.View) -> bytes:
     """The left panel's picture, encoded once per image and geometry rather than on every rerun."""
-    if original_aspect:
-        return _cached_png((selection.image_hash, "original"), selection.image)
-    view = selection.bundle.model_view(selection.image, selection.preprocessing)
-    return _cached_png((selection.image_hash, selection.model, selection.preprocessing), view)
+    key = (selection.image_hash, "original") if view.original_aspect else (
+        selection.image_hash, selection.model, selection.preprocessing)
+    return _cached_png(key, backdrop(selection, view))
 
 
-def show_result(result: ExplanationResult, from_cache: bool, *, view: ViewSettings, selection,
-                probabilities: np.ndarray) -> None:
-    rendered, overlaid = render_result(result, view, selection)
+def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, selection) -> None:
+    rendered = render_record(record, view, selection)
     original, heat, over = st.columns(3)
-    original.image(_original_png(selection, view.original_aspect), caption="Original", width="stretch")
+    size = selection.bundle.input_size
+    original.image(_backdrop_png(selection, view), width="stretch",
+                   caption="Original" if view.original_aspect else f"Model input ({size}×{size})")
     with heat:
-        title = f"{result.method} · {describe_target(selection.bundle, result.target_value)}"
-        st.plotly_chart(heatmap_figure(rendered, title=title), key="heatmap_chart", config={"displaylogo": False})
+        st.plotly_chart(heatmap_figure(rendered, title=panel_title(selection, record)), key=state.HEATMAP_CHART,
+                        config={"displaylogo": False})
     # JPEG for the on-screen overlay: several times quicker to encode and send than PNG on every view change
-    over.image(overlaid, caption=f"Overlay (alpha {view.alpha:.2f})", width="stretch", output_format="JPEG")
-    source = "cached" if from_cache else f"computed in {result.elapsed_s:.2f} s"
-    extras = ""
-    if "completeness_delta" in result.extras:
-        extras = f" · completeness delta {float(np.ravel(result.extras['completeness_delta'])[0]):.3g}"
+    over.image(rendered.image, caption=f"Overlay (alpha {view.alpha:.2f})", width="stretch", output_format="JPEG")
+    source = "cached" if from_cache else f"computed in {record.elapsed_s:.2f} s"
+    empty = " · nothing to show for this sign: the map is zero everywhere" if rendered.empty else ""
     st.caption(f"Raw range [{rendered.lo:.3g}, {rendered.hi:.3g}] after the {view.clip:g}th-percentile clip · "
-               f"{source}{extras}")
-    stem = f"{selection.image_name.rsplit('.', 1)[0]}_{result.method}"
+               f"{source}{completeness_text(record.extras)}{empty}")
+    stem = f"{selection.image_name.rsplit('.', 1)[0]}_{record.method}"
+    files = {"overlay": f"{stem}.png", "attribution": f"{stem}.npy", "manifest": f"{stem}.json"}
     # the files are built only when clicked (callables), so a view change does not pay for encoding them
     a, b, c = st.columns(3)
-    a.download_button("Overlay PNG", lambda: png_bytes(overlaid), f"{stem}.png", "image/png", key="dl_png",
-                      on_click="ignore")
-    b.download_button("Raw attribution .npy", lambda: npy_bytes(result.attribution), f"{stem}.npy",
+    a.download_button("Overlay PNG", lambda: png_bytes(rendered.image), files["overlay"], "image/png",
+                      key="dl_png", on_click="ignore")
+    b.download_button("Raw attribution .npy", lambda: npy_bytes(record.attribution), files["attribution"],
                       "application/octet-stream", key="dl_npy", on_click="ignore")
     c.download_button("Manifest JSON",
-                      lambda: json.dumps(manifest(result, selection, view, probabilities), indent=2),
-                      f"{stem}.json", "application/json", key="dl_json", on_click="ignore")
+                      lambda: json.dumps(manifest_for(record, rendered, selection, files=files), indent=2,
+                                         allow_nan=False),
+                      files["manifest"], "application/json", key="dl_json", on_click="ignore")

@@ -6,14 +6,15 @@ import numpy as np
 import streamlit as st
 import torch
 
+from explainers import class_probabilities
+
 from .models import model_lock
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def probabilities(model: str, image_hash: str, preprocessing: str, _bundle, _inputs: torch.Tensor) -> np.ndarray:
-    with model_lock(model), torch.no_grad():
-        logits = _bundle.model(_inputs)
-    return logits[0].softmax(-1).float().cpu().numpy()
+    with model_lock(model):
+        return class_probabilities(_bundle, _inputs)[0]
 
 
 def top_k(probs: np.ndarray, k: int = 5) -> list[int]:

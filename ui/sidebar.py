@@ -1,7 +1,9 @@
-"""The shared selection, on every page: image (samples, uploads, camera), model and preprocessing.
+"""The shared sidebar, drawn once per run by app.py for every page: image (samples, uploads, camera), model and
+preprocessing.
 
-Widgets keep their values across pages (``persist_state="session"``), and the model and sample are bound to
-the URL's query string so a link restores them.
+Because app.py draws these widgets, they are the same widgets on every page: an upload or a sample chosen on
+Explore is still there on Compare. Problems (no image yet, a model that cannot load) are not shown here but
+handed to the page, which shows them in the main area.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from explainers.images import image_hash, open_image
+from explainers import SaliencyError
+from explainers.images import image_hash, load_image
 from explainers.models import CENTER_CROP, DEFAULT_MODEL, RESIZE, ModelBundle
 
-from .errors import guard
+from . import state
 from .models import describe_model, get_bundle, model_choices
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
-IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 SOURCES = ("Samples", "Upload", "Camera")
 PREPROCESSING_LABELS = {RESIZE: "Whole image (resized)", CENTER_CROP: "Centre crop (canonical)"}
 
@@ -34,7 +37,20 @@ class Selection:
     model: str
     preprocessing: str
     bundle: ModelBundle
-    inputs: torch.Tensor  # [1, 3, H, W] on the model's device
+    inputs: torch.Tensor  # [1, C, H, W] on the model's device
+
+    @property
+    def model_view(self) -> Image.Image:
+        return model_view(self.model, self.image_hash, self.preprocessing, self.bundle, self.image)
+
+
+@dataclass
+class Problem:
+    """Why there is no selection: ``kind`` "empty" (nothing chosen yet: say what to do) or "error"."""
+
+    kind: str
+    message: str
+    error: BaseException | None = None
 
 
 def sample_names() -> list[str]:
@@ -43,94 +59,112 @@ def sample_names() -> list[str]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _decode(data: bytes, name: str) -> Image.Image:
-    return open_image(data, name=name)
+    return load_image(data, name=name)
 
 
 @st.cache_data(show_spinner=False)
 def _thumbnail(name: str) -> bytes:
-    """PNG bytes, cached: st.image would otherwise re-encode the gallery on every rerun."""
-    image = open_image(SAMPLES_DIR / name)
-    image.thumbnail((160, 160))
-    return _png(image)
+    """PNG bytes, cached: st.image would otherwise re-encode the preview on every rerun."""
+    image = load_image(SAMPLES_DIR / name)
+    image.thumbnail((240, 240))
+    return png(image)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def model_view(model: str, image_hash: str, preprocessing: str, _bundle, _image) -> Image.Image:
+    """The exact picture the model sees, cached per (model, image, preprocessing)."""
+    return _bundle.model_view(_image, preprocessing)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _model_view_png(model: str, image_hash: str, preprocessing: str, _bundle, _image) -> bytes:
-    return _png(_bundle.model_view(_image, preprocessing))
+    return png(model_view(model, image_hash, preprocessing, _bundle, _image))
 
 
-def _png(image: Image.Image) -> bytes:
+def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _pick_image() -> tuple[Image.Image, str] | None:
-    source = st.segmented_control("Image", SOURCES, default=SOURCES[0], key="image_source",
-                                  persist_state="session", required=True)
+def _pick_image() -> tuple[Image.Image, str] | Problem:
+    source = st.segmented_control("Image", SOURCES, default=SOURCES[0], key=state.IMAGE_SOURCE, required=True)
     if source == "Upload":
-        files = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple_files=True, key="uploads",
-                                 help="Several files become a strip to pick from.")
+        files = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple_files=True, key=state.UPLOADS,
+                                 help="Several files become a list to pick from.")
         if not files:
-            st.info("Upload an image, or switch to Samples.")
-            return None
+            return Problem("empty", "Upload an image in the sidebar (drag and drop works), or switch to Samples.")
+        names = [f.name for f in files]
+        file = files[0]
         if len(files) > 1:
-            names = [f.name for f in files]
-            chosen = st.radio("Uploaded images", names, key="upload_pick", horizontal=True)
-            file = files[names.index(chosen)]
-            st.image([_safe_thumb(f) for f in files], caption=names, width=70)
-        else:
-            file = files[0]
-        return _decode(file.getvalue(), file.name), file.name
+            chosen = st.radio("Uploaded images", names, key=state.UPLOAD_PICK)
+            file = files[names.index(chosen)] if chosen in names else files[0]
+        try:
+            return _decode(file.getvalue(), file.name), file.name
+        except SaliencyError as exc:
+            return Problem("error", str(exc), exc)
     if source == "Camera":
-        shot = st.camera_input("Take a photo", key="camera")
+        shot = st.camera_input("Take a photo", key=state.CAMERA)
         if shot is None:
-            st.info("Allow the camera and take a photo, or switch to Samples.")
-            return None
+            return Problem("empty", "Allow the camera and take a photo in the sidebar, or switch to Samples.")
         return _decode(shot.getvalue(), "camera photo"), "camera.jpg"
     names = sample_names()
-    name = st.selectbox("Sample", names, key="sample", bind="query-params", persist_state="session")
-    st.image([_thumbnail(n) for n in names], caption=names, width=70)
-    return open_image(SAMPLES_DIR / name), name
+    if st.session_state.get(state.SAMPLE) not in names:
+        st.session_state[state.SAMPLE] = names[0]
+    name = st.selectbox("Sample", names, key=state.SAMPLE)
+    st.image(_thumbnail(name), caption=f"{name} (CC0, see assets/samples)", width="stretch")
+    state.publish(sample=name)
+    return load_image(SAMPLES_DIR / name), name
 
 
-def _safe_thumb(file) -> Image.Image:
-    try:
-        image = _decode(file.getvalue(), file.name).copy()
-    except Exception:  # noqa: BLE001 - a bad file shows as a grey tile; its error appears when picked
-        return Image.new("RGB", (70, 70), (128, 128, 128))
-    image.thumbnail((140, 140))
-    return image
-
-
-def sidebar() -> Selection | None:
-    """Draw the shared sidebar and return the current selection, or None (with a message shown) if incomplete."""
+def sidebar() -> Selection | Problem:
+    """Draw the shared sidebar; return the current selection, or the Problem the page should show."""
     with st.sidebar:
-        picked = None
-        with guard():
-            picked = _pick_image()
+        picked = _pick_image()
         choices = model_choices()
+        if st.session_state.get(state.MODEL) not in choices:
+            st.session_state[state.MODEL] = DEFAULT_MODEL
         model = st.selectbox(
-            "Model", choices, index=choices.index(DEFAULT_MODEL), format_func=describe_model, key="model",
-            bind="query-params", persist_state="session",
+            "Model", choices, format_func=describe_model, key=state.MODEL,
             help="efficientnet_lite0 works offline. Zoo models download their ImageNet weights once.",
         )
+        if st.session_state.get(state.PREPROCESSING) not in PREPROCESSING_LABELS:
+            st.session_state[state.PREPROCESSING] = RESIZE
         preprocessing = st.radio(
-            "Preprocessing", list(PREPROCESSING_LABELS), format_func=PREPROCESSING_LABELS.get, key="preprocessing",
-            persist_state="session", horizontal=True,
+            "Preprocessing", list(PREPROCESSING_LABELS), format_func=PREPROCESSING_LABELS.get,
+            key=state.PREPROCESSING,
             help="Whole image: the heatmap covers everything you uploaded. Centre crop: the model's canonical "
             "evaluation transform.",
         )
-        if picked is None:
-            return None
-        image, name = picked
-        bundle = None
-        with guard():
-            bundle = get_bundle(model)
-        if bundle is None:
-            return None
-        digest = image_hash(image)
-        view = _model_view_png(model, digest, preprocessing, bundle, image)
-        st.image(view, caption=f"What the model sees ({bundle.input_size}×{bundle.input_size})", width=180)
-    inputs = bundle.preprocess(image, preprocessing)
-    return Selection(image, name, digest, model, preprocessing, bundle, inputs)
+        state.publish(model=model, preprocessing=None if preprocessing == RESIZE else preprocessing)
+        view_slot = st.empty()
+    if isinstance(picked, Problem):
+        return picked
+    image, name = picked
+    try:
+        bundle = get_bundle(model)
+    except Exception as exc:  # noqa: BLE001 - shown by the page, in the main area
+        return Problem("error", str(exc), exc)
+    digest = image_hash(image)
+    with view_slot.container():
+        if image.info.get("notice"):
+            st.info(image.info["notice"], icon=":material/info:")
+        st.image(_model_view_png(model, digest, preprocessing, bundle, image),
+                 caption=f"What the model sees ({bundle.input_size}×{bundle.input_size})", width=180)
+    return Selection(image, name, digest, model, preprocessing, bundle, bundle.preprocess(image, preprocessing))
+
+
+def require_selection() -> Selection:
+    """This run's selection from the shared sidebar. A Problem is shown in the main area, where the user looks,
+    and the page stops there: an empty state says what to do, an error says what went wrong and how to fix it."""
+    from .errors import show_error
+
+    selection = state.current_selection()
+    if isinstance(selection, Selection):
+        return selection
+    if isinstance(selection, Problem) and selection.kind == "error":
+        show_error(selection.error if selection.error is not None else SaliencyError(selection.message))
+    else:
+        message = selection.message if isinstance(selection, Problem) else "Choose an image in the sidebar."
+        st.info(message, icon=":material/arrow_back:")
+    st.stop()

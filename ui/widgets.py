@@ -8,33 +8,39 @@ import streamlit as st
 
 from explainers import MethodInfo
 
+from . import state
 
-def param_widgets(info: MethodInfo, key_prefix: str = "param", container=st) -> dict[str, Any]:
-    """One widget per declared parameter, with its range, default and help; returns {name: value}."""
+
+def param_widgets(info: MethodInfo, prefix: str = state.PARAM, container=st) -> dict[str, Any]:
+    """One widget per declared parameter that applies (SmoothGrad's n_steps only with the IG base), with its
+    range, default and help; returns {name: value} of the shown ones (the rest keep their defaults)."""
     values: dict[str, Any] = {}
     for name, param in info.params.items():
-        key = f"{key_prefix}.{info.name}.{name}"
+        if not param.applies(values):
+            continue
+        key = f"{prefix}.{info.name}.{name}"
         label = name.replace("_", " ")
+        keep = {"key": key, "help": param.help, "persist_state": "session"}
         if param.kind == "choice":
-            values[name] = container.selectbox(label, param.choices, index=param.choices.index(param.default),
-                                               help=param.help, key=key)
+            st.session_state.setdefault(key, param.default)
+            values[name] = container.selectbox(label, param.choices, **keep)
         elif param.kind == "bool":
-            values[name] = container.checkbox(label, value=bool(param.default), help=param.help, key=key)
+            st.session_state.setdefault(key, bool(param.default))
+            values[name] = container.checkbox(label, **keep)
         elif param.kind == "int":
+            st.session_state.setdefault(key, int(param.default))
             values[name] = int(container.number_input(
                 label, min_value=int(param.minimum) if param.minimum is not None else None,
-                max_value=int(param.maximum) if param.maximum is not None else None,
-                value=int(param.default), step=1, help=param.help, key=key,
+                max_value=int(param.maximum) if param.maximum is not None else None, step=1, **keep,
             ))
         elif param.kind == "float":
             low = float(param.minimum) if param.minimum is not None else None
             high = float(param.maximum) if param.maximum is not None else None
+            st.session_state.setdefault(key, float(param.default))
             if low is not None and high is not None and high - low <= 1.0:
-                values[name] = container.slider(label, low, high, float(param.default), step=0.01, help=param.help,
-                                                key=key)
+                values[name] = container.slider(label, low, high, step=0.01, **keep)
             else:
-                values[name] = container.number_input(label, min_value=low, max_value=high,
-                                                       value=float(param.default), help=param.help, key=key)
+                values[name] = container.number_input(label, min_value=low, max_value=high, **keep)
         else:  # pragma: no cover - a new kind must get a widget here
             raise ValueError(f"no widget for parameter kind {param.kind!r}")
     return values
@@ -42,9 +48,7 @@ def param_widgets(info: MethodInfo, key_prefix: str = "param", container=st) -> 
 
 def cost_caption(info: MethodInfo, params: dict[str, Any], hw: tuple[int, int] = (224, 224),
                  channels: int | None = None) -> str:
-    """The paper link and the cost estimate, shown before a method runs."""
-    forwards, backwards = info.passes(params, hw, channels)
-    passes = f"{forwards} forward" + (f" + {backwards} backward" if backwards else "") + " passes"
+    """The paper link and the cost, shown before a method runs; ``channels`` is the resolved layer's."""
     link = info.reference.link
     paper = f"[{info.reference}]({link})" if link else str(info.reference)
-    return f"{paper} · cost: {passes}"
+    return f"{paper} · cost: {info.passes(params, hw, channels)} per image"

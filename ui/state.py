@@ -1,0 +1,152 @@
+"""Session-state keys, the shared selection, and the URL: the one place the dashboard's state is named.
+
+The URL holds stable values only (model id, sample file name, method id, layer name, class indices), never
+display labels: a link keeps working when a label changes (e.g. once a zoo model's weights are cached). It is
+read once per session, when the session starts, and written at the end of every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+# ---- keys of the shared sidebar (drawn once, in app.py, for every page) ------------------------------------
+IMAGE_SOURCE = "image_source"
+UPLOADS = "uploads"
+UPLOAD_PICK = "upload_pick"
+CAMERA = "camera"
+SAMPLE = "sample"
+MODEL = "model"
+PREPROCESSING = "preprocessing"
+
+# ---- Explore ------------------------------------------------------------------------------------------------
+TARGET_MODE = "target_mode"
+TARGET_CLASS = "target_class"
+CONTRAST_A = "contrast_a"
+CONTRAST_B = "contrast_b"
+TARGET_IMAGE = "target_image"  # the image the class choices were preselected for
+METHOD = "method"
+LAYER = "layer"
+LAYER_SCOPE = "layer_scope"
+PREDICTIONS_CHART = "predictions_chart"
+CANCELLED_RUN = "cancelled_run"
+CANCEL_BUTTON = "cancel_run"
+RUN_AGAIN = "run_again"
+HEATMAP_CHART = "heatmap_chart"
+VIEW = "view"  # prefix of Explore's view controls
+PARAM = "param"  # prefix of method parameter widgets
+
+# ---- Compare -----------------------------------------------------------------------------------------------
+COMPARE_METHODS = "compare.methods"
+COMPARE_EXTRA_TARGETS = "compare.extra_targets"
+COMPARE_ADD_TARGET = "compare.add_target"
+COMPARE_SCALE = "compare.scale"
+COMPARE_DIFFERENCE = "compare.difference"
+COMPARE_PANEL_KIND = "compare.panel_kind"
+COMPARE_VIEW = "compare.view"
+COMPARE_RUN = "compare.run"
+COMPARE_CANCELLED = "compare.cancelled"
+COMPARE_CANCEL = "compare.cancel"
+COMPARE_ADD_PICK = "compare.add_pick"
+EXPORT_ZIP = "compare.export_zip"
+SWEEP_METHOD = "sweep.method"
+SWEEP_SCOPE = "sweep.scope"
+SWEEP_RUN = "sweep.run"
+
+# ---- internal -------------------------------------------------------------------------------------------------
+_SELECTION = "_selection"
+_URL_READ = "_url_read"
+_URL = "_url"
+
+
+def view_key(prefix: str, name: str) -> str:
+    """The key of one view control, e.g. ``view.sign`` or ``compare.view.colormap``."""
+    return f"{prefix}.{name}"
+
+
+# ---- the URL ------------------------------------------------------------------------------------------------
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.strip().lstrip("-").isdigit() else None
+
+
+@dataclass(frozen=True)
+class UrlField:
+    """A query parameter and the session key it restores: ``parse`` turns the text into the key's value (None:
+    ignore the parameter), ``show`` turns the value back into text."""
+
+    param: str
+    key: str
+    parse: Callable[[str], Any] = str
+    show: Callable[[Any], str] = str
+
+
+# Explore's contrast is one parameter, "contrast=281,282", restoring both sides.
+URL_FIELDS = (
+    UrlField("sample", SAMPLE),
+    UrlField("model", MODEL),
+    UrlField("preprocessing", PREPROCESSING),
+    UrlField("method", METHOD),
+    UrlField("layer", LAYER),
+    UrlField("target", TARGET_MODE),
+    UrlField("class", TARGET_CLASS, _int),
+)
+CONTRAST_PARAM = "contrast"
+
+
+def restore_from_url() -> None:
+    """Once per session, before any widget is drawn: seed session state from the query string."""
+    if st.session_state.get(_URL_READ):
+        return
+    st.session_state[_URL_READ] = True
+    params = st.query_params
+    for field in URL_FIELDS:
+        text = params.get(field.param)
+        if text:
+            value = field.parse(text)
+            if value is not None:
+                st.session_state[field.key] = value
+    contrast = params.get(CONTRAST_PARAM, "")
+    sides = [_int(part) for part in contrast.split(",")] if contrast else []
+    if len(sides) == 2 and None not in sides:
+        st.session_state[CONTRAST_A], st.session_state[CONTRAST_B] = sides
+        st.session_state.setdefault(TARGET_MODE, "Contrast")
+
+
+def publish(**values: Any) -> None:
+    """Values this run wants in the URL (None drops one); written by :func:`write_url` at the end of the run."""
+    url = st.session_state.setdefault(_URL, {})
+    for name, value in values.items():
+        url[name] = value
+
+
+def start_run() -> None:
+    """At the top of every run: forget the previous run's URL values (a page publishes only its own)."""
+    st.session_state[_URL] = {}
+
+
+def write_url() -> None:
+    """Replace the query string with this run's published values, in a stable order."""
+    url = {name: str(value) for name, value in st.session_state.get(_URL, {}).items() if value not in (None, "")}
+    if dict(st.query_params) != url:
+        st.query_params.from_dict(url)
+
+
+def contrast_text(a: int, b: int) -> str:
+    return f"{int(a)},{int(b)}"
+
+
+# ---- the shared selection --------------------------------------------------------------------------------------
+
+
+def set_selection(selection: Any) -> None:
+    """What the sidebar chose this run: a Selection, or a Problem to show in the main area."""
+    st.session_state[_SELECTION] = selection
+
+
+def current_selection() -> Any:
+    return st.session_state.get(_SELECTION)
