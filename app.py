@@ -19,9 +19,9 @@ state.restore_from_url()  # once per session, before any widget is drawn
 state.start_run()
 page = st.navigation(
     [
-        st.Page("pages/explore.py", title="Explore", icon=":material/search:", default=True),
-        st.Page("pages/compare.py", title="Compare", icon=":material/grid_view:"),
-        st.Page("pages/methods.py", title="Methods", icon=":material/menu_book:"),
+        st.Page("app_pages/explore.py", title="Explore", icon=":material/search:", default=True),
+        st.Page("app_pages/compare.py", title="Compare", icon=":material/grid_view:"),
+        st.Page("app_pages/methods.py", title="Methods", icon=":material/menu_book:"),
     ]
 )
 try:

@@ -118,7 +118,7 @@ def test_two_sessions_explaining_on_one_shared_model_at_once(default_bundle):
     assert explanation_cache().calls == 6
 
 
-@pytest.mark.parametrize("page", ["pages/explore.py", "pages/compare.py", "pages/methods.py"])
+@pytest.mark.parametrize("page", ["app_pages/explore.py", "app_pages/compare.py", "app_pages/methods.py"])
 def test_every_page_renders_without_exception(page):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()

@@ -18,7 +18,7 @@ def app():
     explanation_cache().clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.run()
-    at.switch_page("pages/compare.py")
+    at.switch_page("app_pages/compare.py")
     at.session_state["compare.methods"] = ["vanilla", "gradcam", "input_x_gradient"]  # quick rows
     at.run()
     assert not at.exception, at.exception

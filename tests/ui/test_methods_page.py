@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 from ui import method_docs as docs
 
 TIMEOUT = 120
-PAGE = "pages/methods.py"
+PAGE = "app_pages/methods.py"
 
 
 @pytest.fixture
