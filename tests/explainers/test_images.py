@@ -205,9 +205,14 @@ def test_rgb_is_returned_as_is():
 
 def test_16_bit_ramp_png_spans_0_to_255():
     ramp = np.tile(np.linspace(0, 65535, 300).round().astype(np.uint16), (3, 1))
-    loaded = load_image(encode(Image.fromarray(ramp), "PNG"))  # mode I;16; Pillow's own convert makes it all white
+    data = encode(Image.fromarray(ramp), "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"  # the mode of the issue: Pillow's own convert gives white
+    loaded = load_image(data)
     row = pixels(loaded)[1, :, 0]
-    assert row.min() <= 2 and row.max() >= 253
+    assert row[0] == 0 and row[-1] == 255
+    # linear from its own range: v * 255 / 65535, rounded
+    np.testing.assert_array_equal(row, np.rint(np.linspace(0, 65535, 300).round() * 255 / 65535).astype(int))
+    assert (pixels(loaded)[..., 0] == pixels(loaded)[..., 2]).all()  # still grey
     assert np.all(np.diff(row) >= 0)
     assert len(np.unique(row)) > 200
     assert loaded.info["notice"] == "16-bit image scaled from its range 0..65535 to 8 bits"
@@ -234,12 +239,16 @@ def test_big_endian_16_bit_and_32_bit_integer_tiffs_are_scaled():
 
 def test_float_tiff_in_0_1_is_not_black_and_in_0_1000_is_not_clipped():
     ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (4, 1))
-    for values in (ramp, ramp * 1000):
-        loaded = load_image(encode(Image.fromarray(values), "TIFF"))
+    # both span their own range 0..max, so both give the same 8-bit ramp: round(255 * i / 63)
+    expected = np.rint(np.arange(64) * 255 / 63).astype(int)
+    for values, top in ((ramp, "1"), (ramp * 1000, "1000")):
+        data = encode(Image.fromarray(values), "TIFF")
+        assert Image.open(io.BytesIO(data)).mode == "F"
+        loaded = load_image(data)
         row = pixels(loaded)[0, :, 0]
-        assert row[0] <= 2 and row[-1] >= 253 and np.all(np.diff(row) >= 0)
-        assert row[32] == pytest.approx(130, abs=3)  # linear: the middle stays mid-grey, nothing clipped
-        assert loaded.info["notice"].startswith("32-bit float image scaled from its range 0..")
+        np.testing.assert_array_equal(row, expected)  # 0 stays black, the top is white, nothing clipped
+        assert row[32] == 130  # linear: the middle stays mid-grey
+        assert loaded.info["notice"] == f"32-bit float image scaled from its range 0..{top} to 8 bits"
 
 
 def test_float_nan_and_inf_are_shown_as_the_minimum():
@@ -376,7 +385,10 @@ def test_decompression_bomb_is_refused_from_its_header_with_flat_memory():
 def test_144_megapixel_png_gets_the_pixel_limit_message():
     with pytest.raises(InputError) as caught:
         load_image(png_bytes(12_000, 12_000, 1, 0, b"\0" * 1501), name="scan.png")
-    assert str(caught.value).startswith("'scan.png' is 12000x12000 pixels (144 megapixels), over the limit of 50")
+    assert str(caught.value) == (
+        "'scan.png' is 12000x12000 pixels (144 megapixels), over the limit of 50 megapixels; downscale it below "
+        "50 megapixels first, e.g. with an image editor or `convert in.png -resize 4000x4000 out.png`"
+    )
 
 
 def test_webp_bomb_is_refused_before_its_canvas_is_allocated():

@@ -22,13 +22,53 @@ def one_channel_ramp() -> np.ndarray:
     return np.linspace(-2, 1, 31, dtype=np.float32)[None, None, :].repeat(5, axis=1)
 
 
+@pytest.mark.parametrize("reduction", rnd.REDUCTIONS)
 @pytest.mark.parametrize("sign, peak", SIGN_PEAKS.items())
-def test_one_channel_map_sign_modes_peak_where_they_should(sign, peak):
-    values = to_map(one_channel_ramp(), sign)
+def test_one_channel_map_sign_modes_peak_where_they_should(sign, peak, reduction):
+    """The reduction does nothing to a 1-channel map: "positive" peaks at 1 (right edge), "negative" and
+    "absolute" at 2 (left edge), whatever reduction is chosen."""
+    values = to_map(one_channel_ramp(), sign, reduction)
     assert values.max() == pytest.approx(peak)
     assert values.min() == pytest.approx(0.0)
     where = np.unravel_index(values.argmax(), values.shape)[1]
     assert where == (30 if sign == "positive" else 0)
+    ramp = one_channel_ramp()[0]
+    expected = {"positive": np.maximum(ramp, 0), "negative": np.maximum(-ramp, 0), "absolute": np.abs(ramp)}[sign]
+    np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.parametrize("reduction", rnd.REDUCTIONS)
+def test_one_channel_map_renders_the_range_each_sign_asks_for(reduction):
+    """Through the whole pipeline (the issue's "Raw range [0, 0]" for negative): the colour range of each sign."""
+    expected = {"positive": (0.0, 1.0), "negative": (0.0, 2.0), "absolute": (0.0, 2.0), "signed": (-2.0, 2.0)}
+    for sign, (lo, hi) in expected.items():
+        rendered = render(one_channel_ramp(), View(sign=sign, reduction=reduction, clip=100))
+        assert (rendered.lo, rendered.hi) == pytest.approx((lo, hi)), sign
+        assert not rendered.empty, sign
+
+
+def three_channel_ramp() -> np.ndarray:
+    """The 1-channel ramp spread over 3 channels: each pixel's value sits in channel (column % 3), the other two
+    channels are 0. Every reduction of it must give back the 1-channel ramp."""
+    ramp = one_channel_ramp()[0]
+    a = np.zeros((3, *ramp.shape), np.float32)
+    for column in range(ramp.shape[1]):
+        a[column % 3, :, column] = ramp[:, column]
+    return a
+
+
+@pytest.mark.parametrize("reduction", rnd.REDUCTIONS)
+@pytest.mark.parametrize("sign", rnd.SIGNS)
+def test_three_channel_map_in_minus_2_to_1_under_each_reduction(sign, reduction):
+    """Positive peaks at 1, negative at 2, absolute at 2, signed keeps both -2 and 1, for max, sum and l2."""
+    values = to_map(three_channel_ramp(), sign, reduction)
+    ramp = one_channel_ramp()[0]
+    expected = {"positive": np.maximum(ramp, 0), "negative": np.maximum(-ramp, 0), "absolute": np.abs(ramp),
+                "signed": ramp}[sign]
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=0)
+    peak = {"positive": 1.0, "negative": 2.0, "absolute": 2.0, "signed": 1.0}[sign]
+    assert values.max() == pytest.approx(peak)
+    assert values.min() == pytest.approx(-2.0 if sign == "signed" else 0.0)
 
 
 def test_one_channel_signed_keeps_both_signs_and_every_reduction_does_nothing():
