@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torchvision
 from PIL import Image
+from torch import nn
 
-from explainers import Cancelled, LayerError, SaliencyError, explain
+from explainers import METHODS, Cancelled, LayerError, SaliencyError, explain
 
 from ..conftest import sample_path
 from .helpers import assert_untouched, hook_counts, imagenet_input, sample_pixels, small_convnet, snapshot
@@ -108,10 +111,7 @@ def composite(default_bundle):
 @pytest.mark.parametrize("method, params", [("gradcam", {}), ("scorecam", {}), ("occlusion", {})])
 @pytest.mark.parametrize("target, half", [("Egyptian cat", "left"), ("espresso", "right")])
 def test_localisation_on_cat_coffee_composite(default_bundle, composite, method, params, target, half):
-    import explainers.methods  # noqa: F401  (occlusion registers itself)
-
-    if method not in explainers.METHODS:
-        pytest.skip(f"{method} not registered")
+    assert method in METHODS, f"{method} is not registered"  # a missing method fails, never skips
     result = explain(default_bundle, composite, method, target=target, **params)
     heat = result.attribution[0].sum(0).clamp(min=0)
     mass = heat.sum()
@@ -169,6 +169,53 @@ def test_scorecam_skips_constant_channels_and_says_so():
     result = explain(model, x, "scorecam", target=1, layer="features.5")
     assert result.extras["skipped_constant_channels"] >= 8  # 4 per image
     assert torch.isfinite(result.attribution).all()
+
+
+class WideHead(nn.Module):
+    """A 16-channel stem and a 1280-channel last layer (the default layer; EfficientNet's head width), small
+    enough that Score-CAM's 1281 passes take a moment. No ReLU after the wide layer, so no channel is constant."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.act = nn.Tanh()
+        self.wide = nn.Conv2d(16, 1280, 3, stride=2, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(1280, 5)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.wide(self.act(self.stem(x)))).flatten(1))
+
+
+@pytest.mark.parametrize("layer, channels, rows", [(None, 1280, 1), ("wide", 1280, 2), ("stem", 16, 2)])
+def test_scorecam_cost_is_counted_on_the_resolved_layer(layer, channels, rows):
+    """The issue: the caption said 513 passes on a 1280-channel layer while the run made 1281. The cost must be
+    computed from the resolved layer (the default one too): 1 + channels forward passes per image, which is
+    what progress reports and what the model actually runs."""
+    from explainers.layers import cached_catalogue
+
+    model = WideHead().eval()
+    x = torch.randn(rows, 3, 16, 16)
+    cached_catalogue(model, x.shape)  # the layer measurement's dummy forward happens before counting
+    forwarded = []
+    handle = model.register_forward_hook(lambda module, args, output: forwarded.append(len(args[0])))
+    seen = []
+    try:
+        result = explain(model, x, "scorecam", target=1, layer=layer, batch_size=64,
+                         progress=lambda done, total: seen.append((done, total)))
+    finally:
+        handle.remove()
+    expected = (1 + channels) * rows
+    assert result.layer == (layer or "wide")
+    assert result.extras["skipped_constant_channels"] == 0  # so every channel really costs a pass
+    assert METHODS["scorecam"].passes(channels=channels) == (1 + channels, 0)
+    assert sum(forwarded) == expected  # images through the model, counted by the hook
+    assert {total for _, total in seen} == {expected}  # what explain() estimated before running
+    assert seen[-1][0] == expected and all(b > a for (a, _), (b, _) in zip(seen, seen[1:]))
+    # one report per batch (the capture of every row, then each row's masks 64 at a time): no final jump
+    assert len(seen) == 1 + rows * math.ceil(channels / 64)
+    assert hook_counts(model) == 0
 
 
 def test_scorecam_cancel_leaves_model_untouched():
