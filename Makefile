@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,6 @@ test: $(VENV)/.dev-installed
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
-
-bench: $(VENV)/.dev-installed
-	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

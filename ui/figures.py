@@ -37,11 +37,14 @@ def predictions_figure(names: list[str], probabilities: list[float], indices: li
     return figure
 
 
-def heatmap_figure(rendered: Rendered, title: str = "", height: int = 360, show_scale: bool = True):
+def heatmap_figure(rendered: Rendered, title: str = "", height: int | None = None, show_scale: bool = True):
     """An interactive heatmap: hover shows the raw value and its percentile; the colorbar is in raw units.
 
-    The map keeps the picture's aspect (the axes are locked one to one)."""
+    The map keeps the picture's aspect (the axes are locked one to one); by default the figure's height follows
+    that aspect, so a wide picture is not framed by empty space."""
     values = rendered.values
+    if height is None:
+        height = int(min(max(300 * values.shape[0] / max(values.shape[1], 1), 200), 460)) + 40
     # at most ~128 points a side: every view change resends the figure, and the browser redraws it
     step = max(1, int(np.ceil(max(values.shape) / 128)))
     shown = np.ascontiguousarray(values[::step, ::step], dtype=np.float32)

@@ -15,6 +15,7 @@ from .conftest import ROOT, choose, keyed, page_problems, screenshot, wait_idle
 pytestmark = pytest.mark.e2e
 
 CAT = ROOT / "assets" / "samples" / "cat.png"
+COFFEE = ROOT / "assets" / "samples" / "coffee.png"
 TOP1, RUNNER_UP = "Egyptian cat", "tiger cat"  # efficientnet_lite0 on cat.png: 77% / 10%
 LOAD_MS = 180_000  # first page load includes the model load; the shared machine is slow
 GRID_MS = 600_000  # the default Compare grid runs Score-CAM and occlusion on one CPU thread
@@ -41,7 +42,8 @@ def test_explore_upload_runner_up_gradcam(page, base_url, artifacts_dir):
     page.locator(keyed("target_mode")).get_by_role("radio", name="Runner-up", checked=True).wait_for()
     choose(page, "method", "CAM · Grad-CAM", text="Grad-CAM")
 
-    title = page.locator(f"{keyed('heatmap_chart')} .gtitle", has_text=re.compile(rf"^gradcam · {RUNNER_UP}$"))
+    title = page.locator(f"{keyed('heatmap_chart')} .gtitle",
+                         has_text=re.compile(rf"^Grad-CAM · {RUNNER_UP} · _head_act$"))
     title.wait_for(timeout=120_000)
     wait_idle(page)
 
@@ -65,6 +67,10 @@ def test_compare_default_grid(page, base_url, artifacts_dir):
     page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
     page.wait_for_url(re.compile(r"/compare(\?.*)?$"))
     page.get_by_role("heading", name="Compare").wait_for(timeout=LOAD_MS)
+    # The default grid takes minutes on this CPU: it waits for the Run button, which states the estimate.
+    run = page.get_by_role("button", name=re.compile(r"^Run the grid \(about \d+ s\)$"))
+    run.wait_for(timeout=LOAD_MS)
+    run.click()
 
     # The grid fills panel by panel; the agreement matrix is drawn once all of it is done.
     page.wait_for_function(
@@ -86,3 +92,108 @@ def test_compare_default_grid(page, base_url, artifacts_dir):
     assert page_problems(page) == []
     assert page.js_errors == []
     screenshot(page, artifacts_dir / "compare.png")
+
+
+def selected(page, key: str) -> str:
+    """The option a selectbox shows as chosen."""
+    return page.locator(f"{keyed(key)} [role=combobox]").input_value()
+
+
+def test_upload_is_still_the_image_on_compare(page, base_url, artifacts_dir):
+    """An upload made on Explore is the image on Compare: the sidebar is drawn once, for every page."""
+    open_app(page, base_url)
+    page.locator(keyed("image_source")).get_by_role("radio", name="Upload").click()
+    file_input = page.locator(f"{keyed('uploads')} input[type=file]")
+    file_input.wait_for(state="attached")
+    file_input.set_input_files(str(COFFEE))
+    page.locator(keyed("uploads")).get_by_text(COFFEE.name).first.wait_for()
+    page.locator(keyed("predictions_chart")).get_by_text("espresso", exact=False).first.wait_for(timeout=LOAD_MS)
+    wait_idle(page)
+
+    page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
+    page.get_by_role("heading", name="Compare").wait_for(timeout=LOAD_MS)
+    wait_idle(page, LOAD_MS)
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("espresso (967)").first.wait_for(timeout=LOAD_MS)  # coffee's top class heads the grid
+    assert "Upload an image" not in main.inner_text()
+    assert page.locator(keyed("uploads")).get_by_text(COFFEE.name).count() >= 1, "the upload was lost"
+    assert page.locator(keyed("image_source")).get_by_role("radio", name="Upload", checked=True).count() == 1
+    assert page_problems(page) == []
+    screenshot(page, artifacts_dir / "compare_after_upload.png")
+
+
+def test_links_restore_sample_and_contrast(page, base_url):
+    """A link holds stable values: ?sample= keeps its image on every page, ?contrast=a,b restores both sides."""
+    open_app(page, base_url, "?sample=coffee.png&contrast=281,282&method=gradcam")
+    page.locator(keyed("target_mode")).get_by_role("radio", name="Contrast", checked=True).wait_for()
+    assert "tabby (281)" in selected(page, "contrast_a")
+    assert "tiger cat (282)" in selected(page, "contrast_b")
+    title = page.locator(f"{keyed('heatmap_chart')} .gtitle",
+                         has_text=re.compile(r"^Grad-CAM · tabby vs tiger cat · _head_act$"))
+    title.wait_for(timeout=120_000)
+    assert "coffee.png" in selected(page, "sample")
+    wait_idle(page)
+    url = page.url
+    assert "model=efficientnet_lite0" in url and "method=gradcam" in url and "contrast=281%2C282" in url, url
+    assert "%E2%98%85" not in url and "offline" not in url, f"a display label leaked into the link: {url}"
+
+    page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
+    page.get_by_role("heading", name="Compare").wait_for(timeout=LOAD_MS)
+    wait_idle(page, LOAD_MS)
+    assert "coffee.png" in selected(page, "sample"), "the linked sample became another image"
+    page.locator('[data-testid="stMain"]').get_by_text("espresso (967)").first.wait_for(timeout=LOAD_MS)
+
+
+def test_sign_modes_on_a_one_channel_map(page, base_url, artifacts_dir):
+    """Occlusion (a 1-channel map with both signs): each sign mode shows its own picture."""
+    open_app(page, base_url)
+    choose(page, "method", "Perturbation · Occlusion", text="Occlusion")
+    page.locator(f"{keyed('heatmap_chart')} .gtitle", has_text="Occlusion").wait_for(timeout=180_000)
+    wait_idle(page, 180_000)
+    ranges = {}
+    for sign in ("absolute", "positive", "negative", "signed"):
+        choose(page, "view.sign", sign)
+        page.locator(f"{keyed('view.sign')} [role=combobox]").wait_for()
+        page.wait_for_function(
+            f"""() => document.querySelector('{keyed("view.sign")} [role=combobox]')?.value === '{sign}'""")
+        wait_idle(page)
+        caption = page.locator('[data-testid="stCaptionContainer"]', has_text="Raw range").first
+        caption.wait_for()
+        wait_idle(page)
+        ranges[sign] = re.search(r"Raw range \[([-\d.e+]+), ([-\d.e+]+)\]", caption.inner_text()).groups()
+        screenshot(page, artifacts_dir / f"occlusion_{sign}.png")
+    lo, hi = (float(v) for v in ranges["absolute"])
+    assert float(ranges["negative"][1]) > 0, f"negative is empty: {ranges}"
+    assert float(ranges["positive"][0]) == 0 and float(ranges["negative"][0]) == 0, ranges
+    signed_lo, signed_hi = (float(v) for v in ranges["signed"])
+    assert signed_lo == -signed_hi and signed_hi > 0, ranges
+    assert "RdBu_r" in selected(page, "view.colormap"), "signed did not switch to diverging"
+    assert page_problems(page) == []
+
+
+def test_narrow_window_stacks_and_wraps(browser, base_url, artifacts_dir):
+    """At 900 px wide the columns stack, no label is cut off and the target buttons stay inside the page."""
+    context = browser.new_context(viewport={"width": 900, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        open_app(page, base_url)
+        page.locator(keyed("heatmap_chart")).wait_for(timeout=LOAD_MS)
+        wait_idle(page)
+        cut = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stWidgetLabel"]')]
+            .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
+        assert cut == [], f"labels cut off: {cut}"
+        main_right = page.evaluate("""() => document.querySelector('[data-testid="stMain"]')
+            .getBoundingClientRect().right""")
+        buttons = page.locator(keyed("target_mode")).get_by_role("radio")
+        assert buttons.count() == 4
+        for i in range(4):
+            box = buttons.nth(i).bounding_box()
+            assert box["x"] + box["width"] <= main_right + 1, f"target button {i} runs off the page"
+        predictions = page.get_by_role("heading", name="Predictions").bounding_box()
+        explain = page.get_by_role("heading", name="Explain").bounding_box()
+        assert explain["y"] > predictions["y"] + 100, "Predictions and Explain did not stack"
+        assert abs(explain["x"] - predictions["x"]) < 2, "stacked columns should start at the same left edge"
+        screenshot(page, artifacts_dir / "explore_900.png")
+    finally:
+        context.close()
