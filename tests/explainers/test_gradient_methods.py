@@ -200,10 +200,13 @@ def test_cancel_by_returning_false_or_raising(net, images):
 
 
 def test_progress_reports_every_pass(net, images):
-    """IG with 10 steps on 3 images is 30 backward passes; batches of 7 report 7, 14, 21, 28, then 30."""
+    """IG with 10 steps: the registry's cost is 10 backward passes per image, 30 for 3 images; batches of 7
+    report after each batch, 7, 14, 21, 28, then 30 (every method is checked in test_contract.py)."""
+    params = {"n_steps": 10, "baseline": "zero"}
+    assert explainers.METHODS["integrated_gradients"].passes(params, (16, 16)) == (11, 10)
     seen = []
-    explain(net, images, "integrated_gradients", target=0, n_steps=10, batch_size=7, baseline="zero",
-            progress=lambda d, t: seen.append((d, t)))
+    explain(net, images, "integrated_gradients", target=0, batch_size=7, progress=lambda d, t: seen.append((d, t)),
+            **params)
     assert seen == [(7, 30), (14, 30), (21, 30), (28, 30), (30, 30)]
 
 
@@ -233,6 +236,25 @@ def test_a_model_in_train_mode_is_explained_in_eval_mode_and_left_bit_identical(
     assert torch.equal(got, expected)
 
 
+def test_mixed_train_and_eval_flags_are_restored_module_by_module():
+    """A model partly in train mode (BatchNorm frozen in eval, the rest training) gets each flag back."""
+    model = nn.Sequential(small_convnet().features, nn.Dropout2d(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 5))
+    model.train()
+    model[0][1].eval()  # a frozen BatchNorm, as in fine-tuning
+    flags = [m.training for m in model.modules()]
+    before = snapshot(model)
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 16, 16)
+    got = explain(model, x, "integrated_gradients", target=3, n_steps=3, baseline="zero").attribution
+    assert [m.training for m in model.modules()] == flags
+    assert flags.count(False) == 1
+    for key, value in before.items():
+        assert torch.equal(value, model.state_dict()[key]), key
+    expected = explain(model.eval(), x, "integrated_gradients", target=3, n_steps=3, baseline="zero").attribution
+    assert torch.equal(got, expected)
+
+
 def test_pixel_space_baseline_needs_the_preprocessing(net, images):
     """A bare module has no preprocessing, so "black" cannot be known: an error, never silent zeros."""
     with pytest.raises(ParameterError, match="pixel-space.*ModelBundle"):
@@ -242,12 +264,22 @@ def test_pixel_space_baseline_needs_the_preprocessing(net, images):
 
 
 def test_bundle_black_baseline_is_black_pixels(default_bundle):
-    """With a bundle, 'black' is normalize(0): for the default model that is -127/128, not zero."""
+    """With a bundle, 'black' is normalize(0): for the default model that is -127/128, not zero; explain() on the
+    bundle uses exactly that image, and the same call on the bare module refuses to guess it."""
     from explainers.baselines import make_baseline
 
     x = torch.zeros(1, 3, 8, 8)
     black = make_baseline("black", x, default_bundle)
-    assert torch.allclose(black, torch.full_like(x, -127 / 128))
+    assert torch.allclose(black, torch.full_like(x, -127 / 128), atol=1e-7, rtol=0)
+    inputs = default_bundle.normalize(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    by_name = explain(default_bundle, inputs, "integrated_gradients", target=1, n_steps=2, baseline="black")
+    by_tensor = explain(default_bundle.model, inputs, "integrated_gradients", target=1, n_steps=2,
+                        baseline=default_bundle.normalize(torch.zeros(1, 3, 32, 32)))
+    assert torch.equal(by_name.attribution, by_tensor.attribution)
+    assert torch.equal(by_name.extras["score_gap"], by_tensor.extras["score_gap"])
+    with pytest.raises(ParameterError, match="'black' is a pixel-space baseline and needs the model's preprocessing; "
+                                             r"pass a ModelBundle \(explainers.load_model\)"):
+        explain(default_bundle.model, inputs, "integrated_gradients", target=1, n_steps=2, baseline="black")
 
 
 @pytest.mark.parametrize("method, params", [
