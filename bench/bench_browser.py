@@ -10,8 +10,8 @@ Cases (medians over the repeats; wall time seen from the driver, click → rende
 * colormap change → re-rendered heatmap: right after, change "view.colormap"; stop when a run has finished and
   the heatmap's image differs from before. Goal ≤ 0.5 s.
 * Compare, cold: a fresh server per repeat, open /compare (default sample cat.png, default grid of 6 methods ×
-  2 targets + difference), press its Run button, stop when the "Method agreement" heatmap is drawn. Includes the page and model
-  load. No goal; reported for tracking.
+  2 targets + difference), press its Run button, stop when the "Method agreement" heatmap is drawn. Includes
+  the page and model load. No goal; reported for tracking.
 
 Usage: ``python bench/bench_browser.py [--repeats 5] [--compare-repeats 1] [--skip-compare]``.
 Writes bench/results/browser-<stamp>.json and prints a table.
