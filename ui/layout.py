@@ -26,6 +26,10 @@ _CSS = """
 [data-testid="stButtonGroup"] > div {
   flex-wrap: wrap;
 }
+/* the sidebar's pictures are previews, not buttons: no fullscreen toolbar on hover */
+[data-testid="stSidebar"] [data-testid="stElementToolbar"] {
+  display: none;
+}
 [data-testid="stSidebar"] [data-testid="stImage"] img {
   cursor: default;
 }

@@ -29,6 +29,8 @@ def open_app(page, base_url: str, path: str = "") -> None:
 
 
 def test_explore_upload_runner_up_gradcam(page, base_url, artifacts_dir):
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
     open_app(page, base_url)
     page.locator(keyed("heatmap_chart")).wait_for(timeout=LOAD_MS)  # the default sample's first explanation
 
@@ -59,6 +61,11 @@ def test_explore_upload_runner_up_gradcam(page, base_url, artifacts_dir):
     assert re.search(r"computed in \d+\.\d+ s|cached", captions), captions
     assert page_problems(page) == []
     assert page.js_errors == []
+    outside = [url for url in requests if not url.startswith((base_url, "data:", "blob:"))]
+    assert outside == [], f"the page fetched from outside the server (fails offline): {outside}"
+    page.locator('[data-testid="stSidebar"] [data-testid="stImage"]').first.hover()
+    toolbars = page.locator('[data-testid="stSidebar"] [data-testid="stElementToolbar"]')
+    assert all(not toolbars.nth(i).is_visible() for i in range(toolbars.count())), "thumbnails look clickable"
     screenshot(page, artifacts_dir / "explore.png")
 
 
