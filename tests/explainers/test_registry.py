@@ -1,0 +1,135 @@
+"""The typed registry: capability flags, requirements, the sanity enum, cost as data and panel titles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models.vision_transformer import VisionTransformer
+
+from explainers import (
+    METHODS,
+    ParameterError,
+    SaliencyError,
+    Sanity,
+    UnknownMethodError,
+    available_methods,
+    explain,
+    get_method,
+    method_order,
+)
+from explainers.methods.smoothing import BASES
+
+from .helpers import small_convnet
+
+CAMS = {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "guided_gradcam"}
+GRADIENTS = {"vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients"}
+SMOOTHING = {"smoothgrad", "smoothgrad_sq", "vargrad"}
+PERTURBATION = {"occlusion", "rise"}
+
+
+def tiny_vit() -> VisionTransformer:
+    torch.manual_seed(0)
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16,
+                             num_classes=3).eval()
+
+
+def test_every_method_is_accounted_for():
+    assert set(METHODS) == CAMS | GRADIENTS | SMOOTHING | PERTURBATION | {"attention_rollout"}
+    assert sorted(method_order()) == sorted(METHODS)
+
+
+def test_available_methods_on_the_default_cnn_offer_the_cams_but_not_attention_rollout(default_bundle):
+    available = available_methods(default_bundle.model)
+    assert "attention_rollout" not in available
+    assert CAMS <= set(available)
+    assert set(available) == set(METHODS) - {"attention_rollout"}  # its ReLU6 modules allow the guided methods
+    reason = METHODS["attention_rollout"].unavailable_reason(default_bundle.model)
+    assert reason == ("Attention rollout needs a vision transformer with nn.MultiheadAttention blocks "
+                      "(e.g. vit_b_16)")
+
+
+def test_available_methods_on_a_vision_transformer_offer_rollout_but_not_the_relu_methods():
+    vit = tiny_vit()
+    available = set(available_methods(vit))
+    assert "attention_rollout" in available
+    # torchvision's ViT uses GELU: nothing for guided backprop / deconvnet to replace
+    assert available == set(METHODS) - {"guided_backprop", "deconvnet", "guided_gradcam"}
+    assert "GELU" in METHODS["guided_backprop"].unavailable_reason(vit)
+    assert available_methods(None) == [n for n, i in METHODS.items() if not i.requires & {"attention",
+                                                                                          "relu_modules"}]
+
+
+def test_an_unavailable_method_is_refused_by_explain_with_its_reason(default_bundle):
+    with pytest.raises(SaliencyError, match=r"needs a vision transformer.*; pick another method"):
+        explain(default_bundle.model, torch.zeros(1, 3, 32, 32), "attention_rollout")
+
+
+def test_capability_flags():
+    def flagged(flag):
+        return {name for name, info in METHODS.items() if getattr(info, flag)}
+
+    assert {name for name, info in METHODS.items() if not info.class_sensitive} == {"eigencam", "attention_rollout"}
+    assert flagged("smoothgrad_base") == {"vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop"}
+    assert flagged("sweepable") == {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam"}
+    assert flagged("needs_layer") == CAMS
+    assert flagged("stochastic") == SMOOTHING | {"rise"}
+    assert {name for name, info in METHODS.items() if "relu_modules" in info.requires} == {
+        "guided_backprop", "deconvnet", "guided_gradcam"}
+    assert {name for name, info in METHODS.items() if "attention" in info.requires} == {"attention_rollout"}
+    assert set(BASES) == flagged("smoothgrad_base")  # SmoothGrad's base choices come from the flag
+    assert set(METHODS["smoothgrad"].params["base"].choices) == set(BASES)
+
+
+def test_flags_agree_with_each_other():
+    for name, info in METHODS.items():
+        assert isinstance(info.sanity, Sanity), name
+        if not info.class_sensitive:
+            assert info.sanity is Sanity.CLASS_INSENSITIVE, name
+        if info.smoothgrad_base:  # a gradient method on the input: as many channels as the input
+            assert info.attribution_channels is None and not info.needs_layer and not info.stochastic, name
+        if info.sweepable:  # cheap enough to run once per layer
+            assert info.needs_layer and not info.cost.depends_on_channels and info.cost.per_step == (0, 0), name
+        if info.family == "Gradient (noise-averaged)":
+            assert info.sanity is Sanity.AS_BASE and info.cost.base == "base", name
+    assert METHODS["guided_backprop"].sanity is Sanity.FAILS
+    assert METHODS["gradcam"].sanity is Sanity.PASSES
+    assert Sanity.CLASS_INSENSITIVE.label == "class-insensitive"
+
+
+def test_class_agnostic_methods_give_the_same_map_for_every_target():
+    """What class_sensitive=False promises: the target does not change the map."""
+    model = small_convnet()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    first = explain(model, x, "eigencam", target=0, relu=False)
+    other = explain(model, x, "eigencam", target=5, relu=False)
+    assert torch.equal(first.attribution, other.attribution)
+    assert first.target.tolist() == [0] and other.target.tolist() == [5]
+
+
+def test_titles_say_when_the_target_cannot_matter():
+    assert METHODS["eigencam"].title("tiger cat") == "Eigen-CAM · class-agnostic"
+    assert METHODS["eigencam"].title(None) == "Eigen-CAM · class-agnostic"
+    assert METHODS["attention_rollout"].title("tabby") == "Attention rollout · class-agnostic"
+    assert METHODS["gradcam"].title("tabby") == "Grad-CAM · tabby"
+    assert METHODS["gradcam"].title(None) == "Grad-CAM"
+
+
+def test_cost_is_data():
+    assert METHODS["vanilla"].passes() == (1, 1)
+    assert METHODS["integrated_gradients"].passes({"n_steps": 20}) == (21, 20)
+    assert METHODS["smoothgrad"].passes({"n_samples": 4, "base": "integrated_gradients", "n_steps": 3}) == (16, 12)
+    assert METHODS["smoothgrad"].passes({"n_samples": 4}) == (4, 4)
+    assert METHODS["scorecam"].passes(channels=1280) == (1281, 0)
+    assert METHODS["scorecam"].passes(channels=512) == (513, 0)
+    assert METHODS["guided_gradcam"].passes(channels=1280) == (2, 2)  # a layer method, but not per channel
+    with pytest.raises(ParameterError, match="depends on the layer's channel count; resolve the layer first"):
+        METHODS["scorecam"].passes()
+    assert str(METHODS["scorecam"].passes(channels=1)) == "2 forward passes"
+    assert str(METHODS["cam"].passes()) == "1 forward pass"
+    assert str(METHODS["vanilla"].passes()) == "1 forward + 1 backward pass"
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(UnknownMethodError, match="unknown method 'gradcm'; available: gradcam, ") as caught:
+        get_method("gradcm")
+    assert "attention_rollout" in str(caught.value)
