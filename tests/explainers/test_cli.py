@@ -19,6 +19,7 @@ from PIL import Image
 from explainers import METHODS
 from explainers.cli import main, parse_params
 from explainers.errors import ParameterError
+from explainers.render import View
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = ROOT / "assets" / "samples" / "cat.png"
@@ -126,6 +127,37 @@ def test_explain_center_crop_and_repeated_stems(tmp_path, capsys):
     assert manifest["target"] == {"indices": [281, 282], "names": ["tabby", "tiger cat"], "contrast": True}
     assert manifest["preprocessing"] == "center_crop"
     assert "281 tabby vs 282 tiger cat" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options, view, preprocessing", [
+    (["--sign", "negative", "--reduction", "sum", "--colormap", "viridis", "--alpha", "0.7", "--clip", "98"],
+     View(sign="negative", reduction="sum", colormap="viridis", alpha=0.7, clip=98.0), "center_crop"),
+    (["--sign", "signed", "--reduction", "l2", "--aspect", "model"],
+     View(sign="signed", reduction="l2", original_aspect=False), "resize"),
+])
+def test_cli_overlay_is_the_render_pipeline_of_its_saved_attribution(tmp_path, default_bundle, options, view,
+                                                                     preprocessing):
+    """Same pixels on every surface: the CLI's PNG equals render_for_image() of its own .npy with the same View,
+    and its manifest is explanation_manifest's, with that View and range."""
+    from explainers.images import load_image
+    from explainers.manifest import SCHEMA, SCHEMA_VERSION
+    from explainers.render import render_for_image
+
+    code = main(["explain", str(CAT), "--out", str(tmp_path), "--quiet", "--preprocessing", preprocessing,
+                 *options])
+    assert code == 0
+    attribution = np.load(tmp_path / "cat_vanilla.npy")
+    rendered = render_for_image(attribution, view, image=load_image(CAT), bundle=default_bundle,
+                                preprocessing=preprocessing)
+    assert not rendered.empty and rendered.lo < rendered.hi  # a real picture, not a blank that anything matches
+    png = np.asarray(Image.open(tmp_path / "cat_vanilla.png"))
+    np.testing.assert_array_equal(png, rendered.overlay)
+    assert png.shape == ((300, 451, 3) if view.original_aspect else (224, 224, 3))
+    manifest = load_manifest(tmp_path / "cat_vanilla.json")
+    assert manifest["view"] == view.as_dict()
+    assert (manifest["range"]["lo"], manifest["range"]["hi"]) == (rendered.lo, rendered.hi)
+    assert manifest["schema"] == SCHEMA and manifest["schema_version"] == SCHEMA_VERSION
+    assert manifest["preprocessing"] == preprocessing and manifest["role"] == "explanation"
 
 
 # ---------------------------------------------------------------------------------------------------------
