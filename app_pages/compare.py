@@ -49,9 +49,11 @@ with guard():
             st.session_state[state.COMPARE_RUN] = this_grid
             st.session_state[state.COMPARE_CANCELLED] = None
             st.rerun()
-    elif todo:
-        st.caption(f"Computing {len(todo)} panels, about {seconds:.0f} s.")
+    status = st.empty()
+    if compute:
+        status.caption(f"Computing {len(todo)} panels, about {seconds:.0f} s.")
     results = draw_grid(selection, settings, compute)
+    status.empty()
 
     st.subheader("Method agreement")
     st.caption(f"Between every pair of methods in the grid, for the predicted class "
