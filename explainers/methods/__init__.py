@@ -1,13 +1,13 @@
 """Importing this package registers every method in ``explainers.registry.METHODS``, in this order."""
 
-from . import (  # noqa: F401  (gradient family)  # noqa: F401  (layer methods)  # noqa: F401  (perturbation methods)
-    cam,
-    gradient,
-    guided,
+from . import (  # noqa: F401  (importing a module registers its methods)
+    cam,  # the CAM family (layer methods)
+    gradient,  # plain input gradients
+    guided,  # guided backpropagation, deconvnet
     guided_cam,
     integrated,
-    occlusion,
+    occlusion,  # perturbation methods
     rise,
-    rollout,  # noqa: F401  (attention)
-    smoothing,
+    rollout,  # attention
+    smoothing,  # noise-averaged wrappers, after their bases
 )

@@ -110,6 +110,20 @@ def test_integrated_gradients_completeness(net, images, rule):
     assert (delta.abs() <= 1e-3 * gap.abs()).all(), (delta, gap)
 
 
+def test_completeness_delta_is_also_given_as_a_share_of_the_score_gap(net, images):
+    """With 2 steps the quadrature misses a visible part of f(x) - f(x'); the share is delta / |gap|."""
+    result = explain(net, images * 4, "integrated_gradients", target=0, n_steps=2, baseline="zero")
+    attribution_sum = result.attribution.double().sum(dim=(1, 2, 3))
+    logits = net(images * 4).detach().double()[:, 0]
+    baseline_logit = net(torch.zeros(1, 3, 16, 16)).detach().double()[0, 0]
+    gap = logits - baseline_logit
+    delta = attribution_sum - gap
+    assert torch.allclose(result.extras["score_gap"].double(), gap, atol=1e-4)
+    assert torch.allclose(result.extras["completeness_delta"].double(), delta, atol=1e-3)
+    assert (delta.abs() > 0.01 * gap.abs()).all(), "the test needs a visible quadrature error"
+    assert torch.allclose(result.extras["completeness_relative"].double(), delta / gap.abs(), atol=1e-4)
+
+
 def test_integrated_gradients_baselines_differ_and_tensor_baseline_is_used(net, images):
     x = images[:1]
     maps = {b: explain(net, x, "integrated_gradients", target=0, n_steps=8, baseline=b, seed=0).attribution

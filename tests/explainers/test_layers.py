@@ -259,3 +259,33 @@ def test_bare_user_modules():
     assert layer == "encoder.layers.encoder_layer_1.ln_1"
     info = next(i for i in catalogue if i.name == layer)
     assert (info.shape, info.layout, info.grid) == ((1, 17, 16), "tokens", (4, 4))
+
+
+def test_block_layers_are_the_stages_and_blocks_with_the_default():
+    """The short layer menu: top-level modules, containers (residual blocks, stages), and the default layer."""
+    from explainers.layers import block_layers
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    blocks = block_layers(resnet, layer_catalogue(resnet), "layer4")
+    expected = ["conv1", "bn1", "relu", "maxpool", "layer1.0", "layer1.1", "layer1"]
+    for stage in (2, 3, 4):  # stages 2-4 open with a strided block whose shortcut is a downsample container
+        expected += [f"layer{stage}.0.downsample", f"layer{stage}.0", f"layer{stage}.1", f"layer{stage}"]
+    assert blocks == expected
+    # a leaf deep inside a block is listed when it is the default, and only then
+    with_leaf = block_layers(resnet, layer_catalogue(resnet), "layer3.1.conv2")
+    assert set(with_leaf) - set(blocks) == {"layer3.1.conv2"}
+    assert with_leaf.index("layer3.1.conv2") == with_leaf.index("layer3.1") - 1  # in forward order
+
+
+def test_default_bundle_block_layers_and_layer_entry(default_bundle):
+    from explainers.layers import block_layers
+
+    blocks = block_layers(default_bundle.model, default_bundle.layers, default_bundle.default_layer)
+    assert blocks == ["_conv_stem", "_bn0", "_stem_act", *[f"_blocks.{i}" for i in range(16)], "_blocks",
+                      "_conv_head", "_bn1", "_head_act"]
+    assert len(default_bundle.layers) == 148  # every module stays one click further
+    entry = default_bundle.layer_entry()
+    assert (entry.name, entry.shape, entry.channels) == ("_head_act", (1, 1280, 7, 7), 1280)
+    assert default_bundle.layer_entry("_blocks.3").channels == 40
+    assert default_bundle.layer_entry("no_such_layer") is None

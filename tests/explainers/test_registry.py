@@ -38,6 +38,29 @@ def test_every_method_is_accounted_for():
     assert sorted(method_order()) == sorted(METHODS)
 
 
+def test_method_order_groups_the_families_in_the_methods_pages_order():
+    assert method_order() == [
+        "vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients",  # Gradient
+        "smoothgrad", "smoothgrad_sq", "vargrad",  # Gradient (noise-averaged)
+        "gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "guided_gradcam",
+        "occlusion", "rise",  # Perturbation
+        "attention_rollout",  # Attention
+    ]
+
+
+def test_smoothgrad_shows_only_its_bases_parameters():
+    """n_steps, rule and baseline belong to integrated gradients: they apply only with base=IG."""
+    params = METHODS["smoothgrad"].params
+    assert set(params) == {"base", "n_samples", "noise_level", "n_steps", "rule", "baseline"}
+    for name in ("n_steps", "rule", "baseline"):
+        assert params[name].applies({"base": "integrated_gradients"}), name
+        for base in ("vanilla", "input_x_gradient", "guided_backprop"):
+            assert not params[name].applies({"base": base}), (name, base)
+    for name in ("base", "n_samples", "noise_level"):
+        assert params[name].applies({"base": "vanilla"}), name
+    assert params["n_steps"].default == METHODS["integrated_gradients"].params["n_steps"].default
+
+
 def test_available_methods_on_the_default_cnn_offer_the_cams_but_not_attention_rollout(default_bundle):
     available = available_methods(default_bundle.model)
     assert "attention_rollout" not in available
