@@ -1,4 +1,5 @@
-"""CAM family: same maps as pytorch-grad-cam (test-only oracle), localisation on real weights, ViT/Swin."""
+"""CAM family: same maps as pytorch-grad-cam (test-only oracle, needed only by the tests that compare with it),
+localisation on real weights, ViT/Swin."""
 
 from __future__ import annotations
 
@@ -15,10 +16,6 @@ from explainers import METHODS, Cancelled, LayerError, SaliencyError, explain
 
 from ..conftest import sample_path
 from .helpers import assert_untouched, hook_counts, imagenet_input, sample_pixels, small_convnet, snapshot
-
-gradcam_lib = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 ORACLES = {
     "gradcam": "GradCAM",
@@ -54,6 +51,10 @@ def default_case(default_bundle):
 
 
 def _oracle(name, model, module, x, target):
+    """pytorch-grad-cam's map (a test-only oracle: only the tests that compare with it need it installed)."""
+    gradcam_lib = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     cam_class = getattr(gradcam_lib, ORACLES[name])
     oracle = cam_class(model=model, target_layers=[module])
     if name == "scorecam":
@@ -65,13 +66,19 @@ def _oracle(name, model, module, x, target):
 def _same_pipeline(layer_map: torch.Tensor, size: int) -> np.ndarray:
     """The oracle's own pipeline applied to our layer-resolution map: min-max normalise, resize, and (as its
     multi-layer aggregation does) min-max normalise again."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
     return scale_cam_image(scale_cam_image(layer_map[:, 0].detach().cpu().numpy(), (size, size)))
 
 
 @pytest.mark.parametrize("case", ["resnet_case", "default_case"])
 @pytest.mark.parametrize("method", list(ORACLES))
 def test_matches_pytorch_grad_cam(request, case, method):
+    pytest.importorskip("pytorch_grad_cam")  # before our own (slow) run
     model, module, layer, x, target = request.getfixturevalue(case)
+    if (method, case) == ("scorecam", "default_case"):
+        # 1281 passes each for us and the oracle: at 96 px (a 3x3 head) rather than 160 px, a third of the time
+        x = torch.nn.functional.interpolate(x, size=(96, 96), mode="bilinear", align_corners=False).contiguous()
     before = snapshot(model)
     ours = explain(model, x, method, target=target, layer=layer)
     assert ours.layer == layer

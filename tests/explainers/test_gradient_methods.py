@@ -301,6 +301,7 @@ def test_bundle_black_baseline_is_black_pixels(default_bundle):
     ("vargrad", {"n_samples": 4}),
     ("smoothgrad", {"n_samples": 3, "base": "integrated_gradients", "n_steps": 3, "baseline": "uniform_noise"}),
     ("integrated_gradients", {"n_steps": 4, "baseline": "uniform_noise"}),
+    ("rise", {"n_masks": 20}),
 ])
 def test_a_row_of_a_batch_equals_the_single_call_with_the_same_seed(net, images, method, params):
     """Noise is drawn per call and shared by the rows: the same image four times gives four equal maps, each
