@@ -95,7 +95,7 @@ def path_integral(call: Call, inputs, baseline, n_steps: int, rule: str) -> torc
         ),
     },
     # one forward of input and baseline together for the completeness check, then a forward+backward per step
-    cost=Cost(fixed=(1, 0), per_step=(1, 1), steps="n_steps"),
+    cost=Cost(fixed=(2, 0), per_step=(1, 1), steps="n_steps"),  # the input and its baseline, then the path
     attribution_channels=None,
     smoothgrad_base=True,
 )

@@ -75,7 +75,7 @@ def _register(name, display_name, summary, formula, reduce, reference=SMILKOV):
         formula=formula,
         sanity=Sanity.AS_BASE,
         params=PARAMS,
-        cost=Cost(fixed=(0, 0), repeats="n_samples", base="base"),
+        cost=Cost(fixed=(1, 0), repeats="n_samples", base="base"),  # the clean prediction, then the noisy copies
         attribution_channels=None,
         stochastic=True,
     )

@@ -78,6 +78,7 @@ def test_cost_is_the_passes_the_method_runs_and_progress_reports_each_batch(mode
     forward, backward = info.passes(params, (size, size), channels)
     if backward:
         assert images[True] == backward * len(x)  # every gradient pass is a forward with autograd
+        assert images[False] == (forward - backward) * len(x)  # the rest are forwards without it
     else:
         assert images == {True: 0, False: forward * len(x)}
     total = (backward or forward) * len(x)

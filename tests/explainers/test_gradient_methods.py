@@ -217,7 +217,7 @@ def test_progress_reports_every_pass(net, images):
     """IG with 10 steps: the registry's cost is 10 backward passes per image, 30 for 3 images; batches of 7
     report after each batch, 7, 14, 21, 28, then 30 (every method is checked in test_contract.py)."""
     params = {"n_steps": 10, "baseline": "zero"}
-    assert explainers.METHODS["integrated_gradients"].passes(params, (16, 16)) == (11, 10)
+    assert explainers.METHODS["integrated_gradients"].passes(params, (16, 16)) == (12, 10)
     seen = []
     explain(net, images, "integrated_gradients", target=0, batch_size=7, progress=lambda d, t: seen.append((d, t)),
             **params)

@@ -139,9 +139,10 @@ def test_titles_say_when_the_target_cannot_matter():
 
 def test_cost_is_data():
     assert METHODS["vanilla"].passes() == (1, 1)
-    assert METHODS["integrated_gradients"].passes({"n_steps": 20}) == (21, 20)
-    assert METHODS["smoothgrad"].passes({"n_samples": 4, "base": "integrated_gradients", "n_steps": 3}) == (16, 12)
-    assert METHODS["smoothgrad"].passes({"n_samples": 4}) == (4, 4)
+    assert METHODS["integrated_gradients"].passes({"n_steps": 20}) == (22, 20)  # input + baseline, 20 steps
+    # the clean prediction, then 4 noisy copies of IG's 5 forwards and 3 backwards
+    assert METHODS["smoothgrad"].passes({"n_samples": 4, "base": "integrated_gradients", "n_steps": 3}) == (21, 12)
+    assert METHODS["smoothgrad"].passes({"n_samples": 4}) == (5, 4)
     assert METHODS["scorecam"].passes(channels=1280) == (1281, 0)
     assert METHODS["scorecam"].passes(channels=512) == (513, 0)
     assert METHODS["guided_gradcam"].passes(channels=1280) == (2, 2)  # a layer method, but not per channel
