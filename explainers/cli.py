@@ -7,6 +7,7 @@ Every user error (a SaliencyError or a bad option) ends the run with exit status
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -20,6 +21,9 @@ import numpy as np
 from .errors import LayerError, ParameterError, SaliencyError
 
 PROG = "python -m explainers"
+# Modules that add their own subcommands: each has ``add_commands(commands)``, which calls
+# ``commands.add_parser(...)`` and sets ``handler`` (args -> exit status; user errors raise SaliencyError).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     ll = commands.add_parser("list-layers", help="a model's spatial layers (for --layer)")
     ll.add_argument("model", metavar="MODEL")
     ll.set_defaults(handler=cmd_list_layers)
+    for name in COMMAND_MODULES:  # commands that live beside their backend module
+        importlib.import_module(name).add_commands(commands)
     return parser
 
 
