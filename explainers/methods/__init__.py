@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401  (importing a module registers its methods)
     cam,  # the CAM family (layer methods)
+    controls,  # random and sobel: yardsticks, not explanations
     gradient,  # plain input gradients
     guided,  # guided backpropagation, deconvnet
     guided_cam,

@@ -25,6 +25,7 @@ CAMS = {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam",
 GRADIENTS = {"vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients"}
 SMOOTHING = {"smoothgrad", "smoothgrad_sq", "vargrad"}
 PERTURBATION = {"occlusion", "rise"}
+CONTROLS = {"random", "sobel"}
 
 
 def tiny_vit() -> VisionTransformer:
@@ -34,7 +35,7 @@ def tiny_vit() -> VisionTransformer:
 
 
 def test_every_method_is_accounted_for():
-    assert set(METHODS) == CAMS | GRADIENTS | SMOOTHING | PERTURBATION | {"attention_rollout"}
+    assert set(METHODS) == CAMS | GRADIENTS | SMOOTHING | PERTURBATION | CONTROLS | {"attention_rollout"}
     assert sorted(method_order()) == sorted(METHODS)
 
 
@@ -45,6 +46,7 @@ def test_method_order_groups_the_families_in_the_methods_pages_order():
         "gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "guided_gradcam",
         "occlusion", "rise",  # Perturbation
         "attention_rollout",  # Attention
+        "random", "sobel",  # Control
     ]
 
 
@@ -91,11 +93,12 @@ def test_capability_flags():
     def flagged(flag):
         return {name for name, info in METHODS.items() if getattr(info, flag)}
 
-    assert {name for name, info in METHODS.items() if not info.class_sensitive} == {"eigencam", "attention_rollout"}
+    assert {name for name, info in METHODS.items() if not info.class_sensitive} == {"eigencam", "attention_rollout",
+                                                                                     *CONTROLS}
     assert flagged("smoothgrad_base") == {"vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop"}
     assert flagged("sweepable") == {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam"}
     assert flagged("needs_layer") == CAMS
-    assert flagged("stochastic") == SMOOTHING | {"rise"}
+    assert flagged("stochastic") == SMOOTHING | {"rise", "random"}
     assert {name for name, info in METHODS.items() if "relu_modules" in info.requires} == {
         "guided_backprop", "deconvnet", "guided_gradcam"}
     assert {name for name, info in METHODS.items() if "attention" in info.requires} == {"attention_rollout"}
@@ -107,7 +110,7 @@ def test_flags_agree_with_each_other():
     for name, info in METHODS.items():
         assert isinstance(info.sanity, Sanity), name
         if not info.class_sensitive:
-            assert info.sanity is Sanity.CLASS_INSENSITIVE, name
+            assert info.sanity in (Sanity.CLASS_INSENSITIVE, Sanity.CONTROL), name
         if info.smoothgrad_base:  # a gradient method on the input: as many channels as the input
             assert info.attribution_channels is None and not info.needs_layer and not info.stochastic, name
         if info.sweepable:  # cheap enough to run once per layer
@@ -157,3 +160,30 @@ def test_unknown_method_lists_the_known_ones():
     with pytest.raises(UnknownMethodError, match="unknown method 'gradcm'; available: gradcam, ") as caught:
         get_method("gradcm")
     assert "attention_rollout" in str(caught.value)
+
+
+def test_controls_explain_nothing_and_need_no_model_for_it():
+    """random: seeded uniform noise, the same for every row and class; sobel: the input's edge magnitude."""
+    model = small_convnet()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    x[1] = x[0].flip(-1)
+    first = explain(model, x, "random", target=0, seed=7)
+    again = explain(model, x, "random", target=3, seed=7)
+    other = explain(model, x, "random", target=0, seed=8)
+    assert first.attribution.shape == (2, 1, 16, 16)
+    assert torch.equal(first.attribution, again.attribution)  # neither the class nor a rerun changes it
+    assert torch.equal(first.attribution[0], first.attribution[1])  # nor the image
+    assert not torch.equal(first.attribution, other.attribution)  # the seed does
+    assert 0 <= float(first.attribution.min()) and float(first.attribution.max()) < 1
+
+    edges = explain(model, x, "sobel", target=0).attribution
+    # a vertical step of height 1 in every channel: |K_x * x| = 4 per channel on the two columns beside it
+    step = torch.zeros(1, 3, 8, 8)
+    step[..., 4:] = 1.0
+    sobel = explain(model, step, "sobel", target=0).attribution[0, 0]
+    assert torch.allclose(sobel[:, 3:5], torch.full((8, 2), 12.0)) and float(sobel[:, :3].abs().max()) == 0
+    assert torch.allclose(edges[1], edges[0].flip(-1), atol=1e-5)  # it follows the image, not the model
+    for name in CONTROLS:
+        info = METHODS[name]
+        assert info.sanity is Sanity.CONTROL and not info.class_sensitive and info.family == "Control"
+        assert info.unavailable_reason(None) is None  # a control needs no particular model

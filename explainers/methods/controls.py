@@ -1,0 +1,79 @@
+"""Control "methods": maps that explain nothing, the yardsticks of sanity checks and faithfulness curves.
+
+Adebayo et al. 2018 (arXiv:1810.03292) showed that some saliency methods look like an edge detector and change
+little when the model is randomised: the ``sobel`` control is that edge detector, with no model at all, and the
+``random`` control is what a map worth nothing scores on a deletion curve or a pointing game.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..core import Attribution
+from ..registry import Cost, Reference, Sanity, register
+
+ADEBAYO = Reference(
+    "Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim", 2018, "Sanity Checks for Saliency Maps", "1810.03292"
+)
+SOBEL = Reference("Sobel & Feldman", 1968, "A 3x3 isotropic gradient operator for image processing")
+PREDICTION = Cost(fixed=(1, 0))  # no pass of its own; explain() predicts once for the logits it reports
+
+
+def _repeat(call, attribution: torch.Tensor) -> Attribution:
+    """The same map for every target (a control cannot depend on the class)."""
+    return Attribution(attribution.unsqueeze(0).expand(len(call.targets), *attribution.shape).contiguous())
+
+
+@register(
+    "random",
+    display_name="Random (control)",
+    family="Control",
+    reference=ADEBAYO,
+    summary="Seeded uniform noise in [0, 1), the same for every image and class: what a map that explains "
+    "nothing scores. A method that does no better than this on a deletion curve or a pointing game explains "
+    "nothing either.",
+    weaknesses="Not an explanation: a yardstick for the others.",
+    formula="A(x) ~ U[0, 1)^(H×W), drawn from the seed",
+    params={},
+    cost=PREDICTION,
+    attribution_channels=1,
+    sanity=Sanity.CONTROL,
+    class_sensitive=False,
+    stochastic=True,
+    requires=frozenset(),
+)
+def random_map(call, inputs):
+    height, width = inputs.shape[-2:]
+    noise = torch.rand((1, 1, height, width), generator=call.generator(), dtype=torch.float32)
+    return _repeat(call, noise.to(device=inputs.device, dtype=inputs.dtype).expand(len(inputs), -1, -1, -1))
+
+
+_KERNEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+@register(
+    "sobel",
+    display_name="Sobel edges (control)",
+    family="Control",
+    reference=SOBEL,
+    summary="The input's edge magnitude, with no model at all. Adebayo et al. 2018 showed that some saliency "
+    "methods resemble an edge detector; a method whose map looks like this one, and stays so when the model is "
+    "randomised, shows the image rather than what the model learned.",
+    weaknesses="Not an explanation: it ignores the model and the class.",
+    formula="A = Σ_c sqrt((K_x * x_c)² + (K_y * x_c)²), K the 3×3 Sobel kernels",
+    params={},
+    cost=PREDICTION,
+    attribution_channels=1,
+    sanity=Sanity.CONTROL,
+    class_sensitive=False,
+    requires=frozenset(),
+)
+def sobel_map(call, inputs):
+    channels = inputs.shape[1]
+    kx = _KERNEL_X.to(device=inputs.device, dtype=inputs.dtype)
+    kernels = torch.stack([kx, kx.T]).unsqueeze(1).repeat(channels, 1, 1, 1)  # [2C, 1, 3, 3]
+    padded = F.pad(inputs.detach(), (1, 1, 1, 1), mode="replicate")
+    edges = F.conv2d(padded, kernels, groups=channels).view(len(inputs), channels, 2, *inputs.shape[-2:])
+    magnitude = edges.square().sum(dim=2).sqrt().sum(dim=1, keepdim=True)
+    return _repeat(call, magnitude)
