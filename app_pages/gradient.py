@@ -1,0 +1,59 @@
+"""Inside the gradient: the vanilla gradient's one backward pass, layer by layer, for the current image."""
+
+import streamlit as st
+
+from ui.controls import class_label
+from ui.errors import guard
+from ui.gradient import cached_trace, histogram_figure, ranges_figure, stats_line
+from ui.predictions import probabilities, top_k
+from ui.sidebar import require_selection
+
+st.title("Inside the gradient")
+st.caption("A vanilla gradient (Simonyan et al. 2013) is one forward pass and one backward pass of the class score. "
+           "Here is that pass layer by layer: what range the values have on the way forward, and what the "
+           "gradient of the score looks like on the way back to the input pixels.")
+selection = require_selection()
+bundle = selection.bundle
+
+with guard():
+    probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, bundle, selection.inputs)
+    top = top_k(probs, 10)
+    left, right = st.columns([3, 2])
+    target = left.selectbox("Class whose score is differentiated", top, key="gradient.target",
+                            format_func=lambda i: f"{class_label(bundle, i)} · p = {probs[i]:.1%}",
+                            help="The top 10 predictions of the current image.")
+    scope = right.radio("Layers", ["blocks", "leaves"], key="gradient.scope", horizontal=True,
+                        format_func={"blocks": "blocks", "leaves": "every module"}.get)
+    trace = cached_trace(selection.model, selection.image_hash, selection.preprocessing, int(target), scope,
+                         bundle, selection.inputs)
+    st.markdown(f"Score (logit) of **{bundle.categories[target]}**: {trace.score:.4g}. The backward pass starts "
+                "from the one-hot vector of that class at the logits.")
+    st.plotly_chart(ranges_figure(trace), key="gradient.ranges")
+
+    names = [layer.name for layer in trace.layers]
+    picked = st.select_slider("Layer", names, value=names[-1], key="gradient.layer")
+    layer = trace.layers[names.index(picked)]
+    st.caption(f"{layer.name} · {layer.kind} · output {list(layer.shape)}")
+    forward, backward = st.columns(2)
+    with forward:
+        st.plotly_chart(histogram_figure(layer.activation, "Forward: activation values", "#4c78a8"),
+                        key="gradient.activation")
+        st.caption(stats_line(layer.activation))
+    with backward:
+        if layer.gradient is None:
+            st.info("The score does not depend on this output (no gradient reaches it).")
+        else:
+            st.plotly_chart(histogram_figure(layer.gradient, "Backward: gradient of the score", "#e4572e"),
+                            key="gradient.gradient")
+            st.caption(stats_line(layer.gradient))
+    st.subheader("At the input")
+    pixels, gradient = st.columns(2)
+    with pixels:
+        st.plotly_chart(histogram_figure(trace.input, "Input values (after preprocessing)", "#4c78a8"),
+                        key="gradient.input")
+        st.caption(stats_line(trace.input))
+    with gradient:
+        st.plotly_chart(histogram_figure(trace.input_gradient, "Input gradient: the vanilla saliency map",
+                                         "#e4572e"), key="gradient.input_gradient")
+        st.caption(stats_line(trace.input_gradient) + " · Explore's vanilla map is max over colour channels of "
+                   "its absolute value.")
