@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explainers import Contrast
 from tests.conftest import ROOT
+from tests.ui.helpers import assert_heatmap_shows, expected, heatmap, record, view_of
 from ui.explanations import explanation_cache
 
 TIMEOUT = 120
@@ -37,11 +39,13 @@ def test_offline_zoo_model_shows_the_missing_file_message(monkeypatch, tmp_path)
     assert any('"type":"heatmap"' in c.proto.spec.replace(" ", "") for c in at.get("plotly_chart"))
 
 
-def test_bad_upload_shows_a_clear_error():
+def test_upload_mode_without_a_file_says_what_to_do():
     at = _app()
     at.segmented_control(key="image_source").set_value("Upload").run()
     assert not at.exception
-    assert any("Upload an image" in i.value for i in at.info)
+    assert any("Upload an image" in i.value for i in at.main.info)
+    assert not at.error
+    # a real upload of an unreadable file: tests/ui/test_uploads.py::test_bad_upload_shows_a_clear_error
 
 
 def test_clicking_a_prediction_bar_sets_the_target(monkeypatch):
@@ -61,15 +65,17 @@ def test_clicking_a_prediction_bar_sets_the_target(monkeypatch):
 
 def test_class_target_from_the_searchable_list_changes_the_heatmap():
     at = _app()
-    first = [c.proto.spec for c in at.get("plotly_chart")]
+    assert heatmap(at).title == "Vanilla gradient · Egyptian cat"
     at.segmented_control(key="target_mode").set_value("Class").run()
     at.selectbox(key="target_class").set_value(281).run()  # tabby
     assert not at.exception
-    after = [c.proto.spec for c in at.get("plotly_chart")]
-    assert any("tabby" in spec for spec in after) and after != first
+    # what changed: the title names the class, and the map is the tabby record's
+    shown = assert_heatmap_shows(at, expected(at, record(at, "vanilla", {}, 281), view_of(at)))
+    assert shown.title == "Vanilla gradient · tabby"
     at.segmented_control(key="target_mode").set_value("Contrast").run()
     assert not at.exception
-    assert any(" vs " in spec for spec in (c.proto.spec for c in at.get("plotly_chart")))
+    contrast = assert_heatmap_shows(at, expected(at, record(at, "vanilla", {}, Contrast(285, 282)), view_of(at)))
+    assert contrast.title == "Vanilla gradient · Egyptian cat vs tiger cat"
 
 
 def test_cam_method_shows_the_layer_catalogue_with_shapes():
@@ -79,39 +85,48 @@ def test_cam_method_shows_the_layer_catalogue_with_shapes():
     layer = at.selectbox(key="layer")
     assert layer.value == "_head_act"
     assert len(layer.options) > 20 and any("[1280×7×7]" in option for option in layer.options)
-    before = [c.proto.spec for c in at.get("plotly_chart")]
+    assert heatmap(at).title == "Grad-CAM · Egyptian cat · _head_act"
     at.selectbox(key="layer").set_value("_blocks.10").run()
     assert not at.exception
-    assert [c.proto.spec for c in at.get("plotly_chart")] != before  # another layer, another map
+    # another layer, another map: the title names it and the map is that layer's record
+    shown = assert_heatmap_shows(at, expected(at, record(at, "gradcam", {"relu": True}, 285, "_blocks.10"),
+                                              view_of(at)))
+    assert shown.title == "Grad-CAM · Egyptian cat · _blocks.10"
 
 
 def test_two_sessions_explaining_on_one_shared_model_at_once(default_bundle):
     """Sessions share the cached model; the per-model lock keeps one call's hooks out of the other's."""
-    from explainers import explain
+    from explainers import explain, load_image
     from ui.explanations import explain_cached
+    from ui.sidebar import Selection
 
     explanation_cache().clear()
-    x = default_bundle.preprocess(__import__("PIL.Image", fromlist=["Image"]).open(ROOT / "assets/samples/cat.png"))
-    expected = {m: explain(default_bundle, x, m, target=285).attribution[0].numpy()
-                for m in ("guided_backprop", "vanilla")}
+    image = load_image(ROOT / "assets/samples/cat.png")
+    x = default_bundle.preprocess(image)
+    expected_maps = {m: explain(default_bundle, x, m, target=285).attribution[0].numpy()
+                     for m in ("guided_backprop", "vanilla")}
     results, errors = {}, []
 
     def worker(method):
         try:
             for image_hash in ("a", "b", "c"):  # distinct keys: every call really runs the explainer
-                result, _ = explain_cached(default_bundle, f"{method}-{image_hash}", "resize", x, method, {}, 285)
+                selection = Selection(image, "cat.png", f"{method}-{image_hash}", "efficientnet_lite0", "resize",
+                                      default_bundle, x)
+                result, from_cache = explain_cached(selection, method, {}, 285)
+                assert not from_cache
                 results[(method, image_hash)] = result.attribution
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(m,)) for m in expected]
+    threads = [threading.Thread(target=worker, args=(m,)) for m in expected_maps]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert not errors, errors
+    assert len(results) == 6
     for (method, _), attribution in results.items():
-        np.testing.assert_allclose(attribution, expected[method], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(attribution, expected_maps[method], rtol=1e-5, atol=1e-7)
     from tests.explainers.helpers import hook_counts
 
     assert hook_counts(default_bundle.model) == 0
@@ -154,8 +169,8 @@ def test_zoo_model_from_a_pre_seeded_cache_works_end_to_end(monkeypatch, tmp_pat
         at.selectbox(key="method").set_value("gradcam").run()
         assert not at.exception and not at.error
         assert at.selectbox(key="layer").value == "layer4"
-        specs = [c.proto.spec for c in at.get("plotly_chart")]
-        assert any("gradcam" in spec for spec in specs)
+        title = heatmap(at).title
+        assert title.startswith("Grad-CAM · ") and title.endswith(" · layer4")
     finally:
         ui_models._cached_bundle.clear()
         ui_models.describe_model.clear()

@@ -1,62 +1,101 @@
-"""AppTest: the Compare page renders its grid, reacts to its widgets, and re-renders view changes from the cache."""
+"""AppTest: the Compare page renders its grid, reacts to its widgets, and re-renders view changes from the cache;
+its zip holds exactly the pixels and ranges of the screen."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import zipfile
 
+import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
+from PIL import Image
 
-from tests.conftest import ROOT
-from ui.explanations import explanation_cache
+from explainers import image_hash, load_image
+from explainers import render as rnd
+from tests.conftest import sample_path
+from tests.ui.helpers import (
+    COMPARE,
+    main_images,
+    panel_captions,
+    printed,
+    record,
+    selection,
+    start,
+    texts,
+    view_of,
+)
+from ui import state
+from ui.compare import AUTO_RUN_SECONDS, DEFAULT_METHODS, LINKED, CompareSettings, export_zip, panel_seconds
+from ui.controls import method_label
+from ui.explanations import explain_cached, explanation_cache
+from ui.outputs import render_record
+from ui.sidebar import Selection
 
-TIMEOUT = 300
+CAT_TOP, CAT_SECOND, TABBY = 285, 282, 281
+QUICK_ROWS = ["vanilla", "gradcam", "input_x_gradient"]
 
 
 @pytest.fixture
 def app():
-    explanation_cache().clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page("app_pages/compare.py")
-    at.session_state["compare.methods"] = ["vanilla", "gradcam", "input_x_gradient"]  # quick rows
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return start(session={state.COMPARE_METHODS: QUICK_ROWS}, page=COMPARE)
 
 
-def _images(at) -> list:
-    """The st.image elements of the main area (the sidebar's gallery and model view excluded)."""
-    return list(at.main.get("image"))
+def _panel_caption(at, method: str, target: int, linked: bool = False) -> str:
+    """The caption a target panel should have: the range render gives its cached record (own or row-linked)."""
+    view = _view(at)
+    rec = record(at, method, {}, target)
+    fixed = None
+    if linked:
+        fixed = rnd.linked_range([record(at, method, {}, t).attribution for t in (CAT_TOP, CAT_SECOND)], view)
+    rendered = render_record(rec, view, selection(at), fixed)
+    lo, hi = printed(rendered.lo, rendered.hi)
+    return f"[{lo}, {hi}]"
 
 
-def _image_fingerprint(at) -> str:
-    return json.dumps([str(i.proto) for i in _images(at)])
+def _view(at) -> rnd.View:
+    return view_of(at, state.COMPARE_VIEW)
 
 
 def test_compare_renders_grid_difference_and_agreement(app):
     assert app.title[0].value == "Compare"
     assert not app.error, [e.value for e in app.error]
     # 3 method rows x (2 targets + difference column), each an st.image
-    assert len(_images(app)) >= 9
+    assert len(main_images(app)) == 9
     markdown = " ".join(m.value for m in app.markdown)
     assert "Egyptian cat" in markdown and "tiger cat" in markdown
-    assert "logit margin" in markdown
+    assert "logit margin" in " ".join(c.value for c in app.caption)
     charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
     agreement = [c for c in charts if c["data"][0].get("type") == "heatmap"]
     assert len(agreement) == 2  # Spearman and IoU
     names = agreement[0]["data"][0]["x"]
     assert set(names) == {"Vanilla gradient", "Grad-CAM", "Input × Gradient"}
-    assert "Per panel" in " ".join(c.value for c in app.caption)
+    # per-panel scale: every target panel is on its own range, and no row has a linked colorbar
+    assert app.radio(key=state.COMPARE_SCALE).value == "Per panel"
+    captions = panel_captions(app)
+    for method in QUICK_ROWS:
+        for target in (CAT_TOP, CAT_SECOND):
+            assert _panel_caption(app, method, target) in captions
+    assert not [c.value for c in app.caption if "linked scale" in c.value]
 
 
 def test_linked_scale_adds_the_shared_colorbar_and_changes_panels(app):
-    before = _image_fingerprint(app)
-    app.radio(key="compare.scale").set_value("Linked per method row (raw units)").run()
+    own = {(m, t): _panel_caption(app, m, t) for m in QUICK_ROWS for t in (CAT_TOP, CAT_SECOND)}
+    app.radio(key=state.COMPARE_SCALE).set_value(LINKED).run()
     assert not app.exception
-    captions = " ".join(c.value for c in app.caption)
-    assert captions.count("linked scale") == 3
-    assert _image_fingerprint(app) != before
+    linked_bars = [c.value for c in app.caption if c.value.startswith("linked scale")]
+    assert len(linked_bars) == 3
+    captions = panel_captions(app)
+    for method in QUICK_ROWS:
+        shared = _panel_caption(app, method, CAT_TOP, linked=True)
+        assert shared == _panel_caption(app, method, CAT_SECOND, linked=True)  # one range per row
+        assert captions.count(shared) >= 2
+        lo, hi = shared.strip("[]").split(", ")
+        assert f"linked scale: {lo} … {hi} (raw)" in linked_bars
+    # what changed: at least one panel of each row left its own range for the row's
+    for method in QUICK_ROWS:
+        assert any(own[(method, t)] != _panel_caption(app, method, t, linked=True) for t in (CAT_TOP, CAT_SECOND))
 
 
 def test_method_and_target_changes_change_the_grid_view_changes_do_not_recompute(app):
@@ -65,17 +104,128 @@ def test_method_and_target_changes_change_the_grid_view_changes_do_not_recompute
     app.selectbox(key="compare.view.colormap").set_value("viridis").run()
     app.radio(key="compare.panel_kind").set_value("Heatmap").run()
     assert explanation_cache().calls == calls
-    app.multiselect(key="compare.extra_targets").set_value([281]).run()  # add "tabby"
+    app.selectbox(key=state.COMPARE_ADD_TARGET).set_value(TABBY).run()  # add "tabby" as a column
     assert not app.exception
+    assert "tabby (281)" in " ".join(m.value for m in app.markdown)
     assert explanation_cache().calls == calls + 3
-    assert "tabby" in " ".join(m.value for m in app.markdown)
     app.multiselect(key="compare.methods").set_value(["vanilla", "gradcam"]).run()
     assert explanation_cache().calls == calls + 3  # fewer rows: all cached
-    assert len(_images(app)) >= 2 * 4
+    assert len(main_images(app)) == 2 * 4
 
 
 def test_layer_sweep_runs_over_blocks(app):
     app.toggle(key="sweep.run").set_value(True).run()
     assert not app.exception
-    captions = [entry.caption for image in _images(app) for entry in image.proto.imgs]
-    assert "_blocks.15" in captions and "_head_act" in captions
+    captions = panel_captions(app)
+    assert "_blocks.15 [320×7×7]" in captions and "_head_act [1280×7×7] · default" in captions
+
+
+# ---- issue 7 ----------------------------------------------------------------------------------------------
+
+
+def test_default_grid_waits_for_run_behind_an_estimate():
+    at = start(page=COMPARE)
+    assert at.multiselect(key=state.COMPARE_METHODS).value == DEFAULT_METHODS
+    sel = selection(at)
+    seconds = sum(panel_seconds(sel, m) for m in DEFAULT_METHODS) * 2
+    assert seconds > AUTO_RUN_SECONDS  # the premise: the default grid is long (Score-CAM alone is ~30 s a panel)
+    (notice,) = [i.value for i in at.info if "panels to compute" in i.value]
+    match = re.search(r"(\d+) panels to compute, about (\d+) s", notice)
+    assert match and int(match.group(1)) == 2 * len(DEFAULT_METHODS)
+    assert int(match.group(2)) > AUTO_RUN_SECONDS
+    (run,) = [b for b in at.button if b.key == "compare.run_button"]
+    assert run.label == f"Run the grid (about {match.group(2)} s)"
+    assert explanation_cache().calls == 0  # nothing computed
+    assert panel_captions(at) == []
+    assert [c.value for c in at.caption].count("not computed yet") == 2 * len(DEFAULT_METHODS)
+
+
+def test_a_cheap_grid_runs_at_once_and_leaves_no_cancel_button():
+    at = start(session={state.COMPARE_METHODS: ["vanilla"]}, page=COMPARE)
+    assert explanation_cache().calls == 2
+    assert not [i.value for i in at.info if "panels to compute" in i.value]
+    assert not [b for b in at.button if b.key in ("compare.run_button", state.COMPARE_CANCEL)]
+    assert not [t for t in texts(at) if "Cancel" in t]
+    assert not at.main.get("progress")
+    assert panel_captions(at)[:2] == [_panel_caption(at, "vanilla", CAT_TOP), _panel_caption(at, "vanilla", CAT_SECOND)]
+
+
+def test_a_finished_grid_leaves_no_computing_notice():
+    """Like Explore's Cancel button, the grid's "Computing N panels" line is a status of the run: once every panel
+    is on screen it must be gone."""
+    at = start(session={state.COMPARE_METHODS: ["vanilla"]}, page=COMPARE)
+    assert len(panel_captions(at)) == 3  # both targets and the difference: the grid is finished
+    assert not [t for t in texts(at) if t.startswith("Computing")], [t for t in texts(at) if "Computing" in t]
+
+
+def test_negative_sign_gives_non_blank_panels():
+    at = start(session={state.COMPARE_METHODS: ["vanilla", "input_x_gradient"],
+                        state.view_key(state.COMPARE_VIEW, "sign"): "negative"}, page=COMPARE)
+    assert _view(at).sign == "negative"
+    captions = panel_captions(at)
+    for method in ("vanilla", "input_x_gradient"):
+        for target in (CAT_TOP, CAT_SECOND):
+            rec = record(at, method, {}, target)
+            assert rec.attribution.min() < 0  # the premise: there is negative evidence to show
+            want = _panel_caption(at, method, target)
+            assert want in captions
+            hi = float(want.strip("[]").split(", ")[1])
+            assert hi > 0
+    assert not [c for c in captions if "empty" in c]
+
+
+def test_class_agnostic_rows_say_so_and_rollout_is_not_offered():
+    at = start(session={state.COMPARE_METHODS: ["eigencam"]}, page=COMPARE)
+    assert method_label("attention_rollout") not in at.multiselect(key=state.COMPARE_METHODS).options
+    captions = panel_captions(at)
+    assert len(captions) == 3
+    assert all("class-agnostic" in caption for caption in captions), captions
+
+
+@pytest.fixture
+def cat_selection(default_bundle) -> Selection:
+    """A Selection built the way ui/sidebar.py builds one, for the cat sample and the default model."""
+    image = load_image(sample_path("cat.png"))
+    return Selection(image, "cat.png", image_hash(image), "efficientnet_lite0", "resize", default_bundle,
+                     default_bundle.preprocess(image, "resize"))
+
+
+def _png(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB"))
+
+
+def test_zip_with_linked_scale_holds_the_screens_pixels_and_the_difference(cat_selection):
+    explanation_cache().clear()
+    methods, targets = ["vanilla", "gradcam"], [CAT_TOP, CAT_SECOND]
+    view = rnd.View(sign="absolute", colormap="inferno")
+    results = {(m, t): explain_cached(cat_selection, m, {}, t)[0] for m in methods for t in targets}
+    settings = CompareSettings(methods, targets, LINKED, True, "Overlay", view)
+    archive = zipfile.ZipFile(io.BytesIO(export_zip(results, cat_selection, settings)))
+    manifest = json.loads(archive.read("manifest.json"))
+    panels = {panel["files"]["image"]: panel for panel in manifest["panels"]}
+    assert manifest["scale"] == LINKED
+    assert set(panels) | {"manifest.json"} | {p["files"]["attribution"] for p in panels.values()} == set(
+        archive.namelist())
+    assert len(panels) == len(methods) * (len(targets) + 1)
+    own_differs = False
+    for method in methods:
+        row = [results[(method, t)].attribution for t in targets]
+        linked = rnd.linked_range(row, view)
+        for target in targets:
+            rec = results[(method, target)]
+            want = render_record(rec, view, cat_selection, fixed_range=linked)
+            (name,) = [n for n, p in panels.items()
+                       if p["method"] == method and p["target"]["indices"] == [target] and p["role"] != "difference"]
+            np.testing.assert_array_equal(_png(archive, name), want.image)
+            assert panels[name]["range"] == {"lo": linked[0], "hi": linked[1], "scale": "linked"}
+            own_differs |= not np.array_equal(render_record(rec, view, cat_selection).image, want.image)
+        (name,) = [n for n, p in panels.items() if p["method"] == method and p["role"] == "difference"]
+        delta = rnd.difference(row[0], row[1], view)
+        want = rnd.render_for_image(delta, rnd.difference_view(view), image=cat_selection.image,
+                                    bundle=cat_selection.bundle, preprocessing="resize")
+        np.testing.assert_array_equal(_png(archive, name), want.image)
+        assert panels[name]["range"]["scale"] == "difference"
+        stored = np.load(io.BytesIO(archive.read(panels[name]["files"]["attribution"])))
+        np.testing.assert_allclose(stored, delta, rtol=0, atol=0)
+    assert own_differs  # the premise: linked PNGs are not the per-panel ones, so the check can tell them apart
+    assert {p["role"] for p in panels.values()} == {"explanation", "difference"}

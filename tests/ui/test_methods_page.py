@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explainers import METHODS, MethodInfo, Reference
+from explainers import METHODS, Cost, MethodInfo, Param, Reference, Sanity
+from explainers.registry import ONE_PASS
 from tests.conftest import ROOT
 from ui import method_docs as docs
 
@@ -73,9 +74,11 @@ def test_every_card_links_its_paper(page):
 
 def test_cards_show_cost_layer_output_and_weaknesses(page):
     vanilla = _card_text(page, "vanilla")
-    assert "1 forward + 1 backward" in vanilla and "no layer needed" in vanilla and "3-channel" in vanilla
+    assert "1 forward + 1 backward" in vanilla and "no layer needed" in vanilla
+    assert "input-shaped attribution (a value per pixel and colour channel)" in vanilla
     scorecam = _card_text(page, "scorecam")
-    assert "per channel of the layer" in scorecam and "needs a layer" in scorecam and "1-channel" in scorecam
+    assert "1 forward + one forward per channel of the layer" in scorecam
+    assert "needs a layer" in scorecam and "1-channel" in scorecam
     assert METHODS["scorecam"].weaknesses[:40] in scorecam
 
 
@@ -137,18 +140,31 @@ def test_cost_text():
     assert backwards == 10
     assert docs.cost_text(METHODS["integrated_gradients"], {"n_steps": 10}) == f"{forwards} forward + 10 backward"
     assert docs.cost_text(METHODS["occlusion"]) == "170 forward"
-    assert docs.cost_text(METHODS["scorecam"]) == "one forward per channel of the layer (+1)"
-    assert not docs.depends_on_channels(METHODS["gradcam"]) and docs.depends_on_channels(METHODS["scorecam"])
+    assert docs.cost_text(METHODS["scorecam"]) == "1 forward + one forward per channel of the layer"
+    assert not METHODS["gradcam"].cost.depends_on_channels and METHODS["scorecam"].cost.depends_on_channels
+    # a wrapper costs its base, repeated (n_samples × vanilla's forward and backward), plus its own fixed passes
+    samples = METHODS["smoothgrad"].params["n_samples"].default
+    own_forward, own_backward = METHODS["smoothgrad"].cost.fixed
+    assert docs.cost_text(METHODS["smoothgrad"]) == (
+        f"{samples + own_forward} forward + {samples + own_backward} backward")
 
 
-def test_cost_text_is_derived_from_the_cost_function():
-    per_channel = _fake(lambda p, hw, c: (2 * (c or 8) + 3, c or 8))
+def test_cost_text_is_derived_from_the_cost_data():
+    per_channel = _fake(Cost(fixed=(3, 0), per_channel=(2, 1)))
     assert docs.cost_text(per_channel) == (
-        "2 forward per channel of the layer (+3) + one backward per channel of the layer"
+        "3 forward + 2 forward per channel of the layer + one backward per channel of the layer"
     )
-    quadratic = _fake(lambda p, hw, c: ((c or 8) ** 2, 0))
-    assert docs.cost_text(quadratic).startswith("depends on the layer's channels")
-    assert docs.cost_text(_fake(lambda p, hw, c: (0, 0))) == "no passes"
+    only_per_channel = _fake(Cost(fixed=(0, 0), per_channel=(1, 0)))
+    assert docs.cost_text(only_per_channel) == "one forward per channel of the layer"
+    steps = _fake(Cost(fixed=(1, 0), per_step=(1, 1), steps="n"), params={"n": Param("int", 7, "steps", 1, 100)})
+    assert docs.cost_text(steps) == "8 forward + 7 backward"
+    assert docs.cost_text(steps, {"n": 3}) == "4 forward + 3 backward"
+    wrapper = _fake(
+        Cost(fixed=(0, 0), repeats="k", base="base"),
+        params={"base": Param("choice", "vanilla", "base", choices=("vanilla",)), "k": Param("int", 4, "k", 1, 9)},
+    )
+    assert docs.cost_text(wrapper) == "4 forward + 4 backward"
+    assert docs.cost_text(_fake(Cost(fixed=(0, 0)))) == "no passes"
 
 
 def test_param_rows():
@@ -168,13 +184,18 @@ def test_param_rows():
 
 def test_verdicts():
     assert docs.verdict(METHODS["guided_backprop"]).tone == "fails"
-    assert docs.verdict(METHODS["guided_gradcam"]).color == "red"
+    assert METHODS["guided_gradcam"].sanity is Sanity.FAILS and docs.verdict(METHODS["guided_gradcam"]).color == "red"
     assert docs.verdict(METHODS["vanilla"]).color == "green"
+    # class-insensitive is not a model-randomisation failure: no red badge under "Sanity check (model randomisation)"
     assert docs.verdict(METHODS["eigencam"]).color == "gray"
+    for info in METHODS.values():  # red means "fails model randomisation", and only that
+        if info.sanity is not Sanity.AS_BASE:
+            assert (docs.verdict(info).tone == "fails") == (info.sanity is Sanity.FAILS), info.name
     occlusion = docs.verdict(METHODS["occlusion"])
     assert occlusion.label == "not tested by Adebayo et al. 2018" and "outputs" in occlusion.note
-    assert "Vanilla gradient" in docs.verdict(METHODS["smoothgrad"]).note
-    assert docs.verdict(_fake(lambda p, hw, c: (1, 1))).label == "not assessed"
+    assert docs.verdict(METHODS["smoothgrad"]).note == "default base, Vanilla gradient: passes model randomisation"
+    unassessed = docs.verdict(_fake(ONE_PASS))
+    assert (unassessed.label, unassessed.tone, unassessed.note) == (Sanity.UNTESTED.label, "neutral", "")
     assert docs.badge_markdown(docs.verdict(METHODS["guided_backprop"])).startswith(":red-badge[")
 
 
