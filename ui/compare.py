@@ -57,7 +57,9 @@ class CompareSettings:
 
 
 def _add_target() -> None:
-    """on_change of the class picker: add the picked class as a column (one at a time), then clear the picker."""
+    """on_change of the class picker: add the picked class as a column (one at a time), then clear the picker.
+
+    The added columns are the value of the "Added columns" multiselect, so its × removes one."""
     picked = st.session_state.get(state.COMPARE_ADD_TARGET)
     extra = list(st.session_state.get(state.COMPARE_EXTRA_TARGETS) or [])
     if picked is not None and picked not in extra and len(extra) < MAX_EXTRA_TARGETS:
@@ -79,7 +81,7 @@ def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings
     )
     classes = [c for c in range(len(bundle.categories)) if c not in (top1, top2)]
     extra = [c for c in (st.session_state.get(state.COMPARE_EXTRA_TARGETS) or []) if c in classes]
-    st.session_state[state.COMPARE_EXTRA_TARGETS] = extra
+    st.session_state[state.COMPARE_EXTRA_TARGETS] = extra  # another image's top classes are no longer extras
     add, added = st.columns(2)
     add.selectbox(
         "Add a target column", [c for c in classes if c not in extra], index=None, key=state.COMPARE_ADD_TARGET,
@@ -87,9 +89,9 @@ def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings
         disabled=len(extra) >= MAX_EXTRA_TARGETS,
         help=f"Columns are the predicted class and the runner-up; add up to {MAX_EXTRA_TARGETS} more, one at a time.",
     )
-    extra = added.multiselect("Added columns (× removes)", extra, default=extra,
-                              format_func=lambda i: class_label(bundle, i), key=f"{state.COMPARE_EXTRA_TARGETS}.shown")
-    st.session_state[state.COMPARE_EXTRA_TARGETS] = extra
+    # its options are only the added classes: typing into it cannot add others
+    extra = added.multiselect("Added columns (× removes)", extra, key=state.COMPARE_EXTRA_TARGETS,
+                              format_func=lambda i: class_label(bundle, i), persist_state=KEEP)
     left, middle, right = st.columns(3)
     scale = left.radio("Colour scale", SCALES, key=state.COMPARE_SCALE, persist_state=KEEP,
                        help="Per panel: each map fills the colormap. Linked: one raw-unit scale per method row, "

@@ -16,7 +16,6 @@ from ..registry import Cost, Reference, Sanity, register
 ADEBAYO = Reference(
     "Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim", 2018, "Sanity Checks for Saliency Maps", "1810.03292"
 )
-SOBEL = Reference("Sobel & Feldman", 1968, "A 3x3 isotropic gradient operator for image processing")
 PREDICTION = Cost(fixed=(1, 0))  # no pass of its own; explain() predicts once for the logits it reports
 
 
@@ -56,8 +55,9 @@ _KERNEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     "sobel",
     display_name="Sobel edges (control)",
     family="Control",
-    reference=SOBEL,
-    summary="The input's edge magnitude, with no model at all. Adebayo et al. 2018 showed that some saliency "
+    reference=ADEBAYO,
+    summary="The input's edge magnitude (the 3×3 Sobel operator, Sobel & Feldman 1968), with no model at all. "
+    "Adebayo et al. 2018, whose edge-detector control this is, showed that some saliency "
     "methods resemble an edge detector; a method whose map looks like this one, and stays so when the model is "
     "randomised, shows the image rather than what the model learned.",
     weaknesses="Not an explanation: it ignores the model and the class.",
