@@ -95,7 +95,7 @@ def test_compare_default_grid(page, base_url, artifacts_dir):
     assert {"Egyptian cat (285)", "tiger cat (282)", "Difference"} <= set(bold), bold
     assert main.get_by_role("heading", name="Method agreement").count() == 1
     assert page.locator(f"{keyed('agreement_spearman')} .heatmaplayer").count() == 1
-    assert page.locator(keyed("export_zip")).get_by_role("button").count() == 1
+    assert page.locator(keyed("compare.export_zip")).get_by_role("button").count() == 1
     assert page_problems(page) == []
     assert page.js_errors == []
     screenshot(page, artifacts_dir / "compare.png")
