@@ -1,4 +1,5 @@
-"""Model loading: the offline default (EfficientNet-Lite0) plus torchvision's ImageNet classification zoo.
+"""Model loading: the offline default (EfficientNet-Lite0), the bundled digits LeNet-5 (``lenet_digits``) and
+torchvision's ImageNet classification zoo.
 
 ``load_model(name)`` returns a :class:`ModelBundle`: the model in eval mode, its preprocessing, class names and
 layer catalogue. ``list_models()`` and ``model_info(name)`` tell the UI what exists and what needs a download,
@@ -14,10 +15,12 @@ import torch
 
 from ..errors import ModelUnavailableError
 from ..layers import default_layer, layer_catalogue
-from . import default, zoo
+from . import default, digits, zoo
 from .base import CENTER_CROP, PREPROCESSING, RESIZE, ModelBundle, affine_normalizer
+from .digits import load_digits_bundle
 
 DEFAULT_MODEL = default.NAME
+DIGITS_MODEL = digits.NAME  # LeNet-5 on the procedural digits, shipped in assets/digits
 # Well-known architectures offered first: CNNs of several eras plus two transformers.
 CURATED = (
     "resnet18",
@@ -36,23 +39,26 @@ __all__ = [
     "CENTER_CROP",
     "CURATED",
     "DEFAULT_MODEL",
+    "DIGITS_MODEL",
     "PREPROCESSING",
     "RESIZE",
     "ModelBundle",
     "affine_normalizer",
     "ensure_weights",
     "list_models",
+    "load_digits_bundle",
     "load_model",
     "model_info",
 ]
 
 
 def list_models() -> list[str]:
-    """``efficientnet_lite0``, then the curated shortlist, then every other torchvision classifier, sorted."""
+    """``efficientnet_lite0``, ``lenet_digits``, then the curated shortlist, then every other torchvision
+    classifier, sorted. (The shuffled-label digits model is left out: see ``load_digits_bundle``.)"""
     zoo_names = zoo.available()
     curated = [name for name in CURATED if name in zoo_names]
-    rest = [name for name in zoo_names if name not in curated and name != DEFAULT_MODEL]
-    return [DEFAULT_MODEL, *curated, *rest]
+    rest = [name for name in zoo_names if name not in curated and name not in (DEFAULT_MODEL, DIGITS_MODEL)]
+    return [DEFAULT_MODEL, DIGITS_MODEL, *curated, *rest]
 
 
 def _canonical(name: object) -> str:
@@ -73,6 +79,8 @@ def model_info(name: str) -> dict:
     """name, offline, download_mb, weights_file, weights_url, categories (count), input_size, resize_size,
     interpolation and description of a model, without building it or downloading anything."""
     key = _canonical(name)
+    if key == DIGITS_MODEL:
+        return digits.info()
     return default.info() if key == DEFAULT_MODEL else zoo.info(key)
 
 
@@ -82,6 +90,8 @@ def ensure_weights(name: str, *, progress=None, offline: bool | None = None, tqd
     Lets a UI show the download's progress before loading. Same errors and arguments as :func:`load_model`.
     """
     key = _canonical(name)
+    if key == DIGITS_MODEL:
+        return digits.ensure_weights()
     if key == DEFAULT_MODEL:
         path = default.weights_path()
         if path is None or not path.is_file():
@@ -105,6 +115,8 @@ def load_model(
     Raises ModelUnavailableError for unknown names and for weights that are neither cached nor downloadable.
     """
     key = _canonical(name)
+    if key == DIGITS_MODEL:  # builds its own catalogue and sets its default layer (features.relu2)
+        return load_digits_bundle("real", device=device)
     if key == DEFAULT_MODEL:
         bundle = default.build()
     else:
