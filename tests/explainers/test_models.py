@@ -22,6 +22,7 @@ from explainers.models import (
     CENTER_CROP,
     CURATED,
     DEFAULT_MODEL,
+    DIGITS_MODEL,
     RESIZE,
     ensure_weights,
     list_models,
@@ -388,17 +389,19 @@ def test_ensure_weights_of_the_default_model_is_the_packaged_file():
 def test_list_models_order_and_coverage():
     names = list_models()
     torchvision_names = torchvision.models.list_models(module=torchvision.models)
-    assert names[0] == DEFAULT_MODEL
-    assert tuple(names[1 : 1 + len(CURATED)]) == CURATED
-    rest = names[1 + len(CURATED) :]
+    assert names[:2] == [DEFAULT_MODEL, DIGITS_MODEL]  # the two offline models first
+    assert tuple(names[2 : 2 + len(CURATED)]) == CURATED
+    rest = names[2 + len(CURATED) :]
     assert rest == sorted(rest)
     assert len(names) == len(set(names))
-    assert set(names) == {DEFAULT_MODEL, *torchvision_names}
+    assert set(names) == {DEFAULT_MODEL, DIGITS_MODEL, *torchvision_names}
 
 
 def test_model_info_without_building(monkeypatch):
     monkeypatch.setattr(torchvision.models, "get_model", lambda *a, **k: pytest.fail("model_info built a model"))
     for name in list_models():
+        if name == DIGITS_MODEL:  # ten digits at 32x32, tested in test_digits.py
+            continue
         info = model_info(name)
         assert info["name"] == name
         assert info["categories"] == 1000
