@@ -9,7 +9,16 @@ import streamlit as st
 import torch
 
 from explainers import ModelUnavailableError
-from explainers.models import CURATED, DEFAULT_MODEL, ModelBundle, ensure_weights, list_models, load_model, model_info
+from explainers.models import (
+    CURATED,
+    DEFAULT_MODEL,
+    DIGITS_MODEL,
+    ModelBundle,
+    ensure_weights,
+    list_models,
+    load_model,
+    model_info,
+)
 
 
 @st.cache_resource(show_spinner=False)
@@ -52,6 +61,8 @@ def describe_model(name: str) -> str:
         return name
     if name == DEFAULT_MODEL:
         return f"{name} · offline default"
+    if name == DIGITS_MODEL:
+        return f"{name} · offline, digits"
     if info.get("offline"):
         return f"{name} · cached"
     size = info.get("download_mb")

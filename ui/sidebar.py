@@ -18,7 +18,7 @@ from PIL import Image
 
 from explainers import SaliencyError
 from explainers.images import image_hash, load_image
-from explainers.models import CENTER_CROP, DEFAULT_MODEL, RESIZE, ModelBundle
+from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, ModelBundle
 
 from . import state
 from .models import describe_model, get_bundle, model_choices
@@ -108,6 +108,18 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
         if shot is None:
             return Problem("empty", "Allow the camera and take a photo in the sidebar, or switch to Samples.")
         return _decode(shot.getvalue(), "camera photo"), "camera.jpg"
+    if st.session_state.get(state.MODEL) == DIGITS_MODEL:  # the digits model reads digits: its own gallery
+        gallery = {item.name: item for item in digit_gallery()}
+        names = list(gallery)
+        if st.session_state.get(state.SAMPLE) not in names:
+            st.session_state[state.SAMPLE] = names[0]
+        name = st.selectbox("Sample", names, key=state.SAMPLE,
+                            help="Procedural digits drawn for lenet_digits (explainers.digits), with their ink box.")
+        item = gallery[name]
+        st.image(png(item.image.resize((128, 128), Image.Resampling.NEAREST)), width=128,
+                 caption=f"digit {item.label} · ink box {item.box}")
+        state.publish(sample=name)
+        return item.image, name
     names = sample_names()
     if st.session_state.get(state.SAMPLE) not in names:
         st.session_state[state.SAMPLE] = names[0]
@@ -115,6 +127,14 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
     st.image(_thumbnail(name), caption=f"{name} (CC0, see assets/samples)", width="stretch")
     state.publish(sample=name)
     return load_image(SAMPLES_DIR / name), name
+
+
+@st.cache_resource(show_spinner=False)
+def digit_gallery() -> list:
+    """The digits model's samples: generated once per process, the same for every session (a fixed seed)."""
+    from explainers.digits import gallery
+
+    return gallery()
 
 
 def sidebar() -> Selection | Problem:
