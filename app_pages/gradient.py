@@ -2,9 +2,19 @@
 
 import streamlit as st
 
+from explainers import render as rnd
+from explainers.models import DIGITS_MODEL
 from ui.controls import class_label
 from ui.errors import guard
-from ui.gradient import cached_trace, histogram_figure, ranges_figure, stats_line
+from ui.gradient import (
+    cached_side_by_side,
+    cached_trace,
+    histogram_figure,
+    ranges_figure,
+    stats_line,
+    steps_table,
+    vector_figure,
+)
 from ui.predictions import probabilities, top_k
 from ui.sidebar import require_selection
 
@@ -57,3 +67,31 @@ with guard():
                                          "#e4572e"), key="gradient.input_gradient")
         st.caption(stats_line(trace.input_gradient) + " · Explore's vanilla map is max over colour channels of "
                    "its absolute value.")
+
+    if selection.model == DIGITS_MODEL:
+        st.subheader("The same pass by hand: a NumPy reference")
+        st.caption("For LeNet-5 every step is also written out in NumPy (explainers/digits/numpy_reference.py): "
+                   "convolution as im2col, max-pooling that routes the gradient to each window's argmax, the "
+                   "linear layers as matrix products. Its input gradient is the vanilla map, computed without "
+                   "autograd; the table shows how far its numbers are from autograd's (float64 against float32).")
+        rows = cached_side_by_side(selection.model, selection.image_hash, selection.preprocessing, int(target),
+                                   bundle, selection.inputs)
+        st.dataframe(steps_table(rows), hide_index=True)
+        step = st.select_slider("Step", [r.name for r in rows], value="conv1", key="gradient.numpy_step")
+        row = next(r for r in rows if r.name == step)
+        channel = 0
+        if len(row.shape) == 4 and row.shape[1] > 1:
+            channel = st.slider("Channel", 0, row.shape[1] - 1, 0, key="gradient.numpy_channel")
+        signed = rnd.View(sign="signed", colormap="RdBu_r")
+        for label, numpy_values, autograd_values in (("Forward", row.forward_numpy, row.forward_autograd),
+                                                      ("Backward", row.backward_numpy, row.backward_autograd)):
+            if numpy_values is None or autograd_values is None:
+                continue
+            if len(row.shape) == 4:
+                left, right = st.columns(2)
+                for column, values, source in ((left, numpy_values, "NumPy"), (right, autograd_values, "autograd")):
+                    picture = rnd.render(values[0, channel], signed).rgb
+                    column.image(picture, width=220, caption=f"{label} · {source} · channel {channel}")
+            else:
+                st.plotly_chart(vector_figure(numpy_values[0], autograd_values[0], f"{label} · {step}"),
+                                key=f"gradient.vector.{label}")

@@ -58,3 +58,28 @@ def histogram_figure(stats: Stats, title: str, colour: str):
 def stats_line(stats: Stats) -> str:
     return (f"range [{stats.minimum:.3g}, {stats.maximum:.3g}] · mean {stats.mean:.3g} · std {stats.std:.3g} · "
             f"{stats.zeros:.1%} exact zeros")
+
+
+@st.cache_data(show_spinner="Running the NumPy reference and autograd…", max_entries=16)
+def cached_side_by_side(model: str, image_hash: str, preprocessing: str, target: int, _bundle, _inputs) -> list:
+    from explainers.digits.autograd_steps import side_by_side
+
+    with model_lock(model):
+        return side_by_side(_bundle.model, _inputs, target)
+
+
+def steps_table(rows: list) -> list[dict]:
+    return [{"step": r.name, "what it computes": r.description, "shape": "×".join(str(s) for s in r.shape[1:]),
+             "forward: max |NumPy − autograd|": f"{r.forward_difference:.1e}",
+             "backward: max |NumPy − autograd|": "—" if r.backward_difference is None
+             else f"{r.backward_difference:.1e}"} for r in rows]
+
+
+def vector_figure(numpy_values, autograd_values, title: str):
+    figure = go.Figure([
+        go.Scatter(y=list(numpy_values), mode="lines", name="NumPy (float64)", line=dict(width=3, color="#4c78a8")),
+        go.Scatter(y=list(autograd_values), mode="lines", name="autograd", line=dict(dash="dot", color="#e4572e")),
+    ])
+    figure.update_layout(title=dict(text=title, font=dict(size=13)), height=240, margin=dict(l=0, r=0, t=30, b=0),
+                         legend=dict(orientation="h", y=-0.2))
+    return figure

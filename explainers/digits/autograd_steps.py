@@ -8,6 +8,7 @@ name. Hooks live only inside the call and are removed in ``finally``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -98,3 +99,47 @@ def autograd_steps(model: nn.Module, inputs: torch.Tensor, target: int | torch.T
         forward=OrderedDict((name, _to_numpy(outputs[name])) for name in names),
         backward=OrderedDict((name, _to_numpy(grads[name])) for name in names),
     )
+
+
+@dataclass(frozen=True)
+class StepComparison:
+    """One step of the pass in both columns: the NumPy reference's arrays and autograd's, and how far apart."""
+
+    name: str
+    description: str
+    shape: tuple[int, ...]
+    forward_numpy: np.ndarray
+    forward_autograd: np.ndarray
+    backward_numpy: np.ndarray | None
+    backward_autograd: np.ndarray | None
+
+    @property
+    def forward_difference(self) -> float:
+        return float(np.abs(self.forward_numpy - self.forward_autograd).max())
+
+    @property
+    def backward_difference(self) -> float | None:
+        if self.backward_numpy is None or self.backward_autograd is None:
+            return None
+        return float(np.abs(self.backward_numpy - self.backward_autograd).max())
+
+
+def side_by_side(model: nn.Module, inputs: torch.Tensor, target: int) -> list[StepComparison]:
+    """Every step of one image's vanilla gradient, computed by the NumPy reference (float64) and by autograd
+    (the model's own dtype), in forward order: what the "Inside the gradient" page shows for the digits model."""
+    from .numpy_reference import DESCRIPTIONS, input_gradient, params_from_torch
+
+    reference = input_gradient(params_from_torch(model), _to_numpy(inputs[:1]).astype(np.float64), target)
+    torch_steps = autograd_steps(model, inputs[:1], target)
+    rows = []
+    for name, forward in reference.forward.items():
+        if name not in torch_steps.forward:
+            continue
+        rows.append(StepComparison(
+            name=name, description=DESCRIPTIONS.get(name, ""), shape=tuple(forward.shape),
+            forward_numpy=forward, forward_autograd=np.asarray(torch_steps.forward[name], dtype=np.float64),
+            backward_numpy=reference.backward.get(name),
+            backward_autograd=None if name not in torch_steps.backward
+            else np.asarray(torch_steps.backward[name], dtype=np.float64),
+        ))
+    return rows
