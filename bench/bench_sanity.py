@@ -1,0 +1,129 @@
+"""A full cascading model randomisation on the default model: 19 steps, six methods plus the two controls.
+
+    .venv/bin/python bench/bench_sanity.py [--threads 1] [--repeats 1] [--image assets/samples/cat.png]
+                                           [--device cpu|cuda]
+
+The issue's case (issue 8, "Benchmark"): vanilla, SmoothGrad-10, IG-16, guided backprop, Grad-CAM and Guided
+Grad-CAM on EfficientNet-Lite0, one 224x224 image; goal under 60 s on the 2-core CPU. The report gives the wall
+time of each full cascade, the passes per step (from the registry's declared costs; Guided Grad-CAM is composed
+from the step's guided-backprop and Grad-CAM maps), one step of the cascade against the same six methods through
+``explain()`` one by one (what the sharing saves), and the load average, because this machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from common import RESULTS, ROOT, setup_threads
+
+from explainers import explain, get_method, load_model, open_image, sanity
+
+METHODS = [
+    "vanilla",
+    sanity.MethodSpec("smoothgrad", {"n_samples": 10}),
+    sanity.MethodSpec("integrated_gradients", {"n_steps": 16}),
+    "guided_backprop",
+    "gradcam",
+    "guided_gradcam",
+]
+GOAL_S = 60.0
+
+
+def passes_per_step(bundle) -> dict[str, str]:
+    """Each method's declared passes per image, and whether the cascade composes it instead."""
+    out = {}
+    names = [m.method if isinstance(m, sanity.MethodSpec) else m for m in METHODS]
+    for spec in sanity.method_specs(METHODS, sanity.CONTROLS):
+        info = get_method(spec.method)
+        passes = info.passes(dict(spec.params), channels=bundle.layer_entry().channels)
+        composed = spec.method == "guided_gradcam" and {"guided_backprop", "gradcam"} <= set(names)
+        if composed:
+            out[spec.key] = "composed from guided backprop x Grad-CAM (0 passes)"
+        elif spec.method in sanity.CONTROLS:
+            out[spec.key] = "model-free (0 passes)"
+        else:
+            out[spec.key] = str(passes)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: BENCH_THREADS or 1)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--image", default=str(ROOT / "assets" / "samples" / "cat.png"))
+    parser.add_argument("--device", default=None, choices=("cpu", "cuda"))
+    args = parser.parse_args()
+    if args.threads is not None:
+        os.environ["BENCH_THREADS"] = str(args.threads)
+    threads = setup_threads()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bundle = load_model("efficientnet_lite0", device=device)
+    inputs = bundle.preprocess(open_image(args.image))
+    load_before = os.getloadavg()
+
+    sanity.model_randomisation(bundle, inputs, ["vanilla"], steps=0)  # warm-up: allocator, kernels
+    # one step, shared (the cascade's runner on the original model) against explain() per method
+    started = time.perf_counter()
+    sanity.model_randomisation(bundle, inputs, METHODS, steps=0)
+    shared_step_s = time.perf_counter() - started
+    started = time.perf_counter()
+    target = int(bundle.model(inputs).argmax())
+    for spec in sanity.method_specs(METHODS, sanity.CONTROLS):
+        explain(bundle, inputs, spec.method, target, seed=42, **dict(spec.params))
+    separate_step_s = time.perf_counter() - started
+
+    runs = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        result = sanity.model_randomisation(bundle, inputs, METHODS)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        runs.append(time.perf_counter() - started)
+    load_after = os.getloadavg()
+    steps = len(result.steps) - 1
+    verdict = sanity.verdict(result)
+    payload = {
+        "title": "bench_sanity",
+        "device": str(device),
+        "threads": threads,
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "image": os.path.relpath(args.image, ROOT),
+        "steps": steps,
+        "methods": [m.key if isinstance(m, sanity.MethodSpec) else m for m in METHODS],
+        "params": {m.key: dict(m.params) for m in METHODS if isinstance(m, sanity.MethodSpec)},
+        "passes_per_step": passes_per_step(bundle),
+        "cascade_s": runs,
+        "goal_s": GOAL_S,
+        "one_step_shared_s": shared_step_s,
+        "one_step_explain_each_s": separate_step_s,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "curves_spearman_abs": {k: m.curve("spearman_abs") for k, m in result.methods.items()},
+        "verdict": verdict.to_dict(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"bench_sanity-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False))
+
+    print(f"bench_sanity  (torch {torch.__version__}, {threads} thread(s), {device}, load average "
+          f"{load_before[0]:.2f} -> {load_after[0]:.2f})")
+    for key, passes in payload["passes_per_step"].items():
+        print(f"  {key:<22} {passes}")
+    best = min(runs)
+    print(f"full cascade: {steps} steps + the original, {len(result.methods)} maps per step")
+    print(f"  wall time: {', '.join(f'{t:.1f} s' for t in runs)}  (best {best:.1f} s; goal < {GOAL_S:.0f} s: "
+          f"{'met' if best < GOAL_S else 'MISSED'})")
+    print(f"  one step: {shared_step_s:.2f} s in the cascade's runner, {separate_step_s:.2f} s through explain() "
+          "method by method")
+    print()
+    print(verdict.table())
+    print(f"\nwritten: {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
