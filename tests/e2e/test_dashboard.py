@@ -204,3 +204,30 @@ def test_narrow_window_stacks_and_wraps(browser, base_url, artifacts_dir):
         screenshot(page, artifacts_dir / "explore_900.png")
     finally:
         context.close()
+
+
+def test_sanity_check_end_to_end(page, base_url, artifacts_dir):
+    """In the browser: open Sanity checks, keep two methods, two cascade steps, run; the verdict and curves show."""
+    open_app(page, base_url, "sanity")
+    page.get_by_role("heading", name="Sanity checks").wait_for(timeout=LOAD_MS)
+    wait_idle(page, LOAD_MS)
+    methods = page.locator(keyed("sanity.methods"))
+    for name in ("SmoothGrad", "Integrated gradients", "Grad-CAM", "Guided Grad-CAM"):
+        methods.get_by_role("button", name=re.compile(f"Remove .*· {re.escape(name)}$")).first.click()
+        wait_idle(page)
+    steps = page.locator(f"{keyed('sanity.steps')} input")
+    steps.fill("2")
+    steps.press("Enter")
+    wait_idle(page)
+    page.locator(keyed("sanity.run")).locator("label").first.click()
+    page.get_by_role("heading", name="Verdict").wait_for(timeout=300_000)
+    wait_idle(page, 300_000)
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for()
+    page.locator(f"{keyed('sanity.curves')} .scatterlayer").wait_for()
+    shown = page.locator('[data-testid="stMain"]').inner_text()
+    assert "after 2 of 19 steps" in shown, shown[:2000]
+    assert page.locator(f"{keyed('sanity.curves')} .scatterlayer .trace").count() == 4  # 2 methods, 2 controls
+    assert page_problems(page) == []
+    assert page.js_errors == []
+    screenshot(page, artifacts_dir / "sanity.png")
