@@ -5,11 +5,12 @@ import streamlit as st
 from ui import state
 from ui.controls import layer_picker, method_picker, on_prediction_click, show_cost, target_picker, view_controls
 from ui.errors import guard
-from ui.explanations import explain_cancellable
+from ui.explanations import cache_key, explain_cancellable
 from ui.figures import predictions_figure
 from ui.outputs import show_result
 from ui.predictions import probabilities, top_k
 from ui.sidebar import require_selection
+from ui.trust import trust_panel
 
 st.title("Explore")
 selection = require_selection()
@@ -23,6 +24,7 @@ def view_and_result(outcome, channels: int | None) -> None:
         view = view_controls(channels=channels)
     if outcome is not None:
         show_result(*outcome, view=view, selection=selection)
+        trust_panel(selection, outcome[0], params, cache_key(selection, info.name, params, target.value, layer))
 
 
 info = outcome = None

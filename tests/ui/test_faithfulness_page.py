@@ -1,0 +1,72 @@
+"""The Faithfulness page: a live mask slider, deletion/insertion curves on demand, the pointing game."""
+
+from __future__ import annotations
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+from .helpers import texts
+
+PAGE = "app_pages/faithfulness.py"
+
+
+def _open(model: str = "efficientnet_lite0") -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.session_state["model"] = model
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.error
+    return at
+
+
+def test_masking_more_pixels_lowers_the_class_probability_and_curves_come_on_demand():
+    at = _open()
+    at.multiselect(key="faith.methods").set_value(["gradcam", "random"]).run()
+    at.selectbox(key="faith.mask_method").set_value("gradcam").run()
+    probabilities = []
+    for fraction in (0.0, 0.5):
+        at.slider(key="faith.fraction").set_value(fraction).run()
+        assert not at.exception and not at.error
+        probabilities.append(float(at.metric[0].value.rstrip("%")) / 100)
+    assert probabilities[0] > 0.7  # nothing masked: the cat's own 77% for Egyptian cat
+    assert probabilities[1] < probabilities[0] - 0.3  # half of Grad-CAM's pixels gone
+    assert not at.dataframe or "Compute the curves" in " ".join(texts(at))
+    at.number_input(key="faith.steps").set_value(8).run()
+    at.toggle(key="faith.run").set_value(True).run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["Grad-CAM", "Random (control)"]
+    gradcam = table.loc[table["method"] == "Grad-CAM"]
+    random = table.loc[table["method"] == "Random (control)"]
+    assert float(gradcam["insertion AUC"].item()) > float(random["insertion AUC"].item())
+    assert all(0 <= v <= 1 for v in np.ravel(table[["deletion AUC", "insertion AUC"]].to_numpy(dtype=float)))
+
+
+def test_pointing_game_on_a_digit_uses_its_ground_truth_box():
+    at = _open("lenet_digits")
+    at.multiselect(key="faith.methods").set_value(["gradcam", "random"]).run()
+    assert not at.exception and not at.error
+    shown = " ".join(texts(at))
+    assert "The digit's ground-truth ink box: (8, 6, 24, 24)." in shown  # the first gallery digit's box
+    table = next(d.value for d in at.dataframe if "chance (box area)" in d.value.columns)
+    assert list(table["method"]) == ["CAM · Grad-CAM", "Control · Random (control)"]
+    chance = table["chance (box area)"].to_numpy(dtype=float)
+    assert chance[0] == chance[1] and abs(chance[0] - 16 * 18 / (32 * 32)) < 1e-3  # the box share, every method
+
+
+def test_the_trust_expander_checks_the_map_on_screen_on_demand():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.run()
+    assert not at.metric  # nothing computed before the click
+    at.button(key="trust.run").click().run()
+    assert not at.exception and not at.error
+    similarity, deletion = (m.value for m in at.metric)
+    assert -1 <= float(similarity) < 0.9  # vanilla depends on the class (Adebayo et al.: it passes)
+    assert 0 <= float(deletion) <= 1
+    at.selectbox(key="method").set_value("guided_backprop").run()
+    at.button(key="trust.run").click().run()
+    assert not at.exception and not at.error
+    assert float(at.metric[0].value) >= 0.9  # guided backprop: the same map for any class
+    assert any("Class-insensitive" in t for t in texts(at))
