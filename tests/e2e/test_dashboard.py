@@ -231,3 +231,26 @@ def test_sanity_check_end_to_end(page, base_url, artifacts_dir):
     assert page_problems(page) == []
     assert page.js_errors == []
     screenshot(page, artifacts_dir / "sanity.png")
+
+
+def test_pointing_game_box_drawn_with_box_select(page, base_url):
+    """Faithfulness: a box dragged on the picture (plotly's box select) becomes the pointing game's region."""
+    open_app(page, base_url, "faithfulness")
+    page.get_by_role("heading", name="Faithfulness").wait_for(timeout=LOAD_MS)
+    wait_idle(page, LOAD_MS)
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text="in the model's 224×224 pixels")
+    assert caption.inner_text().startswith("Box (56, 56, 168, 168)")  # the default: the centre half
+    drag = page.locator(f"{keyed('faith.box')} .draglayer .nsewdrag").first
+    drag.scroll_into_view_if_needed()
+    box = drag.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.30, box["y"] + box["height"] * 0.20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.9, steps=5)
+    page.mouse.up()
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+        .some(e => e.innerText.startsWith('Box (') && !e.innerText.startsWith('Box (56, 56, 168, 168)'))""")
+    wait_idle(page)
+    x0, y0, x1, y1 = (int(v) for v in re.match(r"Box \((\d+), (\d+), (\d+), (\d+)\)", caption.inner_text()).groups())
+    assert 50 < x0 < 85 and 25 < y0 < 65 and x1 > 180 and y1 > 180, (x0, y0, x1, y1)  # where it was dragged
+    assert page_problems(page) == []
