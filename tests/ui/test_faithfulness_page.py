@@ -7,17 +7,14 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT
 
-from .helpers import texts
+from .helpers import start, texts
 
 PAGE = "app_pages/faithfulness.py"
 
 
 def _open(model: str = "efficientnet_lite0") -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.session_state["model"] = model
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception and not at.error
+    at = start(session={"model": model}, page=PAGE, timeout=600)
+    assert not at.error
     return at
 
 
