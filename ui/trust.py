@@ -48,9 +48,12 @@ def trust_panel(selection, record, params: dict, key: tuple) -> None:
             return
         results = st.session_state.setdefault(RESULTS, {})
         if key not in results:
-            if not st.button("Check this map", key="trust.run",
-                             help="3 more maps of this method (random other classes) and a 20-step deletion curve."):
+            slot = st.empty()
+            if not slot.button("Check this map", key="trust.run",
+                               help="3 more maps of this method (random other classes) and a 20-step deletion "
+                               "curve."):
                 return
+            slot.empty()  # done with: no button left beside the answer
             with st.spinner("Checking…"):
                 results[key] = _check(selection, record, params)
         found = results[key]
