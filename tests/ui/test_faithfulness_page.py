@@ -59,6 +59,7 @@ def test_the_trust_expander_checks_the_map_on_screen_on_demand():
     assert not at.metric  # nothing computed before the click
     at.button(key="trust.run").click().run()
     assert not at.exception and not at.error
+    assert not [b for b in at.button if b.key == "trust.run"]  # no button left beside the answer
     similarity, deletion = (m.value for m in at.metric)
     assert -1 <= float(similarity) < 0.9  # vanilla depends on the class (Adebayo et al.: it passes)
     assert 0 <= float(deletion) <= 1
