@@ -45,7 +45,7 @@ with guard():
         reason = "Cancelled. " if cancelled else ""
         st.info(f"{reason}{len(todo)} panels to compute, about {seconds:.0f} s on this machine "
                 f"(grids under {AUTO_RUN_SECONDS:.0f} s start at once).", icon=":material/timer:")
-        if st.button(f"Run the grid (about {seconds:.0f} s)", type="primary", key="compare.run_button"):
+        if st.button(f"Run the grid (about {seconds:.0f} s)", type="primary", key=state.COMPARE_RUN_BUTTON):
             st.session_state[state.COMPARE_RUN] = this_grid
             st.session_state[state.COMPARE_CANCELLED] = None
             st.rerun()
@@ -65,10 +65,10 @@ with guard():
         spearman_tab, iou_tab = st.tabs(["Spearman rank correlation", "Top-10% IoU"])
         with spearman_tab:
             st.plotly_chart(agreement_figure(results, shown, settings.targets[0], settings.view, "spearman"),
-                            key="agreement_spearman")
+                            key=state.AGREEMENT_SPEARMAN)
         with iou_tab:
             st.plotly_chart(agreement_figure(results, shown, settings.targets[0], settings.view, "iou"),
-                            key="agreement_iou")
+                            key=state.AGREEMENT_IOU)
     if results:
         st.download_button("Export all panels (.zip: PNG as shown + raw .npy + manifest)",
                            lambda: export_zip(results, selection, settings),

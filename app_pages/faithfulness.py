@@ -7,6 +7,7 @@ from explainers.digits import gallery
 from explainers.evaluation import latest_evaluation, pointing_game
 from explainers.faithfulness import SUBSTRATES, mask_top
 from explainers.models import DIGITS_MODEL
+from ui import state
 from ui.controls import method_label, offered_methods
 from ui.errors import guard
 from ui.faithfulness import (
@@ -35,27 +36,27 @@ bundle = selection.bundle
 
 with guard():
     names = offered_methods(bundle)
-    st.session_state.setdefault("faith.methods", [m for m in DEFAULT_METHODS if m in names])
-    methods = st.multiselect("Methods", names, key="faith.methods", format_func=method_label,
+    st.session_state.setdefault(state.FAITH_METHODS, [m for m in DEFAULT_METHODS if m in names])
+    methods = st.multiselect("Methods", names, key=state.FAITH_METHODS, format_func=method_label,
                              persist_state="session",
                              help="Each with its default parameters, for the predicted class (shared with Explore).")
     if not methods:
         st.info("Pick at least one method.")
         st.stop()
     a, b, c, d = st.columns(4)
-    sign = a.selectbox("Map", ["absolute", "positive"], key="faith.sign", persist_state="session",
+    sign = a.selectbox("Map", ["absolute", "positive"], key=state.FAITH_SIGN, persist_state="session",
                        help="Pixels are ranked by |map| or by positive evidence only.")
-    steps = b.number_input("Steps", 5, 100, value=20, key="faith.steps", persist_state="session")
-    deletion = c.selectbox("Deletion substrate", SUBSTRATES, index=0, key="faith.del", persist_state="session")
-    insertion = d.selectbox("Insertion substrate", SUBSTRATES, index=1, key="faith.ins", persist_state="session")
-    road = st.toggle("Also ROAD (MoRF and LeRF)", key="faith.road", persist_state="session",
+    steps = b.number_input("Steps", 5, 100, value=20, key=state.FAITH_STEPS, persist_state="session")
+    deletion = c.selectbox("Deletion substrate", SUBSTRATES, index=0, key=state.FAITH_DEL, persist_state="session")
+    insertion = d.selectbox("Insertion substrate", SUBSTRATES, index=1, key=state.FAITH_INS, persist_state="session")
+    road = st.toggle("Also ROAD (MoRF and LeRF)", key=state.FAITH_ROAD, persist_state="session",
                      help="Nine fractions per order; the imputation solves a sparse linear system per image.")
 
     st.subheader("Mask the most salient pixels")
     left, right = st.columns([1, 2])
-    masked_method = left.selectbox("Map of", methods, key="faith.mask_method", format_func=method_label)
-    fraction = left.slider("Share of pixels masked", 0.0, 1.0, 0.1, 0.01, key="faith.fraction")
-    substrate = left.selectbox("Masked with", SUBSTRATES, key="faith.mask_substrate")
+    masked_method = left.selectbox("Map of", methods, key=state.FAITH_MASK_METHOD, format_func=method_label)
+    fraction = left.slider("Share of pixels masked", 0.0, 1.0, 0.1, 0.01, key=state.FAITH_FRACTION)
+    substrate = left.selectbox("Masked with", SUBSTRATES, key=state.FAITH_MASK_SUBSTRATE)
     mask_map = maps_for(selection, [masked_method], sign)[masked_method]
     masked = mask_top(bundle, selection.inputs, mask_map, fraction, substrate, target="top1")
     top = top_k(masked.probabilities[0], 3)
@@ -67,23 +68,23 @@ with guard():
                                                for i in top))
 
     st.subheader("Curves")
-    if not st.toggle("Compute the curves", key="faith.run", help="Steps × methods forward passes, batched."):
+    if not st.toggle("Compute the curves", key=state.FAITH_RUN, help="Steps × methods forward passes, batched."):
         st.info("Turn on **Compute the curves** for deletion and insertion on this image.",
                 icon=":material/play_arrow:")
     else:
         result = curves(selection, methods, sign, int(steps), {"deletion": deletion, "insertion": insertion}, road)
         left, right = st.columns(2)
         left.plotly_chart(curve_figure(result["curves"], "deletion", f"Deletion (substrate: {deletion})"),
-                          key="faith.deletion")
+                          key=state.FAITH_DELETION)
         right.plotly_chart(curve_figure(result["curves"], "insertion", f"Insertion (substrate: {insertion})"),
-                           key="faith.insertion")
+                           key=state.FAITH_INSERTION)
         sets = [result["curves"]]
         if "road" in result:
             left, right = st.columns(2)
             left.plotly_chart(curve_figure(result["road"], "road_morf", "ROAD, most relevant first"),
-                              key="faith.road_morf")
+                              key=state.FAITH_ROAD_MORF)
             right.plotly_chart(curve_figure(result["road"], "road_lerf", "ROAD, least relevant first"),
-                               key="faith.road_lerf")
+                               key=state.FAITH_ROAD_LERF)
             sets.append(result["road"])
         st.dataframe(auc_rows(sets), hide_index=True)
         st.caption(f"Deletion: lower is more faithful; insertion, ROAD LeRF: higher is. "
@@ -97,15 +98,15 @@ with guard():
         if item is not None:
             box = tuple(int(v) for v in item.box)
             st.caption(f"The digit's ground-truth ink box: {box}.")
-    event = st.plotly_chart(pointing_figure(selection.model_view, box), key="faith.box", on_select="rerun",
+    event = st.plotly_chart(pointing_figure(selection.model_view, box), key=state.FAITH_BOX, on_select="rerun",
                             selection_mode="box", config={"displaylogo": False})
     drawn = selected_box(event, size)
     box = drawn or box
     if drawn is None:
         left, right = st.columns(2)
         start = box or (size // 4, size // 4, 3 * size // 4, 3 * size // 4)
-        xs = left.slider("Box, left to right (model pixels)", 0, size, (start[0], start[2]), key="faith.box_x")
-        ys = right.slider("Box, top to bottom (model pixels)", 0, size, (start[1], start[3]), key="faith.box_y")
+        xs = left.slider("Box, left to right (model pixels)", 0, size, (start[0], start[2]), key=state.FAITH_BOX_X)
+        ys = right.slider("Box, top to bottom (model pixels)", 0, size, (start[1], start[3]), key=state.FAITH_BOX_Y)
         typed = (xs[0], ys[0], xs[1], ys[1])
         if typed != start or box is None:
             box = typed if xs[1] > xs[0] and ys[1] > ys[0] else None

@@ -4,6 +4,7 @@ import streamlit as st
 
 from explainers import render as rnd
 from explainers.models import DIGITS_MODEL
+from ui import state
 from ui.controls import class_label
 from ui.errors import guard
 from ui.gradient import (
@@ -29,42 +30,42 @@ with guard():
     probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, bundle, selection.inputs)
     top = top_k(probs, 10)
     left, right = st.columns([3, 2])
-    target = left.selectbox("Class whose score is differentiated", top, key="gradient.target",
+    target = left.selectbox("Class whose score is differentiated", top, key=state.GRADIENT_TARGET,
                             format_func=lambda i: f"{class_label(bundle, i)} · p = {probs[i]:.1%}",
                             help="The top 10 predictions of the current image.")
-    scope = right.radio("Layers", ["blocks", "leaves"], key="gradient.scope", horizontal=True,
+    scope = right.radio("Layers", ["blocks", "leaves"], key=state.GRADIENT_SCOPE, horizontal=True,
                         format_func={"blocks": "blocks", "leaves": "every module"}.get)
     trace = cached_trace(selection.model, selection.image_hash, selection.preprocessing, int(target), scope,
                          bundle, selection.inputs)
     st.markdown(f"Score (logit) of **{bundle.categories[target]}**: {trace.score:.4g}. The backward pass starts "
                 "from the one-hot vector of that class at the logits.")
-    st.plotly_chart(ranges_figure(trace), key="gradient.ranges")
+    st.plotly_chart(ranges_figure(trace), key=state.GRADIENT_RANGES)
 
     names = [layer.name for layer in trace.layers]
-    picked = st.select_slider("Layer", names, value=names[-1], key="gradient.layer")
+    picked = st.select_slider("Layer", names, value=names[-1], key=state.GRADIENT_LAYER)
     layer = trace.layers[names.index(picked)]
     st.caption(f"{layer.name} · {layer.kind} · output {list(layer.shape)}")
     forward, backward = st.columns(2)
     with forward:
         st.plotly_chart(histogram_figure(layer.activation, "Forward: activation values", "#4c78a8"),
-                        key="gradient.activation")
+                        key=state.GRADIENT_ACTIVATION)
         st.caption(stats_line(layer.activation))
     with backward:
         if layer.gradient is None:
             st.info("The score does not depend on this output (no gradient reaches it).")
         else:
             st.plotly_chart(histogram_figure(layer.gradient, "Backward: gradient of the score", "#e4572e"),
-                            key="gradient.gradient")
+                            key=state.GRADIENT_GRADIENT)
             st.caption(stats_line(layer.gradient))
     st.subheader("At the input")
     pixels, gradient = st.columns(2)
     with pixels:
         st.plotly_chart(histogram_figure(trace.input, "Input values (after preprocessing)", "#4c78a8"),
-                        key="gradient.input")
+                        key=state.GRADIENT_INPUT)
         st.caption(stats_line(trace.input))
     with gradient:
         st.plotly_chart(histogram_figure(trace.input_gradient, "Input gradient: the vanilla saliency map",
-                                         "#e4572e"), key="gradient.input_gradient")
+                                         "#e4572e"), key=state.GRADIENT_INPUT_GRADIENT)
         st.caption(stats_line(trace.input_gradient) + " · Explore's vanilla map is max over colour channels of "
                    "its absolute value.")
 
@@ -77,11 +78,11 @@ with guard():
         rows = cached_side_by_side(selection.model, selection.image_hash, selection.preprocessing, int(target),
                                    bundle, selection.inputs)
         st.dataframe(steps_table(rows), hide_index=True)
-        step = st.select_slider("Step", [r.name for r in rows], value="conv1", key="gradient.numpy_step")
+        step = st.select_slider("Step", [r.name for r in rows], value="conv1", key=state.GRADIENT_NUMPY_STEP)
         row = next(r for r in rows if r.name == step)
         channel = 0
         if len(row.shape) == 4 and row.shape[1] > 1:
-            channel = st.slider("Channel", 0, row.shape[1] - 1, 0, key="gradient.numpy_channel")
+            channel = st.slider("Channel", 0, row.shape[1] - 1, 0, key=state.GRADIENT_NUMPY_CHANNEL)
         signed = rnd.View(sign="signed", colormap="RdBu_r")
         for label, numpy_values, autograd_values in (("Forward", row.forward_numpy, row.forward_autograd),
                                                       ("Backward", row.backward_numpy, row.backward_autograd)):

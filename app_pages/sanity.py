@@ -4,6 +4,7 @@ import streamlit as st
 
 from explainers.models import DIGITS_MODEL, load_digits_bundle
 from explainers.similarity import METRIC_LABELS
+from ui import state
 from ui.controls import method_label, offered_methods
 from ui.errors import guard
 from ui.sanity import (
@@ -29,15 +30,15 @@ selection = require_selection()
 
 with guard():
     names = [m for m in offered_methods(selection.bundle) if m not in ("random", "sobel")]
-    st.session_state.setdefault("sanity.methods", [m for m in DEFAULT_METHODS if m in names])
+    st.session_state.setdefault(state.SANITY_METHODS, [m for m in DEFAULT_METHODS if m in names])
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    methods = left.multiselect("Methods", names, key="sanity.methods", format_func=method_label,
+    methods = left.multiselect("Methods", names, key=state.SANITY_METHODS, format_func=method_label,
                                persist_state="session",
                                help="The sobel and random controls are always added.")
     from explainers.sanity import cascade_blocks
 
     blocks = len(cascade_blocks(selection.bundle.model))
-    steps = right.number_input("Cascade steps (from the top)", 1, blocks, value=blocks, key="sanity.steps",
+    steps = right.number_input("Cascade steps (from the top)", 1, blocks, value=blocks, key=state.SANITY_STEPS,
                                help=f"This model has {blocks} blocks to re-initialise.")
     cheaper = [f"{m} with {', '.join(f'{k}={v}' for k, v in p.items())}" for m, p in CASCADE_PARAMS.items()
                if m in methods]
@@ -47,7 +48,7 @@ with guard():
         st.info("Pick at least one method.")
         st.stop()
     randomised = load_digits_bundle("shuffled") if selection.model == DIGITS_MODEL else None
-    if not st.toggle("Run the checks", key="sanity.run", help="One cascade per method: minutes on a CPU."):
+    if not st.toggle("Run the checks", key=state.SANITY_RUN, help="One cascade per method: minutes on a CPU."):
         st.info("Turn on **Run the checks** to compute them for this image.", icon=":material/play_arrow:")
         st.stop()
     report = run_report(selection, methods, int(steps), randomised)
@@ -61,10 +62,10 @@ with guard():
         st.caption(note)
 
     st.subheader("Cascading model randomisation")
-    metric = st.segmented_control("Similarity to the original map", cascade.metrics, key="sanity.metric",
+    metric = st.segmented_control("Similarity to the original map", cascade.metrics, key=state.SANITY_METRIC,
                                   format_func=METRIC_LABELS.get, default=cascade.metrics[0], required=True,
                                   persist_state="session")
-    st.plotly_chart(curves_figure(cascade, metric), key="sanity.curves")
+    st.plotly_chart(curves_figure(cascade, metric), key=state.SANITY_CURVES)
     for note in undefined_notes(cascade):
         st.caption(note)
     from explainers.sanity import filmstrip

@@ -212,7 +212,7 @@ def draw_grid(selection: Selection, settings: CompareSettings, compute: bool) ->
     if todo:
         cancel_slot.button("Cancel", key=state.COMPARE_CANCEL, help="Stop computing the grid now.")
     overall = st.progress(0.0, text=f"0/{len(todo)} panels") if todo else None
-    with st.container(key="grid"):
+    with st.container(key=state.COMPARE_GRID):
         header = st.columns([1.2] + [1] * columns)
         header[0].markdown("**Method**")
         for i, target in enumerate(settings.targets):

@@ -12,6 +12,7 @@ import streamlit as st
 from explainers import METHODS
 from explainers import render as rnd
 
+from . import state
 from .explanations import ProgressReporter, explain_cached
 from .models import model_lock
 
@@ -19,7 +20,6 @@ DEFAULT_METHODS = ["vanilla", "gradcam", "guided_backprop", "random"]
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
 EVALUATIONS = Path(os.environ.get("SALIENCY_EVALUATIONS", Path(__file__).resolve().parents[1] / "bench" / "results"
                                   / "evaluate"))
-CURVES = "_faithfulness_curves"  # this session's curve sets (a progress bar cannot live inside st.cache_*)
 KEEP = 4
 
 
@@ -39,7 +39,7 @@ def curves(selection, methods: list[str], sign: str, steps: int, substrates: dic
 
     key = (selection.model, selection.image_hash, selection.preprocessing, tuple(methods), sign, steps,
            tuple(sorted(substrates.items())), road)
-    store = st.session_state.setdefault(CURVES, {})
+    store = st.session_state.setdefault(state.FAITH_CURVES, {})
     if key not in store:
         maps = maps_for(selection, methods, sign)
         reporter = ProgressReporter("Faithfulness curves")

@@ -109,10 +109,10 @@ def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, 
     # the files are built only when clicked (callables), so a view change does not pay for encoding them
     a, b, c = st.columns(3)
     a.download_button("Overlay PNG", lambda: png_bytes(rendered.image), files["overlay"], "image/png",
-                      key="dl_png", on_click="ignore")
+                      key=state.DOWNLOAD_PNG, on_click="ignore")
     b.download_button("Raw attribution .npy", lambda: npy_bytes(record.attribution), files["attribution"],
-                      "application/octet-stream", key="dl_npy", on_click="ignore")
+                      "application/octet-stream", key=state.DOWNLOAD_NPY, on_click="ignore")
     c.download_button("Manifest JSON",
                       lambda: json.dumps(manifest_for(record, rendered, selection, files=files), indent=2,
                                          allow_nan=False),
-                      files["manifest"], "application/json", key="dl_json", on_click="ignore")
+                      files["manifest"], "application/json", key=state.DOWNLOAD_JSON, on_click="ignore")

@@ -11,6 +11,7 @@ import streamlit as st
 from explainers import METHODS
 from explainers.similarity import METRIC_LABELS
 
+from . import state
 from .explanations import ProgressReporter
 from .models import model_lock
 
@@ -24,7 +25,6 @@ def method_specs(methods: list[str]) -> list[tuple[str, dict]]:
     return [(m, dict(CASCADE_PARAMS.get(m, {}))) for m in methods]
 
 
-REPORTS = "_sanity_reports"  # this session's reports; a progress bar cannot live inside st.cache_* (replayed)
 KEEP_REPORTS = 4
 
 
@@ -36,7 +36,7 @@ def run_report(selection, methods: list[str], steps: int | None, randomised=None
     specs = method_specs(methods)
     key = (selection.model, selection.image_hash, selection.preprocessing,
            tuple((m, tuple(sorted(p.items()))) for m, p in specs), steps)
-    reports = st.session_state.setdefault(REPORTS, {})
+    reports = st.session_state.setdefault(state.SANITY_REPORTS, {})
     if key not in reports:
         reporter = ProgressReporter("Sanity checks")
         try:

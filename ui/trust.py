@@ -11,10 +11,10 @@ import streamlit as st
 
 from explainers import METHODS, render
 
+from . import state
 from .explanations import explain_cached
 from .models import model_lock
 
-RESULTS = "_trust"  # this session's checks, by the explanation's cache key
 STEPS = 20
 
 
@@ -46,10 +46,10 @@ def trust_panel(selection, record, params: dict, key: tuple) -> None:
         if len(record.target) != 1 or info.family == "Control":
             st.caption("Available for single-class targets of an explanation method.")
             return
-        results = st.session_state.setdefault(RESULTS, {})
+        results = st.session_state.setdefault(state.TRUST_RESULTS, {})
         if key not in results:
             slot = st.empty()
-            if not slot.button("Check this map", key="trust.run",
+            if not slot.button("Check this map", key=state.TRUST_RUN,
                                help="3 more maps of this method (random other classes) and a 20-step deletion "
                                "curve."):
                 return
