@@ -507,6 +507,21 @@ _COARSE_SCALE = 1.8
 _SMOOTHING_SWEEPS = 2
 _JACOBI_DAMPING = 0.8
 _COARSEST_SWEEPS = 30
+# Plain conjugate gradients on the removed pixels need about as many iterations as the removed region is deep
+# (erosions to empty it). Measured at 224 px, they beat the multigrid on the box while removed pixels x depth stay
+# below about 6x the box's area: scattered removals 10-30x faster, deep blobs 2-6x slower.
+SPARSE_COST = 6
+
+
+def _depth(removed: torch.Tensor, limit: int) -> int:
+    """How many erosions empty ``removed`` [1, 1, h, w] (outside the image counts as removed), up to limit + 1."""
+    region = removed.to(torch.float32)
+    limit = min(limit, sum(region.shape[-2:]))  # any region empties within h + w erosions, unless it is everything
+    for depth in range(limit + 1):
+        if not bool(region.any()):
+            return depth
+        region = -F.max_pool2d(-F.pad(region, (1, 1, 1, 1), value=1.0), 3, stride=1)
+    return limit + 1
 
 
 def _neighbours(field: torch.Tensor, weights: Callable[[int, int], Any]) -> torch.Tensor:
@@ -629,8 +644,68 @@ def linear_impute(
         # the box keeps one pixel around every removed one (except at the image's edge), so each removed pixel
         # sees all its in-image neighbours inside it
         box = (slice(row, row + 1), slice(None), slice(top, bottom), slice(left, right))
-        filled[box] = _solve_imputation(inputs[box], removed[box], dtype, tolerance, max_iterations)
+        # conjugate gradients on the removed pixels alone cost ~ count x depth (iterations go with the depth), the
+        # multigrid ~ the box's area
+        count, area = int(removed[box].sum()), (bottom - top) * (right - left)
+        limit = SPARSE_COST * area // count
+        if _depth(removed[box], limit) <= limit:
+            filled[box] = _solve_sparse(inputs[box], removed[box], dtype, tolerance)
+        else:
+            filled[box] = _solve_imputation(inputs[box], removed[box], dtype, tolerance, max_iterations)
     return filled
+
+
+def _solve_sparse(inputs: torch.Tensor, removed: torch.Tensor, dtype: torch.dtype, tolerance: float) -> torch.Tensor:
+    """:func:`linear_impute` of one box [1, C, h, w] by Jacobi-preconditioned conjugate gradients on the removed
+    pixels alone (a gather per neighbour): for few unknowns this costs far less than sweeping the whole box."""
+    channels, height, width = inputs.shape[1:]
+    flat = inputs[0].reshape(channels, -1).to(dtype)
+    mask = removed[0, 0].reshape(-1)
+    where = torch.nonzero(mask).flatten()
+    place = torch.full((height * width,), -1, dtype=torch.long, device=mask.device)
+    place[where] = torch.arange(len(where), device=mask.device)
+    row, col = where // width, where % width
+    diagonal = torch.zeros(len(where), dtype=dtype, device=flat.device)
+    rhs = torch.zeros((channels, len(where)), dtype=dtype, device=flat.device)
+    couplings = []  # (weight, index of the unknown neighbour, which unknowns have one)
+    for dy, dx, weight in ROAD_NEIGHBOURS:
+        inside = (row + dy >= 0) & (row + dy < height) & (col + dx >= 0) & (col + dx < width)
+        neighbour = torch.where(inside, where + dy * width + dx, 0)
+        diagonal += weight * inside.to(dtype)
+        kept = inside & ~mask[neighbour]
+        rhs += weight * flat[:, neighbour] * kept.to(dtype)
+        linked = inside & mask[neighbour]
+        couplings.append((weight, torch.where(linked, place[neighbour], 0), linked.to(dtype)))
+
+    def operator(z: torch.Tensor) -> torch.Tensor:
+        total = diagonal * z
+        for weight, index, linked in couplings:
+            total = total - weight * linked * z[:, index]
+        return total
+
+    solution = torch.zeros_like(rhs)
+    residual = rhs.clone()
+    preconditioned = residual / diagonal
+    direction = preconditioned
+    rz = (residual * preconditioned).sum(1, keepdim=True)
+    goal = tolerance * rhs.square().sum(1, keepdim=True).sqrt()
+    tiny = torch.finfo(dtype).tiny
+    for _ in range(20 * (height + width) + 100):
+        if bool((residual.square().sum(1, keepdim=True).sqrt() <= goal).all()):
+            break
+        mapped = operator(direction)
+        curvature = (direction * mapped).sum(1, keepdim=True)
+        alpha = torch.where(curvature > 0, rz / curvature.clamp_min(tiny), 0)
+        solution = solution + alpha * direction
+        residual = residual - alpha * mapped
+        preconditioned = residual / diagonal
+        rz_next = (residual * preconditioned).sum(1, keepdim=True)
+        beta = torch.where(rz > 0, rz_next / rz.clamp_min(tiny), 0)
+        direction = preconditioned + beta * direction
+        rz = rz_next
+    out = flat.clone()
+    out[:, where] = solution
+    return out.reshape(1, channels, height, width).to(inputs.dtype)
 
 
 def _solve_imputation(inputs: torch.Tensor, removed: torch.Tensor, dtype: torch.dtype, tolerance: float,

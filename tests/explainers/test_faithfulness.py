@@ -279,10 +279,15 @@ def test_ties_keep_raster_order():
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_linear_imputation_solves_its_system():
+@pytest.mark.parametrize("solver", ["multigrid", "sparse", "automatic"])
+def test_linear_imputation_solves_its_system(monkeypatch, solver):
     """Every removed pixel ends as the weighted mean of its in-image neighbours; kept pixels stay; rows are
     independent of their batch; with nothing kept the image becomes 0. Scattered removals, and blobs inside the
-    image and at its corner (solved on the box around them)."""
+    image and at its corner (solved on the box around them), by either solver."""
+    import explainers.faithfulness as faithfulness
+
+    if solver != "automatic":
+        monkeypatch.setattr(faithfulness, "SPARSE_COST", 0 if solver == "multigrid" else 10**9)
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(5, 2, 17, 21, generator=generator, dtype=torch.float64)
     removed = torch.rand(5, 17, 21, generator=generator) < torch.tensor([0.2, 0.6, 0.95, 0, 0]).view(5, 1, 1)
