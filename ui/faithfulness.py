@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import plotly.graph_objects as go
-import streamlit as st
 
 from explainers import METHODS
 from explainers import render as rnd
@@ -20,7 +19,6 @@ DEFAULT_METHODS = ["vanilla", "gradcam", "guided_backprop", "random"]
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
 EVALUATIONS = Path(os.environ.get("SALIENCY_EVALUATIONS", Path(__file__).resolve().parents[1] / "bench" / "results"
                                   / "evaluate"))
-KEEP = 4
 
 
 def maps_for(selection, methods: list[str], sign: str) -> dict[str, object]:
@@ -39,8 +37,8 @@ def curves(selection, methods: list[str], sign: str, steps: int, substrates: dic
 
     key = (selection.model, selection.image_hash, selection.preprocessing, tuple(methods), sign, steps,
            tuple(sorted(substrates.items())), road)
-    store = st.session_state.setdefault(state.FAITH_CURVES, {})
-    if key not in store:
+
+    def compute():
         maps = maps_for(selection, methods, sign)
         reporter = ProgressReporter("Faithfulness curves")
         try:
@@ -51,10 +49,9 @@ def curves(selection, methods: list[str], sign: str, steps: int, substrates: dic
                     result["road"] = road_curves(selection.bundle, selection.inputs, maps, "top1", progress=reporter)
         finally:
             reporter.close()
-        store[key] = result
-        while len(store) > KEEP:
-            store.pop(next(iter(store)))
-    return store[key]
+        return result
+
+    return state.remembered(state.FAITH_CURVES, key, compute)
 
 
 def curve_figure(curve_set, kind: str, title: str):

@@ -6,7 +6,6 @@ The numbers all come from explainers.sanity; here they only become charts and ro
 from __future__ import annotations
 
 import plotly.graph_objects as go
-import streamlit as st
 
 from explainers import METHODS
 from explainers.similarity import METRIC_LABELS
@@ -25,7 +24,6 @@ def method_specs(methods: list[str]) -> list[tuple[str, dict]]:
     return [(m, dict(CASCADE_PARAMS.get(m, {}))) for m in methods]
 
 
-KEEP_REPORTS = 4
 
 
 def run_report(selection, methods: list[str], steps: int | None, randomised=None):
@@ -36,18 +34,17 @@ def run_report(selection, methods: list[str], steps: int | None, randomised=None
     specs = method_specs(methods)
     key = (selection.model, selection.image_hash, selection.preprocessing,
            tuple((m, tuple(sorted(p.items()))) for m, p in specs), steps)
-    reports = st.session_state.setdefault(state.SANITY_REPORTS, {})
-    if key not in reports:
+
+    def compute():
         reporter = ProgressReporter("Sanity checks")
         try:
             with model_lock(selection.model):
-                reports[key] = run_sanity(selection.bundle, selection.inputs, specs, steps=steps,
-                                          randomised=randomised, progress=reporter)
+                return run_sanity(selection.bundle, selection.inputs, specs, steps=steps, randomised=randomised,
+                                  progress=reporter)
         finally:
             reporter.close()
-        while len(reports) > KEEP_REPORTS:
-            reports.pop(next(iter(reports)))
-    return reports[key]
+
+    return state.remembered(state.SANITY_REPORTS, key, compute)
 
 
 def curves_figure(cascade, metric: str):

@@ -198,3 +198,15 @@ def set_selection(selection: Any) -> None:
 
 def current_selection() -> Any:
     return st.session_state.get(_SELECTION)
+
+
+def remembered(store: str, key: Any, compute: Callable[[], Any], keep: int = 4) -> Any:
+    """A result kept in this session under ``store``: ``compute()`` once per key, the oldest dropped past ``keep``.
+
+    For on-demand checks whose progress bar cannot live inside st.cache_* (which replays elements)."""
+    results = st.session_state.setdefault(store, {})
+    if key not in results:
+        results[key] = compute()
+        while len(results) > keep:
+            results.pop(next(iter(results)))
+    return results[key]
