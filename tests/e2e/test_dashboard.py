@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from .conftest import ROOT, choose, keyed, page_problems, screenshot, wait_idle
 
@@ -186,14 +187,19 @@ def test_narrow_window_stacks_and_wraps(browser, base_url, artifacts_dir):
     try:
         open_app(page, base_url)
         page.locator(keyed("heatmap_chart")).wait_for(timeout=LOAD_MS)
+        buttons = page.locator(keyed("target_mode")).get_by_role("radio")
+        try:  # a rerun may still be replacing the controls when the chart first shows
+            expect(buttons).to_have_count(4, timeout=LOAD_MS)
+        except AssertionError:
+            (artifacts_dir / "explore_900_dom.html").write_text(page.content())
+            screenshot(page, artifacts_dir / "explore_900_failed.png")
+            raise
         wait_idle(page)
         cut = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stWidgetLabel"]')]
             .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
         assert cut == [], f"labels cut off: {cut}"
         main_right = page.evaluate("""() => document.querySelector('[data-testid="stMain"]')
             .getBoundingClientRect().right""")
-        buttons = page.locator(keyed("target_mode")).get_by_role("radio")
-        assert buttons.count() == 4
         for i in range(4):
             box = buttons.nth(i).bounding_box()
             assert box["x"] + box["width"] <= main_right + 1, f"target button {i} runs off the page"
