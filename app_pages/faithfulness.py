@@ -5,7 +5,7 @@ import streamlit as st
 
 from explainers.digits import gallery
 from explainers.evaluation import latest_evaluation, pointing_game
-from explainers.faithfulness import SUBSTRATES, mask_top
+from explainers.faithfulness import SUBSTRATES, mask_top, region_choices
 from explainers.models import DIGITS_MODEL
 from ui import state
 from ui.controls import method_label, offered_methods
@@ -49,8 +49,16 @@ with guard():
     steps = b.number_input("Steps", 5, 100, value=20, key=state.FAITH_STEPS, persist_state="session")
     deletion = c.selectbox("Deletion substrate", SUBSTRATES, index=0, key=state.FAITH_DEL, persist_state="session")
     insertion = d.selectbox("Insertion substrate", SUBSTRATES, index=1, key=state.FAITH_INS, persist_state="session")
-    road = st.toggle("Also ROAD (MoRF and LeRF)", key=state.FAITH_ROAD, persist_state="session",
-                     help="Nine fractions per order; the imputation solves a sparse linear system per image.")
+    e, f = st.columns([1, 3], vertical_alignment="bottom")
+    sides = region_choices(selection.inputs.shape[-2:])
+    region = e.selectbox("Removed in", sides, key=state.FAITH_REGION, persist_state="session",
+                         format_func=lambda side: "single pixels" if side == 1 else f"{side}×{side} px regions",
+                         help="Single pixels (Petsiuk et al.) or square regions ranked by their mean (region "
+                         "perturbation, Samek et al. 2017, arXiv:1509.06321). Scattered single pixels read to a CNN "
+                         "as noise, which hits the random control hardest; regions remove evidence instead.")
+    road = f.toggle("Also ROAD (MoRF and LeRF)", key=state.FAITH_ROAD, persist_state="session",
+                    help="Nine fractions per order, single pixels; the imputation solves a sparse linear system "
+                    "per image.")
 
     st.subheader("Mask the most salient pixels")
     left, right = st.columns([1, 2])
@@ -72,11 +80,13 @@ with guard():
         st.info("Turn on **Compute the curves** for deletion and insertion on this image.",
                 icon=":material/play_arrow:")
     else:
-        result = curves(selection, methods, sign, int(steps), {"deletion": deletion, "insertion": insertion}, road)
+        result = curves(selection, methods, sign, int(steps), {"deletion": deletion, "insertion": insertion}, road,
+                        int(region))
         left, right = st.columns(2)
-        left.plotly_chart(curve_figure(result["curves"], "deletion", f"Deletion (substrate: {deletion})"),
+        unit = "" if region == 1 else f", {region}×{region} px regions"
+        left.plotly_chart(curve_figure(result["curves"], "deletion", f"Deletion (substrate: {deletion}{unit})"),
                           key=state.FAITH_DELETION)
-        right.plotly_chart(curve_figure(result["curves"], "insertion", f"Insertion (substrate: {insertion})"),
+        right.plotly_chart(curve_figure(result["curves"], "insertion", f"Insertion (substrate: {insertion}{unit})"),
                            key=state.FAITH_INSERTION)
         sets = [result["curves"]]
         if "road" in result:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .errors import ParameterError
 
 BASELINES = ("black", "blur", "uniform_noise", "mean", "zero")
+RANDOM_BASELINES = frozenset({"uniform_noise"})  # drawn from the call's seeded generator
 
 
 def gaussian_blur(inputs: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -29,6 +29,10 @@ class InputError(SaliencyError):
     """An image input that cannot be used: unreadable, damaged, unsafe or outside the accepted formats."""
 
 
+class ModelLoadError(SaliencyError):
+    """A user's model file that cannot be loaded safely: unsafe, damaged, or not matching the architecture."""
+
+
 ImageError = InputError  # the earlier name, kept for callers that catch it
 
 

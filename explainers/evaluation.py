@@ -218,7 +218,7 @@ def saliency_maps(
         resolved = method_params(method, size, (params or {}).get(method))
         callback = None if progress is None else (lambda done, total, m=method: progress(m, done, total))
         started = time.perf_counter()
-        if seed_per_image and get_method(method).stochastic:
+        if seed_per_image and get_method(method).is_stochastic(resolved):
             targets = _per_row(target, len(inputs))
             attribution = torch.cat([
                 explain(bundle, inputs[i: i + 1], method, targets[i], seed=seed + i, batch_size=batch_size,

@@ -45,6 +45,7 @@ SUBSTRATES = ("black", "blur", "mean")
 # Petsiuk et al.: deletion fills with a constant (black), insertion starts from a blurred copy.
 DEFAULT_SUBSTRATES = {"deletion": "black", "insertion": "blur"}
 DEFAULT_STEPS = 50
+REGION_GRID = 7  # grid_region: regions of about a 7×7 grid
 ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ROAD_NOISE = 0.01  # absolute, in the model's input space: pytorch-grad-cam's and Rong et al.'s default
 # Noisy linear imputation's neighbour weights (Rong et al. 2022): 1/6 for the 4 direct neighbours, 1/12 for the
@@ -218,13 +219,46 @@ def _check_maps(maps: Mapping[str, Any], n_rows: int, hw: tuple[int, int]) -> di
     return {str(name): _as_maps(value, n_rows, hw, f"map {name!r}") for name, value in maps.items()}
 
 
-def pixel_ranks(maps: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+def region_ids(hw: tuple[int, int], region: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[H*W] int64: the square region (``region`` px a side, row-major, the last row/column possibly smaller) of
+    each pixel."""
+    height, width = hw
+    rows = torch.arange(height, device=device) // region
+    columns = torch.arange(width, device=device) // region
+    return (rows[:, None] * math.ceil(width / region) + columns[None, :]).flatten()
+
+
+def grid_region(hw: Sequence[int]) -> int:
+    """The region side that cuts an image into about a 7×7 grid (32 px on 224×224, 5 px on 32×32): the grid of
+    the last convolutional layer of most ImageNet CNNs, so a region is what one CAM cell covers."""
+    return max(1, round(min(int(v) for v in hw) / REGION_GRID))
+
+
+def region_choices(hw: Sequence[int]) -> list[int]:
+    """Region sides worth offering for an image: single pixels, and a quarter, half and all of a grid cell."""
+    cell = grid_region(hw)
+    return sorted({1, max(1, cell // 4), max(1, cell // 2), cell})
+
+
+def pixel_ranks(maps: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", region: int = 1) -> torch.Tensor:
     """[N, H*W] int64: each pixel's place in its map's order, most salient first (0 = the maximum).
 
-    Ties keep raster order (a stable sort), so the ranking is deterministic.
+    ``region`` > 1 ranks square regions of that many pixels a side by their mean value instead (region
+    perturbation, Samek, Binder, Montavon, Lapuschkin & Müller 2017, arXiv:1509.06321): a region's pixels are
+    removed together, in raster order. Ties keep raster order (a stable sort), so the ranking is deterministic.
     """
-    values = torch.as_tensor(np.asarray(maps, dtype=np.float32)).to(device).flatten(1)
-    order = torch.argsort(-values, dim=1, stable=True)
+    values = torch.as_tensor(np.asarray(maps, dtype=np.float32)).to(device)
+    hw = tuple(values.shape[-2:])
+    values = values.flatten(1)
+    if region > 1:
+        ids = region_ids(hw, region, values.device)
+        count = int(ids.max()) + 1
+        sums = torch.zeros((len(values), count), device=values.device).index_add_(1, ids, values)
+        means = sums / torch.bincount(ids, minlength=count).to(sums.dtype)
+        by_region = torch.argsort(ids, stable=True)  # pixels grouped by region, raster order inside each
+        order = by_region[torch.argsort(-means[:, ids[by_region]], dim=1, stable=True)]
+    else:
+        order = torch.argsort(-values, dim=1, stable=True)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order).contiguous())
     return ranks
@@ -320,6 +354,7 @@ def faithfulness_curves(
     kinds: Sequence[str] = KINDS,
     steps: int = DEFAULT_STEPS,
     substrate: str | Mapping[str, str] | None = None,
+    region: int = 1,
     batch_size: int | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> CurveSet:
@@ -331,7 +366,9 @@ def faithfulness_curves(
     target or a list of them (anything ``explain()`` accepts: index, name, "topK", one per row as an array); each
     is scored from the same passes. ``substrate``: "black", "blur" or "mean", or a dict per kind (default: black
     for deletion, blur for insertion, as the paper). ``progress(done, total)`` counts images through the model;
-    returning False, or raising Cancelled, stops the run.
+    returning False, or raising Cancelled, stops the run. ``region``: 1 ranks single pixels (the paper); N > 1
+    ranks N×N regions by their mean and removes each whole (see :func:`pixel_ranks`), so the random control
+    removes patches rather than scattered pixels, which a CNN reads as noise rather than as missing evidence.
 
     AUC = ∫₀¹ p_target(x_f) df by the trapezoid rule (``Curve.auc``): low is faithful for deletion, high for
     insertion.
@@ -341,6 +378,7 @@ def faithfulness_curves(
     if not kinds or any(kind not in KINDS for kind in kinds):
         raise ParameterError(f"kinds must be among {', '.join(KINDS)}; got {list(kinds)!r}")
     steps = _check_positive("steps", steps)
+    region = _check_positive("region", region)
     if batch_size is not None:
         _check_positive("batch_size", batch_size)
     model, bundle, categories = _unwrap(model_or_bundle)
@@ -371,7 +409,7 @@ def faithfulness_curves(
                 meter.advance(b - a)
             end_logits[key] = torch.cat(chunks)
         resolved = _resolve_targets(targets, n_rows, categories, end_logits["image"])
-        ranks = torch.stack([pixel_ranks(checked[name], device) for name in names])  # [M, N, H*W]
+        ranks = torch.stack([pixel_ranks(checked[name], device, region) for name in names])  # [M, N, H*W]
 
         # jobs: (method, kind, step 1..steps-1, row); each yields one perturbed image
         grid = torch.cartesian_prod(
@@ -410,21 +448,21 @@ def faithfulness_curves(
         torch.cuda.synchronize(device)
     return CurveSet(curves=curves, substrates=substrates, model_passes=total,
                     elapsed_s=time.perf_counter() - started,
-                    settings={"steps": steps, "batch_size": batch_size, "pixels": pixels})
+                    settings={"steps": steps, "region": region, "batch_size": batch_size, "pixels": pixels})
 
 
 def deletion_curves(model_or_bundle, inputs, maps, targets="top1", *, steps=DEFAULT_STEPS, substrate="black",
-                    batch_size=None, progress=None) -> CurveSet:
+                    region=1, batch_size=None, progress=None) -> CurveSet:
     """Deletion curves only (Petsiuk et al. 2018, arXiv:1806.07421); see :func:`faithfulness_curves`."""
     return faithfulness_curves(model_or_bundle, inputs, maps, targets, kinds=("deletion",), steps=steps,
-                               substrate=substrate, batch_size=batch_size, progress=progress)
+                               substrate=substrate, region=region, batch_size=batch_size, progress=progress)
 
 
 def insertion_curves(model_or_bundle, inputs, maps, targets="top1", *, steps=DEFAULT_STEPS, substrate="blur",
-                     batch_size=None, progress=None) -> CurveSet:
+                     region=1, batch_size=None, progress=None) -> CurveSet:
     """Insertion curves only (Petsiuk et al. 2018, arXiv:1806.07421); see :func:`faithfulness_curves`."""
     return faithfulness_curves(model_or_bundle, inputs, maps, targets, kinds=("insertion",), steps=steps,
-                               substrate=substrate, batch_size=batch_size, progress=progress)
+                               substrate=substrate, region=region, batch_size=batch_size, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -978,7 +1016,7 @@ def cmd_faithfulness(args: argparse.Namespace) -> int:
         maps, seconds, used = saliency_maps(bundle, inputs, methods, args.target, params=params, sign=args.sign,
                                             reduction=args.reduction, seed=args.seed, batch_size=args.batch_size)
         curves = faithfulness_curves(bundle, inputs, maps, args.target, steps=args.steps, substrate=substrate,
-                                     batch_size=args.batch_size)
+                                     region=args.region, batch_size=args.batch_size)
         record = {"image": str(path), "model": bundle.name, "methods": {m: {"params": used[m], "explain_s": seconds[m]}
                                                                         for m in methods},
                   "target": args.target, "sign": args.sign, "reduction": args.reduction, **curves.to_dict()}
@@ -1082,6 +1120,9 @@ def add_commands(commands: Any) -> None:
                     help="curve steps (default: %(default)s)")
     fa.add_argument("--substrate", default=None, choices=SUBSTRATES,
                     help="what removed pixels become (default: black for deletion, blur for insertion)")
+    fa.add_argument("--region", default=1, type=_positive_int, metavar="PX",
+                    help="remove square regions PX pixels a side, ranked by their mean (region perturbation); "
+                    "1 removes single pixels (default: %(default)s)")
     fa.add_argument("--road", action="store_true", help="also ROAD MoRF/LeRF with noisy linear imputation")
     fa.add_argument("--road-fractions", default=list(ROAD_FRACTIONS), type=_fractions, metavar="F,F,...",
                     help="ROAD fractions removed (default: 0.1,...,0.9)")
@@ -1149,6 +1190,7 @@ def add_commands(commands: Any) -> None:
 
 __all__ = [
     "DEFAULT_STEPS", "KINDS", "ROAD_FRACTIONS", "ROAD_ORDERS", "SUBSTRATES", "Curve", "CurveSet", "MaskResult",
-    "add_commands", "deletion_curves", "faithfulness_curves", "insertion_curves", "linear_impute", "make_substrate",
-    "mask_top", "noisy_linear_impute", "pixel_ranks", "road_curves", "road_removed",
+    "add_commands", "deletion_curves", "faithfulness_curves", "grid_region", "insertion_curves", "linear_impute",
+    "make_substrate", "mask_top", "noisy_linear_impute", "pixel_ranks", "region_choices", "region_ids", "road_curves",
+    "road_removed",
 ]

@@ -209,11 +209,18 @@ class MethodInfo:
     smoothgrad_base: bool = False  # a gradient method SmoothGrad/VarGrad may wrap
     sweepable: bool = False  # cheap enough to run once per layer in a layer sweep
     stochastic: bool = False  # depends on the seed
+    stochastic_params: dict[str, frozenset] = field(default_factory=dict)  # values that make it depend on the seed
     formula: str = ""  # one line that makes the code checkable against the paper
 
     @property
     def needs_layer(self) -> bool:
         return NEEDS_LAYER in self.requires
+
+    def is_stochastic(self, params: dict[str, Any] | None = None) -> bool:
+        """Whether the result depends on the seed with these parameters (defaults for those not given): always
+        for SmoothGrad or RISE, and for integrated gradients only with a random baseline."""
+        resolved = {**self.defaults(), **(params or {})}
+        return self.stochastic or any(resolved.get(name) in values for name, values in self.stochastic_params.items())
 
     def defaults(self) -> dict[str, Any]:
         return {name: p.default for name, p in self.params.items()}

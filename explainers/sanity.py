@@ -1050,6 +1050,26 @@ class SanityReport:
         }
 
 
+class _Phases:
+    """One ``progress(done, total)`` over checks run one after another: each check's own counts are shifted by
+    the passes of the checks before it."""
+
+    def __init__(self, callback: Callable[[int, int], object] | None):
+        self.callback, self.before, self.current = callback, 0, 0
+
+    def next(self) -> Callable[[int, int], object] | None:
+        if self.callback is None:
+            return None
+        self.before += self.current
+        self.current = 0
+
+        def report(done: int, total: int) -> object:
+            self.current = total
+            return self.callback(self.before + done, self.before + total)
+
+        return report
+
+
 def run_sanity(
     model_or_bundle: Any,
     inputs: torch.Tensor,
@@ -1066,23 +1086,26 @@ def run_sanity(
     thresholds: Thresholds = Thresholds(),
 ) -> SanityReport:
     """The cascade, the random-logit test and input invariance (and data randomisation when ``randomised``, the
-    shuffled-label model, is given) for ``methods``, with the verdict. ``progress`` counts the cascade's passes."""
+    shuffled-label model, is given) for ``methods``, with the verdict. ``progress(done, total)`` counts the passes
+    of every check, one after the other: each check adds its passes to ``total`` when it starts (its count is
+    known only then), so ``done`` never goes back."""
     started = time.perf_counter()
+    phases = _Phases(progress)
     cascade = model_randomisation(model_or_bundle, inputs, methods, layer=layer, steps=steps, seed=seed,
-                                  batch_size=batch_size, progress=progress)
+                                  batch_size=batch_size, progress=phases.next())
     logit = random_logit(model_or_bundle, inputs, methods, layer=layer, classes=random_classes_count, seed=seed,
-                         batch_size=batch_size)
+                         batch_size=batch_size, progress=phases.next())
     notes = []
     try:
         invariance = input_invariance(model_or_bundle, inputs, methods, shift=shift, layer=layer, seed=seed,
-                                      batch_size=batch_size)
+                                      batch_size=batch_size, progress=phases.next())
     except SaliencyError as exc:  # a model whose first layer cannot absorb a shift: the other checks still stand
         invariance = None
         notes.append(f"input invariance not run: {exc}")
     data = None
     if randomised is not None:
         data = data_randomisation(model_or_bundle, randomised, inputs, methods, layer=layer, seed=seed,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, progress=phases.next())
     return SanityReport(cascade, logit, invariance, data, verdict(cascade, logit, data, invariance, thresholds),
                         time.perf_counter() - started, notes)
 

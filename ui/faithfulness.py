@@ -31,12 +31,13 @@ def maps_for(selection, methods: list[str], sign: str) -> dict[str, object]:
     return maps
 
 
-def curves(selection, methods: list[str], sign: str, steps: int, substrates: dict[str, str], road: bool):
+def curves(selection, methods: list[str], sign: str, steps: int, substrates: dict[str, str], road: bool,
+           region: int = 1):
     """Deletion and insertion curves (and ROAD when asked) of every method, computed once per settings."""
     from explainers.faithfulness import faithfulness_curves, road_curves
 
     key = (selection.model, selection.image_hash, selection.preprocessing, tuple(methods), sign, steps,
-           tuple(sorted(substrates.items())), road)
+           tuple(sorted(substrates.items())), road, region)
 
     def compute():
         maps = maps_for(selection, methods, sign)
@@ -44,7 +45,8 @@ def curves(selection, methods: list[str], sign: str, steps: int, substrates: dic
         try:
             with model_lock(selection.model):
                 result = {"curves": faithfulness_curves(selection.bundle, selection.inputs, maps, "top1",
-                                                        steps=steps, substrate=substrates, progress=reporter)}
+                                                        steps=steps, substrate=substrates, region=region,
+                                                        progress=reporter)}
                 if road:
                     result["road"] = road_curves(selection.bundle, selection.inputs, maps, "top1", progress=reporter)
         finally:

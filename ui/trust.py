@@ -16,10 +16,13 @@ from .explanations import explain_cached
 from .models import model_lock
 
 STEPS = 20
+# Deletion by regions of the CAM grid, filled with the image mean: single black pixels read to a CNN as noise and
+# sink the random control fastest of all (on the cat, pixel-wise black deletion scores Grad-CAM 0.29, random 0.03).
+SUBSTRATE = "mean"
 
 
 def _check(selection, record, params: dict) -> dict:
-    from explainers.faithfulness import faithfulness_curves
+    from explainers.faithfulness import faithfulness_curves, grid_region
     from explainers.sanity import random_logit
 
     with model_lock(selection.model):
@@ -29,13 +32,15 @@ def _check(selection, record, params: dict) -> dict:
     maps = {record.method: render.to_map(record.attribution, "absolute", "max"),
             "random": render.to_map(random_record.attribution, "absolute", "max")}
     with model_lock(selection.model):
+        region = grid_region(selection.inputs.shape[-2:])
         curves = faithfulness_curves(selection.bundle, selection.inputs, maps, int(record.target[0]),
-                                     kinds=("deletion",), steps=STEPS)
+                                     kinds=("deletion",), steps=STEPS, substrate=SUBSTRATE, region=region)
     return {
         "random_logit": logit.mean(record.method, "spearman_abs"),
         "classes": [int(c) for c in logit.classes[0]],
         "deletion": curves.curve("deletion", record.method).mean_auc,
         "deletion_random": curves.curve("deletion", "random").mean_auc,
+        "region": region,
     }
 
 
@@ -67,6 +72,8 @@ def trust_panel(selection, record, params: dict, key: tuple) -> None:
                                                and similarity >= 0.9 else "The map depends on the class."))
         gap = found["deletion"] - found["deletion_random"]
         right.metric("Deletion AUC", f"{found['deletion']:.3f}", delta=f"{gap:+.3f} vs random", delta_color="inverse",
-                     help="Probability of the class as this map's most salient pixels are removed (black), "
-                     f"{STEPS} steps: lower is more faithful.")
-        right.caption(f"The random control scores {found['deletion_random']:.3f} on the same passes.")
+                     help=f"Probability of the class as this map's most salient {found['region']}×"
+                     f"{found['region']} px regions are replaced by the image mean, {STEPS} steps: lower is more "
+                     "faithful. The Faithfulness page has the curves and other settings.")
+        right.caption(f"The random control scores {found['deletion_random']:.3f} on the same passes "
+                      f"({found['region']}×{found['region']} px regions, mean fill).")

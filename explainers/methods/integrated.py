@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..baselines import BASELINES, make_baseline
+from ..baselines import BASELINES, RANDOM_BASELINES, make_baseline
 from ..core import Attribution, Call
 from ..registry import Cost, Param, Reference, Sanity, register
 
@@ -80,6 +80,7 @@ def path_integral(call: Call, inputs, baseline, n_steps: int, rule: str) -> torc
     ),
     formula="A = (x − x′) ⊙ ∫₀¹ ∂S_c(x′ + α(x − x′))/∂x dα ≈ (x − x′) ⊙ Σ_k w_k ∂S_c(x′ + α_k(x − x′))/∂x",
     sanity=Sanity.PASSES,
+    stochastic_params={"baseline": RANDOM_BASELINES},
     params={
         "n_steps": Param("int", 50, "Points on the path from the baseline to the input.", minimum=1, maximum=1000),
         "rule": Param(

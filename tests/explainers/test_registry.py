@@ -187,3 +187,25 @@ def test_controls_explain_nothing_and_need_no_model_for_it():
         info = METHODS[name]
         assert info.sanity is Sanity.CONTROL and not info.class_sensitive and info.family == "Control"
         assert info.unavailable_reason(None) is None  # a control needs no particular model
+
+
+def test_stochastic_follows_the_parameters():
+    from explainers.registry import get_method
+
+    assert get_method("smoothgrad").is_stochastic() and get_method("random").is_stochastic()
+    assert not get_method("integrated_gradients").is_stochastic()
+    assert get_method("integrated_gradients").is_stochastic({"baseline": "uniform_noise"})
+    assert not get_method("integrated_gradients").is_stochastic({"baseline": "blur"})
+    assert not get_method("vanilla").is_stochastic({})
+
+
+def test_a_random_baseline_really_follows_the_seed(default_bundle):
+    """What is_stochastic claims is what explain() does: the noise baseline changes with the seed, black does not."""
+    import explainers
+
+    inputs = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    inputs = default_bundle.normalize(inputs)
+    for baseline, differs in (("uniform_noise", True), ("black", False)):
+        a, b = (explainers.explain(default_bundle, inputs, "integrated_gradients", 0, seed=seed, n_steps=2,
+                                   baseline=baseline).attribution for seed in (0, 1))
+        assert (not torch.equal(a, b)) is differs, baseline

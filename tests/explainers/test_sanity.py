@@ -236,6 +236,27 @@ def test_progress_counts_every_pass_to_the_total():
     assert seen[-1][0] == total and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_run_sanity_progress_covers_every_check_and_never_goes_back():
+    model = small_convnet(1)
+    inputs = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    seen = []
+    report = sanity.run_sanity(model, inputs, ["vanilla"], steps=1, random_classes_count=2, shift=0.5,
+                               progress=lambda done, total: seen.append((done, total)))
+    assert report.input_invariance is not None
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and all(d <= t for d, t in seen)
+    cascade = 2 * 2  # 2 steps (original + 1) x 2 rows x 1 vanilla pass
+    logit = 2  # 2 rows, one pass each: the 3 classes share it (a backward each)
+    invariance = 2 * 2  # the original and the shifted copy
+    totals = list(dict.fromkeys(t for _, t in seen))
+    assert totals == [cascade, cascade + logit, cascade + logit + invariance]
+    assert seen[-1] == (totals[-1], totals[-1])
+    # each check stops when asked: cancelling inside the last check still raises Cancelled
+    with pytest.raises(Cancelled):
+        sanity.run_sanity(model, inputs, ["vanilla"], steps=1, random_classes_count=2, shift=0.5,
+                          progress=lambda done, total: done < seen[-1][1] - 1)
+
+
 class _ZeroingLinear(nn.Linear):
     """A head whose re-initialisation is all zeros: after it, every input gradient is exactly zero."""
 

@@ -39,6 +39,16 @@ def test_masking_more_pixels_lowers_the_class_probability_and_curves_come_on_dem
     random = table.loc[table["method"] == "Random (control)"]
     assert float(gradcam["insertion AUC"].item()) > float(random["insertion AUC"].item())
     assert all(0 <= v <= 1 for v in np.ravel(table[["deletion AUC", "insertion AUC"]].to_numpy(dtype=float)))
+    # regions of the CAM grid, filled with the mean: Grad-CAM's deletion falls below the random control's
+    assert at.selectbox(key="faith.region").options == ["single pixels", "8×8 px regions", "16×16 px regions",
+                                                        "32×32 px regions"]
+    at.selectbox(key="faith.region").set_value(32)
+    at.selectbox(key="faith.del").set_value("mean").run()
+    assert not at.exception and not at.error
+    regions = at.dataframe[0].value
+    deletion = dict(zip(regions["method"], regions["deletion AUC"].astype(float)))
+    assert deletion["Grad-CAM"] < deletion["Random (control)"]
+    assert deletion["Grad-CAM"] != float(gradcam["deletion AUC"].item())  # recomputed for the new settings
 
 
 def test_pointing_game_on_a_digit_uses_its_ground_truth_box():
@@ -63,6 +73,7 @@ def test_the_trust_expander_checks_the_map_on_screen_on_demand():
     similarity, deletion = (m.value for m in at.metric)
     assert -1 <= float(similarity) < 0.9  # vanilla depends on the class (Adebayo et al.: it passes)
     assert 0 <= float(deletion) <= 1
+    assert any("(32×32 px regions, mean fill)" in t for t in texts(at))
     at.selectbox(key="method").set_value("guided_backprop").run()
     at.button(key="trust.run").click().run()
     assert not at.exception and not at.error
