@@ -1,35 +1,63 @@
 """Everything that touches a model temporarily lives here, and every hook is removed in ``finally``.
 
 Hooks exist only inside a call: nothing is registered in a constructor and left for a destructor.
+
+Thread safety: hooks live on the shared modules (they fire for every thread's forward pass) and the train/eval
+flags are shared too, so one model serves one call at a time. ``model_guard`` takes the model's re-entrant
+lock, and every backend entry point that registers hooks or changes module state runs inside it; calls on
+different models run in parallel, and nested calls on one thread (a sanity check calling explain) re-enter.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()  # two threads asking for a new model's lock must get the same one
+
+
+def lock_for(model: nn.Module) -> threading.RLock:
+    """The model's own re-entrant lock, created on first use and dropped with the model."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+@contextlib.contextmanager
+def model_lock(model: nn.Module) -> Iterator[None]:
+    """Hold ``model``'s lock for the block: no other thread's call touches the model meanwhile."""
+    with lock_for(model):
+        yield
+
 
 @contextlib.contextmanager
 def model_guard(model: nn.Module) -> Iterator[None]:
-    """Run the block with the model in eval mode; restore every submodule's train/eval flag and the parameters'
-    requires_grad on exit, however it exits.
+    """Run the block holding the model's lock, with the model in eval mode; restore every submodule's
+    train/eval flag and the parameters' requires_grad on exit, however it exits.
 
     Eval mode because an explanation must not change the model: in train mode BatchNorm would update its running
-    statistics on every pass and dropout would make each pass a different network.
+    statistics on every pass and dropout would make each pass a different network. The lock because both the
+    flags and the hooks a method registers are shared with every other thread using this model.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-        for param, requires_grad in flags:
-            param.requires_grad_(requires_grad)
+    with model_lock(model):
+        modes = [(m, m.training) for m in model.modules()]
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        try:
+            model.eval()
+            yield
+        finally:
+            for module, training in modes:
+                module.training = training
+            for param, requires_grad in flags:
+                param.requires_grad_(requires_grad)
 
 
 class HookSet:
@@ -99,16 +127,18 @@ def rectified_backward(model: nn.Module, guided: bool) -> Iterator[int]:
         return _RectifiedActivation.apply(inputs.pop(module), low, high, guided)
 
     count = 0
-    try:
-        for module in model.modules():
-            if _clamp_range(module) is not None:
-                hooks.add(module.register_forward_pre_hook(pre_hook))
-                hooks.add(module.register_forward_hook(post_hook))
-                count += 1
-        yield count
-    finally:
-        hooks.remove()
-        inputs.clear()
+    # the hooks sit on shared modules: hold the model's lock (explain() already does; this re-enters)
+    with model_lock(model):
+        try:
+            for module in model.modules():
+                if _clamp_range(module) is not None:
+                    hooks.add(module.register_forward_pre_hook(pre_hook))
+                    hooks.add(module.register_forward_hook(post_hook))
+                    count += 1
+            yield count
+        finally:
+            hooks.remove()
+            inputs.clear()
 
 
 class _LayerOutput:
@@ -121,6 +151,7 @@ class _LayerOutput:
 @contextlib.contextmanager
 def capture_layer(module: nn.Module) -> Iterator[_LayerOutput]:
     """Inside the block, ``.output`` is ``module``'s output on the latest forward pass (part of the graph).
+    Call it inside ``model_guard`` of the model that owns ``module``: the hook fires for every forward through it.
 
     The network continues on a clone, so an in-place op downstream (a ReLU(inplace=True) after a conv) cannot
     overwrite the captured map; gradients still flow back through it.

@@ -1,0 +1,124 @@
+"""explain() from several threads on one shared model gives exactly the serial results and leaves no trace."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from explainers import explain, hooks
+
+from .helpers import assert_untouched, hook_counts, imagenet_input, small_convnet, snapshot
+
+# Methods that share the model in different ways: plain autograd, hooks on every ReLU (guided), a forward hook
+# on one layer (CAMs on different layers), many batched passes (SmoothGrad, IG, RISE).
+CASES = [
+    ("vanilla", {}),
+    ("guided_backprop", {}),
+    ("gradcam", {"layer": "features.2"}),
+    ("gradcam", {"layer": "features.5"}),
+    ("layercam", {"layer": "features.4"}),
+    ("smoothgrad", {"n_samples": 4, "seed": 3}),
+    ("integrated_gradients", {"n_steps": 4, "baseline": "zero"}),
+    ("rise", {"n_masks": 12, "seed": 1}),
+]
+REPEATS = 4
+
+
+def _run(model, x, method, params):
+    result = explain(model, x, method, target=1, batch_size=2, **params)
+    return result.attribution, result.logits
+
+
+def _hammer(model, x, cases, repeats):
+    """Every case in its own thread, all released together, each repeated; returns the results per case."""
+    start = threading.Barrier(len(cases))
+
+    def worker(case):
+        method, params = case
+        start.wait()
+        return [_run(model, x, method, params) for _ in range(repeats)]
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        return list(pool.map(worker, cases))
+
+
+def _assert_same(serial, threaded, label):
+    for attribution, logits in threaded:
+        gap = float((attribution - serial[0]).abs().max())
+        assert gap <= 1e-6 * max(float(serial[0].abs().max()), 1.0), f"{label}: map differs by {gap:.3g}"
+        assert torch.allclose(logits, serial[1], rtol=0, atol=1e-6), f"{label}: logits differ"
+
+
+def test_threads_on_one_small_model_get_the_serial_results():
+    model = small_convnet()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    before = snapshot(model)
+    serial = [_run(model, x, method, params) for method, params in CASES]
+    threaded = _hammer(model, x, CASES, REPEATS)
+    for (method, params), expected, got in zip(CASES, serial, threaded, strict=True):
+        _assert_same(expected, got, f"{method} {params}")
+    assert_untouched(model, before)
+
+
+def test_threads_on_the_default_model_get_the_serial_results(default_bundle):
+    model = default_bundle.model
+    x = imagenet_input("cat.png", default_bundle.input_size)
+    cases = [("vanilla", {}), ("guided_backprop", {}), ("gradcam", {})]
+    before = snapshot(model)
+    serial = [_run(default_bundle, x, method, params) for method, params in cases]
+    threaded = _hammer(default_bundle, x, cases, 2)
+    for (method, _params), expected, got in zip(cases, serial, threaded, strict=True):
+        _assert_same(expected, got, method)
+    assert hook_counts(model) == 0
+    assert_untouched(model, before)
+
+
+def test_nested_calls_on_one_thread_do_not_deadlock():
+    """The lock is re-entrant: a check that explains inside its own guard (as sanity checks do) still runs."""
+    model = small_convnet()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with hooks.model_lock(model):
+        result = explain(model, x, "vanilla", target=0)
+    assert torch.isfinite(result.attribution).all()
+
+
+def test_different_models_do_not_wait_for_each_other():
+    """The lock is per model: a call on another model runs while one model's lock is held."""
+    held, other = small_convnet(0), small_convnet(1)
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    acquired = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with hooks.model_lock(held):
+            acquired.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert acquired.wait(30)
+        done = []
+        runner = threading.Thread(target=lambda: done.append(explain(other, x, "vanilla", target=0)))
+        runner.start()
+        runner.join(30)
+        assert done, "a call on another model waited for the held model's lock"
+    finally:
+        release.set()
+        holder.join(30)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "guided_backprop"])
+def test_a_model_left_in_train_mode_keeps_it_under_threads(method):
+    """model_guard's eval/restore under the lock: concurrent calls never see another's half-restored flags."""
+    model = small_convnet().train()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    before = snapshot(model)
+    serial = _run(model, x, method, {})
+    threaded = _hammer(model, x, [(method, {})] * 4, 3)
+    for got in threaded:
+        _assert_same(serial, got, method)
+    assert_untouched(model, before, training=True)
