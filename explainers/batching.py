@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
-from .errors import Cancelled
+from .errors import Cancelled, SaliencyError
 
 # Rows per pass when the caller does not say. On a CPU small batches stay in cache. Measured here (1 thread):
 # IG-50 on EfficientNet-Lite0 takes the same time at 4-16 rows and nearly twice as long at 32; forward-only
@@ -31,6 +33,59 @@ def batch_slices(total: int, batch_size: int | None) -> Iterator[tuple[int, int]
     size = max(1, int(batch_size or DEFAULT_BATCH_SIZE))
     for start in range(0, total, size):
         yield start, min(start + size, total)
+
+
+class Batches:
+    """One call's batch size: halved when a batch runs out of GPU memory, and kept halved for the rest of the call.
+
+    ``requested`` is the size the call started with, ``size`` the one in use (the one that worked, once a run
+    is over); ``reduced_from`` lists every size that ran out of memory.
+    """
+
+    def __init__(self, size: int | None, device: Any = None):
+        self.requested = self.size = max(1, int(size or DEFAULT_BATCH_SIZE))
+        self.device = device
+        self.reduced_from: list[int] = []
+
+    def run(self, total: int, compute: Callable[[int, int], Any]) -> Iterator[tuple[int, int, Any]]:
+        """(start, stop, compute(start, stop)) for batches covering range(total).
+
+        ``compute`` must have no side effects that a retry would repeat: it may run again on a smaller slice
+        from the same start after torch.cuda.OutOfMemoryError. The caller keeps the results (and advances
+        progress) in the loop body, which runs once per batch.
+        """
+        start = 0
+        while start < total:
+            stop = min(start + self.size, total)
+            try:
+                value = compute(start, stop)
+            except torch.cuda.OutOfMemoryError as exc:
+                if stop - start <= 1:
+                    raise SaliencyError(
+                        f"out of GPU memory even with one row per batch (started at {self.requested}); free GPU "
+                        "memory (other models, other sessions), use a smaller input or run on the CPU"
+                    ) from exc
+                failed = stop - start
+            else:
+                yield start, stop, value
+                start = stop
+                continue
+            # outside the except clause: the failed batch's tensors, held by the traceback, are freed by now
+            self._shrink(failed)
+
+    def _shrink(self, failed: int) -> None:
+        self.size = max(1, failed // 2)
+        self.reduced_from.append(failed)
+        warnings.warn(f"out of GPU memory with a batch of {failed}; retrying with {self.size}", RuntimeWarning,
+                      stacklevel=3)
+        if getattr(self.device, "type", None) == "cuda":
+            torch.cuda.empty_cache()
+
+    def note(self) -> str | None:
+        """What to tell the user when the size had to shrink, else None."""
+        if not self.reduced_from:
+            return None
+        return f"out of GPU memory at batch size {self.requested}: finished with batch size {self.size}"
 
 
 class Progress:

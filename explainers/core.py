@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import Progress, batch_slices, default_batch_size
+from .batching import Batches, Progress, default_batch_size
 from .errors import ParameterError, SaliencyError
 from .hooks import model_guard
 from .registry import MethodInfo, get_method
@@ -56,6 +56,12 @@ class Call:
     bundle: Any = None  # the ModelBundle when there is one (pixel-space baselines need its normalisation)
     layer: Any = None  # the resolved LayerInfo (name, shape, layout, channels) for layer methods
     layer_module: nn.Module | None = None
+    # the batch size in use, shared by every loop of the call (and its take() copies): halved on out-of-memory
+    batches: Batches | None = None
+
+    def __post_init__(self) -> None:
+        if self.batches is None:
+            object.__setattr__(self, "batches", Batches(self.batch_size, _device_of(self.model)))
 
     @property
     def device(self) -> torch.device:
@@ -71,9 +77,7 @@ class Call:
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits of ``inputs`` without gradients, in batches of ``batch_size``."""
-        with torch.inference_mode():
-            chunks = [as_logits(self.model(inputs[a:b])) for a, b in batch_slices(len(inputs), self.batch_size)]
-        return torch.cat(chunks)
+        return predict(self.model, inputs, self.batches)
 
     def scores(self, logits: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
         """[T, B]: every target's score for ``logits`` [B, K] of rows ``rows``."""
@@ -92,7 +96,8 @@ class Call:
         One forward pass per batch; the targets share it, one backward each.
         """
         count = len(self.targets)
-        for start, stop in batch_slices(total, self.batch_size):
+
+        def compute(start, stop):
             batch, rows = make_batch(start, stop)
             batch = batch.detach().requires_grad_(True)
             with torch.enable_grad():
@@ -101,7 +106,10 @@ class Call:
                 grads = [
                     torch.autograd.grad(scores[t].sum(), batch, retain_graph=t < count - 1)[0] for t in range(count)
                 ]
-            consume(start, stop, batch.detach(), torch.stack(grads), logits.detach())
+            return batch.detach(), torch.stack(grads), logits.detach()
+
+        for start, stop, (batch, grads, logits) in self.batches.run(total, compute):
+            consume(start, stop, batch, grads, logits)
             self.progress.advance(stop - start)
 
 
@@ -112,7 +120,9 @@ class Explanation:
     ``attribution`` is raw and unnormalised, [N, C, H, W] at input resolution (C = the input's channels for
     gradient methods, 1 for maps). ``target`` holds class indices, [N] or [N, 2] for a contrast. ``extras``
     carries method-specific results such as integrated gradients' completeness delta. ``seed`` is the one the
-    random draws used (drawn and recorded when none was given).
+    random draws used (drawn and recorded when none was given). ``batch_size_used`` is the batch size the run
+    finished with (smaller than asked when the GPU ran out of memory). ``notes`` holds, per row, what the user
+    should be told beside the map (an all-zero map, a batch size reduced after out-of-memory).
     """
 
     attribution: torch.Tensor
@@ -126,6 +136,8 @@ class Explanation:
     layer_attribution: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    batch_size_used: int | None = None
+    notes: list[tuple[str, ...]] = field(default_factory=list)
 
     def record(self, row: int = 0) -> ExplanationRecord:
         """Row ``row`` as NumPy arrays and JSON-ready values: what the dashboard caches and manifests describe."""
@@ -150,13 +162,15 @@ class Explanation:
             seed=self.seed,
             elapsed_s=self.elapsed_s,
             extras=extras,
+            batch_size_used=self.batch_size_used,
+            notes=tuple(self.notes[row]) if row < len(self.notes) else (),
         )
 
 
 @dataclass(frozen=True)
 class ExplanationRecord:
     """One image's explanation in NumPy: ``attribution`` [C, H, W] raw, ``logits`` [K], ``target`` (class,) or
-    (a, b) for a contrast; ``params`` and ``extras`` JSON-ready."""
+    (a, b) for a contrast; ``params`` and ``extras`` JSON-ready; ``notes`` sentences to show beside the map."""
 
     attribution: np.ndarray
     target: tuple[int, ...]
@@ -169,6 +183,8 @@ class ExplanationRecord:
     layer_attribution: np.ndarray | None = None
     seed: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    batch_size_used: int | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def target_value(self) -> int | tuple[int, int]:
@@ -201,6 +217,16 @@ def _device_of(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def predict(model: nn.Module, inputs: torch.Tensor, batches: Batches) -> torch.Tensor:
+    """Logits of ``inputs`` without gradients, in batches (halved on out-of-memory)."""
+
+    def compute(start, stop):
+        with torch.inference_mode():
+            return as_logits(model(inputs[start:stop]))
+
+    return torch.cat([logits for _, _, logits in batches.run(len(inputs), compute)])
 
 
 def _resolve_layer(model: nn.Module, bundle: Any, layer: Any, inputs: torch.Tensor):
@@ -276,15 +302,18 @@ def explain(
     with model_guard(model):
         device = inputs.device
         clean_logits = None
+        clean_batches = Batches(batch_size or len(inputs), device)
         if spec.needs_logits:  # a rank needs the clean prediction before anything is explained
-            with torch.inference_mode():
-                clean_logits = torch.cat([as_logits(model(inputs[a:b]))
-                                          for a, b in batch_slices(len(inputs), batch_size or len(inputs))])
+            clean_logits = predict(model, inputs, clean_batches)
         resolved_target = spec.resolve(clean_logits, device=device)
         layer_info, layer_module = _resolve_layer(model, bundle, layer, inputs) if info.needs_layer else (None, None)
         cost = info.cost.passes(resolved_params, tuple(inputs.shape[-2:]), getattr(layer_info, "channels", None))
         if batch_size is None:
             batch_size = default_batch_size(device, forward_only=cost.backward == 0)
+        batches = Batches(batch_size, device)
+        if clean_batches.reduced_from:  # the clean pass already ran out of memory at this size
+            batches.reduced_from = list(clean_batches.reduced_from)
+            batches.size = min(batches.size, clean_batches.size)
         call = Call(
             model=model,
             targets=(resolved_target,),
@@ -295,6 +324,7 @@ def explain(
             bundle=bundle,
             layer=layer_info,
             layer_module=layer_module,
+            batches=batches,
         )
         result = run_method(info, call, inputs, resolved_params)
         logits = result.logits if result.logits is not None else clean_logits
@@ -315,7 +345,15 @@ def explain(
         layer_attribution=None if result.layer_attribution is None else result.layer_attribution[0].detach(),
         extras=dict((result.extras or [{}])[0]),
         seed=seed,
+        batch_size_used=call.batches.size,
+        notes=_notes(len(inputs), call.batches),
     )
+
+
+def _notes(rows: int, batches: Batches) -> list[tuple[str, ...]]:
+    """Per row, the sentences the user should read beside the map."""
+    shared = [note for note in (batches.note(),) if note]
+    return [tuple(shared) for _ in range(rows)]
 
 
 def run_method(info: MethodInfo, call: Call, inputs: torch.Tensor, params: dict[str, Any]) -> Attribution:

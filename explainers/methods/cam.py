@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import batch_slices
 from ..core import Attribution, Call, as_logits
 from ..errors import SaliencyError
 from ..hooks import capture_layer
@@ -71,8 +70,10 @@ def capture(call: Call, inputs: torch.Tensor, gradients: bool = True) -> Capture
     activations, grads, logits = [], [], []
     count = len(call.targets)
     with capture_layer(call.layer_module) as layer:
-        for start, stop in batch_slices(len(inputs), call.batch_size):
+
+        def compute(start, stop):
             batch = inputs[start:stop].detach()
+            batch_grads = None
             if gradients:
                 # requires_grad on the input guarantees a graph even for a model with frozen parameters
                 batch.requires_grad_(True)
@@ -83,12 +84,17 @@ def capture(call: Call, inputs: torch.Tensor, gradients: bool = True) -> Capture
                         torch.autograd.grad(scores[t].sum(), layer.output, retain_graph=t < count - 1)[0]
                         for t in range(count)
                     ]
-                grads.append(torch.stack([to_nchw(g.detach(), layout, grid) for g in per_target]))
+                batch_grads = torch.stack([to_nchw(g.detach(), layout, grid) for g in per_target])
             else:
                 with torch.inference_mode():
                     batch_logits = as_logits(call.model(batch))
-            activations.append(to_nchw(layer.output.detach(), layout, grid))
-            logits.append(batch_logits.detach())
+            return to_nchw(layer.output.detach(), layout, grid), batch_grads, batch_logits.detach()
+
+        for start, stop, (batch_activations, batch_grads, batch_logits) in call.batches.run(len(inputs), compute):
+            activations.append(batch_activations)
+            if batch_grads is not None:
+                grads.append(batch_grads)
+            logits.append(batch_logits)
             call.progress.advance(stop - start)
     return Captured(torch.cat(activations), torch.cat(grads, dim=1) if gradients else None, torch.cat(logits))
 
@@ -289,13 +295,16 @@ def scorecam(call, inputs, relu=True):
         varying = torch.nonzero(~constant).flatten()
         masks = (upsampled[varying] - low[varying]) / (high[varying] - low[varying])
         scores = torch.empty((count, c), device=inputs.device, dtype=inputs.dtype)
+
+        def masked_scores(start, stop, i=i, masks=masks):
+            with torch.inference_mode():
+                logits = as_logits(call.model(inputs[i : i + 1] * masks[start:stop].unsqueeze(1)))
+                return call.scores(logits, torch.full((stop - start,), i, dtype=torch.long))
+
+        for start, stop, batch_scores in call.batches.run(len(varying), masked_scores):
+            scores[:, varying[start:stop]] = batch_scores.to(scores.dtype)
+            call.progress.advance(stop - start)
         with torch.inference_mode():
-            for start, stop in batch_slices(len(varying), call.batch_size):
-                masked = inputs[i : i + 1] * masks[start:stop].unsqueeze(1)
-                logits = as_logits(call.model(masked))
-                rows = torch.full((stop - start,), i, dtype=torch.long)
-                scores[:, varying[start:stop]] = call.scores(logits, rows).to(scores.dtype)
-                call.progress.advance(stop - start)
             if constant.any():
                 # a constant channel's normalised mask is all zeros: every such channel scores the blank input
                 blank_logits = as_logits(call.model(torch.zeros_like(inputs[i : i + 1])))

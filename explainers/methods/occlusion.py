@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from ..baselines import make_baseline
-from ..batching import batch_slices
 from ..core import Attribution, as_logits
 from ..errors import ParameterError
 from ..registry import Cost, Param, Reference, Sanity, register
@@ -112,15 +111,18 @@ def occlusion(call, inputs, window=32, stride=16, baseline="zero"):
     count = len(call.targets)
     drops = torch.empty((count, len(inputs) * per_row), dtype=torch.float64, device=device)
 
-    with torch.inference_mode():
-        for start, stop in batch_slices(len(inputs) * per_row, call.batch_size):
+    def occluded_scores(start, stop):
+        with torch.inference_mode():
             index = torch.arange(start, stop, device=device)
             row, position = index // per_row, index % per_row
             covered = cover_y[position // n_x].unsqueeze(2) & cover_x[position % n_x].unsqueeze(1)  # [B, H, W]
             batch = torch.where(covered.unsqueeze(1), reference[row], inputs[row])
             scores = call.scores(as_logits(call.model(batch)), row)  # every target from the same pass
-            drops[:, start:stop] = clean[:, row] - scores.double()
-            call.progress.advance(stop - start)
+            return clean[:, row] - scores.double()
+
+    for start, stop, batch_drops in call.batches.run(len(inputs) * per_row, occluded_scores):
+        drops[:, start:stop] = batch_drops
+        call.progress.advance(stop - start)
 
     # windows are products of a row band and a column band, so the sum over windows is D[y, x] -> Y^T D X
     cover_y, cover_x = cover_y.double(), cover_x.double()

@@ -7,7 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..batching import batch_slices
 from ..core import Attribution, as_logits
 from ..registry import Cost, Param, Reference, Sanity, register
 
@@ -39,14 +38,17 @@ class MaskSampler:
             )
             self.chunks[self.drawn] = (grids, shifts)
             self.drawn += 1
-        for old in [j for j in self.chunks if j < k]:  # masks are asked for in increasing order
-            del self.chunks[old]
         return self.chunks[k]
 
     def masks(self, index: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """Masks number ``index`` (a CPU LongTensor, non-decreasing), [len(index), H, W] on ``device``."""
         parts = []
-        for k in torch.unique_consecutive(index // DRAW_CHUNK).tolist():
+        chunks = torch.unique_consecutive(index // DRAW_CHUNK).tolist()
+        # masks are asked for in increasing order, and a batch retried after out-of-memory asks again from the
+        # same first mask: only chunks before this batch's first are done with
+        for old in [j for j in self.chunks if j < chunks[0]]:
+            del self.chunks[old]
+        for k in chunks:
             grids, shifts = self._chunk(k)
             local = index[index // DRAW_CHUNK == k] - k * DRAW_CHUNK
             parts.append((grids[local], shifts[local]))
@@ -112,15 +114,17 @@ def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
     sampler = MaskSampler(n_masks, grid, p, (height, width), call.generator())
     saliency = torch.zeros((len(call.targets), count, height, width), dtype=torch.float64, device=device)
 
-    with torch.inference_mode():
+    def masked_scores(start, stop):
         # pairs (mask, row) in mask-major order: every row of a batch shares the masks already drawn
-        for start, stop in batch_slices(n_masks * count, call.batch_size):
+        with torch.inference_mode():
             index = torch.arange(start, stop)
             masks = sampler.masks(index // count, inputs.dtype, device)
             row = (index % count).to(device)
             scores = call.scores(as_logits(call.model(inputs[row] * masks.unsqueeze(1))), row)  # [T, B]
-            weighted = scores.double().view(*scores.shape, 1, 1) * masks.double().unsqueeze(0)
-            for t in range(len(scores)):
-                saliency[t].index_add_(0, row, weighted[t])
-            call.progress.advance(stop - start)
+            return row, scores.double().view(*scores.shape, 1, 1) * masks.double().unsqueeze(0)
+
+    for start, stop, (row, weighted) in call.batches.run(n_masks * count, masked_scores):
+        for t in range(len(weighted)):
+            saliency[t].index_add_(0, row, weighted[t])
+        call.progress.advance(stop - start)
     return Attribution((saliency / (n_masks * p)).unsqueeze(2).to(inputs.dtype), logits=logits)

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import batch_slices
 from ..core import Attribution, as_logits
 from ..errors import SaliencyError
 from ..hooks import HookSet
@@ -96,10 +95,14 @@ def attention_rollout(call, inputs, head_fusion="mean", discard_ratio=0.9):
         for module in modules:
             hooks.add(module.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
             hooks.add(module.register_forward_hook(keep_weights, with_kwargs=True))
-        for start, stop in batch_slices(len(inputs), call.batch_size):
+
+        def forward(start, stop):
             captured.clear()
             with torch.inference_mode():
-                logits.append(as_logits(call.model(inputs[start:stop])))
+                return as_logits(call.model(inputs[start:stop]))
+
+        for start, stop, batch_logits in call.batches.run(len(inputs), forward):
+            logits.append(batch_logits)
             tokens = captured[0].shape[-1]
             grid = int(round((tokens - 1) ** 0.5))
             if grid * grid != tokens - 1:
