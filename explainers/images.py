@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,10 @@ from .errors import InputError
 MAX_PIXELS = 50_000_000
 # Any size is usable (the model resizes); kept for callers that import it.
 MIN_SIDE = 1
+# Larger files are refused before decoding, from any source: the one image limit, shared by the API and the UI's
+# uploaders (Streamlit's own server.maxUploadSize, in .streamlit/config.toml, is higher: it is sized for model weights).
+MAX_IMAGE_MB = 25
+MAX_IMAGE_BYTES = MAX_IMAGE_MB * 1024 * 1024  # Streamlit's "MB" is 1024 * 1024 bytes too
 
 # Pillow's format names; MPO (a JPEG with extra preview frames, as cameras write) comes in as JPEG.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -39,7 +44,8 @@ Source = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 def load_image(source: Source, name: str | None = None) -> Image.Image:
     """Decode ``source`` (bytes, a path, or a binary file object) to an 8-bit RGB image.
 
-    EXIF rotation is applied and transparency is flattened onto white. Animated or multi-page files give their first
+    Files over MAX_IMAGE_BYTES (25 MB) are refused unread. EXIF rotation is applied and transparency is flattened
+    onto white. Animated or multi-page files give their first
     frame; 16-bit and float images are scaled from their own min..max to 0..255. Either way ``image.info["notice"]``
     says so, e.g. "animated GIF: using the first of 12 frames" or "16-bit image scaled from its range 1000..3000 to
     8 bits". Raises InputError, with a message fit for the user, for anything that cannot be used.
@@ -68,6 +74,23 @@ def image_hash(image: Image.Image) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_image_size(size: int, name: str | None = None) -> None:
+    """Raise InputError if a file of ``size`` bytes is over MAX_IMAGE_BYTES: the UI checks an upload's size with
+    this before reading it; load_image checks every source with it."""
+    if size > MAX_IMAGE_BYTES:
+        raise _too_large(f"'{name}'" if name else "the file", size)
+
+
+def _too_large(label: str, size: int | None = None) -> InputError:
+    """The error for a file over the image limit; ``size`` None when reading stopped at the limit."""
+    # rounded up, so a file one byte over never reads as "25.0 MB, over the 25 MB limit"
+    what = f"is {math.ceil(size * 10 / 1024 / 1024) / 10:.1f} MB, over" if size is not None else "is over"
+    return InputError(
+        f"{label} {what} the {MAX_IMAGE_MB} MB limit for images; expected a file of at most {MAX_IMAGE_MB} MB — "
+        f"downscale it or save it as JPEG, e.g. `{_SUGGESTED_RESIZE}`"
+    )
+
+
 def _label(source: object, name: str | None) -> str:
     if name:
         base = name
@@ -81,19 +104,28 @@ def _label(source: object, name: str | None) -> str:
 
 def _read_bytes(source: object, label: str) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
+        size = source.nbytes if isinstance(source, memoryview) else len(source)  # a view counts items, not bytes
+        if size > MAX_IMAGE_BYTES:
+            raise _too_large(label, size)
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
             if path.is_dir():  # checked first: on Windows reading a folder fails as "permission denied"
                 raise InputError(f"{path} is a folder, not an image file; pick an image file inside it")
-            return path.read_bytes()
+            size = path.stat().st_size  # before reading: a huge file is refused without being held in memory
+            if size > MAX_IMAGE_BYTES:
+                raise _too_large(label, size)
+            data = path.read_bytes()
         except FileNotFoundError:
             raise InputError(f"cannot read {label}: there is no file {path}; check the path and name") from None
         except PermissionError:
             raise InputError(f"cannot read {label}: permission denied for {path}; check its permissions") from None
         except OSError as exc:
             raise InputError(f"cannot read {label} at {path}: {exc.strerror or exc}") from None
+        if len(data) > MAX_IMAGE_BYTES:  # it grew after stat(), e.g. a file still being written
+            raise _too_large(label, len(data))
+        return data
     read = getattr(source, "read", None)
     if not callable(read):
         raise InputError(
@@ -104,15 +136,32 @@ def _read_bytes(source: object, label: str) -> bytes:
         seekable = getattr(source, "seekable", None)
         if callable(seekable) and seekable():
             source.seek(0)  # an upload already read once would otherwise look empty; Pillow seeks to 0 too
-        data = read()
+        data = _read_limited(read, label)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any file-like object may fail its own way; all mean "could not read"
         reason = str(exc) or type(exc).__name__
         raise InputError(f"could not read {label}: {reason}; try opening or uploading it again") from None
-    if isinstance(data, str):
-        raise InputError(f"{label} was opened as text; open it in binary mode ('rb') or pass its path")
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InputError(f"reading {label} gave {type(data).__name__}, expected bytes; pass the file's path instead")
-    return bytes(data)
+    return data
+
+
+def _read_limited(read, label: str) -> bytes:
+    """Read a file object to its end, but at most one byte past MAX_IMAGE_BYTES, so a huge or endless stream is
+    refused without being held in memory; short reads (raw files, pipes) are read on from."""
+    parts: list[bytes] = []
+    total = 0
+    while total <= MAX_IMAGE_BYTES:
+        chunk = read(MAX_IMAGE_BYTES + 1 - total)
+        if isinstance(chunk, str):
+            raise InputError(f"{label} was opened as text; open it in binary mode ('rb') or pass its path")
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise InputError(f"reading {label} gave {type(chunk).__name__}, expected bytes; pass the file's path "
+                             "instead")
+        if not chunk:
+            return b"".join(parts)
+        parts.append(bytes(chunk))
+        total += len(parts[-1])
+    raise _too_large(label)
 
 
 def _open_lazily(data: bytes, label: str) -> ImageFile.ImageFile:

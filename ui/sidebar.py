@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from explainers import SaliencyError
-from explainers.images import image_hash, load_image
+from explainers.images import MAX_IMAGE_MB, check_image_size, image_hash, load_image
 from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, ModelBundle
 
 from . import state
@@ -62,6 +62,13 @@ def _decode(data: bytes, name: str) -> Image.Image:
     return load_image(data, name=name)
 
 
+def _decode_upload(file) -> Image.Image:
+    """An uploaded image, its size checked before anything is read or decoded: the browser enforces the same
+    limit (max_upload_size), this catches whatever reaches the server past it."""
+    check_image_size(file.size, file.name)
+    return _decode(file.getvalue(), file.name)
+
+
 @st.cache_data(show_spinner=False)
 def _thumbnail(name: str) -> bytes:
     """PNG bytes, cached: st.image would otherwise re-encode the preview on every rerun."""
@@ -91,7 +98,8 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
     source = st.segmented_control("Image", SOURCES, default=SOURCES[0], key=state.IMAGE_SOURCE, required=True)
     if source == "Upload":
         files = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple_files=True, key=state.UPLOADS,
-                                 help="Several files become a list to pick from.")
+                                 max_upload_size=MAX_IMAGE_MB,
+                                 help=f"Several files become a list to pick from. Up to {MAX_IMAGE_MB} MB each.")
         if not files:
             return Problem("empty", "Upload an image in the sidebar (drag and drop works), or switch to Samples.")
         names = [f.name for f in files]
@@ -100,7 +108,7 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
             chosen = st.radio("Uploaded images", names, key=state.UPLOAD_PICK)
             file = files[names.index(chosen)] if chosen in names else files[0]
         try:
-            return _decode(file.getvalue(), file.name), file.name
+            return _decode_upload(file), file.name
         except SaliencyError as exc:
             return Problem("error", str(exc), exc)
     if source == "Camera":

@@ -19,6 +19,15 @@ from explainers.errors import InputError
 from explainers.images import MAX_PIXELS, MIN_SIDE, image_hash, load_image, open_image
 
 ACCEPTED_NAMES = ("JPEG", "PNG", "WebP", "BMP", "GIF", "TIFF")
+PILLOW_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # as Pillow set it at import
+
+
+@pytest.fixture(autouse=True)
+def pillow_globals_untouched():
+    """After every load in this file, good or refused: Pillow's process-wide safety flags are unchanged."""
+    yield
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_MAX_PIXELS
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
