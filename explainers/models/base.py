@@ -18,6 +18,9 @@ CENTER_CROP = "center_crop"  # the model's canonical eval transform: resize the 
 PREPROCESSING = (RESIZE, CENTER_CROP)
 
 
+LARGE_RESIZE = 16_000_000  # pixels: above this, a centre crop resamples only the box it keeps
+
+
 @dataclass
 class ModelBundle:
     """A classifier in eval mode plus its preprocessing, class names and layer catalogue.
@@ -38,6 +41,7 @@ class ModelBundle:
     layers: list[LayerInfo] = field(default_factory=list)
     default_layer: str | None = None
     description: str = ""
+    notes: list[str] = field(default_factory=list)  # what the UI should tell about this model (user models)
 
     @property
     def device(self) -> torch.device:
@@ -87,6 +91,13 @@ class ModelBundle:
         image = image.convert("RGB")
         if preprocessing == CENTER_CROP:
             resized_size, left, top = self._crop_plan(image.size)
+            if resized_size[0] * resized_size[1] > LARGE_RESIZE:
+                # a very long, thin image (10000×10) would be resized to 256000×256 only to keep 224×224 of it:
+                # resample just the source box the crop covers (the same geometry, a few pixels' filter support
+                # at the box's edges aside)
+                sx, sy = resized_size[0] / image.width, resized_size[1] / image.height
+                box = (left / sx, top / sy, (left + self.input_size) / sx, (top + self.input_size) / sy)
+                return image.resize((self.input_size, self.input_size), self.interpolation, box=box)
             resized = image.resize(resized_size, self.interpolation)
             return resized.crop((left, top, left + self.input_size, top + self.input_size))
         return image.resize((self.input_size, self.input_size), self.interpolation)

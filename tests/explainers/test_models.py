@@ -411,3 +411,20 @@ def test_model_info_without_building(monkeypatch):
             assert isinstance(info["download_mb"], float) and info["download_mb"] > 1
             assert os.path.basename(info["weights_file"]) == os.path.basename(info["weights_url"])
     assert model_info("vit_h_14")["input_size"] == 518
+
+
+def test_centre_crop_of_a_long_thin_image_resamples_only_its_box(default_bundle, monkeypatch):
+    """10×10000 would be resized to 256000×256 (200 MB) to keep 224×224 of it; the box path gives the same pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from explainers.models import base
+
+    image = Image.fromarray((np.random.default_rng(0).random((10, 10000, 3)) * 255).astype("uint8"))
+    resized, _, _ = default_bundle._crop_plan(image.size)
+    assert resized[0] * resized[1] > base.LARGE_RESIZE  # this image takes the box path
+    fast = np.asarray(default_bundle.model_view(image, "center_crop"))
+    monkeypatch.setattr(base, "LARGE_RESIZE", 10**12)
+    full = np.asarray(default_bundle.model_view(image, "center_crop"))
+    assert fast.shape == (224, 224, 3)
+    np.testing.assert_array_equal(fast, full)
