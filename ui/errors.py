@@ -16,6 +16,7 @@ from explainers import (
     SaliencyError,
     TargetError,
 )
+from explainers.errors import ModelLoadError
 
 log = logging.getLogger("saliency_studio")
 
@@ -26,6 +27,7 @@ FIXES = {
     LayerError: "Pick a layer from the list; CAM methods need a spatial layer.",
     TargetError: "Pick the class from the list, or use its index.",
     ParameterError: "Reset the parameter to its default.",
+    ModelLoadError: "Check the architecture, the file and the class names; the Models page lists what loads.",
 }
 
 

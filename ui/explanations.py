@@ -46,6 +46,12 @@ class ExplanationCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
+    def forget_model(self, model: str) -> None:
+        """Drop every entry of one model (a session's own model, when it is removed)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == model]:
+                del self._entries[key]
+
     def clear(self) -> None:
         """Forget every entry and restart the call count."""
         with self._lock:

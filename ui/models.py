@@ -75,6 +75,11 @@ def get_bundle(name: str) -> ModelBundle:
 
     Raises ModelUnavailableError (the page shows it) when the weights can't be had, e.g. offline.
     """
+    from . import user_models
+
+    entry = user_models.get(name) if user_models.is_user_model(name) else None
+    if entry is not None:
+        return entry.bundle
     info = model_info(name)
     if not info.get("offline"):
         label = f"Downloading {name} weights ({info.get('download_mb') or '?'} MB, once)…"

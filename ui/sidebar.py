@@ -20,7 +20,7 @@ from explainers import SaliencyError
 from explainers.images import MAX_IMAGE_MB, check_image_size, image_hash, load_image
 from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, ModelBundle
 
-from . import state
+from . import state, user_models
 from .models import describe_model, get_bundle, model_choices
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
@@ -115,7 +115,10 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
         shot = st.camera_input("Take a photo", key=state.CAMERA)
         if shot is None:
             return Problem("empty", "Allow the camera and take a photo in the sidebar, or switch to Samples.")
-        return _decode(shot.getvalue(), "camera photo"), "camera.jpg"
+        try:
+            return _decode(shot.getvalue(), "camera photo"), "camera.jpg"
+        except SaliencyError as exc:
+            return Problem("error", str(exc), exc)
     if st.session_state.get(state.MODEL) == DIGITS_MODEL:  # the digits model reads digits: its own gallery
         gallery = {item.name: item for item in digit_gallery()}
         names = list(gallery)
@@ -145,16 +148,26 @@ def digit_gallery() -> list:
     return gallery()
 
 
+def model_label(model_id: str) -> str:
+    entry = user_models.get(model_id)
+    return entry.label if entry is not None else describe_model(model_id)
+
+
 def sidebar() -> Selection | Problem:
     """Draw the shared sidebar; return the current selection, or the Problem the page should show."""
+    pending = user_models.take_pending()
+    if pending is not None:
+        st.session_state[state.MODEL] = pending
     with st.sidebar:
         picked = _pick_image()
-        choices = model_choices()
+        own = [entry.id for entry in user_models.user_models()]
+        choices = own + model_choices()
         if st.session_state.get(state.MODEL) not in choices:
             st.session_state[state.MODEL] = DEFAULT_MODEL
         model = st.selectbox(
-            "Model", choices, format_func=describe_model, key=state.MODEL,
-            help="efficientnet_lite0 works offline. Zoo models download their ImageNet weights once.",
+            "Model", choices, format_func=model_label, key=state.MODEL,
+            help="efficientnet_lite0 works offline. Zoo models download their ImageNet weights once. Load your "
+            "own classifier on the Models page: it stays in this session only.",
         )
         if st.session_state.get(state.PREPROCESSING) not in PREPROCESSING_LABELS:
             st.session_state[state.PREPROCESSING] = RESIZE
@@ -164,7 +177,9 @@ def sidebar() -> Selection | Problem:
             help="Whole image: the heatmap covers everything you uploaded. Centre crop: the model's canonical "
             "evaluation transform.",
         )
-        state.publish(model=model, preprocessing=None if preprocessing == RESIZE else preprocessing)
+        # a session's own model cannot be opened from a link: it exists only in that session
+        state.publish(model=None if user_models.is_user_model(model) else model,
+                      preprocessing=None if preprocessing == RESIZE else preprocessing)
         view_slot = st.empty()
     if isinstance(picked, Problem):
         return picked

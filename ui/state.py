@@ -105,6 +105,18 @@ SANITY_REPORTS = "_sanity_reports"
 FAITH_CURVES = "_faithfulness_curves"
 TRUST_RESULTS = "_trust"
 
+# ---- Your model (the Models page) --------------------------------------------------------------------------------
+USER_MODELS = "_user_models"  # this session's own models: never shared, gone with the session
+PENDING_MODEL = "_pending_model"  # a model to select before the sidebar's picker is drawn (set, then rerun)
+MODELS_FILE = "models.file"
+MODELS_ARCH = "models.architecture"
+MODELS_LABELS = "models.labels"
+MODELS_SIZE = "models.input_size"
+MODELS_MEAN = "models.mean"
+MODELS_STD = "models.std"
+MODELS_LOAD = "models.load"
+MODELS_REMOVE = "models.remove"
+
 # ---- internal -------------------------------------------------------------------------------------------------
 _SELECTION = "_selection"
 _URL_READ = "_url_read"

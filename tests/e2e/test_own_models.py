@@ -1,0 +1,83 @@
+"""In Chromium: a user's own weights and class names uploaded on the Models page are explained on Explore; eight
+sessions at once all finish the default Explore flow."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from .conftest import choose, keyed, page_problems, screenshot, wait_idle
+
+pytestmark = pytest.mark.e2e
+
+LOAD_MS = 180_000
+LABELS = ["apple", "banana", "cherry", "damson"]
+
+
+def _open(page, base_url: str, path: str = "") -> None:
+    page.goto(f"{base_url}/{path}")
+    page.locator('[data-testid="stSidebarNav"]').wait_for(timeout=LOAD_MS)
+    wait_idle(page, LOAD_MS)
+
+
+def test_uploaded_weights_and_labels_are_explained_on_explore(page, base_url, artifacts_dir, tmp_path):
+    torch.manual_seed(5)
+    model = torchvision.models.mobilenet_v3_small(num_classes=len(LABELS)).eval()
+    weights = tmp_path / "fruit.safetensors"
+    save_file(model.state_dict(), str(weights))
+    labels = tmp_path / "fruit.txt"
+    labels.write_text("\n".join(LABELS) + "\n")
+
+    _open(page, base_url, "models")
+    page.get_by_role("heading", name="Your model").wait_for()
+    page.locator(f"{keyed('models.file')} input[type=file]").set_input_files(str(weights))
+    page.locator(keyed("models.file")).get_by_text(weights.name).first.wait_for()
+    choose(page, "models.architecture", "mobilenet_v3_small", text="mobilenet_v3_sm")
+    page.locator(f"{keyed('models.labels')} input[type=file]").set_input_files(str(labels))
+    page.locator(keyed("models.labels")).get_by_text(labels.name).first.wait_for()
+    wait_idle(page)
+    page.locator(keyed("models.load")).get_by_role("button").click()
+    page.get_by_text("Loaded in this session").wait_for(timeout=LOAD_MS)
+    wait_idle(page)
+    assert "fruit · your model (4 classes)" in page.locator('[data-testid="stSidebar"]').inner_text()
+    assert page_problems(page) == []
+    screenshot(page, artifacts_dir / "models_loaded.png")
+
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explore").click()
+    title = page.locator(f"{keyed('heatmap_chart')} .gtitle", has_text=re.compile(r"^Vanilla gradient · "))
+    title.wait_for(timeout=LOAD_MS)
+    wait_idle(page)
+    shown = title.text_content()
+    assert shown.split(" · ")[1] in LABELS, shown
+    chart = page.locator(keyed("predictions_chart")).inner_text()
+    assert all(name in chart for name in LABELS), chart
+    assert page_problems(page) == [] and page.js_errors == []
+    screenshot(page, artifacts_dir / "models_explore.png")
+
+
+@pytest.mark.slow
+def test_eight_sessions_at_once_finish_the_default_explore_flow(browser, base_url, artifacts_dir):
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(8)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        errors: list[list[str]] = [[] for _ in pages]
+        for page, found in zip(pages, errors):
+            page.on("pageerror", lambda exc, found=found: found.append(str(exc)))
+            page.set_default_timeout(LOAD_MS)
+        for i, page in enumerate(pages):  # all eight start before any is waited for
+            page.goto(f"{base_url}/?method={'gradcam' if i % 2 else 'vanilla'}", wait_until="commit")
+        for i, page in enumerate(pages):
+            name = "Grad-CAM" if i % 2 else "Vanilla gradient"
+            page.locator(f"{keyed('heatmap_chart')} .gtitle", has_text=re.compile(rf"^{name} · ")).wait_for(
+                timeout=LOAD_MS * 2)
+            wait_idle(page, LOAD_MS)
+            assert page_problems(page) == [], (i, page_problems(page))
+            assert errors[i] == [], (i, errors[i])
+        screenshot(pages[-1], artifacts_dir / "eight_sessions_last.png")
+    finally:
+        for context in contexts:
+            context.close()
