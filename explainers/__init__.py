@@ -7,6 +7,7 @@ from .errors import (
     ImageError,
     InputError,
     LayerError,
+    ModelLoadError,
     ModelUnavailableError,
     ParameterError,
     SaliencyError,
@@ -16,6 +17,7 @@ from .errors import (
 from .images import image_hash, load_image, open_image
 from .layers import LayerInfo, layer_catalogue, resolve_layer
 from .models import DEFAULT_MODEL, ModelBundle, list_models, load_model, model_info
+from .models.user import load_user_model
 from .registry import METHODS, Cost, MethodInfo, Param, Reference, Sanity, available_methods, get_method, method_order
 from .targets import OBJECTIVES, Contrast, Target, TargetSpec, class_index
 
@@ -36,6 +38,7 @@ __all__ = [
     "LayerInfo",
     "MethodInfo",
     "ModelBundle",
+    "ModelLoadError",
     "ModelUnavailableError",
     "Param",
     "ParameterError",
@@ -56,6 +59,7 @@ __all__ = [
     "list_models",
     "load_image",
     "load_model",
+    "load_user_model",
     "method_order",
     "model_info",
     "open_image",
