@@ -1,12 +1,15 @@
 """The layer catalogue: which modules of a network produce spatial maps, their shapes and memory layouts.
 
 Works on any ``nn.Module``. One dummy forward pass with temporary hooks measures every module's output; the
-modules whose output is a spatial map are the ones CAM-style methods can capture. Three layouts are recognised:
+modules whose output is a spatial map are the ones CAM-style methods can capture. Four layouts are recognised:
 
 - ``"nchw"``: convolutional maps ``[N, C, H, W]``;
 - ``"nhwc"``: channels-last maps ``[N, H, W, C]`` (Swin, Liu et al. 2021, arXiv:2103.14030; ConvNeXt's MLPs);
 - ``"tokens"``: ``[N, 1 + h*w, D]``, a class token followed by a grid of patch tokens (ViT, Dosovitskiy et al.
-  2020, arXiv:2010.11929).
+  2020, arXiv:2010.11929);
+- ``"patch_tokens"``: ``[N, h*w, D]``, patch tokens without a class token (Hugging Face's Swin, whose stages
+  keep tokens flat). Read this way only when no output of the model fits ``"tokens"`` and a LayerNorm over
+  ``D`` runs on such tokens, the mark of a transformer; a plain ``[N, C, h*w]`` reshape of a CNN is left out.
 
 :func:`to_nchw` turns captured activations or gradients of any of them into ``[N, C, h, w]`` maps.
 """
@@ -26,7 +29,8 @@ from .errors import LayerError
 NCHW = "nchw"
 NHWC = "nhwc"
 TOKENS = "tokens"
-LAYOUTS = (NCHW, NHWC, TOKENS)
+PATCH_TOKENS = "patch_tokens"
+LAYOUTS = (NCHW, NHWC, TOKENS, PATCH_TOKENS)
 
 # Grid sizes may be off the input's aspect ratio by this many cells (rounding of strided convolutions).
 _ROUNDING_CELLS = 1.5
@@ -122,15 +126,14 @@ def _grid(shape: tuple[int, ...], layout: str, grid: tuple[int, int] | None = No
         return int(shape[2]), int(shape[3])
     if layout == NHWC:
         return int(shape[1]), int(shape[2])
-    if layout == TOKENS:
+    if layout in (TOKENS, PATCH_TOKENS):
         if grid is not None:
             return int(grid[0]), int(grid[1])
-        side = math.isqrt(int(shape[1]) - 1)
-        if side * side != int(shape[1]) - 1:
-            raise LayerError(
-                f"expected a class token plus a square grid of patch tokens, got {int(shape[1])} tokens; "
-                "pass grid=(h, w)"
-            )
+        prefix = 1 if layout == TOKENS else 0
+        side = math.isqrt(int(shape[1]) - prefix)
+        if side * side != int(shape[1]) - prefix:
+            what = "a class token plus a square grid of" if prefix else "a square grid of"
+            raise LayerError(f"expected {what} patch tokens, got {int(shape[1])} tokens; pass grid=(h, w)")
         return side, side
     raise LayerError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
@@ -162,6 +165,9 @@ def _infer_layout(module: nn.Module, shape: tuple[int, ...], height: int, width:
     as_nhwc = _same_grid(a, b, height, width) and a * b >= 2
     if as_nchw and as_nhwc:
         # Both readings fit (e.g. [N, 56, 56, 56]): let the module type decide.
+        data_format = getattr(module, "data_format", None)  # Hugging Face's ConvNeXt LayerNorm says which
+        if data_format in ("channels_first", "channels_last"):
+            return NCHW if data_format == "channels_first" else NHWC
         if isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (c,):
             return NHWC
         if isinstance(module, nn.Linear) and module.out_features == c:
@@ -172,6 +178,24 @@ def _infer_layout(module: nn.Module, shape: tuple[int, ...], height: int, width:
     if as_nhwc:
         return NHWC
     return None
+
+
+def _patch_tokens_layout(module: nn.Module, shape: tuple[int, ...], batch: int, height: int, width: int) -> str | None:
+    """``"patch_tokens"`` when ``[N, L, D]`` is a batch of ``L = h*w`` tokens on the input's grid, else None.
+
+    The leading dimension must be the batch (window attention's ``[N * windows, tokens, D]`` is not a map) and
+    pooling outputs are left out (a pooled ``[N, C, 1]`` is not a grid).
+    """
+    if len(shape) != 3 or shape[0] != batch or _is_pooling(module):
+        return None
+    grid = _token_grid(shape[1], height, width)
+    return PATCH_TOKENS if grid is not None and grid[0] * grid[1] >= 2 else None
+
+
+def _norms_patch_tokens(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether ``module`` is a LayerNorm over the last dimension of a 3-d output: tokens of a transformer."""
+    normalized = getattr(module, "normalized_shape", None)
+    return len(shape) == 3 and isinstance(module, nn.LayerNorm) and tuple(normalized or ()) == (shape[-1],)
 
 
 def _first_tensor_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -221,9 +245,20 @@ def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, _Recor
             module.training = training
     height, width = int(input_shape[-2]), int(input_shape[-1])
     hints = _layout_hints(model)
-    for name, record in records.items():
-        if record.calls == 1 and record.shape is not None:
-            record.layout = _infer_layout(model.get_submodule(name), record.shape, height, width, hints)
+    single = [r for r in records.values() if r.calls == 1 and r.shape is not None]
+    for record in single:
+        record.layout = _infer_layout(model.get_submodule(record.name), record.shape, height, width, hints)
+    if not any(r.layout == TOKENS for r in single):
+        batch = int(input_shape[0])
+        flat = {
+            r.name: _patch_tokens_layout(model.get_submodule(r.name), r.shape, batch, height, width)
+            for r in single
+            if r.layout is None and len(r.shape) == 3
+        }
+        if any(layout and _norms_patch_tokens(model.get_submodule(name), records[name].shape)
+               for name, layout in flat.items()):
+            for name, layout in flat.items():
+                records[name].layout = layout
     _MEASUREMENTS[model] = (tuple(input_shape), records)
     return records
 
@@ -358,7 +393,8 @@ def resolve_layer(
 def to_nchw(tensor: torch.Tensor, layout: str, grid: tuple[int, int] | None = None) -> torch.Tensor:
     """Captured activations or gradients of a layer as maps ``[N, C, h, w]``.
 
-    ``"tokens"`` drops the first (class) token and lays the rest out on a square grid, or on ``grid=(h, w)``.
+    ``"tokens"`` drops the first (class) token and lays the rest out on a square grid, or on ``grid=(h, w)``;
+    ``"patch_tokens"`` lays every token out that way.
     """
     if layout == NCHW:
         if tensor.dim() != 4:
@@ -376,6 +412,15 @@ def to_nchw(tensor: torch.Tensor, layout: str, grid: tuple[int, int] | None = No
         if patches.shape[1] != h * w:
             raise LayerError(f"expected {h}x{w}={h * w} patch tokens after the class token, got {patches.shape[1]}")
         return patches.reshape(tensor.shape[0], h, w, tensor.shape[2]).permute(0, 3, 1, 2)
+    if layout == PATCH_TOKENS:
+        if tensor.dim() != 3:
+            raise LayerError(
+                f"expected a [N,h*w,D] tensor for layout 'patch_tokens', got shape {_fmt(tensor.shape)}"
+            )
+        h, w = _grid(tuple(tensor.shape), PATCH_TOKENS, grid)
+        if tensor.shape[1] != h * w:
+            raise LayerError(f"expected {h}x{w}={h * w} patch tokens, got {tensor.shape[1]}")
+        return tensor.reshape(tensor.shape[0], h, w, tensor.shape[2]).permute(0, 3, 1, 2)
     raise LayerError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 
