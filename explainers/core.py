@@ -32,13 +32,15 @@ class Attribution:
     ``attribution`` [T, N, C, H, W] raw and unnormalised at input resolution; ``layer_attribution``
     [T, N, 1, h, w] at the layer's resolution (layer methods); ``extras`` one dict per target (e.g. integrated
     gradients' completeness delta, a tensor [N]); ``logits`` [N, K] of the method's own inputs when it computed
-    them on the way (saves a pass), else None.
+    them on the way (saves a pass), else None; ``notes`` per input row, what the method wants the user told
+    (e.g. why its map is all zero), or None.
     """
 
     attribution: torch.Tensor
     layer_attribution: torch.Tensor | None = None
     extras: list[dict[str, Any]] | None = None
     logits: torch.Tensor | None = None
+    notes: list[tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,18 @@ class ExplanationRecord:
         return self.target if len(self.target) > 1 else self.target[0]
 
 
+# Two inputs closer than this (times max(1, |value|)) are the same input: far below one 8-bit pixel step in any
+# normalisation (about 0.004 in [0, 1] pixels, more once divided by a std), and above float32 rounding of
+# the blurs and means a baseline is built with.
+SAME_INPUT_TOLERANCE = 1e-6
+
+
+def same_input(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise: where ``a`` and ``b`` differ by rounding only (see ``SAME_INPUT_TOLERANCE``)."""
+    scale = torch.maximum(a.abs(), b.abs()).clamp_min(1.0)
+    return (a - b).abs() <= SAME_INPUT_TOLERANCE * scale
+
+
 def as_logits(output: Any) -> torch.Tensor:
     """Classifier output as [N, K]; torchvision's GoogLeNet/Inception return named tuples in train mode."""
     if isinstance(output, tuple) and hasattr(output, "logits"):
@@ -333,8 +347,9 @@ def explain(
     call.progress.finish()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    attribution, layer_attribution, notes = _checked(result, inputs, call.batches, gradients=cost.backward > 0)
     return Explanation(
-        attribution=result.attribution[0].detach(),
+        attribution=attribution,
         target=resolved_target.indices.detach().cpu().clone(),
         logits=logits.detach(),
         method=method,
@@ -342,18 +357,47 @@ def explain(
         elapsed_s=time.perf_counter() - started,
         objective=objective,
         layer=getattr(layer_info, "name", None),
-        layer_attribution=None if result.layer_attribution is None else result.layer_attribution[0].detach(),
+        layer_attribution=layer_attribution,
         extras=dict((result.extras or [{}])[0]),
         seed=seed,
         batch_size_used=call.batches.size,
-        notes=_notes(len(inputs), call.batches),
+        notes=notes,
     )
 
 
-def _notes(rows: int, batches: Batches) -> list[tuple[str, ...]]:
-    """Per row, the sentences the user should read beside the map."""
+CONSTANT_NOTE = ("the image is a single colour: whatever structure the map shows comes from the model (its "
+                 "padding, its biases), not from the image")
+ZERO_PREFIX = "the map is all zero"  # every note on an all-zero map starts so, the methods' own ones too
+ZERO_GRADIENT_NOTE = f"{ZERO_PREFIX}: the gradient of the score vanished on this input"
+ZERO_MAP_NOTE = f"{ZERO_PREFIX}: nothing the method changed moved the score on this input"
+NON_FINITE_NOTE = "the method produced {} non-finite values (an overflow or 0/0) on this input; they are shown as 0"
+
+
+def _checked(result: Attribution, inputs: torch.Tensor, batches: Batches, gradients: bool):
+    """The first target's (attribution, layer_attribution) with non-finite values set to 0, and per row the
+    notes the user should read beside the map: degenerate inputs, all-zero maps, a reduced batch size."""
+    attribution = result.attribution[0].detach()
+    layer_attribution = None if result.layer_attribution is None else result.layer_attribution[0].detach()
+    bad = (~torch.isfinite(attribution)).flatten(1).sum(dim=1).tolist()
+    if any(bad):  # a safety net: the methods guard their own divisions, and NaN must never reach a picture
+        attribution = torch.nan_to_num(attribution, nan=0.0, posinf=0.0, neginf=0.0)
+    if layer_attribution is not None and not torch.isfinite(layer_attribution).all():
+        layer_attribution = torch.nan_to_num(layer_attribution, nan=0.0, posinf=0.0, neginf=0.0)
+    flat = inputs.flatten(2)
+    constant = (flat == flat[..., :1]).all(dim=2).all(dim=1).tolist()
+    zero = (attribution.flatten(1) == 0).all(dim=1).tolist()
     shared = [note for note in (batches.note(),) if note]
-    return [tuple(shared) for _ in range(rows)]
+    notes = []
+    for row in range(len(inputs)):
+        own = list(result.notes[row]) if result.notes else []
+        if zero[row] and not any(note.startswith(ZERO_PREFIX) for note in own):  # unless the method said why
+            own.insert(0, ZERO_GRADIENT_NOTE if gradients else ZERO_MAP_NOTE)
+        if bad[row]:
+            own.append(NON_FINITE_NOTE.format(bad[row]))
+        if constant[row]:
+            own.append(CONSTANT_NOTE)
+        notes.append(tuple(own + shared))
+    return attribution, layer_attribution, notes
 
 
 def run_method(info: MethodInfo, call: Call, inputs: torch.Tensor, params: dict[str, Any]) -> Attribution:

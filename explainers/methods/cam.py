@@ -135,6 +135,13 @@ def _register_cam(name, display_name, reference, summary, weaknesses, formula, s
     return decorate
 
 
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator, 0 where the denominator is 0 or the quotient overflows: a channel with nothing
+    to normalise by carries no weight, and NaN must not spread through the channel sum."""
+    quotient = numerator / torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+    return torch.where((denominator == 0) | ~torch.isfinite(quotient), torch.zeros_like(quotient), quotient)
+
+
 def _weighted(captured: Captured, weights: torch.Tensor) -> torch.Tensor:
     """Σ_k w_k A^k for every target: weights [T, N, C, 1, 1] (or [T, N, C, h, w]) -> maps [T, N, h, w]."""
     return (weights * captured.activations.unsqueeze(0)).sum(dim=2)
@@ -169,7 +176,7 @@ def gradcam_pp(call, inputs, relu=True):
     grads, activations = captured.gradients, captured.activations.unsqueeze(0)
     squared = grads**2
     denominator = 2 * squared + activations.sum(dim=(3, 4), keepdim=True) * squared * grads
-    alpha = torch.where(grads != 0, squared / (denominator + 1e-6), torch.zeros_like(grads))
+    alpha = torch.where(grads != 0, _ratio(squared, denominator + 1e-6), torch.zeros_like(grads))
     weights = (alpha * grads.clamp(min=0)).sum(dim=(3, 4), keepdim=True)
     return finish(inputs, _weighted(captured, weights), relu, captured.logits)
 
@@ -185,7 +192,7 @@ def xgradcam(call, inputs, relu=True):
     """Fu et al. 2020, arXiv:2008.02312."""
     captured = capture(call, inputs)
     activations = captured.activations
-    normalised = activations / (activations.sum(dim=(2, 3), keepdim=True) + 1e-7)
+    normalised = _ratio(activations, activations.sum(dim=(2, 3), keepdim=True) + 1e-7)
     weights = (captured.gradients * normalised.unsqueeze(0)).sum(dim=(3, 4), keepdim=True)
     return finish(inputs, _weighted(captured, weights), relu, captured.logits)
 
@@ -283,6 +290,7 @@ def scorecam(call, inputs, relu=True):
     count = len(call.targets)
     maps = []
     skipped = 0
+    flat_rows = []
     for i in range(n):
         # masks: bilinear (corner-aligned) upsampling, then min-max per channel
         upsampled = F.interpolate(activations[i : i + 1], size=inputs.shape[-2:], mode="bilinear",
@@ -312,10 +320,16 @@ def scorecam(call, inputs, relu=True):
                 scores[:, constant] = blank.expand(count, int(constant.sum()))
                 call.progress.advance(int(constant.sum()))
         skipped += int(constant.sum())
-        weights = scores.softmax(dim=1).view(count, c, 1, 1)
+        # every channel's mask scoring the same means the score ignores the masks: the softmax would weight the
+        # channels uniformly and draw the mean activation, which says nothing about the class
+        flat = (scores.amax(dim=1) == scores.amin(dim=1)) & (c > 1)  # [T]; one channel has nothing to compare
+        flat_rows.append(bool(flat[0]))
+        weights = torch.where(flat.view(count, 1), 0.0, scores.softmax(dim=1)).view(count, c, 1, 1)
         maps.append((weights * activations[i].unsqueeze(0)).sum(dim=1))  # [T, h, w]
     result = finish(inputs, torch.stack(maps, dim=1), relu, captured.logits)
     result.extras = [{"skipped_constant_channels": skipped, "channels": c * n} for _ in range(count)]
+    result.notes = [("the map is all zero: every channel's masked copy got the same score, so no channel carries "
+                     "weight",) if empty else () for empty in flat_rows]
     return result
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..baselines import BASELINES, RANDOM_BASELINES, make_baseline
-from ..core import Attribution, Call
+from ..core import Attribution, Call, same_input
 from ..registry import Cost, Param, Reference, Sanity, register
 
 SUNDARARAJAN = Reference(
@@ -43,7 +43,9 @@ def path_integral(call: Call, inputs, baseline, n_steps: int, rule: str) -> torc
     alphas_np, weights_np = quadrature(rule, n_steps)
     alphas = torch.as_tensor(alphas_np, dtype=inputs.dtype, device=inputs.device)
     weights = torch.as_tensor(weights_np, dtype=inputs.dtype, device=inputs.device)
-    delta = inputs - baseline
+    # a baseline equal to the input up to rounding (the blur or mean of a flat region) has no path: without
+    # this the map would be float noise, drawn at full contrast
+    delta = torch.where(same_input(inputs, baseline), torch.zeros_like(inputs), inputs - baseline)
     # float64 accumulator: the weighted terms cancel a lot along the path, and float32 sums lose digits there
     total_gradient = torch.zeros((len(call.targets), *inputs.shape), dtype=torch.float64, device=inputs.device)
 
@@ -108,14 +110,19 @@ def integrated_gradients(call, inputs, n_steps=50, rule="gausslegendre", baselin
     both = call.predict(torch.cat([inputs, reference]))
     logits, baseline_logits = both[: len(inputs)], both[len(inputs) :]
     attribution = path_integral(call, inputs, reference, n_steps, rule)
+    # rows whose baseline is the input itself: the score gap is 0 by definition, not the model's rounding noise
+    no_path = same_input(inputs, reference).flatten(1).all(dim=1)
     extras = []
     for t, target in enumerate(call.targets):
         # sum(attr) should equal f(x) - f(x'); the gap measures the quadrature error
-        score_gap = target.score(logits) - target.score(baseline_logits)
+        score_gap = torch.where(no_path, 0.0, target.score(logits) - target.score(baseline_logits))
         delta = attribution[t].sum(dim=(1, 2, 3)) - score_gap
         extras.append({
             "completeness_delta": delta.detach().cpu(),
             "score_gap": score_gap.detach().cpu(),
             "completeness_relative": (delta / score_gap.abs().clamp_min(1e-12)).detach().cpu(),
         })
-    return Attribution(attribution, extras=extras, logits=logits)
+    named = f"the {baseline} baseline" if isinstance(baseline, str) else "the baseline"
+    notes = [(f"the map is all zero: {named} equals this input, so there is no path to integrate; pick another "
+              "baseline",) if empty else () for empty in no_path.tolist()]
+    return Attribution(attribution, extras=extras, logits=logits, notes=notes)

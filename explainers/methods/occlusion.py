@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..baselines import make_baseline
-from ..core import Attribution, as_logits
+from ..core import Attribution, as_logits, same_input
 from ..errors import ParameterError
 from ..registry import Cost, Param, Reference, Sanity, register
 
@@ -110,6 +110,9 @@ def occlusion(call, inputs, window=32, stride=16, baseline="zero"):
     per_row = n_y * n_x
     count = len(call.targets)
     drops = torch.empty((count, len(inputs) * per_row), dtype=torch.float64, device=device)
+    # where the baseline is the input (a flat region under the mean or blur fill) a window changes nothing,
+    # and its drop is 0 by definition, not the model's rounding noise between two batches
+    unchanged = ~same_input(inputs, reference)
 
     def occluded_scores(start, stop):
         with torch.inference_mode():
@@ -118,7 +121,8 @@ def occlusion(call, inputs, window=32, stride=16, baseline="zero"):
             covered = cover_y[position // n_x].unsqueeze(2) & cover_x[position % n_x].unsqueeze(1)  # [B, H, W]
             batch = torch.where(covered.unsqueeze(1), reference[row], inputs[row])
             scores = call.scores(as_logits(call.model(batch)), row)  # every target from the same pass
-            return clean[:, row] - scores.double()
+            changed = (covered.unsqueeze(1) & unchanged[row]).flatten(1).any(dim=1)
+            return torch.where(changed, clean[:, row] - scores.double(), 0.0)
 
     for start, stop, batch_drops in call.batches.run(len(inputs) * per_row, occluded_scores):
         drops[:, start:stop] = batch_drops

@@ -113,6 +113,9 @@ def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
     call.progress.advance(count)
     sampler = MaskSampler(n_masks, grid, p, (height, width), call.generator())
     saliency = torch.zeros((len(call.targets), count, height, width), dtype=torch.float64, device=device)
+    # each (target, row)'s lowest and highest masked score: equal means the score ignores the masks
+    lowest = torch.full((len(call.targets), count), torch.inf, dtype=torch.float64, device=device)
+    highest = torch.full_like(lowest, -torch.inf)
 
     def masked_scores(start, stop):
         # pairs (mask, row) in mask-major order: every row of a batch shares the masks already drawn
@@ -121,10 +124,18 @@ def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
             masks = sampler.masks(index // count, inputs.dtype, device)
             row = (index % count).to(device)
             scores = call.scores(as_logits(call.model(inputs[row] * masks.unsqueeze(1))), row)  # [T, B]
-            return row, scores.double().view(*scores.shape, 1, 1) * masks.double().unsqueeze(0)
+            return row, scores.double(), scores.double().view(*scores.shape, 1, 1) * masks.double().unsqueeze(0)
 
-    for start, stop, (row, weighted) in call.batches.run(n_masks * count, masked_scores):
+    for start, stop, (row, scores, weighted) in call.batches.run(n_masks * count, masked_scores):
         for t in range(len(weighted)):
             saliency[t].index_add_(0, row, weighted[t])
+        rows = row.expand(len(scores), -1)
+        lowest.scatter_reduce_(1, rows, scores, "amin")
+        highest.scatter_reduce_(1, rows, scores, "amax")
         call.progress.advance(stop - start)
-    return Attribution((saliency / (n_masks * p)).unsqueeze(2).to(inputs.dtype), logits=logits)
+    # a score that no mask moves explains nothing: the weighted sum would only draw the masks' sampling noise
+    flat = (lowest == highest) & (n_masks > 1)  # one mask has nothing to compare with
+    saliency[flat] = 0
+    notes = [("the map is all zero: every masked copy got the same score, so no region matters to it",)
+             if empty else () for empty in flat[0].tolist()]
+    return Attribution((saliency / (n_masks * p)).unsqueeze(2).to(inputs.dtype), logits=logits, notes=notes)

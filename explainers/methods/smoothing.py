@@ -61,7 +61,22 @@ def noisy_attributions(call, inputs, params) -> torch.Tensor:
     return result.attribution.view(len(call.targets), count, samples, *result.attribution.shape[2:])
 
 
-def _register(name, display_name, summary, formula, reduce, reference=SMILKOV):
+def _variance(a: torch.Tensor) -> torch.Tensor:
+    """Variance over the copies (dim 2), shifted by the first copy: identical copies give exactly 0 and nearby
+    ones lose no digits to E[a²] − E[a]²."""
+    shifted = a - a[:, :, :1]
+    return (shifted * shifted).mean(dim=2) - shifted.mean(dim=2) ** 2
+
+
+def _flat_rows(inputs: torch.Tensor) -> list[bool]:
+    return (inputs.amax(dim=(1, 2, 3)) == inputs.amin(dim=(1, 2, 3))).tolist()
+
+
+NO_NOISE = ("the input has a single value, so the noise (a share of its value range) is zero: every copy is the "
+            "input itself")
+
+
+def _register(name, display_name, summary, formula, reduce, reference=SMILKOV, flat_note=None):
     @register(
         name,
         display_name=display_name,
@@ -80,7 +95,10 @@ def _register(name, display_name, summary, formula, reduce, reference=SMILKOV):
         stochastic=True,
     )
     def method(call, inputs, **params):
-        return Attribution(reduce(noisy_attributions(call, inputs, params)))
+        # noise is a share of the value range, so an image of one value gets none: say so beside the map
+        note = flat_note or f"{NO_NOISE}, and {display_name} is the base method's map"
+        notes = [(note,) if flat else () for flat in _flat_rows(inputs)]
+        return Attribution(reduce(noisy_attributions(call, inputs, params)), notes=notes)
 
     method.__doc__ = f"{display_name}: {reference}. {formula}"
     return method
@@ -108,6 +126,7 @@ vargrad = _register(
     "The variance of the base attributions over noisy copies of the input: where the explanation is unstable "
     "under noise.",
     "A = 1/n Σ_i A_base(x + ε_i)² − (1/n Σ_i A_base(x + ε_i))²",
-    lambda a: (a * a).mean(dim=2) - a.mean(dim=2) ** 2,
+    _variance,
     reference=ADEBAYO_VARGRAD,
+    flat_note=f"the map is all zero: {NO_NOISE}, and identical copies have no variance",
 )

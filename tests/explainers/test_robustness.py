@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gc
 
+import numpy as np
 import psutil
 import pytest
 import torch
 from torch import nn
 
-from explainers import SaliencyError, explain, hooks
+from explainers import METHODS, SaliencyError, available_methods, explain, hooks
+from explainers.core import CONSTANT_NOTE
+from explainers.models.base import ModelBundle, affine_normalizer
 
 from .helpers import assert_untouched, hook_counts, imagenet_input, small_convnet, snapshot
 
@@ -104,3 +107,133 @@ def test_model_locks_go_with_their_models():
         explain(small_convnet(seed), x, "vanilla", target=0)
     gc.collect()
     assert len(hooks._LOCKS) == held
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Degenerate inputs: a constant image, a model whose gradients vanish
+# ---------------------------------------------------------------------------------------------------------
+
+FAST = {
+    "integrated_gradients": {"n_steps": 4},
+    "smoothgrad": {"n_samples": 3},
+    "smoothgrad_sq": {"n_samples": 3},
+    "vargrad": {"n_samples": 3},
+    "occlusion": {"window": 8, "stride": 8},
+    "rise": {"n_masks": 16},
+}
+# maps that do not read the score: a control and the class-agnostic principal component of the activations
+SCORE_FREE = {"random", "sobel", "eigencam"}
+
+
+def tiny_bundle(zero_gradients: bool = False) -> ModelBundle:
+    """The small CNN behind an ImageNet normalisation; with ``zero_gradients`` its classifier weights are 0, so
+    every logit is its bias and no gradient reaches the input."""
+    model = small_convnet()
+    if zero_gradients:
+        with torch.no_grad():
+            model.fc.weight.zero_()
+    normalize, denormalize = affine_normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return ModelBundle(name="tiny", model=model, categories=[f"c{i}" for i in range(7)], input_size=24,
+                       normalize=normalize, denormalize=denormalize)
+
+
+def _assert_finite(result, label):
+    assert torch.isfinite(result.attribution).all(), f"{label}: non-finite map"
+    if result.layer_attribution is not None:
+        assert torch.isfinite(result.layer_attribution).all(), f"{label}: non-finite layer map"
+    for key, value in result.extras.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.isfinite(value).all(), f"{label}: non-finite {key}"
+    record = result.record(0)
+    assert np.isfinite(record.attribution).all()
+    assert record.notes == result.notes[0]
+
+
+def _zero_noted(result) -> bool:
+    return any(note.startswith("the map is all zero") for note in result.notes[0])
+
+
+def _methods(bundle):
+    return [name for name in METHODS if name in available_methods(bundle.model)]
+
+
+def test_a_constant_image_gives_finite_maps_and_says_so_for_every_method():
+    bundle = tiny_bundle()
+    x = bundle.normalize(torch.full((1, 3, 24, 24), 0.5))
+    for method in _methods(bundle):
+        result = explain(bundle, x, method, target=1, seed=0, **FAST.get(method, {}))
+        _assert_finite(result, method)
+        assert CONSTANT_NOTE in result.notes[0], method
+        if not result.attribution.any():
+            assert _zero_noted(result), method
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    ("integrated_gradients", {"baseline": "blur", "n_steps": 4}),
+    ("integrated_gradients", {"baseline": "mean", "n_steps": 4}),
+    ("occlusion", {"baseline": "mean", "window": 8, "stride": 8}),
+    ("occlusion", {"baseline": "blur", "window": 8, "stride": 8}),
+    ("sobel", {}),
+])
+@pytest.mark.parametrize("pixel", [0.0, 0.5])
+def test_a_constant_image_compared_with_itself_gives_exactly_zero(method, params, pixel):
+    """Baselines built from the image (its blur, its mean) equal a constant image up to rounding: the map is
+    exactly 0 with a note, not float noise that a renderer would stretch to full contrast."""
+    bundle = tiny_bundle()
+    x = bundle.normalize(torch.full((1, 3, 24, 24), pixel))
+    for objective in ("logit", "probability"):
+        result = explain(bundle, x, method, target=1, objective=objective, **params)
+        _assert_finite(result, method)
+        assert not result.attribution.any()
+        assert _zero_noted(result)
+        if method == "integrated_gradients":
+            for key in ("completeness_delta", "score_gap", "completeness_relative"):
+                assert float(result.extras[key].abs().max()) == 0, key
+
+
+def test_vanishing_gradients_give_all_zero_maps_with_a_notice_for_every_method():
+    bundle = tiny_bundle(zero_gradients=True)
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    for method in _methods(bundle):
+        result = explain(bundle, bundle.normalize(x), method, target=1, seed=0, **FAST.get(method, {}))
+        _assert_finite(result, method)
+        if method in SCORE_FREE:
+            continue
+        assert not result.attribution.any(), f"{method}: {float(result.attribution.abs().max()):.3g}"
+        assert _zero_noted(result), method
+        assert all(note.startswith("the map is all zero") for note in result.record(0).notes)
+
+
+def test_a_single_valued_input_gets_no_noise_and_says_so():
+    model = small_convnet()
+    x = torch.zeros(2, 3, 16, 16)
+    x[1] = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = explain(model, x, "vargrad", target=0, n_samples=5, seed=0)
+    assert not result.attribution[0].any()  # identical copies: variance exactly 0, no rounding residue
+    assert result.attribution[1].any()
+    assert any("noise" in note for note in result.notes[0]) and not any("noise" in n for n in result.notes[1])
+
+
+class _RootOfAbs(nn.Module):
+    """sqrt(|x|) pooled: at x = 0 the gradient is inf · 0, NaN, whatever the class."""
+
+    def forward(self, x):
+        return x.abs().sqrt().mean(dim=(2, 3))
+
+
+def test_non_finite_values_never_reach_the_map():
+    result = explain(_RootOfAbs(), torch.zeros(1, 3, 8, 8), "vanilla", target=0)
+    assert torch.isfinite(result.attribution).all() and not result.attribution.any()
+    assert any("non-finite" in note for note in result.notes[0])
+
+
+@pytest.mark.slow
+def test_a_constant_image_on_the_default_model_gives_finite_maps(default_bundle):
+    x = default_bundle.normalize(torch.full((1, 3, default_bundle.input_size, default_bundle.input_size), 0.5))
+    cheap = {**FAST, "occlusion": {"window": 56, "stride": 56}, "rise": {"n_masks": 8}}
+    for method in _methods(default_bundle):
+        result = explain(default_bundle, x, method, target="top1", seed=0, **cheap.get(method, {}))
+        _assert_finite(result, method)
+        assert CONSTANT_NOTE in result.notes[0], method
+        if not result.attribution.any():
+            assert _zero_noted(result), method
