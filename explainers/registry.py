@@ -182,6 +182,8 @@ NEEDS_LAYER = "layer"  # a spatial layer to capture (CAMs)
 NEEDS_ATTENTION = "attention"  # nn.MultiheadAttention blocks with a class token (vision transformers)
 NEEDS_RELU_MODULES = "relu_modules"  # nn.ReLU / nn.ReLU6 modules whose backward can be replaced
 NEEDS_MODEL = "model"  # everything but model-free controls
+# what a model that refuses hooks (``supports_hooks = False``, e.g. TorchScript) cannot run
+HOOK_NEEDS = frozenset({NEEDS_LAYER, NEEDS_RELU_MODULES, NEEDS_ATTENTION})
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,9 @@ class MethodInfo:
 
     def unavailable_reason(self, model: nn.Module | None) -> str | None:
         """Why this method cannot run on ``model``, or None when it can."""
+        if model is not None and getattr(model, "supports_hooks", True) is False and self.requires & HOOK_NEEDS:
+            return (f"{self.display_name} needs module hooks, and this model refuses them (a TorchScript module: "
+                    "hooks do not run on scripted code); gradient and perturbation methods work")
         if NEEDS_ATTENTION in self.requires and (
             model is None or not any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
         ):

@@ -10,8 +10,6 @@ archives carry code that runs when loaded, so they are refused unless trusted (`
 
 from __future__ import annotations
 
-import difflib
-import functools
 import hashlib
 import importlib
 import io
@@ -34,23 +32,27 @@ from torch import nn
 
 from ..errors import LayerError, ModelLoadError, SaliencyError
 from ..layers import default_layer, layer_catalogue
-from ..registry import NEEDS_ATTENTION, NEEDS_LAYER, NEEDS_RELU_MODULES, available_methods, get_method
-from . import default
+from .architectures import (
+    DEFAULT_ARCHITECTURE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TIMM_PREFIX,
+    preprocessing_defaults,
+    split,
+    timm_architectures,
+    torchvision_architectures,
+)
 from .base import ModelBundle, affine_normalizer
 
 TRUST_ENV = "SALIENCY_TRUST_CODE"
-DEFAULT_ARCHITECTURE = default.NAME
-TIMM_PREFIX = "timm:"  # "timm:resnet18" asks for timm's resnet18 where torchvision has one of the same name
+CONFIG_ENV = "SALIENCY_CONFIG"  # path of the server settings file (default: saliency.toml beside app.py)
 SAFETENSORS = ".safetensors"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 ONNX_SUFFIX = ".onnx"
 ZIP_SUFFIX = ".zip"
 ACCEPTED = (SAFETENSORS, *TORCH_SUFFIXES, ONNX_SUFFIX, ZIP_SUFFIX, "a Hugging Face model folder")
 MIN_INPUT, MAX_INPUT = 8, 1024
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Requirements whose methods hook into modules; none can run on a TorchScript model (see ScriptedClassifier).
-HOOK_REQUIREMENTS = frozenset({NEEDS_LAYER, NEEDS_RELU_MODULES, NEEDS_ATTENTION})
 # Wrappers training scripts put around a state dict, and prefixes DataParallel / torch.compile add to its keys.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -66,9 +68,34 @@ class TrustedCodeWarning(UserWarning):
     """A model file whose own code runs (TorchScript) was loaded because the user trusted it."""
 
 
+def config_path() -> Path:
+    """The server's own settings file: SALIENCY_CONFIG, or saliency.toml in the project folder."""
+    return Path(os.environ.get(CONFIG_ENV) or Path(__file__).resolve().parents[2] / "saliency.toml")
+
+
 def trust_enabled() -> bool:
-    """Whether the environment variable SALIENCY_TRUST_CODE allows model files that run code (1/true/yes/on)."""
-    return os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    """Whether model files that run code (TorchScript) may load: the environment variable SALIENCY_TRUST_CODE
+    (1/true/yes/on; 0/false/no/off forbids, whatever the file says), else ``trust_code = true`` in the config
+    file (:func:`config_path`). Off by default."""
+    flag = os.environ.get(TRUST_ENV, "").strip().lower()
+    if flag in {"1", "true", "yes", "on"}:
+        return True
+    if flag in {"0", "false", "no", "off"}:
+        return False
+    path = config_path()
+    if not path.is_file():
+        return False
+    import tomllib
+
+    try:
+        settings = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ModelLoadError(f"cannot read the server settings {path}: {exc}; expected TOML such as "
+                             "'trust_code = false'") from exc
+    value = settings.get("trust_code", False)
+    if not isinstance(value, bool):
+        raise ModelLoadError(f"trust_code in {path} must be true or false, got {value!r}")
+    return value
 
 
 class ScriptedClassifier(nn.Module):
@@ -76,7 +103,8 @@ class ScriptedClassifier(nn.Module):
 
     Python hooks cannot be registered on scripted modules (``register_forward_hook`` raises), so nothing that
     captures a layer or swaps an activation's backward can run on it: ``supports_hooks`` is False, its bundle has
-    no layer catalogue, and :func:`runnable_methods` leaves those methods out. Input gradients work as usual.
+    no layer catalogue, and :func:`explainers.available_methods` leaves those methods out. Input gradients
+    work as usual.
     """
 
     supports_hooks = False
@@ -87,14 +115,6 @@ class ScriptedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scripted(x)
-
-
-def runnable_methods(model: nn.Module | None) -> list[str]:
-    """``available_methods(model)`` less the methods that need module hooks when the model refuses them."""
-    names = available_methods(model)
-    if model is None or getattr(model, "supports_hooks", True):
-        return names
-    return [name for name in names if not get_method(name).requires & HOOK_REQUIREMENTS]
 
 
 # --------------------------------------------------------------------------------------------------- the input
@@ -303,45 +323,6 @@ def _device(device: Any) -> torch.device:
 # -------------------------------------------------------------------------------------- architectures
 
 
-@functools.lru_cache(maxsize=1)
-def _torchvision_names() -> tuple[str, ...]:
-    import torchvision
-
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
-
-
-@functools.lru_cache(maxsize=1)
-def _timm_names() -> tuple[str, ...]:
-    try:
-        import timm
-    except ImportError:  # a trimmed install still loads the default model and torchvision's
-        return ()
-    return tuple(timm.list_models())
-
-
-def resolve_architecture(architecture: Any) -> tuple[str, str]:
-    """(family, name) of an architecture: family "default", "torchvision" or "timm". A name both libraries have
-    is torchvision's unless written ``timm:NAME``; timm names may carry a pretrained tag (``resnet10t.c3_in1k``)
-    whose config gives the preprocessing."""
-    if not isinstance(architecture, str) or not architecture.strip():
-        raise ModelLoadError(f"expected an architecture name (e.g. 'resnet18'), got {architecture!r}")
-    key = architecture.strip().lower()
-    timm_names = _timm_names()
-    forced = key.startswith(TIMM_PREFIX)
-    bare = key.removeprefix(TIMM_PREFIX)
-    if not forced and bare == DEFAULT_ARCHITECTURE:
-        return "default", bare
-    if not forced and bare in _torchvision_names():
-        return "torchvision", bare
-    if bare in timm_names or bare.partition(".")[0] in timm_names:
-        return "timm", bare
-    names = list(dict.fromkeys([DEFAULT_ARCHITECTURE, *_torchvision_names(), *timm_names]))
-    close = difflib.get_close_matches(bare, names, n=5, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ModelLoadError(f"expected the default model {DEFAULT_ARCHITECTURE!r}, a torchvision classification "
-                         f"architecture or a timm architecture, got unknown architecture {architecture!r}{hint}")
-
-
 def _builder_kwargs(name: str, state: dict[str, torch.Tensor] | None) -> dict:
     """torchvision builders whose auxiliary heads are optional: build them only if the weights have them."""
     aux = {"inception_v3": "AuxLogits.", "googlenet": "aux1."}
@@ -446,9 +427,9 @@ def _guess_candidates(family: str, name: str | None) -> list[tuple[str, str]]:
         return [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in CURATED]
     stem = re.match(r"[a-z_]*[a-z]", name.partition(".")[0])
     stem = stem.group(0) if stem else name
-    pool = [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in _torchvision_names()]
+    pool = [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in torchvision_architectures()]
     if family == "timm":
-        pool += [("timm", n) for n in _timm_names()]
+        pool += [("timm", n) for n in timm_architectures()]
     return [(f, n) for f, n in pool if n != name and n.startswith(stem)][:16]
 
 
@@ -467,7 +448,7 @@ def _looks_like(state: dict[str, torch.Tensor], family: str, name: str | None) -
         aligned = _align_prefix(state, set(expected))
         missing, unexpected, wrong = _mismatch(aligned, expected)
         if not missing and not unexpected and all(k in heads for k, _, _ in wrong):
-            return cand if cand_family != "timm" or cand not in _torchvision_names() else TIMM_PREFIX + cand
+            return cand if cand_family != "timm" or cand not in torchvision_architectures() else TIMM_PREFIX + cand
     return None
 
 
@@ -485,33 +466,6 @@ def _mismatch_error(filename: str, architecture: str, family: str, name: str, st
     hint = f"; this looks like weights for {guess!r}" if guess else ""
     return ModelLoadError(f"expected {filename} to hold a state dict of {architecture!r}, but it does not fit: "
                           f"{'; '.join(parts)}{hint}")
-
-
-def _preprocessing(family: str, name: str, model: nn.Module) -> dict:
-    """input_size, resize_size, interpolation, mean and std the architecture's published weights use."""
-    if family == "default":
-        return {"input_size": default.INPUT_SIZE, "resize_size": None, "interpolation": Image.Resampling.BICUBIC,
-                "mean": default.MEAN, "std": default.STD}
-    if family == "torchvision":
-        import torchvision
-
-        from .zoo import _preprocessing as torchvision_preprocessing
-
-        try:
-            weights = torchvision.models.get_model_weights(name).DEFAULT
-        except (ValueError, AttributeError, KeyError):  # an architecture without published weights
-            return {"input_size": 224, "resize_size": 256, "interpolation": Image.Resampling.BILINEAR,
-                    "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-        found = torchvision_preprocessing(weights)
-        return {k: found[k] for k in ("input_size", "resize_size", "interpolation", "mean", "std")}
-    config = dict(getattr(model, "pretrained_cfg", None) or {})
-    size = int(tuple(config.get("input_size") or (3, 224, 224))[-1])
-    crop = float(config.get("crop_pct") or 0.875)
-    mode = str(config.get("interpolation") or "bilinear").upper()
-    return {"input_size": size, "resize_size": int(math.floor(size / crop)),
-            "interpolation": getattr(Image.Resampling, mode, Image.Resampling.BILINEAR),
-            "mean": tuple(float(v) for v in config.get("mean") or IMAGENET_MEAN),
-            "std": tuple(float(v) for v in config.get("std") or IMAGENET_STD)}
 
 
 # ------------------------------------------------------------------------------------------- reading files
@@ -643,7 +597,7 @@ def _load_state_dict_model(src: _Source, architecture: Any, labels: list[str] | 
         hint = f"; this looks like weights for {guess!r}" if guess else ""
         raise ModelLoadError(f"expected architecture= with {src.filename}: a state dict holds weights, not the "
                              f"network they belong to (e.g. 'resnet18', {DEFAULT_ARCHITECTURE!r} or a timm name){hint}")
-    family, name = resolve_architecture(architecture)
+    family, name = split(architecture)
     kwargs = _builder_kwargs(name, state)
     template, real = _template(family, name, None, kwargs)
     expected = _shapes(template)
@@ -665,7 +619,7 @@ def _load_state_dict_model(src: _Source, architecture: Any, labels: list[str] | 
         raise ModelLoadError(f"expected {src.filename} to load into {architecture!r}, but it failed: "
                              f"{str(exc)[:500]}") from None
     model = model.to(device).eval()
-    prep = _preprocessing(family, name, model)
+    prep = preprocessing_defaults(f"{TIMM_PREFIX}{name}" if family == "timm" else name, model)
     if size is not None:
         if prep["resize_size"] is not None:
             prep["resize_size"] = int(math.floor(size * prep["resize_size"] / prep["input_size"]))

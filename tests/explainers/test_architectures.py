@@ -3,6 +3,8 @@ downloaded)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import timm
 import torchvision
@@ -32,11 +34,11 @@ def test_defaults_come_from_the_libraries():
     vit = preprocessing_defaults("vit_base_patch16_224")
     assert vit["mean"] == tuple(config["mean"]) == (0.5, 0.5, 0.5) and vit["input_size"] == config["input_size"][-1]
     assert vit["interpolation"] == Image.Resampling.BICUBIC
-    assert vit["resize_size"] == round(224 / config["crop_pct"])
+    assert vit["resize_size"] == math.floor(224 / config["crop_pct"])  # as timm's eval transform
     lite = preprocessing_defaults("efficientnet_lite0")
     assert lite["mean"] == default.MEAN and lite["std"] == default.STD and lite["input_size"] == default.INPUT_SIZE
 
 
 def test_unknown_architecture_names_close_ones():
-    with pytest.raises(ModelLoadError, match=r"unknown architecture 'resnet19x'.*did you mean resnet18"):
+    with pytest.raises(ModelLoadError, match=r"unknown architecture 'resnet19x'.*did you mean 'resnet18'"):
         family("resnet19x")

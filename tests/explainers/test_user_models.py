@@ -318,10 +318,10 @@ def test_trusted_torchscript_offers_gradient_methods_but_no_cams(scripted_file, 
         bundle = load_user_model(path, trust_code=True, input_size=32, labels=["a", "b", "c"])
     assert bundle.layers == [] and bundle.default_layer is None and bundle.model.supports_hooks is False
     assert any("Hooks do not work" in note for note in bundle.notes)
-    offered = user.runnable_methods(bundle.model)
+    offered = explainers.available_methods(bundle.model)
     assert "vanilla" in offered and "integrated_gradients" in offered and "occlusion" in offered
     assert not {"gradcam", "layercam", "guided_backprop", "guided_gradcam", "attention_rollout"} & set(offered)
-    assert "gradcam" in user.runnable_methods(module)  # the plain module keeps them
+    assert "gradcam" in explainers.available_methods(module)  # the plain module keeps them
     x = torch.rand(1, 3, 32, 32)
     ours = explainers.explain(bundle, x, "vanilla", 1)
     theirs = explainers.explain(module, x, "vanilla", 1)
@@ -367,3 +367,32 @@ def test_onnx_files_and_hugging_face_folders_go_to_the_foreign_loaders(monkeypat
     (folder / "config.json").unlink()
     with pytest.raises(ModelLoadError, match="config.json"):
         load_user_model(folder)
+
+
+def test_trust_comes_from_the_config_file_unless_the_environment_says(tmp_path, monkeypatch):
+    from explainers.models import user
+
+    monkeypatch.delenv(user.TRUST_ENV, raising=False)
+    config = tmp_path / "saliency.toml"
+    monkeypatch.setenv(user.CONFIG_ENV, str(config))
+    assert not user.trust_enabled()  # no file: off
+    config.write_text("trust_code = true\n")
+    assert user.trust_enabled()
+    monkeypatch.setenv(user.TRUST_ENV, "0")
+    assert not user.trust_enabled()  # the environment wins both ways
+    monkeypatch.setenv(user.TRUST_ENV, "1")
+    config.write_text("trust_code = false\n")
+    assert user.trust_enabled()
+    monkeypatch.delenv(user.TRUST_ENV)
+    assert not user.trust_enabled()
+    config.write_text('trust_code = "yes"\n')
+    with pytest.raises(ModelLoadError, match="must be true or false"):
+        user.trust_enabled()
+
+
+def test_the_shipped_config_does_not_trust_code(monkeypatch):
+    from explainers.models import user
+
+    monkeypatch.delenv(user.TRUST_ENV, raising=False)
+    monkeypatch.delenv(user.CONFIG_ENV, raising=False)
+    assert user.config_path().is_file() and not user.trust_enabled()
