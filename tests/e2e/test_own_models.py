@@ -43,7 +43,7 @@ def test_uploaded_weights_and_labels_are_explained_on_explore(page, base_url, ar
     page.locator(keyed("models.load")).get_by_role("button").click()
     page.get_by_text("Loaded in this session").wait_for(timeout=LOAD_MS)
     wait_idle(page)
-    assert "fruit · your model (4 classes)" in page.locator('[data-testid="stSidebar"]').inner_text()
+    assert page.locator(f"{keyed('model')} [role=combobox]").input_value() == "fruit · your model (4 classes)"
     assert page_problems(page) == []
     screenshot(page, artifacts_dir / "models_loaded.png")
 

@@ -82,8 +82,8 @@ def test_another_session_never_sees_it(weights):
     options = other.sidebar.selectbox(key=state.MODEL).options
     assert not [o for o in options if "your model" in o]
     assert selection(other).model == DEFAULT_MODEL
-    other.query_params["model"] = model_id  # not even through a link
-    assert model_id not in [selection(other).model]
+    linked = start(query={"model": model_id})  # not even through a link
+    assert selection(linked).model == DEFAULT_MODEL and not linked.exception
 
 
 def test_removing_it_returns_to_the_default_model(weights):
