@@ -81,3 +81,29 @@ def test_eight_sessions_at_once_finish_the_default_explore_flow(browser, base_ur
     finally:
         for context in contexts:
             context.close()
+
+
+def test_a_widget_change_mid_run_stops_the_old_run_and_shows_no_stale_map(page, base_url, artifacts_dir):
+    """RISE (2000 masks, about 100 s here) is running when the user picks another method: the old run stops at its
+    next batch (the progress callback is where Streamlit's rerun lands), the new method's map shows, no RISE map
+    is ever drawn, and RISE never reached the cache (picking it again starts it afresh)."""
+    page.goto(f"{base_url}/?method=rise")  # not _open: it would wait for the whole run to end
+    cancel = page.locator(keyed("cancel_run")).get_by_role("button")
+    cancel.wait_for(timeout=LOAD_MS)  # RISE has started
+    titles = []
+    page.expose_function("sawTitle", lambda text: titles.append(text))
+    page.evaluate("""() => new MutationObserver(() => document.querySelectorAll('.st-key-heatmap_chart .gtitle')
+        .forEach(t => window.sawTitle(t.textContent))).observe(document.body, {subtree: true, childList: true,
+        characterData: true})""")
+    choose(page, "method", "Gradient · Vanilla gradient", text="Vanilla")
+    page.locator(f"{keyed('heatmap_chart')} .gtitle", has_text=re.compile(r"^Vanilla gradient · ")).wait_for(
+        timeout=90_000)
+    wait_idle(page)
+    assert not [t for t in titles if t.startswith("RISE")], titles  # no stale RISE map was ever drawn
+    assert page_problems(page) == [] and page.js_errors == []
+    screenshot(page, artifacts_dir / "rerun_mid_run.png")
+    choose(page, "method", "Perturbation · RISE", text="RISE")
+    cancel.wait_for(timeout=60_000)  # not in the cache: the stopped run never finished
+    cancel.click()
+    page.get_by_text("Cancelled. Press Run to compute this explanation.").wait_for(timeout=60_000)
+    assert not [t for t in titles if t.startswith("RISE")], titles
