@@ -104,6 +104,8 @@ def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, 
     empty = " · nothing to show for this sign: the map is zero everywhere" if rendered.empty else ""
     st.caption(f"Raw range [{rendered.lo:.3g}, {rendered.hi:.3g}] after the {view.clip:g}th-percentile clip · "
                f"{source}{completeness_text(record.extras)}{empty}")
+    for note in getattr(record, "notes", ()):  # what the backend wants the user told: flat input, zero map, ...
+        st.info(note, icon=":material/info:")
     stem = f"{selection.image_name.rsplit('.', 1)[0]}_{record.method}"
     files = {"overlay": f"{stem}.png", "attribution": f"{stem}.npy", "manifest": f"{stem}.json"}
     # the files are built only when clicked (callables), so a view change does not pay for encoding them

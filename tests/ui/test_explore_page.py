@@ -259,3 +259,17 @@ def test_signed_switches_to_a_diverging_colormap_the_user_can_still_change(app):
     assert app.selectbox(key="view.colormap").value == "viridis"
     assert app.selectbox(key="view.sign").value == "signed"
     assert heatmap(app).colorscale == json.loads(json.dumps(plotly_scale(rnd.colour_scale("viridis", signed=True))))
+
+
+def test_a_single_colour_image_shows_the_backends_notes_beside_the_map():
+    """A flat grey upload: the map is finite and the page says why it should not be read as structure."""
+    from tests.ui.helpers import solid_png
+
+    at = start()
+    at.segmented_control(key=state.IMAGE_SOURCE).set_value("Upload").run()
+    at.file_uploader(key=state.UPLOADS).set_value(("grey.png", solid_png(64, 64), "image/png")).run()
+    assert not at.exception and not at.main.error
+    record = selection(at)
+    notes = [i.value for i in at.main.info]
+    assert any(n.startswith("the image is a single colour") for n in notes), notes
+    assert record.image_name == "grey.png"
