@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import LayerError
+from .hooks import model_lock
 
 NCHW = "nchw"
 NHWC = "nhwc"
@@ -206,7 +207,13 @@ def _first_tensor_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dt
 
 
 def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, _Record]:
-    """One dummy forward (no grad, eval mode) recording every submodule's output shape and call count."""
+    """One dummy forward (no grad, eval mode) recording every submodule's output shape and call count, holding
+    the model's lock: the hooks and the eval flag are shared with any other thread using this model."""
+    with model_lock(model):
+        return _measure_unlocked(model, input_shape)
+
+
+def _measure_unlocked(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, _Record]:
     records: dict[str, _Record] = {}
     counter = [0]
     handles = []

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 SCHEMA = "saliency-studio/explanation"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: notes and batch_size_used
 
 
 def jsonable(value: Any) -> Any:
@@ -111,6 +111,8 @@ def explanation_manifest(
         "seed": record.seed,
         "elapsed_s": jsonable(record.elapsed_s),
         "extras": jsonable(record.extras),
+        "notes": list(getattr(record, "notes", ())),
+        "batch_size_used": jsonable(getattr(record, "batch_size_used", None)),
         "predictions": top_predictions(record.logits, categories),
         "view": jsonable(view.as_dict()),
         "range": {"lo": jsonable(float(value_range[0])), "hi": jsonable(float(value_range[1])), "scale": scale},

@@ -756,18 +756,19 @@ def first_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     """The name of the module that receives the model's input tensor itself, found by one traced forward."""
     seen: list[str] = []
     handles = []
-    try:
-        for name, module in model.named_modules():
-            if name and not any(True for _ in module.children()):
-                def hook(mod, args, name=name):
-                    if not seen and args and args[0] is inputs:
-                        seen.append(name)
-                handles.append(module.register_forward_pre_hook(hook))
-        with model_guard(model), torch.inference_mode():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with model_guard(model):  # the pre-hooks are shared with any other thread using this model: hold its lock
+        try:
+            for name, module in model.named_modules():
+                if name and not any(True for _ in module.children()):
+                    def hook(mod, args, name=name):
+                        if not seen and args and args[0] is inputs:
+                            seen.append(name)
+                    handles.append(module.register_forward_pre_hook(hook))
+            with torch.inference_mode():
+                model(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
     if not seen:
         raise SaliencyError("input invariance needs a first layer that receives the input tensor itself; this "
                             "model transforms its input before any layer does")

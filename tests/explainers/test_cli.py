@@ -68,7 +68,7 @@ def test_explain_writes_overlay_attribution_and_manifest(tmp_path):
     assert np.isfinite(attribution).all() and np.abs(attribution).max() > 0
 
     manifest = load_manifest(out / "cat_vanilla.json")
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2
     assert manifest["predictions"][0]["name"] == "Egyptian cat"
     assert len(manifest["predictions"]) == 5
     assert manifest["target"] == {"indices": [manifest["predictions"][0]["index"]], "names": ["Egyptian cat"],

@@ -122,3 +122,40 @@ def test_a_model_left_in_train_mode_keeps_it_under_threads(method):
     for got in threaded:
         _assert_same(serial, got, method)
     assert_untouched(model, before, training=True)
+
+
+def test_layer_catalogue_and_first_layer_while_others_explain():
+    """The catalogue's dummy forward and the sanity check's first-layer probe register hooks on the shared model
+    too: run beside explain() threads they give the serial answers, and explain's results stay exact."""
+    from explainers.layers import layer_catalogue
+    from explainers.sanity import first_layer
+
+    model = small_convnet()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    expected_layers = [(e.name, e.shape) for e in layer_catalogue(model, (1, 3, 16, 16))]
+    expected_first = first_layer(model, x)
+    serial = {i: _run(model, x, *CASES[i % 3]) for i in range(3)}
+    start = threading.Barrier(6)
+
+    def catalogue(_):
+        start.wait()
+        return [[(e.name, e.shape) for e in layer_catalogue(model, (1, 3, 16, 16))] for _ in range(10)]
+
+    def probe(_):
+        start.wait()
+        return [first_layer(model, x) for _ in range(10)]
+
+    def explaining(i):
+        start.wait()
+        return [_run(model, x, *CASES[i % 3]) for _ in range(5)]
+
+    with ThreadPoolExecutor(6) as pool:
+        cats = [pool.submit(catalogue, 0), pool.submit(catalogue, 1)]
+        probes = [pool.submit(probe, 0)]
+        runs = {i: pool.submit(explaining, i) for i in range(3)}
+        assert all(found == expected_layers for f in cats for found in f.result())
+        assert all(found == expected_first for found in probes[0].result())
+        for i, future in runs.items():
+            for attribution, logits in future.result():
+                assert torch.equal(attribution, serial[i][0]) and torch.equal(logits, serial[i][1])
+    assert hook_counts(model) == 0

@@ -24,7 +24,7 @@ from .helpers import small_convnet
 
 KEYS = {"schema", "schema_version", "role", "image", "model", "preprocessing", "method", "method_name",
         "class_sensitive", "params", "target", "objective", "layer", "seed", "elapsed_s", "extras", "predictions",
-        "view", "range", "files", "device", "versions"}
+        "view", "range", "files", "device", "versions", "notes", "batch_size_used"}
 CATEGORIES = ["zero", "one", "two", "three", "four", "five", "six"]
 
 

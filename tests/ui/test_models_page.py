@@ -128,3 +128,19 @@ def test_sample_image_still_loads_after_visiting_models():
     at.switch_page(EXPLORE).run()
     assert not at.exception
     assert selection(at).image_name == sample_path("cat.png").name
+
+
+def test_the_model_is_freed_with_its_session(weights):
+    """Nothing outside the session (caches, locks, the sidebar) keeps a user's model alive once the session is
+    gone, after it has been explained on Explore."""
+    import gc
+    import weakref
+
+    _, data = weights
+    at = _load(_open(), data)
+    at.switch_page(EXPLORE).run()
+    assert not at.exception and heatmap(at).title.startswith("Vanilla gradient")
+    alive = weakref.ref(selection(at).bundle.model)
+    del at
+    gc.collect()
+    assert alive() is None
