@@ -27,7 +27,8 @@ FIXES = {
     LayerError: "Pick a layer from the list; CAM methods need a spatial layer.",
     TargetError: "Pick the class from the list, or use its index.",
     ParameterError: "Reset the parameter to its default.",
-    ModelLoadError: "Check the architecture, the file and the class names; the Models page lists what loads.",
+    ModelLoadError: "Check the architecture, the file and the class names; \"What loads, and what is refused\" on "
+    "the Your model page lists the formats.",
 }
 
 

@@ -85,12 +85,13 @@ ACCEPTED = (  # (file, loaded as, notes): the Models page's table
     ("`.onnx`", "converted to PyTorch (onnx2torch)", "gradients and hooks work; an unsupported operator is named"),
     ("TorchScript `.pt`", "refused unless the server trusts code",
      "it runs code; hooks do not work on it, so CAMs and guided methods are not offered"),
-    ("full pickled model (`torch.save(model)`)", "**never loaded**",
+    ("A full pickled model (`torch.save(model)`)", "**never loaded**",
      "unpickling can run any code. Export the weights: `torch.save(model.state_dict(), 'weights.pt')` or "
      "`safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')`"),
 )
+# a list, not a table: three columns of prose overflow a 900 px window
 ACCEPTED_HELP = "\n".join(
-    ["| File | Loaded as | Notes |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in ACCEPTED), "",
+    [*(f"- {a}: {b}. {c[0].upper()}{c[1:]}." for a, b, c in ACCEPTED), "",
      "The class count comes from the last layer's weights; class names (optional) must match it. Wrong keys or "
      f"shapes are listed. Files over {MAX_MODEL_MB} MB are refused."]
 )
