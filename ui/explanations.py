@@ -10,12 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
 
 import explainers
-from explainers import METHODS, ExplanationRecord
+from explainers import METHODS, Cancelled, ExplanationRecord
 
 from . import state
 from .models import model_lock
@@ -23,14 +25,58 @@ from .models import model_lock
 MAX_ENTRIES = 128
 
 
+@dataclass
+class _Flight:
+    """One computation in progress, which later callers with the same key wait for."""
+
+    finished: threading.Event = field(default_factory=threading.Event)
+    progress: tuple[int, int] = (0, 1)  # the computing caller's latest (done, total), shown to the waiting ones
+
+
 class ExplanationCache:
-    """A small thread-safe LRU shared by all sessions."""
+    """A small thread-safe LRU shared by all sessions; identical requests at the same moment share one
+    computation (:meth:`compute`)."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES):
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple, ExplanationRecord] = OrderedDict()
+        self._flights: dict[tuple, _Flight] = {}
         self._lock = threading.Lock()
         self.calls = 0  # explainer calls made through this cache (tests count them)
+
+    def compute(self, key: tuple, fn: Callable[[Callable[[int, int], object]], Any],
+                progress: Callable[[int, int], object] | None = None, poll_s: float = 0.2) -> tuple[Any, bool]:
+        """(value, shared): the cached value, or one computation shared by every caller asking for ``key`` at the
+        same time. The first caller runs ``fn(report)`` (``report(done, total)`` is the progress protocol); the
+        others wait, see its progress through their own ``progress`` (which also lets a rerun stop them: False,
+        or raising Cancelled, stops the wait and leaves the computation running) and take its result. If the
+        computing caller fails or is cancelled, nothing is cached and a waiting caller computes in its place."""
+        while True:
+            with self._lock:
+                value = self._entries.get(key)
+                if value is not None:
+                    self._entries.move_to_end(key)
+                    return value, True
+                flight = self._flights.get(key)
+                owner = flight is None
+                if owner:
+                    flight = self._flights[key] = _Flight()
+            if owner:
+                def report(done: int, total: int, flight=flight) -> object:
+                    flight.progress = (done, total)
+                    return True if progress is None else progress(done, total)
+
+                try:
+                    value = fn(report)
+                    self.put(key, value)
+                    return value, False
+                finally:
+                    with self._lock:
+                        self._flights.pop(key, None)
+                    flight.finished.set()
+            while not flight.finished.wait(poll_s):
+                if progress is not None and progress(*flight.progress) is False:
+                    raise Cancelled("stopped waiting for the same explanation, computing for another session")
 
     def get(self, key: tuple) -> ExplanationRecord | None:
         with self._lock:
@@ -91,20 +137,20 @@ def cached(selection, method: str, params: dict, target: Any, layer: str | None 
 def explain_cached(selection, method: str, params: dict, target: Any, layer: str | None = None,
                    progress=None) -> tuple[ExplanationRecord, bool]:
     """(record, from_cache). On a miss the explainer runs under the model's lock, with a fixed seed so a panel is
-    the same in every session; ``progress(done, total)`` follows explain()'s protocol."""
+    the same in every session; the same request from several sessions at once is computed once, the others
+    waiting for it (from_cache is then True). ``progress(done, total)`` follows explain()'s protocol."""
     key = cache_key(selection, method, params, target, layer)
     cache = explanation_cache()
-    hit = cache.get(key)
-    if hit is not None:
-        return hit, True
-    with model_lock(selection.model):
-        cache.calls += 1
-        explanation = explainers.explain(selection.bundle, selection.inputs, method, target,
-                                         layer=resolved_layer(selection, method, layer), seed=0, progress=progress,
-                                         **params)
-    record = explanation.record(0)
-    cache.put(key, record)
-    return record, False
+
+    def compute(report) -> ExplanationRecord:
+        with model_lock(selection.model):
+            cache.calls += 1
+            explanation = explainers.explain(selection.bundle, selection.inputs, method, target,
+                                             layer=resolved_layer(selection, method, layer), seed=0, progress=report,
+                                             **params)
+        return explanation.record(0)
+
+    return cache.compute(key, compute, progress)
 
 
 def multi_pass(selection, method: str, params: dict, layer: str | None) -> bool:
