@@ -16,6 +16,7 @@ from .errors import (
 )
 from .images import image_hash, load_image, open_image
 from .layers import LayerInfo, layer_catalogue, resolve_layer
+from .many import explain_many
 from .models import DEFAULT_MODEL, ModelBundle, list_models, load_model, model_info
 from .models.user import load_user_model
 from .registry import METHODS, Cost, MethodInfo, Param, Reference, Sanity, available_methods, get_method, method_order
@@ -53,6 +54,7 @@ __all__ = [
     "class_index",
     "class_probabilities",
     "explain",
+    "explain_many",
     "get_method",
     "image_hash",
     "layer_catalogue",

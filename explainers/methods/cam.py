@@ -158,8 +158,13 @@ def _weighted(captured: Captured, weights: torch.Tensor) -> torch.Tensor:
 def gradcam(call, inputs, relu=True):
     """Selvaraju et al. 2017, arXiv:1610.02391."""
     captured = capture(call, inputs)
+    return finish(inputs, gradcam_maps(captured), relu, captured.logits)
+
+
+def gradcam_maps(captured: Captured) -> torch.Tensor:
+    """Grad-CAM's layer maps [T, N, h, w] before the ReLU: channels weighted by their mean gradient."""
     weights = captured.gradients.mean(dim=(3, 4), keepdim=True)
-    return finish(inputs, _weighted(captured, weights), relu, captured.logits)
+    return _weighted(captured, weights)
 
 
 @_register_cam(
@@ -173,12 +178,17 @@ def gradcam(call, inputs, relu=True):
 def gradcam_pp(call, inputs, relu=True):
     """Chattopadhyay et al. 2018, arXiv:1710.11063 (eq. 19)."""
     captured = capture(call, inputs)
+    return finish(inputs, gradcam_pp_maps(captured), relu, captured.logits)
+
+
+def gradcam_pp_maps(captured: Captured) -> torch.Tensor:
+    """Grad-CAM++'s layer maps [T, N, h, w] before the ReLU (Chattopadhyay et al. 2018, eq. 19)."""
     grads, activations = captured.gradients, captured.activations.unsqueeze(0)
     squared = grads**2
     denominator = 2 * squared + activations.sum(dim=(3, 4), keepdim=True) * squared * grads
     alpha = torch.where(grads != 0, _ratio(squared, denominator + 1e-6), torch.zeros_like(grads))
     weights = (alpha * grads.clamp(min=0)).sum(dim=(3, 4), keepdim=True)
-    return finish(inputs, _weighted(captured, weights), relu, captured.logits)
+    return _weighted(captured, weights)
 
 
 @_register_cam(
@@ -191,10 +201,15 @@ def gradcam_pp(call, inputs, relu=True):
 def xgradcam(call, inputs, relu=True):
     """Fu et al. 2020, arXiv:2008.02312."""
     captured = capture(call, inputs)
+    return finish(inputs, xgradcam_maps(captured), relu, captured.logits)
+
+
+def xgradcam_maps(captured: Captured) -> torch.Tensor:
+    """XGrad-CAM's layer maps [T, N, h, w] before the ReLU: gradients averaged with activation weights."""
     activations = captured.activations
     normalised = _ratio(activations, activations.sum(dim=(2, 3), keepdim=True) + 1e-7)
     weights = (captured.gradients * normalised.unsqueeze(0)).sum(dim=(3, 4), keepdim=True)
-    return finish(inputs, _weighted(captured, weights), relu, captured.logits)
+    return _weighted(captured, weights)
 
 
 @_register_cam(
@@ -207,7 +222,12 @@ def xgradcam(call, inputs, relu=True):
 def layercam(call, inputs, relu=True):
     """Jiang et al. 2021, IEEE Trans. Image Processing 30:5875."""
     captured = capture(call, inputs)
-    return finish(inputs, _weighted(captured, captured.gradients.clamp(min=0)), relu, captured.logits)
+    return finish(inputs, layercam_maps(captured), relu, captured.logits)
+
+
+def layercam_maps(captured: Captured) -> torch.Tensor:
+    """LayerCAM's layer maps [T, N, h, w] before the ReLU: every location weighted by its positive gradient."""
+    return _weighted(captured, captured.gradients.clamp(min=0))
 
 
 @_register_cam(
@@ -220,7 +240,12 @@ def layercam(call, inputs, relu=True):
 def hirescam(call, inputs, relu=True):
     """Draelos & Carin 2020, arXiv:2011.08891."""
     captured = capture(call, inputs)
-    return finish(inputs, _weighted(captured, captured.gradients), relu, captured.logits)
+    return finish(inputs, hirescam_maps(captured), relu, captured.logits)
+
+
+def hirescam_maps(captured: Captured) -> torch.Tensor:
+    """HiResCAM's layer maps [T, N, h, w] before the ReLU: gradient times activation, summed over channels."""
+    return _weighted(captured, captured.gradients)
 
 
 def principal_projection(activations: torch.Tensor) -> torch.Tensor:
@@ -256,8 +281,25 @@ def principal_projection(activations: torch.Tensor) -> torch.Tensor:
 def eigencam(call, inputs, relu=True):
     """Muhammad & Yeasin 2020, arXiv:2008.00299."""
     captured = capture(call, inputs, gradients=False)
-    layer_map = principal_projection(captured.activations)
-    return finish(inputs, layer_map.unsqueeze(0).expand(len(call.targets), *layer_map.shape), relu, captured.logits)
+    layer_map = eigencam_maps(captured)
+    return finish(inputs, layer_map.expand(len(call.targets), *layer_map.shape[1:]), relu, captured.logits)
+
+
+def eigencam_maps(captured: Captured) -> torch.Tensor:
+    """Eigen-CAM's layer map [1, N, h, w] before the ReLU: the same for every target (no gradients needed)."""
+    return principal_projection(captured.activations).unsqueeze(0)
+
+
+# The one-capture CAMs by name: what each does with a capture, before the ReLU and the upsampling, so that
+# explain_many can compute them all from one shared capture. None of them changes the passes with its params.
+LAYER_MAPS = {
+    "gradcam": gradcam_maps,
+    "gradcam_pp": gradcam_pp_maps,
+    "xgradcam": xgradcam_maps,
+    "layercam": layercam_maps,
+    "hirescam": hirescam_maps,
+    "eigencam": eigencam_maps,
+}
 
 
 @register(

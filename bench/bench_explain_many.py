@@ -1,0 +1,81 @@
+"""The one-pass set through explain_many against separate explain() calls and a bare forward+backward.
+
+    .venv/bin/python bench/bench_explain_many.py [--repeats 5] [--device cpu|cuda] [--model efficientnet_lite0]
+
+The set: vanilla, input × gradient, Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM and Eigen-CAM, for one
+image and one target (the top class, given as an index so that no call needs a clean ranking pass). Goals
+(issue 10): all of them via explain_many ≤ 2.5x one bare forward+backward, and ≤ 0.5x the separate calls. The
+bare pass is timed two ways: ``.backward()`` (which also computes every parameter's gradient, as
+bench_gradient.py's baseline does) and ``torch.autograd.grad`` to the input only. The 2-targets row is for
+information: each target has its own backward here, so its goal (1.3x) is the one issue 10 sets for gradient
+methods with batched targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import compare, report, row, setup_threads
+
+from explainers import explain, explain_many, load_model, open_image
+from explainers.many import shared_methods
+
+SAMPLE = "assets/samples/cat.png"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="efficientnet_lite0")
+    args = parser.parse_args()
+    setup_threads()
+    device = torch.device(args.device)
+    bundle = load_model(args.model, device=device)
+    model = bundle.model
+    x = bundle.preprocess(open_image(SAMPLE)).contiguous().to(device)
+    with torch.no_grad():
+        ranked = model(x)[0].argsort(descending=True)
+    first, second = int(ranked[0]), int(ranked[1])
+    methods = shared_methods()
+
+    def bare():
+        leaf = x.detach().requires_grad_(True)
+        model(leaf)[0, first].backward()
+        return leaf.grad
+
+    def bare_input_gradient():
+        # the same without the parameters' gradients, which no saliency method needs
+        leaf = x.detach().requires_grad_(True)
+        return torch.autograd.grad(model(leaf)[0, first], leaf)[0]
+
+    def separate():
+        return [explain(bundle, x, m, first, seed=0) for m in methods]
+
+    contenders = {
+        "many": lambda: explain_many(bundle, x, methods, [first]),
+        "many_two_targets": lambda: explain_many(bundle, x, methods, [first, second]),
+        "separate": separate,
+        "bare": bare,
+        "bare_input_gradient": bare_input_gradient,
+    }
+    times = compare(contenders, args.repeats, device)
+    rows = [
+        row("one-pass set via explain_many vs bare forward+backward", {"ours": times["many"], "peer": times["bare"]},
+            2.5, device, peer="x.requires_grad; model(x)[0, c].backward()"),
+        row("one-pass set via explain_many vs bare input gradient", {"ours": times["many"],
+            "peer": times["bare_input_gradient"]}, 2.5, device, peer="torch.autograd.grad(model(x)[0, c], x)"),
+        row("one-pass set via explain_many vs separate explain() calls",
+            {"ours": times["many"], "peer": times["separate"]}, 0.5, device, peer="one explain() per method"),
+        row("explain_many, 2 targets vs 1", {"ours": times["many_two_targets"], "peer": times["many"]}, 1.3, device,
+            peer="explain_many with one target"),
+    ]
+    for name, t in times.items():
+        print(f"{name:>18}: median {t['median_s']:.4f} s over {len(t['samples_s'])} runs")
+    report("explain_many", rows, {"model": args.model, "input": SAMPLE, "methods": list(methods),
+                                  "medians_s": {name: t["median_s"] for name, t in times.items()}})
+
+
+if __name__ == "__main__":
+    main()

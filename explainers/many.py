@@ -1,0 +1,271 @@
+"""``explain_many()``: several methods for several targets, sharing the passes wherever the maths allows.
+
+The one-pass set shares one forward pass with the layer captured and one backward per target: vanilla gradient
+(Simonyan et al. 2013, arXiv:1312.6034), input × gradient (Shrikumar et al. 2016, arXiv:1605.01713), Grad-CAM
+(Selvaraju et al. 2017, arXiv:1610.02391), Grad-CAM++ (Chattopadhyay et al. 2018, arXiv:1710.11063), XGrad-CAM
+(Fu et al. 2020, arXiv:2008.02312), LayerCAM (Jiang et al. 2021), HiResCAM (Draelos & Carin 2020,
+arXiv:2011.08891) and Eigen-CAM (Muhammad & Yeasin 2020, arXiv:2008.00299). They differ only in what they do with
+the input gradient, or with the layer's activations and gradients, so each reads the same tensors a separate
+``explain()`` call would have computed. Every other method runs as its own ``explain()`` call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .batching import Batches, Progress, default_batch_size
+from .core import (
+    Attribution,
+    Explanation,
+    _check_batch_size,
+    _checked,
+    _resolve_layer,
+    _unwrap,
+    as_logits,
+    explain,
+    prepare_inputs,
+)
+from .errors import ParameterError, SaliencyError
+from .hooks import capture_layer, model_guard
+from .layers import to_nchw
+from .methods import cam
+from .registry import get_method
+from .targets import Contrast, Target, TargetSpec, _items
+
+# What the input-gradient methods make of d score / d input, as gradient.py's vanilla and input_x_gradient do.
+INPUT_MAPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "vanilla": lambda inputs, gradient: gradient,
+    "input_x_gradient": lambda inputs, gradient: inputs * gradient,
+}
+
+
+def shared_methods() -> tuple[str, ...]:
+    """The methods computed from the one shared pass; none has a parameter that changes its passes (the CAMs'
+    ``relu`` applies after them)."""
+    return (*INPUT_MAPS, *cam.LAYER_MAPS)
+
+
+def target_key(target: Any) -> Any:
+    """The key a target gets in ``explain_many``'s result: the target as given (an int, a name, "topK", a
+    Contrast, None), a plain int for a one-element tensor or NumPy scalar, a tuple for one target per row."""
+    if isinstance(target, (torch.Tensor, np.ndarray, np.generic)):
+        size = target.numel() if isinstance(target, torch.Tensor) else np.size(target)
+        return target.item() if size == 1 else tuple(target.tolist())
+    if isinstance(target, list):
+        return tuple(target_key(item) for item in target)
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        return int(target)
+    return target
+
+
+class _Targets:
+    """One requested target: parsed (and checked) up front as explain() does, resolved batch by batch from the
+    shared forward pass's own logits, so a rank ("top2") costs no extra clean pass."""
+
+    def __init__(self, given: Any, rows: int, categories, objective: str, device: torch.device):
+        self.given, self.categories, self.objective, self.device = given, categories, objective, device
+        spec = TargetSpec(given, rows, categories, objective)
+        self.fixed = None if spec.needs_logits else spec.resolve(None, device=device)
+
+    def rows(self, logits: torch.Tensor, start: int, stop: int) -> Target:
+        if self.fixed is not None:
+            return self.fixed.take(torch.arange(start, stop))
+        items = _items(self.given)
+        part = self.given if items is None else items[start:stop]
+        return TargetSpec(part, stop - start, self.categories, self.objective).resolve(logits, device=self.device)
+
+
+def _join(parts: list[Target]) -> Target:
+    return Target(torch.cat([p.classes for p in parts]), parts[0].objective, max(p.max_class for p in parts))
+
+
+def explain_many(
+    model_or_bundle: Any,
+    inputs: torch.Tensor,
+    methods: Sequence[str] | str,
+    targets: Sequence[Any] | Any = ("top1",),
+    *,
+    layer: Any = None,
+    objective: str = "logit",
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+) -> dict[tuple[str, Any], Explanation]:
+    """Every method of ``methods`` for every target of ``targets``, on ``inputs`` [N, C, H, W].
+
+    Returns ``{(method, target_key(target)): Explanation}`` in request order (methods, then targets); each
+    Explanation is what ``explain(model_or_bundle, inputs, method, target, layer=layer, seed=seed,
+    **params[method])`` returns, ``layer`` going to the methods that use one. ``targets`` is a list of
+    targets, each anything ``explain()`` accepts ("top1", an int, a class name, a Contrast, one per row); a
+    single str, int or Contrast counts as one. ``params`` maps a method name to its parameters.
+
+    The methods of ``shared_methods()`` come from one forward pass (the layer captured when a CAM is asked
+    for; ranks read from its logits) and one backward per target; their ``elapsed_s`` is that shared time and
+    ``batch_size_used`` the shared pass's. Every other method runs as its own ``explain()`` call, one per
+    target. ``progress(done, total)`` covers the whole run; returning False stops it. The model's lock is held
+    throughout and the model is left exactly as found.
+    """
+    methods = [methods] if isinstance(methods, str) else list(dict.fromkeys(methods))
+    if isinstance(targets, (str, numbers.Integral, Contrast)) or targets is None:
+        targets = [targets]
+    keyed = {target_key(t): t for t in targets}
+    if not methods or not keyed:
+        raise ParameterError("explain_many needs at least one method and one target")
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(methods))
+    if unknown:
+        raise ParameterError(f"params given for {unknown[0]!r}, which is not among the methods asked for")
+    # every check explain() makes before it computes, in its order, so the errors are the same
+    infos = {name: get_method(name) for name in methods}
+    resolved = {name: info.validate(params.get(name, {})) for name, info in infos.items()}
+    _check_batch_size(batch_size)
+    model, bundle, categories = _unwrap(model_or_bundle)
+    for info in infos.values():
+        if info.unavailable_reason(model) is not None:
+            raise SaliencyError(f"{info.unavailable_reason(model)}; pick another method")
+    if layer is not None and not any(info.needs_layer for info in infos.values()):
+        raise SaliencyError(f"method {methods[0]!r} does not use a layer; drop layer={layer!r} or pick a CAM method")
+    inputs = prepare_inputs(model, inputs)
+    device = inputs.device
+    requested = {key: _Targets(t, len(inputs), categories, objective, device) for key, t in keyed.items()}
+    seed = int(seed)
+
+    shared = [m for m in methods if m in shared_methods()]
+    separate = [m for m in methods if m not in shared]
+    results: dict[tuple[str, Any], Explanation] = {}
+    with model_guard(model):
+        layer_info, layer_module = (
+            _resolve_layer(model, bundle, layer, inputs)
+            if any(infos[m].needs_layer for m in methods) else (None, None)
+        )
+        hw = tuple(inputs.shape[-2:])
+        channels = getattr(layer_info, "channels", None)
+        costs = {m: infos[m].cost.passes(resolved[m], hw, channels) for m in methods}
+        backward = any(costs[m].backward for m in shared)
+        # progress counts what dominates, as explain() does: the shared backward passes (or its forward), then
+        # each separate call's own units
+        shared_units = len(inputs) * (len(keyed) if backward else 1) if shared else 0
+        units = {m: (costs[m].backward or costs[m].forward) * len(inputs) for m in separate}
+        overall = Progress(shared_units + len(keyed) * sum(units.values()), progress)
+        if shared:
+            results.update(_explain_shared(model, inputs, shared, requested, resolved, costs, layer_info,
+                                           layer_module, seed, objective, batch_size, overall))
+        for method in separate:
+            for key, target in keyed.items():
+                results[(method, key)] = explain(
+                    model_or_bundle, inputs, method, target, layer=layer if infos[method].needs_layer else None,
+                    objective=objective, batch_size=batch_size, seed=seed,
+                    progress=_share_of(overall, units[method]), **params.get(method, {}),
+                )
+    overall.finish()
+    return {(m, key): results[(m, key)] for m in methods for key in keyed}
+
+
+def _share_of(overall: Progress, units: int) -> Callable[[int, int], None]:
+    """A progress callback for one nested explain() call that moves ``overall`` across its ``units``; a cancel
+    from the overall callback raises there, inside the nested call."""
+    start = overall.done
+
+    def callback(done: int, total: int) -> None:
+        overall.advance(max(0, start + units * done // max(total, 1) - overall.done))
+
+    return callback
+
+
+def _explain_shared(model, inputs, methods, requested, params, costs, layer_info, layer_module, seed, objective,
+                    batch_size, progress) -> dict[tuple[str, Any], Explanation]:
+    """The one-pass set from one batched forward pass and one backward per target (see the module docstring)."""
+    started = time.perf_counter()
+    device = inputs.device
+    want_input = any(m in INPUT_MAPS for m in methods)
+    want_layer = any(costs[m].backward for m in methods if m in cam.LAYER_MAPS)
+    capturing = any(m in cam.LAYER_MAPS for m in methods)
+    backward = want_input or want_layer
+    keys = list(requested)
+    batches = Batches(batch_size or default_batch_size(device, forward_only=not backward), device)
+
+    def compute(start, stop):
+        batch = inputs[start:stop].detach()
+        with capture_layer(layer_module) if capturing else contextlib.nullcontext() as layer:
+            if not backward:
+                with torch.inference_mode():
+                    logits = as_logits(model(batch))
+                rows = [requested[k].rows(logits, start, stop) for k in keys]
+                activations = to_nchw(layer.output.detach(), layer_info.layout, layer_info.grid)
+                return rows, logits, None, activations, None
+            # requires_grad on the input guarantees a graph even for a model with frozen parameters
+            batch.requires_grad_(True)
+            with torch.enable_grad():
+                logits = as_logits(model(batch))
+                rows = [requested[k].rows(logits.detach(), start, stop) for k in keys]
+                wrt = ([batch] if want_input else []) + ([layer.output] if want_layer else [])
+                per_target = []
+                for t, target in enumerate(rows):
+                    # one backward per target through the retained graph of the shared forward pass
+                    score = target.score(logits).sum()
+                    per_target.append(torch.autograd.grad(score, wrt, retain_graph=t < len(rows) - 1))
+            input_grads = torch.stack([g[0] for g in per_target]) if want_input else None
+            layer_grads = (torch.stack([to_nchw(g[-1], layer_info.layout, layer_info.grid) for g in per_target])
+                           if want_layer else None)
+            activations = (to_nchw(layer.output.detach(), layer_info.layout, layer_info.grid)
+                           if capturing else None)
+            return rows, logits.detach(), input_grads, activations, layer_grads
+
+    parts = []
+    for start, stop, part in batches.run(len(inputs), compute):
+        parts.append(part)
+        progress.advance((stop - start) * (len(keys) if backward else 1))
+    targets = [_join([p[0][t] for p in parts]) for t in range(len(keys))]
+    logits = torch.cat([p[1] for p in parts])
+    input_grads = torch.cat([p[2] for p in parts], dim=1) if want_input else None
+    activations = torch.cat([p[3] for p in parts]) if capturing else None
+    layer_grads = torch.cat([p[4] for p in parts], dim=1) if want_layer else None
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - started
+
+    results = {}
+    eigen = None
+    for method in methods:
+        for t, key in enumerate(keys):
+            if method in INPUT_MAPS:
+                result = Attribution(INPUT_MAPS[method](inputs, input_grads[t : t + 1]), logits=logits)
+            else:
+                if costs[method].backward == 0:  # Eigen-CAM: class-agnostic, one map serves every target
+                    if eigen is None:
+                        eigen = cam.LAYER_MAPS[method](cam.Captured(activations, None, logits))
+                    maps = eigen
+                else:
+                    # each target alone, shaped as a one-target explain() call has it: the same arithmetic
+                    grads = layer_grads[t : t + 1]
+                    maps = cam.LAYER_MAPS[method](cam.Captured(activations, grads, logits))
+                result = cam.finish(inputs, maps, params[method]["relu"], logits)
+            attribution, layer_attribution, notes = _checked(result, inputs, batches,
+                                                             gradients=costs[method].backward > 0)
+            results[(method, key)] = Explanation(
+                attribution=attribution,
+                target=targets[t].indices.detach().cpu().clone(),
+                logits=logits,
+                method=method,
+                params=params[method],
+                elapsed_s=elapsed,
+                objective=objective,
+                layer=layer_info.name if method in cam.LAYER_MAPS else None,
+                layer_attribution=layer_attribution,
+                extras={},
+                seed=seed,
+                batch_size_used=batches.size,
+                notes=notes,
+            )
+    return results
+
+
+__all__ = ["explain_many", "shared_methods", "target_key"]

@@ -1,0 +1,239 @@
+"""explain_many(): the one-pass set from one shared forward pass equals separate explain() calls, bit for bit."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import explainers
+from explainers import (
+    Cancelled,
+    Contrast,
+    LayerError,
+    ParameterError,
+    SaliencyError,
+    UnknownMethodError,
+    explain,
+    explain_many,
+)
+from explainers.hooks import lock_for
+from explainers.many import shared_methods, target_key
+from explainers.methods import cam
+
+from .helpers import assert_untouched, hook_counts, sample_pixels, small_convnet, snapshot
+
+ONE_PASS = ("vanilla", "input_x_gradient", "gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam")
+SMALL_LAYER = "features.5"
+
+
+def test_the_shared_set_is_the_one_pass_set_and_every_name_is_registered():
+    assert set(shared_methods()) == set(ONE_PASS)
+    assert all(name in explainers.METHODS for name in ONE_PASS)
+
+
+def assert_same(ours, ref):
+    """What explain() returns, field by field; the arithmetic is the same, so the tensors are equal exactly."""
+    assert torch.equal(ours.attribution, ref.attribution), ours.method
+    assert torch.equal(ours.logits, ref.logits)
+    assert torch.equal(ours.target, ref.target)
+    assert (ours.layer_attribution is None) == (ref.layer_attribution is None)
+    if ref.layer_attribution is not None:
+        assert torch.equal(ours.layer_attribution, ref.layer_attribution)
+    assert ours.notes == ref.notes
+    assert ours.layer == ref.layer
+    assert ours.params == ref.params
+    assert ours.seed == ref.seed
+    assert ours.method == ref.method
+    assert ours.objective == ref.objective
+    assert ours.extras.keys() == ref.extras.keys()
+    for key, value in ref.extras.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.allclose(ours.extras[key], value, rtol=1e-6, atol=0)
+        else:
+            assert ours.extras[key] == value
+
+
+def separate(model, x, method, target, layer, **params):
+    info = explainers.get_method(method)
+    return explain(model, x, method, target, layer=layer if info.needs_layer else None, seed=0, **params)
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(1)
+    return small_convnet(), torch.randn(2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("targets", [["top1", "top2"], [3, Contrast("top1", 2)]])
+def test_one_pass_set_equals_separate_calls_on_the_small_cnn(small, targets):
+    model, x = small
+    before = snapshot(model)
+    results = explain_many(model, x, ONE_PASS, targets, layer=SMALL_LAYER)
+    assert list(results) == [(m, target_key(t)) for m in ONE_PASS for t in targets]
+    for (method, key), ours in results.items():
+        assert_same(ours, separate(model, x, method, key, SMALL_LAYER))
+    assert_untouched(model, before)
+
+
+def test_one_pass_set_equals_separate_calls_on_the_default_model(default_bundle):
+    x = torch.cat([default_bundle.normalize(sample_pixels(name, 160)) for name in ("cat.png", "coffee.png")])
+    before = snapshot(default_bundle.model)
+    results = explain_many(default_bundle, x, ONE_PASS, ["top1", "top2"])
+    assert len(results) == 2 * len(ONE_PASS)
+    for (method, target), ours in results.items():
+        assert ours.attribution.shape[0] == 2
+        assert_same(ours, separate(default_bundle, x, method, target, None))
+    assert results[("gradcam", "top1")].layer == default_bundle.default_layer
+    assert_untouched(default_bundle.model, before)
+
+
+def test_subsets_take_only_the_passes_they_need_and_still_match(small):
+    model, x = small
+    for methods in (["vanilla"], ["gradcam", "hirescam"], ["eigencam"], ["eigencam", "input_x_gradient"]):
+        results = explain_many(model, x, methods, ["top1"], layer=SMALL_LAYER if "vanilla" not in methods else None)
+        for (method, target), ours in results.items():
+            assert_same(ours, separate(model, x, method, target, SMALL_LAYER))
+
+
+def test_relu_off_and_targets_by_name_index_or_tensor(small):
+    model, x = small
+    results = explain_many(model, x, ["gradcam", "vanilla"], [torch.tensor(4), [1, 2]], layer=SMALL_LAYER,
+                           params={"gradcam": {"relu": False}})
+    assert set(results) == {(m, k) for m in ("gradcam", "vanilla") for k in (4, (1, 2))}
+    assert_same(results[("gradcam", 4)], separate(model, x, "gradcam", 4, SMALL_LAYER, relu=False))
+    assert_same(results[("vanilla", (1, 2))], separate(model, x, "vanilla", [1, 2], None))
+    assert (results[("gradcam", 4)].attribution < 0).any()  # relu=False kept negative evidence
+
+
+def test_methods_outside_the_set_are_their_own_calls(small):
+    model, x = small
+    params = {"smoothgrad": {"n_samples": 3}, "occlusion": {"window": 16, "stride": 16}}
+    results = explain_many(model, x, ["vanilla", "smoothgrad", "occlusion", "scorecam"], ["top1", "top2"],
+                           layer=SMALL_LAYER, params=params, seed=5)
+    for (method, target), ours in results.items():
+        ref = explain(model, x, method, target, seed=5, layer=SMALL_LAYER if method == "scorecam" else None,
+                      **params.get(method, {}))
+        assert_same(ours, ref)
+
+
+def count_forwards(model):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
+    return calls, handle
+
+
+def test_one_forward_for_the_whole_set_and_two_targets_against_one_per_call(small):
+    model, x = small
+    calls, handle = count_forwards(model)
+    try:
+        explain_many(model, x, ONE_PASS, ["top1", "top2"], layer=SMALL_LAYER)
+        assert calls == [len(x)]  # one forward, batched over both rows; the ranks come from its logits
+        calls.clear()
+        for method in ONE_PASS:
+            for target in (3, 5):
+                separate(model, x, method, target, SMALL_LAYER)
+        assert calls == [len(x)] * (len(ONE_PASS) * 2)  # one per method and target
+        calls.clear()
+        separate(model, x, "gradcam", "top2", SMALL_LAYER)
+        assert len(calls) == 2  # a rank costs explain() a clean pass first
+    finally:
+        handle.remove()
+
+
+def test_several_batches_resolve_ranks_row_by_row(small):
+    model, x = small
+    x = torch.cat([x, x.flip(0), x * 0.5])  # six rows
+    results = explain_many(model, x, ["vanilla", "gradcam"], ["top2", Contrast("top1", "top3")], layer=SMALL_LAYER,
+                           batch_size=4)
+    for (method, target), ours in results.items():
+        ref = explain(model, x, method, target, layer=SMALL_LAYER if method == "gradcam" else None, seed=0,
+                      batch_size=4)
+        assert_same(ours, ref)
+        assert ours.batch_size_used == 4
+
+
+def test_errors_are_those_explain_gives(small):
+    model, x = small
+    with pytest.raises(UnknownMethodError) as ours:
+        explain_many(model, x, ["vanilla", "nonsense"], ["top1"])
+    with pytest.raises(UnknownMethodError) as theirs:
+        explain(model, x, "nonsense")
+    assert str(ours.value) == str(theirs.value)
+    with pytest.raises(LayerError) as ours:
+        explain_many(model, x, ["vanilla", "gradcam"], ["top1"], layer="nonexistent")
+    with pytest.raises(LayerError) as theirs:
+        explain(model, x, "gradcam", layer="nonexistent")
+    assert str(ours.value) == str(theirs.value)
+    with pytest.raises(SaliencyError, match="does not use a layer"):
+        explain_many(model, x, ["vanilla"], ["top1"], layer=SMALL_LAYER)
+    with pytest.raises(ParameterError, match="relu"):
+        explain_many(model, x, ["gradcam"], ["top1"], params={"gradcam": {"relu": "maybe"}})
+    with pytest.raises(ParameterError, match="not among"):
+        explain_many(model, x, ["gradcam"], ["top1"], params={"vanilla": {}})
+    with pytest.raises(explainers.TargetError) as ours:
+        explain_many(model, x, ["vanilla"], ["top1", "no such class"])
+    with pytest.raises(explainers.TargetError) as theirs:
+        explain(model, x, "vanilla", "no such class")
+    assert str(ours.value) == str(theirs.value)
+    assert hook_counts(model) == 0
+
+
+def assert_lock_free(model):
+    """Another thread can take the model's lock: the call released it."""
+    taken = []
+
+    def take():
+        lock = lock_for(model)
+        taken.append(lock.acquire(timeout=5))
+        if taken[-1]:
+            lock.release()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    assert taken == [True]
+
+
+def test_no_hooks_left_and_model_untouched_after_an_exception_inside(small, monkeypatch):
+    model, x = small
+    before = snapshot(model)
+
+    def broken(captured):
+        raise RuntimeError("weights failed")
+
+    monkeypatch.setitem(cam.LAYER_MAPS, "gradcam", broken)
+    with pytest.raises(RuntimeError, match="weights failed"):
+        explain_many(model, x, ONE_PASS, ["top1", "top2"], layer=SMALL_LAYER)
+    assert_untouched(model, before)
+    assert_lock_free(model)
+
+    # an exception raised inside the hooked pass itself
+    def fail_in_pass(*args):
+        raise RuntimeError("inside the pass")
+
+    monkeypatch.setattr("explainers.many.to_nchw", fail_in_pass)
+    model.train()  # a model left in train mode must come back in train mode
+    try:
+        with pytest.raises(RuntimeError, match="inside the pass"):
+            explain_many(model, x, ["gradcam"], ["top1"], layer=SMALL_LAYER)
+        assert_untouched(model, before, training=True)
+        assert_lock_free(model)
+    finally:
+        model.eval()
+
+
+def test_progress_covers_the_run_and_a_cancel_stops_it(small):
+    model, x = small
+    seen = []
+    explain_many(model, x, ["vanilla", "gradcam", "smoothgrad"], ["top1", "top2"], layer=SMALL_LAYER,
+                 params={"smoothgrad": {"n_samples": 3}}, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1][0] == seen[-1][1]
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert len({total for _, total in seen}) == 1
+    before = snapshot(model)
+    with pytest.raises(Cancelled):
+        explain_many(model, x, ["vanilla", "smoothgrad"], ["top1", "top2"], params={"smoothgrad": {"n_samples": 3}},
+                     progress=lambda done, total: done < total // 2)
+    assert_untouched(model, before)
