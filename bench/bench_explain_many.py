@@ -9,6 +9,11 @@ bare pass is timed two ways: ``.backward()`` (which also computes every paramete
 bench_gradient.py's baseline does) and ``torch.autograd.grad`` to the input only. The 2-targets row is for
 information: each target has its own backward here, so its goal (1.3x) is the one issue 10 sets for gradient
 methods with batched targets.
+
+Then one row per perturbation method whose passes do not depend on the target (Score-CAM on the model's default
+layer, occlusion with window 32 stride 16, RISE with 200 masks): explain_many with 2 targets against 1 target,
+interleaved, ``--perturbation-repeats`` runs each (default 3, no warm-up run: the one-pass rows above warm the
+model; these calls take seconds each). Goal (issue 10): ≤ 1.1x.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import torch
 from common import compare, report, row, setup_threads
 
 from explainers import explain, explain_many, load_model, open_image
-from explainers.many import shared_methods
+from explainers.many import shared_methods, target_free_methods
 
 SAMPLE = "assets/samples/cat.png"
+# small settings, so that each perturbation call takes seconds on a CPU
+PERTURBATION = {"scorecam": {}, "occlusion": {"window": 32, "stride": 16}, "rise": {"n_masks": 200}}
 
 
 def main() -> None:
@@ -29,6 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--perturbation-repeats", type=int, default=3)
     args = parser.parse_args()
     setup_threads()
     device = torch.device(args.device)
@@ -71,9 +79,24 @@ def main() -> None:
         row("explain_many, 2 targets vs 1", {"ours": times["many_two_targets"], "peer": times["many"]}, 1.3, device,
             peer="explain_many with one target"),
     ]
+    assert set(PERTURBATION) == set(target_free_methods())
+    perturbation = {}
+    for method, params in PERTURBATION.items():
+        perturbation[f"{method}_one_target"] = lambda m=method, p=params: explain_many(bundle, x, [m], [first],
+                                                                                     params={m: p}, seed=0)
+        perturbation[f"{method}_two_targets"] = lambda m=method, p=params: explain_many(bundle, x, [m], [first, second],
+                                                                                      params={m: p}, seed=0)
+    perturbation_times = compare(perturbation, args.perturbation_repeats, device, warmup=0)
+    for method, params in PERTURBATION.items():
+        rows.append(row(f"explain_many {method} {params or '(default layer)'}, 2 targets vs 1",
+                        {"ours": perturbation_times[f"{method}_two_targets"],
+                         "peer": perturbation_times[f"{method}_one_target"]}, 1.1, device,
+                        peer=f"explain_many {method} with one target"))
+    times.update(perturbation_times)
     for name, t in times.items():
         print(f"{name:>18}: median {t['median_s']:.4f} s over {len(t['samples_s'])} runs")
     report("explain_many", rows, {"model": args.model, "input": SAMPLE, "methods": list(methods),
+                                  "perturbation": PERTURBATION,
                                   "medians_s": {name: t["median_s"] for name, t in times.items()}})
 
 

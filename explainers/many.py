@@ -6,7 +6,14 @@ The one-pass set shares one forward pass with the layer captured and one backwar
 (Fu et al. 2020, arXiv:2008.02312), LayerCAM (Jiang et al. 2021), HiResCAM (Draelos & Carin 2020,
 arXiv:2011.08891) and Eigen-CAM (Muhammad & Yeasin 2020, arXiv:2008.00299). They differ only in what they do with
 the input gradient, or with the layer's activations and gradients, so each reads the same tensors a separate
-``explain()`` call would have computed. Every other method runs as its own ``explain()`` call.
+``explain()`` call would have computed.
+
+The perturbation methods whose passes do not depend on the target (``target_free_methods()``: Score-CAM, occlusion,
+RISE) run once, as one method call given every requested target, which scores every target from the same
+masked or occluded forward passes; the result is split into one Explanation per target. Their notes about a
+score that no mask moves are per target (the methods themselves report them for the first target only), so this
+module records the scores the call computes and judges each target by its own. Every other method runs as its
+own ``explain()`` call, one per target.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import contextlib
 import numbers
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +31,7 @@ import torch
 from .batching import Batches, Progress, default_batch_size
 from .core import (
     Attribution,
+    Call,
     Explanation,
     _check_batch_size,
     _checked,
@@ -30,7 +39,9 @@ from .core import (
     _unwrap,
     as_logits,
     explain,
+    predict,
     prepare_inputs,
+    run_method,
 )
 from .errors import ParameterError, SaliencyError
 from .hooks import capture_layer, model_guard
@@ -50,6 +61,20 @@ def shared_methods() -> tuple[str, ...]:
     """The methods computed from the one shared pass; none has a parameter that changes its passes (the CAMs'
     ``relu`` applies after them)."""
     return (*INPUT_MAPS, *cam.LAYER_MAPS)
+
+
+# The methods whose forward passes never depend on the target: one call scores every target (the methods' own
+# multi-target path), with the "no mask moves the score" note each gives for an all-equal set of scores.
+TARGET_FREE_NOTES: dict[str, str | None] = {
+    "scorecam": "the map is all zero: every channel's masked copy got the same score, so no channel carries weight",
+    "occlusion": None,
+    "rise": "the map is all zero: every masked copy got the same score, so no region matters to it",
+}
+
+
+def target_free_methods() -> tuple[str, ...]:
+    """The methods that run once for all the requested targets, from the same forward passes."""
+    return tuple(TARGET_FREE_NOTES)
 
 
 def target_key(target: Any) -> Any:
@@ -109,7 +134,9 @@ def explain_many(
 
     The methods of ``shared_methods()`` come from one forward pass (the layer captured when a CAM is asked
     for; ranks read from its logits) and one backward per target; their ``elapsed_s`` is that shared time and
-    ``batch_size_used`` the shared pass's. Every other method runs as its own ``explain()`` call, one per
+    ``batch_size_used`` the shared pass's. The methods of ``target_free_methods()`` (Score-CAM, occlusion, RISE)
+    run once for all the targets, every target scored from the same forward passes, and are split per target;
+    their ``elapsed_s`` is that one call's time. Every other method runs as its own ``explain()`` call, one per
     target. ``progress(done, total)`` covers the whole run; returning False stops it. The model's lock is held
     throughout and the model is left exactly as found.
     """
@@ -139,7 +166,8 @@ def explain_many(
     seed = int(seed)
 
     shared = [m for m in methods if m in shared_methods()]
-    separate = [m for m in methods if m not in shared]
+    together = [m for m in methods if m in TARGET_FREE_NOTES]
+    separate = [m for m in methods if m not in shared and m not in together]
     results: dict[tuple[str, Any], Explanation] = {}
     with model_guard(model):
         layer_info, layer_module = (
@@ -153,11 +181,17 @@ def explain_many(
         # progress counts what dominates, as explain() does: the shared backward passes (or its forward), then
         # each separate call's own units
         shared_units = len(inputs) * (len(keyed) if backward else 1) if shared else 0
-        units = {m: (costs[m].backward or costs[m].forward) * len(inputs) for m in separate}
-        overall = Progress(shared_units + len(keyed) * sum(units.values()), progress)
+        units = {m: (costs[m].backward or costs[m].forward) * len(inputs) for m in separate + together}
+        overall = Progress(shared_units + len(keyed) * sum(units[m] for m in separate)
+                           + sum(units[m] for m in together), progress)
         if shared:
             results.update(_explain_shared(model, inputs, shared, requested, resolved, costs, layer_info,
                                            layer_module, seed, objective, batch_size, overall))
+        for method in together:
+            results.update(_explain_together(
+                model, bundle, inputs, method, infos[method], resolved[method], keyed, categories, objective,
+                costs[method], layer_info if infos[method].needs_layer else None,
+                layer_module if infos[method].needs_layer else None, seed, batch_size, overall, units[method]))
         for method in separate:
             for key, target in keyed.items():
                 results[(method, key)] = explain(
@@ -268,4 +302,107 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
     return results
 
 
-__all__ = ["explain_many", "shared_methods", "target_key"]
+@dataclass(frozen=True)
+class _Recording(Call):
+    """A Call that keeps every (scores [T, B], rows) it hands out, so each target's spread of scores is known."""
+
+    record: list = field(default_factory=list)
+
+    def scores(self, logits: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
+        scores = super().scores(logits, rows)
+        self.record.append((scores.detach(), rows))
+        return scores
+
+
+def _flat(record: list, rows: int, targets: int, device: torch.device) -> torch.Tensor:
+    """[T, N]: whether every score recorded for (target, row) is the same one."""
+    lowest = torch.full((targets, rows), torch.inf, dtype=torch.float64, device=device)
+    highest = torch.full_like(lowest, -torch.inf)
+    for scores, index in record:
+        index = torch.arange(rows, device=device)[index] if isinstance(index, slice) else index.to(device)
+        index = index.expand(targets, -1)
+        lowest.scatter_reduce_(1, index, scores.double(), "amin")
+        highest.scatter_reduce_(1, index, scores.double(), "amax")
+    return lowest == highest
+
+
+def _several(method: str, params: dict[str, Any], result: Attribution, inputs: torch.Tensor) -> bool:
+    """Whether the method compares several scores (one score has nothing to compare with, so is never flat):
+    RISE's masks, Score-CAM's channels (its extras count channels over all rows)."""
+    if method == "rise":
+        return params["n_masks"] > 1
+    return result.extras[0]["channels"] // len(inputs) > 1
+
+
+def _explain_together(model, bundle, inputs, method, info, params, keyed, categories, objective, cost, layer_info,
+                      layer_module, seed, batch_size, progress, units) -> dict[tuple[str, Any], Explanation]:
+    """One call of a target-free method given every target, split into what one explain() per target returns.
+
+    As explain() does: ranks are resolved from one clean pass (shared by the targets), the batch size is the
+    default for the method's kind of passes, and the method's own clean pass gives the logits. ``elapsed_s`` is
+    the shared call's time for every target.
+    """
+    started = time.perf_counter()
+    device = inputs.device
+    specs = {key: TargetSpec(t, len(inputs), categories, objective) for key, t in keyed.items()}
+    clean_logits = None
+    clean_batches = Batches(batch_size or len(inputs), device)
+    if any(spec.needs_logits for spec in specs.values()):
+        clean_logits = predict(model, inputs, clean_batches)
+    targets = [spec.resolve(clean_logits, device=device) for spec in specs.values()]
+    if batch_size is None:
+        batch_size = default_batch_size(device, forward_only=cost.backward == 0)
+    batches = Batches(batch_size, device)
+    if clean_batches.reduced_from:
+        batches.reduced_from = list(clean_batches.reduced_from)
+        batches.size = min(batches.size, clean_batches.size)
+    call = _Recording(
+        model=model, targets=tuple(targets), batch_size=int(batch_size),
+        progress=Progress(units, _share_of(progress, units)), seed=seed, bundle=bundle, layer=layer_info,
+        layer_module=layer_module, batches=batches,
+    )
+    result = run_method(info, call, inputs, params)
+    call.progress.finish()
+    logits = result.logits if result.logits is not None else clean_logits
+    if logits is None:
+        logits = call.predict(inputs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    note = TARGET_FREE_NOTES[method]
+    flat = _flat(call.record, len(inputs), len(targets), device).tolist() if note else None
+    elapsed = time.perf_counter() - started
+
+    results = {}
+    for t, key in enumerate(keyed):
+        if t == 0 or note is None:
+            notes = result.notes  # the method judges its first target itself
+        else:  # the others by their own recorded scores, under the method's condition that there were several
+            notes = [(note,) if own else () for own in flat[t]] if _several(method, params, result, inputs) \
+                else [() for _ in flat[t]]
+        part = Attribution(
+            attribution=result.attribution[t : t + 1],
+            layer_attribution=None if result.layer_attribution is None else result.layer_attribution[t : t + 1],
+            extras=None if result.extras is None else [result.extras[t]],
+            logits=logits,
+            notes=notes,
+        )
+        attribution, layer_attribution, checked = _checked(part, inputs, call.batches, gradients=cost.backward > 0)
+        results[(method, key)] = Explanation(
+            attribution=attribution,
+            target=targets[t].indices.detach().cpu().clone(),
+            logits=logits.detach(),
+            method=method,
+            params=params,
+            elapsed_s=elapsed,
+            objective=objective,
+            layer=getattr(layer_info, "name", None),
+            layer_attribution=layer_attribution,
+            extras=dict((result.extras or [{}] * len(targets))[t]),
+            seed=seed,
+            batch_size_used=call.batches.size,
+            notes=checked,
+        )
+    return results
+
+
+__all__ = ["explain_many", "shared_methods", "target_free_methods", "target_key"]

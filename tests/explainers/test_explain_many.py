@@ -237,3 +237,96 @@ def test_progress_covers_the_run_and_a_cancel_stops_it(small):
         explain_many(model, x, ["vanilla", "smoothgrad"], ["top1", "top2"], params={"smoothgrad": {"n_samples": 3}},
                      progress=lambda done, total: done < total // 2)
     assert_untouched(model, before)
+
+
+TOGETHER = {
+    "scorecam": {},
+    "occlusion": {"window": 16, "stride": 16},
+    "rise": {"n_masks": 16},
+}
+
+
+def assert_close(ours, ref):
+    """assert_same, with ≤1e-6 relative where the split arithmetic may round differently than one target alone."""
+    try:
+        assert_same(ours, ref)
+    except AssertionError:
+        assert torch.allclose(ours.attribution, ref.attribution, rtol=1e-6, atol=0), ours.method
+        assert (ours.layer_attribution is None) == (ref.layer_attribution is None)
+        if ref.layer_attribution is not None:
+            assert torch.allclose(ours.layer_attribution, ref.layer_attribution, rtol=1e-6, atol=0)
+        assert torch.equal(ours.logits, ref.logits)
+        assert torch.equal(ours.target, ref.target)
+        assert ours.notes == ref.notes
+        assert (ours.layer, ours.params, ours.seed, ours.method) == (ref.layer, ref.params, ref.seed, ref.method)
+        assert ours.extras == ref.extras
+
+
+def test_target_free_methods_run_once_and_each_target_equals_its_own_call(small):
+    model, x = small
+    targets = ["top1", "top2", 4]
+    before = snapshot(model)
+    results = explain_many(model, x, list(TOGETHER), targets, layer=SMALL_LAYER, params=TOGETHER, seed=3)
+    assert list(results) == [(m, target_key(t)) for m in TOGETHER for t in targets]
+    for (method, key), ours in results.items():
+        ref = explain(model, x, method, key, layer=SMALL_LAYER if method == "scorecam" else None, seed=3,
+                      **TOGETHER[method])
+        assert_close(ours, ref)
+        assert ours.batch_size_used == ref.batch_size_used
+    assert_untouched(model, before)
+    # the targets really differ, so the split is not one map copied
+    assert not torch.equal(results[("rise", "top1")].attribution, results[("rise", "top2")].attribution)
+
+
+class WithConstantClass(torch.nn.Module):
+    """The small CNN with one more class whose logit is always 0, whatever the input."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        logits = self.net(x)
+        return torch.cat([logits, torch.zeros_like(logits[:, :1])], dim=1)
+
+
+def test_per_target_notes_when_one_target_ignores_every_mask(small):
+    net, x = small
+    model = WithConstantClass(net).eval()
+    constant = model(x).shape[1] - 1
+    # the constant class scores the same whatever is masked: RISE and Score-CAM say so for that target only
+    targets = [constant, "top1"]
+    results = explain_many(model, x, ["rise", "scorecam"], [*targets, constant - 1], layer="net." + SMALL_LAYER,
+                           params={"rise": {"n_masks": 16}}, seed=3)
+    for (method, key), ours in results.items():
+        ref = explain(model, x, method, key, layer="net." + SMALL_LAYER if method == "scorecam" else None, seed=3,
+                      **({"n_masks": 16} if method == "rise" else {}))
+        assert_close(ours, ref)
+    for method in ("rise", "scorecam"):
+        assert all(note and note[0].startswith("the map is all zero") for note in results[(method, constant)].notes)
+        assert results[(method, "top1")].notes == [(), ()]
+    # the same with the constant class second, where the method's own first-target judgement does not reach
+    results = explain_many(model, x, ["rise", "scorecam"], ["top1", constant], layer="net." + SMALL_LAYER,
+                           params={"rise": {"n_masks": 16}}, seed=3)
+    for (method, key), ours in results.items():
+        ref = explain(model, x, method, key, layer="net." + SMALL_LAYER if method == "scorecam" else None, seed=3,
+                      **({"n_masks": 16} if method == "rise" else {}))
+        assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("method", list(TOGETHER))
+def test_two_targets_take_the_forward_passes_of_one(small, method):
+    model, x = small
+    calls, handle = count_forwards(model)
+    layer = SMALL_LAYER if method == "scorecam" else None
+    try:
+        explain_many(model, x, [method], ["top1"], layer=layer, params={method: TOGETHER[method]}, seed=3)
+        calls.clear()  # the first call may measure the layer catalogue (one more pass, cached after)
+        explain_many(model, x, [method], ["top1"], layer=layer, params={method: TOGETHER[method]}, seed=3)
+        one = list(calls)
+        calls.clear()
+        explain_many(model, x, [method], ["top1", "top2"], layer=layer, params={method: TOGETHER[method]}, seed=3)
+        assert calls == one
+        assert len(one) > 2  # the perturbed passes are counted, not only the clean ones
+    finally:
+        handle.remove()
