@@ -33,7 +33,7 @@ class Attribution:
     [T, N, 1, h, w] at the layer's resolution (layer methods); ``extras`` one dict per target (e.g. integrated
     gradients' completeness delta, a tensor [N]); ``logits`` [N, K] of the method's own inputs when it computed
     them on the way (saves a pass), else None; ``notes`` per input row, what the method wants the user told
-    (e.g. why its map is all zero), or None.
+    (e.g. why its map is all zero), or None; ``target_notes`` [T][N] instead, where the notes differ by target.
     """
 
     attribution: torch.Tensor
@@ -41,6 +41,11 @@ class Attribution:
     extras: list[dict[str, Any]] | None = None
     logits: torch.Tensor | None = None
     notes: list[tuple[str, ...]] | None = None
+    target_notes: list[list[tuple[str, ...]]] | None = None
+
+    def notes_for(self, target: int) -> list[tuple[str, ...]] | None:
+        """Target ``target``'s notes per row: its own where the method judged each target, else ``notes``."""
+        return self.target_notes[target] if self.target_notes is not None else self.notes
 
 
 @dataclass(frozen=True)
@@ -389,7 +394,7 @@ def _checked(result: Attribution, inputs: torch.Tensor, batches: Batches, gradie
     shared = [note for note in (batches.note(),) if note]
     notes = []
     for row in range(len(inputs)):
-        own = list(result.notes[row]) if result.notes else []
+        own = list(result.notes_for(0)[row]) if result.notes_for(0) else []
         if zero[row] and not any(note.startswith(ZERO_PREFIX) for note in own):  # unless the method said why
             own.insert(0, ZERO_GRADIENT_NOTE if gradients else ZERO_MAP_NOTE)
         if bad[row]:

@@ -10,10 +10,9 @@ the input gradient, or with the layer's activations and gradients, so each reads
 
 The perturbation methods whose passes do not depend on the target (``target_free_methods()``: Score-CAM, occlusion,
 RISE) run once, as one method call given every requested target, which scores every target from the same
-masked or occluded forward passes; the result is split into one Explanation per target. Their notes about a
-score that no mask moves are per target (the methods themselves report them for the first target only), so this
-module records the scores the call computes and judges each target by its own. Every other method runs as its
-own ``explain()`` call, one per target.
+masked or occluded forward passes; the result is split into one Explanation per target, each with the notes the
+method gave that target (``Attribution.notes_for``). Every other method runs as its own ``explain()`` call, one
+per target.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import contextlib
 import numbers
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,17 +62,13 @@ def shared_methods() -> tuple[str, ...]:
 
 
 # The methods whose forward passes never depend on the target: one call scores every target (the methods' own
-# multi-target path), with the "no mask moves the score" note each gives for an all-equal set of scores.
-TARGET_FREE_NOTES: dict[str, str | None] = {
-    "scorecam": "the map is all zero: every channel's masked copy got the same score, so no channel carries weight",
-    "occlusion": None,
-    "rise": "the map is all zero: every masked copy got the same score, so no region matters to it",
-}
+# multi-target path), each target with its own notes (``Attribution.notes_for``).
+TARGET_FREE = ("scorecam", "occlusion", "rise")
 
 
 def target_free_methods() -> tuple[str, ...]:
     """The methods that run once for all the requested targets, from the same forward passes."""
-    return tuple(TARGET_FREE_NOTES)
+    return TARGET_FREE
 
 
 def target_key(target: Any) -> Any:
@@ -166,7 +160,7 @@ def explain_many(
     seed = int(seed)
 
     shared = [m for m in methods if m in shared_methods()]
-    together = [m for m in methods if m in TARGET_FREE_NOTES]
+    together = [m for m in methods if m in TARGET_FREE]
     separate = [m for m in methods if m not in shared and m not in together]
     results: dict[tuple[str, Any], Explanation] = {}
     with model_guard(model):
@@ -302,38 +296,6 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
     return results
 
 
-@dataclass(frozen=True)
-class _Recording(Call):
-    """A Call that keeps every (scores [T, B], rows) it hands out, so each target's spread of scores is known."""
-
-    record: list = field(default_factory=list)
-
-    def scores(self, logits: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
-        scores = super().scores(logits, rows)
-        self.record.append((scores.detach(), rows))
-        return scores
-
-
-def _flat(record: list, rows: int, targets: int, device: torch.device) -> torch.Tensor:
-    """[T, N]: whether every score recorded for (target, row) is the same one."""
-    lowest = torch.full((targets, rows), torch.inf, dtype=torch.float64, device=device)
-    highest = torch.full_like(lowest, -torch.inf)
-    for scores, index in record:
-        index = torch.arange(rows, device=device)[index] if isinstance(index, slice) else index.to(device)
-        index = index.expand(targets, -1)
-        lowest.scatter_reduce_(1, index, scores.double(), "amin")
-        highest.scatter_reduce_(1, index, scores.double(), "amax")
-    return lowest == highest
-
-
-def _several(method: str, params: dict[str, Any], result: Attribution, inputs: torch.Tensor) -> bool:
-    """Whether the method compares several scores (one score has nothing to compare with, so is never flat):
-    RISE's masks, Score-CAM's channels (its extras count channels over all rows)."""
-    if method == "rise":
-        return params["n_masks"] > 1
-    return result.extras[0]["channels"] // len(inputs) > 1
-
-
 def _explain_together(model, bundle, inputs, method, info, params, keyed, categories, objective, cost, layer_info,
                       layer_module, seed, batch_size, progress, units) -> dict[tuple[str, Any], Explanation]:
     """One call of a target-free method given every target, split into what one explain() per target returns.
@@ -356,7 +318,7 @@ def _explain_together(model, bundle, inputs, method, info, params, keyed, catego
     if clean_batches.reduced_from:
         batches.reduced_from = list(clean_batches.reduced_from)
         batches.size = min(batches.size, clean_batches.size)
-    call = _Recording(
+    call = Call(
         model=model, targets=tuple(targets), batch_size=int(batch_size),
         progress=Progress(units, _share_of(progress, units)), seed=seed, bundle=bundle, layer=layer_info,
         layer_module=layer_module, batches=batches,
@@ -368,23 +330,16 @@ def _explain_together(model, bundle, inputs, method, info, params, keyed, catego
         logits = call.predict(inputs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    note = TARGET_FREE_NOTES[method]
-    flat = _flat(call.record, len(inputs), len(targets), device).tolist() if note else None
     elapsed = time.perf_counter() - started
 
     results = {}
     for t, key in enumerate(keyed):
-        if t == 0 or note is None:
-            notes = result.notes  # the method judges its first target itself
-        else:  # the others by their own recorded scores, under the method's condition that there were several
-            notes = [(note,) if own else () for own in flat[t]] if _several(method, params, result, inputs) \
-                else [() for _ in flat[t]]
         part = Attribution(
             attribution=result.attribution[t : t + 1],
             layer_attribution=None if result.layer_attribution is None else result.layer_attribution[t : t + 1],
             extras=None if result.extras is None else [result.extras[t]],
             logits=logits,
-            notes=notes,
+            notes=result.notes_for(t),
         )
         attribution, layer_attribution, checked = _checked(part, inputs, call.batches, gradients=cost.backward > 0)
         results[(method, key)] = Explanation(

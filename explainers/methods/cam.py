@@ -365,13 +365,13 @@ def scorecam(call, inputs, relu=True):
         # every channel's mask scoring the same means the score ignores the masks: the softmax would weight the
         # channels uniformly and draw the mean activation, which says nothing about the class
         flat = (scores.amax(dim=1) == scores.amin(dim=1)) & (c > 1)  # [T]; one channel has nothing to compare
-        flat_rows.append(bool(flat[0]))
+        flat_rows.append(flat.tolist())  # [T] for this row
         weights = torch.where(flat.view(count, 1), 0.0, scores.softmax(dim=1)).view(count, c, 1, 1)
         maps.append((weights * activations[i].unsqueeze(0)).sum(dim=1))  # [T, h, w]
     result = finish(inputs, torch.stack(maps, dim=1), relu, captured.logits)
     result.extras = [{"skipped_constant_channels": skipped, "channels": c * n} for _ in range(count)]
-    result.notes = [("the map is all zero: every channel's masked copy got the same score, so no channel carries "
-                     "weight",) if empty else () for empty in flat_rows]
+    note = ("the map is all zero: every channel's masked copy got the same score, so no channel carries weight",)
+    result.target_notes = [[note if row[t] else () for row in flat_rows] for t in range(count)]  # [T][N]
     return result
 
 

@@ -136,6 +136,6 @@ def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
     # a score that no mask moves explains nothing: the weighted sum would only draw the masks' sampling noise
     flat = (lowest == highest) & (n_masks > 1)  # one mask has nothing to compare with
     saliency[flat] = 0
-    notes = [("the map is all zero: every masked copy got the same score, so no region matters to it",)
-             if empty else () for empty in flat[0].tolist()]
-    return Attribution((saliency / (n_masks * p)).unsqueeze(2).to(inputs.dtype), logits=logits, notes=notes)
+    note = ("the map is all zero: every masked copy got the same score, so no region matters to it",)
+    notes = [[note if empty else () for empty in rows] for rows in flat.tolist()]  # [T][N]
+    return Attribution((saliency / (n_masks * p)).unsqueeze(2).to(inputs.dtype), logits=logits, target_notes=notes)
