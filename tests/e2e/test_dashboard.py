@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from .conftest import ROOT, choose, keyed, page_problems, screenshot, wait_idle
@@ -159,16 +160,24 @@ def test_sign_modes_on_a_one_channel_map(page, base_url, artifacts_dir):
     page.locator(f"{keyed('heatmap_chart')} .gtitle", has_text="Occlusion").wait_for(timeout=180_000)
     wait_idle(page, 180_000)
     ranges = {}
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text="Raw range").first
+    previous = ""
     for sign in ("absolute", "positive", "negative", "signed"):
         choose(page, "view.sign", sign)
         page.locator(f"{keyed('view.sign')} [role=combobox]").wait_for()
         page.wait_for_function(
             f"""() => document.querySelector('{keyed("view.sign")} [role=combobox]')?.value === '{sign}'""")
         wait_idle(page)
-        caption = page.locator('[data-testid="stCaptionContainer"]', has_text="Raw range").first
         caption.wait_for()
+        try:  # the view fragment may still be redrawing: give its caption time to change (each mode's differs)
+            page.wait_for_function("""previous => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+                .some(e => e.innerText.includes('Raw range') && e.innerText !== previous)""", arg=previous,
+                                   timeout=30_000)
+        except PlaywrightTimeout:
+            pass  # unchanged: the assertions below say which modes look alike
         wait_idle(page)
-        ranges[sign] = re.search(r"Raw range \[([-\d.e+]+), ([-\d.e+]+)\]", caption.inner_text()).groups()
+        previous = caption.inner_text()
+        ranges[sign] = re.search(r"Raw range \[([-\d.e+]+), ([-\d.e+]+)\]", previous).groups()
         screenshot(page, artifacts_dir / f"occlusion_{sign}.png")
     lo, hi = (float(v) for v in ranges["absolute"])
     assert float(ranges["negative"][1]) > 0, f"negative is empty: {ranges}"
