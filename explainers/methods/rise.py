@@ -134,7 +134,8 @@ def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
         highest.scatter_reduce_(1, rows, scores, "amax")
         call.progress.advance(stop - start)
     # a score that no mask moves explains nothing: the weighted sum would only draw the masks' sampling noise
-    flat = (lowest == highest) & (n_masks > 1)  # one mask has nothing to compare with
+    # one mask has nothing to compare with, and with p = 1 every mask keeps everything: the map is f(x) itself
+    flat = (lowest == highest) & (n_masks > 1) & (p < 1)
     saliency[flat] = 0
     note = ("the map is all zero: every masked copy got the same score, so no region matters to it",)
     notes = [[note if empty else () for empty in rows] for rows in flat.tolist()]  # [T][N]
