@@ -74,26 +74,42 @@ class HookSet:
             self.handles.pop().remove()
 
 
+RULES = ("guided", "deconvnet")
+
+
+class BackwardRule:
+    """Which rule the rectified activations apply on the next backward pass: ``None`` for the plain gradient
+    (as nn.ReLU / nn.ReLU6 themselves), "guided" or "deconvnet". One forward pass can so serve a plain backward
+    and a rectified one: set ``rule`` before each ``torch.autograd.grad``."""
+
+    def __init__(self, rule: str | None = None):
+        self.rule = rule
+
+
 class _RectifiedActivation(torch.autograd.Function):
-    """Clamp to [low, high] forward; backward passes only positive gradients (guided) or ignores the mask.
+    """Clamp to [low, high] forward; backward by the rule of ``switch`` when the backward runs.
 
     guided backprop (Springenberg 2015, arXiv:1412.6806): relu(grad) where the input was in (low, high);
-    deconvnet (Zeiler & Fergus 2014, arXiv:1311.2901): relu(grad) whatever the forward input was.
+    deconvnet (Zeiler & Fergus 2014, arXiv:1311.2901): relu(grad) whatever the forward input was; no rule: the
+    activation's own gradient, grad where the input was in (low, high) and 0 elsewhere (boundaries included, as
+    ReLU's and ReLU6's backward have it).
     """
 
     @staticmethod
-    def forward(ctx, x, low, high, guided):
-        ctx.guided = guided
-        if guided:
-            ctx.save_for_backward((x > low) & (x < high))
+    def forward(ctx, x, low, high, switch):
+        ctx.switch = switch
+        ctx.save_for_backward((x > low) & (x < high))
         return x.clamp(min=low, max=high)
 
     @staticmethod
     def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        rule = ctx.switch.rule
+        if rule is None:
+            return torch.where(inside, grad, torch.zeros_like(grad)), None, None, None
         grad = grad.clamp(min=0)
-        if ctx.guided:
-            (mask,) = ctx.saved_tensors
-            grad = grad * mask
+        if rule == "guided":
+            grad = grad * inside
         return grad, None, None, None
 
 
@@ -106,13 +122,18 @@ def _clamp_range(module: nn.Module) -> tuple[float, float] | None:
 
 
 @contextlib.contextmanager
-def rectified_backward(model: nn.Module, guided: bool) -> Iterator[int]:
-    """Inside the block every nn.ReLU / nn.ReLU6 of ``model`` back-propagates with the guided or deconvnet rule.
+def rectified_backward(model: nn.Module, guided: bool | None = None, *, rule: BackwardRule | None = None
+                       ) -> Iterator[int]:
+    """Inside the block every nn.ReLU / nn.ReLU6 of ``model`` back-propagates with the guided rule
+    (``guided=True``) or the deconvnet rule (``guided=False``); or, given ``rule``, with whatever rule it holds
+    when each backward runs (see :class:`BackwardRule`).
 
     Works on in-place activations: a pre-hook keeps the original input (the in-place op then writes into a
     copy), and the forward hook replaces the output by our own clamp of that input. Yields the count of
     activations changed; functional relus (F.relu in a forward method) cannot be reached this way.
     """
+    if rule is None:
+        rule = BackwardRule("guided" if guided else "deconvnet")
     hooks = HookSet()
     inputs: dict[nn.Module, torch.Tensor] = {}
 
@@ -124,7 +145,7 @@ def rectified_backward(model: nn.Module, guided: bool) -> Iterator[int]:
 
     def post_hook(module, args, output):
         low, high = _clamp_range(module)
-        return _RectifiedActivation.apply(inputs.pop(module), low, high, guided)
+        return _RectifiedActivation.apply(inputs.pop(module), low, high, rule)
 
     count = 0
     # the hooks sit on shared modules: hold the model's lock (explain() already does; this re-enters)

@@ -6,13 +6,15 @@ The one-pass set shares one forward pass with the layer captured and one backwar
 (Fu et al. 2020, arXiv:2008.02312), LayerCAM (Jiang et al. 2021), HiResCAM (Draelos & Carin 2020,
 arXiv:2011.08891) and Eigen-CAM (Muhammad & Yeasin 2020, arXiv:2008.00299). They differ only in what they do with
 the input gradient, or with the layer's activations and gradients, so each reads the same tensors a separate
-``explain()`` call would have computed.
+``explain()`` call would have computed. Guided backpropagation (Springenberg et al. 2015, arXiv:1412.6806),
+deconvnet (Zeiler & Fergus 2014, arXiv:1311.2901) and Guided Grad-CAM add one backward each through the same
+forward pass: its ReLUs are hooked with a switchable backward rule (``hooks.BackwardRule``), plain for the others.
 
-The perturbation methods whose passes do not depend on the target (``target_free_methods()``: Score-CAM, occlusion,
-RISE) run once, as one method call given every requested target, which scores every target from the same
-masked or occluded forward passes; the result is split into one Explanation per target, each with the notes the
-method gave that target (``Attribution.notes_for``). Every other method runs as its own ``explain()`` call, one
-per target.
+Every other method runs once, as one method call given every requested target, and is split into one
+Explanation per target, each with the notes the method gave it (``Attribution.notes_for``). Every method computes
+all its targets from the same passes: the perturbation methods (Score-CAM, occlusion, RISE) score every target
+from the same masked or occluded forward passes; SmoothGrad's noisy copies and integrated gradients' path are
+built once, and each batch of them has one forward pass and one backward per target (``Call.gradients``).
 """
 
 from __future__ import annotations
@@ -36,39 +38,26 @@ from .core import (
     _resolve_layer,
     _unwrap,
     as_logits,
-    explain,
     predict,
     prepare_inputs,
     run_method,
 )
 from .errors import ParameterError, SaliencyError
-from .hooks import capture_layer, model_guard
+from .hooks import BackwardRule, capture_layer, model_guard, rectified_backward
 from .layers import to_nchw
 from .methods import cam
+from .methods.gradient import INPUT_MAPS
+from .methods.guided import NO_RELU, RULE_OF
 from .registry import get_method
 from .targets import Contrast, Target, TargetSpec, _items
 
-# What the input-gradient methods make of d score / d input, as gradient.py's vanilla and input_x_gradient do.
-INPUT_MAPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "vanilla": lambda inputs, gradient: gradient,
-    "input_x_gradient": lambda inputs, gradient: inputs * gradient,
-}
+GUIDED_CAM = "guided_gradcam"  # guided backprop times Grad-CAM: both from the shared pass
 
 
 def shared_methods() -> tuple[str, ...]:
-    """The methods computed from the one shared pass; none has a parameter that changes its passes (the CAMs'
-    ``relu`` applies after them)."""
-    return (*INPUT_MAPS, *cam.LAYER_MAPS)
-
-
-# The methods whose forward passes never depend on the target: one call scores every target (the methods' own
-# multi-target path), each target with its own notes (``Attribution.notes_for``).
-TARGET_FREE = ("scorecam", "occlusion", "rise")
-
-
-def target_free_methods() -> tuple[str, ...]:
-    """The methods that run once for all the requested targets, from the same forward passes."""
-    return TARGET_FREE
+    """The methods computed from the one shared forward pass; none has a parameter that changes its passes (the
+    CAMs' ``relu`` applies after them)."""
+    return (*INPUT_MAPS, *RULE_OF, *cam.LAYER_MAPS, GUIDED_CAM)
 
 
 def target_key(target: Any) -> Any:
@@ -160,8 +149,7 @@ def explain_many(
     seed = int(seed)
 
     shared = [m for m in methods if m in shared_methods()]
-    together = [m for m in methods if m in TARGET_FREE]
-    separate = [m for m in methods if m not in shared and m not in together]
+    together = [m for m in methods if m not in shared]
     results: dict[tuple[str, Any], Explanation] = {}
     with model_guard(model):
         layer_info, layer_module = (
@@ -173,11 +161,10 @@ def explain_many(
         costs = {m: infos[m].cost.passes(resolved[m], hw, channels) for m in methods}
         backward = any(costs[m].backward for m in shared)
         # progress counts what dominates, as explain() does: the shared backward passes (or its forward), then
-        # each separate call's own units
+        # each method call's own units
         shared_units = len(inputs) * (len(keyed) if backward else 1) if shared else 0
-        units = {m: (costs[m].backward or costs[m].forward) * len(inputs) for m in separate + together}
-        overall = Progress(shared_units + len(keyed) * sum(units[m] for m in separate)
-                           + sum(units[m] for m in together), progress)
+        units = {m: (costs[m].backward or costs[m].forward) * len(inputs) for m in together}
+        overall = Progress(shared_units + sum(units.values()), progress)
         if shared:
             results.update(_explain_shared(model, inputs, shared, requested, resolved, costs, layer_info,
                                            layer_module, seed, objective, batch_size, overall))
@@ -186,19 +173,12 @@ def explain_many(
                 model, bundle, inputs, method, infos[method], resolved[method], keyed, categories, objective,
                 costs[method], layer_info if infos[method].needs_layer else None,
                 layer_module if infos[method].needs_layer else None, seed, batch_size, overall, units[method]))
-        for method in separate:
-            for key, target in keyed.items():
-                results[(method, key)] = explain(
-                    model_or_bundle, inputs, method, target, layer=layer if infos[method].needs_layer else None,
-                    objective=objective, batch_size=batch_size, seed=seed,
-                    progress=_share_of(overall, units[method]), **params.get(method, {}),
-                )
     overall.finish()
     return {(m, key): results[(m, key)] for m in methods for key in keyed}
 
 
 def _share_of(overall: Progress, units: int) -> Callable[[int, int], None]:
-    """A progress callback for one nested explain() call that moves ``overall`` across its ``units``; a cancel
+    """A progress callback for one nested method call that moves ``overall`` across its ``units``; a cancel
     from the overall callback raises there, inside the nested call."""
     start = overall.done
 
@@ -210,15 +190,21 @@ def _share_of(overall: Progress, units: int) -> Callable[[int, int], None]:
 
 def _explain_shared(model, inputs, methods, requested, params, costs, layer_info, layer_module, seed, objective,
                     batch_size, progress) -> dict[tuple[str, Any], Explanation]:
-    """The one-pass set from one batched forward pass and one backward per target (see the module docstring)."""
+    """The shared set from one batched forward pass, one plain backward per target and one backward per target
+    and rectified rule (see the module docstring)."""
     started = time.perf_counter()
     device = inputs.device
     want_input = any(m in INPUT_MAPS for m in methods)
-    want_layer = any(costs[m].backward for m in methods if m in cam.LAYER_MAPS)
-    capturing = any(m in cam.LAYER_MAPS for m in methods)
-    backward = want_input or want_layer
+    want_layer = GUIDED_CAM in methods or any(costs[m].backward for m in methods if m in cam.LAYER_MAPS)
+    capturing = GUIDED_CAM in methods or any(m in cam.LAYER_MAPS for m in methods)
+    # the rectified rules asked for, each one more backward per target through the hooked ReLUs
+    rules = list(dict.fromkeys([RULE_OF[m] for m in methods if m in RULE_OF]
+                               + (["guided"] if GUIDED_CAM in methods else [])))
+    plain = want_input or want_layer
+    backward = plain or bool(rules)
     keys = list(requested)
     batches = Batches(batch_size or default_batch_size(device, forward_only=not backward), device)
+    switch = BackwardRule()
 
     def compute(start, stop):
         batch = inputs[start:stop].detach()
@@ -228,34 +214,45 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
                     logits = as_logits(model(batch))
                 rows = [requested[k].rows(logits, start, stop) for k in keys]
                 activations = to_nchw(layer.output.detach(), layer_info.layout, layer_info.grid)
-                return rows, logits, None, activations, None
+                return rows, logits, None, activations, None, {}
             # requires_grad on the input guarantees a graph even for a model with frozen parameters
             batch.requires_grad_(True)
             with torch.enable_grad():
+                switch.rule = None
                 logits = as_logits(model(batch))
                 rows = [requested[k].rows(logits.detach(), start, stop) for k in keys]
                 wrt = ([batch] if want_input else []) + ([layer.output] if want_layer else [])
-                per_target = []
-                for t, target in enumerate(rows):
-                    # one backward per target through the retained graph of the shared forward pass
-                    score = target.score(logits).sum()
-                    per_target.append(torch.autograd.grad(score, wrt, retain_graph=t < len(rows) - 1))
-            input_grads = torch.stack([g[0] for g in per_target]) if want_input else None
-            layer_grads = (torch.stack([to_nchw(g[-1], layer_info.layout, layer_info.grid) for g in per_target])
-                           if want_layer else None)
+                # every backward goes through the retained graph of the one forward pass; the last frees it
+                jobs = [(t, rule) for t in range(len(rows)) for rule in ([None] if plain else []) + rules]
+                grads: dict[tuple[int, str | None], tuple[torch.Tensor, ...]] = {}
+                for j, (t, rule) in enumerate(jobs):
+                    switch.rule = rule
+                    score = rows[t].score(logits).sum()
+                    grads[(t, rule)] = torch.autograd.grad(score, wrt if rule is None else [batch],
+                                                           retain_graph=j < len(jobs) - 1)
+                switch.rule = None
+            count = len(rows)
+            input_grads = torch.stack([grads[(t, None)][0] for t in range(count)]) if want_input else None
+            layer_grads = (torch.stack([to_nchw(grads[(t, None)][-1], layer_info.layout, layer_info.grid)
+                                        for t in range(count)]) if want_layer else None)
+            rectified = {rule: torch.stack([grads[(t, rule)][0] for t in range(count)]) for rule in rules}
             activations = (to_nchw(layer.output.detach(), layer_info.layout, layer_info.grid)
                            if capturing else None)
-            return rows, logits.detach(), input_grads, activations, layer_grads
+            return rows, logits.detach(), input_grads, activations, layer_grads, rectified
 
     parts = []
-    for start, stop, part in batches.run(len(inputs), compute):
-        parts.append(part)
-        progress.advance((stop - start) * (len(keys) if backward else 1))
+    with rectified_backward(model, rule=switch) if rules else contextlib.nullcontext(1) as hooked:
+        if hooked == 0:
+            raise SaliencyError(NO_RELU)
+        for start, stop, part in batches.run(len(inputs), compute):
+            parts.append(part)
+            progress.advance((stop - start) * (len(keys) if backward else 1))
     targets = [_join([p[0][t] for p in parts]) for t in range(len(keys))]
     logits = torch.cat([p[1] for p in parts])
     input_grads = torch.cat([p[2] for p in parts], dim=1) if want_input else None
     activations = torch.cat([p[3] for p in parts]) if capturing else None
     layer_grads = torch.cat([p[4] for p in parts], dim=1) if want_layer else None
+    rectified = {rule: torch.cat([p[5][rule] for p in parts], dim=1) for rule in rules}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - started
@@ -266,6 +263,14 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
         for t, key in enumerate(keys):
             if method in INPUT_MAPS:
                 result = Attribution(INPUT_MAPS[method](inputs, input_grads[t : t + 1]), logits=logits)
+            elif method in RULE_OF:
+                result = Attribution(rectified[RULE_OF[method]][t : t + 1], logits=logits)
+            elif method == GUIDED_CAM:  # as guided_cam.py: the guided map times the upsampled Grad-CAM map
+                grads = layer_grads[t : t + 1]
+                coarse = cam.finish(inputs, cam.LAYER_MAPS["gradcam"](cam.Captured(activations, grads, logits)),
+                                    params[method]["relu"], logits)
+                result = Attribution(rectified["guided"][t : t + 1] * coarse.attribution,
+                                     layer_attribution=coarse.layer_attribution, logits=logits)
             else:
                 if costs[method].backward == 0:  # Eigen-CAM: class-agnostic, one map serves every target
                     if eigen is None:
@@ -286,7 +291,7 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
                 params=params[method],
                 elapsed_s=elapsed,
                 objective=objective,
-                layer=layer_info.name if method in cam.LAYER_MAPS else None,
+                layer=layer_info.name if (method in cam.LAYER_MAPS or method == GUIDED_CAM) else None,
                 layer_attribution=layer_attribution,
                 extras={},
                 seed=seed,
@@ -360,4 +365,4 @@ def _explain_together(model, bundle, inputs, method, info, params, keyed, catego
     return results
 
 
-__all__ = ["explain_many", "shared_methods", "target_free_methods", "target_key"]
+__all__ = ["explain_many", "shared_methods", "target_key"]

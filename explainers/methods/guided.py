@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..core import Attribution
 from ..errors import SaliencyError
-from ..hooks import rectified_backward
+from ..hooks import BackwardRule, rectified_backward
 from ..registry import NEEDS_MODEL, NEEDS_RELU_MODULES, ONE_PASS, Reference, Sanity, register
 from .gradient import input_gradient
 
@@ -17,14 +17,19 @@ ZEILER = Reference(
 )
 
 
-def _rectified_gradient(call, inputs, guided: bool) -> Attribution:
-    with rectified_backward(call.model, guided=guided) as count:
+# Each method's backward rule through the rectified activations (hooks.BackwardRule), read by explain_many too.
+RULE_OF = {"guided_backprop": "guided", "deconvnet": "deconvnet"}
+NO_RELU = (
+    "this method changes the backward pass of nn.ReLU / nn.ReLU6 modules, and the model has none (activations "
+    "called as functions, or GELU as in vision transformers, cannot be changed); pick a gradient or CAM method "
+    "instead"
+)
+
+
+def _rectified_gradient(call, inputs, method: str) -> Attribution:
+    with rectified_backward(call.model, rule=BackwardRule(RULE_OF[method])) as count:
         if count == 0:
-            raise SaliencyError(
-                "this method changes the backward pass of nn.ReLU / nn.ReLU6 modules, and the model has none "
-                "(activations called as functions, or GELU as in vision transformers, cannot be changed); "
-                "pick a gradient or CAM method instead"
-            )
+            raise SaliencyError(NO_RELU)
         gradient, logits = input_gradient(call, inputs)
     return Attribution(gradient, logits=logits)
 
@@ -55,7 +60,7 @@ RECTIFIED = frozenset({NEEDS_MODEL, NEEDS_RELU_MODULES})
 )
 def guided_backprop(call, inputs):
     """Springenberg et al. 2015, arXiv:1412.6806. Works on in-place ReLU and on ReLU6."""
-    return _rectified_gradient(call, inputs, guided=True)
+    return _rectified_gradient(call, inputs, "guided_backprop")
 
 
 @register(
@@ -80,4 +85,4 @@ def guided_backprop(call, inputs):
 )
 def deconvnet(call, inputs):
     """Zeiler & Fergus 2014, arXiv:1311.2901."""
-    return _rectified_gradient(call, inputs, guided=False)
+    return _rectified_gradient(call, inputs, "deconvnet")
