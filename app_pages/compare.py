@@ -11,6 +11,7 @@ from ui.compare import (
     draw_layer_sweep,
     export_zip,
     grid_id,
+    grid_plan,
     panel_seconds,
     pending,
     sweep_methods,
@@ -37,7 +38,7 @@ with guard():
         st.session_state[state.COMPARE_RUN] = None
         st.session_state[state.COMPARE_CANCELLED] = this_grid
     todo = pending(selection, settings)
-    seconds = sum(panel_seconds(selection, method) for method, _ in todo)
+    seconds = sum(step.seconds for step in grid_plan(selection, todo))
     started = st.session_state.get(state.COMPARE_RUN) == this_grid
     cancelled = st.session_state.get(state.COMPARE_CANCELLED) == this_grid
     compute = bool(todo) and (started or (seconds <= AUTO_RUN_SECONDS and not cancelled))

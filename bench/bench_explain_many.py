@@ -1,19 +1,19 @@
-"""The one-pass set through explain_many against separate explain() calls and a bare forward+backward.
+"""The shared set through explain_many against separate explain() calls and a bare forward+backward.
 
     .venv/bin/python bench/bench_explain_many.py [--repeats 5] [--device cpu|cuda] [--model efficientnet_lite0]
 
-The set: vanilla, input × gradient, Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM and Eigen-CAM, for one
-image and one target (the top class, given as an index so that no call needs a clean ranking pass). Goals
-(issue 10): all of them via explain_many ≤ 2.5x one bare forward+backward, and ≤ 0.5x the separate calls. The
-bare pass is timed two ways: ``.backward()`` (which also computes every parameter's gradient, as
-bench_gradient.py's baseline does) and ``torch.autograd.grad`` to the input only. The 2-targets row is for
-information: each target has its own backward here, so its goal (1.3x) is the one issue 10 sets for gradient
-methods with batched targets.
+The set: vanilla, input × gradient, Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Eigen-CAM and guided
+backprop (one more, guided, backward), for one image and one target (the top class, given as an index so that no
+call needs a clean ranking pass). Goals (issue 10): all of them via explain_many ≤ 2.5x one bare
+forward+backward, and ≤ 0.5x the separate calls. The bare pass is timed two ways: ``.backward()`` (which also
+computes every parameter's gradient, as bench_gradient.py's baseline does) and ``torch.autograd.grad`` to the
+input only. The 2-targets row: each target has its own backward through the shared forward; goal 1.3x.
 
-Then one row per perturbation method whose passes do not depend on the target (Score-CAM on the model's default
-layer, occlusion with window 32 stride 16, RISE with 200 masks): explain_many with 2 targets against 1 target,
-interleaved, ``--perturbation-repeats`` runs each (default 3, no warm-up run: the one-pass rows above warm the
-model; these calls take seconds each). Goal (issue 10): ≤ 1.1x.
+Then one row per multi-pass method, explain_many with 2 targets against 1 target, interleaved,
+``--perturbation-repeats`` runs each (default 3, no warm-up run: the rows above warm the model; these calls take
+seconds each): Score-CAM on the model's default layer, occlusion with window 32 stride 16 and RISE with 200
+masks, whose forward passes do not depend on the target (goal ≤ 1.1x); SmoothGrad-10 and IG-16, whose noisy
+copies and path are built once and whose targets share each forward pass, one backward each (goal ≤ 1.3x).
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ import torch
 from common import compare, report, row, setup_threads
 
 from explainers import explain, explain_many, load_model, open_image
-from explainers.many import shared_methods, target_free_methods
 
 SAMPLE = "assets/samples/cat.png"
-# small settings, so that each perturbation call takes seconds on a CPU
+SET = ("vanilla", "input_x_gradient", "gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam",
+       "guided_backprop")
+# small settings, so that each call takes seconds on a CPU; the goal of 2 targets against 1
 PERTURBATION = {"scorecam": {}, "occlusion": {"window": 32, "stride": 16}, "rise": {"n_masks": 200}}
+GRADIENT = {"smoothgrad": {"n_samples": 10}, "integrated_gradients": {"n_steps": 16}}
+GOALS = {**dict.fromkeys(PERTURBATION, 1.1), **dict.fromkeys(GRADIENT, 1.3)}
 
 
 def main() -> None:
@@ -46,7 +49,7 @@ def main() -> None:
     with torch.no_grad():
         ranked = model(x)[0].argsort(descending=True)
     first, second = int(ranked[0]), int(ranked[1])
-    methods = shared_methods()
+    methods = SET
 
     def bare():
         leaf = x.detach().requires_grad_(True)
@@ -70,33 +73,32 @@ def main() -> None:
     }
     times = compare(contenders, args.repeats, device)
     rows = [
-        row("one-pass set via explain_many vs bare forward+backward", {"ours": times["many"], "peer": times["bare"]},
+        row("shared set via explain_many vs bare forward+backward", {"ours": times["many"], "peer": times["bare"]},
             2.5, device, peer="x.requires_grad; model(x)[0, c].backward()"),
-        row("one-pass set via explain_many vs bare input gradient", {"ours": times["many"],
+        row("shared set via explain_many vs bare input gradient", {"ours": times["many"],
             "peer": times["bare_input_gradient"]}, 2.5, device, peer="torch.autograd.grad(model(x)[0, c], x)"),
-        row("one-pass set via explain_many vs separate explain() calls",
+        row("shared set via explain_many vs separate explain() calls",
             {"ours": times["many"], "peer": times["separate"]}, 0.5, device, peer="one explain() per method"),
         row("explain_many, 2 targets vs 1", {"ours": times["many_two_targets"], "peer": times["many"]}, 1.3, device,
             peer="explain_many with one target"),
     ]
-    assert set(PERTURBATION) == set(target_free_methods())
     perturbation = {}
-    for method, params in PERTURBATION.items():
+    for method, params in {**PERTURBATION, **GRADIENT}.items():
         perturbation[f"{method}_one_target"] = lambda m=method, p=params: explain_many(bundle, x, [m], [first],
                                                                                      params={m: p}, seed=0)
         perturbation[f"{method}_two_targets"] = lambda m=method, p=params: explain_many(bundle, x, [m], [first, second],
                                                                                       params={m: p}, seed=0)
     perturbation_times = compare(perturbation, args.perturbation_repeats, device, warmup=0)
-    for method, params in PERTURBATION.items():
+    for method, params in {**PERTURBATION, **GRADIENT}.items():
         rows.append(row(f"explain_many {method} {params or '(default layer)'}, 2 targets vs 1",
                         {"ours": perturbation_times[f"{method}_two_targets"],
-                         "peer": perturbation_times[f"{method}_one_target"]}, 1.1, device,
+                         "peer": perturbation_times[f"{method}_one_target"]}, GOALS[method], device,
                         peer=f"explain_many {method} with one target"))
     times.update(perturbation_times)
     for name, t in times.items():
         print(f"{name:>18}: median {t['median_s']:.4f} s over {len(t['samples_s'])} runs")
     report("explain_many", rows, {"model": args.model, "input": SAMPLE, "methods": list(methods),
-                                  "perturbation": PERTURBATION,
+                                  "perturbation": PERTURBATION, "gradient": GRADIENT,
                                   "medians_s": {name: t["median_s"] for name, t in times.items()}})
 
 

@@ -50,6 +50,7 @@ from .methods.gradient import INPUT_MAPS
 from .methods.guided import NO_RELU, RULE_OF
 from .registry import get_method
 from .targets import Contrast, Target, TargetSpec, _items
+from .timing import PassTimes
 
 GUIDED_CAM = "guided_gradcam"  # guided backprop times Grad-CAM: both from the shared pass
 
@@ -58,6 +59,29 @@ def shared_methods() -> tuple[str, ...]:
     """The methods computed from the one shared forward pass; none has a parameter that changes its passes (the
     CAMs' ``relu`` applies after them)."""
     return (*INPUT_MAPS, *RULE_OF, *cam.LAYER_MAPS, GUIDED_CAM)
+
+
+def estimated_seconds(times: PassTimes, methods: Sequence[str], targets: int, hw: tuple[int, int],
+                      channels: int | None = None, params: dict[str, dict[str, Any]] | None = None) -> float:
+    """Seconds per image that ``explain_many`` takes for ``methods`` and ``targets`` targets, from measured pass
+    times: the shared set's one forward with a backward per target (and per rectified rule), then each other
+    method's passes, its targets sharing them (``PassTimes.seconds``)."""
+    params = params or {}
+    shared = [m for m in methods if m in shared_methods()]
+    seconds = 0.0
+    if shared:
+        costs = [get_method(m).passes(params.get(m, {}), hw, channels) for m in shared]
+        rules = len({RULE_OF.get(m, "guided") for m in shared if m in RULE_OF or m == GUIDED_CAM})
+        plain = any(c.backward for m, c in zip(shared, costs, strict=True) if m not in RULE_OF)
+        if plain or rules:
+            backwards = max(targets, 1) * (int(plain) + rules)
+            seconds += times.forward_backward + (backwards - 1) * times.backward
+        else:
+            seconds += times.forward
+    for method in methods:
+        if method not in shared:
+            seconds += times.seconds(get_method(method).passes(params.get(method, {}), hw, channels), targets)
+    return seconds
 
 
 def target_key(target: Any) -> Any:
@@ -365,4 +389,4 @@ def _explain_together(model, bundle, inputs, method, info, params, keyed, catego
     return results
 
 
-__all__ = ["explain_many", "shared_methods", "target_key"]
+__all__ = ["estimated_seconds", "explain_many", "shared_methods", "target_key"]

@@ -17,11 +17,12 @@ import streamlit as st
 from explainers import METHODS, ExplanationRecord, agreement
 from explainers import render as rnd
 from explainers.manifest import collection_manifest
+from explainers.many import estimated_seconds, shared_methods
 from explainers.timing import PassTimes, measure_pass_times
 
 from . import state
 from .controls import KEEP, class_label, layer_choices, layer_label, method_label, offered_methods, view_controls
-from .explanations import ProgressReporter, cached, explain_cached, multi_pass, resolved_layer
+from .explanations import ProgressReporter, cached, explain_many_cached, resolved_layer
 from .figures import matrix_figure
 from .models import model_lock
 from .outputs import manifest_for, npy_bytes, png_bytes, render_record
@@ -119,18 +120,57 @@ def _pass_times(model: str, shape: tuple[int, ...], device: str, _bundle, _input
         return measure_pass_times(_bundle.model, _inputs)
 
 
+def _times(selection: Selection) -> PassTimes:
+    return _pass_times(selection.model, tuple(selection.inputs.shape), str(selection.bundle.device),
+                       selection.bundle, selection.inputs)
+
+
+def _channels(selection: Selection, methods, layer: str | None = None) -> int | None:
+    if not any(METHODS[m].needs_layer for m in methods):
+        return None
+    return selection.bundle.layer_entry(resolved_layer(selection, next(m for m in methods if METHODS[m].needs_layer),
+                                                       layer)).channels
+
+
 def panel_seconds(selection: Selection, method: str, layer: str | None = None) -> float:
     """Estimated seconds for one panel with default parameters, from measured pass times of this model."""
-    info = METHODS[method]
-    entry = selection.bundle.layer_entry(resolved_layer(selection, method, layer)) if info.needs_layer else None
-    passes = info.passes({}, tuple(selection.inputs.shape[-2:]), entry.channels if entry else None)
-    times = _pass_times(selection.model, tuple(selection.inputs.shape), str(selection.bundle.device),
-                        selection.bundle, selection.inputs)
-    return times.seconds(passes)
+    return estimated_seconds(_times(selection), [method], 1, tuple(selection.inputs.shape[-2:]),
+                             _channels(selection, [method], layer))
 
 
 def pending(selection: Selection, settings: CompareSettings) -> list[tuple[str, int]]:
     return [(m, t) for m, t in settings.panels() if cached(selection, m, {}, t) is None]
+
+
+@dataclass
+class Step:
+    """One explain_many call of a grid: ``methods`` for ``targets``, about ``seconds``."""
+
+    methods: list[str]
+    targets: list[int]
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        return ", ".join(METHODS[m].display_name for m in self.methods)
+
+
+def grid_plan(selection: Selection, todo: list[tuple[str, int]]) -> list[Step]:
+    """How the pending panels are computed: the methods of the shared pass together, then every other method
+    for all its pending targets at once (they share its passes), the quickest first, so that the first panels
+    come at once. The estimate and the computation both follow this plan."""
+    hw, times = tuple(selection.inputs.shape[-2:]), _times(selection)
+    targets: dict[str, list[int]] = {}
+    for method, target in todo:
+        targets.setdefault(method, []).append(target)
+
+    def step(methods: list[str]) -> Step:
+        wanted = list(dict.fromkeys(t for m in methods for t in targets[m]))
+        return Step(methods, wanted, estimated_seconds(times, methods, len(wanted), hw, _channels(selection, methods)))
+
+    together = [m for m in targets if m in shared_methods()]
+    steps = sorted((step([m]) for m in targets if m not in together), key=lambda s: s.seconds)
+    return ([step(together)] if together else []) + steps
 
 
 def grid_id(selection: Selection, settings: CompareSettings) -> tuple:
@@ -201,17 +241,37 @@ def colorbar_strip(scale: np.ndarray, height: int = 12) -> np.ndarray:
     return np.repeat(scale[None, :, :], height, axis=0)
 
 
+def _fill_row(selection: Selection, settings: CompareSettings, method: str, records: dict[int, ExplanationRecord],
+              label, slots) -> None:
+    """Draw one method row's panels into its slots: every computed target, the difference, a linked legend."""
+    for column, target in enumerate(settings.targets):
+        if target not in records:
+            slots[column].caption("not computed yet")
+    for panel in row_panels(selection, settings, method, records):
+        slot = slots[-1] if panel.column == DIFFERENCE else slots[settings.targets.index(panel.column)]
+        slot.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
+        if panel.scale == "linked" and panel.column == settings.targets[0]:
+            with label.container():
+                info = METHODS[method]
+                st.markdown(f"**{info.display_name}**  \n:gray[{info.family}]")
+                st.image(colorbar_strip(panel.rendered.scale), width="stretch")
+                st.caption(f"linked scale: {panel.rendered.lo:.3g} … {panel.rendered.hi:.3g} (raw)")
+
+
 def draw_grid(selection: Selection, settings: CompareSettings, compute: bool) -> dict[tuple[str, int],
                                                                                        ExplanationRecord]:
-    """Draw the grid row by row; cached panels appear at once, the rest are computed when ``compute`` is True
-    (with a Cancel button), else left as placeholders. Returns every record on screen."""
-    results: dict[tuple[str, int], ExplanationRecord] = {}
+    """Draw the grid: every row at once, cached panels filled in, the rest computed when ``compute`` is True
+    (``grid_plan``'s steps, each one explain_many call whose rows fill in as it ends, with a Cancel button and a
+    bar per step), else left as placeholders. Returns every record on screen."""
+    results: dict[tuple[str, int], ExplanationRecord] = {
+        (m, t): record for m, t in settings.panels() if (record := cached(selection, m, {}, t)) is not None}
     columns = len(settings.targets) + (1 if settings.difference else 0)
-    todo = pending(selection, settings) if compute else []
+    plan = grid_plan(selection, pending(selection, settings)) if compute else []
     cancel_slot = st.empty()
-    if todo:
+    if plan:
         cancel_slot.button("Cancel", key=state.COMPARE_CANCEL, help="Stop computing the grid now.")
-    overall = st.progress(0.0, text=f"0/{len(todo)} panels") if todo else None
+    overall, step_bar = st.empty(), st.empty()
+    rows = {}
     with st.container(key=state.COMPARE_GRID):
         header = st.columns([1.2] + [1] * columns)
         header[0].markdown("**Method**")
@@ -220,49 +280,44 @@ def draw_grid(selection: Selection, settings: CompareSettings, compute: bool) ->
             header[i + 1].markdown(f"**{settings.labels[target]}**  \n:gray[{role}]")
         if settings.difference:
             header[-1].markdown("**Difference**  \n:gray[predicted − runner-up]")
-        done = 0
         for method in settings.methods:
             info = METHODS[method]
             cells = st.columns([1.2] + [1] * columns)
-            cells[0].markdown(f"**{info.display_name}**  \n:gray[{info.family}]")
-            slots = [cell.empty() for cell in cells[1:]]
-            records: dict[int, ExplanationRecord] = {}
+            label = cells[0].empty()
+            label.markdown(f"**{info.display_name}**  \n:gray[{info.family}]")
+            rows[method] = (label, [cell.empty() for cell in cells[1:]])
+    for method in settings.methods:
+        waiting = any(method in step.methods for step in plan)
+        records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
+        if waiting:
             for column, target in enumerate(settings.targets):
-                record = cached(selection, method, {}, target)
-                if record is None and (method, target) in todo:
-                    with slots[column].container():
-                        reporter = None
-                        if multi_pass(selection, method, {}, None):
-                            reporter = ProgressReporter(info.display_name)
-                        record, _ = explain_cached(selection, method, {}, target, progress=reporter)
-                    done += 1
-                    overall.progress(done / len(todo), text=f"{done}/{len(todo)} panels")
-                if record is None:
-                    slots[column].caption("not computed yet")
-                    continue
-                records[target] = record
-                results[(method, target)] = record
-                if not settings.linked:  # show it now; linked panels wait for their row's range
-                    panel = target_panel(selection, settings.view, record)
-                    slots[column].image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
-            panels = row_panels(selection, settings, method, records)
-            for panel in panels:
-                slot = slots[-1] if panel.column == DIFFERENCE else slots[settings.targets.index(panel.column)]
-                if settings.linked or panel.column == DIFFERENCE:
-                    slot.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
-            if settings.linked and panels and panels[0].scale == "linked":
-                cells[0].image(colorbar_strip(panels[0].rendered.scale), width="stretch")
-                cells[0].caption(f"linked scale: {panels[0].rendered.lo:.3g} … {panels[0].rendered.hi:.3g} (raw)")
+                if target not in records:
+                    rows[method][1][column].caption("computing…")
+        if records or not waiting:
+            _fill_row(selection, settings, method, records, *rows[method])
+    total = sum(len(step.methods) * len(step.targets) for step in plan)
+    done = 0
+    for step in plan:
+        overall.progress(done / max(total, 1), text=f"{done}/{total} panels")
+        with step_bar.container():
+            reporter = ProgressReporter(step.label)
+        computed = explain_many_cached(selection, step.methods, step.targets, progress=reporter)
+        step_bar.empty()
+        results.update(computed)
+        done += len(computed)
+        for method in step.methods:
+            records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
+            _fill_row(selection, settings, method, records, *rows[method])
     cancel_slot.empty()
-    if overall is not None:
-        overall.empty()
+    overall.empty()
+    step_bar.empty()
     if settings.difference and results:
         logits = next(iter(results.values())).logits
         first, second = settings.targets[:2]
         st.caption(f"Difference column: predicted minus runner-up (logit margin {logits[first] - logits[second]:.2f}) "
                    f"on a diverging colormap: {rnd.difference_view(settings.view).cmap}, the predicted class's "
                    "side at the high end.")
-    return results
+    return {(m, t): results[(m, t)] for m, t in settings.panels() if (m, t) in results}
 
 
 def agreement_figure(results: dict[tuple[str, int], ExplanationRecord], methods: list[str], target: int,
@@ -318,7 +373,7 @@ def draw_layer_sweep(selection: Selection, method: str, target: int, layers: lis
     bar = st.progress(0.0, text=f"0/{len(layers)} layers")
     images, captions = [], []
     for i, layer in enumerate(layers):
-        record, _ = explain_cached(selection, method, {}, target, layer)
+        record = explain_many_cached(selection, [method], [target], layer=layer)[(method, target)]
         images.append(render_record(record, view, selection).rgb)
         captions.append(layer_label(selection.bundle, layer))
         bar.progress((i + 1) / len(layers), text=f"{i + 1}/{len(layers)} layers")

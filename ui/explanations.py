@@ -18,6 +18,7 @@ import streamlit as st
 
 import explainers
 from explainers import METHODS, Cancelled, ExplanationRecord
+from explainers.many import target_key
 
 from . import state
 from .models import model_lock
@@ -43,37 +44,68 @@ class ExplanationCache:
         self._flights: dict[tuple, _Flight] = {}
         self._lock = threading.Lock()
         self.calls = 0  # explainer calls made through this cache (tests count them)
+        self.records = 0  # explanations those calls computed (one explain_many call computes several)
 
     def compute(self, key: tuple, fn: Callable[[Callable[[int, int], object]], Any],
                 progress: Callable[[int, int], object] | None = None, poll_s: float = 0.2) -> tuple[Any, bool]:
         """(value, shared): the cached value, or one computation shared by every caller asking for ``key`` at the
-        same time. The first caller runs ``fn(report)`` (``report(done, total)`` is the progress protocol); the
-        others wait, see its progress through their own ``progress`` (which also lets a rerun stop them: False,
-        or raising Cancelled, stops the wait and leaves the computation running) and take its result. If the
-        computing caller fails or is cancelled, nothing is cached and a waiting caller computes in its place."""
+        same time (``compute_many`` with one key; ``fn(report)`` computes it). ``shared`` is False only for the
+        caller that computed it."""
+        values, computed = self.compute_many([key], lambda missing, report: {key: fn(report)}, progress, poll_s)
+        return values[key], key not in computed
+
+    def compute_many(self, keys: list[tuple], fn: Callable[[list[tuple], Callable[[int, int], object]], dict],
+                     progress: Callable[[int, int], object] | None = None,
+                     poll_s: float = 0.2) -> tuple[dict[tuple, Any], set[tuple]]:
+        """(values, computed): a value for every key of ``keys``, and the keys this caller computed.
+
+        Cached keys are taken as they are. The missing ones that nobody is computing are claimed and computed
+        by one call ``fn(missing, report)``, which returns {key: value} for at least those keys (any others it
+        returns are cached too); ``report(done, total)`` is the progress protocol. Keys that another caller is
+        computing at this moment are waited for: their progress reaches ``progress``, which also lets a rerun
+        stop the wait (False, or raising Cancelled; the computation goes on). A computation that fails or is
+        cancelled caches nothing, and a waiting caller then computes those keys itself."""
+        found: dict[tuple, Any] = {}
+        computed: set[tuple] = set()
         while True:
             with self._lock:
-                value = self._entries.get(key)
-                if value is not None:
-                    self._entries.move_to_end(key)
-                    return value, True
-                flight = self._flights.get(key)
-                owner = flight is None
-                if owner:
-                    flight = self._flights[key] = _Flight()
-            if owner:
+                mine, theirs = [], []
+                for key in keys:
+                    if key in found:
+                        continue
+                    value = self._entries.get(key)
+                    if value is not None:
+                        self._entries.move_to_end(key)
+                        found[key] = value
+                    elif key in self._flights:
+                        theirs.append(self._flights[key])
+                    else:
+                        mine.append(key)
+                if mine:
+                    flight = _Flight()
+                    for key in mine:
+                        self._flights[key] = flight
+            if mine:
                 def report(done: int, total: int, flight=flight) -> object:
                     flight.progress = (done, total)
                     return True if progress is None else progress(done, total)
 
                 try:
-                    value = fn(report)
-                    self.put(key, value)
-                    return value, False
+                    values = fn(mine, report)
+                    for key, value in values.items():
+                        self.put(key, value)
+                    found.update({key: values[key] for key in mine})
+                    computed.update(mine)
                 finally:
                     with self._lock:
-                        self._flights.pop(key, None)
+                        for key in mine:
+                            if self._flights.get(key) is flight:
+                                del self._flights[key]
                     flight.finished.set()
+                continue
+            if not theirs:
+                return {key: found[key] for key in keys}, computed
+            flight = theirs[0]
             while not flight.finished.wait(poll_s):
                 if progress is not None and progress(*flight.progress) is False:
                     raise Cancelled("stopped waiting for the same explanation, computing for another session")
@@ -99,10 +131,10 @@ class ExplanationCache:
                 del self._entries[key]
 
     def clear(self) -> None:
-        """Forget every entry and restart the call count."""
+        """Forget every entry and restart the counts."""
         with self._lock:
             self._entries.clear()
-            self.calls = 0
+            self.calls = self.records = 0
 
 
 @st.cache_resource(show_spinner=False)
@@ -145,12 +177,42 @@ def explain_cached(selection, method: str, params: dict, target: Any, layer: str
     def compute(report) -> ExplanationRecord:
         with model_lock(selection.model):
             cache.calls += 1
+            cache.records += 1
             explanation = explainers.explain(selection.bundle, selection.inputs, method, target,
                                              layer=resolved_layer(selection, method, layer), seed=0, progress=report,
                                              **params)
         return explanation.record(0)
 
     return cache.compute(key, compute, progress)
+
+
+def explain_many_cached(selection, methods: list[str], targets: list[Any], progress=None,
+                        params: dict[str, dict] | None = None, layer: str | None = None
+                        ) -> dict[tuple[str, Any], ExplanationRecord]:
+    """{(method, target): record} for every method and target, each under its own ``cache_key`` (so Explore
+    finds Compare's panels and the other way round). The missing ones come from one ``explain_many`` call, which
+    shares passes across the methods and the targets, under the model's lock and with the fixed seed of
+    ``explain_cached``; requests from several sessions at once are computed once. CAM methods use ``layer``, or
+    the model's default layer."""
+    params = params or {}
+    keys = {(m, t): cache_key(selection, m, params.get(m, {}), t, layer) for m in methods for t in targets}
+    cache = explanation_cache()
+
+    def compute(missing: list[tuple], report) -> dict[tuple, ExplanationRecord]:
+        wanted = [pair for pair, key in keys.items() if key in set(missing)]
+        names = list(dict.fromkeys(m for m, _ in wanted))
+        wanted_targets = list(dict.fromkeys(t for _, t in wanted))
+        layers = {resolved_layer(selection, m, layer) for m in names} - {None}
+        with model_lock(selection.model):
+            cache.calls += 1
+            results = explainers.explain_many(selection.bundle, selection.inputs, names, wanted_targets,
+                                              layer=next(iter(layers), None), seed=0, progress=report,
+                                              params={m: params[m] for m in names if params.get(m)})
+        cache.records += len(results)
+        return {keys[(m, t)]: results[(m, target_key(t))].record(0) for m in names for t in wanted_targets}
+
+    values, _ = cache.compute_many(list(dict.fromkeys(keys.values())), compute, progress)
+    return {pair: values[key] for pair, key in keys.items()}
 
 
 def multi_pass(selection, method: str, params: dict, layer: str | None) -> bool:

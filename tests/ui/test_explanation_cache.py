@@ -86,3 +86,28 @@ def test_a_waiting_caller_can_stop_waiting_while_the_computation_goes_on():
             waiter.result()
         assert owner.result()[1] is False
     assert len(calls) == 1 and cache.get(("k",)) is not None
+
+
+def test_overlapping_key_sets_compute_each_key_once():
+    """A grid asking for keys {1, 2} and another for {2, 3} at once: 2 is computed once, by whoever claimed it."""
+    cache, computed = ExplanationCache(), []
+    first_started = threading.Event()
+
+    def many(missing, report):
+        computed.append(sorted(key[0] for key in missing))
+        first_started.set()
+        time.sleep(0.3)
+        report(1, 1)
+        return {key: ("value", key) for key in missing}
+
+    with ThreadPoolExecutor(2) as pool:
+        a = pool.submit(cache.compute_many, [(1,), (2,)], many)
+        first_started.wait()
+        b = pool.submit(cache.compute_many, [(2,), (3,)], many, poll_s=0.05)
+        (values_a, mine_a), (values_b, mine_b) = a.result(), b.result()
+    assert computed == [[1, 2], [3]]
+    assert values_a == {(1,): ("value", (1,)), (2,): ("value", (2,))}
+    assert values_b == {(2,): ("value", (2,)), (3,): ("value", (3,))}
+    assert values_b[(2,)] is values_a[(2,)]  # taken from the first computation
+    assert mine_a == {(1,), (2,)} and mine_b == {(3,)}
+    assert cache.compute_many([(1,), (3,)], many)[1] == set()  # all cached now
