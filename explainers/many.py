@@ -212,22 +212,27 @@ def _share_of(overall: Progress, units: int) -> Callable[[int, int], None]:
     return callback
 
 
-def _explain_shared(model, inputs, methods, requested, params, costs, layer_info, layer_module, seed, objective,
-                    batch_size, progress) -> dict[tuple[str, Any], Explanation]:
-    """The shared set from one batched forward pass, one plain backward per target and one backward per target
-    and rectified rule (see the module docstring)."""
-    started = time.perf_counter()
-    device = inputs.device
-    want_input = any(m in INPUT_MAPS for m in methods)
-    want_layer = GUIDED_CAM in methods or any(costs[m].backward for m in methods if m in cam.LAYER_MAPS)
-    capturing = GUIDED_CAM in methods or any(m in cam.LAYER_MAPS for m in methods)
+def shared_pass(model, inputs: torch.Tensor, plans: dict[Any, tuple[str, dict[str, Any]]],
+                targets_of: Callable[[torch.Tensor, int, int], list[Target]], layer_info, layer_module,
+                batches: Batches, progress: Progress, units_per_row: int
+                ) -> tuple[dict[Any, Attribution], torch.Tensor, list[Target]]:
+    """The shared set's methods from one batched forward pass, one plain backward per target and one backward per
+    target and rectified rule (see the module docstring).
+
+    ``plans`` maps a key to (method of ``shared_methods()``, its validated params); ``targets_of(logits, start,
+    stop)`` gives the targets of rows start:stop from that batch's logits (so a rank costs no clean pass).
+    Returns ({key: Attribution [T, N, ...]}, logits [N, K], the targets joined over the batches); each map is
+    what the method's own call computes, target by target. Progress advances ``units_per_row`` per row done.
+    """
+    names = {method for method, _ in plans.values()}
+    want_input = bool(names & set(INPUT_MAPS))
+    want_layer = GUIDED_CAM in names or bool(names & (set(cam.LAYER_MAPS) - {"eigencam"}))
+    capturing = GUIDED_CAM in names or bool(names & set(cam.LAYER_MAPS))
     # the rectified rules asked for, each one more backward per target through the hooked ReLUs
-    rules = list(dict.fromkeys([RULE_OF[m] for m in methods if m in RULE_OF]
-                               + (["guided"] if GUIDED_CAM in methods else [])))
+    rules = list(dict.fromkeys([RULE_OF[m] for m in sorted(names) if m in RULE_OF]
+                               + (["guided"] if GUIDED_CAM in names else [])))
     plain = want_input or want_layer
     backward = plain or bool(rules)
-    keys = list(requested)
-    batches = Batches(batch_size or default_batch_size(device, forward_only=not backward), device)
     switch = BackwardRule()
 
     def compute(start, stop):
@@ -236,7 +241,7 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
             if not backward:
                 with torch.inference_mode():
                     logits = as_logits(model(batch))
-                rows = [requested[k].rows(logits, start, stop) for k in keys]
+                rows = targets_of(logits, start, stop)
                 activations = to_nchw(layer.output.detach(), layer_info.layout, layer_info.grid)
                 return rows, logits, None, activations, None, {}
             # requires_grad on the input guarantees a graph even for a model with frozen parameters
@@ -244,7 +249,7 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
             with torch.enable_grad():
                 switch.rule = None
                 logits = as_logits(model(batch))
-                rows = [requested[k].rows(logits.detach(), start, stop) for k in keys]
+                rows = targets_of(logits.detach(), start, stop)
                 wrt = ([batch] if want_input else []) + ([layer.output] if want_layer else [])
                 # every backward goes through the retained graph of the one forward pass; the last frees it
                 jobs = [(t, rule) for t in range(len(rows)) for rule in ([None] if plain else []) + rules]
@@ -270,42 +275,67 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
             raise SaliencyError(NO_RELU)
         for start, stop, part in batches.run(len(inputs), compute):
             parts.append(part)
-            progress.advance((stop - start) * (len(keys) if backward else 1))
-    targets = [_join([p[0][t] for p in parts]) for t in range(len(keys))]
+            progress.advance((stop - start) * units_per_row)
+    count = len(parts[0][0])
+    targets = [_join([p[0][t] for p in parts]) for t in range(count)]
     logits = torch.cat([p[1] for p in parts])
     input_grads = torch.cat([p[2] for p in parts], dim=1) if want_input else None
     activations = torch.cat([p[3] for p in parts]) if capturing else None
     layer_grads = torch.cat([p[4] for p in parts], dim=1) if want_layer else None
     rectified = {rule: torch.cat([p[5][rule] for p in parts], dim=1) for rule in rules}
+
+    eigen = None
+
+    def one(method: str, params: dict[str, Any], t: int) -> Attribution:
+        """Target t's map, shaped as a one-target call has it: the same arithmetic as the method's own call."""
+        nonlocal eigen
+        if method in INPUT_MAPS:
+            return Attribution(INPUT_MAPS[method](inputs, input_grads[t : t + 1]), logits=logits)
+        if method in RULE_OF:
+            return Attribution(rectified[RULE_OF[method]][t : t + 1], logits=logits)
+        if method == GUIDED_CAM:  # as guided_cam.py: the guided map times the upsampled Grad-CAM map
+            captured = cam.Captured(activations, layer_grads[t : t + 1], logits)
+            coarse = cam.finish(inputs, cam.LAYER_MAPS["gradcam"](captured), params["relu"], logits)
+            return Attribution(rectified["guided"][t : t + 1] * coarse.attribution,
+                               layer_attribution=coarse.layer_attribution, logits=logits)
+        if method == "eigencam":  # class-agnostic: one map serves every target
+            if eigen is None:
+                eigen = cam.LAYER_MAPS[method](cam.Captured(activations, None, logits))
+            return cam.finish(inputs, eigen, params["relu"], logits)
+        maps = cam.LAYER_MAPS[method](cam.Captured(activations, layer_grads[t : t + 1], logits))
+        return cam.finish(inputs, maps, params["relu"], logits)
+
+    def joined(parts: list[Attribution]) -> Attribution:
+        layer_parts = [p.layer_attribution for p in parts]
+        return Attribution(torch.cat([p.attribution for p in parts]), logits=logits,
+                           layer_attribution=None if layer_parts[0] is None else torch.cat(layer_parts))
+
+    results = {key: joined([one(method, params, t) for t in range(count)]) for key, (method, params) in plans.items()}
+    return results, logits, targets
+
+
+def _explain_shared(model, inputs, methods, requested, params, costs, layer_info, layer_module, seed, objective,
+                    batch_size, progress) -> dict[tuple[str, Any], Explanation]:
+    """The shared set's Explanations, one per method and target, from ``shared_pass``."""
+    started = time.perf_counter()
+    device = inputs.device
+    keys = list(requested)
+    backward = any(costs[m].backward for m in methods)
+    batches = Batches(batch_size or default_batch_size(device, forward_only=not backward), device)
+    maps, logits, targets = shared_pass(
+        model, inputs, {m: (m, params[m]) for m in methods},
+        lambda logits, start, stop: [requested[k].rows(logits, start, stop) for k in keys],
+        layer_info, layer_module, batches, progress, len(keys) if backward else 1)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - started
-
     results = {}
-    eigen = None
     for method in methods:
         for t, key in enumerate(keys):
-            if method in INPUT_MAPS:
-                result = Attribution(INPUT_MAPS[method](inputs, input_grads[t : t + 1]), logits=logits)
-            elif method in RULE_OF:
-                result = Attribution(rectified[RULE_OF[method]][t : t + 1], logits=logits)
-            elif method == GUIDED_CAM:  # as guided_cam.py: the guided map times the upsampled Grad-CAM map
-                grads = layer_grads[t : t + 1]
-                coarse = cam.finish(inputs, cam.LAYER_MAPS["gradcam"](cam.Captured(activations, grads, logits)),
-                                    params[method]["relu"], logits)
-                result = Attribution(rectified["guided"][t : t + 1] * coarse.attribution,
-                                     layer_attribution=coarse.layer_attribution, logits=logits)
-            else:
-                if costs[method].backward == 0:  # Eigen-CAM: class-agnostic, one map serves every target
-                    if eigen is None:
-                        eigen = cam.LAYER_MAPS[method](cam.Captured(activations, None, logits))
-                    maps = eigen
-                else:
-                    # each target alone, shaped as a one-target explain() call has it: the same arithmetic
-                    grads = layer_grads[t : t + 1]
-                    maps = cam.LAYER_MAPS[method](cam.Captured(activations, grads, logits))
-                result = cam.finish(inputs, maps, params[method]["relu"], logits)
-            attribution, layer_attribution, notes = _checked(result, inputs, batches,
+            result = maps[method]
+            part = Attribution(result.attribution[t : t + 1], logits=logits, layer_attribution=None
+                               if result.layer_attribution is None else result.layer_attribution[t : t + 1])
+            attribution, layer_attribution, notes = _checked(part, inputs, batches,
                                                              gradients=costs[method].backward > 0)
             results[(method, key)] = Explanation(
                 attribution=attribution,
@@ -315,7 +345,7 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
                 params=params[method],
                 elapsed_s=elapsed,
                 objective=objective,
-                layer=layer_info.name if (method in cam.LAYER_MAPS or method == GUIDED_CAM) else None,
+                layer=layer_info.name if get_method(method).needs_layer else None,
                 layer_attribution=layer_attribution,
                 extras={},
                 seed=seed,
@@ -389,4 +419,4 @@ def _explain_together(model, bundle, inputs, method, info, params, keyed, catego
     return results
 
 
-__all__ = ["estimated_seconds", "explain_many", "shared_methods", "target_key"]
+__all__ = ["estimated_seconds", "explain_many", "shared_methods", "shared_pass", "target_key"]

@@ -15,15 +15,13 @@ with ``to_dict()`` for JSON. Maps are compared as the signed channel sum ``rende
 (what Quantus' explanation functions return); see :mod:`explainers.similarity` for the metrics.
 
 Sharing passes. Within a step of the cascade (or one call of the other checks) all chosen methods run on the
-same copy with the same resolved target and layer, and they share what the method contract lets them share:
-the target is resolved once from the original model; the layer is resolved once; the step's clean forward (the
-copy's logits, for the report) is the one the first method ran on its way, or one prediction pass if none did
-(``explain()`` would run one for every method that does not compute logits itself, e.g. SmoothGrad and the
-controls); Guided Grad-CAM is the product of the step's guided-backprop
-and Grad-CAM maps and Input × Gradient the input times the step's vanilla gradient when those are chosen too (no
-passes of their own); several targets (the random-logit test) share each method's forward pass. What is not
-shared: each gradient method still runs its own forward and backward passes, because the contract gives every
-method its own graph (guided backprop needs its own backward rule anyway).
+same copy with the same resolved target and layer: the target is resolved once from the original model; the
+layer is resolved once; the methods of explain_many's shared set (vanilla, input × gradient, the one-capture
+CAMs, guided backprop, deconvnet, Guided Grad-CAM) come from one forward pass of the step's copy with one
+backward per target, and one more per target for each rectified rule (``many.shared_pass``), which also gives
+the step's logits; every other method is its own call, several targets (the random-logit test) sharing its
+passes. The step's clean forward is otherwise the one the first method ran on its way, or one prediction pass if
+none did.
 """
 
 from __future__ import annotations
@@ -43,10 +41,11 @@ import torch
 from torch import nn
 
 from . import render
-from .batching import Progress, default_batch_size
+from .batching import Batches, Progress, default_batch_size
 from .core import Call, _resolve_layer, _unwrap, as_logits, prepare_inputs, run_method
 from .errors import LayerError, ParameterError, SaliencyError
 from .hooks import model_guard
+from .many import shared_methods, shared_pass
 from .registry import NEEDS_MODEL, MethodInfo, get_method
 from .similarity import METRIC_LABELS, METRICS, PreparedMap, Similarity
 from .targets import Target, TargetSpec
@@ -102,9 +101,6 @@ class _Plan:
     key: str
     info: MethodInfo
     params: dict[str, Any]
-    # Built from other plans of the same step instead of passes of its own: ("product", fine, coarse) or
-    # ("times_input", gradient); None runs the method.
-    composed: tuple[str, ...] | None = None
     reseed: bool = False  # the random control draws afresh at every step (the chance floor of each curve)
 
 
@@ -117,19 +113,7 @@ def _plans(specs: list[MethodSpec], model: nn.Module, fresh_random: bool = False
             raise SaliencyError(f"{reason}; drop {spec.method!r} from the sanity check")
         plans.append(_Plan(spec.key, info, info.validate(dict(spec.params)),
                            reseed=fresh_random and spec.method == "random"))
-    runs = {(p.info.name, tuple(sorted(p.params.items()))): p.key for p in plans}
-    composed = []
-    for plan in plans:
-        name = plan.info.name
-        if name == "guided_gradcam":
-            fine = runs.get(("guided_backprop", ()))
-            coarse = runs.get(("gradcam", (("relu", plan.params["relu"]),)))
-            if fine and coarse:
-                plan = replace(plan, composed=("product", fine, coarse))
-        elif name == "input_x_gradient" and runs.get(("vanilla", ())):
-            plan = replace(plan, composed=("times_input", runs[("vanilla", ())]))
-        composed.append(plan)
-    return composed
+    return plans
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -265,7 +249,7 @@ class _Runner:
     def units(self, plan: _Plan) -> int:
         """Progress units of one run of ``plan``: its dominant passes per row, as ``explain()`` counts them
         (several targets share a batch's forward pass and advance it once)."""
-        if plan.composed or NEEDS_MODEL not in plan.info.requires:
+        if NEEDS_MODEL not in plan.info.requires:
             return 0
         channels = getattr(self.layer_info, "channels", None)
         cost = plan.info.cost.passes(plan.params, tuple(self.inputs.shape[-2:]), channels)
@@ -273,7 +257,8 @@ class _Runner:
 
     def run(self, model: nn.Module, targets: tuple[Target, ...], step: int = 0,
             inputs: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """({key: attribution [T, N, C, H, W]}, logits [N, K]) of every plan on ``model``."""
+        """({key: attribution [T, N, C, H, W]}, logits [N, K]) of every plan on ``model``: the plans of
+        explain_many's shared set from one shared pass, every other plan as its own method call."""
         inputs = self.inputs if inputs is None else inputs
         self.progress.advance(0)  # a cancel between steps is seen even when no method runs a pass
         with model_guard(model):
@@ -283,8 +268,17 @@ class _Runner:
                         seed=self.seed, bundle=bundle, layer=self.layer_info, layer_module=module)
             results: dict[str, torch.Tensor] = {}
             logits = None
+            together = [p for p in self.plans if _in_shared_pass(p)]
+            if together:
+                rows = [self.units(p) // len(self.inputs) for p in together]
+                maps, logits, _ = shared_pass(
+                    model, inputs, {p.key: (p.info.name, p.params) for p in together},
+                    lambda _logits, start, stop: [t.take(torch.arange(start, stop)) for t in targets],
+                    self.layer_info, module, Batches(self.batch_size, inputs.device), self.progress, sum(rows))
+                results.update({key: result.attribution.detach() for key, result in maps.items()})
+                logits = logits.detach()
             for plan in self.plans:
-                if plan.composed:
+                if _in_shared_pass(plan):
                     continue
                 plan_call = replace(call, seed=self.seed + step) if plan.reseed else call
                 result = run_method(plan.info, plan_call, inputs, plan.params)
@@ -293,12 +287,11 @@ class _Runner:
                     logits = result.logits.detach()  # the clean forward a method ran on its way serves the step
             if logits is None:
                 logits = call.predict(inputs)  # no method computed them: one prediction pass
-            for plan in self.plans:
-                if plan.composed and plan.composed[0] == "product":
-                    results[plan.key] = results[plan.composed[1]] * results[plan.composed[2]]
-                elif plan.composed:
-                    results[plan.key] = inputs.unsqueeze(0) * results[plan.composed[1]]
-        return results, logits
+        return {p.key: results[p.key] for p in self.plans}, logits
+
+
+def _in_shared_pass(plan: _Plan) -> bool:
+    return plan.info.name in shared_methods()
 
 
 def signed_map(attribution: torch.Tensor) -> np.ndarray:
@@ -514,24 +507,28 @@ def model_randomisation(
 
 
 def _shared_note(plan: _Plan) -> str:
-    if not plan.composed:
-        return "model-free: no passes" if NEEDS_MODEL not in plan.info.requires else ""
-    if plan.composed[0] == "product":
-        return f"product of this step's {plan.composed[1]} and {plan.composed[2]} maps (no passes of its own)"
-    return f"the input times this step's {plan.composed[1]} gradient (no passes of its own)"
+    if NEEDS_MODEL not in plan.info.requires:
+        return "model-free: no passes"
+    if _in_shared_pass(plan):
+        return "from the step's one shared forward pass, with a backward per target (and per rectified rule)"
+    return ""
 
 
 def _shared_notes(plans: list[_Plan]) -> list[str]:
     notes = [
         "target resolved once, from the original model's logits, and held fixed at every step",
         "layer resolved once on the original model",
-        "the step's clean forward: the copy's logits come from the first method that computed them on its way "
-        "(vanilla, IG, the CAMs; explain() would run a prediction pass for each method that does not, such as "
-        "SmoothGrad and the controls), or from one prediction pass when none did",
+        "the step's clean forward: the copy's logits come from the shared pass, or from the first method that "
+        "computed them on its way (IG; explain() would run a prediction pass for each method that does not, such "
+        "as SmoothGrad and the controls), or from one prediction pass when none did",
     ]
-    notes += [f"{p.key}: {_shared_note(p)}" for p in plans if _shared_note(p)]
-    notes.append("not shared: every other method runs its own forward and backward passes (the method contract "
-                 "gives each its own graph)")
+    together = [p.key for p in plans if _in_shared_pass(p)]
+    if together:
+        notes.append(f"{', '.join(together)}: one forward pass per step, shared, then one backward per target, and "
+                     "one more per target for guided backprop's rule (explain_many's shared pass)")
+    notes += [f"{p.key}: {_shared_note(p)}" for p in plans if _shared_note(p) and not _in_shared_pass(p)]
+    notes.append("not shared: every other method runs its own forward and backward passes (several targets "
+                 "share them)")
     return notes
 
 

@@ -284,14 +284,18 @@ def test_a_map_that_becomes_constant_is_undefined_in_results_and_json():
     assert '"undefined: constant map"' in text
 
 
-def test_guided_gradcam_and_input_x_gradient_are_composed_from_the_same_step(default_bundle):
+def test_the_shared_set_comes_from_one_shared_pass_per_step(default_bundle):
     inputs = default_bundle.preprocess(explainers.open_image(sample_path("cat.png")))
-    result = sanity.model_randomisation(
-        default_bundle, inputs, ["gradcam", "guided_backprop", "guided_gradcam", "vanilla", "input_x_gradient"],
-        controls=(), steps=1, thumbnail_size=None)
-    assert "product" in result.methods["guided_gradcam"].shared and "input" in result.methods["input_x_gradient"].shared
-    # the composed maps are the registered methods' maps: the same numbers explain() gives on the original
-    for method in ("guided_gradcam", "input_x_gradient"):
+    shared = ["gradcam", "guided_backprop", "guided_gradcam", "vanilla", "input_x_gradient"]
+    result = sanity.model_randomisation(default_bundle, inputs, [*shared, sanity.MethodSpec("smoothgrad",
+                                        {"n_samples": 2})], controls=(), steps=1, thumbnail_size=None)
+    for method in shared:
+        assert "shared forward pass" in result.methods[method].shared
+    assert result.methods["smoothgrad"].shared == ""
+    assert any(note.startswith("gradcam, guided_backprop, guided_gradcam, vanilla, input_x_gradient: one forward")
+               for note in result.shared)
+    # the shared maps are the registered methods' maps: the same numbers explain() gives on the original
+    for method in shared:
         direct = explainers.explain(default_bundle, inputs, method, target=int(result.target[0]), seed=42)
         expected = np.abs(sanity.signed_map(direct.attribution[0]))
         np.testing.assert_allclose(result.methods[method].thumbnails[0, 0], expected, rtol=1e-4,
