@@ -102,18 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, BMP, GIF, TIFF)")
     ex.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
     ex.add_argument("--model", default=DEFAULT_MODEL, help="model name, see list-models (default: %(default)s)")
-    ex.add_argument("--method", default="vanilla", help="method name, see list-methods (default: %(default)s)")
+    ex.add_argument("--method", default="vanilla", metavar="NAME[,NAME…]",
+                    help="method name, or several separated by commas, computed together so that they share passes "
+                    "(explain_many); see list-methods (default: %(default)s)")
     ex.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a method parameter (repeatable), e.g. --param n_steps=20; see list-methods",
+        help="a method parameter (repeatable), e.g. --param n_steps=20; with several methods it goes to each "
+        "method that has it; see list-methods",
     )
     ex.add_argument(
         "--target",
-        default="top1",
-        help='class index, class name, "topK" (K-th prediction) or a contrast "A vs B" (default: %(default)s)',
+        action="append",
+        default=None,
+        help='class index, class name, "topK" (K-th prediction) or a contrast "A vs B" (default: top1); repeat it '
+        "for several targets, which share each method's passes",
     )
     ex.add_argument("--layer", default=None, help="layer to capture (CAM methods), see list-layers")
     ex.add_argument("--objective", default="logit", choices=OBJECTIVES, help="explained score (default: %(default)s)")
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
     ex.set_defaults(handler=cmd_explain)
+    ex.epilog = ("Each image, method and target gives <stem>_<method>.png/.npy/.json; with several targets the "
+                 "target is added to the name: <stem>_<method>_<target>.")
 
     lm = commands.add_parser("list-models", help="models, and whether each works offline")
     lm.set_defaults(handler=cmd_list_models)
@@ -257,27 +264,44 @@ def _out_stems(paths: Sequence[str]) -> list[str]:
     return stems
 
 
+def _file_part(target: Any) -> str:
+    """A target as a part of a file name: "top2", "281", "top1_vs_top2", "3-5" (one per row)."""
+    text = "-".join(map(str, target)) if isinstance(target, tuple) else str(target)
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_") or "target"
+
+
 def _class_label(index: int, categories: Sequence[str] | None) -> str:
     return f"{index} {categories[index]}" if categories and 0 <= index < len(categories) else str(index)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain each image and write its overlay PNG, attribution .npy and manifest JSON into --out."""
+    import random
     import time
 
     from tqdm import tqdm
 
-    from . import explain
     from .images import image_hash, load_image
     from .manifest import explanation_manifest, top_predictions
+    from .many import explain_many
     from .models import load_model, model_info
     from .registry import get_method
     from .render import View, render_for_image, to_pil
     from .targets import TargetSpec
 
     # Cheap checks first, so a typo fails before the model loads.
-    info = get_method(args.method)
-    params = info.validate(parse_params(args.param))
+    names = list(dict.fromkeys(name.strip() for name in args.method.split(",") if name.strip()))
+    infos = [get_method(name) for name in names or [args.method]]
+    raw = parse_params(args.param)
+    if len(infos) == 1:
+        params = {infos[0].name: infos[0].validate(raw)}
+    else:
+        orphans = sorted(name for name in raw if not any(name in info.params for info in infos))
+        if orphans:
+            raise ParameterError(f"none of the methods {', '.join(names)} has a parameter {orphans[0]!r}; see "
+                                 f"`{PROG} list-methods`")
+        params = {info.name: info.validate({k: v for k, v in raw.items() if k in info.params}) for info in infos}
+    targets = args.target or ["top1"]
     view = View(sign=args.sign, reduction=args.reduction, clip=args.clip, colormap=args.colormap, alpha=args.alpha,
                 original_aspect=args.aspect == "original")
     model_info(args.model)  # unknown model -> error with suggestions
@@ -286,10 +310,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     device = _pick_device(args.device)
 
     bundle = load_model(args.model, device=device, tqdm_bar=not args.quiet)
-    if info.unavailable_reason(bundle.model):
-        raise SaliencyError(f"{info.unavailable_reason(bundle.model)}; see `{PROG} list-methods`")
+    for info in infos:
+        if info.unavailable_reason(bundle.model):
+            raise SaliencyError(f"{info.unavailable_reason(bundle.model)}; see `{PROG} list-methods`")
     categories = bundle.categories
-    TargetSpec(args.target, 1, categories, args.objective, num_classes=len(categories) or None)
+    for target in targets:
+        TargetSpec(target, 1, categories, args.objective, num_classes=len(categories) or None)
     if args.layer is not None:
         try:
             bundle.resolve_layer(args.layer)
@@ -301,44 +327,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SaliencyError(f"expected a writable output folder for --out, got {str(out_dir)!r} ({exc})") from None
+    # one seed for every method and image, drawn when none is given, as explain() draws it
+    seed = random.SystemRandom().randrange(2**31) if args.seed is None else args.seed
 
-    bar = tqdm(list(zip(args.images, _out_stems(args.images))), desc=args.method, unit="image", disable=args.quiet)
+    bar = tqdm(list(zip(args.images, _out_stems(args.images))), desc=",".join(names), unit="image",
+               disable=args.quiet)
     for path, stem in bar:
         started = time.perf_counter()
         image = load_image(path)
         inputs = bundle.preprocess(image, args.preprocessing)
-        record = explain(
-            bundle,
-            inputs,
-            args.method,
-            args.target,
-            layer=args.layer,
-            objective=args.objective,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            **params,
-        ).record(0)
-        rendered = render_for_image(record.attribution, view, image=image, bundle=bundle,
-                                    preprocessing=args.preprocessing)
-        base = out_dir / f"{stem}_{args.method}"
-        files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
-        to_pil(rendered.overlay).save(files["overlay"])
-        np.save(files["attribution"], record.attribution.astype(np.float32))
-        manifest = explanation_manifest(
-            record, image_name=str(path), image_hash=image_hash(image), image_size=image.size, model=bundle.name,
-            preprocessing=args.preprocessing, categories=categories, view=view,
-            value_range=(rendered.lo, rendered.hi), files=files, device=device,
-        )
-        manifest["total_s"] = time.perf_counter() - started
-        manifest["batch_size"] = args.batch_size
-        Path(files["manifest"]).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        results = explain_many(bundle, inputs, [info.name for info in infos], targets, layer=args.layer,
+                               objective=args.objective, batch_size=args.batch_size, seed=seed, params=params)
+        for (method, key), explanation in results.items():
+            record = explanation.record(0)
+            rendered = render_for_image(record.attribution, view, image=image, bundle=bundle,
+                                        preprocessing=args.preprocessing)
+            suffix = f"_{_file_part(key)}" if len(targets) > 1 else ""
+            base = out_dir / f"{stem}_{method}{suffix}"
+            files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
+            to_pil(rendered.overlay).save(files["overlay"])
+            np.save(files["attribution"], record.attribution.astype(np.float32))
+            manifest = explanation_manifest(
+                record, image_name=str(path), image_hash=image_hash(image), image_size=image.size,
+                model=bundle.name, preprocessing=args.preprocessing, categories=categories, view=view,
+                value_range=(rendered.lo, rendered.hi), files=files, device=device,
+            )
+            manifest["total_s"] = time.perf_counter() - started
+            manifest["batch_size"] = args.batch_size
+            Path(files["manifest"]).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
 
-        top = top_predictions(record.logits, categories, 1)[0]
-        explained = " vs ".join(_class_label(i, categories) for i in record.target)
-        predicted = f"{_class_label(top['index'], categories)} ({top['probability']:.1%})"
-        notice = image.info.get("notice")
-        tqdm.write(f"{files['overlay']}  predicted: {predicted}  target: {explained}"
-                   + (f"  ({notice})" if notice else ""), file=sys.stdout)
+            top = top_predictions(record.logits, categories, 1)[0]
+            explained = " vs ".join(_class_label(i, categories) for i in record.target)
+            predicted = f"{_class_label(top['index'], categories)} ({top['probability']:.1%})"
+            notice = image.info.get("notice")
+            tqdm.write(f"{files['overlay']}  predicted: {predicted}  target: {explained}"
+                       + (f"  ({notice})" if notice else ""), file=sys.stdout)
     return 0
 
 

@@ -113,6 +113,30 @@ def test_explain_top2_target_and_method_params(tmp_path):
     assert np.load(tmp_path / "cat_smoothgrad.npy").shape == (3, 224, 224)
 
 
+def test_several_methods_and_targets_share_passes_and_equal_single_runs(tmp_path, capsys):
+    """In-process: --method a,b,c with repeated --target writes one set of files per method and target, each
+    equal to what a run of that method and target alone writes."""
+    together = tmp_path / "together"
+    code = main(["explain", str(CAT), "--method", "vanilla,gradcam,smoothgrad", "--param", "n_samples=2",
+                 "--target", "top1", "--target", "tabby vs tiger cat", "--seed", "3", "--out", str(together),
+                 "--quiet"])  # fmt: skip
+    assert code == 0
+    names = sorted(p.name for p in together.glob("*.npy"))
+    assert names == sorted(f"cat_{m}_{t}.npy" for m in ("vanilla", "gradcam", "smoothgrad")
+                           for t in ("top1", "tabby_vs_tiger_cat"))
+    alone = tmp_path / "alone"
+    assert main(["explain", str(CAT), "--method", "smoothgrad", "--param", "n_samples=2", "--target",
+                 "tabby vs tiger cat", "--seed", "3", "--out", str(alone), "--quiet"]) == 0  # fmt: skip
+    np.testing.assert_allclose(np.load(together / "cat_smoothgrad_tabby_vs_tiger_cat.npy"),
+                               np.load(alone / "cat_smoothgrad.npy"), rtol=1e-5, atol=1e-8)
+    manifest = load_manifest(together / "cat_gradcam_tabby_vs_tiger_cat.json")
+    assert manifest["target"]["indices"] == [281, 282] and manifest["seed"] == 3
+    assert manifest["params"] == METHODS["gradcam"].defaults()  # n_samples went only to the method that has it
+    assert main(["explain", str(CAT), "--method", "vanilla,gradcam", "--param", "n_steps=3",
+                 "--out", str(alone)]) == 2
+    assert "none of the methods vanilla, gradcam has a parameter 'n_steps'" in capsys.readouterr().err
+
+
 def test_explain_center_crop_and_repeated_stems(tmp_path, capsys):
     """In-process: the overlay keeps the original size; what the crop cut off is the original, dimmed."""
     code = main(["explain", str(CAT), str(CAT), "--preprocessing", "center_crop", "--target", "tabby vs tiger cat",
