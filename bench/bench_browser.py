@@ -10,8 +10,9 @@ Cases (medians over the repeats; wall time seen from the driver, click → rende
 * colormap change → re-rendered heatmap: right after, change "view.colormap"; stop when a run has finished and
   the heatmap's image differs from before. Goal ≤ 0.5 s.
 * Compare, cold: a fresh server per repeat, open /compare (default sample cat.png, default grid of 6 methods ×
-  2 targets + difference), press its Run button, stop when the "Method agreement" heatmap is drawn. Includes
-  the page and model load. No goal; reported for tracking.
+  2 targets + difference, which starts at once), stop when the "Method agreement" heatmap is drawn: goal ≤ 30 s
+  (issue 10), page and model load included. The first panel is timed from the moment the page shows its grid
+  (the "Compare" heading is drawn): goal ≤ 2 s.
 
 Usage: ``python bench/bench_browser.py [--repeats 5] [--compare-repeats 1] [--skip-compare]``.
 Writes bench/results/browser-<stamp>.json and prints a table.
@@ -154,10 +155,11 @@ def compare_cold(playwright) -> dict:
         images = '[data-testid="stMain"] [data-testid="stImage"] img'
         start = time.perf_counter()
         page.goto(f"{server.url}/compare")
-        # the default grid is estimated at minutes here, so it waits for its Run button
-        page.get_by_role("button", name=re.compile(r"^Run the grid")).click(timeout=LOAD_MS)
+        page.get_by_role("heading", name="Compare").wait_for(timeout=LOAD_MS)
+        shown = time.perf_counter()
+        # the default grid fits the auto-run budget, so it starts at once (a Run button would fail the wait)
         page.locator(images).first.wait_for(timeout=LOAD_MS)
-        first_panel_s = time.perf_counter() - start
+        first_panel_s = time.perf_counter() - shown
         page.wait_for_function(
             """([selector, n]) => document.querySelectorAll(selector).length >= n
                    && document.querySelector('.st-key-agreement_spearman .heatmaplayer') !== null""",
@@ -212,9 +214,10 @@ def main() -> int:
                 compares.append(compare_cold(playwright))
                 print(f"  agreement shown after {compares[-1]['agreement_s']:.1f} s "
                       f"(first panel {compares[-1]['first_panel_s']:.1f} s)", flush=True)
-            rows.append(summary("Compare default grid, cold", [c["agreement_s"] for c in compares], None,
-                                "fresh server, /compare on cat.png until the agreement heatmap is drawn; first "
-                                f"panel median {statistics.median(c['first_panel_s'] for c in compares):.1f} s"))
+            rows.append(summary("Compare default grid, cold", [c["agreement_s"] for c in compares], 30.0,
+                                "fresh server, /compare on cat.png until the agreement heatmap is drawn"))
+            rows.append(summary("Compare first panel after the page shows", [c["first_panel_s"] for c in compares],
+                                2.0, "from the Compare heading to the first grid image"))
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"browser-{time.strftime('%Y%m%d-%H%M%S')}.json"
