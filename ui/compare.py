@@ -159,11 +159,12 @@ class Step:
         return ", ".join(METHODS[m].display_name for m in self.methods)
 
 
-def grid_plan(selection: Selection, todo: list[tuple[str, int]]) -> list[Step]:
+def grid_plan(selection: Selection, todo: list[tuple[str, int]], times: PassTimes | None = None) -> list[Step]:
     """How the pending panels are computed: the methods of the shared pass together, then every other method
     for all its pending targets at once (they share its passes), the quickest first, so that the first panels
-    come at once. The estimate and the computation both follow this plan."""
-    hw, times = tuple(selection.inputs.shape[-2:]), _times(selection)
+    come at once. The estimate and the computation both follow this plan; ``times`` defaults to this model's
+    measured pass times."""
+    hw, times = tuple(selection.inputs.shape[-2:]), times or _times(selection)
     targets: dict[str, list[int]] = {}
     for method, target in todo:
         targets.setdefault(method, []).append(target)
@@ -245,6 +246,14 @@ def colorbar_strip(scale: np.ndarray, height: int = 12) -> np.ndarray:
     return np.repeat(scale[None, :, :], height, axis=0)
 
 
+def _row_label(method: str) -> str:
+    """A row's name and family. A long word gets a soft hyphen after its fourth letter, so that a narrow column
+    (900 px) breaks "Guided backpropagation" as back-propagation, not mid-syllable."""
+    info = METHODS[method]
+    words = [w if len(w) < 12 or "-" in w else f"{w[:4]}\u00ad{w[4:]}" for w in info.display_name.split(" ")]
+    return f"**{' '.join(words)}**  \n:gray[{info.family}]"
+
+
 def _fill_row(selection: Selection, settings: CompareSettings, method: str, records: dict[int, ExplanationRecord],
               label, slots) -> None:
     """Draw one method row's panels into its slots: every computed target, the difference, a linked legend."""
@@ -256,8 +265,7 @@ def _fill_row(selection: Selection, settings: CompareSettings, method: str, reco
         slot.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
         if panel.scale == "linked" and panel.column == settings.targets[0]:
             with label.container():
-                info = METHODS[method]
-                st.markdown(f"**{info.display_name}**  \n:gray[{info.family}]")
+                st.markdown(_row_label(method))
                 st.image(colorbar_strip(panel.rendered.scale), width="stretch")
                 st.caption(f"linked scale: {panel.rendered.lo:.3g} … {panel.rendered.hi:.3g} (raw)")
 
@@ -285,10 +293,9 @@ def draw_grid(selection: Selection, settings: CompareSettings, compute: bool) ->
         if settings.difference:
             header[-1].markdown("**Difference**  \n:gray[predicted − runner-up]")
         for method in settings.methods:
-            info = METHODS[method]
             cells = st.columns([1.2] + [1] * columns)
             label = cells[0].empty()
-            label.markdown(f"**{info.display_name}**  \n:gray[{info.family}]")
+            label.markdown(_row_label(method))
             rows[method] = (label, [cell.empty() for cell in cells[1:]])
     for method in settings.methods:
         waiting = any(method in step.methods for step in plan)

@@ -15,6 +15,7 @@ from PIL import Image
 from explainers import image_hash, load_image
 from explainers import render as rnd
 from explainers.many import shared_methods
+from explainers.timing import PassTimes
 from tests.conftest import sample_path
 from tests.ui.helpers import (
     COMPARE,
@@ -133,18 +134,24 @@ def test_layer_sweep_runs_over_blocks(app):
 # ---- issue 7 ----------------------------------------------------------------------------------------------
 
 
+# Pass times of the default model on this kind of machine (2 cores, 1 thread, load about 1), measured with
+# explainers.timing.measure_pass_times on 2026-12-01: a loaded test machine measures several times more, and the
+# estimate would then say so (and wait for Run), which is right for it but not what this test checks.
+QUIET = PassTimes(forward=0.03, forward_backward=0.10, backward=0.035)
+
+
 def test_the_default_grid_fits_the_auto_run_budget(default_bundle):
-    """The default grid is estimated, from this machine's measured pass times, to fit the budget under which a
-    grid starts at once (the e2e test runs it in Chromium)."""
+    """The default grid is estimated, at this machine's pass times when it is quiet, to fit the budget under
+    which a grid starts at once (the e2e test runs it in Chromium, bench_browser.py times it)."""
     at = start(session={state.COMPARE_METHODS: ["vanilla"]}, page=COMPARE)
     sel = selection(at)
-    plan = grid_plan(sel, [(m, t) for m in DEFAULT_METHODS for t in (CAT_TOP, CAT_SECOND)])
+    plan = grid_plan(sel, [(m, t) for m in DEFAULT_METHODS for t in (CAT_TOP, CAT_SECOND)], QUIET)
     assert [m for step in plan for m in step.methods] != DEFAULT_METHODS  # the shared rows first, then quickest
     assert set(plan[0].methods) == {m for m in DEFAULT_METHODS if m in shared_methods()}
     assert [s.seconds for s in plan[1:]] == sorted(s.seconds for s in plan[1:])
     assert sum(step.seconds for step in plan) <= AUTO_RUN_SECONDS
     # sharing is in the estimate: a second target costs less than the first
-    one = grid_plan(sel, [(m, CAT_TOP) for m in DEFAULT_METHODS])
+    one = grid_plan(sel, [(m, CAT_TOP) for m in DEFAULT_METHODS], QUIET)
     assert sum(s.seconds for s in plan) < 2 * sum(s.seconds for s in one)
 
 
