@@ -23,7 +23,7 @@ from .errors import LayerError, ParameterError, SaliencyError
 PROG = "python -m explainers"
 # Modules that add their own subcommands: each has ``add_commands(commands)``, which calls
 # ``commands.add_parser(...)`` and sets ``handler`` (args -> exit status; user errors raise SaliencyError).
-COMMAND_MODULES: tuple[str, ...] = ("explainers.sanity", "explainers.faithfulness")
+COMMAND_MODULES: tuple[str, ...] = ("explainers.sanity", "explainers.faithfulness", "explainers.batch")
 
 
 class _Parser(argparse.ArgumentParser):
