@@ -529,6 +529,60 @@ def read_manifest(out: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The views that reveal a spurious cue
+# ---------------------------------------------------------------------------------------------------------
+
+VIEWS = {
+    "outside": "mass outside the object: 1 − box mass where the list gives a box, else the border mass",
+    "confident_mistakes": "wrong predictions, the most confident first",
+    "unsure_mistakes": "wrong predictions, the least confident first",
+}
+
+
+def ranked(table, view: str):
+    """The table's explained rows ranked for one of ``VIEWS`` (error rows dropped)."""
+    if view not in VIEWS:
+        raise ParameterError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    rows = table[table["error"].isna()].copy()
+    if view == "outside":
+        outside = 1.0 - rows["box_mass"]
+        rows["outside"] = outside.where(rows["box_mass"].notna(), rows["border_mass"])
+        return rows.sort_values("outside", ascending=False, kind="stable")
+    mistakes = rows[rows["correct"] == False]  # noqa: E712 - a nullable column: None is not a mistake
+    return mistakes.sort_values("probability", ascending=view == "unsure_mistakes", kind="stable")
+
+
+def mean_maps(out: str | os.PathLike, table, by: str = "label", size: int = 28) -> dict[int, np.ndarray]:
+    """The mean stored map of each class (``by``: "label" or "prediction"), each map resampled to
+    ``size`` × ``size`` and scaled to a peak |value| of 1 before averaging, so every image counts the same."""
+    import torch.nn.functional as F
+
+    if by not in ("label", "prediction"):
+        raise ParameterError(f"by must be 'label' or 'prediction', got {by!r}")
+    rows = table[table["error"].isna() & table[by].notna()]
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    shards: dict[str, Any] = {}
+    try:
+        for _, row in rows.iterrows():
+            if row["map_file"] not in shards:
+                shards[row["map_file"]] = np.load(Path(out) / row["map_file"])
+            values = np.abs(shards[row["map_file"]][row["map_key"]].astype(np.float32))
+            peak = values.max()
+            if peak > 0:
+                values = values / peak
+            resized = F.interpolate(torch.from_numpy(values)[None, None], size=(size, size), mode="bilinear",
+                                    align_corners=False)[0, 0].numpy()
+            key = int(row[by])
+            sums[key] = sums.get(key, 0) + resized
+            counts[key] = counts.get(key, 0) + 1
+    finally:
+        for shard in shards.values():
+            shard.close()
+    return {key: sums[key] / counts[key] for key in sorted(sums)}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The local engine
 # ---------------------------------------------------------------------------------------------------------
 
@@ -680,4 +734,5 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Item", "Settings", "load_map", "map_statistics", "read_manifest", "read_source", "read_table", "run"]
+__all__ = ["VIEWS", "Item", "Settings", "load_map", "map_statistics", "mean_maps", "ranked", "read_manifest",
+           "read_source", "read_table", "run"]
