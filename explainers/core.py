@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import Batches, Progress, default_batch_size
+from .batching import Batches, Progress, default_batch_size, forward
 from .errors import ParameterError, SaliencyError
 from .hooks import model_guard
 from .registry import MethodInfo, get_method
@@ -243,9 +243,30 @@ def predict(model: nn.Module, inputs: torch.Tensor, batches: Batches) -> torch.T
 
     def compute(start, stop):
         with torch.inference_mode():
-            return as_logits(model(inputs[start:stop]))
+            return as_logits(forward(model, inputs[start:stop]))
 
     return torch.cat([logits for _, _, logits in batches.run(len(inputs), compute)])
+
+
+def clean_pass(model: nn.Module, inputs: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, Batches]:
+    """(logits, batches) of the clean prediction a rank needs: ``batch_size`` rows at a time, or all rows at once
+    unless the free memory says fewer."""
+    size = batch_size or default_batch_size(inputs.device, forward_only=True, model=model, inputs=inputs,
+                                            preferred=len(inputs))
+    batches = Batches(size, inputs.device)
+    return predict(model, inputs, batches), batches
+
+
+def method_batches(model: nn.Module, inputs: torch.Tensor, batch_size: int | None, forward_only: bool,
+                   after: Batches | None = None) -> Batches:
+    """The batches a method call runs with: ``batch_size``, or the automatic size for its kind of passes; no
+    larger than a size at which the clean pass (``after``) already ran out of memory."""
+    size = batch_size or default_batch_size(inputs.device, forward_only=forward_only, model=model, inputs=inputs)
+    batches = Batches(size, inputs.device)
+    if after is not None and after.reduced_from:
+        batches.reduced_from = list(after.reduced_from)
+        batches.size = min(batches.size, after.size)
+    return batches
 
 
 def _resolve_layer(model: nn.Module, bundle: Any, layer: Any, inputs: torch.Tensor):
@@ -320,23 +341,16 @@ def explain(
     started = time.perf_counter()
     with model_guard(model):
         device = inputs.device
-        clean_logits = None
-        clean_batches = Batches(batch_size or len(inputs), device)
-        if spec.needs_logits:  # a rank needs the clean prediction before anything is explained
-            clean_logits = predict(model, inputs, clean_batches)
+        # a rank needs the clean prediction before anything is explained
+        clean_logits, clean_batches = clean_pass(model, inputs, batch_size) if spec.needs_logits else (None, None)
         resolved_target = spec.resolve(clean_logits, device=device)
         layer_info, layer_module = _resolve_layer(model, bundle, layer, inputs) if info.needs_layer else (None, None)
         cost = info.cost.passes(resolved_params, tuple(inputs.shape[-2:]), getattr(layer_info, "channels", None))
-        if batch_size is None:
-            batch_size = default_batch_size(device, forward_only=cost.backward == 0)
-        batches = Batches(batch_size, device)
-        if clean_batches.reduced_from:  # the clean pass already ran out of memory at this size
-            batches.reduced_from = list(clean_batches.reduced_from)
-            batches.size = min(batches.size, clean_batches.size)
+        batches = method_batches(model, inputs, batch_size, cost.backward == 0, clean_batches)
         call = Call(
             model=model,
             targets=(resolved_target,),
-            batch_size=int(batch_size),
+            batch_size=batches.requested,
             # progress counts the passes that dominate: backward ones for gradient methods, else forward ones
             progress=Progress((cost.backward or cost.forward) * len(inputs), progress),
             seed=seed,

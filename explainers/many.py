@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import Batches, Progress, default_batch_size
+from .batching import Batches, Progress
 from .core import (
     Attribution,
     Call,
@@ -38,7 +38,8 @@ from .core import (
     _resolve_layer,
     _unwrap,
     as_logits,
-    predict,
+    clean_pass,
+    method_batches,
     prepare_inputs,
     run_method,
 )
@@ -321,7 +322,7 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
     device = inputs.device
     keys = list(requested)
     backward = any(costs[m].backward for m in methods)
-    batches = Batches(batch_size or default_batch_size(device, forward_only=not backward), device)
+    batches = method_batches(model, inputs, batch_size, not backward)
     maps, logits, targets = shared_pass(
         model, inputs, {m: (m, params[m]) for m in methods},
         lambda logits, start, stop: [requested[k].rows(logits, start, stop) for k in keys],
@@ -366,19 +367,12 @@ def _explain_together(model, bundle, inputs, method, info, params, keyed, catego
     started = time.perf_counter()
     device = inputs.device
     specs = {key: TargetSpec(t, len(inputs), categories, objective) for key, t in keyed.items()}
-    clean_logits = None
-    clean_batches = Batches(batch_size or len(inputs), device)
-    if any(spec.needs_logits for spec in specs.values()):
-        clean_logits = predict(model, inputs, clean_batches)
+    ranks = any(spec.needs_logits for spec in specs.values())
+    clean_logits, clean_batches = clean_pass(model, inputs, batch_size) if ranks else (None, None)
     targets = [spec.resolve(clean_logits, device=device) for spec in specs.values()]
-    if batch_size is None:
-        batch_size = default_batch_size(device, forward_only=cost.backward == 0)
-    batches = Batches(batch_size, device)
-    if clean_batches.reduced_from:
-        batches.reduced_from = list(clean_batches.reduced_from)
-        batches.size = min(batches.size, clean_batches.size)
+    batches = method_batches(model, inputs, batch_size, cost.backward == 0, clean_batches)
     call = Call(
-        model=model, targets=tuple(targets), batch_size=int(batch_size),
+        model=model, targets=tuple(targets), batch_size=batches.requested,
         progress=Progress(units, _share_of(progress, units)), seed=seed, bundle=bundle, layer=layer_info,
         layer_module=layer_module, batches=batches,
     )

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batching import forward
 from ..core import Attribution, Call, as_logits
 from ..errors import SaliencyError
 from ..hooks import capture_layer
@@ -325,53 +326,60 @@ LAYER_MAPS = {
 )
 def scorecam(call, inputs, relu=True):
     """Wang et al. 2020, arXiv:1910.01279. Gradient-free, batched; constant channels share one pass, and every
-    target is scored from the same masked passes."""
+    target is scored from the same masked passes.
+
+    Masks are built batch by batch (corner-aligned bilinear upsampling of the batch's channels, then min-max per
+    channel), so memory grows with ``batch_size`` and not with the channel count. The host learns how many
+    channels vary in each row once, before the loops; nothing inside them waits for the device.
+    """
     captured = capture(call, inputs, gradients=False)
     activations = captured.activations
     n, c = activations.shape[:2]
+    size = inputs.shape[-2:]
     count = len(call.targets)
-    maps = []
-    skipped = 0
-    flat_rows = []
-    for i in range(n):
-        # masks: bilinear (corner-aligned) upsampling, then min-max per channel
-        upsampled = F.interpolate(activations[i : i + 1], size=inputs.shape[-2:], mode="bilinear",
-                                  align_corners=True)[0]
-        low = upsampled.amin(dim=(1, 2), keepdim=True)
-        high = upsampled.amax(dim=(1, 2), keepdim=True)
-        # judged at the layer's resolution: interpolating a constant map is not bit-exact constant
-        constant = activations[i].flatten(1).amax(dim=1) == activations[i].flatten(1).amin(dim=1)
-        constant |= (high - low).flatten() <= 0
-        varying = torch.nonzero(~constant).flatten()
-        masks = (upsampled[varying] - low[varying]) / (high[varying] - low[varying])
-        scores = torch.empty((count, c), device=inputs.device, dtype=inputs.dtype)
+    flat_layer = activations.flatten(2)
+    # judged at the layer's resolution: interpolating a constant map is not bit-exact constant
+    constant = flat_layer.amax(dim=2) == flat_layer.amin(dim=2)  # [N, C]
+    varying_counts = (~constant).sum(dim=1).tolist()  # the one wait: how many passes each row makes
+    scores = torch.empty((count, n, c), device=inputs.device, dtype=inputs.dtype)
+    if not all(varying == c for varying in varying_counts):
+        # a constant channel's normalised mask is all zeros: every such channel scores the blank input, the same
+        # image for every row, so one pass serves them all
+        with torch.inference_mode():
+            blank_logits = as_logits(forward(call.model, torch.zeros_like(inputs[:1]))).expand(n, -1)
+            blank = call.scores(blank_logits, torch.arange(n)).to(scores.dtype)  # [T, N]
+        scores.copy_(blank.unsqueeze(2).expand(count, n, c))
+    varying_channels = torch.nonzero(~constant)[:, 1].split(varying_counts)  # row-major: each row's channels
+    for i, varying in enumerate(varying_channels):
+        row_activations = activations[i]
 
-        def masked_scores(start, stop, i=i, masks=masks):
+        def masked_scores(start, stop, i=i, varying=varying, row_activations=row_activations):
             with torch.inference_mode():
-                logits = as_logits(call.model(inputs[i : i + 1] * masks[start:stop].unsqueeze(1)))
+                channels = varying[start:stop]
+                upsampled = F.interpolate(row_activations[channels].unsqueeze(1), size=size, mode="bilinear",
+                                          align_corners=True)  # [B, 1, H, W]
+                low = upsampled.amin(dim=(2, 3), keepdim=True)
+                spread = upsampled.amax(dim=(2, 3), keepdim=True) - low
+                # a map the upsampling flattened to a constant gets the blank mask, as a constant channel does
+                masks = torch.where(spread > 0, (upsampled - low) / torch.where(spread > 0, spread, 1.0), 0.0)
+                logits = as_logits(forward(call.model, inputs[i : i + 1] * masks))
                 return call.scores(logits, torch.full((stop - start,), i, dtype=torch.long))
 
-        for start, stop, batch_scores in call.batches.run(len(varying), masked_scores):
-            scores[:, varying[start:stop]] = batch_scores.to(scores.dtype)
+        for start, stop, batch_scores in call.batches.run(varying_counts[i], masked_scores):
+            scores[:, i, varying[start:stop]] = batch_scores.to(scores.dtype)
             call.progress.advance(stop - start)
-        with torch.inference_mode():
-            if constant.any():
-                # a constant channel's normalised mask is all zeros: every such channel scores the blank input
-                blank_logits = as_logits(call.model(torch.zeros_like(inputs[i : i + 1])))
-                blank = call.scores(blank_logits, torch.tensor([i])).to(scores.dtype)  # [T, 1]
-                scores[:, constant] = blank.expand(count, int(constant.sum()))
-                call.progress.advance(int(constant.sum()))
-        skipped += int(constant.sum())
-        # every channel's mask scoring the same means the score ignores the masks: the softmax would weight the
-        # channels uniformly and draw the mean activation, which says nothing about the class
-        flat = (scores.amax(dim=1) == scores.amin(dim=1)) & (c > 1)  # [T]; one channel has nothing to compare
-        flat_rows.append(flat.tolist())  # [T] for this row
-        weights = torch.where(flat.view(count, 1), 0.0, scores.softmax(dim=1)).view(count, c, 1, 1)
-        maps.append((weights * activations[i].unsqueeze(0)).sum(dim=1))  # [T, h, w]
-    result = finish(inputs, torch.stack(maps, dim=1), relu, captured.logits)
+        if varying_counts[i] < c:
+            call.progress.advance(c - varying_counts[i])
+    skipped = n * c - sum(varying_counts)
+    # every channel's mask scoring the same means the score ignores the masks: the softmax would weight the
+    # channels uniformly and draw the mean activation, which says nothing about the class
+    flat = (scores.amax(dim=2) == scores.amin(dim=2)) & (c > 1)  # [T, N]; one channel has nothing to compare
+    weights = torch.where(flat.unsqueeze(2), 0.0, scores.softmax(dim=2))  # [T, N, C]
+    layer_maps = torch.einsum("tnc,nchw->tnhw", weights, activations)
+    result = finish(inputs, layer_maps, relu, captured.logits)
     result.extras = [{"skipped_constant_channels": skipped, "channels": c * n} for _ in range(count)]
     note = ("the map is all zero: every channel's masked copy got the same score, so no channel carries weight",)
-    result.target_notes = [[note if row[t] else () for row in flat_rows] for t in range(count)]  # [T][N]
+    result.target_notes = [[note if empty else () for empty in row] for row in flat.tolist()]  # [T][N]
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..baselines import make_baseline
+from ..batching import forward
 from ..core import Attribution, as_logits, same_input
 from ..errors import ParameterError
 from ..registry import Cost, Param, Reference, Sanity, register
@@ -120,7 +121,7 @@ def occlusion(call, inputs, window=32, stride=16, baseline="zero"):
             row, position = index // per_row, index % per_row
             covered = cover_y[position // n_x].unsqueeze(2) & cover_x[position % n_x].unsqueeze(1)  # [B, H, W]
             batch = torch.where(covered.unsqueeze(1), reference[row], inputs[row])
-            scores = call.scores(as_logits(call.model(batch)), row)  # every target from the same pass
+            scores = call.scores(as_logits(forward(call.model, batch)), row)  # every target from the same pass
             changed = (covered.unsqueeze(1) & unchanged[row]).flatten(1).any(dim=1)
             return torch.where(changed, clean[:, row] - scores.double(), 0.0)
 

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..batching import forward
 from ..core import Attribution, as_logits
 from ..registry import Cost, Param, Reference, Sanity, register
 
@@ -123,7 +124,7 @@ def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
             index = torch.arange(start, stop)
             masks = sampler.masks(index // count, inputs.dtype, device)
             row = (index % count).to(device)
-            scores = call.scores(as_logits(call.model(inputs[row] * masks.unsqueeze(1))), row)  # [T, B]
+            scores = call.scores(as_logits(forward(call.model, inputs[row] * masks.unsqueeze(1))), row)  # [T, B]
             return row, scores.double(), scores.double().view(*scores.shape, 1, 1) * masks.double().unsqueeze(0)
 
     for start, stop, (row, scores, weighted) in call.batches.run(n_masks * count, masked_scores):
