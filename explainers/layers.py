@@ -238,7 +238,7 @@ def _measure_unlocked(model: nn.Module, input_shape: tuple[int, ...]) -> dict[st
             records[name] = _Record(name)
             handles.append(module.register_forward_hook(hook_for(records[name])))
         model.eval()
-        with torch.no_grad():
+        with torch.inference_mode():
             model(torch.zeros(input_shape, device=device, dtype=dtype))
     except Exception as exc:
         raise LayerError(

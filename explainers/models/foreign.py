@@ -130,7 +130,7 @@ def _dry_run(model: nn.Module, size: int, device: torch.device, what: str, hint:
     Two, not one: every method runs batches, and a graph exported for one image only must be refused here.
     """
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             logits = model(torch.zeros(2, 3, size, size, device=device))
     except Exception as exc:
         raise ModelLoadError(

@@ -652,7 +652,7 @@ def _load_torchscript(src: _Source, labels: list[str] | None, size: int | None, 
     model = ScriptedClassifier(scripted).eval()
     side = size or 224
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             out = model(torch.zeros(1, 3, side, side, device=device))
     except Exception as exc:
         raise ModelLoadError(f"expected the TorchScript model to take images [1,3,{side},{side}] (set input_size "
