@@ -12,10 +12,10 @@ from ui.compare import (
     export_zip,
     grid_id,
     grid_plan,
-    panel_seconds,
     pending,
     sweep_methods,
     sweep_scope_label,
+    sweep_seconds,
 )
 from ui.controls import KEEP, LAYER_SCOPES, layer_choices, method_label
 from ui.errors import guard
@@ -87,9 +87,10 @@ with guard():
     scope = middle.radio("Layers", LAYER_SCOPES, horizontal=True, key=state.SWEEP_SCOPE, persist_state=KEEP,
                          format_func=lambda s: sweep_scope_label(selection, s))
     layers = layer_choices(selection.bundle, scope)
-    sweep_s = sum(panel_seconds(selection, method, layer) for layer in layers)
-    if right.toggle("Run sweep", key=state.SWEEP_RUN, help=f"One {method_label(method)} per layer: "
-                    f"{len(layers)} layers, about {sweep_s:.0f} s."):
+    sweep_s = sweep_seconds(selection, method, layers)
+    if right.toggle("Run sweep", key=state.SWEEP_RUN, help=f"{method_label(method)} at every layer, from one "
+                    f"pass with every layer captured: {len(layers)} layers, about {sweep_s:.1f} s."):
         draw_layer_sweep(selection, method, settings.targets[0], layers, settings.view)
     else:
-        st.caption(f"{len(layers)} layers, about {sweep_s:.0f} s; the predicted class, the default layer first.")
+        st.caption(f"{len(layers)} layers in one pass, about {sweep_s:.1f} s; the predicted class, the default layer "
+                   "first.")

@@ -191,8 +191,8 @@ def explain_many(
         units = {m: (costs[m].backward or costs[m].forward) * len(inputs) for m in together}
         overall = Progress(shared_units + sum(units.values()), progress)
         if shared:
-            results.update(_explain_shared(model, inputs, shared, requested, resolved, costs, layer_info,
-                                           layer_module, seed, objective, batch_size, overall))
+            results.update(_explain_shared(model, inputs, {m: (m, 0) for m in shared}, requested, resolved, costs,
+                                           [(layer_info, layer_module)], seed, objective, batch_size, overall))
         for method in together:
             results.update(_explain_together(
                 model, bundle, inputs, method, infos[method], resolved[method], keyed, categories, objective,
@@ -213,22 +213,24 @@ def _share_of(overall: Progress, units: int) -> Callable[[int, int], None]:
     return callback
 
 
-def shared_pass(model, inputs: torch.Tensor, plans: dict[Any, tuple[str, dict[str, Any]]],
-                targets_of: Callable[[torch.Tensor, int, int], list[Target]], layer_info, layer_module,
-                batches: Batches, progress: Progress, units_per_row: int
-                ) -> tuple[dict[Any, Attribution], torch.Tensor, list[Target]]:
+def shared_pass(model, inputs: torch.Tensor, plans: dict[Any, tuple], targets_of: Callable[[torch.Tensor, int, int],
+                list[Target]], layers: Sequence[tuple[Any, Any]], batches: Batches, progress: Progress,
+                units_per_row: int) -> tuple[dict[Any, Attribution], torch.Tensor, list[Target]]:
     """The shared set's methods from one batched forward pass, one plain backward per target and one backward per
     target and rectified rule (see the module docstring).
 
-    ``plans`` maps a key to (method of ``shared_methods()``, its validated params); ``targets_of(logits, start,
-    stop)`` gives the targets of rows start:stop from that batch's logits (so a rank costs no clean pass).
-    Returns ({key: Attribution [T, N, ...]}, logits [N, K], the targets joined over the batches); each map is
-    what the method's own call computes, target by target. Progress advances ``units_per_row`` per row done.
+    ``plans`` maps a key to (method of ``shared_methods()``, its validated params[, index into ``layers``, 0 when
+    not given]); ``layers`` is a list of (layer info, module), every one captured on the same forward pass and
+    reached by the same backward (a layer sweep is one pass). ``targets_of(logits, start, stop)`` gives the
+    targets of rows start:stop from that batch's logits (so a rank costs no clean pass). Returns ({key:
+    Attribution [T, N, ...]}, logits [N, K], the targets joined over the batches); each map is what the method's
+    own call computes, target by target. Progress advances ``units_per_row`` per row done.
     """
-    names = {method for method, _ in plans.values()}
+    names = {plan[0] for plan in plans.values()}
     want_input = bool(names & set(INPUT_MAPS))
     want_layer = GUIDED_CAM in names or bool(names & (set(cam.LAYER_MAPS) - {"eigencam"}))
     capturing = GUIDED_CAM in names or bool(names & set(cam.LAYER_MAPS))
+    layers = list(layers) if capturing else []
     # the rectified rules asked for, each one more backward per target through the hooked ReLUs
     rules = list(dict.fromkeys([RULE_OF[m] for m in sorted(names) if m in RULE_OF]
                                + (["guided"] if GUIDED_CAM in names else [])))
@@ -236,14 +238,19 @@ def shared_pass(model, inputs: torch.Tensor, plans: dict[Any, tuple[str, dict[st
     backward = plain or bool(rules)
     switch = BackwardRule()
 
+    def nchw(tensor, index):
+        info = layers[index][0]
+        return to_nchw(tensor, info.layout, info.grid)
+
     def compute(start, stop):
         batch = inputs[start:stop].detach()
-        with capture_layer(layer_module) if capturing else contextlib.nullcontext() as layer:
+        with contextlib.ExitStack() as stack:
+            captured = [stack.enter_context(capture_layer(module)) for _, module in layers]
             if not backward:
                 with torch.inference_mode():
                     logits = as_logits(model(batch))
                 rows = targets_of(logits, start, stop)
-                activations = to_nchw(layer.output.detach(), layer_info.layout, layer_info.grid)
+                activations = [nchw(c.output.detach(), i) for i, c in enumerate(captured)]
                 return rows, logits, None, activations, None, {}
             # requires_grad on the input guarantees a graph even for a model with frozen parameters
             batch.requires_grad_(True)
@@ -251,7 +258,7 @@ def shared_pass(model, inputs: torch.Tensor, plans: dict[Any, tuple[str, dict[st
                 switch.rule = None
                 logits = as_logits(model(batch))
                 rows = targets_of(logits.detach(), start, stop)
-                wrt = ([batch] if want_input else []) + ([layer.output] if want_layer else [])
+                wrt = ([batch] if want_input else []) + ([c.output for c in captured] if want_layer else [])
                 # every backward goes through the retained graph of the one forward pass; the last frees it
                 jobs = [(t, rule) for t in range(len(rows)) for rule in ([None] if plain else []) + rules]
                 grads: dict[tuple[int, str | None], tuple[torch.Tensor, ...]] = {}
@@ -261,13 +268,12 @@ def shared_pass(model, inputs: torch.Tensor, plans: dict[Any, tuple[str, dict[st
                     grads[(t, rule)] = torch.autograd.grad(score, wrt if rule is None else [batch],
                                                            retain_graph=j < len(jobs) - 1)
                 switch.rule = None
-            count = len(rows)
+            count, first = len(rows), int(want_input)
             input_grads = torch.stack([grads[(t, None)][0] for t in range(count)]) if want_input else None
-            layer_grads = (torch.stack([to_nchw(grads[(t, None)][-1], layer_info.layout, layer_info.grid)
-                                        for t in range(count)]) if want_layer else None)
+            layer_grads = ([torch.stack([nchw(grads[(t, None)][first + i], i) for t in range(count)])
+                            for i in range(len(captured))] if want_layer else None)
             rectified = {rule: torch.stack([grads[(t, rule)][0] for t in range(count)]) for rule in rules}
-            activations = (to_nchw(layer.output.detach(), layer_info.layout, layer_info.grid)
-                           if capturing else None)
+            activations = [nchw(c.output.detach(), i) for i, c in enumerate(captured)]
             return rows, logits.detach(), input_grads, activations, layer_grads, rectified
 
     parts = []
@@ -281,29 +287,28 @@ def shared_pass(model, inputs: torch.Tensor, plans: dict[Any, tuple[str, dict[st
     targets = [_join([p[0][t] for p in parts]) for t in range(count)]
     logits = torch.cat([p[1] for p in parts])
     input_grads = torch.cat([p[2] for p in parts], dim=1) if want_input else None
-    activations = torch.cat([p[3] for p in parts]) if capturing else None
-    layer_grads = torch.cat([p[4] for p in parts], dim=1) if want_layer else None
+    activations = [torch.cat([p[3][i] for p in parts]) for i in range(len(layers))]
+    layer_grads = [torch.cat([p[4][i] for p in parts], dim=1) for i in range(len(layers))] if want_layer else None
     rectified = {rule: torch.cat([p[5][rule] for p in parts], dim=1) for rule in rules}
 
-    eigen = None
+    eigen: dict[int, torch.Tensor] = {}
 
-    def one(method: str, params: dict[str, Any], t: int) -> Attribution:
+    def one(method: str, params: dict[str, Any], at: int, t: int) -> Attribution:
         """Target t's map, shaped as a one-target call has it: the same arithmetic as the method's own call."""
-        nonlocal eigen
         if method in INPUT_MAPS:
             return Attribution(INPUT_MAPS[method](inputs, input_grads[t : t + 1]), logits=logits)
         if method in RULE_OF:
             return Attribution(rectified[RULE_OF[method]][t : t + 1], logits=logits)
         if method == GUIDED_CAM:  # as guided_cam.py: the guided map times the upsampled Grad-CAM map
-            captured = cam.Captured(activations, layer_grads[t : t + 1], logits)
+            captured = cam.Captured(activations[at], layer_grads[at][t : t + 1], logits)
             coarse = cam.finish(inputs, cam.LAYER_MAPS["gradcam"](captured), params["relu"], logits)
             return Attribution(rectified["guided"][t : t + 1] * coarse.attribution,
                                layer_attribution=coarse.layer_attribution, logits=logits)
         if method == "eigencam":  # class-agnostic: one map serves every target
-            if eigen is None:
-                eigen = cam.LAYER_MAPS[method](cam.Captured(activations, None, logits))
-            return cam.finish(inputs, eigen, params["relu"], logits)
-        maps = cam.LAYER_MAPS[method](cam.Captured(activations, layer_grads[t : t + 1], logits))
+            if at not in eigen:
+                eigen[at] = cam.LAYER_MAPS[method](cam.Captured(activations[at], None, logits))
+            return cam.finish(inputs, eigen[at], params["relu"], logits)
+        maps = cam.LAYER_MAPS[method](cam.Captured(activations[at], layer_grads[at][t : t + 1], logits))
         return cam.finish(inputs, maps, params["relu"], logits)
 
     def joined(parts: list[Attribution]) -> Attribution:
@@ -311,34 +316,36 @@ def shared_pass(model, inputs: torch.Tensor, plans: dict[Any, tuple[str, dict[st
         return Attribution(torch.cat([p.attribution for p in parts]), logits=logits,
                            layer_attribution=None if layer_parts[0] is None else torch.cat(layer_parts))
 
-    results = {key: joined([one(method, params, t) for t in range(count)]) for key, (method, params) in plans.items()}
+    results = {key: joined([one(plan[0], plan[1], plan[2] if len(plan) > 2 else 0, t) for t in range(count)])
+               for key, plan in plans.items()}
     return results, logits, targets
 
 
-def _explain_shared(model, inputs, methods, requested, params, costs, layer_info, layer_module, seed, objective,
-                    batch_size, progress) -> dict[tuple[str, Any], Explanation]:
-    """The shared set's Explanations, one per method and target, from ``shared_pass``."""
+def _explain_shared(model, inputs, plans: dict[Any, tuple[str, int]], requested, params, costs, layers, seed,
+                    objective, batch_size, progress) -> dict[tuple[Any, Any], Explanation]:
+    """The shared set's Explanations from ``shared_pass``: {(name, target key): Explanation} for every plan
+    ``name: (method, index into layers)`` and requested target."""
     started = time.perf_counter()
     device = inputs.device
     keys = list(requested)
-    backward = any(costs[m].backward for m in methods)
+    backward = any(costs[method].backward for method, _ in plans.values())
     batches = method_batches(model, inputs, batch_size, not backward)
     maps, logits, targets = shared_pass(
-        model, inputs, {m: (m, params[m]) for m in methods},
+        model, inputs, {name: (method, params[method], at) for name, (method, at) in plans.items()},
         lambda logits, start, stop: [requested[k].rows(logits, start, stop) for k in keys],
-        layer_info, layer_module, batches, progress, len(keys) if backward else 1)
+        layers, batches, progress, len(keys) if backward else 1)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - started
     results = {}
-    for method in methods:
+    for name, (method, at) in plans.items():
         for t, key in enumerate(keys):
-            result = maps[method]
+            result = maps[name]
             part = Attribution(result.attribution[t : t + 1], logits=logits, layer_attribution=None
                                if result.layer_attribution is None else result.layer_attribution[t : t + 1])
             attribution, layer_attribution, notes = _checked(part, inputs, batches,
                                                              gradients=costs[method].backward > 0)
-            results[(method, key)] = Explanation(
+            results[(name, key)] = Explanation(
                 attribution=attribution,
                 target=targets[t].indices.detach().cpu().clone(),
                 logits=logits,
@@ -346,7 +353,7 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
                 params=params[method],
                 elapsed_s=elapsed,
                 objective=objective,
-                layer=layer_info.name if get_method(method).needs_layer else None,
+                layer=layers[at][0].name if get_method(method).needs_layer else None,
                 layer_attribution=layer_attribution,
                 extras={},
                 seed=seed,
@@ -354,6 +361,48 @@ def _explain_shared(model, inputs, methods, requested, params, costs, layer_info
                 notes=notes,
             )
     return results
+
+
+def explain_layers(
+    model_or_bundle: Any,
+    inputs: torch.Tensor,
+    method: str,
+    target: Any = "top1",
+    layers: Sequence[Any] = (),
+    *,
+    objective: str = "logit",
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    **params: Any,
+) -> dict[str, Explanation]:
+    """A layer sweep in one pass: ``method`` (a one-capture CAM of ``shared_methods()``) at every layer of
+    ``layers``, for ``target``, from one forward pass with every layer captured and one backward per target to
+    all of them. Returns {layer name: Explanation}, each what ``explain(..., layer=that layer)`` returns."""
+    info = get_method(method)
+    if method not in cam.LAYER_MAPS:
+        raise ParameterError(f"a one-pass layer sweep needs a one-capture CAM ({', '.join(cam.LAYER_MAPS)}), "
+                             f"got {method!r}")
+    resolved = {method: info.validate(params)}
+    _check_batch_size(batch_size)
+    model, bundle, categories = _unwrap(model_or_bundle)
+    if info.unavailable_reason(model) is not None:
+        raise SaliencyError(f"{info.unavailable_reason(model)}; pick another method")
+    if not layers:
+        raise ParameterError("explain_layers needs at least one layer")
+    inputs = prepare_inputs(model, inputs)
+    key = target_key(target)
+    requested = {key: _Targets(target, len(inputs), categories, objective, inputs.device)}
+    with model_guard(model):
+        found = [_resolve_layer(model, bundle, layer, inputs) for layer in layers]
+        names = list(dict.fromkeys(layer_info.name for layer_info, _ in found))
+        unique = [next(f for f in found if f[0].name == name) for name in names]
+        costs = {method: info.cost.passes(resolved[method], tuple(inputs.shape[-2:]), unique[0][0].channels)}
+        overall = Progress(len(inputs), progress)
+        results = _explain_shared(model, inputs, {name: (method, i) for i, name in enumerate(names)}, requested,
+                                  resolved, costs, unique, int(seed), objective, batch_size, overall)
+    overall.finish()
+    return {name: results[(name, key)] for name in names}
 
 
 def _explain_together(model, bundle, inputs, method, info, params, keyed, categories, objective, cost, layer_info,
@@ -413,4 +462,4 @@ def _explain_together(model, bundle, inputs, method, info, params, keyed, catego
     return results
 
 
-__all__ = ["estimated_seconds", "explain_many", "shared_methods", "shared_pass", "target_key"]
+__all__ = ["estimated_seconds", "explain_layers", "explain_many", "shared_methods", "shared_pass", "target_key"]

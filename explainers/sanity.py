@@ -274,7 +274,7 @@ class _Runner:
                 maps, logits, _ = shared_pass(
                     model, inputs, {p.key: (p.info.name, p.params) for p in together},
                     lambda _logits, start, stop: [t.take(torch.arange(start, stop)) for t in targets],
-                    self.layer_info, module, Batches(self.batch_size, inputs.device), self.progress, sum(rows))
+                    [(self.layer_info, module)], Batches(self.batch_size, inputs.device), self.progress, sum(rows))
                 results.update({key: result.attribution.detach() for key, result in maps.items()})
                 logits = logits.detach()
             for plan in self.plans:

@@ -22,7 +22,7 @@ from explainers.timing import PassTimes, measure_pass_times
 
 from . import state
 from .controls import KEEP, class_label, layer_choices, layer_label, method_label, offered_methods, view_controls
-from .explanations import ProgressReporter, cached, explain_many_cached, resolved_layer
+from .explanations import ProgressReporter, cached, explain_layers_cached, explain_many_cached, resolved_layer
 from .figures import matrix_figure
 from .models import model_lock
 from .outputs import manifest_for, npy_bytes, png_bytes, render_record
@@ -129,17 +129,12 @@ def _times(selection: Selection) -> PassTimes:
                        selection.bundle, selection.inputs)
 
 
-def _channels(selection: Selection, methods, layer: str | None = None) -> int | None:
+def _channels(selection: Selection, methods) -> int | None:
+    """The channels of the default layer, which the grid's CAM rows read, when a method needs a layer."""
     if not any(METHODS[m].needs_layer for m in methods):
         return None
     return selection.bundle.layer_entry(resolved_layer(selection, next(m for m in methods if METHODS[m].needs_layer),
-                                                       layer)).channels
-
-
-def panel_seconds(selection: Selection, method: str, layer: str | None = None) -> float:
-    """Estimated seconds for one panel with default parameters, from measured pass times of this model."""
-    return estimated_seconds(_times(selection), [method], 1, tuple(selection.inputs.shape[-2:]),
-                             _channels(selection, [method], layer))
+                                                       None)).channels
 
 
 def pending(selection: Selection, settings: CompareSettings) -> list[tuple[str, int]]:
@@ -381,15 +376,16 @@ def sweep_methods(selection: Selection) -> list[str]:
 
 
 def draw_layer_sweep(selection: Selection, method: str, target: int, layers: list[str], view: rnd.View) -> None:
-    bar = st.progress(0.0, text=f"0/{len(layers)} layers")
-    images, captions = [], []
-    for i, layer in enumerate(layers):
-        record = explain_many_cached(selection, [method], [target], layer=layer)[(method, target)]
-        images.append(render_record(record, view, selection).rgb)
-        captions.append(layer_label(selection.bundle, layer))
-        bar.progress((i + 1) / len(layers), text=f"{i + 1}/{len(layers)} layers")
-    bar.empty()
-    st.image(images, caption=captions, width=120)
+    """One method at every layer, from one pass with every layer captured (``explain_layers``)."""
+    with st.spinner(f"{method_label(method)} at {len(layers)} layers, one pass…"):
+        records = explain_layers_cached(selection, method, target, layers)
+    images = [render_record(records[layer], view, selection).rgb for layer in layers]
+    st.image(images, caption=[layer_label(selection.bundle, layer) for layer in layers], width=120)
+
+
+def sweep_seconds(selection: Selection, method: str, layers: list[str]) -> float:
+    """A sweep is one pass whatever the number of layers: one forward with every layer captured, one backward."""
+    return estimated_seconds(_times(selection), [method], 1, tuple(selection.inputs.shape[-2:]))
 
 
 def sweep_scope_label(selection: Selection, scope: str) -> str:

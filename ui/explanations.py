@@ -215,6 +215,26 @@ def explain_many_cached(selection, methods: list[str], targets: list[Any], progr
     return {pair: values[key] for pair, key in keys.items()}
 
 
+def explain_layers_cached(selection, method: str, target: Any, layers: list[str], progress=None
+                          ) -> dict[str, ExplanationRecord]:
+    """{layer: record} of a layer sweep, each under its own ``cache_key`` (Explore with that layer finds it);
+    the missing layers come from one ``explain_layers`` pass (one forward, every layer captured)."""
+    keys = {layer: cache_key(selection, method, {}, target, layer) for layer in layers}
+    cache = explanation_cache()
+
+    def compute(missing: list[tuple], report) -> dict[tuple, ExplanationRecord]:
+        wanted = [layer for layer, key in keys.items() if key in set(missing)]
+        with model_lock(selection.model):
+            cache.calls += 1
+            results = explainers.many.explain_layers(selection.bundle, selection.inputs, method, target, wanted,
+                                                     seed=0, progress=report)
+        cache.records += len(results)
+        return {keys[layer]: results[layer].record(0) for layer in wanted}
+
+    values, _ = cache.compute_many(list(dict.fromkeys(keys.values())), compute, progress)
+    return {layer: values[key] for layer, key in keys.items()}
+
+
 def multi_pass(selection, method: str, params: dict, layer: str | None) -> bool:
     """Whether a method takes long enough to deserve a progress bar and a Cancel button."""
     info = METHODS[method]

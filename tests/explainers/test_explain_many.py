@@ -418,3 +418,25 @@ def test_a_shared_backward_rule_leaves_the_plain_gradient_alone(small):
     assert not torch.equal(both[("vanilla", 2)].attribution, both[("guided_backprop", 2)].attribution)
     assert (both[("guided_backprop", 2)].attribution != 0).any()
     assert hook_counts(model) == 0
+
+
+def test_a_layer_sweep_in_one_pass_equals_one_call_per_layer(small, default_bundle):
+    model, x = small
+    layers = ["features.0", "features.2", "features.4", "features.5", "features.6"]
+    explainers.many.explain_layers(model, x, "gradcam", "top2", layers)  # the catalogue may measure itself first
+    calls, handle = count_forwards(model)
+    try:
+        sweep = explainers.many.explain_layers(model, x, "gradcam", "top2", layers)
+        assert calls == [len(x)]  # one forward for every layer
+    finally:
+        handle.remove()
+    assert list(sweep) == layers
+    for layer, ours in sweep.items():
+        assert_same(ours, separate(model, x, "gradcam", "top2", layer))
+    assert hook_counts(model) == 0
+    x = default_bundle.normalize(sample_pixels("cat.png", 160))
+    blocks = [entry.name for entry in default_bundle.layers][-4:]
+    for layer, ours in explainers.many.explain_layers(default_bundle, x, "layercam", 3, blocks, relu=False).items():
+        assert_close(ours, separate(default_bundle, x, "layercam", 3, layer, relu=False))
+    with pytest.raises(ParameterError, match="one-capture CAM"):
+        explainers.many.explain_layers(model, x, "scorecam", 1, layers)
