@@ -23,6 +23,7 @@ page = st.navigation(
         st.Page("app_pages/compare.py", title="Compare", icon=":material/grid_view:"),
         st.Page("app_pages/sanity.py", title="Sanity checks", icon=":material/fact_check:"),
         st.Page("app_pages/faithfulness.py", title="Faithfulness", icon=":material/insights:"),
+        st.Page("app_pages/batch.py", title="Batch", icon=":material/dataset:", url_path="batch"),
         st.Page("app_pages/gradient.py", title="Inside the gradient", icon=":material/stacked_line_chart:"),
         st.Page("app_pages/models.py", title="Your model", icon=":material/upload_file:", url_path="models"),
         st.Page("app_pages/methods.py", title="Methods", icon=":material/menu_book:"),

@@ -533,53 +533,47 @@ def read_manifest(out: str | os.PathLike) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 VIEWS = {
-    "outside": "mass outside the object: 1 − box mass where the list gives a box, else the border mass",
+    "outside": "mass outside the object: 1 − box mass when the run has boxes (rows without one left out), else "
+               "the border mass",
     "confident_mistakes": "wrong predictions, the most confident first",
     "unsure_mistakes": "wrong predictions, the least confident first",
 }
+MEAN_SIZE = 56
 
 
 def ranked(table, view: str):
-    """The table's explained rows ranked for one of ``VIEWS`` (error rows dropped)."""
+    """The table's explained rows ranked for one of ``VIEWS`` (error rows dropped); for "outside" the score is in
+    an ``outside`` column."""
     if view not in VIEWS:
         raise ParameterError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
-    rows = table[table["error"].isna()].copy()
+    rows = table[table["error"].isna() & table["map_key"].notna()]
     if view == "outside":
-        outside = 1.0 - rows["box_mass"]
-        rows["outside"] = outside.where(rows["box_mass"].notna(), rows["border_mass"])
+        boxed = rows["box_mass"].notna().any()
+        rows = rows[rows["box_mass" if boxed else "border_mass"].notna()].copy()
+        rows["outside"] = 1.0 - rows["box_mass"].astype(float) if boxed else rows["border_mass"].astype(float)
         return rows.sort_values("outside", ascending=False, kind="stable")
-    mistakes = rows[rows["correct"] == False]  # noqa: E712 - a nullable column: None is not a mistake
+    mistakes = rows[rows["correct"].eq(False)]
     return mistakes.sort_values("probability", ascending=view == "unsure_mistakes", kind="stable")
 
 
-def mean_maps(out: str | os.PathLike, table, by: str = "label", size: int = 28) -> dict[int, np.ndarray]:
-    """The mean stored map of each class (``by``: "label" or "prediction"), each map resampled to
-    ``size`` × ``size`` and scaled to a peak |value| of 1 before averaging, so every image counts the same."""
-    import torch.nn.functional as F
+def mean_maps(out: str | os.PathLike, rows, by: str = "label_name", size: int = MEAN_SIZE
+              ) -> list[tuple[str, int, np.ndarray]]:
+    """(class, images, mean map) for each value of column ``by`` (e.g. "label_name", "prediction_name"), classes
+    sorted by name. Each stored map counts as |map| resized to ``size`` × ``size`` and scaled to sum 1 (where its
+    mass lies, as the statistics measure it), so no image's raw scale dominates; all-zero maps are left out.
+    Each shard is opened once."""
+    from .render import resize
 
-    if by not in ("label", "prediction"):
-        raise ParameterError(f"by must be 'label' or 'prediction', got {by!r}")
-    rows = table[table["error"].isna() & table[by].notna()]
-    sums: dict[int, np.ndarray] = {}
-    counts: dict[int, int] = {}
-    shards: dict[str, Any] = {}
-    try:
-        for _, row in rows.iterrows():
-            if row["map_file"] not in shards:
-                shards[row["map_file"]] = np.load(Path(out) / row["map_file"])
-            values = np.abs(shards[row["map_file"]][row["map_key"]].astype(np.float32))
-            peak = values.max()
-            if peak > 0:
-                values = values / peak
-            resized = F.interpolate(torch.from_numpy(values)[None, None], size=(size, size), mode="bilinear",
-                                    align_corners=False)[0, 0].numpy()
-            key = int(row[by])
-            sums[key] = sums.get(key, 0) + resized
-            counts[key] = counts.get(key, 0) + 1
-    finally:
-        for shard in shards.values():
-            shard.close()
-    return {key: sums[key] / counts[key] for key in sorted(sums)}
+    picked = rows[rows[by].notna() & rows["map_key"].notna()]
+    grouped: dict[str, list[np.ndarray]] = {}
+    for map_file, part in picked.groupby("map_file", sort=False):
+        with np.load(Path(out) / map_file) as shard:
+            for name, key in zip(part[by].astype(str), part["map_key"], strict=True):
+                values = np.abs(resize(shard[key].astype(np.float32), (size, size)))
+                total = float(values.sum())
+                if np.isfinite(total) and total > 0:
+                    grouped.setdefault(name, []).append(values / total)
+    return [(name, len(maps), np.mean(maps, axis=0)) for name, maps in sorted(grouped.items())]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from .models import describe_model, get_bundle, model_choices
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 SOURCES = ("Samples", "Upload", "Camera")
+RUN_SOURCE = "Batch run"  # offered once a page (Batch) has opened one of a run's images on Explore
 PREPROCESSING_LABELS = {RESIZE: "Whole image (resized)", CENTER_CROP: "Centre crop (canonical)"}
 
 
@@ -95,7 +96,19 @@ def png(image: Image.Image) -> bytes:
 
 
 def _pick_image() -> tuple[Image.Image, str] | Problem:
-    source = st.segmented_control("Image", SOURCES, default=SOURCES[0], key=state.IMAGE_SOURCE, required=True)
+    run_image = st.session_state.get(state.RUN_IMAGE)
+    sources = SOURCES + ((RUN_SOURCE,) if run_image else ())
+    # a default beside a value set through session state (the pending image below) is refused: set it here
+    st.session_state.setdefault(state.IMAGE_SOURCE, SOURCES[0])
+    source = st.segmented_control("Image", sources, key=state.IMAGE_SOURCE, required=True)
+    if source == RUN_SOURCE:
+        # a local file of a batch run: never published in the URL (a link must not name server paths)
+        try:
+            image = load_image(run_image)
+        except SaliencyError as exc:
+            return Problem("error", str(exc), exc)
+        st.caption(f"From a batch run: `{run_image}`")
+        return image, Path(run_image).name
     if source == "Upload":
         files = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple_files=True, key=state.UPLOADS,
                                  max_upload_size=MAX_IMAGE_MB,
@@ -153,6 +166,12 @@ def sidebar() -> Selection | Problem:
     pending = user_models.take_pending()
     if pending is not None:
         st.session_state[state.MODEL] = pending
+    opened = st.session_state.pop(state.PENDING_IMAGE, None)
+    if opened is not None:  # a page asked to show this local file (the Batch page's "Open on Explore")
+        st.session_state[state.RUN_IMAGE] = opened
+        st.session_state[state.IMAGE_SOURCE] = RUN_SOURCE
+    if state.PENDING_PREPROCESSING in st.session_state:
+        st.session_state[state.PREPROCESSING] = st.session_state.pop(state.PENDING_PREPROCESSING)
     with st.sidebar:
         picked = _pick_image()
         own = {entry.id: entry.label for entry in user_models.user_models()}

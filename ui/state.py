@@ -117,6 +117,32 @@ MODELS_STD = "models.std"
 MODELS_LOAD = "models.load"
 MODELS_REMOVE = "models.remove"
 
+# ---- Batch (a run folder of explainers.batch: its table, galleries and the way to Explore) ---------------------
+BATCH_FOLDER = "batch.folder"  # the run folder typed in
+BATCH_PENDING_FOLDER = "_batch_pending_folder"  # a folder to open before the text input is drawn (set, then rerun)
+BATCH_UPLOADS = "batch.uploads"
+BATCH_LABELS = "batch.labels"
+BATCH_METHODS = "batch.methods"
+BATCH_TARGETS = "batch.targets"
+BATCH_LAUNCH = "batch.launch"
+BATCH_FILTER = "batch.filter"  # prefix of the table's filters (cleared when another run opens)
+BATCH_CLASSES = "batch.filter.classes"
+BATCH_CORRECT = "batch.filter.correct"
+BATCH_METHOD_FILTER = "batch.filter.methods"
+BATCH_TARGET_FILTER = "batch.filter.targets"
+BATCH_STATISTIC = "batch.filter.statistic"
+BATCH_RANGE = "batch.filter.range"  # prefix: one range slider per statistic
+BATCH_TABLE = "batch.table"  # prefix: the table's key ends with a digest of the rows shown
+BATCH_MEAN_BY = "batch.mean.by"
+BATCH_MEAN_METHOD = "batch.mean.method"
+BATCH_MEAN_TARGET = "batch.mean.target"
+BATCH_OPEN_EXPLORE = "batch.open_explore"
+BATCH_OPENED = "_batch_opened"  # the folder whose filters the widgets hold
+# opening a run's image on Explore: the sidebar picks these up before it draws its widgets (set, then switch)
+PENDING_IMAGE = "_pending_image"  # a local image file to show as the sidebar's "Batch run" source
+PENDING_PREPROCESSING = "_pending_preprocessing"
+RUN_IMAGE = "_run_image"  # the local file the "Batch run" source shows
+
 # ---- internal -------------------------------------------------------------------------------------------------
 _SELECTION = "_selection"
 _URL_READ = "_url_read"

@@ -1,0 +1,200 @@
+"""AppTest: the Batch page opens a run of explainers.batch, filters its table as the data says, ranks its maps, and
+opens a row on Explore with the same image, model, method and target."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explainers import render as rnd
+from explainers.batch import Settings, load_map, read_table, run
+from tests.conftest import sample_path
+from tests.ui.helpers import selection, start
+from ui import state
+from ui.batch import MEAN_SIZE, THUMB_SIZE, mean_maps, open_run
+from ui.sidebar import RUN_SOURCE
+
+PAGE = "app_pages/batch.py"
+EXPLORE_TITLE = "Explore"
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory):
+    """A small run: ImageFolder-style class folders (so rows have labels and correctness), one unlabelled image
+    and one unreadable file; Grad-CAM for the top two classes."""
+    root = tmp_path_factory.mktemp("batch")
+    source = root / "images"
+    (source / "Egyptian cat").mkdir(parents=True)
+    (source / "tabby").mkdir()
+    shutil.copy(sample_path("cat.png"), source / "Egyptian cat" / "cat.png")  # predicted Egyptian cat: correct
+    shutil.copy(sample_path("coffee.png"), source / "tabby" / "coffee.png")  # predicted espresso: a mistake
+    rng = np.random.default_rng(0)
+    for number in range(2):
+        pixels = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(source / "tabby" / f"noise{number}.png")
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:8], frame[-8:], frame[:, :8], frame[:, -8:] = 255, 255, 255, 255  # a white frame: mass on the border
+    Image.fromarray(frame).save(source / "frame.png")
+    (source / "broken.png").write_bytes(b"not a png")
+    out = root / "run"
+    run(str(source), str(out), Settings("efficientnet_lite0", ["gradcam"], ["top1", "top2"]), workers=0)
+    table = read_table(out)
+    return out, table.loc[table["error"].isna()].reset_index(drop=True)
+
+
+def _open(folder) -> object:
+    at = start(page=PAGE, timeout=600)
+    at.text_input(key=state.BATCH_FOLDER).input(str(folder)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _table(at):
+    tables = [d for d in at.dataframe if d.key and d.key.startswith(state.BATCH_TABLE)]
+    assert len(tables) == 1, [d.key for d in at.dataframe]
+    return tables[0]
+
+
+def _gallery(at, marker: str) -> list[str]:
+    """The captions of the one gallery whose every caption contains ``marker``."""
+    found = [image.captions for image in at.main.get("image")
+             if image.captions and all(marker in c for c in image.captions)]
+    assert len(found) == 1, [image.captions for image in at.main.get("image")]
+    return list(found[0])
+
+
+def test_a_folder_that_is_no_run_gives_one_clear_message(batch_run, tmp_path):
+    out, _ = batch_run
+    at = _open(tmp_path / "missing")
+    assert len(at.error) == 1 and "does not exist" in at.error[0].value and "manifest.json" in at.error[0].value
+    not_a_run = tmp_path / "plain"
+    not_a_run.mkdir()
+    at.text_input(key=state.BATCH_FOLDER).input(str(not_a_run)).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "no manifest.json" in at.error[0].value
+    assert not [d for d in at.dataframe if d.key and d.key.startswith(state.BATCH_TABLE)]
+    at.text_input(key=state.BATCH_FOLDER).input(str(out)).run()  # and the page still serves
+    assert not at.exception and not at.error
+
+
+def test_the_run_shows_its_summary_and_one_table_line_per_row(batch_run):
+    out, rows = batch_run
+    at = _open(out)
+    assert not at.error
+    assert len(rows) == 5 * 2  # five readable images × two targets
+    table = _table(at).value
+    assert len(table) == len(rows)
+    assert sorted(table["image"]) == sorted(p.rsplit("/", 1)[-1] for p in rows["path"])
+    prefix = "data:image/jpeg;base64,"
+    assert all(isinstance(url, str) and url.startswith(prefix) for url in table["map"])  # every row has its thumbnail
+    thumbnail = Image.open(io.BytesIO(base64.b64decode(table["map"].iloc[0][len(prefix):])))
+    assert thumbnail.size == (THUMB_SIZE, THUMB_SIZE)
+    labelled = rows.loc[rows["correct"].notna()].drop_duplicates("path")
+    accuracy = labelled["correct"].astype(bool).mean()
+    assert (f"6 images · {len(rows)} rows (image × method × target) · 1 error (1 unreadable image) · "
+            f"accuracy **{accuracy:.1%}**") in [m.value for m in at.markdown]
+
+
+def test_correctness_and_a_statistic_range_filter_the_rows_as_the_data_says(batch_run):
+    out, rows = batch_run
+    at = _open(out)
+    at.selectbox(key=state.BATCH_CORRECT).set_value("wrong").run()
+    wrong = int(rows["correct"].eq(False).sum())
+    assert 0 < wrong < len(rows)
+    assert len(_table(at).value) == wrong
+    at.selectbox(key=state.BATCH_CORRECT).set_value("all").run()
+    assert len(_table(at).value) == len(rows)
+    slider = at.slider(key=state.view_key(state.BATCH_RANGE, "border_mass"))
+    low, high = slider.value
+    middle = round(float(rows["border_mass"].median()), 2)
+    slider.set_value((low, middle)).run()
+    inside = int(rows["border_mass"].between(low, middle).sum())
+    assert 0 < inside < len(rows)
+    assert len(_table(at).value) == inside
+    at.selectbox(key=state.BATCH_CORRECT).set_value("correct").run()  # filters combine
+    assert len(_table(at).value) == int((rows["border_mass"].between(low, middle) & rows["correct"].eq(True)).sum())
+
+
+def test_the_border_view_ranks_the_largest_border_mass_first(batch_run):
+    out, rows = batch_run
+    at = _open(out)
+    captions = _gallery(at, "on the border")
+    first = rows.loc[rows["border_mass"].idxmax()]
+    name = first["path"].rsplit("/", 1)[-1]
+    assert captions[0].startswith(f"{name} · Grad-CAM · {first['target']} ({first['target_name']})")
+    assert captions[0].endswith(f"{first['border_mass']:.0%} on the border")
+    shares = [int(re.search(r"(\d+)% on the border", c).group(1)) for c in captions]
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_the_mean_map_per_class_has_one_entry_per_class(batch_run):
+    out, rows = batch_run
+    at = _open(out)
+    top1 = rows.loc[rows["target"] == "top1"]
+    captions = _gallery(at, " image")
+    labels = top1["label_name"].dropna()
+    assert captions == [f"{name} · {count} image{'s' if count != 1 else ''}"
+                        for name, count in labels.value_counts().sort_index().items()]
+    at.radio(key=state.BATCH_MEAN_BY).set_value("prediction_name").run()
+    assert len(_gallery(at, " image")) == top1["prediction_name"].nunique()
+    # a class of one image: its mean is that image's |map| resized and scaled to sum 1
+    run_ = open_run(str(out))
+    means = {name: values for name, _, values in mean_maps(run_, run_.rows[run_.rows["target"] == "top1"],
+                                                           "label_name")}
+    cat = top1.loc[top1["label_name"] == "Egyptian cat"].iloc[0]
+    alone = np.abs(rnd.resize(load_map(out, cat["map_file"], cat["map_key"]), (MEAN_SIZE, MEAN_SIZE)))
+    np.testing.assert_allclose(means["Egyptian cat"], alone / alone.sum(), rtol=1e-5)
+
+
+def test_a_selected_row_opens_on_explore_with_its_method_and_target(batch_run):
+    out, rows = batch_run
+    at = _open(out)
+    table = _table(at)
+    shown = table.value
+    # a runner-up (a target Explore would not pick by itself) on an image that is no sample of the sidebar's
+    position = int(np.flatnonzero((shown["image"] == "noise1.png") & (shown["target"] == "top2"))[0])
+    row = rows.loc[(rows["path"].str.endswith("noise1.png")) & (rows["target"] == "top2")].iloc[0]
+    at.session_state[table.key] = {"selection": {"rows": [position]}}
+    at.run()
+    assert not at.exception and not at.error
+    at.button(key=state.BATCH_OPEN_EXPLORE).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.title[0].value == EXPLORE_TITLE
+    assert at.selectbox(key=state.METHOD).value == "gradcam"
+    assert at.session_state[state.TARGET_MODE] == "Class"
+    assert at.selectbox(key=state.TARGET_CLASS).value == int(row["target_index"]) != int(row["prediction"])
+    chosen = selection(at)
+    assert (chosen.image_name, chosen.image_hash, chosen.model) == ("noise1.png", row["image_hash"],
+                                                                    "efficientnet_lite0")
+    assert at.segmented_control(key=state.IMAGE_SOURCE).value == RUN_SOURCE  # the sidebar shows where it is from
+
+
+def test_a_run_on_uploads_with_labels_and_boxes_opens_and_ranks_by_the_mass_outside_the_box():
+    at = start(page=PAGE, timeout=600)
+    cat, coffee = sample_path("cat.png").read_bytes(), sample_path("coffee.png").read_bytes()
+    at.file_uploader(key=state.BATCH_UPLOADS).set_value([("cat.png", cat, "image/png"),
+                                                         ("coffee.png", coffee, "image/png")]).run()
+    size = Image.open(sample_path("cat.png")).size
+    labels = ("path,label,x0,y0,x1,y1\n"
+              f"cat.png,Egyptian cat,0,0,{size[0] // 2},{size[1] // 2}\n"  # the top-left quarter only
+              "coffee.png,espresso,,,,\n").encode()
+    at.file_uploader(key=state.BATCH_LABELS).set_value(("labels.csv", labels, "text/csv")).run()
+    at.button(key=state.BATCH_LAUNCH).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    folder = at.text_input(key=state.BATCH_FOLDER).value
+    assert folder.endswith("/run")
+    rows = open_run(folder).rows
+    table = _table(at).value
+    assert sorted(table["image"]) == ["cat.png", "coffee.png"] and table["correct"].tolist() == [True, True]
+    assert rows["box_mass"].notna().tolist() == [True, False]  # the box of the one image that has one
+    captions = _gallery(at, "outside the box")
+    assert len(captions) == 1 and captions[0].startswith("cat.png · Grad-CAM · top1")
+    assert captions[0].endswith(f"{1 - rows['box_mass'].iloc[0]:.0%} outside the box")
+    shutil.rmtree(Path(folder).parent)  # the launched run's temporary folder (images, labels, run)
