@@ -88,3 +88,132 @@ def best_peer_row(case: str, times: dict, goal: float, device) -> dict:
     peers = {k: v for k, v in times.items() if k != "ours"}
     best = min(peers, key=lambda k: peers[k]["median_s"])
     return {**row(case, {"ours": times["ours"], "peer": peers[best]}, goal, device, best), "samples": times}
+
+
+# ---- additions for bench/peers.py: timed warm-ups with outputs, map agreement, the machine, markdown ----
+
+
+def timed_call(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """``timed`` that also returns what ``fn`` returned."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    value = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, value
+
+
+def compare_warm(contenders: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                 slow_s: float = 60.0, row_budget_s: float | None = None, min_runs: int = 3) -> tuple[dict, dict]:
+    """``compare`` with one timed warm-up per contender whose output is kept (for checking agreement).
+
+    Then ``repeats`` interleaved runs, unless the warm-ups say that is too long: when one warm-up call took
+    over ``slow_s`` the warm-ups themselves are the one timed run (a call that long is hundreds of passes and
+    warms itself in its first few); when ``row_budget_s`` is given, the runs are cut so that they fit in it, but
+    never below ``min_runs``. Returns (times as ``compare`` gives them plus ``runs`` and ``warmup_timed``,
+    the warm-up outputs).
+    """
+    warm, outputs = {}, {}
+    for name, fn in contenders.items():
+        warm[name], outputs[name] = timed_call(fn, device)
+    if max(warm.values()) > slow_s:
+        samples = {name: [seconds] for name, seconds in warm.items()}
+        timed_warmup = True
+    else:
+        runs = repeats
+        if row_budget_s is not None:
+            runs = max(min(repeats, min_runs), min(repeats, int(row_budget_s // max(sum(warm.values()), 1e-9))))
+        samples = {name: [] for name in contenders}
+        for _ in range(runs):
+            for name, fn in contenders.items():
+                samples[name].append(timed(fn, device))
+        timed_warmup = False
+    times = {name: {"median_s": statistics.median(v), "min_s": min(v), "samples_s": v, "runs": len(v),
+                    "warmup_s": warm[name], "warmup_timed": timed_warmup} for name, v in samples.items()}
+    return times, outputs
+
+
+def agreement(ours, theirs) -> dict[str, float]:
+    """How alike two maps are: Pearson correlation and max |difference| / max |theirs| (both as float64)."""
+    ours = torch.as_tensor(ours).detach().double().cpu().flatten()
+    theirs = torch.as_tensor(theirs).detach().double().cpu().flatten()
+    if ours.numel() != theirs.numel():
+        raise ValueError(f"maps of different sizes: {ours.numel()} and {theirs.numel()} values")
+    max_rel = float((ours - theirs).abs().max() / theirs.abs().max().clamp_min(1e-30))
+    centred_ours, centred_theirs = ours - ours.mean(), theirs - theirs.mean()
+    denominator = float(centred_ours.norm() * centred_theirs.norm())
+    corr = float((centred_ours @ centred_theirs) / denominator) if denominator > 0 else float("nan")
+    if denominator == 0 and torch.equal(ours, theirs):
+        corr = 1.0
+    return {"corr": corr, "max_rel": max_rel}
+
+
+def minmax(values) -> torch.Tensor:
+    """A map scaled to [0, 1] (all zeros when constant): how CAM libraries hand their maps back."""
+    values = torch.as_tensor(values).detach().double().cpu()
+    low, high = values.min(), values.max()
+    return (values - low) / (high - low) if high > low else torch.zeros_like(values)
+
+
+def package_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    """What the numbers were measured on."""
+    info: dict[str, object] = {"platform": platform.platform(), "machine": platform.machine(),
+                               "cpus": os.cpu_count(), "torch threads": torch.get_num_threads(),
+                               "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except OSError:
+        return "unavailable"
+
+
+def markdown_table(columns: list[str], lines: list[list[object]]) -> str:
+    """A GitHub markdown table; cells are str()'d and '|' escaped."""
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(cell(v) for v in line) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def seeded_resnet50(device, size: int = 96):
+    """A torchvision ResNet-50 with seeded weights and BatchNorm statistics calibrated on noise (the ImageNet
+    weights are not cached offline), in eval mode, and its ImageNet normaliser."""
+    import torchvision
+
+    from explainers.models import affine_normalizer
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, size, size))
+    normalize, _ = affine_normalizer([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    return model.eval().to(device), normalize
+
+
+def sample_pixels(path, size: int, device) -> torch.Tensor:
+    """An image file opened safely and resized whole to size x size: [1, 3, size, size] in [0, 1] on ``device``."""
+    import numpy as np
+
+    from explainers import open_image
+
+    image = open_image(path).resize((size, size))
+    return torch.from_numpy(np.asarray(image, dtype="float32") / 255).permute(2, 0, 1)[None].contiguous().to(device)

@@ -1,0 +1,534 @@
+"""Ours against every peer library, one process, same input and settings, interleaved (issue 10).
+
+    .venv/bin/python bench/peers.py [--device cuda] [--model resnet50 efficientnet_lite0] [--repeats 5] [--quick]
+                                    [--out DIR]
+
+Rows: explainers.explain against Captum (Saliency, InputXGradient, IntegratedGradients-50 at
+internal_batch_size=10, NoiseTunnel SmoothGrad-25, GuidedBackprop, Occlusion with the same window and stride,
+LayerGradCam), against pytorch-grad-cam (GradCAM, GradCAM++, ScoreCAM at batch_size 64, EigenCAM) and against
+torchcam (each of its CAMs that we also have); explain_many of the one-pass set against the separate explain()
+calls; explain_many with 2 targets against 1 for a few methods. Every row's goal is ours/peer ≤ 1.0.
+
+Each contender gets one untimed warm-up, whose output is kept to check that ours and the peer give the same map;
+then ``--repeats`` interleaved runs (ours, peer, ours, peer, ...), medians compared. A row whose warm-up call
+took over ``--slow-s`` seconds has its warm-ups as its one timed run (the table says so); ``--row-budget-s``
+cuts the runs of a row to fit that many seconds, never below 3. ``--quick`` is a tiny seeded CNN at 64 px with
+small settings and one run: it checks that every row works, not how fast anything is.
+
+resnet50: the ImageNet weights are not cached on this offline machine, so it is a seeded ResNet-50 with
+BatchNorm statistics calibrated on noise, fed the sample resized to ``--resnet-size`` px (the table says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's ScoreCAM draws a progress bar per batch
+
+import torch  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    agreement,
+    compare_warm,
+    load_average,
+    machine,
+    markdown_table,
+    minmax,
+    package_version,
+    sample_pixels,
+    seeded_resnet50,
+    setup_threads,
+)
+from torch import nn  # noqa: E402
+
+from explainers import DEFAULT_MODEL, explain, explain_many, get_method, load_model, open_image  # noqa: E402
+from explainers.many import shared_methods  # noqa: E402
+
+SAMPLE = ROOT / "assets" / "samples" / "cat.png"
+GOAL = 1.0
+# a map is "the same" when it correlates this well with the peer's, or differs by at most this fraction of its max
+SAME_CORR, SAME_MAX_REL = 0.99, 1e-3
+# pytorch-grad-cam and torchcam have these CAMs under these names; ours on the left
+GRAD_CAM_PEERS = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorecam": "ScoreCAM", "eigencam": "EigenCAM"}
+TORCHCAM_PEERS = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMpp", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
+                  "scorecam": "ScoreCAM", "cam": "CAM"}
+CAM_BATCH = 64  # Score-CAM's batch for both peer libraries
+PEER_NAMES = {"captum": "Captum", "pytorch-grad-cam": "pytorch-grad-cam", "torchcam": "torchcam"}
+# known differences on the peer's side, read from its source: a "no" there is reported as expected
+EXPECTED = {
+    ("torchcam", "gradcam_pp"): ("torchcam's α differs", "torchcam 0.5's Grad-CAM++ α is not eq. 19 of the paper: "
+                                 "its denominator sums g³·A over positions, and its masked in-place division "
+                                 "(alpha[mask].div_) writes to a copy, so α stays g²; ours matches "
+                                 "pytorch-grad-cam's."),
+    ("captum", "guided_backprop"): ("Captum skips ReLU6", "Captum's GuidedBackprop rectifies nn.ReLU modules only: "
+                                    "on a model with ReLU6 activations (efficientnet_lite0) those pass plain "
+                                    "gradients there, so its map is not guided backpropagation; ours rectifies "
+                                    "ReLU6 too (tests/explainers/test_oracle_captum.py checks the rule directly)."),
+}
+EXPLAINED: dict[str, str] = {}  # the expected differences that showed up, for the report's notes
+
+
+@dataclass
+class Settings:
+    ig_steps: int = 50
+    sg_samples: int = 25
+    window: int = 32
+    stride: int = 16
+
+
+@dataclass
+class Subject:
+    """One model and everything each library needs to explain the same thing on it."""
+
+    name: str
+    label: str
+    model: nn.Module
+    explained: object  # what explain() gets: the bundle where there is one, else the model
+    x: torch.Tensor
+    layer: str
+    fc: str | None
+    settings: Settings
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def layer_module(self) -> nn.Module:
+        return self.model.get_submodule(self.layer)
+
+    @property
+    def target(self) -> int:
+        with torch.no_grad():
+            return int(self.model(self.x).argmax())
+
+    @property
+    def only_nn_relu(self) -> bool:
+        """Captum's GuidedBackprop rectifies nn.ReLU modules only; other activations (ReLU6) pass plain gradients."""
+        return not any(isinstance(m, (nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.GELU, nn.LeakyReLU))
+                       for m in self.model.modules())
+
+
+class TinyNet(nn.Module):
+    """A small seeded CNN (nn.ReLU only, no in-place) for --quick: every peer supports it."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def upsample(layer_map: torch.Tensor, size) -> torch.Tensor:
+    """[1, h, w] -> [1, 1, H, W], bilinear: how our CAMs reach the input's resolution."""
+    return torch.nn.functional.interpolate(layer_map[None].float(), size=size, mode="bilinear", align_corners=False)
+
+
+def last_linear(model: nn.Module) -> str | None:
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
+def subject(name: str, device: torch.device, args) -> Subject:
+    from explainers.models import affine_normalizer
+
+    if name == "tiny":
+        torch.manual_seed(0)
+        model = TinyNet()
+        with torch.no_grad():
+            model.features[4].running_var.uniform_(0.5, 2.0)
+            model.fc.weight.mul_(10)
+        model = model.eval().to(device)
+        normalize, _ = affine_normalizer([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        x = normalize(sample_pixels(SAMPLE, 64, device)).contiguous()
+        return Subject("tiny", "tiny seeded CNN (--quick), 64 px", model, model, x, "features.8", "fc",
+                       Settings(ig_steps=8, sg_samples=4, window=16, stride=8))
+    if name == "resnet50":
+        model, normalize = seeded_resnet50(device)
+        x = normalize(sample_pixels(SAMPLE, args.resnet_size, device)).contiguous()
+        return Subject("resnet50", f"resnet50, seeded weights (ImageNet weights not cached offline), "
+                       f"{args.resnet_size} px", model, model, x, "layer4", "fc", Settings())
+    bundle = load_model(name, device=device)
+    x = bundle.preprocess(open_image(SAMPLE)).contiguous().to(device)
+    layer = bundle.default_layer or "_head_act"
+    return Subject(name, f"{name} (its shipped weights), {x.shape[-1]} px", bundle.model, bundle, x, layer,
+                   last_linear(bundle.model), Settings())
+
+
+# ---- one row ----
+
+
+def verdict(agree: dict, expected: tuple[str, str] | None = None) -> str:
+    """"yes", "NO", or "no (expected: ...)" for a known difference on the peer's side (explained in the notes)."""
+    same = agree["corr"] >= SAME_CORR or agree["max_rel"] <= SAME_MAX_REL
+    if same:
+        return "yes"
+    if expected is None:
+        return "NO"
+    EXPLAINED[expected[0]] = expected[1]
+    return f"no (expected: {expected[0]})"
+
+
+def describe(agree: dict) -> str:
+    return f"corr {agree['corr']:.4f}, max rel diff {agree['max_rel']:.1e}"
+
+
+def make_row(s: Subject, kind: str, case: str, times: dict, peer: str, peer_settings: str, same: str,
+             agree_text: str) -> dict:
+    ours, theirs = times["ours"], times[peer]
+    ratio = ours["median_s"] / theirs["median_s"]
+    runs = f"{ours['runs']}" + (" (warm-up timed)" if ours["warmup_timed"] else "")
+    return {"model": s.name, "kind": kind, "case": case, "ours_s": ours["median_s"], "peer_s": theirs["median_s"],
+            "ratio": ratio, "goal": GOAL, "met": "yes" if ratio <= GOAL else "no", "runs": runs, "same": same,
+            "agreement": agree_text, "peer": peer_settings}
+
+
+def missing_row(s: Subject, kind: str, case: str, why: str) -> dict:
+    return {"model": s.name, "kind": kind, "case": case, "ours_s": None, "peer_s": None, "ratio": None,
+            "goal": GOAL, "met": "—", "runs": "—", "same": "—", "agreement": "—", "peer": why}
+
+
+# ---- the comparisons ----
+
+
+def captum_gradient_rows(s: Subject, run, device) -> list[dict]:
+    from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
+
+    x, target, model, st = s.x, s.target, s.model, s.settings
+    sigma = 0.15 * float(x.max() - x.min())
+    ppe = 64 if device.type == "cuda" else 16
+    channels = x.shape[1]
+    cases = [
+        ("vanilla vs Saliency", "vanilla", {},
+         lambda: Saliency(model).attribute(x, target=target, abs=False), "abs=False"),
+        ("input_x_gradient vs InputXGradient", "input_x_gradient", {},
+         lambda: InputXGradient(model).attribute(x, target=target), ""),
+        (f"integrated_gradients vs IntegratedGradients, {st.ig_steps} steps", "integrated_gradients",
+         {"n_steps": st.ig_steps, "baseline": "zero"},
+         lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=st.ig_steps, internal_batch_size=10),
+         "gausslegendre, zero baseline, internal_batch_size=10 (ours: its default batch size)"),
+        (f"smoothgrad vs NoiseTunnel(Saliency), {st.sg_samples} samples", "smoothgrad",
+         {"n_samples": st.sg_samples, "noise_level": 0.15, "seed": 0},
+         lambda: NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=st.sg_samples,
+                                                        stdevs=sigma, target=target, abs=False),
+         f"stdevs={sigma:.3f} (0.15 × range), nt_samples_batch_size=None (all at once)"),
+        ("guided_backprop vs GuidedBackprop", "guided_backprop", {},
+         lambda: GuidedBackprop(model).attribute(x, target=target), ""),
+        (f"occlusion vs Occlusion, window {st.window} stride {st.stride}", "occlusion",
+         {"window": st.window, "stride": st.stride, "baseline": "zero"},
+         lambda: Occlusion(model).attribute(x, sliding_window_shapes=(channels, st.window, st.window),
+                                            strides=(channels, st.stride, st.stride), baselines=0, target=target,
+                                            perturbations_per_eval=ppe),
+         f"baselines=0, perturbations_per_eval={ppe}"),
+    ]
+    rows = []
+    for case, method, params, peer, peer_settings in cases:
+        times, outputs = run({"ours": lambda m=method, p=params: explain(s.explained, x, m, target=target, **p),
+                              "captum": peer})
+        ours_map, their_map = outputs["ours"].attribution, outputs["captum"]
+        if ours_map.shape != their_map.shape:  # a one-channel map against Captum's per-channel copies
+            ours_map, their_map = ours_map.mean(1), their_map.mean(1)
+        agree = agreement(ours_map, their_map)
+        expected = None
+        text = describe(agree)
+        if method == "smoothgrad":
+            # different noise draws: the peer must be as close to us as another of our own draws is
+            # and as large: a map that is all noise (a seeded model's) correlates with nothing, not even itself
+            other = explain(s.explained, x, method, target=target, **{**params, "seed": 1}).attribution
+            self_corr = agreement(ours_map, other)["corr"]
+            scale = float(ours_map.norm() / their_map.norm().clamp_min(1e-30))
+            same = "yes" if agree["corr"] >= self_corr - 0.1 and 0.8 <= scale <= 1.25 else "NO"
+            text += f"; ours seed 0 vs seed 1: corr {self_corr:.4f}; norm ours/peer {scale:.3f}"
+        else:
+            if method == "guided_backprop" and not s.only_nn_relu:
+                expected = EXPECTED[("captum", "guided_backprop")]
+            same = verdict(agree, expected)
+        rows.append(make_row(s, "Captum", case, times, "captum", peer_settings, same, text))
+    return rows
+
+
+def cam_rows(s: Subject, run, methods_available) -> list[dict]:
+    """Each CAM we have against every peer that has it, all of them interleaved in one comparison per method."""
+    try:
+        import pytorch_grad_cam
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        pytorch_grad_cam = None
+    try:
+        import torchcam.methods as torchcam
+    except ImportError:
+        torchcam = None
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    x, target, model, layer, module = s.x, s.target, s.model, s.layer, s.layer_module
+    size = tuple(x.shape[-2:])
+
+    def grad_cam_peer(name):
+        def call():
+            cam = getattr(pytorch_grad_cam, name)(model=model, target_layers=[module])
+            if name == "ScoreCAM":
+                cam.batch_size = CAM_BATCH
+            with cam:
+                return cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+        return call
+
+    def torchcam_peer(name):
+        def call():
+            kwargs = {"input_shape": tuple(x.shape[1:])}
+            if name == "ScoreCAM":
+                kwargs["batch_size"] = CAM_BATCH
+            if name == "CAM":
+                kwargs["fc_layer"] = s.fc
+            extractor = getattr(torchcam, name)(model, target_layer=layer, **kwargs)
+            with extractor:
+                if name in ("ScoreCAM", "CAM"):
+                    with torch.no_grad():
+                        model(x)
+                    return extractor(target)[0]
+                leaf = x.detach().requires_grad_(True)
+                return extractor(target, model(leaf))[0]
+        return call
+
+    def captum_layer_gradcam():
+        layer_map = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
+        return LayerAttribution.interpolate(layer_map, size, interpolate_mode="bilinear")
+
+    rows = []
+    for method in ("gradcam", "gradcam_pp", "xgradcam", "layercam", "eigencam", "scorecam", "cam"):
+        if method not in methods_available:
+            continue
+        contenders = {"ours": lambda m=method: explain(s.explained, x, m, target=target, layer=layer)}
+        if method == "gradcam":
+            contenders["captum"] = captum_layer_gradcam
+        if method in GRAD_CAM_PEERS and pytorch_grad_cam is not None:
+            contenders["pytorch-grad-cam"] = grad_cam_peer(GRAD_CAM_PEERS[method])
+        if method in TORCHCAM_PEERS and torchcam is not None and (method != "cam" or s.fc):
+            contenders["torchcam"] = torchcam_peer(TORCHCAM_PEERS[method])
+        if len(contenders) == 1:
+            continue
+        times, outputs = run(contenders)
+        ours = outputs["ours"]
+        for peer in [p for p in contenders if p != "ours"]:
+            theirs = outputs[peer]
+            if peer == "captum":
+                agree, case = agreement(ours.attribution, theirs), "LayerGradCam (upsampled bilinearly)"
+                settings = "relu_attributions=True, LayerAttribution.interpolate bilinear"
+            elif peer == "pytorch-grad-cam":
+                # its maps are min-max scaled at input resolution
+                case, settings = GRAD_CAM_PEERS[method], f"batch_size={CAM_BATCH}" if method == "scorecam" else ""
+                agree = agreement(minmax(ours.attribution[0, 0]), theirs[0])
+                if method == "eigencam":
+                    # the principal component's sign is arbitrary there; ours is oriented
+                    raw = explain(s.explained, x, method, target=target, layer=layer, relu=False).layer_attribution
+                    agree = max((agreement(minmax(upsample((sign * raw[0]).clamp_min(0), size)[0, 0]), theirs[0])
+                                 for sign in (1, -1)), key=lambda a: a["corr"])
+                    settings = "sign of the component free (best of ±)"
+            else:
+                # its maps are min-max scaled at the layer's resolution
+                case = TORCHCAM_PEERS[method]
+                settings = f"batch_size={CAM_BATCH}" if method == "scorecam" else (
+                    f"fc_layer={s.fc}" if method == "cam" else "")
+                agree = agreement(minmax(ours.layer_attribution[0, 0]), theirs[0])
+            rows.append(make_row(s, PEER_NAMES[peer], f"{method} vs {case}", times, peer, settings or "layer " + layer,
+                                 verdict(agree, EXPECTED.get((peer, method))), describe(agree)))
+    if torchcam is None:
+        rows.append(missing_row(s, "torchcam", "every torchcam CAM", "torchcam not installed"))
+    if pytorch_grad_cam is None:
+        rows.append(missing_row(s, "pytorch-grad-cam", "every pytorch-grad-cam CAM", "grad-cam not installed"))
+    return rows
+
+
+def worst_agreement(pairs) -> dict:
+    """The least similar of several (ours, reference) map pairs."""
+    agreements = [agreement(a, b) for a, b in pairs]
+    return {"corr": min(a["corr"] for a in agreements), "max_rel": max(a["max_rel"] for a in agreements)}
+
+
+def many_rows(s: Subject, run, two_targets: bool) -> list[dict]:
+    x, target, layer, st = s.x, s.target, s.layer, s.settings
+    methods = list(shared_methods())
+
+    def separate():
+        return {m: explain(s.explained, x, m, target, layer=layer if get_method(m).needs_layer else None, seed=0)
+                for m in methods}
+
+    times, outputs = run({"ours": lambda: explain_many(s.explained, x, methods, [target], layer=layer),
+                          "separate": separate})
+    agree = worst_agreement((outputs["ours"][(m, target)].attribution, outputs["separate"][m].attribution)
+                            for m in methods)
+    rows = [make_row(s, "explain_many", f"one-pass set ({len(methods)} methods) vs separate explain() calls", times,
+                     "separate", ", ".join(methods), verdict(agree), describe(agree) + " (worst method)")]
+    if not two_targets:
+        return rows
+    groups = [
+        ("one-pass CAM set", [m for m in methods if get_method(m).needs_layer], {}),
+        ("smoothgrad", ["smoothgrad"], {"smoothgrad": {"n_samples": st.sg_samples}}),
+        ("integrated_gradients", ["integrated_gradients"],
+         {"integrated_gradients": {"n_steps": st.ig_steps, "baseline": "zero"}}),
+        ("scorecam", ["scorecam"], {}),
+        ("occlusion", ["occlusion"], {"occlusion": {"window": st.window, "stride": st.stride}}),
+    ]
+    for label, group, params in groups:
+        group = [m for m in group if m in METHODS_AVAILABLE]
+        if not group:
+            continue
+        layer_arg = layer if any(get_method(m).needs_layer for m in group) else None
+        times, outputs = run({
+            "ours": lambda g=group, p=params, la=layer_arg: explain_many(s.explained, x, g, ["top1", "top2"],
+                                                                         layer=la, params=p),
+            "one target": lambda g=group, p=params, la=layer_arg: explain_many(s.explained, x, g, ["top1"],
+                                                                               layer=la, params=p),
+        })
+        agree = worst_agreement((outputs["ours"][(m, "top1")].attribution,
+                                 outputs["one target"][(m, "top1")].attribution) for m in group)
+        settings = ", ".join(group) + (f" {params}" if params else "")
+        rows.append(make_row(s, "2 vs 1 target", f"explain_many {label}: targets top1+top2 vs top1", times,
+                             "one target", settings, verdict(agree), describe(agree) + " (top1's map)"))
+    return rows
+
+
+METHODS_AVAILABLE: set[str] = set()
+
+
+# ---- the report ----
+
+COLUMNS = ["model", "peer", "comparison", "ours (median s)", "peer (median s)", "ratio ours/peer", "goal", "met",
+           "runs", "same map?", "agreement", "peer settings"]
+
+
+def table(rows: list[dict]) -> str:
+    def seconds(v):
+        return "—" if v is None else f"{v:.4f}"
+
+    return markdown_table(COLUMNS, [[r["model"], r["kind"], r["case"], seconds(r["ours_s"]), seconds(r["peer_s"]),
+                                     "—" if r["ratio"] is None else f"{r['ratio']:.3f}", f"≤ {r['goal']:.1f}",
+                                     r["met"], r["runs"], r["same"], r["agreement"], r["peer"]] for r in rows])
+
+
+def write_report(path: Path, rows: list[dict], header: dict, subjects: list[Subject], notes: list[str]) -> None:
+    lines = ["# Saliency Studio against its peers (issue 10)", ""]
+    lines += [f"- **{k}**: {v}" for k, v in header.items()]
+    lines += ["", "## Models and inputs", ""]
+    for s in subjects:
+        lines.append(f"- **{s.name}**: {s.label}; input {list(s.x.shape)}; CAM layer `{s.layer}`; target class "
+                     f"{s.target} (top-1); IG {s.settings.ig_steps} steps, SmoothGrad {s.settings.sg_samples} "
+                     f"samples, occlusion window {s.settings.window} stride {s.settings.stride}")
+    lines += ["", "## Results", "", table(rows), "", "## Notes", ""] + [f"- {n}" for n in notes]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def git_state() -> str:
+    """The commit measured, and which files differed from it (others edit the tree while benches run)."""
+    import subprocess
+
+    def git(*argv):
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "explainers").splitlines() if line]
+    return f"commit {git('rev-parse', '--short', 'HEAD').strip() or 'unknown'}" + (
+        f", uncommitted changes in {', '.join(changed)}" if changed else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", nargs="+", default=["resnet50", DEFAULT_MODEL])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a tiny CNN, small settings, 1 run: checks every row")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the markdown report")
+    parser.add_argument("--resnet-size", type=int, default=128, help="input side for the seeded resnet50")
+    parser.add_argument("--slow-s", type=float, default=60.0,
+                        help="a row whose warm-up call takes longer has its warm-ups as its one timed run")
+    parser.add_argument("--row-budget-s", type=float, default=None,
+                        help="cut a row's runs to fit in this many seconds (never below 3)")
+    parser.add_argument("--two-targets-on", nargs="*", default=None,
+                        help="models that get the 2-vs-1-target rows (default: every model)")
+    args = parser.parse_args()
+    started = time.time()
+    load_start = load_average()
+    code = git_state()  # before anything is imported and timed, while the tree is the one measured
+    threads = setup_threads()
+    device = torch.device(args.device)
+    if args.quick:
+        args.model, args.repeats = ["tiny"], 1
+    from explainers import METHODS
+
+    METHODS_AVAILABLE.update(METHODS)
+
+    def run(contenders):
+        return compare_warm(contenders, args.repeats, device, slow_s=args.slow_s, row_budget_s=args.row_budget_s)
+
+    subjects, rows = [], []
+    for name in args.model:
+        s = subject(name, device, args)
+        subjects.append(s)
+        print(f"{s.label}: target {s.target}, layer {s.layer}", flush=True)
+        two_targets = args.two_targets_on is None or name in args.two_targets_on
+        sections = (lambda s=s: captum_gradient_rows(s, run, device), lambda s=s: cam_rows(s, run, METHODS_AVAILABLE),
+                    lambda s=s, two=two_targets: many_rows(s, run, two))
+        for section in sections:  # one at a time, so that each prints its rows as soon as they are measured
+            new = section()
+            rows += new
+            for r in new:
+                ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
+                print(f"  {r['kind']:>16}  {r['case']:<60} ratio {ratio:>6}  same {r['same']}  runs {r['runs']}",
+                      flush=True)
+    import torchvision
+
+    header = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "machine": ", ".join(f"{k} {v}" for k, v in machine(device).items()),
+        "versions": f"torch {torch.__version__}, torchvision {torchvision.__version__}, captum "
+                    f"{package_version('captum')}, grad-cam {package_version('grad-cam')}, torchcam "
+                    f"{package_version('torchcam')}",
+        "code": code,
+        "load average at start": load_start,
+        "load average at end": load_average(),
+        "wall time": f"{time.time() - started:.0f} s",
+        "threads": f"{threads} (BENCH_THREADS)",
+    }
+    notes = [
+        "Timing: one untimed warm-up per contender, then interleaved runs (ours, peer, ...); medians. "
+        f"A row whose warm-up call took over {args.slow_s:g} s has its warm-ups as its single timed run "
+        "('warm-up timed'): such a call is hundreds of passes and warms itself in its first few."
+        + (f" Rows are cut to fit {args.row_budget_s:g} s of runs (at least 3 runs)." if args.row_budget_s else ""),
+        "All the peers of one CAM method run in the same interleaved comparison, so their rows share our times.",
+        f"Same map?: 'yes' when the correlation with the peer's map is ≥ {SAME_CORR} or the max |difference| is ≤ "
+        f"{SAME_MAX_REL:g} of the peer's max. CAM libraries return min-max scaled maps (pytorch-grad-cam at input "
+        "resolution, torchcam at the layer's), so ours is min-max scaled the same way first. SmoothGrad draws "
+        "different noise in each library: it is 'yes' when Captum's map correlates with ours at least as well "
+        "(within 0.1) as two of our own draws (seeds 0 and 1) do, and its norm is within 0.8-1.25x of ours (on a "
+        "seeded model the gradients are noise and even our own two draws hardly correlate, so the norm is what "
+        "is checked there).",
+        "Ratios above 1 are rows where ours is slower than the peer; 2-vs-1 rows compare explain_many with two "
+        "targets against the same call with one (the goal ≤ 1.0 means the second target is free).",
+        "Torch threads come from BENCH_THREADS (default 1), as in the other benches; the machine is shared.",
+    ]
+    if any(s.name == "resnet50" for s in subjects):
+        notes.append("resnet50 has seeded weights (calibrated BatchNorm statistics): its ImageNet weights are not "
+                     "cached on this offline machine, so its top-1 class and its maps mean nothing; timings and "
+                     "agreement still hold. Score-CAM skips fewer constant channels on it than on real weights.")
+    notes += [f"Expected difference '{short}': {text}" for short, text in EXPLAINED.items()]
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"peers-{device.type}-{stamp}.md"
+    write_report(path, rows, header, subjects, notes)
+    print()
+    print(table(rows))
+    print(f"\nwritten: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""bench/peers.py --quick runs end to end: every comparison kind gets a row with a ratio, and ours and the peer
+give the same map in each (so a wrong map of ours, or a wrong call of the peer's, fails here). It checks that the
+benchmark works, not that anything is fast."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+for oracle in ("captum", "pytorch_grad_cam"):
+    if importlib.util.find_spec(oracle) is None:
+        pytest.skip(f"{oracle} (a test-only oracle, requirements-dev.txt) is not installed", allow_module_level=True)
+
+
+def _rows(markdown: str) -> list[dict[str, str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = []
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        assert len(cells) == len(header), line
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[str, list[dict[str, str]]]:
+    out = tmp_path_factory.mktemp("peers")
+    completed = subprocess.run([sys.executable, "bench/peers.py", "--quick", "--out", str(out)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    written = list(out.glob("peers-cpu-*.md"))
+    assert len(written) == 1, written
+    text = written[0].read_text()
+    return text, _rows(text)
+
+
+def test_header_names_machine_versions_and_command(report):
+    text, _ = report
+    for needle in ("torch threads", "captum", "grad-cam", "torchcam", "load average at start",
+                   "load average at end", "--quick", "date"):
+        assert needle in text, needle
+
+
+def test_every_comparison_kind_has_rows_with_numeric_ratios(report):
+    _, rows = report
+    kinds = {row["peer"] for row in rows}
+    assert {"Captum", "pytorch-grad-cam", "explain_many", "2 vs 1 target"} <= kinds
+    if importlib.util.find_spec("torchcam") is not None:
+        assert "torchcam" in kinds
+    captum = {row["comparison"].split(" vs ")[0] for row in rows if row["peer"] == "Captum"}
+    assert {"vanilla", "input_x_gradient", "integrated_gradients", "smoothgrad", "guided_backprop", "occlusion",
+            "gradcam"} <= captum
+    grad_cam = {row["comparison"].split(" vs ")[0] for row in rows if row["peer"] == "pytorch-grad-cam"}
+    assert {"gradcam", "gradcam_pp", "scorecam", "eigencam"} <= grad_cam
+    two_vs_one = [row["comparison"] for row in rows if row["peer"] == "2 vs 1 target"]
+    assert len(two_vs_one) == 5, two_vs_one
+    for row in rows:
+        assert float(row["ratio ours/peer"]) > 0, row
+        assert float(row["ours (median s)"]) > 0 and float(row["peer (median s)"]) > 0, row
+        assert row["runs"].startswith("1"), row  # --quick: one run
+
+
+def test_ours_and_the_peer_give_the_same_map(report):
+    """The tiny model has only nn.ReLU, so every peer must agree, except where a peer's own formula is known to
+    differ (reported as 'no (expected: ...)' with the reason in the notes)."""
+    text, rows = report
+    for row in rows:
+        assert row["same map?"] == "yes" or row["same map?"].startswith("no (expected"), row
+        if row["same map?"] != "yes":
+            assert row["peer"] == "torchcam" and row["comparison"].startswith("gradcam_pp"), row
+            assert "Expected difference" in text
+    assert sum(row["same map?"] == "yes" for row in rows) >= len(rows) - 1
