@@ -55,20 +55,13 @@ import statistics
 import time
 
 import torch
-import torchvision
-from common import RESULTS, ROOT, setup_threads
+from common import RESULTS, ROOT, seeded_torchvision, setup_threads
 
 from explainers import batching, load_model
 
 
 def seeded(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(16, 3, 96, 96))
-    return model.eval()
+    return seeded_torchvision(name)[0]
 
 
 def interleaved(contenders: dict[str, tuple], repeats: int) -> dict[str, float]:

@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torchvision
-from common import best_peer_row, compare, report, row, setup_threads
+from common import best_peer_row, compare, report, row, seeded_torchvision, setup_threads
 
 from explainers import ModelUnavailableError, explain, load_model, open_image
-from explainers.models import affine_normalizer
 
 SAMPLE = "assets/samples/cat.png"
 
@@ -31,14 +29,8 @@ def resnet(device, name="resnet50"):
         bundle = load_model(name, device=device, offline=True)
         return bundle.model, bundle.normalize, f"{name} (ImageNet weights)"
     except ModelUnavailableError:
-        torch.manual_seed(0)
-        model = getattr(torchvision.models, name)(weights=None)
-        model.train()
-        with torch.no_grad():
-            for _ in range(3):
-                model(torch.randn(16, 3, 96, 96))
-        normalize, _ = affine_normalizer([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-        return model.eval().to(device), normalize, f"{name} (seeded weights: ImageNet weights not cached offline)"
+        model, normalize = seeded_torchvision(name, device)
+        return model, normalize, f"{name} (seeded weights: ImageNet weights not cached offline)"
 
 
 def pixels(size, device):

@@ -192,21 +192,26 @@ def markdown_table(columns: list[str], lines: list[list[object]]) -> str:
     return "\n".join(out)
 
 
-def seeded_resnet50(device, size: int = 96):
-    """A torchvision ResNet-50 with seeded weights and BatchNorm statistics calibrated on noise (the ImageNet
-    weights are not cached offline), in eval mode, and its ImageNet normaliser."""
+def seeded_torchvision(name: str, device="cpu", size: int = 96):
+    """A torchvision classifier (``name``) with seeded weights and BatchNorm statistics calibrated on noise (the
+    ImageNet weights are not cached offline), in eval mode on ``device``, and its ImageNet normaliser."""
     import torchvision
 
     from explainers.models import affine_normalizer
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet50(weights=None)
+    model = getattr(torchvision.models, name)(weights=None)
     model.train()
     with torch.no_grad():
         for _ in range(3):
             model(torch.randn(16, 3, size, size))
     normalize, _ = affine_normalizer([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     return model.eval().to(device), normalize
+
+
+def seeded_resnet50(device, size: int = 96):
+    """``seeded_torchvision("resnet50")``."""
+    return seeded_torchvision("resnet50", device, size)
 
 
 def sample_pixels(path, size: int, device) -> torch.Tensor:
