@@ -12,7 +12,6 @@ from ui.compare import (
     export_zip,
     grid_id,
     grid_plan,
-    pending,
     sweep_methods,
     sweep_scope_label,
     sweep_seconds,
@@ -37,24 +36,33 @@ with guard():
     if st.session_state.get(state.COMPARE_CANCEL):  # Cancel was clicked: this rerun stopped the computation
         st.session_state[state.COMPARE_RUN] = None
         st.session_state[state.COMPARE_CANCELLED] = this_grid
-    todo = pending(selection, settings)
-    seconds = sum(step.seconds for step in grid_plan(selection, todo))
     started = st.session_state.get(state.COMPARE_RUN) == this_grid
     cancelled = st.session_state.get(state.COMPARE_CANCELLED) == this_grid
-    compute = bool(todo) and (started or (seconds <= AUTO_RUN_SECONDS and not cancelled))
-    if todo and not compute:
-        reason = "Cancelled. " if cancelled else ""
-        st.info(f"{reason}{len(todo)} panels to compute, about {seconds:.0f} s on this machine "
-                f"(grids under {AUTO_RUN_SECONDS:.0f} s start at once).", icon=":material/timer:")
-        if st.button(f"Run the grid (about {seconds:.0f} s)", type="primary", key=state.COMPARE_RUN_BUTTON):
-            st.session_state[state.COMPARE_RUN] = this_grid
-            st.session_state[state.COMPARE_CANCELLED] = None
-            st.rerun()
-    status = st.empty()
-    if compute:
-        status.caption(f"Computing {len(todo)} panels, about {seconds:.0f} s.")
-    results = draw_grid(selection, settings, compute)
-    status.empty()
+    notice = st.empty()  # above the grid: the estimate and the Run button, once the quick rows are drawn
+    running = []
+
+    def decide(todo) -> bool:
+        """Whether the grid's remaining panels run now: at once under the budget, else after Run."""
+        seconds = sum(step.seconds for step in grid_plan(selection, todo))
+        compute = started or (seconds <= AUTO_RUN_SECONDS and not cancelled)
+        with notice.container():
+            if not compute:
+                reason = "Cancelled. " if cancelled else ""
+                st.info(f"{reason}{len(todo)} panels to compute, about {seconds:.0f} s on this machine "
+                        f"(grids under {AUTO_RUN_SECONDS:.0f} s start at once; the rows of the shared pass always "
+                        "do).", icon=":material/timer:")
+                if st.button(f"Run the grid (about {seconds:.0f} s)", type="primary", key=state.COMPARE_RUN_BUTTON):
+                    st.session_state[state.COMPARE_RUN] = this_grid
+                    st.session_state[state.COMPARE_CANCELLED] = None
+                    st.rerun()
+            else:
+                st.caption(f"Computing {len(todo)} panels, about {seconds:.0f} s.")
+                running.append(True)
+        return compute
+
+    results = draw_grid(selection, settings, decide)
+    if running:  # the "Computing" line is a status of the run: gone once the grid is done
+        notice.empty()
 
     st.subheader("Method agreement")
     st.caption(f"Between every pair of methods in the grid, for the predicted class "

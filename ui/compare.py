@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -265,18 +266,16 @@ def _fill_row(selection: Selection, settings: CompareSettings, method: str, reco
                 st.caption(f"linked scale: {panel.rendered.lo:.3g} … {panel.rendered.hi:.3g} (raw)")
 
 
-def draw_grid(selection: Selection, settings: CompareSettings, compute: bool) -> dict[tuple[str, int],
-                                                                                       ExplanationRecord]:
-    """Draw the grid: every row at once, cached panels filled in, the rest computed when ``compute`` is True
-    (``grid_plan``'s steps, each one explain_many call whose rows fill in as it ends, with a Cancel button and a
-    bar per step), else left as placeholders. Returns every record on screen."""
+def draw_grid(selection: Selection, settings: CompareSettings,
+              decide: Callable[[list[tuple[str, int]]], bool]) -> dict[tuple[str, int], ExplanationRecord]:
+    """Draw the grid: every row at once with its cached panels, then the rows of the shared pass at once (one
+    forward pass for all of them: a fraction of a second, before any estimate is measured), then the rest if
+    ``decide(pending panels)`` says so (``grid_plan``'s steps, each one explain_many call whose rows fill in as it
+    ends, with a Cancel button and a bar per step), else placeholders. Returns every record on screen."""
     results: dict[tuple[str, int], ExplanationRecord] = {
         (m, t): record for m, t in settings.panels() if (record := cached(selection, m, {}, t)) is not None}
     columns = len(settings.targets) + (1 if settings.difference else 0)
-    plan = grid_plan(selection, pending(selection, settings)) if compute else []
     cancel_slot = st.empty()
-    if plan:
-        cancel_slot.button("Cancel", key=state.COMPARE_CANCEL, help="Stop computing the grid now.")
     overall, step_bar = st.empty(), st.empty()
     rows = {}
     with st.container(key=state.COMPARE_GRID):
@@ -292,15 +291,27 @@ def draw_grid(selection: Selection, settings: CompareSettings, compute: bool) ->
             label = cells[0].empty()
             label.markdown(_row_label(method))
             rows[method] = (label, [cell.empty() for cell in cells[1:]])
-    for method in settings.methods:
-        waiting = any(method in step.methods for step in plan)
-        records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
-        if waiting:
-            for column, target in enumerate(settings.targets):
-                if target not in records:
-                    rows[method][1][column].caption("computing…")
-        if records or not waiting:
+
+    def fill(methods) -> None:
+        for method in methods:
+            records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
             _fill_row(selection, settings, method, records, *rows[method])
+
+    fill(settings.methods)
+    quick = [(m, t) for m, t in pending(selection, settings) if m in shared_methods()]
+    if quick:
+        methods = list(dict.fromkeys(m for m, _ in quick))
+        results.update(explain_many_cached(selection, methods, list(dict.fromkeys(t for _, t in quick))))
+        fill(methods)
+    todo = pending(selection, settings)
+    plan = grid_plan(selection, todo) if todo and decide(todo) else []
+    if plan:
+        cancel_slot.button("Cancel", key=state.COMPARE_CANCEL, help="Stop computing the grid now.")
+    for step in plan:
+        for method in step.methods:
+            for column, target in enumerate(settings.targets):
+                if (method, target) not in results:
+                    rows[method][1][column].caption("computing…")
     total = sum(len(step.methods) * len(step.targets) for step in plan)
     done = 0
     for step in plan:
@@ -311,9 +322,7 @@ def draw_grid(selection: Selection, settings: CompareSettings, compute: bool) ->
         step_bar.empty()
         results.update(computed)
         done += len(computed)
-        for method in step.methods:
-            records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
-            _fill_row(selection, settings, method, records, *rows[method])
+        fill(step.methods)
     cancel_slot.empty()
     overall.empty()
     step_bar.empty()

@@ -38,7 +38,7 @@ from ui.compare import (
     grid_plan,
 )
 from ui.controls import method_label
-from ui.explanations import explain_cached, explanation_cache
+from ui.explanations import cached, explain_cached, explanation_cache
 from ui.outputs import render_record
 from ui.sidebar import Selection
 
@@ -155,21 +155,23 @@ def test_the_default_grid_fits_the_auto_run_budget(default_bundle):
     assert sum(s.seconds for s in plan) < 2 * sum(s.seconds for s in one)
 
 
-def test_a_long_grid_waits_for_run_behind_an_estimate():
+def test_a_long_grid_waits_for_run_behind_an_estimate_but_its_shared_rows_come_at_once():
     methods = ["vanilla", "scorecam"]
     at = start(session={state.COMPARE_METHODS: methods}, page=COMPARE)
     sel = selection(at)
-    seconds = sum(step.seconds for step in grid_plan(sel, [(m, t) for m in methods for t in (CAT_TOP, CAT_SECOND)]))
+    seconds = sum(step.seconds for step in grid_plan(sel, [("scorecam", t) for t in (CAT_TOP, CAT_SECOND)]))
     assert seconds > AUTO_RUN_SECONDS  # the premise: Score-CAM on 1280 channels is long
     (notice,) = [i.value for i in at.info if "panels to compute" in i.value]
     match = re.search(r"(\d+) panels to compute, about (\d+) s", notice)
-    assert match and int(match.group(1)) == 2 * len(methods)
+    assert match and int(match.group(1)) == 2  # Score-CAM's two panels wait
     assert int(match.group(2)) > AUTO_RUN_SECONDS
     (run,) = [b for b in at.button if b.key == "compare.run_button"]
     assert run.label == f"Run the grid (about {match.group(2)} s)"
-    assert explanation_cache().records == 0  # nothing computed
-    assert panel_captions(at) == []
-    assert [c.value for c in at.caption].count("not computed yet") == 2 * len(methods)
+    # the shared pass's row is computed at once, before any estimate: one call, two panels
+    assert (explanation_cache().calls, explanation_cache().records) == (1, 2)
+    assert panel_captions(at)[:2] == [_panel_caption(at, "vanilla", CAT_TOP), _panel_caption(at, "vanilla", CAT_SECOND)]
+    assert [c.value for c in at.caption].count("not computed yet") == 2
+    assert cached(sel, "scorecam", {}, CAT_TOP) is None and cached(sel, "vanilla", {}, CAT_TOP) is not None
 
 
 def test_a_cheap_grid_runs_at_once_and_leaves_no_cancel_button():
