@@ -122,18 +122,14 @@ def _clamp_range(module: nn.Module) -> tuple[float, float] | None:
 
 
 @contextlib.contextmanager
-def rectified_backward(model: nn.Module, guided: bool | None = None, *, rule: BackwardRule | None = None
-                       ) -> Iterator[int]:
-    """Inside the block every nn.ReLU / nn.ReLU6 of ``model`` back-propagates with the guided rule
-    (``guided=True``) or the deconvnet rule (``guided=False``); or, given ``rule``, with whatever rule it holds
+def rectified_backward(model: nn.Module, rule: BackwardRule) -> Iterator[int]:
+    """Inside the block every nn.ReLU / nn.ReLU6 of ``model`` back-propagates with whatever rule ``rule`` holds
     when each backward runs (see :class:`BackwardRule`).
 
     Works on in-place activations: a pre-hook keeps the original input (the in-place op then writes into a
     copy), and the forward hook replaces the output by our own clamp of that input. Yields the count of
     activations changed; functional relus (F.relu in a forward method) cannot be reached this way.
     """
-    if rule is None:
-        rule = BackwardRule("guided" if guided else "deconvnet")
     hooks = HookSet()
     inputs: dict[nn.Module, torch.Tensor] = {}
 
