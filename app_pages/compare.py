@@ -11,7 +11,6 @@ from ui.compare import (
     draw_layer_sweep,
     export_zip,
     grid_id,
-    grid_plan,
     sweep_methods,
     sweep_scope_label,
     sweep_seconds,
@@ -41,9 +40,10 @@ with guard():
     notice = st.empty()  # above the grid: the estimate and the Run button, once the quick rows are drawn
     running = []
 
-    def decide(todo) -> bool:
-        """Whether the grid's remaining panels run now: at once under the budget, else after Run."""
-        seconds = sum(step.seconds for step in grid_plan(selection, todo))
+    def decide(todo, plan) -> bool:
+        """Whether the grid's remaining panels (``plan``'s steps) run now: at once under the budget, else after
+        Run."""
+        seconds = sum(step.seconds for step in plan)
         compute = started or (seconds <= AUTO_RUN_SECONDS and not cancelled)
         with notice.container():
             if not compute:

@@ -267,11 +267,11 @@ def _fill_row(selection: Selection, settings: CompareSettings, method: str, reco
 
 
 def draw_grid(selection: Selection, settings: CompareSettings,
-              decide: Callable[[list[tuple[str, int]]], bool]) -> dict[tuple[str, int], ExplanationRecord]:
+              decide: Callable[[list[tuple[str, int]], list[Step]], bool]) -> dict[tuple[str, int], ExplanationRecord]:
     """Draw the grid: every row at once with its cached panels, then the rows of the shared pass at once (one
     forward pass for all of them: a fraction of a second, before any estimate is measured), then the rest if
-    ``decide(pending panels)`` says so (``grid_plan``'s steps, each one explain_many call whose rows fill in as it
-    ends, with a Cancel button and a bar per step), else placeholders. Returns every record on screen."""
+    ``decide(pending panels, their plan)`` says so (``grid_plan``'s steps, each one explain_many call whose rows
+    fill in as it ends, with a Cancel button and a bar per step), else placeholders. Returns every record on screen."""
     results: dict[tuple[str, int], ExplanationRecord] = {
         (m, t): record for m, t in settings.panels() if (record := cached(selection, m, {}, t)) is not None}
     columns = len(settings.targets) + (1 if settings.difference else 0)
@@ -304,7 +304,9 @@ def draw_grid(selection: Selection, settings: CompareSettings,
         results.update(explain_many_cached(selection, methods, list(dict.fromkeys(t for _, t in quick))))
         fill(methods)
     todo = pending(selection, settings)
-    plan = grid_plan(selection, todo) if todo and decide(todo) else []
+    plan = grid_plan(selection, todo) if todo else []
+    if plan and not decide(todo, plan):
+        plan = []
     if plan:
         cancel_slot.button("Cancel", key=state.COMPARE_CANCEL, help="Stop computing the grid now.")
     for step in plan:
