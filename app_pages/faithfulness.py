@@ -4,9 +4,10 @@ mask slider and the pointing game, on the current image and model."""
 import streamlit as st
 
 from explainers.digits import gallery
-from explainers.evaluation import latest_evaluation, pointing_game
-from explainers.faithfulness import SUBSTRATES, mask_top, region_choices
 from explainers.models import DIGITS_MODEL
+from explainers.trust.benchmark import latest_evaluation
+from explainers.trust.faithfulness import SUBSTRATES, mask_top, region_choices
+from explainers.trust.pointing import pointing_game
 from ui import state
 from ui.controls import method_label, offered_methods
 from ui.errors import guard

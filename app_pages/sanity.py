@@ -3,7 +3,7 @@
 import streamlit as st
 
 from explainers.models import DIGITS_MODEL, load_digits_bundle
-from explainers.similarity import METRIC_LABELS
+from explainers.trust.similarity import METRIC_LABELS
 from ui import state
 from ui.controls import method_label, offered_methods
 from ui.errors import guard
@@ -35,7 +35,7 @@ with guard():
     methods = left.multiselect("Methods", names, key=state.SANITY_METHODS, format_func=method_label,
                                persist_state="session",
                                help="The sobel and random controls are always added.")
-    from explainers.sanity import cascade_blocks
+    from explainers.trust.sanity import cascade_blocks
 
     blocks = len(cascade_blocks(selection.bundle.model))
     steps = right.number_input("Cascade steps (from the top)", 1, blocks, value=blocks, key=state.SANITY_STEPS,
@@ -68,7 +68,7 @@ with guard():
     st.plotly_chart(curves_figure(cascade, metric), key=state.SANITY_CURVES)
     for note in undefined_notes(cascade):
         st.caption(note)
-    from explainers.sanity import filmstrip
+    from explainers.trust.sanity import filmstrip
 
     st.image(filmstrip(cascade), caption="Each method's |map| after each step (step 0: the original model), "
              "each tile on its own range so a collapsed map still shows its shape.")

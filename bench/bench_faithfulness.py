@@ -19,8 +19,9 @@ import torch
 from common import compare, report, row, setup_threads
 
 from explainers import explain, load_model, open_image
-from explainers.faithfulness import faithfulness_curves, noisy_linear_impute, road_removed
 from explainers.render import to_map
+from explainers.trust.faithfulness import faithfulness_curves
+from explainers.trust.road import noisy_linear_impute, road_removed
 
 SAMPLE = "assets/samples/cat.png"
 

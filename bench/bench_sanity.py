@@ -21,8 +21,9 @@ import time
 import torch
 from common import RESULTS, ROOT, setup_threads
 
-from explainers import explain, get_method, load_model, open_image, sanity
+from explainers import explain, get_method, load_model, open_image
 from explainers.many import shared_methods
+from explainers.trust import sanity
 
 METHODS = [
     "vanilla",

@@ -1,5 +1,5 @@
 """``python -m explainers``: the command line (see ``explainers.cli``)."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

@@ -21,8 +21,10 @@ from torch import nn
 from .batching import Batches, Progress, default_batch_size, forward
 from .errors import ParameterError, SaliencyError
 from .hooks import model_guard
+from .layers import cached_catalogue, resolve_layer
+from .manifest import jsonable
 from .registry import MethodInfo, get_method
-from .targets import Target, TargetSpec
+from .targets import Target, TargetSpec, target_key
 
 
 @dataclass
@@ -68,11 +70,11 @@ class Call:
 
     def __post_init__(self) -> None:
         if self.batches is None:
-            object.__setattr__(self, "batches", Batches(self.batch_size, _device_of(self.model)))
+            object.__setattr__(self, "batches", Batches(self.batch_size, device_of(self.model)))
 
     @property
     def device(self) -> torch.device:
-        return _device_of(self.model)
+        return device_of(self.model)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the call's seed: the same seed gives the same draws on any device."""
@@ -148,7 +150,6 @@ class Explanation:
 
     def record(self, row: int = 0) -> ExplanationRecord:
         """Row ``row`` as NumPy arrays and JSON-ready values: what the dashboard caches and manifests describe."""
-        from .manifest import jsonable
 
         extras = {}
         for key, value in self.extras.items():
@@ -221,7 +222,7 @@ def as_logits(output: Any) -> torch.Tensor:
     return output
 
 
-def _unwrap(model_or_bundle: Any) -> tuple[nn.Module, Any, Sequence[str] | None]:
+def unwrap(model_or_bundle: Any) -> tuple[nn.Module, Any, Sequence[str] | None]:
     if isinstance(model_or_bundle, nn.Module):
         return model_or_bundle, None, None
     model = getattr(model_or_bundle, "model", None)
@@ -230,7 +231,7 @@ def _unwrap(model_or_bundle: Any) -> tuple[nn.Module, Any, Sequence[str] | None]
     return model, model_or_bundle, getattr(model_or_bundle, "categories", None)
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -269,9 +270,8 @@ def method_batches(model: nn.Module, inputs: torch.Tensor, batch_size: int | Non
     return batches
 
 
-def _resolve_layer(model: nn.Module, bundle: Any, layer: Any, inputs: torch.Tensor):
+def find_layer(model: nn.Module, bundle: Any, layer: Any, inputs: torch.Tensor):
     """(LayerInfo, module) of ``layer`` (None: the default layer), measured at the inputs' size."""
-    from .layers import cached_catalogue, resolve_layer
 
     shape = tuple(inputs[:1].shape)
     catalogue = getattr(bundle, "layers", None)
@@ -294,12 +294,150 @@ def prepare_inputs(model: nn.Module, inputs: Any) -> torch.Tensor:
         raise SaliencyError("inputs contain NaN or infinite values")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), inputs.dtype)
     # contiguous NCHW: a channels-last view (e.g. from a permute) would pick other conv kernels per batch
-    return inputs.detach().to(device=_device_of(model), dtype=dtype).contiguous()
+    return inputs.detach().to(device=device_of(model), dtype=dtype).contiguous()
 
 
-def _check_batch_size(batch_size: Any) -> None:
+def check_batch_size(batch_size: Any) -> None:
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ParameterError(f"batch_size must be a positive integer; got {batch_size!r}")
+
+
+@dataclass
+class Request:
+    """A call checked before anything runs: the one prepare step of ``explain``, ``explain_many`` and
+    ``explain_layers`` (see :func:`prepare`). ``targets`` maps each requested target's key (``target_key``) to
+    its parsed spec; ``params`` holds each method's validated parameters (defaults filled in)."""
+
+    model: nn.Module
+    bundle: Any
+    categories: Sequence[str] | None
+    inputs: torch.Tensor
+    infos: dict[str, MethodInfo]
+    params: dict[str, dict[str, Any]]
+    targets: dict[Any, TargetSpec]
+    objective: str
+    batch_size: int | None
+    seed: int
+    layer: Any
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return tuple(self.inputs.shape[-2:])
+
+    def find_layer(self, layer: Any = None) -> tuple[Any, nn.Module]:
+        """(LayerInfo, module) of ``layer``, or of the requested layer (None: the model's default one)."""
+        return find_layer(self.model, self.bundle, self.layer if layer is None else layer, self.inputs)
+
+    def layer_for(self, method: str) -> tuple[Any, nn.Module | None]:
+        """The requested layer resolved for ``method``, or (None, None) when it uses none."""
+        return self.find_layer() if self.infos[method].needs_layer else (None, None)
+
+    def cost(self, method: str, layer_info: Any = None):
+        """``method``'s passes per image at the inputs' size on ``layer_info``'s channels."""
+        return self.infos[method].cost.passes(self.params[method], self.hw, getattr(layer_info, "channels", None))
+
+    def units(self, method: str, layer_info: Any = None) -> int:
+        """The progress units of one call of ``method``: the passes that dominate (backward ones for gradient
+        methods, else forward ones) times the rows."""
+        cost = self.cost(method, layer_info)
+        return (cost.backward or cost.forward) * len(self.inputs)
+
+
+def prepare(model_or_bundle: Any, inputs: Any, methods: Sequence[str], targets: Sequence[Any], *, layer: Any = None,
+            objective: str = "logit", batch_size: int | None = None, seed: int | None = None,
+            params: dict[str, dict[str, Any]] | None = None) -> Request:
+    """Every check a call makes before it computes, in one order, so every entry point fails the same way: the
+    methods and their parameters, the batch size, the model, the methods' availability on it, the layer, the
+    inputs, the targets. A missing ``seed`` is drawn (and recorded in each Explanation)."""
+    methods = list(dict.fromkeys(methods))
+    keyed = {target_key(t): t for t in targets}
+    if not methods or not keyed:
+        raise ParameterError("explain_many needs at least one method and one target")
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(methods))
+    if unknown:
+        raise ParameterError(f"params given for {unknown[0]!r}, which is not among the methods asked for")
+    infos = {name: get_method(name) for name in methods}
+    validated = {name: info.validate(params.get(name, {})) for name, info in infos.items()}
+    check_batch_size(batch_size)
+    model, bundle, categories = unwrap(model_or_bundle)
+    for info in infos.values():
+        if info.unavailable_reason(model) is not None:
+            raise SaliencyError(f"{info.unavailable_reason(model)}; pick another method")
+    if layer is not None and not any(info.needs_layer for info in infos.values()):
+        raise SaliencyError(f"method {methods[0]!r} does not use a layer; drop layer={layer!r} or pick a CAM method")
+    inputs = prepare_inputs(model, inputs)
+    specs = {key: TargetSpec(target, len(inputs), categories, objective) for key, target in keyed.items()}
+    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    return Request(model=model, bundle=bundle, categories=categories, inputs=inputs, infos=infos, params=validated,
+                   targets=specs, objective=objective, batch_size=batch_size, seed=seed, layer=layer)
+
+
+def explain_method(request: Request, method: str, progress: Callable[[int, int], object] | None = None,
+                   ) -> dict[Any, Explanation]:
+    """The one body: ``method`` for every requested target from one method call, split into one Explanation per
+    target ({target key: Explanation}); the caller holds ``model_guard``.
+
+    Ranks are resolved from one clean pass (shared by the targets); the batch size is the request's, or the
+    automatic one for the method's kind of passes; the method's own clean pass gives the logits when it made
+    one. ``elapsed_s`` is the call's time for every target. ``progress(done, total)`` counts the passes that
+    dominate (``Request.units``); returning False, or raising Cancelled, stops the run.
+    """
+    started = time.perf_counter()
+    inputs, device = request.inputs, request.inputs.device
+    layer_info, layer_module = request.layer_for(method)
+    cost = request.cost(method, layer_info)
+    specs = request.targets
+    ranks = any(spec.needs_logits for spec in specs.values())
+    clean_logits, clean_batches = clean_pass(request.model, inputs, request.batch_size) if ranks else (None, None)
+    targets = [spec.resolve(clean_logits, device=device) for spec in specs.values()]
+    batches = method_batches(request.model, inputs, request.batch_size, cost.backward == 0, clean_batches)
+    call = Call(model=request.model, targets=tuple(targets), batch_size=batches.requested,
+                progress=Progress(request.units(method, layer_info), progress), seed=request.seed,
+                bundle=request.bundle, layer=layer_info, layer_module=layer_module, batches=batches)
+    result = run_method(request.infos[method], call, inputs, request.params[method])
+    logits = result.logits if result.logits is not None else clean_logits
+    if logits is None:
+        logits = call.predict(inputs)
+    call.progress.finish()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - started
+    explanations = {}
+    for t, key in enumerate(specs):
+        part = Attribution(
+            attribution=result.attribution[t : t + 1],
+            layer_attribution=None if result.layer_attribution is None else result.layer_attribution[t : t + 1],
+            logits=logits,
+            notes=result.notes_for(t),
+        )
+        explanations[key] = explanation_of(
+            request, method, part, targets[t], call.batches, elapsed, cost.backward > 0,
+            layer=getattr(layer_info, "name", None), extras=(result.extras or [{}] * len(targets))[t])
+    return explanations
+
+
+def explanation_of(request: Request, method: str, part: Attribution, target: Target, batches: Batches,
+                   elapsed_s: float, gradients: bool, layer: str | None, extras: dict[str, Any] | None = None,
+                   ) -> Explanation:
+    """One target's Explanation from its one-target ``part``, with non-finite values zeroed and the notes the
+    user should read beside the map (see :func:`checked`)."""
+    attribution, layer_attribution, notes = checked(part, request.inputs, batches, gradients=gradients)
+    return Explanation(
+        attribution=attribution,
+        target=target.indices.detach().cpu().clone(),
+        logits=part.logits.detach(),
+        method=method,
+        params=request.params[method],
+        elapsed_s=elapsed_s,
+        objective=request.objective,
+        layer=layer,
+        layer_attribution=layer_attribution,
+        extras=dict(extras or {}),
+        seed=request.seed,
+        batch_size_used=batches.size,
+        notes=notes,
+    )
 
 
 def explain(
@@ -323,65 +461,15 @@ def explain(
     draws the same noise, so a row's map equals the map of that image alone. ``progress(done, total)`` is
     called after each batch of passes; returning False, or raising Cancelled, stops the run.
 
-    The model runs in eval mode (no BatchNorm statistics updated, no dropout) and is left exactly as it was
-    found: no hooks, the same parameters and buffers, the same train/eval flags.
+    The one-method, one-target case of ``explain_many``: the same prepare step (:func:`prepare`) and the same
+    body (:func:`explain_method`). The model runs in eval mode (no BatchNorm statistics updated, no dropout) and
+    is left exactly as it was found: no hooks, the same parameters and buffers, the same train/eval flags.
     """
-    info = get_method(method)
-    resolved_params = info.validate(params)
-    _check_batch_size(batch_size)
-    model, bundle, categories = _unwrap(model_or_bundle)
-    if info.unavailable_reason(model) is not None:
-        raise SaliencyError(f"{info.unavailable_reason(model)}; pick another method")
-    if layer is not None and not info.needs_layer:
-        raise SaliencyError(f"method {method!r} does not use a layer; drop layer={layer!r} or pick a CAM method")
-    inputs = prepare_inputs(model, inputs)
-    spec = TargetSpec(target, len(inputs), categories, objective)
-    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
-
-    started = time.perf_counter()
-    with model_guard(model):
-        device = inputs.device
-        # a rank needs the clean prediction before anything is explained
-        clean_logits, clean_batches = clean_pass(model, inputs, batch_size) if spec.needs_logits else (None, None)
-        resolved_target = spec.resolve(clean_logits, device=device)
-        layer_info, layer_module = _resolve_layer(model, bundle, layer, inputs) if info.needs_layer else (None, None)
-        cost = info.cost.passes(resolved_params, tuple(inputs.shape[-2:]), getattr(layer_info, "channels", None))
-        batches = method_batches(model, inputs, batch_size, cost.backward == 0, clean_batches)
-        call = Call(
-            model=model,
-            targets=(resolved_target,),
-            batch_size=batches.requested,
-            # progress counts the passes that dominate: backward ones for gradient methods, else forward ones
-            progress=Progress((cost.backward or cost.forward) * len(inputs), progress),
-            seed=seed,
-            bundle=bundle,
-            layer=layer_info,
-            layer_module=layer_module,
-            batches=batches,
-        )
-        result = run_method(info, call, inputs, resolved_params)
-        logits = result.logits if result.logits is not None else clean_logits
-        if logits is None:
-            logits = call.predict(inputs)
-    call.progress.finish()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    attribution, layer_attribution, notes = _checked(result, inputs, call.batches, gradients=cost.backward > 0)
-    return Explanation(
-        attribution=attribution,
-        target=resolved_target.indices.detach().cpu().clone(),
-        logits=logits.detach(),
-        method=method,
-        params=resolved_params,
-        elapsed_s=time.perf_counter() - started,
-        objective=objective,
-        layer=getattr(layer_info, "name", None),
-        layer_attribution=layer_attribution,
-        extras=dict((result.extras or [{}])[0]),
-        seed=seed,
-        batch_size_used=call.batches.size,
-        notes=notes,
-    )
+    request = prepare(model_or_bundle, inputs, [method], [target], layer=layer, objective=objective,
+                      batch_size=batch_size, seed=seed, params={method: params})
+    with model_guard(request.model):
+        (explanation,) = explain_method(request, method, progress).values()
+    return explanation
 
 
 CONSTANT_NOTE = ("the image is a single colour: whatever structure the map shows comes from the model (its "
@@ -392,7 +480,7 @@ ZERO_MAP_NOTE = f"{ZERO_PREFIX}: nothing the method changed moved the score on t
 NON_FINITE_NOTE = "the method produced {} non-finite values (an overflow or 0/0) on this input; they are shown as 0"
 
 
-def _checked(result: Attribution, inputs: torch.Tensor, batches: Batches, gradients: bool):
+def checked(result: Attribution, inputs: torch.Tensor, batches: Batches, gradients: bool):
     """The first target's (attribution, layer_attribution) with non-finite values set to 0, and per row the
     notes the user should read beside the map: degenerate inputs, all-zero maps, a reduced batch size."""
     attribution = result.attribution[0].detach()
@@ -432,7 +520,7 @@ def run_method(info: MethodInfo, call: Call, inputs: torch.Tensor, params: dict[
 
 def class_probabilities(model_or_bundle: Any, inputs: torch.Tensor) -> np.ndarray:
     """Softmax probabilities [N, K] of the model for ``inputs``, in eval mode, as NumPy."""
-    model, _, _ = _unwrap(model_or_bundle)
+    model, _, _ = unwrap(model_or_bundle)
     inputs = prepare_inputs(model, inputs)
     with model_guard(model), torch.inference_mode():
         logits = as_logits(model(inputs))

@@ -17,12 +17,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from .core import _device_of, _unwrap, explain
+from .core import device_of, explain, unwrap
 from .errors import ParameterError
 from .registry import get_method
 
@@ -58,8 +59,8 @@ def quantus_explain_func(
 
     def explain_func(model: Any, inputs: Any, targets: Any, **kwargs: Any) -> np.ndarray:
         kwargs = {k: v for k, v in kwargs.items() if k not in QUANTUS_KEYWORDS}
-        module, _, _ = _unwrap(model)
-        device = _device_of(module)
+        module, _, _ = unwrap(model)
+        device = device_of(module)
         batch = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
         if batch.dim() != 4:
             raise ParameterError(f"expected inputs [N, C, H, W] (channel first), got shape {list(batch.shape)}")
@@ -69,7 +70,6 @@ def quantus_explain_func(
             target = np.repeat(target, len(batch))
         model_or_bundle = module
         if bundle is not None:
-            from dataclasses import replace
 
             model_or_bundle = replace(bundle, model=module)
         explanation = explain(model_or_bundle, batch.float().to(device), method, torch.from_numpy(target),

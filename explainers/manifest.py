@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .registry import METHODS
+
 SCHEMA = "saliency-studio/explanation"
 SCHEMA_VERSION = 2  # 2: notes and batch_size_used
 
@@ -86,7 +88,6 @@ def explanation_manifest(
     map's "own", "linked" across panels, or a "difference" of two maps; ``role`` what the panel is in a
     collection (e.g. "difference").
     """
-    from .registry import METHODS
 
     method = METHODS.get(record.method)
     target = [int(t) for t in record.target]

@@ -7,6 +7,7 @@ them before it calls a method; class names and indices resolve at once.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import numbers
 import re
@@ -97,7 +98,7 @@ def _parse_one(spec: Any, categories: Sequence[str] | None, num_classes: int | N
     raise TargetError(f"target must be a class index, name or 'topK'; got {type(spec).__name__} {spec!r}")
 
 
-def _items(target: Any) -> list | None:
+def per_row_items(target: Any) -> list | None:
     """The per-row items of a list, tuple, 1-D array or tensor; None for anything that is one target."""
     if isinstance(target, (torch.Tensor, np.ndarray)):
         if np.size(target) == 1 if isinstance(target, np.ndarray) else target.numel() == 1:
@@ -190,7 +191,7 @@ class TargetSpec:
         num_classes = num_classes or (len(categories) if categories else None)
         if target is None:
             target = "top1"
-        items = _items(target)
+        items = per_row_items(target)
         if items is not None:
             if len(items) != n_rows:
                 if isinstance(target, tuple) and len(items) == 2:
@@ -239,6 +240,16 @@ class TargetSpec:
         """Whether a rank ("topK") still waits for the clean logits."""
         return bool((self._resolved < 0).any())
 
+    def resolve_rows(self, logits: torch.Tensor, start: int, stop: int,
+                     device: torch.device | str = "cpu") -> Target:
+        """Rows ``start:stop`` resolved from those rows' own ``logits`` [stop - start, K], as a batched pass computes
+        them: a rank costs no separate clean pass."""
+        if not self.needs_logits:
+            return self.resolve(None, device).take(torch.arange(start, stop))
+        part = copy.copy(self)
+        part.n_rows, part._per_row, part._resolved = stop - start, self._per_row[start:stop], self._resolved[start:stop]
+        return part.resolve(logits, device)
+
     def resolve(self, logits: torch.Tensor | None = None, device: torch.device | str = "cpu") -> Target:
         """The explicit :class:`Target`; ranks are read from the clean ``logits`` [N, K] of the inputs."""
         resolved = self._resolved.clone()
@@ -259,3 +270,21 @@ class TargetSpec:
                 f"class index {int(resolved.max())} is out of range for a model with {logits.shape[-1]} outputs"
             )
         return Target(resolved.to(device), self.objective, int(resolved.max()))
+
+
+def target_key(target: Any) -> Any:
+    """A target as a dictionary key (``explain_many``'s results): the target as given (an int, a name, "topK", a
+    Contrast, None), a plain int for a one-element tensor or NumPy scalar, a tuple for one target per row."""
+    if isinstance(target, (torch.Tensor, np.ndarray, np.generic)):
+        size = target.numel() if isinstance(target, torch.Tensor) else np.size(target)
+        return target.item() if size == 1 else tuple(target.tolist())
+    if isinstance(target, list):
+        return tuple(target_key(item) for item in target)
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        return int(target)
+    return target
+
+
+def join_targets(parts: Sequence[Target]) -> Target:
+    """One Target from the targets of consecutive row ranges (the batches of one pass)."""
+    return Target(torch.cat([p.classes for p in parts]), parts[0].objective, max(p.max_class for p in parts))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import _unwrap, as_logits, prepare_inputs
+from .core import as_logits, prepare_inputs, unwrap
 from .errors import ParameterError
 from .hooks import HookSet, model_guard
 from .targets import TargetSpec
@@ -103,7 +103,7 @@ def trace_gradient(model_or_bundle: Any, inputs: torch.Tensor, target: Any = "to
     ``inputs`` is one preprocessed image [1, C, H, W]. The model runs in eval mode and is left as found; the
     hooks live only inside this call.
     """
-    model, _, categories = _unwrap(model_or_bundle)
+    model, _, categories = unwrap(model_or_bundle)
     inputs = prepare_inputs(model, inputs)
     if len(inputs) != 1:
         raise ParameterError(f"trace_gradient explains one image; got {len(inputs)} rows")

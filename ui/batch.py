@@ -22,7 +22,9 @@ from PIL import Image, ImageOps
 
 from explainers import METHODS, SaliencyError, batch
 from explainers import render as rnd
-from explainers.batch import MEAN_SIZE, Settings, load_map, read_manifest, read_table
+from explainers.batch.pipeline import Settings
+from explainers.batch.store import load_map, read_manifest, read_table
+from explainers.batch.views import MEAN_SIZE
 from explainers.images import check_image_size, load_image
 from explainers.models import RESIZE
 
@@ -314,7 +316,7 @@ def selected_row(event: Any, rows: pd.DataFrame) -> pd.Series | None:
 
 
 def outside_ranking(run: Run, rows: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.Series]:
-    """Rows ranked by the map's mass outside the object, most first (``explainers.batch.ranked``): 1 − box_mass
+    """Rows ranked by the map's mass outside the object, most first (``explainers.batch.views.ranked``): 1 − box_mass
     when the run has boxes, else border_mass. Returns (ranked rows, what the score is, the scores)."""
     order = batch.ranked(rows, "outside")
     return order, "outside the box" if run.has_boxes else "on the border", order["outside"]
@@ -334,7 +336,7 @@ def caption(row: pd.Series, extra: str = "") -> str:
 
 def mean_maps(run: Run, rows: pd.DataFrame, by: str) -> list[tuple[str, int, np.ndarray]]:
     """(class, images, mean map) per class of ``by`` ("label_name" or "prediction_name"): see
-    ``explainers.batch.mean_maps``."""
+    ``explainers.batch.views.mean_maps``."""
     picked = rows.loc[rows[by].notna()]
     members = tuple(zip(picked[by].astype(str), picked["map_file"], picked["map_key"], strict=True))
     return _mean_maps(run.out, members, by)
@@ -397,7 +399,7 @@ def launch(files: Sequence[Any], labels: Any | None, methods: list[str], targets
            preprocessing: str, progress: Callable[[int, int], object] | None = None) -> str:
     """Write the uploads (and the labels list, if any) to a new temporary folder, run the batch there (local
     engine, no worker processes) and return the run folder."""
-    from explainers.batch import run
+    from explainers.batch.run import run
 
     if not files:
         raise SaliencyError("upload at least one image to run the batch on")

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
-from explainers import METHODS, ExplanationRecord, agreement
+from explainers import METHODS, ExplanationRecord
 from explainers import render as rnd
 from explainers.manifest import collection_manifest
 from explainers.many import estimated_seconds, shared_methods
 from explainers.timing import PassTimes, measure_pass_times
+from explainers.trust import agreement
 
 from . import state
 from .controls import KEEP, class_label, layer_choices, layer_label, method_label, offered_methods, view_controls

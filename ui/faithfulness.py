@@ -1,5 +1,5 @@
 """The Faithfulness page's pieces: maps from the shared explanation cache, curves computed on demand (kept per
-session), and their figures. The numbers come from explainers.faithfulness and explainers.evaluation."""
+session), and their figures. The numbers come from explainers.trust (faithfulness, road, pointing, benchmark)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def maps_for(selection, methods: list[str], sign: str) -> dict[str, object]:
 def curves(selection, methods: list[str], sign: str, steps: int, substrates: dict[str, str], road: bool,
            region: int = 1):
     """Deletion and insertion curves (and ROAD when asked) of every method, computed once per settings."""
-    from explainers.faithfulness import faithfulness_curves, road_curves
+    from explainers.trust.faithfulness import faithfulness_curves
+    from explainers.trust.road import road_curves
 
     key = (selection.model, selection.image_hash, selection.preprocessing, tuple(methods), sign, steps,
            tuple(sorted(substrates.items())), road, region)

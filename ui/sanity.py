@@ -1,6 +1,6 @@
 """The Sanity checks page's pieces: running the checks with a progress bar (cached), and their figures and tables.
 
-The numbers all come from explainers.sanity; here they only become charts and rows.
+The numbers all come from explainers.trust.sanity; here they only become charts and rows.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from explainers import METHODS
-from explainers.similarity import METRIC_LABELS
+from explainers.trust.similarity import METRIC_LABELS
 
 from . import state
 from .explanations import ProgressReporter
@@ -29,7 +29,7 @@ def method_specs(methods: list[str]) -> list[tuple[str, dict]]:
 def run_report(selection, methods: list[str], steps: int | None, randomised=None):
     """The checks for the current image, computed once per (model, image, methods, steps) in this session, with
     a progress bar that a rerun (a click elsewhere) interrupts."""
-    from explainers.sanity import run_sanity
+    from explainers.trust.sanity import run_sanity
 
     specs = method_specs(methods)
     key = (selection.model, selection.image_hash, selection.preprocessing,
@@ -65,7 +65,7 @@ def curves_figure(cascade, metric: str):
 
 
 def verdict_rows(verdict) -> list[dict]:
-    from explainers.sanity import CHECK_NAMES
+    from explainers.trust.sanity import CHECK_NAMES
 
     checks = [c for c in CHECK_NAMES if any(c in row for row in verdict.rows.values())]
     rows = []
@@ -85,7 +85,7 @@ def verdict_rows(verdict) -> list[dict]:
 
 
 def rules(verdict) -> list[str]:
-    from explainers.sanity import CHECK_NAMES
+    from explainers.trust.sanity import CHECK_NAMES
 
     seen = {}
     for row in verdict.rows.values():

@@ -22,8 +22,8 @@ SUBSTRATE = "mean"
 
 
 def _check(selection, record, params: dict) -> dict:
-    from explainers.faithfulness import faithfulness_curves, grid_region
-    from explainers.sanity import random_logit
+    from explainers.trust.faithfulness import faithfulness_curves, grid_region
+    from explainers.trust.sanity import random_logit
 
     with model_lock(selection.model):
         logit = random_logit(selection.bundle, selection.inputs, [(record.method, params)], target=record.target[0],

@@ -1,5 +1,5 @@
-"""``python -m explainers.digits``: train LeNet-5 or write a gallery (see ``explainers.digits.cli``)."""
+"""``python -m explainers.digits``: train LeNet-5 or write a gallery (see ``explainers.cli.digits``)."""
 
-from .cli import main
+from ..cli.digits import main
 
 raise SystemExit(main())

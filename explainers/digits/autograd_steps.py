@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..hooks import HookSet, model_guard
-from .numpy_reference import Steps
+from .numpy_reference import DESCRIPTIONS, Steps, input_gradient, params_from_torch
 
 # Step name -> the LeNet5 / LeNet5RGB module whose output it is. ``flatten`` is ``torch.flatten`` inside
 # ``forward``, not a module: it is read as the input of ``classifier``.
@@ -127,7 +127,6 @@ class StepComparison:
 def side_by_side(model: nn.Module, inputs: torch.Tensor, target: int) -> list[StepComparison]:
     """Every step of one image's vanilla gradient, computed by the NumPy reference (float64) and by autograd
     (the model's own dtype), in forward order: what the "Inside the gradient" page shows for the digits model."""
-    from .numpy_reference import DESCRIPTIONS, input_gradient, params_from_torch
 
     reference = input_gradient(params_from_torch(model), _to_numpy(inputs[:1]).astype(np.float64), target)
     torch_steps = autograd_steps(model, inputs[:1], target)

@@ -13,6 +13,7 @@ fonts-dejavu-core).
 from __future__ import annotations
 
 import math
+import multiprocessing
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -258,7 +259,6 @@ def make_digits(n: int, seed: int = 0, canvas: int = 32, start: int = 0, workers
     ``workers > 1`` draws chunks in forked processes (about 1 ms per sample each); each sample has its own random
     stream, so the arrays are the same for any number of workers. Without ``fork`` (not Linux) it runs serially.
     """
-    import multiprocessing
 
     if n < 0:
         raise ValueError(f"n must be a count of samples (>= 0), got {n}")

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..errors import ModelLoadError
 from . import default
+from .zoo import _preprocessing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,7 +99,6 @@ def preprocessing_defaults(architecture: str, model: Any = None) -> dict:
     if kind == "torchvision":
         import torchvision
 
-        from .zoo import _preprocessing
 
         try:
             weights = torchvision.models.get_model_weights(name).DEFAULT

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import ParameterError
 from ..layers import LayerInfo, resolve_layer
+from ..render import place
 
 RESIZE = "resize"  # the whole image squeezed to the input size: the heatmap covers everything uploaded
 CENTER_CROP = "center_crop"  # the model's canonical eval transform: resize the short side, crop the centre
@@ -116,7 +117,6 @@ class ModelBundle:
         With whole-image resizing the map is stretched back to the original aspect. With a centre crop it is
         placed over the cropped region; the rest, which the model never saw, gets ``fill``.
         """
-        from ..render import place
 
         if np.ndim(heatmap) != 2:
             raise ParameterError(f"expected a [H, W] heatmap, got shape {list(np.shape(heatmap))}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import re
 import shutil
@@ -472,7 +473,6 @@ def _hf_model(folder: Path, config, zipped: bool) -> nn.Module:
 
 def _needs_interpolation(model: nn.Module, config, size: int) -> bool:
     """Whether the model must interpolate its position embeddings to run at ``size`` (and can)."""
-    import inspect
 
     trained = getattr(config, "image_size", None)
     trained = trained[0] if isinstance(trained, (list, tuple)) and trained else trained

@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import time
+import tomllib
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from torch import nn
 
 from ..errors import LayerError, ModelLoadError, SaliencyError
 from ..layers import default_layer, layer_catalogue
+from . import CURATED
 from .architectures import (
     DEFAULT_ARCHITECTURE,
     IMAGENET_MEAN,
@@ -43,6 +45,7 @@ from .architectures import (
     torchvision_architectures,
 )
 from .base import ModelBundle, affine_normalizer
+from .efficientnet_lite import EfficientNetLite0
 
 TRUST_ENV = "SALIENCY_TRUST_CODE"
 CONFIG_ENV = "SALIENCY_CONFIG"  # path of the server settings file (default: saliency.toml beside app.py)
@@ -85,7 +88,6 @@ def trust_enabled() -> bool:
     path = config_path()
     if not path.is_file():
         return False
-    import tomllib
 
     try:
         settings = tomllib.loads(path.read_text())
@@ -337,7 +339,6 @@ def _construct(family: str, name: str, num_classes: int | None, kwargs: dict) ->
     if num_classes is not None:
         extra["num_classes"] = num_classes
     if family == "default":
-        from .efficientnet_lite import EfficientNetLite0
 
         return EfficientNetLite0(**extra)
     if family == "torchvision":
@@ -421,7 +422,6 @@ def _listed(items: list[str]) -> str:
 
 def _guess_candidates(family: str, name: str | None) -> list[tuple[str, str]]:
     """Architectures worth trying when weights do not fit: the same family name (resnet18 -> resnet34 ...)."""
-    from . import CURATED
 
     if name is None:
         return [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in CURATED]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from explainers.agreement import agreement_matrix, spearman, top_iou, top_mask
+from explainers.trust.agreement import agreement_matrix, spearman, top_iou, top_mask
 
 
 def test_spearman_matches_scipy_with_ties():

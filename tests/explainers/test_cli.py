@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from explainers import METHODS
-from explainers.cli import main, parse_params
+from explainers.cli.main import main
+from explainers.cli.options import parse_params
 from explainers.errors import ParameterError
 from explainers.render import View
 

@@ -128,7 +128,7 @@ def test_layer_catalogue_and_first_layer_while_others_explain():
     """The catalogue's dummy forward and the sanity check's first-layer probe register hooks on the shared model
     too: run beside explain() threads they give the serial answers, and explain's results stay exact."""
     from explainers.layers import layer_catalogue
-    from explainers.sanity import first_layer
+    from explainers.trust.sanity import first_layer
 
     model = small_convnet()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 import explainers
 from explainers import METHODS, ModelUnavailableError, SaliencyError, explain
+from explainers.cli.digits import main as digits_main
 from explainers.digits import data as digit_data
 from explainers.digits import numpy_reference
 from explainers.digits.autograd_steps import autograd_steps
-from explainers.digits.cli import main as digits_main
 from explainers.digits.data import GALLERY_SEED, gallery, make_digits, sample, to_tensor
 from explainers.digits.model import ASSETS, LeNet5, LeNet5RGB, load_lenet
 from explainers.digits.train import TEST_SEED_OFFSET, file_sha256, train

@@ -16,27 +16,20 @@ from torch import nn
 
 import explainers
 from explainers import Cancelled, ParameterError, SaliencyError
-from explainers.evaluation import (
-    latest_evaluation,
-    pointing_game,
-    region_masks,
-    saliency_maps,
-)
-from explainers.faithfulness import (
+from explainers.models import ModelBundle, affine_normalizer
+from explainers.render import to_map
+from explainers.trust.benchmark import latest_evaluation, saliency_maps
+from explainers.trust.faithfulness import (
     faithfulness_curves,
     grid_region,
-    linear_impute,
     make_substrate,
     mask_top,
-    noisy_linear_impute,
     pixel_ranks,
     region_choices,
     region_ids,
-    road_curves,
-    road_removed,
 )
-from explainers.models import ModelBundle, affine_normalizer
-from explainers.render import to_map
+from explainers.trust.pointing import pointing_game, region_masks
+from explainers.trust.road import linear_impute, noisy_linear_impute, road_curves, road_removed
 
 from ..conftest import sample_path
 from .helpers import assert_untouched, small_convnet, snapshot
@@ -333,10 +326,10 @@ def test_linear_imputation_solves_its_system(monkeypatch, solver):
     """Every removed pixel ends as the weighted mean of its in-image neighbours; kept pixels stay; rows are
     independent of their batch; with nothing kept the image becomes 0. Scattered removals, and blobs inside the
     image and at its corner (solved on the box around them), by either solver."""
-    import explainers.faithfulness as faithfulness
+    import explainers.trust.road as road
 
     if solver != "automatic":
-        monkeypatch.setattr(faithfulness, "SPARSE_COST", 0 if solver == "multigrid" else 10**9)
+        monkeypatch.setattr(road, "SPARSE_COST", 0 if solver == "multigrid" else 10**9)
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(5, 2, 17, 21, generator=generator, dtype=torch.float64)
     removed = torch.rand(5, 17, 21, generator=generator) < torch.tensor([0.2, 0.6, 0.95, 0, 0]).view(5, 1, 1)
@@ -451,7 +444,7 @@ def test_pointing_game_on_200_digits():
     the box at least 80% of the time; the random control (one independent map per image) scores near the chance
     level, the boxes' mean area share (within 4 binomial standard errors)."""
     from explainers.digits.data import make_digits
-    from explainers.evaluation import DIGITS_BATCH_SIZE, digits_inputs
+    from explainers.trust.benchmark import DIGITS_BATCH_SIZE, digits_inputs
 
     bundle = explainers.load_model("lenet_digits")
     data = make_digits(200, seed=10_000)
@@ -476,7 +469,7 @@ def test_pointing_game_on_200_digits():
 
 
 def test_cli_faithfulness_writes_curves_and_auc_table(tmp_path, capsys):
-    from explainers.cli import main
+    from explainers.cli.main import main
 
     status = main(["faithfulness", str(sample_path("cat.png")), "--methods", "gradcam,random", "--steps", "4",
                    "--out", str(tmp_path), "--quiet"])
@@ -494,7 +487,7 @@ def test_cli_faithfulness_writes_curves_and_auc_table(tmp_path, capsys):
 
 
 def test_cli_evaluate_and_latest_evaluation(tmp_path):
-    from explainers.cli import main
+    from explainers.cli.main import main
 
     assert latest_evaluation(tmp_path) is None
     for n in (12, 16):
@@ -519,7 +512,7 @@ def test_cli_evaluate_and_latest_evaluation(tmp_path):
     (["roar", "--methods", "random", "--k", "150"], ("percentages",)),
 ])
 def test_cli_user_errors_are_one_line(tmp_path, capsys, argv, words):
-    from explainers.cli import main
+    from explainers.cli.main import main
 
     argv = [str(tmp_path) if a == "OUT" else str(sample_path("cat.png")) if a == "CAT" else a for a in argv]
     try:

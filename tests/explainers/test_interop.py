@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import explainers
-from explainers import sanity
 from explainers.interop import quantus_explain_func
+from explainers.trust import sanity
 
 from .helpers import small_convnet, snapshot
 
@@ -146,7 +146,7 @@ def test_backend_never_imports_test_only_libraries():
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
         assert not imported & TEST_ONLY, f"explainers/{name} imports {imported & TEST_ONLY}"
-    code = ("import sys, explainers.sanity, explainers.interop, explainers.similarity, explainers.cli; "
+    code = ("import sys, explainers.trust.sanity, explainers.interop, explainers.trust.similarity, explainers.cli; "
             f"print(sorted(m for m in {sorted(TEST_ONLY)!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

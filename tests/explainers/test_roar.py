@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from explainers import ParameterError
-from explainers.roar import remove_top, roar
+from explainers.trust.roar import remove_top, roar
 
 
 def test_remove_top_replaces_exactly_the_top_pixels():
@@ -39,7 +39,7 @@ def test_roar_smoke():
 
 
 def test_roar_cli_writes_the_table(tmp_path, capsys):
-    from explainers.cli import main
+    from explainers.cli.main import main
 
     status = main(["roar", "--methods", "random", "--k", "30", "--n-train", "200", "--n-test", "50", "--epochs", "1",
                    "--threads", "1", "--out", str(tmp_path), "--quiet"])

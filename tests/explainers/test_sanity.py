@@ -17,8 +17,9 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 import explainers
-from explainers import Cancelled, sanity, similarity
-from explainers.cli import main
+from explainers import Cancelled
+from explainers.cli.main import main
+from explainers.trust import sanity, similarity
 
 from ..conftest import sample_path
 from .helpers import assert_untouched, small_convnet, snapshot

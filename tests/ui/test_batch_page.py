@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from explainers import render as rnd
-from explainers.batch import Settings, load_map, read_table, run
+from explainers.batch.pipeline import Settings
+from explainers.batch.run import run
+from explainers.batch.store import load_map, read_table
 from tests.conftest import sample_path
 from tests.ui.helpers import selection, start
 from ui import state

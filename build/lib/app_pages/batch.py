@@ -1,0 +1,195 @@
+"""Batch: a run of explainers.batch over many images — its table, and the galleries that reveal a spurious cue."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from explainers.models import RESIZE
+from ui import state
+from ui.batch import (
+    CORRECTNESS,
+    GALLERY,
+    MAX_IMAGES,
+    STATISTICS,
+    TARGET_CHOICES,
+    THUMBNAILS,
+    Filters,
+    caption,
+    class_names,
+    column_config,
+    current_model,
+    filter_rows,
+    forget_filters,
+    heatmap_png,
+    launch,
+    mean_maps,
+    method_name,
+    mistakes,
+    open_on_explore,
+    open_run,
+    outside_ranking,
+    overlay_or_none,
+    plural,
+    selected_row,
+    statistic_bounds,
+    statistics_present,
+    summary,
+    table_frame,
+    table_key,
+)
+from ui.controls import method_label, offered_methods
+from ui.errors import guard
+from ui.sidebar import IMAGE_TYPES
+
+st.title("Batch")
+st.caption(
+    "A whole validation set at once: every image × method × target of a batch run, with where each map's mass "
+    "lies. Rank the maps that sit on the border or outside the object, look at the confident mistakes and at each "
+    "class's mean map: a model that reads a watermark, a background or a frame shows it here first."
+)
+
+if state.BATCH_PENDING_FOLDER in st.session_state:  # a run just made below: open it (before the input is drawn)
+    st.session_state[state.BATCH_FOLDER] = st.session_state.pop(state.BATCH_PENDING_FOLDER)
+
+folder_tab, upload_tab = st.tabs(["Open a run folder", "Run on uploaded images"])
+with folder_tab:
+    folder = st.text_input(
+        "Run folder", key=state.BATCH_FOLDER, placeholder="/data/runs/val-gradcam",
+        help="The --out folder of `python -m explainers batch SOURCE --out DIR`: it holds manifest.json, table/ and "
+        "maps/. A folder of class sub-folders as SOURCE gives every image its label.",
+    )
+with upload_tab, guard():
+    model, bundle = current_model()
+    st.caption(f"Model: **{model}** (the sidebar's). At most {MAX_IMAGES} images; they are written to a temporary "
+               "folder on the server, and the run is opened here when it is done.")
+    files = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key=state.BATCH_UPLOADS)
+    labels = st.file_uploader("Labels (optional)", type=["csv"], key=state.BATCH_LABELS,
+                              help="A CSV with columns path (the file name), label (class index or name) and "
+                              "optionally x0, y0, x1, y1 (the object's box in pixels): then correctness and the "
+                              "box's mass are known.")
+    left, right = st.columns(2)
+    names = offered_methods(bundle)
+    st.session_state.setdefault(state.BATCH_METHODS, [m for m in ("gradcam",) if m in names] or names[:1])
+    run_methods = left.multiselect("Methods", names, key=state.BATCH_METHODS, format_func=method_label,
+                                   help="Computed together, with their default parameters.")
+    run_targets = right.multiselect("Targets", [*TARGET_CHOICES, "label"] if labels is not None else TARGET_CHOICES,
+                                default=["top1"], key=state.BATCH_TARGETS)
+    if st.button("Run", key=state.BATCH_LAUNCH, type="primary", disabled=not files):
+        bar = st.progress(0.0, text="Explaining…")
+        out = launch(files, labels, run_methods, run_targets, model, bundle,
+                     st.session_state.get(state.PREPROCESSING, RESIZE),
+                     progress=lambda done, total: bar.progress(done / total, text=f"{done} of {total} images"))
+        st.session_state[state.BATCH_PENDING_FOLDER] = out
+        st.rerun()
+
+if not folder.strip():
+    st.info("Type a run folder, or run a small batch on uploaded images.", icon=":material/folder_open:")
+    st.stop()
+
+with guard():
+    run = open_run(folder)
+    if st.session_state.get(state.BATCH_OPENED) != run.out:
+        forget_filters()
+        st.session_state[state.BATCH_OPENED] = run.out
+    about = summary(run)
+    accuracy = "no labels" if about["accuracy"] is None else f"accuracy **{about['accuracy']:.1%}**"
+    # one line, not four metrics: at 900 px columns stack, and four big numbers would fill the screen
+    st.markdown(f"{plural(about['images'], 'image')} · {plural(about['rows'], 'row')} (image × method × target) · "
+                f"{plural(about['errors'], 'error')} ({plural(about['unreadable images'], 'unreadable image')}) · "
+                f"{accuracy}")
+    st.caption(f"Model **{about['model']}** · methods {about['methods']} · targets {about['targets']} · seed "
+               f"{about['seed']} · {about['preprocessing']} · {about['engine']} engine · {about['created']}")
+    if len(run.errors):
+        with st.expander(f"Errors ({len(run.errors)})"):
+            st.dataframe(run.errors[["path", "method", "target", "error"]], hide_index=True)
+    if not len(run.rows):
+        st.warning("This run has no explained rows yet.")
+        st.stop()
+
+    st.subheader("Rows")
+    rows = run.rows
+    filters = st.expander("Filters", expanded=True)
+    left, middle, right, far = filters.columns(4)
+    classes = left.multiselect("Class (label or prediction)", class_names(rows), key=state.BATCH_CLASSES)
+    correctness = middle.selectbox("Correctness", CORRECTNESS, key=state.BATCH_CORRECT, disabled=not run.has_labels,
+                                   help=None if run.has_labels else "The run has no labels.")
+    methods = right.multiselect("Method", sorted(rows["method"].unique()), key=state.BATCH_METHOD_FILTER,
+                                format_func=method_name)
+    targets = far.multiselect("Target", sorted(rows["target"].unique()), key=state.BATCH_TARGET_FILTER)
+    left, right = filters.columns([1, 3])
+    present = statistics_present(rows)
+    statistic, chosen = None, (None, None)
+    if present:  # all-zero maps have no statistics
+        statistic = left.selectbox("Statistic", present, key=state.BATCH_STATISTIC, format_func=STATISTICS.get)
+        low, high = statistic_bounds(rows, statistic)
+        chosen = right.slider(f"{STATISTICS[statistic]} between", low, high, (low, high), step=0.01,
+                              key=state.view_key(state.BATCH_RANGE, statistic))
+    shown = filter_rows(rows, Filters(tuple(classes), correctness, tuple(methods), tuple(targets), statistic,
+                                      *chosen))
+    frame = table_frame(run, shown)
+    event = st.dataframe(frame, column_config=column_config(frame), hide_index=True, on_select="rerun",
+                         selection_mode="single-row", key=table_key(shown), row_height=70)
+    st.caption(f"{len(shown)} of {len(rows)} rows" + (f"; thumbnails for the first {THUMBNAILS}"
+                                                      if len(shown) > THUMBNAILS else "")
+               + ". Sort by a column's header; select a row to see it larger and open it on Explore.")
+    row = selected_row(event, shown)
+    if row is not None:
+        picture, details = st.columns([1, 2])
+        image = overlay_or_none(run, row, 224)
+        if image is not None:
+            picture.image(image, caption=caption(row))
+        label = row["label_name"] if pd.notna(row["label_name"]) else "—"
+        details.markdown(
+            f"**{Path(row['path']).name}** · label {label} · predicted {row['prediction_name']} "
+            f"({row['probability']:.1%}) · {method_name(row['method'])} for {row['target_name']}"
+        )
+        details.caption(" · ".join(f"{STATISTICS[s]} {row[s]:.3f}" for s in statistics_present(run.rows)
+                                   if s != "probability"))
+        if details.button("Open on Explore", key=state.BATCH_OPEN_EXPLORE, type="primary",
+                          help="The same image, model, method and target on Explore"):
+            open_on_explore(run, row)
+
+    outside_tab, mistakes_tab, mean_tab = st.tabs(["Mass outside the object", "Confident mistakes",
+                                                   "Mean map per class"])
+    with outside_tab:
+        ranked, where, score = outside_ranking(run, shown)
+        st.caption(f"The {GALLERY} maps with the largest share of their mass {where}"
+                   + (" (1 − box mass)." if run.has_boxes else " (the outer eighth of each side; give the run "
+                      "boxes, x0, y0, x1, y1 in its list, to rank by the mass outside the object)."))
+        top = ranked.head(GALLERY)
+        pictures = [(overlay_or_none(run, r), caption(r, f"{score.loc[i]:.0%} {where}")) for i, r in top.iterrows()]
+        pictures = [p for p in pictures if p[0] is not None]
+        if pictures:
+            st.image([p[0] for p in pictures], caption=[p[1] for p in pictures], width=150)
+        else:
+            st.info("No rows to rank under these filters.")
+    with mistakes_tab:
+        if not run.has_labels:
+            st.info("The run has no labels: run it on a folder of class sub-folders, or with a labels list.")
+        for most, title in ((True, "Most confident mistakes"), (False, "Least confident mistakes")):
+            wrong = mistakes(shown, most).head(GALLERY)
+            st.markdown(f"**{title}**")
+            pictures = [(overlay_or_none(run, r), caption(r, f"{r['prediction_name']} at {r['probability']:.0%}, "
+                                                          f"label {r['label_name']}")) for _, r in wrong.iterrows()]
+            pictures = [p for p in pictures if p[0] is not None]
+            if pictures:
+                st.image([p[0] for p in pictures], caption=[p[1] for p in pictures], width=150)
+            elif run.has_labels:
+                st.caption("No mistakes under these filters.")
+    with mean_tab:
+        left, middle, right = st.columns(3)
+        by = left.radio("Class of", ["label_name", "prediction_name"], key=state.BATCH_MEAN_BY, horizontal=True,
+                        index=0 if run.has_labels else 1, format_func=lambda c: c.split("_")[0])
+        method = middle.selectbox("Method", sorted(shown["method"].unique()), key=state.BATCH_MEAN_METHOD,
+                                  format_func=method_name)
+        target = right.selectbox("Target", sorted(shown["target"].unique()), key=state.BATCH_MEAN_TARGET)
+        means = mean_maps(run, shown.loc[(shown["method"] == method) & (shown["target"] == target)], by)
+        st.caption("Each map as |map| scaled to sum 1 (where its mass lies), resized to a common size and "
+                   "averaged over the class's rows: a cue shared by a class, e.g. a corner, stands out.")
+        if means:
+            st.image([heatmap_png(values) for _, _, values in means],
+                     caption=[f"{name} · {plural(count, 'image')}" for name, count, _ in means],
+                     width=150)
+        else:
+            st.info("No rows with this method and target under these filters.")

@@ -1,0 +1,104 @@
+"""Compare: a grid of methods × targets, with differences, method agreement and a layer sweep."""
+
+import streamlit as st
+
+from ui import state
+from ui.compare import (
+    AUTO_RUN_SECONDS,
+    agreement_figure,
+    compare_controls,
+    draw_grid,
+    draw_layer_sweep,
+    export_zip,
+    grid_id,
+    sweep_methods,
+    sweep_scope_label,
+    sweep_seconds,
+)
+from ui.controls import KEEP, LAYER_SCOPES, layer_choices, method_label
+from ui.errors import guard
+from ui.predictions import probabilities
+from ui.sidebar import require_selection
+
+st.title("Compare")
+selection = require_selection()
+
+with guard():
+    probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, selection.bundle,
+                          selection.inputs)
+    settings = compare_controls(selection, probs)
+    if not settings.methods:
+        st.info("Pick at least one method.")
+        st.stop()
+
+    this_grid = grid_id(selection, settings)
+    if st.session_state.get(state.COMPARE_CANCEL):  # Cancel was clicked: this rerun stopped the computation
+        st.session_state[state.COMPARE_RUN] = None
+        st.session_state[state.COMPARE_CANCELLED] = this_grid
+    started = st.session_state.get(state.COMPARE_RUN) == this_grid
+    cancelled = st.session_state.get(state.COMPARE_CANCELLED) == this_grid
+    notice = st.empty()  # above the grid: the estimate and the Run button, once the quick rows are drawn
+    running = []
+
+    def decide(todo, plan) -> bool:
+        """Whether the grid's remaining panels (``plan``'s steps) run now: at once under the budget, else after
+        Run."""
+        seconds = sum(step.seconds for step in plan)
+        compute = started or (seconds <= AUTO_RUN_SECONDS and not cancelled)
+        with notice.container():
+            if not compute:
+                reason = "Cancelled. " if cancelled else ""
+                st.info(f"{reason}{len(todo)} panels to compute, about {seconds:.0f} s on this machine "
+                        f"(grids under {AUTO_RUN_SECONDS:.0f} s start at once; the rows of the shared pass always "
+                        "do).", icon=":material/timer:")
+                if st.button(f"Run the grid (about {seconds:.0f} s)", type="primary", key=state.COMPARE_RUN_BUTTON):
+                    st.session_state[state.COMPARE_RUN] = this_grid
+                    st.session_state[state.COMPARE_CANCELLED] = None
+                    st.rerun()
+            else:
+                st.caption(f"Computing {len(todo)} panels, about {seconds:.0f} s.")
+                running.append(True)
+        return compute
+
+    results = draw_grid(selection, settings, decide)
+    if running:  # the "Computing" line is a status of the run: gone once the grid is done
+        notice.empty()
+
+    st.subheader("Method agreement")
+    st.caption(f"Between every pair of methods in the grid, for the predicted class "
+               f"({settings.labels[settings.targets[0]]}), on absolute maps.")
+    shown = [m for m in settings.methods if (m, settings.targets[0]) in results]
+    if len(shown) < 2:
+        st.info("Agreement needs two computed methods: add a method, or run the grid.")
+    else:
+        spearman_tab, iou_tab = st.tabs(["Spearman rank correlation", "Top-10% IoU"])
+        with spearman_tab:
+            st.plotly_chart(agreement_figure(results, shown, settings.targets[0], settings.view, "spearman"),
+                            key=state.AGREEMENT_SPEARMAN)
+        with iou_tab:
+            st.plotly_chart(agreement_figure(results, shown, settings.targets[0], settings.view, "iou"),
+                            key=state.AGREEMENT_IOU)
+    if results:
+        st.download_button("Export all panels (.zip: PNG as shown + raw .npy + manifest)",
+                           lambda: export_zip(results, selection, settings),
+                           f"compare_{selection.image_name.rsplit('.', 1)[0]}.zip", "application/zip",
+                           key=state.EXPORT_ZIP, on_click="ignore")
+
+    st.subheader("Layer sweep")
+    methods = sweep_methods(selection)
+    if not methods:
+        st.info("No layer method can run on this model.")
+        st.stop()
+    left, middle, right = st.columns([2, 2, 1], vertical_alignment="bottom")
+    method = left.selectbox("Method", methods, format_func=method_label, key=state.SWEEP_METHOD,
+                            persist_state=KEEP)
+    scope = middle.radio("Layers", LAYER_SCOPES, horizontal=True, key=state.SWEEP_SCOPE, persist_state=KEEP,
+                         format_func=lambda s: sweep_scope_label(selection, s))
+    layers = layer_choices(selection.bundle, scope)
+    sweep_s = sweep_seconds(selection, method, layers)
+    if right.toggle("Run sweep", key=state.SWEEP_RUN, help=f"{method_label(method)} at every layer, from one "
+                    f"pass with every layer captured: {len(layers)} layers, about {sweep_s:.1f} s."):
+        draw_layer_sweep(selection, method, settings.targets[0], layers, settings.view)
+    else:
+        st.caption(f"{len(layers)} layers in one pass, about {sweep_s:.1f} s; the predicted class, the default layer "
+                   "first.")

@@ -1,0 +1,53 @@
+"""Explore: one image, one method, one target — predictions, heatmap and overlay."""
+
+import streamlit as st
+
+from ui import state
+from ui.controls import layer_picker, method_picker, on_prediction_click, show_cost, target_picker, view_controls
+from ui.errors import guard
+from ui.explanations import cache_key, explain_cancellable
+from ui.figures import predictions_figure
+from ui.outputs import show_result
+from ui.predictions import probabilities, top_k
+from ui.sidebar import require_selection
+from ui.trust import trust_panel
+
+st.title("Explore")
+selection = require_selection()
+bundle = selection.bundle
+
+
+@st.fragment
+def view_and_result(outcome, channels: int | None) -> None:
+    """View controls and the output: a view change reruns only this fragment, from the cached attribution."""
+    with st.expander("View", expanded=True):
+        view = view_controls(channels=channels)
+    if outcome is not None:
+        show_result(*outcome, view=view, selection=selection)
+        trust_panel(selection, outcome[0], params, cache_key(selection, info.name, params, target.value, layer))
+
+
+info = outcome = None
+with guard():
+    probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, bundle, selection.inputs)
+    top = top_k(probs)
+    left, right = st.columns([2, 3])
+    with right:
+        st.subheader("Explain")
+        target = target_picker(bundle, probs, selection.image_hash)
+        info, params = method_picker(bundle)
+        layer = layer_picker(bundle, info)
+        show_cost(bundle, info, params, layer)
+    with left:
+        st.subheader("Predictions")
+        selected = target.indices[0] if target is not None and len(target.indices) == 1 else None
+        st.plotly_chart(
+            predictions_figure([bundle.categories[i] for i in top], [float(probs[i]) for i in top], top, selected),
+            key=state.PREDICTIONS_CHART, on_select=on_prediction_click, selection_mode="points",
+            config={"displayModeBar": False},
+        )
+    outcome = explain_cancellable(selection, info, params, target.value, layer) if target is not None else None
+
+if info is not None:
+    with guard():
+        view_and_result(outcome, info.attribution_channels)

@@ -1,0 +1,147 @@
+"""Faithfulness: does removing what a map calls important change the prediction? Deletion, insertion, ROAD, a live
+mask slider and the pointing game, on the current image and model."""
+
+import streamlit as st
+
+from explainers.digits import gallery
+from explainers.models import DIGITS_MODEL
+from explainers.trust.benchmark import latest_evaluation
+from explainers.trust.faithfulness import SUBSTRATES, mask_top, region_choices
+from explainers.trust.pointing import pointing_game
+from ui import state
+from ui.controls import method_label, offered_methods
+from ui.errors import guard
+from ui.faithfulness import (
+    DEFAULT_METHODS,
+    EVALUATIONS,
+    auc_rows,
+    curve_figure,
+    curves,
+    maps_for,
+    pointing_figure,
+    selected_box,
+)
+from ui.predictions import top_k
+from ui.sidebar import require_selection
+
+st.title("Faithfulness")
+st.caption(
+    "A faithful map names the pixels the model needs. Deletion removes the most salient pixels first and watches "
+    "the class probability fall (low AUC is faithful); insertion starts from a blurred image and puts them back "
+    "(high AUC is faithful) (Petsiuk et al. 2018, arXiv:1806.07421). ROAD fills removed pixels by noisy linear "
+    "imputation so the removal itself leaks no shape (Rong et al. 2022, arXiv:2202.00449). The random control is "
+    "the yardstick."
+)
+selection = require_selection()
+bundle = selection.bundle
+
+with guard():
+    names = offered_methods(bundle)
+    st.session_state.setdefault(state.FAITH_METHODS, [m for m in DEFAULT_METHODS if m in names])
+    methods = st.multiselect("Methods", names, key=state.FAITH_METHODS, format_func=method_label,
+                             persist_state="session",
+                             help="Each with its default parameters, for the predicted class (shared with Explore).")
+    if not methods:
+        st.info("Pick at least one method.")
+        st.stop()
+    a, b, c, d = st.columns(4)
+    sign = a.selectbox("Map", ["absolute", "positive"], key=state.FAITH_SIGN, persist_state="session",
+                       help="Pixels are ranked by |map| or by positive evidence only.")
+    steps = b.number_input("Steps", 5, 100, value=20, key=state.FAITH_STEPS, persist_state="session")
+    deletion = c.selectbox("Deletion substrate", SUBSTRATES, index=0, key=state.FAITH_DEL, persist_state="session")
+    insertion = d.selectbox("Insertion substrate", SUBSTRATES, index=1, key=state.FAITH_INS, persist_state="session")
+    e, f = st.columns([1, 3], vertical_alignment="bottom")
+    sides = region_choices(selection.inputs.shape[-2:])
+    region = e.selectbox("Removed in", sides, key=state.FAITH_REGION, persist_state="session",
+                         format_func=lambda side: "single pixels" if side == 1 else f"{side}×{side} px regions",
+                         help="Single pixels (Petsiuk et al.) or square regions ranked by their mean (region "
+                         "perturbation, Samek et al. 2017, arXiv:1509.06321). Scattered single pixels read to a CNN "
+                         "as noise, which hits the random control hardest; regions remove evidence instead.")
+    road = f.toggle("Also ROAD (MoRF and LeRF)", key=state.FAITH_ROAD, persist_state="session",
+                    help="Nine fractions per order, single pixels; the imputation solves a sparse linear system "
+                    "per image.")
+
+    st.subheader("Mask the most salient pixels")
+    left, right = st.columns([1, 2])
+    masked_method = left.selectbox("Map of", methods, key=state.FAITH_MASK_METHOD, format_func=method_label)
+    fraction = left.slider("Share of pixels masked", 0.0, 1.0, 0.1, 0.01, key=state.FAITH_FRACTION)
+    substrate = left.selectbox("Masked with", SUBSTRATES, key=state.FAITH_MASK_SUBSTRATE)
+    mask_map = maps_for(selection, [masked_method], sign)[masked_method]
+    masked = mask_top(bundle, selection.inputs, mask_map, fraction, substrate, target="top1")
+    top = top_k(masked.probabilities[0], 3)
+    right.image(masked.pixels[0], width=300,
+                caption=f"{fraction:.0%} most salient pixels of {method_label(masked_method)} masked")
+    left.metric(f"p({bundle.categories[int(masked.classes[0])]})", f"{float(masked.target_probability[0]):.1%}",
+                delta=f"{float(masked.target_probability[0] - masked.original_probability[0]):+.1%}")
+    left.caption("Now predicted: " + ", ".join(f"{bundle.categories[i]} {masked.probabilities[0][i]:.1%}"
+                                               for i in top))
+
+    st.subheader("Curves")
+    if not st.toggle("Compute the curves", key=state.FAITH_RUN, help="Steps × methods forward passes, batched."):
+        st.info("Turn on **Compute the curves** for deletion and insertion on this image.",
+                icon=":material/play_arrow:")
+    else:
+        result = curves(selection, methods, sign, int(steps), {"deletion": deletion, "insertion": insertion}, road,
+                        int(region))
+        left, right = st.columns(2)
+        unit = "" if region == 1 else f", {region}×{region} px regions"
+        left.plotly_chart(curve_figure(result["curves"], "deletion", f"Deletion (substrate: {deletion}{unit})"),
+                          key=state.FAITH_DELETION)
+        right.plotly_chart(curve_figure(result["curves"], "insertion", f"Insertion (substrate: {insertion}{unit})"),
+                           key=state.FAITH_INSERTION)
+        sets = [result["curves"]]
+        if "road" in result:
+            left, right = st.columns(2)
+            left.plotly_chart(curve_figure(result["road"], "road_morf", "ROAD, most relevant first"),
+                              key=state.FAITH_ROAD_MORF)
+            right.plotly_chart(curve_figure(result["road"], "road_lerf", "ROAD, least relevant first"),
+                               key=state.FAITH_ROAD_LERF)
+            sets.append(result["road"])
+        st.dataframe(auc_rows(sets), hide_index=True)
+        st.caption(f"Deletion: lower is more faithful; insertion, ROAD LeRF: higher is. "
+                   f"{result['curves'].model_passes} images through the model, shared by every method.")
+
+    st.subheader("Pointing game")
+    size = bundle.input_size
+    box = None
+    if selection.model == DIGITS_MODEL:
+        item = next((g for g in gallery() if g.name == selection.image_name), None)
+        if item is not None:
+            box = tuple(int(v) for v in item.box)
+            st.caption(f"The digit's ground-truth ink box: {box}.")
+    event = st.plotly_chart(pointing_figure(selection.model_view, box), key=state.FAITH_BOX, on_select="rerun",
+                            selection_mode="box", config={"displaylogo": False})
+    drawn = selected_box(event, size)
+    box = drawn or box
+    if drawn is None:
+        left, right = st.columns(2)
+        start = box or (size // 4, size // 4, 3 * size // 4, 3 * size // 4)
+        xs = left.slider("Box, left to right (model pixels)", 0, size, (start[0], start[2]), key=state.FAITH_BOX_X)
+        ys = right.slider("Box, top to bottom (model pixels)", 0, size, (start[1], start[3]), key=state.FAITH_BOX_Y)
+        typed = (xs[0], ys[0], xs[1], ys[1])
+        if typed != start or box is None:
+            box = typed if xs[1] > xs[0] and ys[1] > ys[0] else None
+        st.caption("Draw a box on the picture (box select), or set it with the sliders.")
+    if box is None:
+        st.info("The box is empty: widen it to score each map's pointing game.")
+    else:
+        maps = maps_for(selection, methods, sign)
+        rows = []
+        for method, values in maps.items():
+            scored = pointing_game(values, [box])
+            rows.append({"method": method_label(method), "hit (max inside)": int(scored.hit[0]),
+                         "energy inside": round(scored.energy_share, 3), "chance (box area)": round(scored.chance, 3)})
+        st.dataframe(rows, hide_index=True)
+        st.caption(f"Box {box} in the model's {size}×{size} pixels. Hit: the map's maximum lies in the box "
+                   "(Zhang et al. 2016, arXiv:1608.00507); energy: the share of positive map mass inside (Wang et "
+                   "al. 2020, arXiv:1910.01279).")
+
+    if selection.model == DIGITS_MODEL:
+        st.subheader("Benchmark on held-out digits")
+        evaluation = latest_evaluation(EVALUATIONS)
+        if evaluation is None:
+            st.info(f"No benchmark yet. Run `python -m explainers evaluate --model lenet_digits --n 500 --out "
+                    f"{EVALUATIONS}` and reload.")
+        else:
+            st.dataframe(evaluation.summary(), hide_index=True)
+            st.caption(f"{evaluation.path} · {evaluation.created}")

@@ -1,0 +1,72 @@
+"""Models: load the classifier you are debugging (weights for a known architecture, a Hugging Face folder, ONNX)
+into this session, then explain it on every page."""
+
+import streamlit as st
+
+from ui import state, user_models
+from ui.errors import guard
+from ui.user_models import (
+    ACCEPTED_HELP,
+    MODEL_TYPES,
+    architecture_choices,
+    describe_bundle,
+    file_kind,
+    load_upload,
+    preprocessing_fields,
+    too_large,
+)
+
+st.title("Your model")
+st.caption(
+    "Load the classifier you are debugging and explain it on every page. It stays in this browser session: "
+    "other sessions never see it, and it is freed when the session ends. Nothing you upload is ever run as code."
+)
+with st.expander("What loads, and what is refused"):
+    st.markdown(ACCEPTED_HELP)
+
+with guard():
+    upload = st.file_uploader("Model file", type=MODEL_TYPES, key=state.MODELS_FILE,
+                              help="A state dict (.safetensors preferred, or .pt/.pth), a Hugging Face folder "
+                              "saved with save_pretrained as a .zip, or an .onnx export.")
+    kind = file_kind(upload.name) if upload is not None else None
+    architecture = None
+    if kind == "state_dict":
+        choices = architecture_choices()
+        architecture = st.selectbox(
+            "Architecture", choices, index=None, key=state.MODELS_ARCH, placeholder="Type to search…",
+            help="The model the weights were trained on: efficientnet_lite0, any torchvision classification "
+            "model, or any timm model (timm:NAME where torchvision has the same name). The class count comes "
+            "from the weights.")
+    labels = st.file_uploader("Class names (optional)", type=["txt", "json"], key=state.MODELS_LABELS,
+                              help="A .txt with one name per line, or JSON: a list, or a dict from index to name. "
+                              "Without it, classes are 'class 0', 'class 1', …")
+    preprocessing = preprocessing_fields(kind, architecture)
+    ready = upload is not None and (kind != "state_dict" or architecture is not None)
+    if upload is not None and too_large(upload):
+        st.error(too_large(upload), icon="⚠️")
+        ready = False
+    if upload is not None and kind == "state_dict" and architecture is None:
+        st.info("Pick the architecture these weights belong to.", icon=":material/arrow_upward:")
+    if st.button("Load model", type="primary", disabled=not ready, key=state.MODELS_LOAD):
+        with st.spinner(f"Loading {upload.name}…"):
+            entry = load_upload(upload, architecture, labels, preprocessing)
+        st.toast(f"Loaded {entry.label}; it is now the model in the sidebar.", icon=":material/check:")
+        st.rerun()
+
+loaded = user_models.user_models()
+if loaded:
+    st.subheader("Loaded in this session")
+for entry in loaded:
+    with st.container(border=True, key=f"models.entry.{entry.id}"):
+        st.markdown(f"**{entry.label}** · from `{entry.source}`")
+        st.caption(describe_bundle(entry.bundle))
+        for note in entry.notes:
+            st.warning(note, icon=":material/warning:")
+        left, right, _ = st.columns([1, 1, 4])
+        if left.button("Use", key=f"models.use.{entry.id}",
+                       disabled=st.session_state.get(state.MODEL) == entry.id):
+            user_models.select_next_run(entry.id)
+            st.rerun()
+        if right.button("Remove", key=f"{state.MODELS_REMOVE}.{entry.id}"):
+            user_models.remove(entry.id)
+            st.rerun()

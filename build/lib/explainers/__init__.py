@@ -1,0 +1,70 @@
+"""Saliency Studio's backend: models, attribution methods and rendering. Pure PyTorch; never imports streamlit."""
+
+from . import methods, render  # noqa: F401  (importing methods registers every method)
+from .core import Attribution, Call, Explanation, ExplanationRecord, class_probabilities, explain
+from .errors import (
+    Cancelled,
+    ImageError,
+    InputError,
+    LayerError,
+    ModelLoadError,
+    ModelUnavailableError,
+    ParameterError,
+    SaliencyError,
+    TargetError,
+    UnknownMethodError,
+)
+from .images import image_hash, load_image, open_image
+from .layers import LayerInfo, layer_catalogue, resolve_layer
+from .many import explain_many
+from .models import DEFAULT_MODEL, ModelBundle, list_models, load_model, model_info
+from .models.user import load_user_model
+from .registry import METHODS, Cost, MethodInfo, Param, Reference, Sanity, available_methods, get_method, method_order
+from .targets import OBJECTIVES, Contrast, Target, TargetSpec, class_index
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "METHODS",
+    "OBJECTIVES",
+    "Attribution",
+    "Call",
+    "Cancelled",
+    "Contrast",
+    "Cost",
+    "Explanation",
+    "ExplanationRecord",
+    "ImageError",
+    "InputError",
+    "LayerError",
+    "LayerInfo",
+    "MethodInfo",
+    "ModelBundle",
+    "ModelLoadError",
+    "ModelUnavailableError",
+    "Param",
+    "ParameterError",
+    "Reference",
+    "SaliencyError",
+    "Sanity",
+    "Target",
+    "TargetError",
+    "TargetSpec",
+    "UnknownMethodError",
+    "available_methods",
+    "class_index",
+    "class_probabilities",
+    "explain",
+    "explain_many",
+    "get_method",
+    "image_hash",
+    "layer_catalogue",
+    "list_models",
+    "load_image",
+    "load_model",
+    "load_user_model",
+    "method_order",
+    "model_info",
+    "open_image",
+    "render",
+    "resolve_layer",
+]

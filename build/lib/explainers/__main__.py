@@ -1,0 +1,5 @@
+"""``python -m explainers``: the command line (see ``explainers.cli``)."""
+
+from .cli.main import main
+
+raise SystemExit(main())

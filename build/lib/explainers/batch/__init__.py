@@ -1,0 +1,15 @@
+"""Explanations at dataset scale: ``python -m explainers batch SOURCE --out DIR`` and the Batch page.
+
+- :mod:`.pipeline`: the sources (folder, glob, list), decoding, one batch explained into rows and maps;
+- :mod:`.store`: the run folder (the writer, the table, the maps, the manifest, resume);
+- :mod:`.views`: what reveals a spurious cue (rows ranked by a statistic, mean maps per class);
+- :mod:`.local` and :mod:`.ray_engine`: the two engines; :mod:`.run` picks one and runs a whole source.
+"""
+
+from .pipeline import COLUMNS, MAP_POOL, Item, Settings, explain_batch, map_statistics, read_source
+from .run import run
+from .store import RunWriter, load_map, read_manifest, read_table
+from .views import VIEWS, mean_maps, ranked
+
+__all__ = ["COLUMNS", "MAP_POOL", "VIEWS", "Item", "RunWriter", "Settings", "explain_batch", "load_map",
+           "map_statistics", "mean_maps", "ranked", "read_manifest", "read_source", "read_table", "run"]

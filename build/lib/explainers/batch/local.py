@@ -1,0 +1,46 @@
+"""The local engine: images decoded by a DataLoader with worker processes, the model loaded once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from .pipeline import Decoded, Decoder, Item, Settings, explain_batch
+from .store import RunWriter
+
+# ---------------------------------------------------------------------------------------------------------
+# The local engine
+# ---------------------------------------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    """DataLoader workers: one per spare CPU core, at most 4 (decoding is light next to the explanations)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _collate(batch: list[Decoded]) -> list[Decoded]:
+    return batch
+
+
+def run_local(bundle, items: Sequence[Item], settings: Settings, writer: RunWriter, workers: int | None = None,
+              progress: Callable[[int, int], object] | None = None) -> int:
+    """Explain every item the writer has not got yet; returns the number of images done in this run.
+    ``progress(done, total)`` after each batch (returning False stops the run after that batch's part)."""
+    from torch.utils.data import DataLoader
+
+    todo = [item for item in items if item.path not in writer.done]
+    if not todo:
+        return 0
+    decoder = Decoder(todo, bundle, settings.preprocessing)
+    workers = default_workers() if workers is None else workers
+    # forkserver: a forked copy of a process that has run torch's thread pool slows the parent down
+    loader = DataLoader(decoder, batch_size=settings.batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=_collate, multiprocessing_context="forkserver" if workers else None)
+    done = 0
+    for decoded in loader:
+        rows, maps = explain_batch(bundle, todo, decoded, settings)
+        writer.write(rows, maps)
+        done += len(decoded)
+        if progress is not None and progress(done, len(todo)) is False:
+            break
+    return done

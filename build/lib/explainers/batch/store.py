@@ -1,0 +1,159 @@
+"""A run folder: the writer (parts renamed into place, maps before the table part that references them), the
+table, the maps and the manifest read back, and what resuming skips."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SaliencyError
+from ..manifest import versions
+from .pipeline import BORDER, CENTRE, COLUMNS, MAP_POOL, SCHEMA_VERSION, Settings
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing and reading a run
+# ---------------------------------------------------------------------------------------------------------
+
+
+class RunWriter:
+    """Writes a run folder part by part (maps, then the table part that references them; each renamed into
+    place when whole) and knows which images an earlier run already wrote."""
+
+    def __init__(self, out: str | os.PathLike, settings: Settings, engine: str, source: str, resume: bool,
+                 categories: Sequence[str]):
+        self.out = Path(out)
+        self.tables, self.maps = self.out / "table", self.out / "maps"
+        self.settings, self.categories = settings, categories
+        manifest_path = self.out / "manifest.json"
+        existing = sorted(self.tables.glob("part-*.parquet")) if self.tables.is_dir() else []
+        if existing and not resume:
+            raise SaliencyError(f"{str(self.out)!r} already holds a run; pass --resume to continue it, or pick "
+                                "another --out")
+        if existing and manifest_path.is_file():
+            before = json.loads(manifest_path.read_text())
+            if before.get("settings") != _jsonable(asdict(settings)):
+                raise SaliencyError(f"{str(self.out)!r} holds a run with other settings ({before.get('settings')}); "
+                                    "resume it with the same model, methods, targets, params and seed")
+        self.tables.mkdir(parents=True, exist_ok=True)
+        self.maps.mkdir(parents=True, exist_ok=True)
+        self.done: set[str] = set()
+        for part in existing:
+            import pyarrow.parquet as pq
+
+            self.done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+        self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "saliency-studio batch run",
+            "settings": _jsonable(asdict(settings)),
+            "engine": engine,
+            "source": str(source),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": _versions(),
+            "maps": {
+                "layer methods": "the layer's own map (layer_attribution), float16",
+                "other methods": f"the channel sum mean-pooled {MAP_POOL}x{MAP_POOL}, float16",
+            },
+            "statistics": {
+                "peak_y/peak_x": "argmax of |map|, cell centre, as fractions of height and width",
+                "centre_mass": f"share of |map| in the middle {CENTRE[1] - CENTRE[0]:.0%} of each side",
+                "border_mass": f"share of |map| in the outer {BORDER:.1%} of each side",
+                "box_mass": "share of |map| inside the list's box (x0, y0, x1, y1 in the original image's pixels)",
+                "entropy": "entropy of |map| over its cells / log(cells)",
+            },
+            "classes": len(categories),
+        }
+        _atomic_write(manifest_path, json.dumps(manifest, indent=2, allow_nan=False).encode())
+
+    def write(self, rows: list[dict[str, Any]], maps: dict[str, np.ndarray]) -> None:
+        """One part: its maps file, then its table file, each atomically."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not rows:
+            return
+        name = f"part-{self.next_part:05d}"
+        self.next_part += 1
+        if maps:
+            buffer = _npz_bytes(maps)
+            _atomic_write(self.maps / f"{name}.npz", buffer)
+        for row in rows:
+            if row["map_key"] is not None:
+                row["map_file"] = f"maps/{name}.npz"
+            if row["label"] is not None and self.categories:
+                row["label_name"] = self.categories[row["label"]]
+        table = pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS} for row in rows], schema=_schema())
+        temporary = self.tables / f".{name}.parquet.tmp"
+        pq.write_table(table, temporary)
+        os.replace(temporary, self.tables / f"{name}.parquet")
+        self.done.update(row["path"] for row in rows)
+
+
+def _schema():
+    import pyarrow as pa
+
+    string, double, integer = pa.string(), pa.float64(), pa.int64()
+    types = {"label": integer, "box": pa.list_(double), "prediction": integer, "probability": double,
+             "top5": pa.list_(integer), "top5_probability": pa.list_(double), "correct": pa.bool_(),
+             "target_index": integer, "target_probability": double, "elapsed_s": double, "map_h": integer,
+             "map_w": integer, "peak_y": double, "peak_x": double, "centre_mass": double, "border_mass": double,
+             "box_mass": double, "entropy": double}
+    return pa.schema([(c, types.get(c, string)) for c in COLUMNS])
+
+
+def _npz_bytes(maps: dict[str, np.ndarray]) -> bytes:
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **maps)
+    return buffer.getvalue()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _versions() -> dict[str, str]:
+    import pyarrow
+
+
+    return {**versions(), "pyarrow": pyarrow.__version__}
+
+
+def read_table(out: str | os.PathLike):
+    """The run's table as a pandas DataFrame, rows in a stable order (path, method, target)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted((Path(out) / "table").glob("part-*.parquet"))
+    if not parts:
+        raise SaliencyError(f"{str(out)!r} holds no batch run (no table/part-*.parquet)")
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    frame = table.to_pandas()
+    return frame.sort_values(["path", "method", "target"], na_position="first", kind="stable").reset_index(drop=True)
+
+
+def load_map(out: str | os.PathLike, map_file: str, map_key: str) -> np.ndarray:
+    """One stored map [h, w] as float32."""
+    with np.load(Path(out) / map_file) as shard:
+        return shard[map_key].astype(np.float32)
+
+
+def read_manifest(out: str | os.PathLike) -> dict[str, Any]:
+    path = Path(out) / "manifest.json"
+    if not path.is_file():
+        raise SaliencyError(f"{str(out)!r} is not a batch run folder (no manifest.json)")
+    return json.loads(path.read_text())

@@ -1,0 +1,227 @@
+"""Training LeNet-5 on the procedural digits, with real or shuffled labels, from a fixed seed.
+
+The shuffled-label run is the data-randomisation test of Adebayo et al. 2018, arXiv:1810.03292: the network has to
+memorise noise (Zhang et al. 2017, arXiv:1611.03530), so its held-out accuracy stays near chance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import FONTS, MEAN, STD, make_digits, to_tensor
+from .model import ASSETS, VARIANTS, LeNet5
+
+TEST_SEED_OFFSET = 10_000  # the held-out set uses seed + this: different samples from the same distribution
+N_TEST = 10_000
+# Memorising noise needs many passes over a smaller set; learning digits needs few passes over a larger one.
+DEFAULTS = {
+    False: {"epochs": 10, "n_train": 24_000, "lr": 2e-3},
+    True: {"epochs": 60, "n_train": 6_000, "lr": 2e-3},
+}
+
+
+def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (switched to eval mode) on normalised inputs, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(labels), batch_size):
+            logits = model(inputs[start : start + batch_size].to(device))
+            correct += int((logits.argmax(1).cpu() == labels[start : start + batch_size].cpu()).sum())
+    return correct / max(1, len(labels))
+
+
+@contextlib.contextmanager
+def _torch_settings(threads: int) -> Iterator[None]:
+    """Thread count and denormal flushing for the block; the caller's settings come back afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    # Near-zero losses fill the gradients and Adam's moments with denormal floats, which slow CPUs tenfold.
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(previous)
+
+
+def versions() -> dict[str, str]:
+    """The library versions that decide the data's pixels and the training's arithmetic."""
+    import PIL
+    import safetensors
+    from PIL import features
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "freetype": str(features.version("freetype2")),
+        "safetensors": safetensors.__version__,
+    }
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def file_sha256(path: Path | str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train(
+    seed: int = 0,
+    epochs: int | None = None,
+    n_train: int | None = None,
+    out: Path | str = ASSETS,
+    shuffled_labels: bool = False,
+    n_test: int = N_TEST,
+    batch_size: int = 128,
+    lr: float | None = None,
+    threads: int = 1,
+    workers: int = 2,
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train LeNet-5, write ``<out>/lenet_digits[_shuffled].safetensors`` and ``.json``; return the JSON's dict.
+
+    The data are drawn by ``workers`` processes, then the network trains with ``threads`` torch threads: one by
+    default, because on a shared two-core machine a second thread mostly waits for the busy core (three times
+    slower, measured). The caller's thread count and global random state are left as they were.
+    """
+    from safetensors.torch import save_file
+
+    defaults = DEFAULTS[bool(shuffled_labels)]
+    epochs = defaults["epochs"] if epochs is None else epochs
+    n_train = defaults["n_train"] if n_train is None else n_train
+    lr = defaults["lr"] if lr is None else lr
+    load_at_start = _load_average()
+    started = time.perf_counter()
+
+    train_set = make_digits(n_train, seed, workers=workers)
+    test_seed = seed + TEST_SEED_OFFSET
+    test_set = make_digits(n_test, test_seed, workers=workers)
+    true_labels = train_set.labels
+    labels = true_labels
+    if shuffled_labels:
+        # A permutation keeps the class balance, so only the pairing of image and label is destroyed.
+        labels = np.random.default_rng([seed, 1]).permutation(true_labels)
+    x_train, y_train = to_tensor(train_set.images), torch.from_numpy(labels)
+    x_test, y_test = to_tensor(test_set.images), torch.from_numpy(test_set.labels)
+    data_seconds = time.perf_counter() - started
+    log(f"data: {n_train} train (seed {seed}), {n_test} held-out (seed {test_seed}) in {data_seconds:.1f} s")
+
+    with _torch_settings(threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LeNet5()
+        history = _fit(model, x_train, y_train, x_test, y_test, epochs, batch_size, lr, seed, started, log)
+        train_accuracy = accuracy(model, x_train, y_train)
+        held_out = accuracy(model, x_test, y_test)
+        true_label_accuracy = accuracy(model, x_train, torch.from_numpy(true_labels)) if shuffled_labels else None
+    seconds = time.perf_counter() - started
+    log(f"final: train acc {train_accuracy:.4f} (eval mode), held-out acc {held_out:.4f}, {seconds:.1f} s in all")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "shuffled" if shuffled_labels else "real"
+    stem = VARIANTS[kind]
+    weights = out / f"{stem}.safetensors"
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"seed": str(seed), "labels": kind})
+    record = {
+        "command": command
+        or f"python -m explainers.digits train --seed {seed} --epochs {epochs} --n-train {n_train} --lr {lr}"
+        + f" --threads {threads} --workers {workers}"
+        + (" --shuffled-labels" if shuffled_labels else ""),
+        "labels": kind,
+        "seed": seed,
+        "epochs": epochs,
+        "n_train": n_train,
+        "n_test": n_test,
+        "test_seed": test_seed,
+        "batch_size": batch_size,
+        "optimizer": f"Adam, one-cycle max lr {lr}",
+        "train_accuracy": round(train_accuracy, 4),
+        "held_out_accuracy": round(held_out, 4),
+        **({"train_accuracy_on_true_labels": round(true_label_accuracy, 4)} if shuffled_labels else {}),
+        "wall_seconds": round(seconds, 1),
+        "data_seconds": round(data_seconds, 1),
+        "threads": threads,
+        "workers": workers,
+        "cpu_count": os.cpu_count(),
+        # Other processes on a shared machine slow everything; the 1-minute load average says how busy it was.
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": _load_average(),
+        "machine": platform.machine(),
+        "normalisation": {"mean": MEAN, "std": STD},
+        "fonts": list(FONTS),
+        "versions": versions(),
+        "weights_file": weights.name,
+        "weights_sha256": file_sha256(weights),
+        "parameters": sum(t.numel() for t in state.values()),
+        "history": [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in history],
+    }
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+    log(f"wrote {weights} and {out / f'{stem}.json'}")
+    return record
+
+
+def _fit(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    started: float,
+    log: Callable[[str], None],
+) -> list[dict]:
+    """Adam with a one-cycle schedule; returns one row of loss and accuracies per epoch."""
+    n_train = len(y_train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * ((n_train + batch_size - 1) // batch_size)
+    # One-cycle (Smith & Topin 2017, arXiv:1708.07120): a short warm-up, then annealing to a low rate.
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, steps), pct_start=0.15)
+    loss_fn = nn.CrossEntropyLoss()
+    order_generator = torch.Generator().manual_seed(seed)
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total_loss, correct = 0.0, 0
+        for batch in torch.randperm(n_train, generator=order_generator).split(batch_size):
+            logits = model(x_train[batch])
+            loss = loss_fn(logits, y_train[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(batch)
+            correct += int((logits.argmax(1) == y_train[batch]).sum())
+        row = {"epoch": epoch, "loss": total_loss / n_train, "train_accuracy": correct / n_train}
+        if epoch == epochs or epoch % max(1, epochs // 10) == 0:
+            row["held_out_accuracy"] = accuracy(model, x_test, y_test)
+        history.append(row)
+        held = f", held-out acc {row['held_out_accuracy']:.4f}" if "held_out_accuracy" in row else ""
+        log(
+            f"epoch {epoch:3d}/{epochs}: loss {row['loss']:.4f}, train acc (running) {row['train_accuracy']:.4f}"
+            f"{held}, {time.perf_counter() - started:.0f} s"
+        )
+    return history

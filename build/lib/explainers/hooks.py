@@ -1,0 +1,189 @@
+"""Everything that touches a model temporarily lives here, and every hook is removed in ``finally``.
+
+Hooks exist only inside a call: nothing is registered in a constructor and left for a destructor.
+
+Thread safety: hooks live on the shared modules (they fire for every thread's forward pass) and the train/eval
+flags are shared too, so one model serves one call at a time. ``model_guard`` takes the model's re-entrant
+lock, and every backend entry point that registers hooks or changes module state runs inside it; calls on
+different models run in parallel, and nested calls on one thread (a sanity check calling explain) re-enter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()  # two threads asking for a new model's lock must get the same one
+
+
+def lock_for(model: nn.Module) -> threading.RLock:
+    """The model's own re-entrant lock, created on first use and dropped with the model."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+@contextlib.contextmanager
+def model_lock(model: nn.Module) -> Iterator[None]:
+    """Hold ``model``'s lock for the block: no other thread's call touches the model meanwhile."""
+    with lock_for(model):
+        yield
+
+
+@contextlib.contextmanager
+def model_guard(model: nn.Module) -> Iterator[None]:
+    """Run the block holding the model's lock, with the model in eval mode; restore every submodule's
+    train/eval flag and the parameters' requires_grad on exit, however it exits.
+
+    Eval mode because an explanation must not change the model: in train mode BatchNorm would update its running
+    statistics on every pass and dropout would make each pass a different network. The lock because both the
+    flags and the hooks a method registers are shared with every other thread using this model.
+    """
+    with model_lock(model):
+        modes = [(m, m.training) for m in model.modules()]
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        try:
+            model.eval()
+            yield
+        finally:
+            for module, training in modes:
+                module.training = training
+            for param, requires_grad in flags:
+                param.requires_grad_(requires_grad)
+
+
+class HookSet:
+    """Handles registered during one call, all removed together."""
+
+    def __init__(self) -> None:
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def add(self, handle: torch.utils.hooks.RemovableHandle) -> None:
+        self.handles.append(handle)
+
+    def remove(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()
+
+
+RULES = ("guided", "deconvnet")
+
+
+class BackwardRule:
+    """Which rule the rectified activations apply on the next backward pass: ``None`` for the plain gradient
+    (as nn.ReLU / nn.ReLU6 themselves), "guided" or "deconvnet". One forward pass can so serve a plain backward
+    and a rectified one: set ``rule`` before each ``torch.autograd.grad``."""
+
+    def __init__(self, rule: str | None = None):
+        self.rule = rule
+
+
+class _RectifiedActivation(torch.autograd.Function):
+    """Clamp to [low, high] forward; backward by the rule of ``switch`` when the backward runs.
+
+    guided backprop (Springenberg 2015, arXiv:1412.6806): relu(grad) where the input was in (low, high);
+    deconvnet (Zeiler & Fergus 2014, arXiv:1311.2901): relu(grad) whatever the forward input was; no rule: the
+    activation's own gradient, grad where the input was in (low, high) and 0 elsewhere (boundaries included, as
+    ReLU's and ReLU6's backward have it).
+    """
+
+    @staticmethod
+    def forward(ctx, x, low, high, switch):
+        ctx.switch = switch
+        ctx.save_for_backward((x > low) & (x < high))
+        return x.clamp(min=low, max=high)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        rule = ctx.switch.rule
+        if rule is None:
+            return torch.where(inside, grad, torch.zeros_like(grad)), None, None, None
+        grad = grad.clamp(min=0)
+        if rule == "guided":
+            grad = grad * inside
+        return grad, None, None, None
+
+
+def _clamp_range(module: nn.Module) -> tuple[float, float] | None:
+    if isinstance(module, nn.ReLU):
+        return (0.0, float("inf"))
+    if isinstance(module, nn.ReLU6):
+        return (0.0, 6.0)
+    return None
+
+
+@contextlib.contextmanager
+def rectified_backward(model: nn.Module, rule: BackwardRule) -> Iterator[int]:
+    """Inside the block every nn.ReLU / nn.ReLU6 of ``model`` back-propagates with whatever rule ``rule`` holds
+    when each backward runs (see :class:`BackwardRule`).
+
+    Works on in-place activations: a pre-hook keeps the original input (the in-place op then writes into a
+    copy), and the forward hook replaces the output by our own clamp of that input. Yields the count of
+    activations changed; functional relus (F.relu in a forward method) cannot be reached this way.
+    """
+    hooks = HookSet()
+    inputs: dict[nn.Module, torch.Tensor] = {}
+
+    def pre_hook(module, args):
+        inputs[module] = args[0]
+        if getattr(module, "inplace", False):
+            return (args[0].clone(),)
+        return None
+
+    def post_hook(module, args, output):
+        low, high = _clamp_range(module)
+        return _RectifiedActivation.apply(inputs.pop(module), low, high, rule)
+
+    count = 0
+    # the hooks sit on shared modules: hold the model's lock (explain() already does; this re-enters)
+    with model_lock(model):
+        try:
+            for module in model.modules():
+                if _clamp_range(module) is not None:
+                    hooks.add(module.register_forward_pre_hook(pre_hook))
+                    hooks.add(module.register_forward_hook(post_hook))
+                    count += 1
+            yield count
+        finally:
+            hooks.remove()
+            inputs.clear()
+
+
+class _LayerOutput:
+    """What ``capture_layer`` saw on the last forward pass."""
+
+    def __init__(self) -> None:
+        self.output: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def capture_layer(module: nn.Module) -> Iterator[_LayerOutput]:
+    """Inside the block, ``.output`` is ``module``'s output on the latest forward pass (part of the graph).
+    Call it inside ``model_guard`` of the model that owns ``module``: the hook fires for every forward through it.
+
+    The network continues on a clone, so an in-place op downstream (a ReLU(inplace=True) after a conv) cannot
+    overwrite the captured map; gradients still flow back through it.
+    """
+    seen = _LayerOutput()
+
+    def hook(mod, args, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"expected the layer to output one tensor, got {type(output).__name__}")
+        seen.output = output
+        return output.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+        seen.output = None

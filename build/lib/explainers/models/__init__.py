@@ -1,0 +1,129 @@
+"""Model loading: the offline default (EfficientNet-Lite0), the bundled digits LeNet-5 (``lenet_digits``) and
+torchvision's ImageNet classification zoo.
+
+``load_model(name)`` returns a :class:`ModelBundle`: the model in eval mode, its preprocessing, class names and
+layer catalogue. ``list_models()`` and ``model_info(name)`` tell the UI what exists and what needs a download,
+without building anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelUnavailableError
+from ..layers import default_layer, layer_catalogue
+from . import default, digits, zoo
+from .base import CENTER_CROP, PREPROCESSING, RESIZE, ModelBundle, affine_normalizer
+from .digits import load_digits_bundle
+
+DEFAULT_MODEL = default.NAME
+DIGITS_MODEL = digits.NAME  # LeNet-5 on the procedural digits, shipped in assets/digits
+# Well-known architectures offered first: CNNs of several eras plus two transformers.
+CURATED = (
+    "resnet18",
+    "resnet50",
+    "vgg16",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "densenet121",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "vit_b_16",
+    "swin_t",
+)
+
+__all__ = [
+    "CENTER_CROP",
+    "CURATED",
+    "DEFAULT_MODEL",
+    "DIGITS_MODEL",
+    "PREPROCESSING",
+    "RESIZE",
+    "ModelBundle",
+    "affine_normalizer",
+    "ensure_weights",
+    "list_models",
+    "load_digits_bundle",
+    "load_model",
+    "model_info",
+]
+
+
+def list_models() -> list[str]:
+    """``efficientnet_lite0``, ``lenet_digits``, then the curated shortlist, then every other torchvision
+    classifier, sorted. (The shuffled-label digits model is left out: see ``load_digits_bundle``.)"""
+    zoo_names = zoo.available()
+    curated = [name for name in CURATED if name in zoo_names]
+    rest = [name for name in zoo_names if name not in curated and name not in (DEFAULT_MODEL, DIGITS_MODEL)]
+    return [DEFAULT_MODEL, DIGITS_MODEL, *curated, *rest]
+
+
+def _canonical(name: object) -> str:
+    if not isinstance(name, str):
+        raise ModelUnavailableError(f"expected a model name (str), got {type(name).__name__} {name!r}")
+    key = name.strip().lower()
+    names = list_models()
+    if key in names:
+        return key
+    close = difflib.get_close_matches(key, names, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ModelUnavailableError(
+        f"expected one of the {len(names)} models of list_models(), got unknown model {name!r}{hint}"
+    )
+
+
+def model_info(name: str) -> dict:
+    """name, offline, download_mb, weights_file, weights_url, categories (count), input_size, resize_size,
+    interpolation and description of a model, without building it or downloading anything."""
+    key = _canonical(name)
+    if key == DIGITS_MODEL:
+        return digits.info()
+    return default.info() if key == DEFAULT_MODEL else zoo.info(key)
+
+
+def ensure_weights(name: str, *, progress=None, offline: bool | None = None, tqdm_bar: bool = False) -> Path:
+    """The path of a model's weights file, downloading it first if needed; builds nothing.
+
+    Lets a UI show the download's progress before loading. Same errors and arguments as :func:`load_model`.
+    """
+    key = _canonical(name)
+    if key == DIGITS_MODEL:
+        return digits.ensure_weights()
+    if key == DEFAULT_MODEL:
+        path = default.weights_path()
+        if path is None or not path.is_file():
+            default.build()  # raises the ModelUnavailableError that says what to install
+        return path
+    return zoo.ensure_file(key, progress=progress, offline=offline, tqdm_bar=tqdm_bar)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    progress=None,
+    offline: bool | None = None,
+    tqdm_bar: bool = False,
+) -> ModelBundle:
+    """Build a model with its ImageNet weights, in eval mode, on ``device`` (default: CPU).
+
+    ``progress(done_bytes, total_bytes)`` is called while a weights file downloads (return False to cancel);
+    ``offline=True`` (or SALIENCY_OFFLINE=1) forbids downloads; ``tqdm_bar`` shows a console bar (CLI).
+    Raises ModelUnavailableError for unknown names and for weights that are neither cached nor downloadable.
+    """
+    key = _canonical(name)
+    if key == DIGITS_MODEL:  # builds its own catalogue and sets its default layer (features.relu2)
+        return load_digits_bundle("real", device=device)
+    if key == DEFAULT_MODEL:
+        bundle = default.build()
+    else:
+        bundle = zoo.build(key, progress=progress, offline=offline, tqdm_bar=tqdm_bar)
+    if device is not None:
+        bundle.model.to(torch.device(device))
+    bundle.model.eval()
+    bundle.layers = layer_catalogue(bundle.model, (1, 3, bundle.input_size, bundle.input_size))
+    bundle.default_layer = default_layer(bundle.model, bundle.layers)
+    return bundle

@@ -1,0 +1,772 @@
+"""A user's own classifier: a state dict for a known architecture, TorchScript (only when trusted), or, through
+``explainers.models.foreign``, a Hugging Face folder or an ONNX file.
+
+Nothing here unpickles arbitrary objects or downloads anything. State dicts come from ``.safetensors`` files or
+from ``.pt``/``.pth``/``.bin`` files read with ``torch.load(weights_only=True)``; the architecture is built with
+random initial weights (``weights=None`` / ``pretrained=False``) and the state dict loaded strictly. TorchScript
+archives carry code that runs when loaded, so they are refused unless trusted (``trust_code=True`` or
+``SALIENCY_TRUST_CODE=1``, read by :func:`trust_enabled`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import time
+import tomllib
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..errors import LayerError, ModelLoadError, SaliencyError
+from ..layers import default_layer, layer_catalogue
+from . import CURATED
+from .architectures import (
+    DEFAULT_ARCHITECTURE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TIMM_PREFIX,
+    preprocessing_defaults,
+    split,
+    timm_architectures,
+    torchvision_architectures,
+)
+from .base import ModelBundle, affine_normalizer
+from .efficientnet_lite import EfficientNetLite0
+
+TRUST_ENV = "SALIENCY_TRUST_CODE"
+CONFIG_ENV = "SALIENCY_CONFIG"  # path of the server settings file (default: saliency.toml beside app.py)
+SAFETENSORS = ".safetensors"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+ONNX_SUFFIX = ".onnx"
+ZIP_SUFFIX = ".zip"
+ACCEPTED = (SAFETENSORS, *TORCH_SUFFIXES, ONNX_SUFFIX, ZIP_SUFFIX, "a Hugging Face model folder")
+MIN_INPUT, MAX_INPUT = 8, 1024
+# Requirements whose methods hook into modules; none can run on a TorchScript model (see ScriptedClassifier).
+# Wrappers training scripts put around a state dict, and prefixes DataParallel / torch.compile add to its keys.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
+_GUESS_BUDGET_S = 3.0
+_SHOWN = 5  # keys listed per kind of mismatch
+EXPORT_HINT = (
+    'Export a state dict instead: torch.save(model.state_dict(), "weights.pt"), or better '
+    'safetensors.torch.save_file(model.state_dict(), "weights.safetensors")'
+)
+
+
+class TrustedCodeWarning(UserWarning):
+    """A model file whose own code runs (TorchScript) was loaded because the user trusted it."""
+
+
+def config_path() -> Path:
+    """The server's own settings file: SALIENCY_CONFIG, or saliency.toml in the project folder."""
+    return Path(os.environ.get(CONFIG_ENV) or Path(__file__).resolve().parents[2] / "saliency.toml")
+
+
+def trust_enabled() -> bool:
+    """Whether model files that run code (TorchScript) may load: the environment variable SALIENCY_TRUST_CODE
+    (1/true/yes/on; 0/false/no/off forbids, whatever the file says), else ``trust_code = true`` in the config
+    file (:func:`config_path`). Off by default."""
+    flag = os.environ.get(TRUST_ENV, "").strip().lower()
+    if flag in {"1", "true", "yes", "on"}:
+        return True
+    if flag in {"0", "false", "no", "off"}:
+        return False
+    path = config_path()
+    if not path.is_file():
+        return False
+
+    try:
+        settings = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ModelLoadError(f"cannot read the server settings {path}: {exc}; expected TOML such as "
+                             "'trust_code = false'") from exc
+    value = settings.get("trust_code", False)
+    if not isinstance(value, bool):
+        raise ModelLoadError(f"trust_code in {path} must be true or false, got {value!r}")
+    return value
+
+
+class ScriptedClassifier(nn.Module):
+    """A TorchScript module behind a plain ``nn.Module``.
+
+    Python hooks cannot be registered on scripted modules (``register_forward_hook`` raises), so nothing that
+    captures a layer or swaps an activation's backward can run on it: ``supports_hooks`` is False, its bundle has
+    no layer catalogue, and :func:`explainers.available_methods` leaves those methods out. Input gradients
+    work as usual.
+    """
+
+    supports_hooks = False
+
+    def __init__(self, scripted: nn.Module):
+        super().__init__()
+        self.scripted = scripted
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scripted(x)
+
+
+# --------------------------------------------------------------------------------------------------- the input
+
+
+@dataclass
+class _Source:
+    """The uploaded thing: a file or folder on disk (``path``) or its bytes (``data``), and its file name."""
+
+    filename: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.path is not None and self.path.is_dir() else Path(self.filename).suffix.lower()
+
+    @property
+    def stem(self) -> str:
+        stem = Path(self.filename).name
+        return stem[: -len(self.suffix)] if self.suffix and stem.lower().endswith(self.suffix) else stem
+
+    def stream(self):
+        return open(self.path, "rb") if self.data is None else io.BytesIO(self.data)
+
+    def size(self) -> int | None:
+        return len(self.data) if self.data is not None else self.path.stat().st_size
+
+    def head(self, count: int) -> bytes:
+        with self.stream() as handle:
+            return handle.read(count)
+
+    def digest(self):
+        digest = hashlib.sha256()
+        if self.data is not None:
+            digest.update(self.data)
+            return digest
+        files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
+        for file in files:
+            if self.path.is_dir():
+                digest.update(str(file.relative_to(self.path)).encode() + b"\0")
+            with open(file, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023
+                    digest.update(chunk)
+        return digest
+
+
+def _source(weights_path: Any, filename: str | None) -> _Source:
+    """The upload as a path or bytes with a file name; a file name is needed to tell bytes' format."""
+    if isinstance(weights_path, (bytes, bytearray, memoryview)):
+        if not filename:
+            raise ModelLoadError(
+                "expected filename= with the model's bytes (e.g. 'weights.safetensors'): its extension tells the "
+                "format, and none was given"
+            )
+        return _Source(Path(filename).name, data=bytes(weights_path))
+    if isinstance(weights_path, (str, os.PathLike)):
+        path = Path(weights_path).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"expected a model file or folder, but {str(path)!r} does not exist")
+        return _Source(filename or path.name, path=path)
+    if hasattr(weights_path, "read"):  # an open binary file, e.g. Streamlit's UploadedFile
+        name = filename or getattr(weights_path, "name", None)
+        if not name or not isinstance(name, str):
+            raise ModelLoadError("expected filename= with a file object that has no .name: its extension tells "
+                                 "the format")
+        data = weights_path.getvalue() if hasattr(weights_path, "getvalue") else weights_path.read()
+        if isinstance(data, str):
+            raise ModelLoadError(f"expected {name!r} opened in binary mode, got a text-mode file object")
+        return _Source(Path(name).name, data=bytes(data))
+    raise ModelLoadError(
+        f"expected a path, bytes (with filename=) or a binary file object, got {type(weights_path).__name__}"
+    )
+
+
+# ------------------------------------------------------------------------------------------- labels, settings
+
+
+def _label_list(names: Sequence[Any], where: str) -> list[str]:
+    out = []
+    for i, label in enumerate(names):
+        if not isinstance(label, str) or not label.strip():
+            raise ModelLoadError(f"expected class {i} of {where} to be a non-empty name, got {label!r}")
+        out.append(label.strip())
+    if not out:
+        raise ModelLoadError(f"expected at least one class name in {where}, got none")
+    return out
+
+
+def _labels_from_json(value: Any, where: str) -> list[str]:
+    if isinstance(value, list):
+        return _label_list(value, where)
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"expected {where} to hold a JSON list of names or an index -> name object, "
+                             f"got a JSON {type(value).__name__}")
+    by_index: dict[int, Any] = {}
+    for key, label in value.items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            raise ModelLoadError(f"expected {where}'s keys to be class indices 0..N-1, got {key!r}") from None
+        if index < 0 or index in by_index:
+            raise ModelLoadError(f"expected {where}'s keys to be distinct indices 0..N-1, got {key!r}")
+        by_index[index] = label
+    count = max(by_index, default=-1) + 1
+    missing = [i for i in range(count) if i not in by_index]
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:_SHOWN]) + (" ..." if len(missing) > _SHOWN else "")
+        raise ModelLoadError(f"expected {where} to name every class 0..{count - 1}, but index {shown} "
+                             f"{'is' if len(missing) == 1 else 'are'} missing")
+    return _label_list([by_index[i] for i in range(count)], where)
+
+
+def _labels_from_bytes(data: bytes, name: str) -> list[str]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"expected the labels file {name} to be UTF-8 text, but byte {exc.start} is not") from None
+    suffix = Path(name).suffix.lower()
+    if suffix == ".json" or (suffix != ".txt" and text.lstrip()[:1] in ("[", "{")):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"expected the labels file {name} to be JSON, but {exc}") from None
+        return _labels_from_json(value, f"the labels file {name}")
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    blank = [i + 1 for i, line in enumerate(lines) if not line]
+    if blank:
+        raise ModelLoadError(f"expected one class name per line in {name}, but line {blank[0]} is blank")
+    return _label_list(lines, f"the labels file {name}")
+
+
+def parse_labels(labels: Any) -> list[str] | None:
+    """Class names from a list, or from a ``.txt`` (one per line) or ``.json`` file (a list, or index -> name
+    covering 0..N-1) given as a path, bytes, ``(bytes, file name)`` or a binary file object; None stays None."""
+    if labels is None:
+        return None
+    if isinstance(labels, (str, os.PathLike)):
+        path = Path(labels).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"expected a labels file (.txt or .json), but {str(path)!r} is not a file")
+        return _labels_from_bytes(path.read_bytes(), path.name)
+    if isinstance(labels, (bytes, bytearray, memoryview)):
+        return _labels_from_bytes(bytes(labels), "labels")
+    if isinstance(labels, tuple) and len(labels) == 2 and isinstance(labels[0], (bytes, bytearray)) \
+            and isinstance(labels[1], str):  # (content, file name), as an upload gives them
+        return _labels_from_bytes(bytes(labels[0]), Path(labels[1]).name)
+    if hasattr(labels, "read"):
+        data = labels.getvalue() if hasattr(labels, "getvalue") else labels.read()
+        name = Path(str(getattr(labels, "name", "labels"))).name
+        return _labels_from_bytes(data.encode() if isinstance(data, str) else bytes(data), name)
+    if isinstance(labels, dict):
+        return _labels_from_json({str(k): v for k, v in labels.items()}, "labels")
+    if isinstance(labels, Sequence):
+        return _label_list(list(labels), "labels")
+    raise ModelLoadError(f"expected labels as a list of names, a .txt/.json path or bytes, got "
+                         f"{type(labels).__name__}")
+
+
+def _categories(labels: list[str] | None, count: int) -> list[str]:
+    if labels is None:
+        return [f"class {i}" for i in range(count)]
+    if len(labels) != count:
+        raise ModelLoadError(f"expected {count} class names (the model has {count} outputs), got "
+                             f"{len(labels)} labels")
+    return labels
+
+
+def _check_size(input_size: Any) -> int | None:
+    if input_size is None:
+        return None
+    if isinstance(input_size, (tuple, list)) and len(input_size) == 2 and input_size[0] == input_size[1]:
+        input_size = input_size[0]
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or not MIN_INPUT <= input_size <= MAX_INPUT:
+        raise ModelLoadError(f"expected input_size to be a whole number of pixels from {MIN_INPUT} to {MAX_INPUT} "
+                             f"(square inputs), got {input_size!r}")
+    return int(input_size)
+
+
+def _check_triple(values: Any, what: str) -> tuple[float, float, float] | None:
+    if values is None:
+        return None
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        floats = ()
+    if len(floats) != 3 or not all(math.isfinite(v) for v in floats):
+        raise ModelLoadError(f"expected {what} to be 3 numbers (red, green, blue), got {values!r}")
+    low_ok = (lambda v: v > 0) if what == "std" else (lambda v: v >= 0)
+    if not all(low_ok(v) and v <= 1 for v in floats):
+        bound = "in (0, 1]" if what == "std" else "in [0, 1]"
+        raise ModelLoadError(f"expected every {what} {bound}, for pixels scaled to [0, 1], got {values!r}; "
+                             "values on the 0-255 scale must be divided by 255")
+    return floats
+
+
+def _device(device: Any) -> torch.device:
+    try:
+        return torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"expected a device such as 'cpu' or 'cuda:0', got {device!r}") from exc
+
+
+# -------------------------------------------------------------------------------------- architectures
+
+
+def _builder_kwargs(name: str, state: dict[str, torch.Tensor] | None) -> dict:
+    """torchvision builders whose auxiliary heads are optional: build them only if the weights have them."""
+    aux = {"inception_v3": "AuxLogits.", "googlenet": "aux1."}
+    if name in aux and state is not None:
+        return {"aux_logits": any(k.startswith(aux[name]) for k in state)}
+    return {}
+
+
+def _construct(family: str, name: str, num_classes: int | None, kwargs: dict) -> nn.Module:
+    """The architecture with fresh random weights (nothing is ever downloaded)."""
+    extra = dict(kwargs)
+    if num_classes is not None:
+        extra["num_classes"] = num_classes
+    if family == "default":
+
+        return EfficientNetLite0(**extra)
+    if family == "torchvision":
+        import torchvision
+
+        if name not in ("googlenet", "inception_v3"):
+            return torchvision.models.get_model(name, weights=None, **extra)
+        with warnings.catch_warnings():  # both warn that their default initialisation will change
+            warnings.simplefilter("ignore", FutureWarning)
+            return torchvision.models.get_model(name, weights=None, **extra)
+    import timm
+
+    return timm.create_model(name, pretrained=False, **extra)
+
+
+def _template(family: str, name: str, num_classes: int | None, kwargs: dict) -> tuple[nn.Module, bool]:
+    """(model, is_real): built on the meta device when the builder allows (cheap: no memory, no init), else real."""
+    try:
+        with torch.device("meta"):
+            return _construct(family, name, num_classes, kwargs), False
+    except Exception:  # builders that compute with tensors (torchvision's RegNets) need real ones
+        return _construct(family, name, num_classes, kwargs), True
+
+
+def _head_names(model: nn.Module) -> list[str]:
+    """Module names of the classification head(s): timm's ``get_classifier()``, else the last Linear or Conv
+    whose output width is the model's class count (``fc``, ``classifier.1``, ``heads.head``, ``_fc``)."""
+    modules = dict(model.named_modules())
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        try:
+            heads = get()
+        except Exception:
+            heads = None
+        heads = heads if isinstance(heads, tuple) else (heads,)
+        found = [n for h in heads if isinstance(h, nn.Module) for n, m in modules.items() if m is h and n]
+        found = [n for n in found if isinstance(getattr(modules[n], "weight", None), torch.Tensor)]
+        if found:
+            return found
+    layers = [(n, m) for n, m in modules.items() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    if not layers:
+        return []
+    width = lambda m: m.out_features if isinstance(m, nn.Linear) else m.out_channels  # noqa: E731
+    classes = width(layers[-1][1])
+    return [n for n, m in layers if width(m) == classes][-1:]
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` (DataParallel), ``_orig_mod.`` (torch.compile) or ``model.`` when every key has it and
+    the architecture's keys do not."""
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _KEY_PREFIXES:
+            if all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in expected):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "[" + ",".join(str(int(s)) for s in shape) + "]"
+
+
+def _mismatch(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]) -> tuple[list, list, list]:
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [(k, expected[k], tuple(state[k].shape)) for k in expected
+             if k in state and tuple(state[k].shape) != expected[k]]
+    return missing, unexpected, wrong
+
+
+def _listed(items: list[str]) -> str:
+    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return ", ".join(items[:_SHOWN]) + more
+
+
+def _guess_candidates(family: str, name: str | None) -> list[tuple[str, str]]:
+    """Architectures worth trying when weights do not fit: the same family name (resnet18 -> resnet34 ...)."""
+
+    if name is None:
+        return [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in CURATED]
+    stem = re.match(r"[a-z_]*[a-z]", name.partition(".")[0])
+    stem = stem.group(0) if stem else name
+    pool = [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in torchvision_architectures()]
+    if family == "timm":
+        pool += [("timm", n) for n in timm_architectures()]
+    return [(f, n) for f, n in pool if n != name and n.startswith(stem)][:16]
+
+
+def _looks_like(state: dict[str, torch.Tensor], family: str, name: str | None) -> str | None:
+    """A known architecture the weights fit exactly (its head's class count aside), found within a few seconds."""
+    started = time.perf_counter()
+    for cand_family, cand in _guess_candidates(family, name):
+        if time.perf_counter() - started > _GUESS_BUDGET_S:
+            break
+        try:
+            model, _ = _template(cand_family, cand, None, _builder_kwargs(cand, state))
+        except Exception:
+            continue
+        expected = _shapes(model)
+        heads = {h + ".weight" for h in _head_names(model)} | {h + ".bias" for h in _head_names(model)}
+        aligned = _align_prefix(state, set(expected))
+        missing, unexpected, wrong = _mismatch(aligned, expected)
+        if not missing and not unexpected and all(k in heads for k, _, _ in wrong):
+            return cand if cand_family != "timm" or cand not in torchvision_architectures() else TIMM_PREFIX + cand
+    return None
+
+
+def _mismatch_error(filename: str, architecture: str, family: str, name: str, state, expected) -> ModelLoadError:
+    missing, unexpected, wrong = _mismatch(state, expected)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_listed(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}")
+    if wrong:
+        shapes = [f"{k} (expected {_fmt(e)}, got {_fmt(g)})" for k, e, g in wrong]
+        parts.append(f"{len(wrong)} shape mismatch(es): {_listed(shapes)}")
+    guess = _looks_like(state, family, name)
+    hint = f"; this looks like weights for {guess!r}" if guess else ""
+    return ModelLoadError(f"expected {filename} to hold a state dict of {architecture!r}, but it does not fit: "
+                          f"{'; '.join(parts)}{hint}")
+
+
+# ------------------------------------------------------------------------------------------- reading files
+
+
+def _unsafe_pickle(filename: str, exc: Exception) -> ModelLoadError:
+    """The refusal of ``torch.load(weights_only=True)``, said for a user: what was found and why it stays shut."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        what = (f"it is a pickle that needs Python objects to be rebuilt (it asks for {found.group(1)}), such as a "
+                "whole model saved with torch.save(model)")
+    else:
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        detail = f" ({reason.group(1).strip()[:120]})" if reason else ""
+        what = (f"it cannot be read as one{detail}: it is damaged, of another format, or a pickle holding more "
+                "than tensors, numbers and plain containers")
+    return ModelLoadError(
+        f"expected {filename} to hold a state dict (a dict of tensors), but {what}. Such pickles are never "
+        f"loaded: unpickling can run arbitrary code. {EXPORT_HINT}"
+    )
+
+
+def _looks_like_safetensors(head: bytes, size: int | None) -> bool:
+    """safetensors files open with an 8-byte little-endian header length and a JSON header ``{...``."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    length = int.from_bytes(head[:8], "little")
+    return 0 < length and (size is None or 8 + length <= size)
+
+
+def _read_torch(src: _Source) -> Any:
+    """``torch.load(weights_only=True)``: tensors, dicts, lists and numbers only; no object is ever rebuilt."""
+    if _looks_like_safetensors(src.head(9), src.size()):  # a safetensors file under a .pt/.pth/.bin name
+        return _read_safetensors(src)
+    try:
+        with src.stream() as handle:
+            return torch.load(handle, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        import pickle
+
+        text = str(exc)
+        if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+            raise _unsafe_pickle(src.filename, exc) from None
+        raise ModelLoadError(f"expected {src.filename} to be a PyTorch file written by torch.save, but it cannot "
+                             f"be read ({type(exc).__name__}: {text[:300]}); is it damaged or of another format?"
+                             ) from None
+
+
+def _read_safetensors(src: _Source) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load, load_file
+
+    try:
+        return load(src.data) if src.data is not None else load_file(str(src.path), device="cpu")
+    except Exception as exc:  # safetensors' SafetensorError, or an OSError
+        raise ModelLoadError(f"expected {src.filename} to be a safetensors file, but it cannot be read ({exc}); "
+                             "it is damaged, truncated or of another format") from None
+
+
+def _unwrap_state(obj: Any, filename: str) -> dict[str, torch.Tensor]:
+    """The state dict inside ``obj``: itself, or under "state_dict" / "model_state_dict" / "model"."""
+    for _ in range(3):
+        if not isinstance(obj, dict) or all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"expected {filename} to hold a state dict (a dict of tensors), got a "
+                             f"{type(obj).__name__}. {EXPORT_HINT}")
+    others = [f"{k} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if others or not obj:
+        found = f"entries that are not tensors: {_listed(others)}" if others else "nothing"
+        raise ModelLoadError(f"expected {filename} to hold a state dict (a dict of tensors), but it holds {found}. "
+                             f"{EXPORT_HINT}")
+    return {str(k): v for k, v in obj.items()}
+
+
+def _zip_names(src: _Source) -> list[str] | None:
+    try:
+        with src.stream() as handle:
+            if not zipfile.is_zipfile(handle):
+                return None
+            handle.seek(0)
+            with zipfile.ZipFile(handle) as archive:
+                return archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _is_torchscript(names: list[str]) -> bool:
+    """torch.jit.save archives carry ``<root>/code/...`` and ``<root>/constants.pkl``; torch.save's do not."""
+    return any("/code/" in f"/{n}" or n.rsplit("/", 1)[-1] == "constants.pkl" for n in names)
+
+
+# ------------------------------------------------------------------------------------------------ builders
+
+
+def _finish(model: nn.Module, categories: list[str], prep: dict, description: str,
+            notes: list[str], hookable: bool = True) -> ModelBundle:
+    normalize, denormalize = affine_normalizer(prep["mean"], prep["std"])
+    bundle = ModelBundle(
+        name="", model=model.eval(), categories=categories, input_size=prep["input_size"], normalize=normalize,
+        denormalize=denormalize, resize_size=prep["resize_size"], interpolation=prep["interpolation"],
+        description=description, notes=notes,
+    )
+    if hookable:
+        size = prep["input_size"]
+        try:
+            bundle.layers = layer_catalogue(model, (1, 3, size, size))
+        except LayerError as exc:
+            raise ModelLoadError(f"expected the model to run on {size}x{size} images (input_size), but {exc}") \
+                from None
+        try:
+            bundle.default_layer = default_layer(model, bundle.layers)
+        except LayerError:  # no spatial layer: CAM methods will say so
+            bundle.default_layer = None
+            notes.append("The model has no spatial layer, so CAM methods cannot run on it.")
+    return bundle
+
+
+def _load_state_dict_model(src: _Source, architecture: Any, labels: list[str] | None, size: int | None,
+                           mean, std, device: torch.device) -> ModelBundle:
+    raw = _read_safetensors(src) if src.suffix == SAFETENSORS else _read_torch(src)
+    state = _unwrap_state(raw, src.filename)
+    if architecture is None:
+        guess = _looks_like(state, "torchvision", None)
+        hint = f"; this looks like weights for {guess!r}" if guess else ""
+        raise ModelLoadError(f"expected architecture= with {src.filename}: a state dict holds weights, not the "
+                             f"network they belong to (e.g. 'resnet18', {DEFAULT_ARCHITECTURE!r} or a timm name){hint}")
+    family, name = split(architecture)
+    kwargs = _builder_kwargs(name, state)
+    template, real = _template(family, name, None, kwargs)
+    expected = _shapes(template)
+    state = _align_prefix(state, set(expected))
+    heads = _head_names(template)
+    head_key = f"{heads[-1]}.weight" if heads else None
+    if head_key is None or head_key not in state or state[head_key].dim() < 2:
+        raise _mismatch_error(src.filename, architecture, family, name, state, expected)
+    num_classes = int(state[head_key].shape[0])
+    if num_classes != expected[head_key][0]:
+        template, real = _template(family, name, num_classes, kwargs)
+        expected = _shapes(template)
+    if any(_mismatch(state, expected)):
+        raise _mismatch_error(src.filename, architecture, family, name, state, expected)
+    model = template if real else _construct(family, name, num_classes, kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # dtypes or shapes the checks above did not see
+        raise ModelLoadError(f"expected {src.filename} to load into {architecture!r}, but it failed: "
+                             f"{str(exc)[:500]}") from None
+    model = model.to(device).eval()
+    prep = preprocessing_defaults(f"{TIMM_PREFIX}{name}" if family == "timm" else name, model)
+    if size is not None:
+        if prep["resize_size"] is not None:
+            prep["resize_size"] = int(math.floor(size * prep["resize_size"] / prep["input_size"]))
+        prep["input_size"] = size
+    prep["mean"] = mean or prep["mean"]
+    prep["std"] = std or prep["std"]
+    notes = [] if labels is not None else [f"No labels given: the classes are named class 0 ... class "
+                                           f"{num_classes - 1}."]
+    where = {"default": "the default model's", "torchvision": "torchvision's", "timm": "timm's"}[family]
+    description = f"{where} {name} with your weights from {src.filename} ({num_classes} classes)"
+    return _finish(model, _categories(labels, num_classes), prep, description, notes)
+
+
+def _load_torchscript(src: _Source, labels: list[str] | None, size: int | None, mean, std,
+                      device: torch.device, trusted: bool) -> ModelBundle:
+    if not trusted:
+        raise ModelLoadError(
+            f"{src.filename} is a TorchScript archive: loading it runs the code stored inside it, which could do "
+            f"anything your account can. It is refused unless you trust the file: pass trust_code=True or set "
+            f"{TRUST_ENV}=1. {EXPORT_HINT}"
+        )
+    warnings.warn(TrustedCodeWarning(f"{src.filename} is TorchScript: it runs code from the file, loaded because "
+                                     "it was trusted"), stacklevel=3)
+    try:
+        with src.stream() as handle:
+            scripted = torch.jit.load(handle, map_location=device)
+    except Exception as exc:
+        raise ModelLoadError(f"expected {src.filename} to be a TorchScript archive, but torch.jit.load failed "
+                             f"({type(exc).__name__}: {str(exc)[:300]})") from None
+    model = ScriptedClassifier(scripted).eval()
+    side = size or 224
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, 3, side, side, device=device))
+    except Exception as exc:
+        raise ModelLoadError(f"expected the TorchScript model to take images [1,3,{side},{side}] (set input_size "
+                             f"otherwise), but its forward raised {type(exc).__name__}: {str(exc)[:300]}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        got = _fmt(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelLoadError(f"expected the TorchScript model to return logits [1, classes], got {got}")
+    num_classes = int(out.shape[1])
+    prep = {"input_size": side, "resize_size": int(math.floor(side / 0.875)),
+            "interpolation": Image.Resampling.BILINEAR, "mean": mean or IMAGENET_MEAN, "std": std or IMAGENET_STD}
+    notes = [
+        "TorchScript: this file runs its own code; it was loaded because you trusted it.",
+        "Hooks do not work on TorchScript modules, so CAM methods (Grad-CAM and the rest), guided backprop, "
+        "deconvnet and attention rollout are unavailable; gradient and perturbation methods (vanilla gradients, "
+        "input x gradient, integrated gradients, SmoothGrad, occlusion, RISE) work.",
+        "Model-randomisation sanity checks cannot reset a TorchScript model's layers.",
+    ]
+    if mean is None or std is None or size is None:
+        notes.append("Preprocessing not given: ImageNet's mean and std and 224-pixel inputs are assumed.")
+    if labels is None:
+        notes.append(f"No labels given: the classes are named class 0 ... class {num_classes - 1}.")
+    description = f"TorchScript model from {src.filename} ({num_classes} classes)"
+    return _finish(model, _categories(labels, num_classes), prep, description, notes, hookable=False)
+
+
+def _foreign(kind: str, src: _Source, labels, size, mean, std, device) -> ModelBundle:
+    """A Hugging Face folder/zip or an ONNX file, through ``explainers.models.foreign`` (imported only now)."""
+    try:
+        foreign = importlib.import_module(".foreign", __package__)
+    except ImportError as exc:
+        raise ModelLoadError(f"{src.filename} needs the loader for {kind} models (explainers.models.foreign), "
+                             f"which cannot be imported ({exc})") from None
+    load = foreign.load_hf_classifier if kind == "Hugging Face" else foreign.load_onnx_classifier
+    options = {"labels": labels, "input_size": size, "mean": mean, "std": std, "device": device}
+    try:
+        if src.data is None:
+            return load(src.path, **options)
+        with tempfile.TemporaryDirectory(prefix="saliency-upload-") as folder:
+            path = Path(folder) / (Path(src.filename).name or f"model{src.suffix}")
+            path.write_bytes(src.data)
+            return load(path, **options)
+    except SaliencyError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"expected {src.filename} to be a {kind} classifier, but loading it failed "
+                             f"({type(exc).__name__}: {str(exc)[:300]})") from None
+
+
+def _has_config(src: _Source, names: list[str] | None) -> bool:
+    if src.path is not None and src.path.is_dir():
+        return (src.path / "config.json").is_file()
+    return any(n.rstrip("/").rsplit("/", 1)[-1] == "config.json" and n.count("/") <= 1 for n in names or [])
+
+
+def load_user_model(
+    weights_path: Any,
+    architecture: str | None = None,
+    *,
+    labels: Any = None,
+    input_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    trust_code: bool = False,
+    device: str | torch.device | None = None,
+    name: str | None = None,
+    filename: str | None = None,
+) -> ModelBundle:
+    """A user's classifier as a :class:`ModelBundle` in eval mode on ``device`` (default: the CPU).
+
+    ``weights_path``: a path (file or Hugging Face folder), raw bytes with ``filename=`` (its extension tells
+    the format), or a binary file object with ``.name`` (e.g. an upload). Accepted: ``.safetensors`` and
+    ``.pt``/``.pth``/``.bin`` state dicts for ``architecture`` (the default model, any torchvision
+    classification model or any timm model; ``timm:NAME`` picks timm's where both have NAME), whose class count
+    comes from the final layer's weights; TorchScript ``.pt`` archives only with ``trust_code=True`` or
+    SALIENCY_TRUST_CODE=1; ``.onnx`` files and Hugging Face folders or ``.zip`` files (config.json) through
+    ``explainers.models.foreign``. ``labels``: a list, or a ``.txt``/``.json`` file as a path, bytes,
+    ``(bytes, file name)`` or file object (see :func:`parse_labels`).
+    ``input_size``, ``mean``, ``std`` override the architecture's preprocessing. ``name`` defaults to
+    ``user:<file stem>:<hash of the content and settings>``. Every failure raises ModelLoadError.
+    """
+    src = _source(weights_path, filename)
+    if src.path is not None and src.path.is_dir():
+        names = None
+    elif not src.head(1):
+        raise ModelLoadError(f"expected a model file, but {src.filename} is empty (0 bytes)")
+    else:
+        names = _zip_names(src) if src.suffix in (*TORCH_SUFFIXES, ZIP_SUFFIX) else None
+    parsed = parse_labels(labels)
+    size = _check_size(input_size)
+    mean_t, std_t = _check_triple(mean, "mean"), _check_triple(std, "std")
+    target = _device(device)
+
+    if src.path is not None and src.path.is_dir() or src.suffix == ZIP_SUFFIX:
+        if src.suffix == ZIP_SUFFIX and names is None:
+            raise ModelLoadError(f"expected {src.filename} to be a zip archive, but it is not one (damaged?)")
+        if not _has_config(src, names):
+            what = "folder" if src.suffix == "" else "zip file"
+            raise ModelLoadError(f"expected a Hugging Face model {what} with a config.json, but {src.filename} "
+                                 "has none; for plain weights upload a .safetensors or .pt file")
+        bundle = _foreign("Hugging Face", src, parsed, size, mean_t, std_t, target)
+    elif src.suffix == ONNX_SUFFIX:
+        bundle = _foreign("ONNX", src, parsed, size, mean_t, std_t, target)
+    elif src.suffix in TORCH_SUFFIXES and names is not None and _is_torchscript(names):
+        bundle = _load_torchscript(src, parsed, size, mean_t, std_t, target, trust_code or trust_enabled())
+    elif src.suffix in (SAFETENSORS, *TORCH_SUFFIXES):
+        bundle = _load_state_dict_model(src, architecture, parsed, size, mean_t, std_t, target)
+    else:
+        got = f"extension {src.suffix!r}" if src.suffix else "no extension"
+        raise ModelLoadError(f"expected one of {', '.join(ACCEPTED)}; {src.filename} has {got}")
+
+    if name is None:
+        digest = src.digest()
+        settings = (str(architecture), bundle.input_size, bundle.resize_size, bundle.categories, mean_t, std_t)
+        digest.update(repr(settings).encode())
+        name = f"user:{src.stem or 'model'}:{digest.hexdigest()[:12]}"
+    bundle.name = name
+    return bundle

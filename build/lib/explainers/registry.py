@@ -1,0 +1,307 @@
+"""The method registry: every method declares its parameters, cost, capabilities and paper, and registers by name.
+
+The UI, the CLI and the docs are all generated from ``METHODS``: pickers filter on the capability flags, cost
+captions come from the declared :class:`Cost`, the Methods page from the rest. Adding a method never touches a page.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import ParameterError, UnknownMethodError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter. ``kind`` is "int", "float", "bool" or "choice"."""
+
+    kind: str
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    allow_tensor: bool = False  # e.g. IG's baseline may also be a tensor
+    # Shown only when another parameter has a given value, e.g. SmoothGrad's n_steps only with base=IG.
+    only_when: tuple[str, tuple[Any, ...]] | None = None
+
+    def coerce(self, name: str, value: Any) -> Any:
+        """Return ``value`` converted to this parameter's type, or raise ParameterError naming the rule."""
+        if self.allow_tensor and isinstance(value, torch.Tensor):
+            return value
+        try:
+            if self.kind == "int":
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                value = int(value)
+            elif self.kind == "float":
+                if isinstance(value, bool):
+                    raise ValueError
+                value = float(value)
+            elif self.kind == "bool":
+                if isinstance(value, str):
+                    lowered = value.strip().lower()
+                    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
+                    value = lowered in ("true", "1", "yes")
+                else:
+                    value = bool(value)
+            elif self.kind == "choice":
+                value = str(value)
+                if value not in self.choices:
+                    raise ParameterError(
+                        f"parameter {name!r} must be one of {', '.join(self.choices)}; got {value!r}"
+                    )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ParameterError):
+                raise
+            kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(self.kind, self.kind)
+            raise ParameterError(f"parameter {name!r} must be {kind}; got {value!r}") from None
+        if self.kind in ("int", "float"):
+            if value != value:  # NaN
+                raise ParameterError(f"parameter {name!r} must be a number; got NaN")
+            if self.minimum is not None and value < self.minimum:
+                raise ParameterError(f"parameter {name!r} must be ≥ {self.minimum}; got {value}")
+            if self.maximum is not None and value > self.maximum:
+                raise ParameterError(f"parameter {name!r} must be ≤ {self.maximum}; got {value}")
+        return value
+
+    def applies(self, params: dict[str, Any]) -> bool:
+        """Whether this parameter matters given the others (always, unless ``only_when`` says otherwise)."""
+        if self.only_when is None:
+            return True
+        other, values = self.only_when
+        return params.get(other) in values
+
+
+@dataclass(frozen=True)
+class Reference:
+    authors: str
+    year: int
+    title: str
+    arxiv: str | None = None
+    url: str | None = None
+
+    @property
+    def link(self) -> str | None:
+        return self.url or (f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else None)
+
+    def __str__(self) -> str:
+        arxiv = f", arXiv:{self.arxiv}" if self.arxiv else ""
+        return f"{self.authors} {self.year}{arxiv}"
+
+
+class Sanity(enum.Enum):
+    """A method's verdict under Adebayo et al. 2018's model-randomisation test (arXiv:1810.03292)."""
+
+    PASSES = "passes model randomisation"
+    FAILS = "fails model randomisation"
+    CLASS_INSENSITIVE = "class-insensitive"
+    AS_BASE = "as its base method"
+    UNTESTED = "not tested by Adebayo et al. 2018"
+    CONTROL = "control, not an explanation"
+
+    @property
+    def label(self) -> str:
+        return self.value
+
+
+class Passes(NamedTuple):
+    """Passes per image: forward and backward."""
+
+    forward: int
+    backward: int
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.backward
+
+    def __str__(self) -> str:
+        parts = [f"{self.forward} forward"] if self.forward or not self.backward else []
+        if self.backward:
+            parts.append(f"{self.backward} backward")
+        last = self.backward if self.backward else self.forward
+        return " + ".join(parts) + (" pass" if last == 1 else " passes")
+
+
+Steps = Callable[[dict[str, Any], tuple[int, int]], int]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one image costs, as data: ``fixed`` passes, plus ``per_step`` passes for each of ``steps`` (the
+    name of a count parameter such as ``n_steps``, or a function of the parameters and input size, such as
+    occlusion's window count), plus ``per_channel`` passes for each channel of the layer. A wrapper repeats
+    the cost of the method named by its ``base`` parameter ``repeats`` times (SmoothGrad's ``n_samples``).
+    Each pair is (forward, backward).
+    """
+
+    fixed: tuple[int, int] = (1, 0)
+    per_step: tuple[int, int] = (0, 0)
+    steps: str | Steps | None = None
+    per_channel: tuple[int, int] = (0, 0)
+    repeats: str | None = None
+    base: str | None = None
+
+    @property
+    def depends_on_channels(self) -> bool:
+        return self.per_channel != (0, 0)
+
+    def step_count(self, params: dict[str, Any], hw: tuple[int, int]) -> int:
+        if self.steps is None:
+            return 0
+        return int(params[self.steps]) if isinstance(self.steps, str) else int(self.steps(params, hw))
+
+    def passes(self, params: dict[str, Any], hw: tuple[int, int], channels: int | None) -> Passes:
+        if self.base is not None:
+            base = get_method(params[self.base])
+            base_params = {k: v for k, v in params.items() if k in base.params}
+            inner = base.cost.passes(base.validate(base_params), hw, channels)
+            times = int(params[self.repeats]) if self.repeats else 1
+            return Passes(inner.forward * times + self.fixed[0], inner.backward * times + self.fixed[1])
+        if self.depends_on_channels and channels is None:
+            raise ParameterError("this method's cost depends on the layer's channel count; resolve the layer first")
+        steps = self.step_count(params, hw)
+        forward = self.fixed[0] + self.per_step[0] * steps + self.per_channel[0] * (channels or 0)
+        backward = self.fixed[1] + self.per_step[1] * steps + self.per_channel[1] * (channels or 0)
+        return Passes(forward, backward)
+
+
+ONE_PASS = Cost(fixed=(1, 1))  # one forward and one backward
+FORWARD_ONLY = Cost(fixed=(1, 0))
+
+
+# Requirements a model must meet for a method to run, checked by ``MethodInfo.unavailable_reason``.
+NEEDS_LAYER = "layer"  # a spatial layer to capture (CAMs)
+NEEDS_ATTENTION = "attention"  # nn.MultiheadAttention blocks with a class token (vision transformers)
+NEEDS_RELU_MODULES = "relu_modules"  # nn.ReLU / nn.ReLU6 modules whose backward can be replaced
+NEEDS_MODEL = "model"  # everything but model-free controls
+# what a model that refuses hooks (``supports_hooks = False``, e.g. TorchScript) cannot run
+HOOK_NEEDS = frozenset({NEEDS_LAYER, NEEDS_RELU_MODULES, NEEDS_ATTENTION})
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Metadata of one method, and the function that computes it.
+
+    ``fn(call, inputs, **params) -> Attribution`` receives a :class:`explainers.core.Call` whose targets and
+    layer are already resolved, and returns one attribution per target (see ``explainers.core``).
+    """
+
+    name: str
+    display_name: str
+    family: str
+    reference: Reference
+    summary: str
+    weaknesses: str
+    params: dict[str, Param]
+    cost: Cost
+    fn: Callable[..., Any] = field(repr=False, compare=False)
+    attribution_channels: int | None = 3  # None: as many as the input (gradient methods); 1 for maps
+    sanity: Sanity = Sanity.UNTESTED
+    sanity_note: str = ""
+    requires: frozenset[str] = frozenset({NEEDS_MODEL})
+    class_sensitive: bool = True  # False: the target does not change the map (Eigen-CAM, rollout)
+    smoothgrad_base: bool = False  # a gradient method SmoothGrad/VarGrad may wrap
+    sweepable: bool = False  # cheap enough to run once per layer in a layer sweep
+    stochastic: bool = False  # depends on the seed
+    stochastic_params: dict[str, frozenset] = field(default_factory=dict)  # values that make it depend on the seed
+    formula: str = ""  # one line that makes the code checkable against the paper
+
+    @property
+    def needs_layer(self) -> bool:
+        return NEEDS_LAYER in self.requires
+
+    def is_stochastic(self, params: dict[str, Any] | None = None) -> bool:
+        """Whether the result depends on the seed with these parameters (defaults for those not given): always
+        for SmoothGrad or RISE, and for integrated gradients only with a random baseline."""
+        resolved = {**self.defaults(), **(params or {})}
+        return self.stochastic or any(resolved.get(name) in values for name, values in self.stochastic_params.items())
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self.params.items()}
+
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Defaults filled in, every value coerced; an unknown name is an error listing the known ones."""
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            known = ", ".join(self.params) or "none"
+            raise ParameterError(f"method {self.name!r} has no parameter {unknown[0]!r}; its parameters: {known}")
+        resolved = self.defaults()
+        for name, value in params.items():
+            resolved[name] = self.params[name].coerce(name, value)
+        return resolved
+
+    def passes(
+        self, params: dict[str, Any] | None = None, hw: tuple[int, int] = (224, 224), channels: int | None = None
+    ) -> Passes:
+        """Passes per image with ``params`` (defaults filled in) on a ``channels``-wide layer."""
+        return self.cost.passes(self.validate(params or {}), tuple(hw), channels)
+
+    def unavailable_reason(self, model: nn.Module | None) -> str | None:
+        """Why this method cannot run on ``model``, or None when it can."""
+        if model is not None and getattr(model, "supports_hooks", True) is False and self.requires & HOOK_NEEDS:
+            return (f"{self.display_name} needs module hooks, and this model refuses them (a TorchScript module: "
+                    "hooks do not run on scripted code); gradient and perturbation methods work")
+        if NEEDS_ATTENTION in self.requires and (
+            model is None or not any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+        ):
+            return f"{self.display_name} needs a vision transformer with nn.MultiheadAttention blocks (e.g. vit_b_16)"
+        if NEEDS_RELU_MODULES in self.requires and (
+            model is None or not any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in model.modules())
+        ):
+            return (f"{self.display_name} replaces the backward pass of nn.ReLU / nn.ReLU6 modules, and this model "
+                    "has none (GELU or functional activations)")
+        return None
+
+    def title(self, target_label: str | None) -> str:
+        """A panel title: "Grad-CAM · tabby", or "Eigen-CAM · class-agnostic" where the target cannot matter."""
+        if not self.class_sensitive:
+            return f"{self.display_name} · class-agnostic"
+        return f"{self.display_name} · {target_label}" if target_label else self.display_name
+
+
+METHODS: dict[str, MethodInfo] = {}
+
+
+def register(name: str, **fields: Any):
+    """Decorator: register ``fn(call, inputs, **params) -> Attribution`` as method ``name``.
+
+    ``fields`` are :class:`MethodInfo`'s (display_name, family, reference, summary, weaknesses, cost, ...).
+    """
+
+    def decorate(fn):
+        params = dict(fields.pop("params", None) or {})
+        METHODS[name] = MethodInfo(name=name, params=params, fn=fn, **fields)
+        return fn
+
+    return decorate
+
+
+def get_method(name: str) -> MethodInfo:
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise UnknownMethodError(f"unknown method {name!r}; available: {', '.join(METHODS)}") from None
+
+
+def available_methods(model: nn.Module | None) -> list[str]:
+    """The registered methods that can run on ``model``, in registry order."""
+    return [name for name, info in METHODS.items() if info.unavailable_reason(model) is None]
+
+
+# Families in the order the pickers and the Methods page list them; any other family follows, in registry order.
+FAMILY_ORDER = ("Gradient", "Gradient (noise-averaged)", "CAM", "Perturbation", "Attention", "Control")
+
+
+def method_order() -> list[str]:
+    """Every method name, grouped by family in ``FAMILY_ORDER`` and registry order within a family."""
+    families = list(FAMILY_ORDER) + [f for f in dict.fromkeys(i.family for i in METHODS.values())
+                                     if f not in FAMILY_ORDER]
+    return sorted(METHODS, key=lambda n: (families.index(METHODS[n].family), list(METHODS).index(n)))

@@ -1,0 +1,464 @@
+"""The Batch page's pieces: open a run folder of ``explainers.batch`` (or make a small one from uploads), filter its
+table, draw its maps as thumbnails, and rank the rows that may reveal a spurious cue. The numbers come from the run
+itself (``read_table``, ``load_map``); pictures go through the backend's one render pipeline."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image, ImageOps
+
+from explainers import METHODS, SaliencyError, batch
+from explainers import render as rnd
+from explainers.batch.pipeline import Settings
+from explainers.batch.store import load_map, read_manifest, read_table
+from explainers.batch.views import MEAN_SIZE
+from explainers.images import check_image_size, load_image
+from explainers.models import RESIZE
+
+from . import state, user_models
+from .models import get_bundle, model_choices, model_lock
+
+EXPLORE = "app_pages/explore.py"
+MAX_IMAGES = 64  # a run launched from the page: more belongs on the command line
+RUNS_ROOT = Path(tempfile.gettempdir()) / "saliency-studio-batch"  # runs launched from the page, one folder each
+KEEP_S = 24 * 3600  # a launched run is removed a day later, when another is launched (a session has no end hook)
+TARGET_CHOICES = ("top1", "top2", "top3")
+STATISTICS = {  # the statistics a range filter can act on, with how the page names them
+    "border_mass": "border mass",
+    "centre_mass": "centre mass",
+    "box_mass": "box mass",
+    "entropy": "entropy",
+    "probability": "probability",
+}
+CORRECTNESS = ("all", "correct", "wrong")
+THUMBNAILS = 200  # rows of the table that get a thumbnail (the first ones shown): data URLs are not free
+THUMB_SIZE = 64
+GALLERY = 12  # pictures per ranked gallery
+GALLERY_SIZE = 150
+VIEW = rnd.View(sign="absolute", colormap=rnd.DEFAULT_SEQUENTIAL, alpha=0.5)  # |map|: what the statistics measure
+
+
+# ---- a run -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """An opened run folder: its manifest, the rows that hold a map, and the error rows (unreadable images,
+    targets that could not be explained)."""
+
+    out: str
+    manifest: dict[str, Any]
+    rows: pd.DataFrame = field(repr=False)
+    errors: pd.DataFrame = field(repr=False)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.manifest.get("settings", {})
+
+    @property
+    def model(self) -> str:
+        return str(self.settings.get("model", ""))
+
+    @property
+    def preprocessing(self) -> str:
+        return str(self.settings.get("preprocessing", RESIZE))
+
+    @property
+    def has_boxes(self) -> bool:
+        return bool(self.rows["box_mass"].notna().any()) if len(self.rows) else False
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.rows["correct"].notna().any()) if len(self.rows) else False
+
+
+def _stamp(folder: Path) -> tuple:
+    """What changes when a run grows (a resumed run adds parts): the cache key of its table."""
+    files = [folder / "manifest.json", *sorted((folder / "table").glob("part-*.parquet"))]
+    return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file())
+
+
+@st.cache_data(show_spinner="Reading the run…", max_entries=8)
+def _read(folder: str, stamp: tuple) -> tuple[dict[str, Any], pd.DataFrame]:
+    return read_manifest(folder), read_table(folder)
+
+
+def open_run(folder: str) -> Run:
+    """The run in ``folder``; a SaliencyError that says what a run folder holds when this is not one."""
+    text = folder.strip()
+    path = Path(text).expanduser()
+    expected = "a batch run folder holds manifest.json, table/ and maps/ (the --out of `python -m explainers batch`)"
+    if not path.exists():
+        raise SaliencyError(f"{text!r} does not exist: {expected}")
+    if not path.is_dir():
+        raise SaliencyError(f"{text!r} is a file, not a folder: {expected}")
+    if not (path / "manifest.json").is_file():
+        raise SaliencyError(f"{text!r} is not a batch run folder (no manifest.json): {expected}")
+    manifest, table = _read(str(path), _stamp(path))
+    failed = table["error"].notna() | table["map_key"].isna()
+    return Run(str(path), manifest, table.loc[~failed].reset_index(drop=True), table.loc[failed].reset_index(drop=True))
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """The manifest in a few numbers and words: what the page shows above the table."""
+    settings = run.settings
+    paths = pd.concat([run.rows["path"], run.errors["path"]])
+    unreadable = run.errors.loc[run.errors["method"].isna(), "path"].nunique()
+    labelled = run.rows.loc[run.rows["correct"].notna()].drop_duplicates("path")
+    return {
+        "model": run.model,
+        "methods": ", ".join(settings.get("methods", [])),
+        "targets": ", ".join(str(t) for t in settings.get("targets", [])),
+        "seed": settings.get("seed"),
+        "preprocessing": run.preprocessing,
+        "images": int(paths.nunique()),
+        "rows": len(run.rows),
+        "errors": len(run.errors),
+        "unreadable images": int(unreadable),
+        "accuracy": float(labelled["correct"].astype(bool).mean()) if len(labelled) else None,
+        "created": run.manifest.get("created", ""),
+        "engine": run.manifest.get("engine", ""),
+    }
+
+
+# ---- filters -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The table's filters; an empty tuple means "any"."""
+
+    classes: tuple[str, ...] = ()
+    correctness: str = "all"
+    methods: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    statistic: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+def class_names(rows: pd.DataFrame) -> list[str]:
+    """The classes a row can be found by: its label's name or its prediction's."""
+    names = set(rows["label_name"].dropna()) | set(rows["prediction_name"].dropna())
+    return sorted(str(n) for n in names)
+
+
+def statistics_present(rows: pd.DataFrame) -> list[str]:
+    return [name for name in STATISTICS if name in rows and rows[name].notna().any()]
+
+
+def statistic_bounds(rows: pd.DataFrame, statistic: str) -> tuple[float, float]:
+    """The slider's ends: the data's range, rounded outwards to 0.01 so every row lies inside."""
+    values = rows[statistic].dropna().astype(float)
+    low, high = float(np.floor(values.min() * 100) / 100), float(np.ceil(values.max() * 100) / 100)
+    return (low, high) if high > low else (low, low + 0.01)
+
+
+def filter_rows(rows: pd.DataFrame, filters: Filters) -> pd.DataFrame:
+    keep = pd.Series(True, index=rows.index)
+    if filters.classes:
+        keep &= rows["label_name"].isin(filters.classes) | rows["prediction_name"].isin(filters.classes)
+    if filters.correctness == "correct":
+        keep &= rows["correct"].eq(True)
+    elif filters.correctness == "wrong":
+        keep &= rows["correct"].eq(False)
+    if filters.methods:
+        keep &= rows["method"].isin(filters.methods)
+    if filters.targets:
+        keep &= rows["target"].isin(filters.targets)
+    if filters.statistic is not None and filters.low is not None and filters.high is not None:
+        values = rows[filters.statistic].astype(float)
+        bounds = statistic_bounds(rows, filters.statistic)
+        if (filters.low, filters.high) != bounds:  # the whole range keeps rows without the statistic too
+            keep &= values.between(filters.low, filters.high)
+    return rows.loc[keep]
+
+
+# ---- pictures ------------------------------------------------------------------------------------------------
+
+
+def _run_bundle(model: str):
+    """The run's model, only for the geometry of a centre crop; None when it cannot be had here."""
+    own = user_models.get(model)
+    if own is not None:
+        return own.bundle
+    if model in model_choices():
+        try:
+            return get_bundle(model)
+        except Exception:  # noqa: BLE001 - thumbnails then fall back to a plain centre square
+            return None
+    return None
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _picture(path: str, preprocessing: str, size: int, model: str) -> np.ndarray:
+    """The picture the model saw for ``path``, size × size, uint8 [H, W, 3]."""
+    image = load_image(path).convert("RGB")
+    if preprocessing == RESIZE:  # the model view of a resize is the whole image squeezed square
+        return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    bundle = _run_bundle(model)
+    view = bundle.model_view(image, preprocessing) if bundle is not None else ImageOps.fit(image, (size, size))
+    return np.asarray(view.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def _encode(array: np.ndarray, kind: str) -> bytes:
+    buffer = io.BytesIO()
+    rnd.to_pil(array).save(buffer, format=kind, **({"quality": 85} if kind == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def overlay_image(out: str, path: str, map_file: str, map_key: str, preprocessing: str, model: str, size: int,
+                  kind: str = "PNG") -> bytes:
+    """A row's stored map over the picture the model saw, size × size, encoded as ``kind``."""
+    values = load_map(out, map_file, map_key)
+    rendered = rnd.render(values, VIEW, backdrop=_picture(path, preprocessing, size, model))
+    return _encode(rendered.image, kind)
+
+
+def thumbnail_url(run: Run, row: pd.Series) -> str | None:
+    """A data URL for the table's image column (JPEG: a tenth of a PNG's size); None when the image is gone."""
+    try:
+        data = overlay_image(run.out, row["path"], row["map_file"], row["map_key"], run.preprocessing, run.model,
+                             THUMB_SIZE, "JPEG")
+    except (SaliencyError, OSError, KeyError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def overlay_or_none(run: Run, row: pd.Series, size: int = GALLERY_SIZE) -> bytes | None:
+    try:
+        return overlay_image(run.out, row["path"], row["map_file"], row["map_key"], run.preprocessing, run.model,
+                             size)
+    except (SaliencyError, OSError, KeyError):
+        return None
+
+
+# ---- the table -------------------------------------------------------------------------------------------------
+
+
+def method_name(name: Any) -> str:
+    info = METHODS.get(str(name))
+    return info.display_name if info is not None else str(name)
+
+
+def table_key(rows: pd.DataFrame) -> str:
+    """The table's widget key: new rows (another filter) make a new table, so a selection never points at a row
+    the filter replaced."""
+    digest = hashlib.sha1("\x00".join(rows["row_id"].astype(str)).encode()).hexdigest()[:12]
+    return f"{state.BATCH_TABLE}.{digest}"
+
+
+def table_frame(run: Run, rows: pd.DataFrame, thumbnails: int = THUMBNAILS) -> pd.DataFrame:
+    """What the table shows, one line per row of ``rows`` (same order): thumbnails for the first ``thumbnails``."""
+    urls = [thumbnail_url(run, row) for _, row in rows.head(thumbnails).iterrows()]
+    frame = pd.DataFrame({
+        "map": urls + [None] * (len(rows) - len(urls)),
+        "image": [Path(p).name for p in rows["path"]],
+        "label": rows["label_name"].to_numpy(),
+        "prediction": rows["prediction_name"].to_numpy(),
+        "probability": rows["probability"].astype(float).to_numpy(),
+        "correct": rows["correct"].to_numpy(),
+        "method": [method_name(m) for m in rows["method"]],
+        "target": rows["target"].to_numpy(),
+        "target class": rows["target_name"].to_numpy(),
+        **{STATISTICS[name]: rows[name].astype(float).to_numpy() for name in statistics_present(rows)
+           if name != "probability"},
+        "path": rows["path"].to_numpy(),
+    })
+    return frame
+
+
+def column_config(frame: pd.DataFrame) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "map": st.column_config.ImageColumn("map", help="The stored map (|map|, inferno) over what the model saw",
+                                            width="small"),
+        "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0, format="%.2f",
+                                                       help="The top class's probability"),
+        "correct": st.column_config.CheckboxColumn("correct", help="Prediction equals the label (empty: no label)"),
+        "path": st.column_config.TextColumn("path", width="medium"),
+    }
+    for name in STATISTICS.values():
+        if name in frame and name != "probability":
+            config[name] = st.column_config.NumberColumn(name, format="%.3f")
+    return config
+
+
+def selected_row(event: Any, rows: pd.DataFrame) -> pd.Series | None:
+    """The row a single-row selection of the table points at (positions are those of ``rows``)."""
+    picked = getattr(getattr(event, "selection", None), "rows", None)
+    if picked is None and isinstance(event, dict):
+        picked = event.get("selection", {}).get("rows")
+    if not picked:
+        return None
+    position = int(picked[0])
+    return rows.iloc[position] if 0 <= position < len(rows) else None
+
+
+# ---- the views that reveal a spurious cue --------------------------------------------------------------------
+
+
+def outside_ranking(run: Run, rows: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.Series]:
+    """Rows ranked by the map's mass outside the object, most first (``explainers.batch.views.ranked``): 1 − box_mass
+    when the run has boxes, else border_mass. Returns (ranked rows, what the score is, the scores)."""
+    order = batch.ranked(rows, "outside")
+    return order, "outside the box" if run.has_boxes else "on the border", order["outside"]
+
+
+def mistakes(rows: pd.DataFrame, most: bool) -> pd.DataFrame:
+    """Wrong rows (label known, prediction differs) by the top class's probability: most confident first, or
+    least."""
+    return batch.ranked(rows, "confident_mistakes" if most else "unsure_mistakes")
+
+
+def caption(row: pd.Series, extra: str = "") -> str:
+    """A gallery picture's caption: the image, the method and target, and the ranked number."""
+    text = f"{Path(row['path']).name} · {method_name(row['method'])} · {row['target']} ({row['target_name']})"
+    return f"{text} · {extra}" if extra else text
+
+
+def mean_maps(run: Run, rows: pd.DataFrame, by: str) -> list[tuple[str, int, np.ndarray]]:
+    """(class, images, mean map) per class of ``by`` ("label_name" or "prediction_name"): see
+    ``explainers.batch.views.mean_maps``."""
+    picked = rows.loc[rows[by].notna()]
+    members = tuple(zip(picked[by].astype(str), picked["map_file"], picked["map_key"], strict=True))
+    return _mean_maps(run.out, members, by)
+
+
+@st.cache_data(show_spinner="Averaging the maps…", max_entries=32)
+def _mean_maps(out: str, members: tuple[tuple[str, str, str], ...], by: str) -> list[tuple[str, int, np.ndarray]]:
+    """Cached per set of rows: a class of thousands of rows reads thousands of stored maps once."""
+    frame = pd.DataFrame(members, columns=[by, "map_file", "map_key"])
+    return batch.mean_maps(out, frame, by, MEAN_SIZE)
+
+
+def heatmap_png(values: np.ndarray, size: int = GALLERY_SIZE) -> bytes:
+    """A mean map on its own (no picture: it belongs to no one image), smoothly enlarged."""
+    return _encode(rnd.render(rnd.resize(values, (size, size)), VIEW).rgb, "PNG")
+
+
+# ---- launching a run on uploads --------------------------------------------------------------------------------
+
+
+def current_model() -> tuple[str, Any]:
+    """(model id, bundle) of the sidebar: the selection's when there is one, else the picker's model."""
+    from .sidebar import Selection
+
+    selection = state.current_selection()
+    if isinstance(selection, Selection):
+        return selection.model, selection.bundle
+    model = st.session_state.get(state.MODEL)
+    own = user_models.get(model)
+    if own is not None:
+        return own.id, own.bundle
+    return model, get_bundle(model)
+
+
+def _safe_name(name: str, taken: set[str]) -> str:
+    base = Path(name).name or "image"
+    candidate, number = base, 1
+    while candidate.lower() in taken:
+        stem, suffix = os.path.splitext(base)
+        candidate, number = f"{stem}-{number}{suffix}", number + 1
+    taken.add(candidate.lower())
+    return candidate
+
+
+def _prune(folder: Path) -> None:
+    """Make the launched runs' folder, and remove the runs launched there more than KEEP_S ago."""
+    import shutil
+    import time
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("run-*"):
+        try:
+            if old.is_dir() and time.time() - old.stat().st_mtime > KEEP_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def launch(files: Sequence[Any], labels: Any | None, methods: list[str], targets: list[str], model: str, bundle: Any,
+           preprocessing: str, progress: Callable[[int, int], object] | None = None) -> str:
+    """Write the uploads (and the labels list, if any) to a new temporary folder, run the batch there (local
+    engine, no worker processes) and return the run folder."""
+    from explainers.batch.run import run
+
+    if not files:
+        raise SaliencyError("upload at least one image to run the batch on")
+    if len(files) > MAX_IMAGES:
+        raise SaliencyError(f"{len(files)} images uploaded; a run from this page takes at most {MAX_IMAGES} "
+                            "(run more with `python -m explainers batch FOLDER --out DIR`, then open DIR here)")
+    if not methods or not targets:
+        raise SaliencyError("pick at least one method and one target")
+    _prune(RUNS_ROOT)
+    root = Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_ROOT))
+    images = root / "images"
+    images.mkdir()
+    taken: set[str] = set()
+    for file in files:
+        check_image_size(file.size, file.name)
+        (images / _safe_name(file.name, taken)).write_bytes(file.getvalue())
+    labels_path = None
+    if labels is not None:
+        labels_path = root / "labels.csv"
+        labels_path.write_bytes(labels.getvalue())
+    out = root / "run"
+    settings = Settings(model=model, methods=list(methods), targets=list(targets), preprocessing=preprocessing)
+    with model_lock(model):
+        run(str(images), str(out), settings, engine="local", workers=0, bundle=bundle, progress=progress,
+            labels=None if labels_path is None else str(labels_path))
+    return str(out)
+
+
+# ---- opening a row on Explore --------------------------------------------------------------------------------
+
+
+def forget_filters() -> None:
+    """Another run opened: its classes, methods and ranges differ, so the filters start afresh."""
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(state.BATCH_FILTER + ".")]:
+        del st.session_state[key]
+
+
+def open_on_explore(run: Run, row: pd.Series) -> None:
+    """Show ``row`` on Explore: its image, the run's model and preprocessing (set through the sidebar's pending
+    keys, since its widgets are already drawn this run), the row's method, parameters and target class."""
+    path = str(row["path"])
+    if not Path(path).is_file():
+        raise SaliencyError(f"the image {path!r} of this row is no longer there; it is needed to explain it again")
+    if user_models.get(run.model) is None and run.model not in model_choices():
+        raise SaliencyError(f"the run's model {run.model!r} is not available here: pick one of "
+                            f"{', '.join(model_choices()[:5])}… or load your model on the Your model page")
+    method = str(row["method"])
+    user_models.select_next_run(run.model)
+    st.session_state[state.PENDING_IMAGE] = path
+    st.session_state[state.PENDING_PREPROCESSING] = run.preprocessing
+    st.session_state[state.METHOD] = method
+    st.session_state.pop(state.LAYER, None)  # batch maps are on the default layer
+    info = METHODS.get(method)
+    params = json.loads(row["params"]) if isinstance(row.get("params"), str) else {}
+    for name, value in params.items():
+        if info is not None and name in info.params:
+            st.session_state[f"{state.PARAM}.{method}.{name}"] = value
+    st.session_state[state.TARGET_MODE] = "Class"
+    st.session_state[state.TARGET_CLASS] = int(row["target_index"])
+    # the class stays: Explore resets its class choices only for an image other than this one
+    st.session_state[state.TARGET_IMAGE] = row["image_hash"]
+    st.switch_page(EXPLORE)

@@ -1,0 +1,404 @@
+"""The Compare grid: methods × targets, linked or per-panel colour scales, differences, agreement, layer sweep.
+
+Every panel, on screen and in the zip, comes from :func:`row_panels`, so the export shows exactly the pixels and
+the ranges of the screen.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import streamlit as st
+
+from explainers import METHODS, ExplanationRecord
+from explainers import render as rnd
+from explainers.manifest import collection_manifest
+from explainers.many import estimated_seconds, shared_methods
+from explainers.timing import PassTimes, measure_pass_times
+from explainers.trust import agreement
+
+from . import state
+from .controls import KEEP, class_label, layer_choices, layer_label, method_label, offered_methods, view_controls
+from .explanations import ProgressReporter, cached, explain_layers_cached, explain_many_cached, resolved_layer
+from .figures import matrix_figure
+from .models import model_lock
+from .outputs import manifest_for, npy_bytes, png_bytes, render_record
+from .predictions import top_k
+from .sidebar import Selection
+
+# The default grid: three gradient methods (raw, noise-averaged, path-integrated), guided backprop (which fails
+# the model-randomisation check: sharp, but not about the model), Grad-CAM and occlusion (a perturbation method).
+# Each family once, all inside AUTO_RUN_SECONDS on a 2-core CPU; Score-CAM (one pass per channel: 1281 on the
+# default layer) and RISE (thousands of masks) are a click away.
+DEFAULT_METHODS = ["vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion"]
+PER_PANEL = "Per panel"
+LINKED = "Linked per method row (raw units)"
+SCALES = (PER_PANEL, LINKED)
+PANEL_KINDS = ("Overlay", "Heatmap")
+AUTO_RUN_SECONDS = 30.0  # a grid estimated to take longer waits for the Run button
+DIFFERENCE = "difference"
+MAX_EXTRA_TARGETS = 4
+
+
+@dataclass
+class CompareSettings:
+    methods: list[str]
+    targets: list[int]  # first the predicted class, then the runner-up, then any added classes
+    scale: str
+    difference: bool
+    panel_kind: str
+    view: rnd.View
+    labels: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def linked(self) -> bool:
+        return self.scale == LINKED
+
+    def panels(self) -> list[tuple[str, int]]:
+        return [(method, target) for method in self.methods for target in self.targets]
+
+
+def _add_target() -> None:
+    """on_change of the class picker: add the picked class as a column (one at a time), then clear the picker.
+
+    The added columns are the value of the "Added columns" multiselect, so its × removes one."""
+    picked = st.session_state.get(state.COMPARE_ADD_TARGET)
+    extra = list(st.session_state.get(state.COMPARE_EXTRA_TARGETS) or [])
+    if picked is not None and picked not in extra and len(extra) < MAX_EXTRA_TARGETS:
+        extra.append(int(picked))
+    st.session_state[state.COMPARE_EXTRA_TARGETS] = extra
+    st.session_state[state.COMPARE_ADD_TARGET] = None
+
+
+def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings:
+    bundle = selection.bundle
+    top1, top2 = top_k(probs, 2)
+    names = offered_methods(bundle)
+    if state.COMPARE_METHODS not in st.session_state:
+        st.session_state[state.COMPARE_METHODS] = [m for m in DEFAULT_METHODS if m in names]
+    st.session_state[state.COMPARE_METHODS] = [m for m in st.session_state[state.COMPARE_METHODS] if m in names]
+    methods = st.multiselect(
+        "Methods (rows)", names, key=state.COMPARE_METHODS, format_func=method_label, persist_state=KEEP,
+        help="Each row is one method with its default parameters; CAM methods use the model's default layer.",
+    )
+    classes = [c for c in range(len(bundle.categories)) if c not in (top1, top2)]
+    extra = [c for c in (st.session_state.get(state.COMPARE_EXTRA_TARGETS) or []) if c in classes]
+    st.session_state[state.COMPARE_EXTRA_TARGETS] = extra  # another image's top classes are no longer extras
+    add, added = st.columns(2)
+    add.selectbox(
+        "Add a target column", [c for c in classes if c not in extra], index=None, key=state.COMPARE_ADD_TARGET,
+        format_func=lambda i: class_label(bundle, i), on_change=_add_target, placeholder="type a class name…",
+        disabled=len(extra) >= MAX_EXTRA_TARGETS,
+        help=f"Columns are the predicted class and the runner-up; add up to {MAX_EXTRA_TARGETS} more, one at a time.",
+    )
+    # its options are only the added classes: typing into it cannot add others
+    extra = added.multiselect("Added columns (× removes)", extra, key=state.COMPARE_EXTRA_TARGETS,
+                              format_func=lambda i: class_label(bundle, i), persist_state=KEEP)
+    left, middle, right = st.columns(3)
+    scale = left.radio("Colour scale", SCALES, key=state.COMPARE_SCALE, persist_state=KEEP,
+                       help="Per panel: each map fills the colormap. Linked: one raw-unit scale per method row, "
+                       "so the columns can be compared by strength.")
+    st.session_state.setdefault(state.COMPARE_DIFFERENCE, True)
+    difference = middle.toggle("Difference column (predicted − runner-up)", key=state.COMPARE_DIFFERENCE,
+                               persist_state=KEEP)
+    panel_kind = right.radio("Panels show", PANEL_KINDS, key=state.COMPARE_PANEL_KIND, horizontal=True,
+                             persist_state=KEEP)
+    with st.expander("View", expanded=False):
+        view = view_controls(channels=None, prefix=state.COMPARE_VIEW)
+        st.caption("The channel reduction applies to 3-channel (gradient) maps; CAM and perturbation maps have "
+                   "one channel.")
+    targets = [top1, top2, *extra]
+    return CompareSettings(methods, targets, scale, difference, panel_kind, view,
+                           {t: class_label(bundle, t) for t in targets})
+
+
+# ---- cost ------------------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Timing one pass of the model…", max_entries=8)
+def _pass_times(model: str, shape: tuple[int, ...], device: str, _bundle, _inputs) -> PassTimes:
+    with model_lock(model):
+        return measure_pass_times(_bundle.model, _inputs)
+
+
+def _times(selection: Selection) -> PassTimes:
+    return _pass_times(selection.model, tuple(selection.inputs.shape), str(selection.bundle.device),
+                       selection.bundle, selection.inputs)
+
+
+def _channels(selection: Selection, methods) -> int | None:
+    """The channels of the default layer, which the grid's CAM rows read, when a method needs a layer."""
+    if not any(METHODS[m].needs_layer for m in methods):
+        return None
+    return selection.bundle.layer_entry(resolved_layer(selection, next(m for m in methods if METHODS[m].needs_layer),
+                                                       None)).channels
+
+
+def pending(selection: Selection, settings: CompareSettings) -> list[tuple[str, int]]:
+    return [(m, t) for m, t in settings.panels() if cached(selection, m, {}, t) is None]
+
+
+@dataclass
+class Step:
+    """One explain_many call of a grid: ``methods`` for ``targets``, about ``seconds``."""
+
+    methods: list[str]
+    targets: list[int]
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        return ", ".join(METHODS[m].display_name for m in self.methods)
+
+
+def grid_plan(selection: Selection, todo: list[tuple[str, int]], times: PassTimes | None = None) -> list[Step]:
+    """How the pending panels are computed: the methods of the shared pass together, then every other method
+    for all its pending targets at once (they share its passes), the quickest first, so that the first panels
+    come at once. The estimate and the computation both follow this plan; ``times`` defaults to this model's
+    measured pass times."""
+    hw, times = tuple(selection.inputs.shape[-2:]), times or _times(selection)
+    targets: dict[str, list[int]] = {}
+    for method, target in todo:
+        targets.setdefault(method, []).append(target)
+
+    def step(methods: list[str]) -> Step:
+        wanted = list(dict.fromkeys(t for m in methods for t in targets[m]))
+        return Step(methods, wanted, estimated_seconds(times, methods, len(wanted), hw, _channels(selection, methods)))
+
+    together = [m for m in targets if m in shared_methods()]
+    steps = sorted((step([m]) for m in targets if m not in together), key=lambda s: s.seconds)
+    return ([step(together)] if together else []) + steps
+
+
+def grid_id(selection: Selection, settings: CompareSettings) -> tuple:
+    return (selection.model, selection.image_hash, selection.preprocessing, tuple(settings.methods),
+            tuple(settings.targets))
+
+
+# ---- panels ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Panel:
+    """One rendered cell: ``column`` a class index or "difference"; ``attribution`` the raw map it shows."""
+
+    method: str
+    column: int | str
+    attribution: np.ndarray
+    rendered: rnd.Rendered
+    scale: str
+    record: ExplanationRecord | None = None
+
+    def image(self, panel_kind: str) -> np.ndarray:
+        return self.rendered.image if panel_kind == "Overlay" else self.rendered.rgb
+
+
+def target_panel(selection: Selection, view: rnd.View, record: ExplanationRecord,
+                 fixed_range: tuple[float, float] | None = None) -> Panel:
+    """One target's panel, on its own range or on a row's linked one."""
+    rendered = render_record(record, view, selection, fixed_range)
+    return Panel(record.method, record.target[0], record.attribution, rendered,
+                 "own" if fixed_range is None else "linked", record)
+
+
+def row_panels(selection: Selection, settings: CompareSettings, method: str,
+               records: dict[int, ExplanationRecord]) -> list[Panel]:
+    """The rendered panels of one method row: one per computed target, plus the difference when asked for.
+
+    Linked scales share one raw range over the row's targets (the difference has its own, centred at zero)."""
+    view = settings.view
+    computed = [t for t in settings.targets if t in records]
+    fixed = None
+    if settings.linked and computed:
+        fixed = rnd.linked_range([records[t].attribution for t in computed], view)
+    panels = [target_panel(selection, view, records[t], fixed) for t in computed]
+    first, second = settings.targets[:2]
+    if settings.difference and first in records and second in records:
+        delta = rnd.difference(records[first].attribution, records[second].attribution, view)
+        rendered = rnd.render_for_image(delta, rnd.difference_view(view), image=selection.image,
+                                        bundle=selection.bundle, preprocessing=selection.preprocessing)
+        panels.append(Panel(method, DIFFERENCE, delta, rendered, "difference", records[first]))
+    return panels
+
+
+def _caption(panel: Panel) -> str:
+    info = METHODS[panel.method]
+    rendered = panel.rendered
+    if panel.column == DIFFERENCE:
+        if not info.class_sensitive:
+            return "class-agnostic: no difference"
+        return f"±{rendered.hi:.3g} (raw)"
+    agnostic = " · class-agnostic" if not info.class_sensitive else ""
+    empty = " · empty for this sign" if rendered.empty else ""
+    return f"[{rendered.lo:.3g}, {rendered.hi:.3g}]{agnostic}{empty}"
+
+
+def colorbar_strip(scale: np.ndarray, height: int = 12) -> np.ndarray:
+    """A horizontal strip of a render colour scale ([K, 3] uint8), for a linked row's legend."""
+    return np.repeat(scale[None, :, :], height, axis=0)
+
+
+def _row_label(method: str) -> str:
+    """A row's name and family. A long word gets a soft hyphen after its fourth letter, so that a narrow column
+    (900 px) breaks "Guided backpropagation" as back-propagation, not mid-syllable."""
+    info = METHODS[method]
+    words = [w if len(w) < 12 or "-" in w else f"{w[:4]}\u00ad{w[4:]}" for w in info.display_name.split(" ")]
+    return f"**{' '.join(words)}**  \n:gray[{info.family}]"
+
+
+def _fill_row(selection: Selection, settings: CompareSettings, method: str, records: dict[int, ExplanationRecord],
+              label, slots) -> None:
+    """Draw one method row's panels into its slots: every computed target, the difference, a linked legend."""
+    for column, target in enumerate(settings.targets):
+        if target not in records:
+            slots[column].caption("not computed yet")
+    for panel in row_panels(selection, settings, method, records):
+        slot = slots[-1] if panel.column == DIFFERENCE else slots[settings.targets.index(panel.column)]
+        slot.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
+        if panel.scale == "linked" and panel.column == settings.targets[0]:
+            with label.container():
+                st.markdown(_row_label(method))
+                st.image(colorbar_strip(panel.rendered.scale), width="stretch")
+                st.caption(f"linked scale: {panel.rendered.lo:.3g} … {panel.rendered.hi:.3g} (raw)")
+
+
+def draw_grid(selection: Selection, settings: CompareSettings,
+              decide: Callable[[list[tuple[str, int]], list[Step]], bool]) -> dict[tuple[str, int], ExplanationRecord]:
+    """Draw the grid: every row at once with its cached panels, then the rows of the shared pass at once (one
+    forward pass for all of them: a fraction of a second, before any estimate is measured), then the rest if
+    ``decide(pending panels, their plan)`` says so (``grid_plan``'s steps, each one explain_many call whose rows
+    fill in as it ends, with a Cancel button and a bar per step), else placeholders. Returns every record on screen."""
+    results: dict[tuple[str, int], ExplanationRecord] = {
+        (m, t): record for m, t in settings.panels() if (record := cached(selection, m, {}, t)) is not None}
+    columns = len(settings.targets) + (1 if settings.difference else 0)
+    cancel_slot = st.empty()
+    overall, step_bar = st.empty(), st.empty()
+    rows = {}
+    with st.container(key=state.COMPARE_GRID):
+        header = st.columns([1.2] + [1] * columns)
+        header[0].markdown("**Method**")
+        for i, target in enumerate(settings.targets):
+            role = "predicted" if i == 0 else "runner-up" if i == 1 else "added"
+            header[i + 1].markdown(f"**{settings.labels[target]}**  \n:gray[{role}]")
+        if settings.difference:
+            header[-1].markdown("**Difference**  \n:gray[predicted − runner-up]")
+        for method in settings.methods:
+            cells = st.columns([1.2] + [1] * columns)
+            label = cells[0].empty()
+            label.markdown(_row_label(method))
+            rows[method] = (label, [cell.empty() for cell in cells[1:]])
+
+    def fill(methods) -> None:
+        for method in methods:
+            records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
+            _fill_row(selection, settings, method, records, *rows[method])
+
+    fill(settings.methods)
+    quick = [(m, t) for m, t in pending(selection, settings) if m in shared_methods()]
+    if quick:
+        methods = list(dict.fromkeys(m for m, _ in quick))
+        results.update(explain_many_cached(selection, methods, list(dict.fromkeys(t for _, t in quick))))
+        fill(methods)
+    todo = pending(selection, settings)
+    plan = grid_plan(selection, todo) if todo else []
+    if plan and not decide(todo, plan):
+        plan = []
+    if plan:
+        cancel_slot.button("Cancel", key=state.COMPARE_CANCEL, help="Stop computing the grid now.")
+    for step in plan:
+        for method in step.methods:
+            for column, target in enumerate(settings.targets):
+                if (method, target) not in results:
+                    rows[method][1][column].caption("computing…")
+    total = sum(len(step.methods) * len(step.targets) for step in plan)
+    done = 0
+    for step in plan:
+        overall.progress(done / max(total, 1), text=f"{done}/{total} panels")
+        with step_bar.container():
+            reporter = ProgressReporter(step.label)
+        computed = explain_many_cached(selection, step.methods, step.targets, progress=reporter)
+        step_bar.empty()
+        results.update(computed)
+        done += len(computed)
+        fill(step.methods)
+    cancel_slot.empty()
+    overall.empty()
+    step_bar.empty()
+    if settings.difference and results:
+        logits = next(iter(results.values())).logits
+        first, second = settings.targets[:2]
+        st.caption(f"Difference column: predicted minus runner-up (logit margin {logits[first] - logits[second]:.2f}) "
+                   f"on a diverging colormap: {rnd.difference_view(settings.view).cmap}, the predicted class's "
+                   "side at the high end.")
+    return {(m, t): results[(m, t)] for m, t in settings.panels() if (m, t) in results}
+
+
+def agreement_figure(results: dict[tuple[str, int], ExplanationRecord], methods: list[str], target: int,
+                     view: rnd.View, metric: str):
+    maps = {}
+    for method in methods:
+        if (method, target) in results:
+            values = rnd.to_map(results[(method, target)].attribution, "absolute", view.reduction)
+            maps[METHODS[method].display_name] = values[::4, ::4]  # magnitudes; 56×56 keeps it quick
+    names, rho, iou = agreement.agreement_matrix(maps, fraction=0.1)
+    if metric == "spearman":
+        return matrix_figure(rho, names, -1, 1, rnd.colour_scale(rnd.DEFAULT_DIVERGING, signed=True))
+    return matrix_figure(iou, names, 0, 1, rnd.colour_scale("viridis", signed=False))
+
+
+def export_zip(results: dict[tuple[str, int], ExplanationRecord], selection: Selection,
+               settings: CompareSettings) -> bytes:
+    """Every panel as on screen (PNG with the same range), its raw map (.npy) and one manifest for all."""
+    buffer = io.BytesIO()
+    manifests = []
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for method in settings.methods:
+            records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
+            for panel in row_panels(selection, settings, method, records):
+                if panel.column == DIFFERENCE:
+                    first, second = settings.targets[:2]
+                    stem = f"{method}__difference_{first}_minus_{second}"
+                else:
+                    name = selection.bundle.categories[panel.column].replace(" ", "_").replace("/", "_")
+                    stem = f"{method}__{panel.column}_{name}"
+                files = {"image": f"{stem}.png", "attribution": f"{stem}.npy"}
+                archive.writestr(files["image"], png_bytes(panel.image(settings.panel_kind)))
+                archive.writestr(files["attribution"], npy_bytes(panel.attribution))
+                manifests.append(manifest_for(panel.record, panel.rendered, selection, scale=panel.scale,
+                                              files=files, role=DIFFERENCE if panel.column == DIFFERENCE else None))
+        about = {"image": selection.image_name, "model": selection.model, "preprocessing": selection.preprocessing,
+                 "scale": settings.scale, "panels_show": settings.panel_kind, "view": settings.view.as_dict(),
+                 "targets": settings.targets}
+        archive.writestr("manifest.json", json.dumps(collection_manifest(manifests, **about), indent=2,
+                                                     allow_nan=False))
+    return buffer.getvalue()
+
+
+# ---- layer sweep -----------------------------------------------------------------------------------------------
+
+
+def sweep_methods(selection: Selection) -> list[str]:
+    """Methods cheap enough to run once per layer (the registry's flag), that can run on this model."""
+    return [m for m in offered_methods(selection.bundle) if METHODS[m].sweepable]
+
+
+def draw_layer_sweep(selection: Selection, method: str, target: int, layers: list[str], view: rnd.View) -> None:
+    """One method at every layer, from one pass with every layer captured (``explain_layers``)."""
+    with st.spinner(f"{method_label(method)} at {len(layers)} layers, one pass…"):
+        records = explain_layers_cached(selection, method, target, layers)
+    images = [render_record(records[layer], view, selection).rgb for layer in layers]
+    st.image(images, caption=[layer_label(selection.bundle, layer) for layer in layers], width=120)
+
+
+def sweep_seconds(selection: Selection, method: str, layers: list[str]) -> float:
+    """A sweep is one pass whatever the number of layers: one forward with every layer captured, one backward."""
+    return estimated_seconds(_times(selection), [method], 1, tuple(selection.inputs.shape[-2:]))
+
+
+def sweep_scope_label(selection: Selection, scope: str) -> str:
+    return f"{scope} ({len(layer_choices(selection.bundle, scope))})"

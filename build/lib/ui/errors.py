@@ -1,0 +1,57 @@
+"""Turning exceptions into messages: the user sees the cause and the fix, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import streamlit as st
+
+from explainers import (
+    ImageError,
+    LayerError,
+    ModelUnavailableError,
+    ParameterError,
+    SaliencyError,
+    TargetError,
+)
+from explainers.errors import ModelLoadError
+
+log = logging.getLogger("saliency_studio")
+
+FIXES = {
+    ImageError: "Pick a sample or upload a PNG/JPEG photo.",
+    ModelUnavailableError: "Pick the offline default model, efficientnet_lite0, or put the weights file where the "
+    "message says.",
+    LayerError: "Pick a layer from the list; CAM methods need a spatial layer.",
+    TargetError: "Pick the class from the list, or use its index.",
+    ParameterError: "Reset the parameter to its default.",
+    ModelLoadError: "Check the architecture, the file and the class names; \"What loads, and what is refused\" on "
+    "the Your model page lists the formats.",
+}
+
+
+def show_error(exc: BaseException) -> None:
+    if isinstance(exc, SaliencyError):
+        fix = next((text for kind, text in FIXES.items() if isinstance(exc, kind)), "")
+        st.error(f"**{type(exc).__name__}**: {exc}" + (f"\n\n{fix}" if fix else ""), icon="⚠️")
+    else:
+        log.exception("unexpected error in the dashboard")
+        st.error(
+            f"Something went wrong: {type(exc).__name__}: {exc}. The server keeps running; try another "
+            "setting, and report this if it repeats.",
+            icon="🛑",
+        )
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Show any error of the block as st.error and carry on serving.
+
+    Streamlit's reruns and stops derive from BaseException, so they pass through untouched.
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every user-visible failure ends here as a message
+        show_error(exc)

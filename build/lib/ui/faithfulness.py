@@ -1,0 +1,116 @@
+"""The Faithfulness page's pieces: maps from the shared explanation cache, curves computed on demand (kept per
+session), and their figures. The numbers come from explainers.trust (faithfulness, road, pointing, benchmark)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from explainers import METHODS
+from explainers import render as rnd
+
+from . import state
+from .explanations import ProgressReporter, explain_cached
+from .models import model_lock
+
+DEFAULT_METHODS = ["vanilla", "gradcam", "guided_backprop", "random"]
+PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
+EVALUATIONS = Path(os.environ.get("SALIENCY_EVALUATIONS", Path(__file__).resolve().parents[1] / "bench" / "results"
+                                  / "evaluate"))
+
+
+def maps_for(selection, methods: list[str], sign: str) -> dict[str, object]:
+    """Each method's [H, W] map of the current image for its predicted class, from the shared explanation cache
+    (default parameters, as on Compare), reduced the way the view shows it."""
+    maps = {}
+    for method in methods:
+        record, _ = explain_cached(selection, method, {}, "top1")
+        maps[method] = rnd.to_map(record.attribution, sign, "max")
+    return maps
+
+
+def curves(selection, methods: list[str], sign: str, steps: int, substrates: dict[str, str], road: bool,
+           region: int = 1):
+    """Deletion and insertion curves (and ROAD when asked) of every method, computed once per settings."""
+    from explainers.trust.faithfulness import faithfulness_curves
+    from explainers.trust.road import road_curves
+
+    key = (selection.model, selection.image_hash, selection.preprocessing, tuple(methods), sign, steps,
+           tuple(sorted(substrates.items())), road, region)
+
+    def compute():
+        maps = maps_for(selection, methods, sign)
+        reporter = ProgressReporter("Faithfulness curves")
+        try:
+            with model_lock(selection.model):
+                result = {"curves": faithfulness_curves(selection.bundle, selection.inputs, maps, "top1",
+                                                        steps=steps, substrate=substrates, region=region,
+                                                        progress=reporter)}
+                if road:
+                    result["road"] = road_curves(selection.bundle, selection.inputs, maps, "top1", progress=reporter)
+        finally:
+            reporter.close()
+        return result
+
+    return state.remembered(state.FAITH_CURVES, key, compute)
+
+
+def curve_figure(curve_set, kind: str, title: str):
+    figure = go.Figure()
+    methods = list(dict.fromkeys(c.method for c in curve_set.curves if c.kind == kind))
+    for i, method in enumerate(methods):
+        curve = curve_set.curve(kind, method)
+        control = METHODS[method].family == "Control"
+        figure.add_trace(go.Scatter(
+            x=curve.fractions.tolist(), y=curve.probability[0].tolist(), mode="lines",
+            name=f"{METHODS[method].display_name} (AUC {curve.mean_auc:.3f})",
+            line=dict(color=PALETTE[i % len(PALETTE)], dash="dash" if control else "solid", width=2),
+        ))
+    figure.update_layout(title=dict(text=title, font=dict(size=13)), height=320, margin=dict(l=0, r=0, t=30, b=0),
+                         xaxis=dict(title="share of pixels", tickformat=".0%"),
+                         yaxis=dict(title="probability of the class", range=[0, 1.02]),
+                         legend=dict(orientation="h", y=-0.3))
+    return figure
+
+
+def auc_rows(curve_sets: list) -> list[dict]:
+    rows = {}
+    for curve_set in curve_sets:
+        for row in curve_set.table():
+            line = rows.setdefault(row["method"], {"method": METHODS[row["method"]].display_name})
+            line[f"{row['kind']} AUC"] = round(row["auc"], 4)
+    return list(rows.values())
+
+
+def pointing_figure(picture, box: tuple[int, int, int, int] | None):
+    """The model's view as a figure to draw a box on (plotly's box select)."""
+    import numpy as np
+
+    figure = go.Figure(go.Image(z=np.asarray(picture)))
+    if box is not None:
+        x0, y0, x1, y1 = box
+        figure.add_shape(type="rect", x0=x0 - 0.5, y0=y0 - 0.5, x1=x1 - 0.5, y1=y1 - 0.5,
+                         line=dict(color="#00e5ff", width=2))
+    figure.update_layout(height=360, margin=dict(l=0, r=0, t=0, b=0), dragmode="select")
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
+def selected_box(event, size: int) -> tuple[int, int, int, int] | None:
+    """The box a user drew (plotly selection event) in the model's pixels, or None."""
+    boxes = (getattr(getattr(event, "selection", None), "box", None) or
+             ((event or {}).get("selection", {}) or {}).get("box", []))
+    if not boxes:
+        return None
+    box = boxes[-1]
+    xs, ys = box.get("x", []), box.get("y", [])
+    if len(xs) < 2 or len(ys) < 2:
+        return None
+    x0, x1 = sorted(int(round(v + 0.5)) for v in xs[:2])
+    y0, y1 = sorted(int(round(v + 0.5)) for v in ys[:2])
+    x0, y0 = max(0, x0), max(0, y0)
+    x1, y1 = min(size, x1), min(size, y1)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None

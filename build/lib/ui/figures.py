@@ -1,0 +1,81 @@
+"""Plotly figures: predictions, heatmaps and matrices. The heatmap's colours are the render pipeline's own colour
+scale, so the interactive figure and the exported PNG show the same colours."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from explainers.render import Rendered, percentile_of
+
+
+def plotly_scale(colours: np.ndarray) -> list[list]:
+    """A uint8 [K, 3] colour ramp (render's ``Rendered.scale``) as a plotly colorscale."""
+    last = max(len(colours) - 1, 1)
+    return [[i / last, f"rgb({r},{g},{b})"] for i, (r, g, b) in enumerate(colours.tolist())]
+
+
+def predictions_figure(names: list[str], probabilities: list[float], indices: list[int], selected: int | None):
+    colours = ["#e4572e" if i == selected else "#4c78a8" for i in indices]
+    labels = [f"{n} ({i})" for n, i in zip(names, indices)]
+    figure = go.Figure(
+        go.Bar(
+            x=probabilities[::-1],
+            y=labels[::-1],
+            orientation="h",
+            marker_color=colours[::-1],
+            customdata=indices[::-1],
+            text=[f"{p:.1%}" for p in probabilities[::-1]],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.2%}<extra>click to explain</extra>",
+        )
+    )
+    figure.update_layout(
+        height=230, margin=dict(l=0, r=10, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%"),
+        yaxis=dict(automargin=True), clickmode="event+select", dragmode=False,
+    )
+    return figure
+
+
+def heatmap_figure(rendered: Rendered, title: str = "", height: int | None = None, show_scale: bool = True):
+    """An interactive heatmap: hover shows the raw value and its percentile; the colorbar is in raw units.
+
+    The map keeps the picture's aspect (the axes are locked one to one); by default the figure's height follows
+    that aspect, so a wide picture is not framed by empty space."""
+    values = rendered.values
+    if height is None:
+        height = int(min(max(300 * values.shape[0] / max(values.shape[1], 1), 200), 460)) + 40
+    # at most ~128 points a side: every view change resends the figure, and the browser redraws it
+    step = max(1, int(np.ceil(max(values.shape) / 128)))
+    shown = np.ascontiguousarray(values[::step, ::step], dtype=np.float32)
+    ranks = np.rint(np.nan_to_num(percentile_of(values, shown))).astype(np.uint8)  # whole percentiles: one byte
+    figure = go.Figure(
+        go.Heatmap(
+            z=shown,
+            zmin=rendered.lo,
+            zmax=rendered.hi,
+            colorscale=plotly_scale(rendered.scale),
+            customdata=ranks,
+            showscale=show_scale,
+            colorbar=dict(title=dict(text="raw", side="right"), thickness=12),
+            x=np.arange(shown.shape[1]) * step,
+            y=np.arange(shown.shape[0]) * step,
+            hovertemplate="x %{x}, y %{y}<br>raw %{z:.4g}<br>percentile %{customdata}<extra></extra>",
+        )
+    )
+    figure.update_yaxes(autorange="reversed", scaleanchor="x", visible=False)
+    figure.update_xaxes(visible=False, constrain="domain")
+    figure.update_layout(height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
+                         title=dict(text=title, font=dict(size=13)))
+    return figure
+
+
+def matrix_figure(matrix: np.ndarray, names: list[str], lo: float, hi: float, colours: np.ndarray):
+    """A labelled square matrix (method agreement), values printed in the cells."""
+    figure = go.Figure(go.Heatmap(
+        z=matrix, x=names, y=names, zmin=lo, zmax=hi, colorscale=plotly_scale(colours),
+        text=np.round(matrix, 2), texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+    ))
+    figure.update_layout(height=120 + 45 * len(names), margin=dict(l=0, r=0, t=10, b=0))
+    figure.update_yaxes(autorange="reversed")
+    return figure

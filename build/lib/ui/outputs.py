@@ -1,0 +1,120 @@
+"""Drawing a result: original | heatmap | overlay, plus downloads. Everything here re-renders from raw numbers
+through the backend's one render pipeline, and writes the backend's one manifest."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from explainers import METHODS, ExplanationRecord
+from explainers import render as rnd
+from explainers.manifest import explanation_manifest
+
+from . import state
+from .figures import heatmap_figure
+
+
+def render_record(record: ExplanationRecord, view: rnd.View, selection,
+                  fixed_range: tuple[float, float] | None = None) -> rnd.Rendered:
+    """A record on the picture the view asks for (the uploaded image, or the model's square view)."""
+    return rnd.render_for_image(record.attribution, view, image=selection.image, bundle=selection.bundle,
+                                preprocessing=selection.preprocessing, fixed_range=fixed_range)
+
+
+def backdrop(selection, view: rnd.View):
+    """The picture a panel is drawn on: the image as uploaded, or what the model sees."""
+    return selection.image if view.original_aspect else selection.model_view
+
+
+def png_bytes(array: Any) -> bytes:
+    buffer = io.BytesIO()
+    rnd.to_pil(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float32))
+    return buffer.getvalue()
+
+
+def manifest_for(record: ExplanationRecord, rendered: rnd.Rendered, selection, *, scale: str = "own",
+                 files: dict[str, str] | None = None, role: str | None = None) -> dict[str, Any]:
+    """The backend manifest, filled in with what the dashboard knows about the image and model."""
+    return explanation_manifest(
+        record, image_name=selection.image_name, image_hash=selection.image_hash, image_size=selection.image.size,
+        model=selection.model, preprocessing=selection.preprocessing, categories=selection.bundle.categories,
+        view=rendered.view, value_range=(rendered.lo, rendered.hi), scale=scale, files=files,
+        device=str(selection.bundle.device), role=role,
+    )
+
+
+def target_text(selection, record: ExplanationRecord) -> str:
+    names = [selection.bundle.categories[t] for t in record.target]
+    return " vs ".join(names)
+
+
+def panel_title(selection, record: ExplanationRecord) -> str:
+    """ "Grad-CAM · tabby · layer4", or "Eigen-CAM · class-agnostic · layer4" where the target cannot matter."""
+    title = METHODS[record.method].title(target_text(selection, record))
+    return f"{title} · {record.layer}" if record.layer else title
+
+
+def completeness_text(extras: dict[str, Any]) -> str:
+    """Integrated gradients' completeness error as a share of f(x) − f(baseline), with what to do about it."""
+    if "completeness_delta" not in extras:
+        return ""
+    delta = float(np.ravel(extras["completeness_delta"])[0])
+    gap = float(np.ravel(extras.get("score_gap", [np.nan]))[0])
+    if not np.isfinite(gap) or abs(gap) < 1e-12:
+        return f" · completeness error {delta:.3g} (f(x) − f(baseline) ≈ 0)"
+    share = abs(delta) / abs(gap)
+    hint = " — raise n_steps to shrink it" if share > 0.05 else ""
+    return f" · completeness error {share:.1%} of f(x) − f(baseline) = {gap:.3g}{hint}"
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _cached_png(key: tuple, _image) -> bytes:
+    return png_bytes(np.asarray(_image.convert("RGB")))
+
+
+def _backdrop_png(selection, view: rnd.View) -> bytes:
+    """The left panel's picture, encoded once per image and geometry rather than on every rerun."""
+    key = (selection.image_hash, "original") if view.original_aspect else (
+        selection.image_hash, selection.model, selection.preprocessing)
+    return _cached_png(key, backdrop(selection, view))
+
+
+def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, selection) -> None:
+    rendered = render_record(record, view, selection)
+    original, heat, over = st.columns(3)
+    size = selection.bundle.input_size
+    original.image(_backdrop_png(selection, view), width="stretch",
+                   caption="Original" if view.original_aspect else f"Model input ({size}×{size})")
+    with heat:
+        st.plotly_chart(heatmap_figure(rendered, title=panel_title(selection, record)), key=state.HEATMAP_CHART,
+                        config={"displaylogo": False})
+    # JPEG for the on-screen overlay: several times quicker to encode and send than PNG on every view change
+    over.image(rendered.image, caption=f"Overlay (alpha {view.alpha:.2f})", width="stretch", output_format="JPEG")
+    source = "cached" if from_cache else f"computed in {record.elapsed_s:.2f} s"
+    empty = " · nothing to show for this sign: the map is zero everywhere" if rendered.empty else ""
+    st.caption(f"Raw range [{rendered.lo:.3g}, {rendered.hi:.3g}] after the {view.clip:g}th-percentile clip · "
+               f"{source}{completeness_text(record.extras)}{empty}")
+    for note in getattr(record, "notes", ()):  # what the backend wants the user told: flat input, zero map, ...
+        st.info(note, icon=":material/info:")
+    stem = f"{selection.image_name.rsplit('.', 1)[0]}_{record.method}"
+    files = {"overlay": f"{stem}.png", "attribution": f"{stem}.npy", "manifest": f"{stem}.json"}
+    # the files are built only when clicked (callables), so a view change does not pay for encoding them
+    a, b, c = st.columns(3)
+    a.download_button("Overlay PNG", lambda: png_bytes(rendered.image), files["overlay"], "image/png",
+                      key=state.DOWNLOAD_PNG, on_click="ignore")
+    b.download_button("Raw attribution .npy", lambda: npy_bytes(record.attribution), files["attribution"],
+                      "application/octet-stream", key=state.DOWNLOAD_NPY, on_click="ignore")
+    c.download_button("Manifest JSON",
+                      lambda: json.dumps(manifest_for(record, rendered, selection, files=files), indent=2,
+                                         allow_nan=False),
+                      files["manifest"], "application/json", key=state.DOWNLOAD_JSON, on_click="ignore")

@@ -1,0 +1,228 @@
+"""The shared sidebar, drawn once per run by app.py for every page: image (samples, uploads, camera), model and
+preprocessing.
+
+Because app.py draws these widgets, they are the same widgets on every page: an upload or a sample chosen on
+Explore is still there on Compare. Problems (no image yet, a model that cannot load) are not shown here but
+handed to the page, which shows them in the main area.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+from PIL import Image
+
+from explainers import SaliencyError
+from explainers.images import MAX_IMAGE_MB, check_image_size, image_hash, load_image
+from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, ModelBundle
+
+from . import state, user_models
+from .models import describe_model, get_bundle, model_choices
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
+SOURCES = ("Samples", "Upload", "Camera")
+RUN_SOURCE = "Batch run"  # offered once a page (Batch) has opened one of a run's images on Explore
+PREPROCESSING_LABELS = {RESIZE: "Whole image (resized)", CENTER_CROP: "Centre crop (canonical)"}
+
+
+@dataclass
+class Selection:
+    image: Image.Image
+    image_name: str
+    image_hash: str
+    model: str
+    preprocessing: str
+    bundle: ModelBundle
+    inputs: torch.Tensor  # [1, C, H, W] on the model's device
+
+    @property
+    def model_view(self) -> Image.Image:
+        return model_view(self.model, self.image_hash, self.preprocessing, self.bundle, self.image)
+
+
+@dataclass
+class Problem:
+    """Why there is no selection: ``kind`` "empty" (nothing chosen yet: say what to do) or "error"."""
+
+    kind: str
+    message: str
+    error: BaseException | None = None
+
+
+def sample_names() -> list[str]:
+    return sorted(p.name for p in SAMPLES_DIR.iterdir() if p.suffix.lower().lstrip(".") in IMAGE_TYPES)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _decode(data: bytes, name: str) -> Image.Image:
+    return load_image(data, name=name)
+
+
+def _decode_upload(file) -> Image.Image:
+    """An uploaded image, its size checked before anything is read or decoded: the browser enforces the same
+    limit (max_upload_size), this catches whatever reaches the server past it."""
+    check_image_size(file.size, file.name)
+    return _decode(file.getvalue(), file.name)
+
+
+@st.cache_data(show_spinner=False)
+def _thumbnail(name: str) -> bytes:
+    """PNG bytes, cached: st.image would otherwise re-encode the preview on every rerun."""
+    image = load_image(SAMPLES_DIR / name)
+    image.thumbnail((240, 240))
+    return png(image)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def model_view(model: str, image_hash: str, preprocessing: str, _bundle, _image) -> Image.Image:
+    """The exact picture the model sees, cached per (model, image, preprocessing)."""
+    return _bundle.model_view(_image, preprocessing)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _model_view_png(model: str, image_hash: str, preprocessing: str, _bundle, _image) -> bytes:
+    return png(model_view(model, image_hash, preprocessing, _bundle, _image))
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _pick_image() -> tuple[Image.Image, str] | Problem:
+    run_image = st.session_state.get(state.RUN_IMAGE)
+    sources = SOURCES + ((RUN_SOURCE,) if run_image else ())
+    # a default beside a value set through session state (the pending image below) is refused: set it here
+    st.session_state.setdefault(state.IMAGE_SOURCE, SOURCES[0])
+    source = st.segmented_control("Image", sources, key=state.IMAGE_SOURCE, required=True)
+    if source == RUN_SOURCE:
+        # a local file of a batch run: never published in the URL (a link must not name server paths)
+        try:
+            image = load_image(run_image)
+        except SaliencyError as exc:
+            return Problem("error", str(exc), exc)
+        st.caption(f"From a batch run: `{run_image}`")
+        return image, Path(run_image).name
+    if source == "Upload":
+        files = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple_files=True, key=state.UPLOADS,
+                                 max_upload_size=MAX_IMAGE_MB,
+                                 help=f"Several files become a list to pick from. Up to {MAX_IMAGE_MB} MB each.")
+        if not files:
+            return Problem("empty", "Upload an image in the sidebar (drag and drop works), or switch to Samples.")
+        names = [f.name for f in files]
+        file = files[0]
+        if len(files) > 1:
+            chosen = st.radio("Uploaded images", names, key=state.UPLOAD_PICK)
+            file = files[names.index(chosen)] if chosen in names else files[0]
+        try:
+            return _decode_upload(file), file.name
+        except SaliencyError as exc:
+            return Problem("error", str(exc), exc)
+    if source == "Camera":
+        shot = st.camera_input("Take a photo", key=state.CAMERA)
+        if shot is None:
+            return Problem("empty", "Allow the camera and take a photo in the sidebar, or switch to Samples.")
+        try:
+            return _decode(shot.getvalue(), "camera photo"), "camera.jpg"
+        except SaliencyError as exc:
+            return Problem("error", str(exc), exc)
+    if st.session_state.get(state.MODEL) == DIGITS_MODEL:  # the digits model reads digits: its own gallery
+        gallery = {item.name: item for item in digit_gallery()}
+        names = list(gallery)
+        if st.session_state.get(state.SAMPLE) not in names:
+            st.session_state[state.SAMPLE] = names[0]
+        name = st.selectbox("Sample", names, key=state.SAMPLE,
+                            help="Procedural digits drawn for lenet_digits (explainers.digits), with their ink box.")
+        item = gallery[name]
+        st.image(png(item.image.resize((128, 128), Image.Resampling.NEAREST)), width=128,
+                 caption=f"digit {item.label} · ink box {item.box}")
+        state.publish(sample=name)
+        return item.image, name
+    names = sample_names()
+    if st.session_state.get(state.SAMPLE) not in names:
+        st.session_state[state.SAMPLE] = names[0]
+    name = st.selectbox("Sample", names, key=state.SAMPLE)
+    st.image(_thumbnail(name), caption=f"{name} (CC0, see assets/samples)", width="stretch")
+    state.publish(sample=name)
+    return load_image(SAMPLES_DIR / name), name
+
+
+@st.cache_resource(show_spinner=False)
+def digit_gallery() -> list:
+    """The digits model's samples: generated once per process, the same for every session (a fixed seed)."""
+    from explainers.digits import gallery
+
+    return gallery()
+
+
+def sidebar() -> Selection | Problem:
+    """Draw the shared sidebar; return the current selection, or the Problem the page should show."""
+    pending = user_models.take_pending()
+    if pending is not None:
+        st.session_state[state.MODEL] = pending
+    opened = st.session_state.pop(state.PENDING_IMAGE, None)
+    if opened is not None:  # a page asked to show this local file (the Batch page's "Open on Explore")
+        st.session_state[state.RUN_IMAGE] = opened
+        st.session_state[state.IMAGE_SOURCE] = RUN_SOURCE
+    if state.PENDING_PREPROCESSING in st.session_state:
+        st.session_state[state.PREPROCESSING] = st.session_state.pop(state.PENDING_PREPROCESSING)
+    with st.sidebar:
+        picked = _pick_image()
+        own = {entry.id: entry.label for entry in user_models.user_models()}
+        choices = list(own) + model_choices()
+        if st.session_state.get(state.MODEL) not in choices:
+            st.session_state[state.MODEL] = DEFAULT_MODEL
+        model = st.selectbox(
+            "Model", choices, key=state.MODEL,
+            format_func=lambda model_id: own.get(model_id) or describe_model(model_id),  # pure: AppTest calls it
+            help="efficientnet_lite0 works offline. Zoo models download their ImageNet weights once. Load your "
+            "own classifier on the Models page: it stays in this session only.",
+        )
+        if st.session_state.get(state.PREPROCESSING) not in PREPROCESSING_LABELS:
+            st.session_state[state.PREPROCESSING] = RESIZE
+        preprocessing = st.radio(
+            "Preprocessing", list(PREPROCESSING_LABELS), format_func=PREPROCESSING_LABELS.get,
+            key=state.PREPROCESSING,
+            help="Whole image: the heatmap covers everything you uploaded. Centre crop: the model's canonical "
+            "evaluation transform.",
+        )
+        # a session's own model cannot be opened from a link: it exists only in that session
+        state.publish(model=None if user_models.is_user_model(model) else model,
+                      preprocessing=None if preprocessing == RESIZE else preprocessing)
+        view_slot = st.empty()
+    if isinstance(picked, Problem):
+        return picked
+    image, name = picked
+    try:
+        bundle = get_bundle(model)
+    except Exception as exc:  # noqa: BLE001 - shown by the page, in the main area
+        return Problem("error", str(exc), exc)
+    digest = image_hash(image)
+    with view_slot.container():
+        if image.info.get("notice"):
+            st.info(image.info["notice"], icon=":material/info:")
+        st.image(_model_view_png(model, digest, preprocessing, bundle, image),
+                 caption=f"What the model sees ({bundle.input_size}×{bundle.input_size})", width=180)
+    return Selection(image, name, digest, model, preprocessing, bundle, bundle.preprocess(image, preprocessing))
+
+
+def require_selection() -> Selection:
+    """This run's selection from the shared sidebar. A Problem is shown in the main area, where the user looks,
+    and the page stops there: an empty state says what to do, an error says what went wrong and how to fix it."""
+    from .errors import show_error
+
+    selection = state.current_selection()
+    if isinstance(selection, Selection):
+        return selection
+    if isinstance(selection, Problem) and selection.kind == "error":
+        show_error(selection.error if selection.error is not None else SaliencyError(selection.message))
+    else:
+        message = selection.message if isinstance(selection, Problem) else "Choose an image in the sidebar."
+        st.info(message, icon=":material/arrow_back:")
+    st.stop()

@@ -1,0 +1,251 @@
+"""Session-state keys, the shared selection, and the URL: the one place the dashboard's state is named.
+
+The URL holds stable values only (model id, sample file name, method id, layer name, class indices), never
+display labels: a link keeps working when a label changes (e.g. once a zoo model's weights are cached). It is
+read once per session, when the session starts, and written at the end of every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+# ---- keys of the shared sidebar (drawn once, in app.py, for every page) ------------------------------------
+IMAGE_SOURCE = "image_source"
+UPLOADS = "uploads"
+UPLOAD_PICK = "upload_pick"
+CAMERA = "camera"
+SAMPLE = "sample"
+MODEL = "model"
+PREPROCESSING = "preprocessing"
+
+# ---- Explore ------------------------------------------------------------------------------------------------
+TARGET_MODE = "target_mode"
+TARGET_CLASS = "target_class"
+CONTRAST_A = "contrast_a"
+CONTRAST_B = "contrast_b"
+TARGET_IMAGE = "target_image"  # the image the class choices were preselected for
+METHOD = "method"
+LAYER = "layer"
+LAYER_SCOPE = "layer_scope"
+PREDICTIONS_CHART = "predictions_chart"
+CANCELLED_RUN = "cancelled_run"
+CANCEL_BUTTON = "cancel_run"
+RUN_AGAIN = "run_again"
+HEATMAP_CHART = "heatmap_chart"
+VIEW = "view"  # prefix of Explore's view controls
+PARAM = "param"  # prefix of method parameter widgets
+
+# ---- Compare -----------------------------------------------------------------------------------------------
+COMPARE_METHODS = "compare.methods"
+COMPARE_EXTRA_TARGETS = "compare.extra_targets"
+COMPARE_ADD_TARGET = "compare.add_target"
+COMPARE_SCALE = "compare.scale"
+COMPARE_DIFFERENCE = "compare.difference"
+COMPARE_PANEL_KIND = "compare.panel_kind"
+COMPARE_VIEW = "compare.view"
+COMPARE_RUN = "compare.run"
+COMPARE_CANCELLED = "compare.cancelled"
+COMPARE_CANCEL = "compare.cancel"
+EXPORT_ZIP = "compare.export_zip"
+SWEEP_METHOD = "sweep.method"
+SWEEP_SCOPE = "sweep.scope"
+SWEEP_RUN = "sweep.run"
+
+# ---- Sanity checks, Faithfulness, Inside the gradient, Explore's Trust expander -------------------------------
+COMPARE_RUN_BUTTON = "compare.run_button"
+FAITH_BOX = "faith.box"
+FAITH_BOX_X = "faith.box_x"
+FAITH_BOX_Y = "faith.box_y"
+FAITH_DEL = "faith.del"
+FAITH_DELETION = "faith.deletion"
+FAITH_FRACTION = "faith.fraction"
+FAITH_INS = "faith.ins"
+FAITH_INSERTION = "faith.insertion"
+FAITH_MASK_METHOD = "faith.mask_method"
+FAITH_MASK_SUBSTRATE = "faith.mask_substrate"
+FAITH_METHODS = "faith.methods"
+FAITH_ROAD = "faith.road"
+FAITH_ROAD_LERF = "faith.road_lerf"
+FAITH_ROAD_MORF = "faith.road_morf"
+FAITH_REGION = "faith.region"
+FAITH_RUN = "faith.run"
+FAITH_SIGN = "faith.sign"
+FAITH_STEPS = "faith.steps"
+GRADIENT_ACTIVATION = "gradient.activation"
+GRADIENT_GRADIENT = "gradient.gradient"
+GRADIENT_INPUT = "gradient.input"
+GRADIENT_INPUT_GRADIENT = "gradient.input_gradient"
+GRADIENT_LAYER = "gradient.layer"
+GRADIENT_NUMPY_CHANNEL = "gradient.numpy_channel"
+GRADIENT_NUMPY_STEP = "gradient.numpy_step"
+GRADIENT_RANGES = "gradient.ranges"
+GRADIENT_SCOPE = "gradient.scope"
+GRADIENT_TARGET = "gradient.target"
+SANITY_CURVES = "sanity.curves"
+SANITY_METHODS = "sanity.methods"
+SANITY_METRIC = "sanity.metric"
+SANITY_RUN = "sanity.run"
+SANITY_STEPS = "sanity.steps"
+TRUST_RUN = "trust.run"
+
+# ---- figures and downloads ---------------------------------------------------------------------------------
+AGREEMENT_SPEARMAN = "agreement_spearman"
+AGREEMENT_IOU = "agreement_iou"
+DOWNLOAD_PNG = "dl_png"
+DOWNLOAD_NPY = "dl_npy"
+DOWNLOAD_JSON = "dl_json"
+COMPARE_GRID = "grid"
+
+# this session's results of on-demand checks (a progress bar cannot live inside st.cache_*, which replays it)
+SANITY_REPORTS = "_sanity_reports"
+FAITH_CURVES = "_faithfulness_curves"
+TRUST_RESULTS = "_trust"
+
+# ---- Your model (the Models page) --------------------------------------------------------------------------------
+USER_MODELS = "_user_models"  # this session's own models: never shared, gone with the session
+PENDING_MODEL = "_pending_model"  # a model to select before the sidebar's picker is drawn (set, then rerun)
+MODELS_FILE = "models.file"
+MODELS_ARCH = "models.architecture"
+MODELS_LABELS = "models.labels"
+MODELS_SIZE = "models.input_size"
+MODELS_MEAN = "models.mean"
+MODELS_STD = "models.std"
+MODELS_LOAD = "models.load"
+MODELS_REMOVE = "models.remove"
+
+# ---- Batch (a run folder of explainers.batch: its table, galleries and the way to Explore) ---------------------
+BATCH_FOLDER = "batch.folder"  # the run folder typed in
+BATCH_PENDING_FOLDER = "_batch_pending_folder"  # a folder to open before the text input is drawn (set, then rerun)
+BATCH_UPLOADS = "batch.uploads"
+BATCH_LABELS = "batch.labels"
+BATCH_METHODS = "batch.methods"
+BATCH_TARGETS = "batch.targets"
+BATCH_LAUNCH = "batch.launch"
+BATCH_FILTER = "batch.filter"  # prefix of the table's filters (cleared when another run opens)
+BATCH_CLASSES = "batch.filter.classes"
+BATCH_CORRECT = "batch.filter.correct"
+BATCH_METHOD_FILTER = "batch.filter.methods"
+BATCH_TARGET_FILTER = "batch.filter.targets"
+BATCH_STATISTIC = "batch.filter.statistic"
+BATCH_RANGE = "batch.filter.range"  # prefix: one range slider per statistic
+BATCH_TABLE = "batch.table"  # prefix: the table's key ends with a digest of the rows shown
+BATCH_MEAN_BY = "batch.mean.by"
+BATCH_MEAN_METHOD = "batch.mean.method"
+BATCH_MEAN_TARGET = "batch.mean.target"
+BATCH_OPEN_EXPLORE = "batch.open_explore"
+BATCH_OPENED = "_batch_opened"  # the folder whose filters the widgets hold
+# opening a run's image on Explore: the sidebar picks these up before it draws its widgets (set, then switch)
+PENDING_IMAGE = "_pending_image"  # a local image file to show as the sidebar's "Batch run" source
+PENDING_PREPROCESSING = "_pending_preprocessing"
+RUN_IMAGE = "_run_image"  # the local file the "Batch run" source shows
+
+# ---- internal -------------------------------------------------------------------------------------------------
+_SELECTION = "_selection"
+_URL_READ = "_url_read"
+_URL = "_url"
+
+
+def view_key(prefix: str, name: str) -> str:
+    """The key of one view control, e.g. ``view.sign`` or ``compare.view.colormap``."""
+    return f"{prefix}.{name}"
+
+
+# ---- the URL ------------------------------------------------------------------------------------------------
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.strip().lstrip("-").isdigit() else None
+
+
+@dataclass(frozen=True)
+class UrlField:
+    """A query parameter and the session key it restores: ``parse`` turns the text into the key's value (None:
+    ignore the parameter), ``show`` turns the value back into text."""
+
+    param: str
+    key: str
+    parse: Callable[[str], Any] = str
+    show: Callable[[Any], str] = str
+
+
+# Explore's contrast is one parameter, "contrast=281,282", restoring both sides.
+URL_FIELDS = (
+    UrlField("sample", SAMPLE),
+    UrlField("model", MODEL),
+    UrlField("preprocessing", PREPROCESSING),
+    UrlField("method", METHOD),
+    UrlField("layer", LAYER),
+    UrlField("target", TARGET_MODE),
+    UrlField("class", TARGET_CLASS, _int),
+)
+CONTRAST_PARAM = "contrast"
+
+
+def restore_from_url() -> None:
+    """Once per session, before any widget is drawn: seed session state from the query string."""
+    if st.session_state.get(_URL_READ):
+        return
+    st.session_state[_URL_READ] = True
+    params = st.query_params
+    for field in URL_FIELDS:
+        text = params.get(field.param)
+        if text:
+            value = field.parse(text)
+            if value is not None:
+                st.session_state[field.key] = value
+    contrast = params.get(CONTRAST_PARAM, "")
+    sides = [_int(part) for part in contrast.split(",")] if contrast else []
+    if len(sides) == 2 and None not in sides:
+        st.session_state[CONTRAST_A], st.session_state[CONTRAST_B] = sides
+        st.session_state.setdefault(TARGET_MODE, "Contrast")
+
+
+def publish(**values: Any) -> None:
+    """Values this run wants in the URL (None drops one); written by :func:`write_url` at the end of the run."""
+    url = st.session_state.setdefault(_URL, {})
+    for name, value in values.items():
+        url[name] = value
+
+
+def start_run() -> None:
+    """At the top of every run: forget the previous run's URL values (a page publishes only its own)."""
+    st.session_state[_URL] = {}
+
+
+def write_url() -> None:
+    """Replace the query string with this run's published values, in a stable order."""
+    url = {name: str(value) for name, value in st.session_state.get(_URL, {}).items() if value not in (None, "")}
+    if dict(st.query_params) != url:
+        st.query_params.from_dict(url)
+
+
+def contrast_text(a: int, b: int) -> str:
+    return f"{int(a)},{int(b)}"
+
+
+# ---- the shared selection --------------------------------------------------------------------------------------
+
+
+def set_selection(selection: Any) -> None:
+    """What the sidebar chose this run: a Selection, or a Problem to show in the main area."""
+    st.session_state[_SELECTION] = selection
+
+
+def current_selection() -> Any:
+    return st.session_state.get(_SELECTION)
+
+
+def remembered(store: str, key: Any, compute: Callable[[], Any], keep: int = 4) -> Any:
+    """A result kept in this session under ``store``: ``compute()`` once per key, the oldest dropped past ``keep``.
+
+    For on-demand checks whose progress bar cannot live inside st.cache_* (which replays elements)."""
+    results = st.session_state.setdefault(store, {})
+    if key not in results:
+        results[key] = compute()
+        while len(results) > keep:
+            results.pop(next(iter(results)))
+    return results[key]

@@ -1,0 +1,54 @@
+"""Parameter widgets generated from a method's declared parameters: adding a method never touches a page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from explainers import MethodInfo
+
+from . import state
+
+
+def param_widgets(info: MethodInfo, prefix: str = state.PARAM, container=st) -> dict[str, Any]:
+    """One widget per declared parameter that applies (SmoothGrad's n_steps only with the IG base), with its
+    range, default and help; returns {name: value} of the shown ones (the rest keep their defaults)."""
+    values: dict[str, Any] = {}
+    for name, param in info.params.items():
+        if not param.applies(values):
+            continue
+        key = f"{prefix}.{info.name}.{name}"
+        label = name.replace("_", " ")
+        keep = {"key": key, "help": param.help, "persist_state": "session"}
+        if param.kind == "choice":
+            st.session_state.setdefault(key, param.default)
+            values[name] = container.selectbox(label, param.choices, **keep)
+        elif param.kind == "bool":
+            st.session_state.setdefault(key, bool(param.default))
+            values[name] = container.checkbox(label, **keep)
+        elif param.kind == "int":
+            st.session_state.setdefault(key, int(param.default))
+            values[name] = int(container.number_input(
+                label, min_value=int(param.minimum) if param.minimum is not None else None,
+                max_value=int(param.maximum) if param.maximum is not None else None, step=1, **keep,
+            ))
+        elif param.kind == "float":
+            low = float(param.minimum) if param.minimum is not None else None
+            high = float(param.maximum) if param.maximum is not None else None
+            st.session_state.setdefault(key, float(param.default))
+            if low is not None and high is not None and high - low <= 1.0:
+                values[name] = container.slider(label, low, high, step=0.01, **keep)
+            else:
+                values[name] = container.number_input(label, min_value=low, max_value=high, **keep)
+        else:  # pragma: no cover - a new kind must get a widget here
+            raise ValueError(f"no widget for parameter kind {param.kind!r}")
+    return values
+
+
+def cost_caption(info: MethodInfo, params: dict[str, Any], hw: tuple[int, int] = (224, 224),
+                 channels: int | None = None) -> str:
+    """The paper link and the cost, shown before a method runs; ``channels`` is the resolved layer's."""
+    link = info.reference.link
+    paper = f"[{info.reference}]({link})" if link else str(info.reference)
+    return f"{paper} · cost: {info.passes(params, hw, channels)} per image"

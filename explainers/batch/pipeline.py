@@ -1,0 +1,368 @@
+"""A batch run's pipeline: the sources (folder, glob, list), decoding, and one batch explained into table rows
+and maps (with each map's statistics)."""
+
+from __future__ import annotations
+
+import csv
+import glob as globbing
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+from ..images import image_hash, load_image
+from ..manifest import top_predictions
+from ..many import explain_many, target_key
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+MAP_POOL = 4  # non-layer maps: channel sum, mean-pooled 4×4 (224 → 56)
+TOP_K = 5
+# The centre and the border: the middle half of each side is the centre; the outer eighth of each side the border.
+CENTRE = (0.25, 0.75)
+BORDER = 0.125
+DEFAULT_METHODS = ("gradcam",)
+DEFAULT_TARGETS = ("top1",)
+ENGINES = ("local", "ray")
+SCHEMA_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a source: its path as given (the row's key), its label (a class index) when known, and a
+    box (x0, y0, x1, y1 in the original image's pixels) when the list gives one."""
+
+    path: str
+    label: int | None = None
+    box: tuple[float, float, float, float] | None = None
+
+
+def _label_of(value: Any, categories: Sequence[str], where: str) -> int | None:
+    """A label as a class index: an index, a class name (any case) or empty for none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < len(categories):
+            raise ParameterError(f"{where}: label {index} is out of range for a model with {len(categories)} classes")
+        return index
+    lowered = {name.lower(): i for i, name in enumerate(categories)}
+    if text.lower() not in lowered:
+        raise ParameterError(f"{where}: no class named {text!r} in the model's classes")
+    return lowered[text.lower()]
+
+
+def _folder_label(path: Path, root: Path, categories: Sequence[str]) -> int | None:
+    """ImageFolder's convention: the class is the image's sub-folder, when that folder's name is a class name."""
+    if path.parent == root:
+        return None
+    lowered = {name.lower(): i for i, name in enumerate(categories)}
+    return lowered.get(path.parent.name.lower())
+
+
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
+
+
+def read_source(source: str | os.PathLike, categories: Sequence[str], limit: int | None = None) -> list[Item]:
+    """The images of ``source``, in a stable order: a folder (recursively, sorted; the class from the sub-folder
+    name when it is a class name), a glob pattern, or a .csv/.parquet list with a ``path`` column (relative to the
+    list's folder) and optional ``label`` (index or class name) and ``x0, y0, x1, y1`` box columns."""
+    text = str(source)
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        items = [Item(str(p), _folder_label(p, path, categories)) for p in files]
+    elif path.suffix.lower() in (".csv", ".parquet") and path.is_file():
+        items = _read_list(path, categories)
+    elif any(ch in text for ch in "*?["):
+        files = sorted(p for p in globbing.glob(text, recursive=True) if Path(p).is_file())
+        items = [Item(p) for p in files if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+    elif path.exists():
+        raise ParameterError(f"expected a folder, a glob pattern or a .csv/.parquet list as the source, got the file "
+                             f"{text!r}")
+    else:
+        raise ParameterError(f"the source {text!r} does not exist (a folder, a glob pattern or a .csv/.parquet list)")
+    if not items:
+        raise ParameterError(f"the source {text!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return items[:limit] if limit else items
+
+
+def _read_list(path: Path, categories: Sequence[str]) -> list[Item]:
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    if not rows or "path" not in rows[0]:
+        raise ParameterError(f"the list {str(path)!r} needs a 'path' column (and optionally 'label', x0, y0, x1, y1)")
+    items = []
+    for number, row in enumerate(rows, start=2):
+        where = f"{path.name} row {number}"
+        file = Path(str(row["path"]).strip())
+        file = file if file.is_absolute() else path.parent / file
+        box = None
+        if all(row.get(c) not in (None, "") for c in BOX_COLUMNS):
+            try:
+                box = tuple(float(row[c]) for c in BOX_COLUMNS)
+            except ValueError:
+                raise ParameterError(f"{where}: the box columns x0, y0, x1, y1 must be numbers") from None
+            if not (box[0] < box[2] and box[1] < box[3]):
+                raise ParameterError(f"{where}: the box needs x0 < x1 and y0 < y1, got {box}")
+        items.append(Item(str(file), _label_of(row.get("label"), categories, where), box))
+    return items
+
+
+def with_labels(items: Sequence[Item], labels: Path, categories: Sequence[str]) -> list[Item]:
+    """``items`` with the labels and boxes of a .csv/.parquet list, matched by path, else by file name (which must
+    then be unique in the list)."""
+    if not labels.is_file() or labels.suffix.lower() not in (".csv", ".parquet"):
+        raise ParameterError(f"--labels expects a .csv or .parquet list, got {str(labels)!r}")
+    listed = _read_list(labels, categories)
+    by_path = {str(Path(i.path).resolve()): i for i in listed}
+    names: dict[str, list[Item]] = {}
+    for i in listed:
+        names.setdefault(Path(i.path).name, []).append(i)
+    merged = []
+    for item in items:
+        match = by_path.get(str(Path(item.path).resolve()))
+        if match is None and len(names.get(Path(item.path).name, [])) == 1:
+            match = names[Path(item.path).name][0]
+        merged.append(item if match is None else Item(item.path, match.label, match.box))
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Map statistics
+# ---------------------------------------------------------------------------------------------------------
+
+
+def pooled_map(attribution: np.ndarray, pool: int = MAP_POOL) -> np.ndarray:
+    """A [C, H, W] attribution as the stored map: its channel sum, mean-pooled ``pool`` × ``pool``."""
+    summed = np.asarray(attribution, dtype=np.float32).sum(axis=0)
+    h, w = (summed.shape[0] // pool) * pool, (summed.shape[1] // pool) * pool
+    return summed[:h, :w].reshape(h // pool, pool, w // pool, pool).mean(axis=(1, 3))
+
+
+def map_statistics(values: np.ndarray, box: tuple[float, float, float, float] | None = None) -> dict[str, float]:
+    """Where a map's mass lies, from its absolute values [h, w]: the peak (y, x as fractions of the height and
+    width, cell centres), the share in the centre (the middle half of each side) and on the border (the outer
+    eighth of each side), the share inside ``box`` (fractions x0, y0, x1, y1 of the width and height; cells
+    weighted by their overlap), and the entropy of the mass over the cells divided by its maximum, log(h·w)
+    (0: one cell holds everything, 1: uniform). An all-zero map has no peak and no shares (NaN)."""
+    mass = np.abs(np.asarray(values, dtype=np.float64))
+    h, w = mass.shape
+    total = mass.sum()
+    nan = float("nan")
+    if not np.isfinite(total) or total <= 0:
+        return {"peak_y": nan, "peak_x": nan, "centre_mass": nan, "border_mass": nan,
+                "box_mass": nan, "entropy": nan}
+    p = mass / total
+    peak = np.unravel_index(int(np.argmax(mass)), mass.shape)
+
+    def share(y0: float, x0: float, y1: float, x1: float) -> float:
+        """The mass inside [y0, y1] × [x0, x1] (fractions), each cell by the share of it that lies inside."""
+        rows = np.clip(np.minimum(np.arange(1, h + 1), y1 * h) - np.maximum(np.arange(h), y0 * h), 0, 1)
+        cols = np.clip(np.minimum(np.arange(1, w + 1), x1 * w) - np.maximum(np.arange(w), x0 * w), 0, 1)
+        return float((p * rows[:, None] * cols[None, :]).sum())
+
+    lo, hi = CENTRE
+    inner = share(BORDER, BORDER, 1 - BORDER, 1 - BORDER)
+    nonzero = p[p > 0]
+    entropy = max(0.0, float(-(nonzero * np.log(nonzero)).sum() / math.log(h * w))) if h * w > 1 else 0.0
+    return {
+        "peak_y": (peak[0] + 0.5) / h,
+        "peak_x": (peak[1] + 0.5) / w,
+        "centre_mass": share(lo, lo, hi, hi),
+        "border_mass": 1.0 - inner,
+        "box_mass": nan if box is None else share(box[1], box[0], box[3], box[2]),
+        "entropy": entropy,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Settings, decoding and one batch
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """What a run computes; the manifest records it, and a resumed run must match it."""
+
+    model: str
+    methods: list[str]
+    targets: list[str]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seed: int = 0
+    batch_size: int = 16
+    preprocessing: str = "resize"
+
+
+def _target_label(target: Any) -> str:
+    return str(target)
+
+
+class Decoded:
+    """One item after decoding: the model's input [C, H, W] and the original size, or the error message."""
+
+    def __init__(self, index: int, inputs: torch.Tensor | None, size: tuple[int, int] | None, image_hash: str | None,
+                 error: str | None):
+        self.index, self.inputs, self.size, self.image_hash, self.error = index, inputs, size, image_hash, error
+
+
+class Decoder:
+    """Reads items and makes the model's view of each (resize or crop), as uint8 pixels [H, W, 3]; the model's
+    normalisation runs where the model is. Picklable and light (the bundle travels without its model), so
+    DataLoader workers and Ray tasks run it in their own processes."""
+
+    def __init__(self, items: Sequence[Item], bundle, preprocessing: str):
+
+        self.items, self.preprocessing = list(items), preprocessing
+        # geometry only: no model, no normalisation (a closure), no layer catalogue
+        self.view = replace(bundle, model=torch.nn.Identity(), normalize=None, denormalize=None, layers=[])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Decoded:
+
+        try:
+            image = load_image(self.items[index].path)
+            pixels = np.asarray(self.view.model_view(image, self.preprocessing).convert("RGB"), dtype=np.uint8)
+            return Decoded(index, torch.from_numpy(pixels.copy()), image.size, image_hash(image), None)
+        except Exception as exc:  # a bad image is an error row, never the end of the run
+            return Decoded(index, None, None, None, f"{type(exc).__name__}: {exc}")
+
+
+def model_inputs(bundle, pixels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """uint8 model views [H, W, 3] -> the model's normalised input [N, 3, H, W] on its device (as
+    ``ModelBundle.preprocess`` makes it)."""
+    stacked = torch.stack([p.float() / 255.0 for p in pixels]).permute(0, 3, 1, 2)
+    return bundle.normalize(stacked).to(bundle.device)
+
+
+def explain_batch(bundle, items: Sequence[Item], decoded: Sequence[Decoded], settings: Settings
+                  ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """(rows, maps) for one batch: every good image × method × target through explain_many, one error row per
+    image that failed to decode. ``maps`` maps a row's ``map_key`` to its stored map (float16)."""
+
+    rows: list[dict[str, Any]] = []
+    maps: dict[str, np.ndarray] = {}
+    good = [d for d in decoded if d.error is None]
+    for d in decoded:
+        if d.error is not None:
+            rows.append(_row(items[d.index], None, error=d.error))
+    if not good:
+        return rows, maps
+    inputs = model_inputs(bundle, [d.inputs for d in good])
+    categories = bundle.categories
+    plain = [t for t in settings.targets if t != "label"]
+    started = time.perf_counter()
+    results: dict[tuple[str, str], tuple[Any, list[int]]] = {}
+    if plain:
+        many = explain_many(bundle, inputs, settings.methods, plain, seed=settings.seed, batch_size=None,
+                            params=settings.params)
+        for (method, key), explanation in many.items():
+            results[(method, next(t for t in plain if target_key(t) == key))] = (explanation, list(range(len(good))))
+    if "label" in settings.targets:
+        labelled = [i for i, d in enumerate(good) if items[d.index].label is not None]
+        for d in good:
+            if items[d.index].label is None:
+                for method in settings.methods:
+                    rows.append(_row(items[d.index], d, method=method, target="label",
+                                     error="no label for this image: the target 'label' needs one"))
+        if labelled:
+            labels = [items[good[i].index].label for i in labelled]
+            many = explain_many(bundle, inputs[labelled], settings.methods, [labels], seed=settings.seed,
+                                params=settings.params)
+            for (method, _), explanation in many.items():
+                results[(method, "label")] = (explanation, labelled)
+    per_row_s = (time.perf_counter() - started) / len(good)
+    for (method, target), (explanation, positions) in results.items():
+        layer_maps = explanation.layer_attribution
+        probabilities = explanation.logits.float().softmax(-1).cpu().numpy()
+        for j, position in enumerate(positions):
+            d = good[position]
+            item = items[d.index]
+            top = top_predictions(explanation.logits[j].cpu(), categories, TOP_K)
+            if layer_maps is not None:
+                stored = layer_maps[j, 0].detach().float().cpu().numpy()
+                kind = "layer"
+            else:
+                stored = pooled_map(explanation.attribution[j].detach().float().cpu().numpy())
+                kind = f"channel sum, mean-pooled {MAP_POOL}x{MAP_POOL}"
+            box = None
+            if item.box is not None and d.size is not None:
+                width, height = d.size
+                box = (item.box[0] / width, item.box[1] / height, item.box[2] / width, item.box[3] / height)
+            key = f"{row_id(item.path, method, target)}"
+            maps[key] = stored.astype(np.float16)
+            target_index = explanation.target[j].tolist()
+            row = _row(item, d, method=method, target=target)
+            row.update({
+                "prediction": top[0]["index"],
+                "prediction_name": top[0]["name"],
+                "probability": float(probabilities[j].max()),
+                "top5": [t["index"] for t in top],
+                "top5_probability": [t["probability"] for t in top],
+                "correct": None if item.label is None else bool(top[0]["index"] == item.label),
+                "target_index": int(target_index) if np.ndim(target_index) == 0 else int(target_index[0]),
+                "target_name": categories[int(np.ravel(target_index)[0])] if categories else None,
+                "target_probability": float(probabilities[j][int(np.ravel(target_index)[0])]),
+                "params": json.dumps(explanation.params, sort_keys=True, default=str),
+                "elapsed_s": per_row_s,
+                "map_key": key,
+                "map_kind": kind,
+                "map_h": int(stored.shape[0]),
+                "map_w": int(stored.shape[1]),
+                **map_statistics(stored, box),
+            })
+            rows.append(row)
+    return rows, maps
+
+
+COLUMNS = ("row_id", "path", "image_hash", "label", "label_name", "box", "method", "target", "error", "prediction",
+           "prediction_name", "probability", "top5", "top5_probability", "correct", "target_index", "target_name",
+           "target_probability", "params", "elapsed_s", "map_file", "map_key", "map_kind", "map_h", "map_w",
+           "peak_y", "peak_x", "centre_mass", "border_mass", "box_mass", "entropy")
+
+
+def row_id(path: str, method: str | None, target: str | None) -> str:
+    """A row's stable id: the image, the method and the target (an error row has neither)."""
+    return hashlib.sha1(f"{path}\x00{method}\x00{target}".encode()).hexdigest()[:16]
+
+
+def _row(item: Item, decoded: Decoded | None, method: str | None = None, target: str | None = None,
+         error: str | None = None) -> dict[str, Any]:
+    row = dict.fromkeys(COLUMNS)
+    row.update({
+        "row_id": row_id(item.path, method, target),
+        "path": item.path,
+        "image_hash": None if decoded is None else decoded.image_hash,
+        "label": item.label,
+        "box": None if item.box is None else list(item.box),
+        "method": method,
+        "target": target,
+        "error": error,
+    })
+    return row
+
+
+def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -1,0 +1,77 @@
+"""The ``batch`` command: explain a folder, glob or list of images into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+from ..batch.pipeline import DEFAULT_METHODS, DEFAULT_TARGETS, ENGINES, Settings
+from ..batch.run import run
+from ..models import DEFAULT_MODEL
+from .options import add_device, method_names, method_params, pick_device, positive_int
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``batch`` to the CLI (see ``explainers.cli.main``)."""
+
+    ba = commands.add_parser(
+        "batch",
+        help="explain a folder, glob or list of images: a Parquet table of map statistics and sharded maps",
+        description="Explain every image of SOURCE (a folder, recursively, the class from ImageFolder-style "
+        "sub-folders; a glob; or a .csv/.parquet list with path, optional label and x0,y0,x1,y1 box columns) with "
+        "each method and target, and write DIR/table/*.parquet (one row per image x method x target, error rows "
+        "for unreadable images), DIR/maps/*.npz and DIR/manifest.json.",
+    )
+    ba.add_argument("source", metavar="SOURCE", help="folder, glob pattern, or .csv/.parquet list")
+    ba.add_argument("--out", required=True, metavar="DIR", help="run folder (created; --resume continues one)")
+    ba.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    ba.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M[,M…]",
+                    help="methods, comma-separated, computed together (explain_many; default: %(default)s)")
+    ba.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                    help="a method parameter (repeatable), e.g. --param integrated_gradients.n_steps=16")
+    ba.add_argument("--targets", default=",".join(DEFAULT_TARGETS), metavar="T[,T…]",
+                    help="targets, comma-separated: topK, a class index or name, or label (the list's or folder's "
+                    "class) (default: %(default)s)")
+    ba.add_argument("--labels", default=None, metavar="labels.csv",
+                    help="a list (path,label[,x0,y0,x1,y1]) whose labels and boxes apply to SOURCE's images")
+    ba.add_argument("--engine", default="local", choices=ENGINES, help="in-process or Ray Data (default: local)")
+    ba.add_argument("--batch-size", default=16, type=positive_int, metavar="N", help="images per batch")
+    ba.add_argument("--workers", default=None, type=int, metavar="N",
+                    help="decoding workers (local; default: spare cores, at most 4) or model replicas (ray; "
+                    "default: one per GPU, else 2)")
+    ba.add_argument("--limit", default=None, type=positive_int, metavar="N", help="the first N images only")
+    ba.add_argument("--resume", action="store_true", help="continue the run in DIR, skipping images it has")
+    ba.add_argument("--seed", default=0, type=int, metavar="N", help="seed of every random draw (default: 0)")
+    add_device(ba)
+    ba.add_argument("--quiet", action="store_true", help="no progress bar")
+    ba.set_defaults(handler=cmd_batch)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+
+
+    methods = method_names([args.methods], DEFAULT_METHODS)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] or list(DEFAULT_TARGETS)
+    settings = Settings(model=args.model, methods=methods, targets=targets,
+                        params=method_params(args.param, methods), seed=args.seed, batch_size=args.batch_size)
+    bar = tqdm(total=None, unit="image", disable=args.quiet, desc="batch")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    summary = run(args.source, args.out, settings, engine=args.engine, limit=args.limit, resume=args.resume,
+                  workers=args.workers, device=pick_device(args.device), progress=progress, labels=args.labels)
+    bar.close()
+    rate = summary["images_per_s"]
+    print(f"{summary['out']}: {summary['done_now']} images explained, {summary['skipped']} already there"
+          + (f", {rate:.2f} images/s" if rate else ""), file=sys.stdout)
+    return 0

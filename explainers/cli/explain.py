@@ -1,0 +1,269 @@
+"""The ``explain`` command (images to overlay PNGs, raw ``.npy`` and manifests) and the listing commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import ParameterError, SaliencyError
+from ..images import image_hash, load_image
+from ..manifest import explanation_manifest, top_predictions
+from ..many import explain_many
+from ..models import DEFAULT_MODEL, PREPROCESSING, RESIZE, list_models, load_model, model_info
+from ..registry import METHODS, get_method, method_order
+from ..render import COLORMAPS, DEFAULT_CLIP_PERCENTILE, REDUCTIONS, SIGNS, View, render_for_image, to_pil
+from ..targets import OBJECTIVES, TargetSpec
+from .options import (
+    PROG,
+    add_device,
+    check_layer,
+    out_folder,
+    out_stems,
+    parse_params,
+    percentile,
+    pick_device,
+    positive_int,
+    unit_float,
+)
+
+# ---------------------------------------------------------------------------------------------------------
+# Listing commands
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_list_models(args: argparse.Namespace) -> int:
+    """One line per model: name and availability; builds nothing, downloads nothing."""
+
+    names = list_models()
+    width = max(len(n) for n in names)
+    for name in names:
+        info = model_info(name)
+        if info["offline"]:
+            status = "offline"
+        elif info.get("download_mb"):
+            status = f"downloads {info['download_mb']:.0f} MB on first use"
+        elif info.get("weights_url"):
+            status = "downloads its weights on first use"
+        else:
+            status = "unavailable: its weights are not installed"
+        print(f"{name:<{width}}  {status}")
+    return 0
+
+
+def _describe_param(name: str, param: Any) -> str:
+    if param.kind == "choice":
+        rule = "|".join(param.choices)
+    elif param.minimum is not None or param.maximum is not None:
+        lo = "" if param.minimum is None else f"{param.minimum:g}"
+        hi = "" if param.maximum is None else f"{param.maximum:g}"
+        rule = f"{param.kind} {lo}..{hi}"
+    else:
+        rule = param.kind
+    return f"{name}={param.default} [{rule}]"
+
+
+def cmd_list_methods(args: argparse.Namespace) -> int:
+    """One line per method: name, display name, family, passes per image, parameters with defaults."""
+
+    rows = []
+    for name in method_order():
+        info = METHODS[name]
+        forwards, backwards = info.passes(channels=512) if info.cost.depends_on_channels else info.passes()
+        params = ", ".join(_describe_param(n, p) for n, p in info.params.items()) or "no parameters"
+        per = " (at 512 channels: one fwd per channel)" if info.cost.depends_on_channels else ""
+        layer = "; needs a layer" if info.needs_layer else ""
+        rows.append((info.name, info.display_name, info.family, f"{forwards} fwd + {backwards} bwd{per}{layer}",
+                     params))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        head = "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths))
+        print(f"{head}  {row[4]}")
+    return 0
+
+
+def cmd_list_layers(args: argparse.Namespace) -> int:
+    """Each spatial layer of MODEL: dotted name, output shape, layout; the default layer marked."""
+
+    bundle = load_model(args.model, tqdm_bar=True)
+    width = max((len(info.name) for info in bundle.layers), default=0)
+    for info in bundle.layers:
+        shape = "[" + ",".join(str(s) for s in info.shape) + "]"
+        mark = "  (default)" if info.name == bundle.default_layer else ""
+        print(f"{info.name:<{width}}  {shape:<18} {info.layout}{mark}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# explain
+# ---------------------------------------------------------------------------------------------------------
+
+
+
+
+
+
+def _file_part(target: Any) -> str:
+    """A target as a part of a file name: "top2", "281", "top1_vs_top2", "3-5" (one per row)."""
+    text = "-".join(map(str, target)) if isinstance(target, tuple) else str(target)
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_") or "target"
+
+
+def _class_label(index: int, categories: Sequence[str] | None) -> str:
+    return f"{index} {categories[index]}" if categories and 0 <= index < len(categories) else str(index)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Explain each image and write its overlay PNG, attribution .npy and manifest JSON into --out."""
+
+
+
+    # Cheap checks first, so a typo fails before the model loads.
+    names = list(dict.fromkeys(name.strip() for name in args.method.split(",") if name.strip()))
+    infos = [get_method(name) for name in names or [args.method]]
+    raw = parse_params(args.param)
+    if len(infos) == 1:
+        params = {infos[0].name: infos[0].validate(raw)}
+    else:
+        orphans = sorted(name for name in raw if not any(name in info.params for info in infos))
+        if orphans:
+            raise ParameterError(f"none of the methods {', '.join(names)} has a parameter {orphans[0]!r}; see "
+                                 f"`{PROG} list-methods`")
+        params = {info.name: info.validate({k: v for k, v in raw.items() if k in info.params}) for info in infos}
+    targets = args.target or ["top1"]
+    view = View(sign=args.sign, reduction=args.reduction, clip=args.clip, colormap=args.colormap, alpha=args.alpha,
+                original_aspect=args.aspect == "original")
+    model_info(args.model)  # unknown model -> error with suggestions
+    for path in args.images:
+        load_image(path)
+    device = pick_device(args.device)
+
+    bundle = load_model(args.model, device=device, tqdm_bar=not args.quiet)
+    for info in infos:
+        if info.unavailable_reason(bundle.model):
+            raise SaliencyError(f"{info.unavailable_reason(bundle.model)}; see `{PROG} list-methods`")
+    categories = bundle.categories
+    for target in targets:
+        TargetSpec(target, 1, categories, args.objective, num_classes=len(categories) or None)
+    check_layer(bundle, args.layer)
+    out_dir = out_folder(args.out)
+    # one seed for every method and image, drawn when none is given, as explain() draws it
+    seed = random.SystemRandom().randrange(2**31) if args.seed is None else args.seed
+
+    bar = tqdm(list(zip(args.images, out_stems(args.images))), desc=",".join(names), unit="image",
+               disable=args.quiet)
+    for path, stem in bar:
+        started = time.perf_counter()
+        image = load_image(path)
+        inputs = bundle.preprocess(image, args.preprocessing)
+        results = explain_many(bundle, inputs, [info.name for info in infos], targets, layer=args.layer,
+                               objective=args.objective, batch_size=args.batch_size, seed=seed, params=params)
+        for (method, key), explanation in results.items():
+            record = explanation.record(0)
+            rendered = render_for_image(record.attribution, view, image=image, bundle=bundle,
+                                        preprocessing=args.preprocessing)
+            suffix = f"_{_file_part(key)}" if len(targets) > 1 else ""
+            base = out_dir / f"{stem}_{method}{suffix}"
+            files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
+            to_pil(rendered.overlay).save(files["overlay"])
+            np.save(files["attribution"], record.attribution.astype(np.float32))
+            manifest = explanation_manifest(
+                record, image_name=str(path), image_hash=image_hash(image), image_size=image.size,
+                model=bundle.name, preprocessing=args.preprocessing, categories=categories, view=view,
+                value_range=(rendered.lo, rendered.hi), files=files, device=device,
+            )
+            manifest["total_s"] = time.perf_counter() - started
+            manifest["batch_size"] = args.batch_size
+            Path(files["manifest"]).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+
+            top = top_predictions(record.logits, categories, 1)[0]
+            explained = " vs ".join(_class_label(i, categories) for i in record.target)
+            predicted = f"{_class_label(top['index'], categories)} ({top['probability']:.1%})"
+            notice = image.info.get("notice")
+            tqdm.write(f"{files['overlay']}  predicted: {predicted}  target: {explained}"
+                       + (f"  ({notice})" if notice else ""), file=sys.stdout)
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``explain``, ``list-models``, ``list-methods`` and ``list-layers``."""
+
+
+    ex = commands.add_parser(
+        "explain",
+        help="explain images and write overlay PNG, raw attribution .npy and JSON manifest per image",
+        description="For each IMAGE write <stem>_<method>.png (heatmap overlaid on the original image), "
+        "<stem>_<method>.npy (raw attribution, float32 [C,H,W]) and <stem>_<method>.json (manifest) into --out.",
+    )
+    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, BMP, GIF, TIFF)")
+    ex.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
+    ex.add_argument("--model", default=DEFAULT_MODEL, help="model name, see list-models (default: %(default)s)")
+    ex.add_argument("--method", default="vanilla", metavar="NAME[,NAME…]",
+                    help="method name, or several separated by commas, computed together so that they share passes "
+                    "(explain_many); see list-methods (default: %(default)s)")
+    ex.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method parameter (repeatable), e.g. --param n_steps=20; with several methods it goes to each "
+        "method that has it; see list-methods",
+    )
+    ex.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        help='class index, class name, "topK" (K-th prediction) or a contrast "A vs B" (default: top1); repeat it '
+        "for several targets, which share each method's passes",
+    )
+    ex.add_argument("--layer", default=None, help="layer to capture (CAM methods), see list-layers")
+    ex.add_argument("--objective", default="logit", choices=OBJECTIVES, help="explained score (default: %(default)s)")
+    ex.add_argument(
+        "--preprocessing",
+        default=RESIZE,
+        choices=PREPROCESSING,
+        help="squeeze the whole image, or the model's centre crop (default: %(default)s)",
+    )
+    ex.add_argument("--colormap", default=None, choices=COLORMAPS, metavar="NAME",
+                    help="a matplotlib colour table (default: RdBu_r when signed, else inferno); one of "
+                    + ", ".join(COLORMAPS))
+    ex.add_argument("--sign", default="absolute", choices=SIGNS, help="evidence shown (default: %(default)s)")
+    ex.add_argument(
+        "--reduction", default="max", choices=REDUCTIONS,
+        help="channel reduction after the sign (default: %(default)s; unused for 1-channel maps)"
+    )
+    ex.add_argument(
+        "--aspect", default="original", choices=("original", "model"),
+        help="overlay on the original image (with the region the model saw) or on the model's input view "
+        "(default: %(default)s)",
+    )
+    ex.add_argument("--alpha", default=0.5, type=unit_float, help="heatmap opacity in [0, 1] (default: %(default)s)")
+    ex.add_argument(
+        "--clip",
+        default=DEFAULT_CLIP_PERCENTILE,
+        type=percentile,
+        help="percentile mapped to full colour (default: %(default)s)",
+    )
+    ex.add_argument("--batch-size", default=None, type=positive_int, metavar="N", help="passes per batch")
+    ex.add_argument("--seed", default=None, type=int, metavar="N", help="seed for noise-based methods")
+    add_device(ex)
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    ex.set_defaults(handler=cmd_explain)
+    ex.epilog = ("Each image, method and target gives <stem>_<method>.png/.npy/.json; with several targets the "
+                 "target is added to the name: <stem>_<method>_<target>.")
+
+    lm = commands.add_parser("list-models", help="models, and whether each works offline")
+    lm.set_defaults(handler=cmd_list_models)
+    lme = commands.add_parser("list-methods", help="methods with their cost and parameters")
+    lme.set_defaults(handler=cmd_list_methods)
+    ll = commands.add_parser("list-layers", help="a model's spatial layers (for --layer)")
+    ll.add_argument("model", metavar="MODEL")
+    ll.set_defaults(handler=cmd_list_layers)

@@ -1,0 +1,240 @@
+"""The ``faithfulness``, ``evaluate`` and ``roar`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import SaliencyError
+from ..images import load_image
+from ..models import DEFAULT_MODEL, PREPROCESSING, RESIZE, load_model, model_info
+from ..render import REDUCTIONS, SIGNS
+from ..trust import benchmark
+from ..trust import roar as roar_module
+from ..trust.benchmark import (
+    DIGITS_BATCH_SIZE,
+    DIGITS_MODELS,
+    digits_evaluation,
+    saliency_maps,
+    write_evaluation,
+)
+from ..trust.faithfulness import DEFAULT_STEPS, SUBSTRATES, faithfulness_curves
+from ..trust.road import ROAD_FRACTIONS, road_curves
+from ..trust.roar import DEFAULTS as ROAR_DEFAULTS
+from ..trust.roar import FILLS, roar
+from .options import (
+    add_device,
+    fractions,
+    method_names,
+    method_params,
+    out_folder,
+    out_stems,
+    percentages,
+    pick_device,
+    positive_int,
+)
+
+
+def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.4f}"
+        return str(value)
+
+    table = [[cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in table)) if table else len(c) for i, c in enumerate(columns)]
+    print("  ".join(f"{c:<{w}}" for c, w in zip(columns, widths)))
+    for row in table:
+        print("  ".join(f"{v:<{w}}" for v, w in zip(row, widths)))
+
+
+def _write_csv(path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def cmd_faithfulness(args: argparse.Namespace) -> int:
+    """Curves (deletion, insertion, optionally ROAD) of each method on each IMAGE: JSON + AUC table."""
+
+
+    methods = method_names(args.methods, ("vanilla", "gradcam", "random"))
+    params = method_params(args.param, methods)
+    model_info(args.model)
+    for path in args.images:
+        load_image(path)
+    substrate = None if args.substrate is None else args.substrate
+    out_dir = out_folder(args.out)
+    bundle = load_model(args.model, device=pick_device(args.device), tqdm_bar=not args.quiet)
+    for path, stem in zip(args.images, out_stems(args.images)):
+        inputs = bundle.preprocess(load_image(path), args.preprocessing)
+        maps, seconds, used = saliency_maps(bundle, inputs, methods, args.target, params=params, sign=args.sign,
+                                            reduction=args.reduction, seed=args.seed, batch_size=args.batch_size)
+        curves = faithfulness_curves(bundle, inputs, maps, args.target, steps=args.steps, substrate=substrate,
+                                     region=args.region, batch_size=args.batch_size)
+        record = {"image": str(path), "model": bundle.name, "methods": {m: {"params": used[m], "explain_s": seconds[m]}
+                                                                        for m in methods},
+                  "target": args.target, "sign": args.sign, "reduction": args.reduction, **curves.to_dict()}
+        table = curves.table()
+        if args.road:
+            road = road_curves(bundle, inputs, maps, args.target, fractions=args.road_fractions, seed=args.seed,
+                               batch_size=args.batch_size)
+            record["road"] = road.to_dict()
+            table += road.table()
+        base = Path(out_dir) / f"{stem}_faithfulness"
+        Path(f"{base}.json").write_text(json.dumps(record, indent=2, allow_nan=False, default=str) + "\n")
+        _write_csv(f"{base}.csv", table, ("kind", "method", "target", "n", "auc", "logit_auc"))
+        print(f"{path}: {base}.json, {base}.csv", file=sys.stderr)
+        _print_table(table, ("kind", "method", "target", "auc", "logit_auc"))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The benchmark on the digits: pointing games, deletion/insertion AUC and time per method, as CSVs."""
+
+
+    if args.model not in DIGITS_MODELS:
+        raise SaliencyError(f"evaluate needs ground-truth regions, which only the digits models have "
+                            f"({', '.join(DIGITS_MODELS)}); got --model {args.model}")
+    methods = method_names(args.methods, benchmark.DEFAULT_METHODS)
+    params = method_params(args.param, methods)
+    out_dir = out_folder(args.out)
+
+    def report(stage: str, done: int, total: int) -> None:
+        if not args.quiet and done >= total:
+            print(f"{stage}: done", file=sys.stderr)
+
+    evaluation = digits_evaluation(
+        args.n, methods, model=args.model, seed=args.seed, device=pick_device(args.device), regions=args.regions,
+        batch_size=args.batch_size, target=args.target, params=params, steps=args.steps, substrate=args.substrate,
+        tolerance=args.tolerance, progress=report,
+    )
+    folder = write_evaluation(evaluation, out_dir)
+    _print_table(evaluation.summary(), ("method", "n", "pointing_game", "energy_pointing_game", "chance",
+                                        "deletion_auc", "insertion_auc", "explain_s"))
+    print(f"wrote {folder}", file=sys.stderr)
+    return 0
+
+
+def cmd_roar(args: argparse.Namespace) -> int:
+    """ROAR on the digits: retrain LeNet-5 with each method's top-k% pixels removed; print the accuracy table."""
+
+
+    methods = method_names(args.methods, roar_module.DEFAULT_METHODS)
+    params = method_params(args.param, methods)
+    out_dir = None if args.out is None else out_folder(args.out)
+    torch.set_num_threads(args.threads)
+    result = roar(methods, args.k, n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, fill=args.fill,
+                  seed=args.seed, params=params, device=pick_device(args.device),
+                  log=None if args.quiet else (lambda message: print(message, file=sys.stderr)))
+    columns = ["method", "k=0%", *(f"k={round(100 * f)}%" for f in result.fractions)]
+    _print_table(result.table(), columns)
+    print(f"lenet_digits (not retrained) on these test digits: {result.original_accuracy:.4f}; "
+          f"{result.elapsed_s:.0f} s", file=sys.stderr)
+    if out_dir is not None:
+        _write_csv(Path(out_dir) / "roar.csv", result.table(), columns)
+        (Path(out_dir) / "roar.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``faithfulness``, ``evaluate`` and ``roar`` to the CLI (see ``explainers.cli.main``)."""
+
+    method_help = "methods, comma- or space-separated (see list-methods)"
+    param_help = "a method parameter (repeatable), e.g. --param occlusion.window=8"
+
+    fa = commands.add_parser(
+        "faithfulness",
+        help="deletion/insertion curves (and ROAD) of methods on images: curves JSON and AUC table",
+        description="For each IMAGE write <stem>_faithfulness.json (curves: fractions, probability and logit of the "
+        "target per method) and <stem>_faithfulness.csv (AUC table) into --out, and print the table. Deletion and "
+        "insertion: Petsiuk et al. 2018, arXiv:1806.07421; ROAD: Rong et al. 2022, arXiv:2202.00449.",
+    )
+    fa.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    fa.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    fa.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    fa.add_argument("--methods", nargs="+", default=None, metavar="M",
+                    help=method_help + " (default: vanilla,gradcam,random)")
+    fa.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=param_help)
+    fa.add_argument("--target", default="top1", help="class index, name or topK (default: %(default)s)")
+    fa.add_argument("--steps", default=DEFAULT_STEPS, type=positive_int, metavar="N",
+                    help="curve steps (default: %(default)s)")
+    fa.add_argument("--substrate", default=None, choices=SUBSTRATES,
+                    help="what removed pixels become (default: black for deletion, blur for insertion)")
+    fa.add_argument("--region", default=1, type=positive_int, metavar="PX",
+                    help="remove square regions PX pixels a side, ranked by their mean (region perturbation); "
+                    "1 removes single pixels (default: %(default)s)")
+    fa.add_argument("--road", action="store_true", help="also ROAD MoRF/LeRF with noisy linear imputation")
+    fa.add_argument("--road-fractions", default=list(ROAD_FRACTIONS), type=fractions, metavar="F,F,...",
+                    help="ROAD fractions removed (default: 0.1,...,0.9)")
+    fa.add_argument("--sign", default="absolute", choices=SIGNS, help="map sign mode (default: %(default)s)")
+    fa.add_argument("--reduction", default="max", choices=REDUCTIONS, help="channel reduction (default: %(default)s)")
+    fa.add_argument("--preprocessing", default=RESIZE, choices=PREPROCESSING, help="default: %(default)s")
+    fa.add_argument("--seed", default=0, type=int, help="seed of random methods and ROAD's noise (default: 0)")
+    fa.add_argument("--batch-size", default=None, type=positive_int, metavar="N", help="images per pass")
+    add_device(fa)
+    fa.add_argument("--quiet", action="store_true", help="no progress output")
+    fa.set_defaults(handler=cmd_faithfulness)
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="benchmark methods on the digits: pointing games, deletion/insertion AUC, run time (CSV per method)",
+        description="Explain N held-out procedural digits with each method and write <model>-<time>/ into --out: "
+        "<method>.csv (one row per image), summary.csv (one row per method) and run.json. Pointing game: Zhang et "
+        "al. 2016, arXiv:1608.00507; energy pointing game: Wang et al. 2020, arXiv:1910.01279.",
+    )
+    ev.add_argument("--model", default="lenet_digits", help="a digits model (default: %(default)s)")
+    ev.add_argument("--n", default=500, type=positive_int, help="digits to evaluate (default: %(default)s)")
+    ev.add_argument("--methods", nargs="+", default=None, metavar="M", help=method_help + " (default: a dozen)")
+    ev.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=param_help)
+    ev.add_argument("--out", required=True, metavar="DIR", help="output folder (a new run folder goes inside)")
+    ev.add_argument("--target", default="label", choices=("label", "top1"), help="explained class (default: label)")
+    ev.add_argument("--regions", default="boxes", choices=("boxes", "masks"), help="ground truth (default: boxes)")
+    ev.add_argument("--tolerance", default=0, type=int, metavar="PX", help="pointing-game tolerance (default: 0)")
+    ev.add_argument("--steps", default=32, type=positive_int, metavar="N", help="curve steps (default: 32)")
+    ev.add_argument("--substrate", default=None, choices=SUBSTRATES,
+                    help="default: black for deletion, blur for insertion")
+    ev.add_argument("--seed", default=None, type=int, help="digit stream seed (default: the held-out 10000)")
+    ev.add_argument("--batch-size", default=DIGITS_BATCH_SIZE, type=positive_int, metavar="N",
+                    help="images per pass (default: %(default)s)")
+    add_device(ev)
+    ev.add_argument("--quiet", action="store_true", help="no progress output")
+    ev.set_defaults(handler=cmd_evaluate)
+
+    ro = commands.add_parser(
+        "roar",
+        help="ROAR on the digits: retrain LeNet-5 with each method's top-k%% pixels removed; accuracy table",
+        description="RemOve And Retrain (Hooker et al. 2019, arXiv:1806.10758) on the procedural digits: for each "
+        "method and k, replace the top-k%% pixels of every training and test digit and retrain LeNet-5 from "
+        "scratch; print the test accuracy table (and write roar.csv and roar.json into --out).",
+    )
+    ro.add_argument("--methods", nargs="+", default=None, metavar="M",
+                    help=method_help + " (default: vanilla,input_x_gradient,guided_backprop,gradcam,random)")
+    ro.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=param_help)
+    ro.add_argument("--k", default=[0.1, 0.3, 0.5, 0.7], type=percentages, metavar="P,P,...",
+                    help="percentages removed (default: 10,30,50,70)")
+    ro.add_argument("--n-train", default=ROAR_DEFAULTS["n_train"], type=positive_int, metavar="N",
+                    help="training digits (default: %(default)s)")
+    ro.add_argument("--n-test", default=ROAR_DEFAULTS["n_test"], type=positive_int, metavar="N",
+                    help="test digits (default: %(default)s)")
+    ro.add_argument("--epochs", default=ROAR_DEFAULTS["epochs"], type=positive_int, metavar="N",
+                    help="epochs per retraining (default: %(default)s)")
+    ro.add_argument("--fill", default="dataset_mean", choices=FILLS,
+                    help="removed pixels' value (default: %(default)s)")
+    ro.add_argument("--seed", default=0, type=int, help="seed of data, maps and training (default: 0)")
+    ro.add_argument("--threads", default=2, type=positive_int, help="CPU threads (default: %(default)s)")
+    ro.add_argument("--out", default=None, metavar="DIR", help="also write roar.csv and roar.json here")
+    add_device(ro)
+    ro.add_argument("--quiet", action="store_true", help="no progress output")
+    ro.set_defaults(handler=cmd_roar)

@@ -1,0 +1,1171 @@
+"""Sanity checks of saliency methods: model randomisation, random logits, data randomisation, input invariance.
+
+- Cascading model randomisation and data randomisation: Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim 2018,
+  "Sanity Checks for Saliency Maps", arXiv:1810.03292. A map that survives re-initialising the weights, or
+  training on shuffled labels, does not explain what the model learned.
+- Random-logit test: Sixt, Granz & Landgraf 2020, "When Explanations Lie", arXiv:1912.09818. A map for the
+  predicted class that matches the maps for random other classes does not explain the class.
+- Input invariance: Kindermans, Hooker, Adebayo, Alber, Schütt, Dähne, Erhan & Kim 2019, "The (Un)reliability of
+  Saliency Methods", arXiv:1711.00867. Shift the input by a constant and absorb the shift into the first layer's
+  bias: the network computes the same function, so an explanation of that function should not change.
+
+Every check works on copies: the model it is given (often the dashboard's cached one) is never altered.
+Results are plain dataclasses of NumPy arrays, floats and :class:`~explainers.similarity.Similarity` values, each
+with ``to_dict()`` for JSON. Maps are compared as the signed channel sum ``render.to_map(a, "signed", "sum")``
+(what Quantus' explanation functions return); see :mod:`explainers.similarity` for the metrics.
+
+Sharing passes. Within a step of the cascade (or one call of the other checks) all chosen methods run on the
+same copy with the same resolved target and layer: the target is resolved once from the original model; the
+layer is resolved once; the methods of explain_many's shared set (vanilla, input × gradient, the one-capture
+CAMs, guided backprop, deconvnet, Guided Grad-CAM) come from one forward pass of the step's copy with one
+backward per target, and one more per target for each rectified rule (``many.shared_pass``), which also gives
+the step's logits; every other method is its own call, several targets (the random-logit test) sharing its
+passes. The step's clean forward is otherwise the one the first method ran on its way, or one prediction pass if
+none did.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import render
+from ..batching import Batches, Progress, default_batch_size
+from ..core import Call, find_layer, unwrap, as_logits, prepare_inputs, run_method
+from ..errors import ParameterError, SaliencyError
+from ..hooks import model_guard
+from ..manifest import jsonable
+from ..many import shared_methods, shared_pass
+from ..registry import NEEDS_MODEL, MethodInfo, get_method
+from ..targets import Target, TargetSpec
+from .similarity import METRIC_LABELS, METRICS, PreparedMap, Similarity
+
+CONTROLS = ("sobel", "random")
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Methods to check
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method and its parameters; ``label`` names it in results (default: the method name)."""
+
+    method: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.label or self.method
+
+
+def method_specs(methods: Sequence[Any], controls: Sequence[str] = ()) -> list[MethodSpec]:
+    """``methods`` (names, (name, params) pairs or MethodSpecs) plus ``controls``, checked, without repeats."""
+    specs: list[MethodSpec] = []
+    for item in list(methods) + [c for c in controls]:
+        if isinstance(item, MethodSpec):
+            spec = item
+        elif isinstance(item, str):
+            spec = MethodSpec(item.strip())
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], Mapping):
+            spec = MethodSpec(str(item[0]), dict(item[1]))
+        else:
+            raise ParameterError(f"expected a method name, a (name, params) pair or a MethodSpec; got {item!r}")
+        get_method(spec.method)
+        if any(s.key == spec.key for s in specs):
+            if spec.method in controls and not spec.params:
+                continue  # a control also named among the methods
+            raise ParameterError(f"method {spec.key!r} is listed twice; give one of them a label")
+        specs.append(spec)
+    if not specs:
+        raise ParameterError("expected at least one method to check")
+    return specs
+
+
+@dataclass(frozen=True)
+class _Plan:
+    key: str
+    info: MethodInfo
+    params: dict[str, Any]
+    reseed: bool = False  # the random control draws afresh at every step (the chance floor of each curve)
+
+
+def _plans(specs: list[MethodSpec], model: nn.Module, fresh_random: bool = False) -> list[_Plan]:
+    plans = []
+    for spec in specs:
+        info = get_method(spec.method)
+        reason = info.unavailable_reason(model)
+        if reason is not None:
+            raise SaliencyError(f"{reason}; drop {spec.method!r} from the sanity check")
+        plans.append(_Plan(spec.key, info, info.validate(dict(spec.params)),
+                           reseed=fresh_random and spec.method == "random"))
+    return plans
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The cascade's blocks
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """One step of the cascade: the modules (dotted names) re-initialised together, ``name`` their label."""
+
+    name: str
+    modules: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "modules": list(self.modules)}
+
+
+BLOCK_RULE = (
+    "the model's children in definition order, with plain containers (nn.Sequential, nn.ModuleList, "
+    "nn.ModuleDict, not their subclasses) opened recursively; every other child is one block; children without "
+    "parameters (activations, pooling, dropout) are skipped; a normalisation layer joins the block before it "
+    "(conv + batch norm is one step); parameters a container holds itself form a block before its children"
+)
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def cascade_blocks(model: nn.Module) -> list[Block]:
+    """The blocks of ``model`` from input to output (the cascade runs them backwards); the rule is
+    :data:`BLOCK_RULE`. EfficientNet-Lite0 gives 19: stem, blocks 0-15, conv head, head; ResNet-18 gives 10."""
+    groups: list[list[str]] = []
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        if any(True for _ in module.parameters(recurse=False)):
+            groups.append([prefix or "(model)"])
+        for name, child in module.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            if type(child) in CONTAINERS:
+                visit(child, full)
+            elif not _has_parameters(child):
+                continue
+            elif isinstance(child, NORMS) and groups and groups[-1][0] != (prefix or "(model)"):
+                groups[-1].append(full)
+            else:
+                groups.append([full])
+
+    visit(model, "")
+    return [Block("+".join(names), tuple(names)) for names in groups]
+
+
+def parameter_layers(model: nn.Module) -> list[Block]:
+    """Every module with its own ``reset_parameters()`` as a block of its own, in definition order: the
+    granularity of Quantus' MPRT (``get_random_layer_generator``)."""
+    return [Block(name, (name,)) for name, module in model.named_modules() if hasattr(module, "reset_parameters")]
+
+
+def _resolve_blocks(model: nn.Module, blocks: Any) -> list[Block]:
+    if blocks is None or blocks == "blocks":
+        resolved = cascade_blocks(model)
+    elif blocks == "layers":
+        resolved = parameter_layers(model)
+    else:
+        resolved = []
+        for item in blocks:
+            names = (item,) if isinstance(item, str) else tuple(item.modules if isinstance(item, Block) else item)
+            resolved.append(item if isinstance(item, Block) else Block("+".join(names), names))
+    modules = dict(model.named_modules())
+    for block in resolved:
+        for name in block.modules:
+            if name != "(model)" and name not in modules:
+                close = ", ".join(n for n in list(modules)[1:] if n.startswith(name.split(".")[0]))[:200]
+                raise ParameterError(f"block module {name!r} is not in the model; modules include: {close}")
+    if not resolved:
+        raise ParameterError("the model has no parameters to randomise")
+    return resolved
+
+
+def _rng_devices(model: nn.Module) -> list[int]:
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+def randomise(model: nn.Module, block: Block, seed: int = 42) -> None:
+    """Re-initialise ``block``'s modules of ``model`` in place (call it on a copy).
+
+    Each module with its own ``reset_parameters()`` (PyTorch's default initialisation; batch norm becomes the
+    identity with fresh statistics) is reset right after ``torch.manual_seed(seed + 1)``, in reverse module order:
+    Quantus' convention (``PyTorchModel.get_random_layer_generator``), so a copy randomised here equals Quantus'
+    copy after the same modules. Parameters no such module resets (a ViT's class token, ConvNeXt's layer scale)
+    are re-drawn from a normal distribution with the tensor's own mean and standard deviation. The global random
+    state is restored afterwards.
+    """
+    named = dict(model.named_modules())
+    # "(model)" stands for the parameters the model holds itself; a model-wide reset_parameters() is not called
+    members = {id(m): m for name in block.modules if name != "(model)" for m in named[name].modules()}
+    order = [m for _, m in reversed(list(model.named_modules())) if id(m) in members]
+    reset = [m for m in order if hasattr(m, "reset_parameters")]
+    covered = {id(p) for m in reset for p in m.parameters(recurse=False)}
+    own = [p for m in order for p in m.parameters(recurse=False) if id(p) not in covered]
+    if "(model)" in block.modules:
+        own += list(model.parameters(recurse=False))
+    with torch.random.fork_rng(devices=_rng_devices(model)), torch.no_grad():
+        for module in reset:
+            torch.manual_seed(seed + 1)
+            module.reset_parameters()
+        generator = torch.Generator().manual_seed(seed + 2)
+        for param in own:
+            std = float(param.std()) if param.numel() > 1 else 0.0
+            draw = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+            param.copy_((draw * (std or 1.0) + float(param.mean())).to(param))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running several methods on one model
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Runs the plans on a model (the original or a copy) with targets, layer and batch size resolved once."""
+
+    def __init__(self, model: nn.Module, bundle: Any, inputs: torch.Tensor, plans: list[_Plan], layer: Any,
+                 batch_size: int | None, seed: int, progress: Progress):
+        self.bundle, self.inputs, self.plans, self.seed, self.progress = bundle, inputs, plans, seed, progress
+        self.layer_info = None
+        if any(p.info.needs_layer for p in plans):
+            self.layer_info, _ = find_layer(model, bundle, layer, inputs)
+        elif layer is not None:
+            raise ParameterError(f"layer={layer!r} given, but none of the chosen methods uses a layer")
+        self.batch_size = int(batch_size or default_batch_size(inputs.device))
+
+    def units(self, plan: _Plan) -> int:
+        """Progress units of one run of ``plan``: its dominant passes per row, as ``explain()`` counts them
+        (several targets share a batch's forward pass and advance it once)."""
+        if NEEDS_MODEL not in plan.info.requires:
+            return 0
+        channels = getattr(self.layer_info, "channels", None)
+        cost = plan.info.cost.passes(plan.params, tuple(self.inputs.shape[-2:]), channels)
+        return (cost.backward or cost.forward) * len(self.inputs)
+
+    def run(self, model: nn.Module, targets: tuple[Target, ...], step: int = 0,
+            inputs: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """({key: attribution [T, N, C, H, W]}, logits [N, K]) of every plan on ``model``: the plans of
+        explain_many's shared set from one shared pass, every other plan as its own method call."""
+        inputs = self.inputs if inputs is None else inputs
+        self.progress.advance(0)  # a cancel between steps is seen even when no method runs a pass
+        with model_guard(model):
+            module = model.get_submodule(self.layer_info.name) if self.layer_info is not None else None
+            bundle = replace(self.bundle, model=model) if self.bundle is not None else None
+            call = Call(model=model, targets=targets, batch_size=self.batch_size, progress=self.progress,
+                        seed=self.seed, bundle=bundle, layer=self.layer_info, layer_module=module)
+            results: dict[str, torch.Tensor] = {}
+            logits = None
+            together = [p for p in self.plans if _in_shared_pass(p)]
+            if together:
+                rows = [self.units(p) // len(self.inputs) for p in together]
+                maps, logits, _ = shared_pass(
+                    model, inputs, {p.key: (p.info.name, p.params) for p in together},
+                    lambda _logits, start, stop: [t.take(torch.arange(start, stop)) for t in targets],
+                    [(self.layer_info, module)], Batches(self.batch_size, inputs.device), self.progress, sum(rows))
+                results.update({key: result.attribution.detach() for key, result in maps.items()})
+                logits = logits.detach()
+            for plan in self.plans:
+                if _in_shared_pass(plan):
+                    continue
+                plan_call = replace(call, seed=self.seed + step) if plan.reseed else call
+                result = run_method(plan.info, plan_call, inputs, plan.params)
+                results[plan.key] = result.attribution.detach()
+                if logits is None and result.logits is not None:
+                    logits = result.logits.detach()  # the clean forward a method ran on its way serves the step
+            if logits is None:
+                logits = call.predict(inputs)  # no method computed them: one prediction pass
+        return {p.key: results[p.key] for p in self.plans}, logits
+
+
+def _in_shared_pass(plan: _Plan) -> bool:
+    return plan.info.name in shared_methods()
+
+
+def signed_map(attribution: torch.Tensor) -> np.ndarray:
+    """[H, W] float32: an attribution [C, H, W] summed over its channels, signs kept."""
+    return render.to_map(attribution.detach().float().cpu().numpy(), "signed", "sum")
+
+
+def thumbnail(values: np.ndarray, size: int | None) -> np.ndarray:
+    """|map| area-averaged to about ``size`` pixels on its long side (None: full resolution), float32."""
+    a = np.abs(np.asarray(values, dtype=np.float32))
+    if size is None or max(a.shape) <= size:
+        return a
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(a)[None, None],
+                                                     (max(1, a.shape[0] * size // max(a.shape)),
+                                                      max(1, a.shape[1] * size // max(a.shape))))
+    return pooled[0, 0].numpy()
+
+
+def _table(rows: list[list[dict[str, Similarity]]], metric: str) -> dict[str, list]:
+    """JSON of a [rows][images] grid of one metric: values (null where undefined) and the reasons."""
+    return {
+        "values": [[cell[metric].value for cell in row] for row in rows],
+        "reasons": [[cell[metric].reason for cell in row] for row in rows],
+    }
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cascading model randomisation
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CascadeStep:
+    """Step ``index`` (0: the original model) after re-initialising ``block`` (None at step 0).
+
+    ``top1`` [N] and ``target_logit`` [N]: the copy's prediction and the explained class's logit;
+    ``logit_range`` the largest spread of a logit across the images (None for one image): how far the copy
+    still tells images apart (a collapsed network's logits differ across images by float noise only).
+    """
+
+    index: int
+    name: str
+    block: Block | None
+    top1: np.ndarray
+    target_logit: np.ndarray
+    logit_range: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "modules": list(self.block.modules) if self.block else [],
+                "top1": self.top1.tolist(), "target_logit": self.target_logit.tolist(),
+                "logit_range": self.logit_range}
+
+
+@dataclass
+class MethodCascade:
+    """One method through the cascade: ``similarity[step][image][metric]`` to the original map (step 0 compares
+    the original with itself), ``thumbnails`` [steps + 1, N, h, w] of |map| for a filmstrip, float32."""
+
+    key: str
+    method: str
+    params: dict[str, Any]
+    similarity: list[list[dict[str, Similarity]]]
+    thumbnails: np.ndarray
+    shared: str = ""  # how it got its map without passes of its own, if it did
+
+    def curve(self, metric: str = "spearman_abs", image: int = 0) -> list[float | None]:
+        """One metric over the steps for one image (None where undefined)."""
+        return [row[image][metric].value for row in self.similarity]
+
+    def mean_curve(self, metric: str = "spearman_abs") -> list[float | None]:
+        """One metric over the steps, averaged over the images where it is defined."""
+        return [_mean([cell[metric].value for cell in row]) for row in self.similarity]
+
+    def to_dict(self, thumbnails: bool = True) -> dict[str, Any]:
+        out = {"key": self.key, "method": self.method, "params": _jsonable(self.params), "shared": self.shared,
+               "similarity": {m: _table(self.similarity, m) for m in self.similarity[0][0]}}
+        if thumbnails:
+            out["thumbnails"] = np.round(self.thumbnails.astype(np.float64), 8).tolist()
+        return out
+
+
+@dataclass
+class CascadeResult:
+    """Cascading model randomisation (Adebayo et al. 2018, arXiv:1810.03292) of N images: ``steps[0]`` is the
+    original model, ``steps[k]`` the copy after the top k blocks of ``blocks`` (output first) were reset."""
+
+    model: str
+    target: np.ndarray
+    steps: list[CascadeStep]
+    methods: dict[str, MethodCascade]
+    blocks: list[Block]
+    layer: str | None
+    seed: int
+    elapsed_s: float
+    shared: list[str]
+    block_rule: str = BLOCK_RULE
+
+    @property
+    def metrics(self) -> list[str]:
+        first = next(iter(self.methods.values()))
+        return list(first.similarity[0][0])
+
+    def to_dict(self, thumbnails: bool = True) -> dict[str, Any]:
+        return {"check": "model_randomisation", "model": self.model, "target": self.target.tolist(),
+                "layer": self.layer, "seed": self.seed, "elapsed_s": self.elapsed_s, "block_rule": self.block_rule,
+                "blocks": [b.to_dict() for b in self.blocks], "shared": self.shared,
+                "steps": [s.to_dict() for s in self.steps],
+                "methods": {k: m.to_dict(thumbnails) for k, m in self.methods.items()}}
+
+
+def _model_name(model: nn.Module, bundle: Any) -> str:
+    return getattr(bundle, "name", None) or type(model).__name__
+
+
+def _jsonable(value: Any) -> Any:
+
+    return jsonable(value)
+
+
+def _resolve_target(model: nn.Module, bundle: Any, inputs: torch.Tensor, target: Any, objective: str,
+                    batch_size: int) -> tuple[Target, torch.Tensor]:
+    categories = getattr(bundle, "categories", None)
+    spec = TargetSpec("top1" if target is None else target, len(inputs), categories, objective)
+    with model_guard(model), torch.inference_mode():
+        logits = torch.cat([as_logits(model(inputs[a:a + batch_size])) for a in range(0, len(inputs), batch_size)])
+    return spec.resolve(logits, device=inputs.device), logits
+
+
+def _step_record(index: int, block: Block | None, logits: torch.Tensor, target: Target) -> CascadeStep:
+    logits = logits.detach().double().cpu()
+    spread = float((logits.amax(0) - logits.amin(0)).max()) if len(logits) > 1 else None
+    classes = target.classes[:, 0].cpu()
+    return CascadeStep(index, "original" if block is None else block.name, block, logits.argmax(-1).numpy(),
+                       logits.gather(1, classes.view(-1, 1))[:, 0].numpy(), spread)
+
+
+def model_randomisation(
+    model_or_bundle: Any,
+    inputs: torch.Tensor,
+    methods: Sequence[Any],
+    *,
+    target: Any = None,
+    objective: str = "logit",
+    layer: Any = None,
+    controls: Sequence[str] = CONTROLS,
+    steps: int | None = None,
+    blocks: Any = None,
+    seed: int = 42,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    metrics: Sequence[str] = METRICS,
+    thumbnail_size: int | None = 56,
+) -> CascadeResult:
+    """Cascading model randomisation (Adebayo et al. 2018, arXiv:1810.03292) of ``inputs`` [N, C, H, W].
+
+    On a deep copy, the blocks (:func:`cascade_blocks`, or ``blocks="layers"`` for Quantus' per-layer steps, or
+    a list of module-name groups) are re-initialised from the output back to the input, one per step (``steps``:
+    only the top ones); after each step every method is recomputed for the same inputs and the same target (the
+    original model's top-1 unless ``target`` says otherwise, so the class does not move) and compared with the
+    original map. ``controls``: ``sobel`` (model-free: its curve is the ceiling, 1 at every step) and ``random``
+    (drawn afresh each step: the chance floor). The original model is never altered. ``progress(done, total)``
+    and cancellation (return False, or raise Cancelled) work as in ``explain()``.
+    """
+    started = time.perf_counter()
+    model, bundle, _ = unwrap(model_or_bundle)
+    specs = method_specs(methods, controls)
+    plans = _plans(specs, model, fresh_random=True)
+    inputs = prepare_inputs(model, inputs)
+    all_blocks = _resolve_blocks(model, blocks)
+    order = list(reversed(all_blocks))
+    if steps is not None:
+        if isinstance(steps, bool) or int(steps) < 0:
+            raise ParameterError(f"steps must be a non-negative integer, got {steps!r}")
+        order = order[: int(steps)]
+    bsize = int(batch_size or default_batch_size(inputs.device))
+    resolved, _ = _resolve_target(model, bundle, inputs, target, objective, bsize)
+    tracker = Progress(1, progress)
+    runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
+    tracker.total = max(1, (len(order) + 1) * sum(runner.units(p) for p in plans))
+
+    copy = deepcopy(model)  # the original (often cached by the dashboard) must never change
+    references: dict[str, list[PreparedMap]] = {}
+    rows: dict[str, list[list[dict[str, Similarity]]]] = {p.key: [] for p in plans}
+    thumbs: dict[str, list[np.ndarray]] = {p.key: [] for p in plans}
+    records = []
+    for index, block in enumerate([None, *order]):
+        if block is not None:
+            randomise(copy, block, seed)
+        results, logits = runner.run(copy if block is not None else model, (resolved,), step=index)
+        records.append(_step_record(index, block, logits, resolved))
+        for plan in plans:
+            maps = [PreparedMap(signed_map(a)) for a in results[plan.key][0]]
+            if index == 0:
+                references[plan.key] = maps
+            rows[plan.key].append([ref.compare(m, metrics) for ref, m in zip(references[plan.key], maps)])
+            thumbs[plan.key].append(np.stack([thumbnail(m.values, thumbnail_size) for m in maps]))
+    tracker.finish()
+    layer_name = getattr(runner.layer_info, "name", None)
+    return CascadeResult(
+        model=_model_name(model, bundle), target=resolved.indices.cpu().numpy(), steps=records,
+        methods={p.key: MethodCascade(p.key, p.info.name, _jsonable(p.params), rows[p.key],
+                                      np.stack(thumbs[p.key]).astype(np.float32), _shared_note(p))
+                 for p in plans},
+        blocks=all_blocks, layer=layer_name, seed=seed, elapsed_s=time.perf_counter() - started,
+        shared=_shared_notes(plans),
+    )
+
+
+def _shared_note(plan: _Plan) -> str:
+    if NEEDS_MODEL not in plan.info.requires:
+        return "model-free: no passes"
+    if _in_shared_pass(plan):
+        return "from the step's one shared forward pass, with a backward per target (and per rectified rule)"
+    return ""
+
+
+def _shared_notes(plans: list[_Plan]) -> list[str]:
+    notes = [
+        "target resolved once, from the original model's logits, and held fixed at every step",
+        "layer resolved once on the original model",
+        "the step's clean forward: the copy's logits come from the shared pass, or from the first method that "
+        "computed them on its way (IG; explain() would run a prediction pass for each method that does not, such "
+        "as SmoothGrad and the controls), or from one prediction pass when none did",
+    ]
+    together = [p.key for p in plans if _in_shared_pass(p)]
+    if together:
+        notes.append(f"{', '.join(together)}: one forward pass per step, shared, then one backward per target, and "
+                     "one more per target for guided backprop's rule (explain_many's shared pass)")
+    notes += [f"{p.key}: {_shared_note(p)}" for p in plans if _shared_note(p) and not _in_shared_pass(p)]
+    notes.append("not shared: every other method runs its own forward and backward passes (several targets "
+                 "share them)")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Random-logit test
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RandomLogitResult:
+    """Maps for the target (the predicted class unless told) against maps for other classes (Sixt et al. 2020,
+    arXiv:1912.09818): ``methods[key][image][k][metric]`` compares the target's map with class ``classes[image][k]``.
+    High similarity means the map does not depend on the class."""
+
+    model: str
+    target: np.ndarray
+    classes: np.ndarray
+    methods: dict[str, list[list[dict[str, Similarity]]]]
+    names: dict[str, str]  # key -> registered method name
+    layer: str | None
+    seed: int
+    elapsed_s: float
+
+    def mean(self, key: str, metric: str = "ssim") -> float | None:
+        """A method's similarity averaged over images and classes where defined."""
+        return _mean([cell[metric].value for row in self.methods[key] for cell in row])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": "random_logit", "model": self.model, "target": self.target.tolist(),
+                "classes": self.classes.tolist(), "layer": self.layer, "seed": self.seed,
+                "elapsed_s": self.elapsed_s, "names": dict(self.names),
+                "methods": {k: {m: _table(rows, m) for m in rows[0][0]} for k, rows in self.methods.items()}}
+
+
+def random_classes(target: np.ndarray, num_classes: int, count: int, seed: int) -> np.ndarray:
+    """[N, count] distinct classes other than each row's target, drawn with a seeded NumPy generator."""
+    if not 1 <= count <= num_classes - 1:
+        raise ParameterError(f"the number of random classes must be in 1..{num_classes - 1}, got {count}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in target:
+        others = np.delete(np.arange(num_classes), int(t))
+        rows.append(rng.choice(others, size=count, replace=False))
+    return np.stack(rows)
+
+
+def random_logit(
+    model_or_bundle: Any,
+    inputs: torch.Tensor,
+    methods: Sequence[Any],
+    *,
+    target: Any = None,
+    classes: int | Sequence[Sequence[int]] = 3,
+    objective: str = "logit",
+    layer: Any = None,
+    controls: Sequence[str] = ("sobel",),
+    seed: int = 42,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    metrics: Sequence[str] = METRICS,
+) -> RandomLogitResult:
+    """The random-logit test: each method's map for ``target`` (default: the predicted class) against its maps
+    for ``classes`` other classes (a count drawn with ``seed``, or explicit [N][k] indices). All targets share
+    each method's passes (one forward, a backward per class)."""
+    started = time.perf_counter()
+    model, bundle, _ = unwrap(model_or_bundle)
+    plans = _plans(method_specs(methods, controls), model)
+    inputs = prepare_inputs(model, inputs)
+    bsize = int(batch_size or default_batch_size(inputs.device))
+    resolved, logits = _resolve_target(model, bundle, inputs, target, objective, bsize)
+    if resolved.contrast:
+        raise ParameterError("the random-logit test explains single classes; give a class, not a contrast")
+    predicted = resolved.indices.cpu().numpy()
+    if isinstance(classes, int):
+        others = random_classes(predicted, logits.shape[-1], classes, seed)
+    else:
+        others = np.asarray(classes, dtype=np.int64).reshape(len(inputs), -1)
+        if (others == predicted[:, None]).any() or (others < 0).any() or (others >= logits.shape[-1]).any():
+            raise ParameterError(f"other classes must be indices in 0..{logits.shape[-1] - 1}, none the target")
+    targets = (resolved,) + tuple(
+        TargetSpec(torch.as_tensor(others[:, k]), len(inputs), None, objective).resolve(logits, inputs.device)
+        for k in range(others.shape[1])
+    )
+    tracker = Progress(1, progress)
+    runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
+    tracker.total = max(1, sum(runner.units(p) for p in plans))
+    results, _ = runner.run(model, targets)
+    tracker.finish()
+    table = {}
+    for plan in plans:
+        attribution = results[plan.key]  # [T, N, C, H, W]
+        rows = []
+        for i in range(len(inputs)):
+            reference = PreparedMap(signed_map(attribution[0, i]))
+            rows.append([reference.compare(PreparedMap(signed_map(attribution[k, i])), metrics)
+                         for k in range(1, len(targets))])
+        table[plan.key] = rows
+    return RandomLogitResult(_model_name(model, bundle), predicted, others, table, _names(plans),
+                             getattr(runner.layer_info, "name", None), seed, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data randomisation
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataRandomisationResult:
+    """Maps of one model against maps of the same architecture trained on shuffled labels (Adebayo et al. 2018,
+    arXiv:1810.03292, section 5): ``methods[key][image][metric]``. High similarity: the map ignores what the
+    labels taught."""
+
+    model: str
+    randomised_model: str
+    target: np.ndarray
+    methods: dict[str, list[dict[str, Similarity]]]
+    names: dict[str, str]
+    layer: str | None
+    seed: int
+    elapsed_s: float
+    thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # key -> [2, N, h, w]: model, randomised
+
+    def mean(self, key: str, metric: str = "spearman_abs") -> float | None:
+        return _mean([cell[metric].value for cell in self.methods[key]])
+
+    def to_dict(self, thumbnails: bool = False) -> dict[str, Any]:
+        out = {"check": "data_randomisation", "model": self.model, "randomised_model": self.randomised_model,
+               "target": self.target.tolist(), "layer": self.layer, "seed": self.seed, "elapsed_s": self.elapsed_s,
+               "names": dict(self.names),
+               "methods": {k: {m: _table([rows], m) for m in rows[0]} for k, rows in self.methods.items()}}
+        if thumbnails:
+            out["thumbnails"] = {k: v.astype(np.float64).tolist() for k, v in self.thumbnails.items()}
+        return out
+
+
+def data_randomisation(
+    model_or_bundle: Any,
+    randomised_or_bundle: Any,
+    inputs: torch.Tensor,
+    methods: Sequence[Any],
+    *,
+    target: Any = None,
+    objective: str = "logit",
+    layer: Any = None,
+    controls: Sequence[str] = ("sobel",),
+    seed: int = 42,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    metrics: Sequence[str] = METRICS,
+    thumbnail_size: int | None = 56,
+) -> DataRandomisationResult:
+    """Each method's map from the first model against its map from the second (the same architecture trained on
+    shuffled labels, e.g. ``lenet_digits`` and its shuffled copy), for the same inputs and the same class: the
+    first model's top-1 unless ``target`` says otherwise. Any two models with the same layer names work."""
+    started = time.perf_counter()
+    model, bundle, _ = unwrap(model_or_bundle)
+    other, other_bundle, _ = unwrap(randomised_or_bundle)
+    plans = _plans(method_specs(methods, controls), model)
+    _plans(method_specs(methods, controls), other)
+    inputs = prepare_inputs(model, inputs)
+    other_inputs = prepare_inputs(other, inputs)
+    bsize = int(batch_size or default_batch_size(inputs.device))
+    resolved, _ = _resolve_target(model, bundle, inputs, target, objective, bsize)
+    tracker = Progress(1, progress)
+    runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
+    tracker.total = max(1, 2 * sum(runner.units(p) for p in plans))
+    if runner.layer_info is not None and runner.layer_info.name not in dict(other.named_modules()):
+        raise ParameterError(f"layer {runner.layer_info.name!r} is not in the second model; give two models of "
+                             "the same architecture")
+    first, _ = runner.run(model, (resolved,))
+    second, _ = runner.run(other, (resolved.to(other_inputs.device),), inputs=other_inputs)
+    tracker.finish()
+    table, thumbs = {}, {}
+    for plan in plans:
+        maps = [[PreparedMap(signed_map(a)) for a in results[plan.key][0]] for results in (first, second)]
+        table[plan.key] = [a.compare(b, metrics) for a, b in zip(*maps)]
+        thumbs[plan.key] = np.stack([[thumbnail(m.values, thumbnail_size) for m in row] for row in maps])
+    return DataRandomisationResult(_model_name(model, bundle), _model_name(other, other_bundle),
+                                   resolved.indices.cpu().numpy(), table, _names(plans),
+                                   getattr(runner.layer_info, "name", None), seed, time.perf_counter() - started,
+                                   thumbs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input invariance
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InvarianceResult:
+    """Each method on the model and input x against the shifted copy on x + shift (Kindermans et al. 2019,
+    arXiv:1711.00867). ``relative_change[key]`` [N]: ‖A' − A‖₂ / ‖A‖₂ of the raw attributions;
+    ``similarity[key][image][metric]``; ``logit_difference``: the largest |logit| difference between the two
+    networks, measured (it must be float rounding: the check asserts it)."""
+
+    model: str
+    first_layer: str
+    shift: list[float]
+    target: np.ndarray
+    relative_change: dict[str, np.ndarray]
+    similarity: dict[str, list[dict[str, Similarity]]]
+    names: dict[str, str]
+    logit_difference: float
+    logit_scale: float
+    layer: str | None
+    seed: int
+    elapsed_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": "input_invariance", "model": self.model, "first_layer": self.first_layer,
+                "shift": self.shift, "target": self.target.tolist(), "layer": self.layer, "seed": self.seed,
+                "logit_difference": self.logit_difference, "logit_scale": self.logit_scale,
+                "elapsed_s": self.elapsed_s, "names": dict(self.names),
+                "relative_change": {k: [float(x) for x in v] for k, v in self.relative_change.items()},
+                "similarity": {k: {m: _table([rows], m) for m in rows[0]} for k, rows in self.similarity.items()}}
+
+
+LOGIT_RTOL = 1e-4  # float32 rounding through a deep network stays far below this share of the logits' scale
+
+
+def first_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+    """The name of the module that receives the model's input tensor itself, found by one traced forward."""
+    seen: list[str] = []
+    handles = []
+    with model_guard(model):  # the pre-hooks are shared with any other thread using this model: hold its lock
+        try:
+            for name, module in model.named_modules():
+                if name and not any(True for _ in module.children()):
+                    def hook(mod, args, name=name):
+                        if not seen and args and args[0] is inputs:
+                            seen.append(name)
+                    handles.append(module.register_forward_pre_hook(hook))
+            with torch.inference_mode():
+                model(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+    if not seen:
+        raise SaliencyError("input invariance needs a first layer that receives the input tensor itself; this "
+                            "model transforms its input before any layer does")
+    return seen[0]
+
+
+def input_invariance(
+    model_or_bundle: Any,
+    inputs: torch.Tensor,
+    methods: Sequence[Any],
+    *,
+    shift: float | Sequence[float] = -1.0,
+    target: Any = None,
+    objective: str = "logit",
+    layer: Any = None,
+    controls: Sequence[str] = (),
+    seed: int = 42,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    metrics: Sequence[str] = METRICS,
+) -> InvarianceResult:
+    """Kindermans et al. 2019 (arXiv:1711.00867): x' = x + shift (a scalar or one value per channel, in the
+    model's input units), and on a copy the first layer's bias absorbs it: b' = b − W·shift, so the copy on x'
+    computes exactly what the model computes on x (asserted). Where the first layer pads with zeros, its border
+    outputs see the padding rather than the shift; the absorbed bias is then the exact per-position map
+    layer(shift·1) − layer(0), which is the constant W·shift away from the border. With a bundle, the copy's
+    normalisation moves by the shift too, so pixel-space baselines (black) stay black; baselines fixed in the
+    model's input space (``zeros``) do not, which is Kindermans et al.'s point about reference points.
+    """
+    started = time.perf_counter()
+    model, bundle, _ = unwrap(model_or_bundle)
+    plans = _plans(method_specs(methods, controls), model)
+    inputs = prepare_inputs(model, inputs)
+    values = [float(v) for v in (shift if isinstance(shift, Sequence) else [shift])]
+    if len(values) not in (1, inputs.shape[1]) or not all(math.isfinite(v) for v in values):
+        raise ParameterError(f"shift must be a finite number or one per input channel ({inputs.shape[1]}), "
+                             f"got {shift!r}")
+    offset = torch.tensor(values, dtype=inputs.dtype, device=inputs.device)
+    offset = offset.view(1, -1, *([1] * (inputs.dim() - 2))).expand(1, inputs.shape[1], *inputs.shape[2:])
+    shifted_inputs = inputs + offset
+    name = first_layer(model, inputs)
+    copy = deepcopy(model)
+    layer_module = copy.get_submodule(name)
+    with model_guard(copy), torch.no_grad():
+        absorbed = (layer_module(offset.contiguous()) - layer_module(torch.zeros_like(offset))).detach().clone()
+        # the absorption is exact for an affine layer (conv, linear, batch norm, a channel mean); check it here
+        expected, moved = layer_module(inputs), layer_module(shifted_inputs) - absorbed
+        gap = float((moved - expected).abs().max())
+        if not gap <= LOGIT_RTOL * max(float(expected.abs().max()), 1.0):
+            raise SaliencyError(f"input invariance absorbs the shift into an affine first layer; this model's first "
+                                f"layer {name!r} ({type(layer_module).__name__}) is not affine (its output moved "
+                                f"by {gap:.3g})")
+    handle = layer_module.register_forward_hook(lambda mod, args, out: out - absorbed)
+    try:
+        bsize = int(batch_size or default_batch_size(inputs.device))
+        resolved, logits = _resolve_target(model, bundle, inputs, target, objective, bsize)
+        with model_guard(copy), torch.inference_mode():
+            shifted_logits = as_logits(copy(shifted_inputs))
+        difference = float((shifted_logits - logits).abs().max())
+        scale = float(logits.abs().max())
+        if not difference <= LOGIT_RTOL * max(scale, 1.0):
+            raise SaliencyError(f"absorbing the shift into {name!r} did not keep the outputs: the logits moved by "
+                                f"{difference:.3g} (scale {scale:.3g}); this model's first layer is not affine")
+        shifted_bundle = None
+        if bundle is not None:
+            shifted_bundle = replace(
+                bundle, model=copy,
+                normalize=lambda pixels: bundle.normalize(pixels) + offset[:, :, :1, :1].to(pixels.device),
+                denormalize=lambda x: bundle.denormalize(x - offset[:, :, :1, :1].to(x.device)),
+            )
+        tracker = Progress(1, progress)
+        runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
+        tracker.total = max(1, 2 * sum(runner.units(p) for p in plans))
+        first, _ = runner.run(model, (resolved,))
+        runner.bundle = shifted_bundle
+        second, _ = runner.run(copy, (resolved,), inputs=shifted_inputs)
+        tracker.finish()
+    finally:
+        handle.remove()
+    changes, table = {}, {}
+    for plan in plans:
+        a, b = first[plan.key][0].double(), second[plan.key][0].double()
+        norms = a.flatten(1).norm(dim=1)
+        changes[plan.key] = ((b - a).flatten(1).norm(dim=1) / norms.clamp_min(1e-30)).cpu().numpy()
+        table[plan.key] = [PreparedMap(signed_map(x)).compare(PreparedMap(signed_map(y)), metrics)
+                           for x, y in zip(first[plan.key][0], second[plan.key][0])]
+    return InvarianceResult(_model_name(model, bundle), name, values, resolved.indices.cpu().numpy(), changes,
+                            table, _names(plans), difference, scale, getattr(runner.layer_info, "name", None), seed,
+                            time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Verdict
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The rules of the verdict.
+
+    Model randomisation reads the step after the top ``top_fraction`` of the model's blocks (rounded up; for
+    EfficientNet-Lite0 7 of 19: head, conv head and blocks 15-11, where the issue's calibration separates vanilla
+    and Grad-CAM, below 0.6, from guided backprop, above 0.9), or the last step run if the cascade stopped sooner.
+    The random-logit test calls a method class-insensitive when its maps for other classes keep a Spearman of
+    |map| of 0.9 or more (guided backprop: 0.999 on the cat sample, vanilla 0.25); data randomisation uses the
+    model-randomisation threshold. Input invariance allows a relative L2 change of 0.05: the shifted first layer
+    rounds differently in float32, which flips a few ReLU6 gates downstream; on EfficientNet-Lite0 that moves
+    gradient maps by about 1e-3, while input × gradient moves by about 3 (measured on the cat sample).
+    """
+
+    model_metric: str = "spearman_abs"
+    model_below: float = 0.6
+    top_fraction: float = 0.35
+    logit_metric: str = "spearman_abs"
+    logit_below: float = 0.9
+    data_metric: str = "spearman_abs"
+    data_below: float = 0.6
+    invariance_max_change: float = 0.05
+
+    def verdict_step(self, blocks: int, steps_run: int | None = None) -> int:
+        """The step the model-randomisation verdict reads, for a model of ``blocks`` blocks."""
+        step = max(1, math.ceil(self.top_fraction * blocks - 1e-9))
+        return min(step, blocks if steps_run is None else steps_run)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of one method: the measured ``value`` against ``threshold`` by ``rule``; ``passed`` None when
+    the check could not decide (and ``note`` says why)."""
+
+    value: float | None
+    threshold: float
+    rule: str
+    passed: bool | None
+    note: str = ""
+    also: dict[str, float | None] = field(default_factory=dict)  # the other similarities, for the table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "threshold": self.threshold, "rule": self.rule, "passed": self.passed,
+                "note": self.note, "also": dict(self.also)}
+
+
+CHECK_NAMES = {
+    "model_randomisation": "model randomisation",
+    "random_logit": "random logit",
+    "data_randomisation": "data randomisation",
+    "input_invariance": "input invariance",
+}
+
+
+@dataclass
+class Verdict:
+    """Pass/fail per method and check, with the thresholds; ``expected`` is the registry's published verdict."""
+
+    rows: dict[str, dict[str, Check]]
+    methods: dict[str, str]  # key -> method name
+    thresholds: Thresholds
+
+    def expected(self, key: str) -> str:
+        return get_method(self.methods[key]).sanity.label
+
+    def table(self) -> str:
+        """The verdict as a text table: one row per method, one column per check run."""
+        checks = [c for c in CHECK_NAMES if any(c in row for row in self.rows.values())]
+        header = ["method", *[CHECK_NAMES[c] for c in checks], "published"]
+        lines = [header]
+        for key, row in self.rows.items():
+            cells = [key]
+            for name in checks:
+                check = row.get(name)
+                if check is None:
+                    cells.append("-")
+                    continue
+                value = "undefined" if check.value is None else f"{check.value:.3f}"
+                word = {True: "pass", False: "FAIL", None: "?"}[check.passed]
+                cells.append(f"{word} {value}")
+            cells.append(self.expected(key))
+            lines.append(cells)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+        rules = {c: next(row[c].rule for row in self.rows.values() if c in row) for c in checks}
+        text.append("")
+        text += [f"{CHECK_NAMES[c]}: {rule}" for c, rule in rules.items()]
+        return "\n".join(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"thresholds": asdict(self.thresholds), "methods": dict(self.methods),
+                "rows": {k: {c: check.to_dict() for c, check in row.items()} for k, row in self.rows.items()},
+                "published": {k: self.expected(k) for k in self.rows}}
+
+
+def _below(means: dict[str, float | None], metric: str, threshold: float, rule: str, undefined_means: bool | None,
+           note_undefined: str) -> Check:
+    value = means[metric]
+    if value is None:
+        return Check(None, threshold, rule, undefined_means, note_undefined, means)
+    return Check(value, threshold, rule, value < threshold, "", means)
+
+
+def verdict(
+    cascade: CascadeResult | None = None,
+    logit: RandomLogitResult | None = None,
+    data: DataRandomisationResult | None = None,
+    invariance: InvarianceResult | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> Verdict:
+    """Pass/fail per method from whichever checks ran. Controls are judged like methods: the sobel control
+    failing model randomisation is the yardstick working, not a bug."""
+    rows: dict[str, dict[str, Check]] = {}
+    names: dict[str, str] = {}
+    if cascade is not None:
+        step = thresholds.verdict_step(len(cascade.blocks), len(cascade.steps) - 1)
+        rule = (f"passes when {METRIC_LABELS[thresholds.model_metric]} to the original map is below "
+                f"{thresholds.model_below} after {step} of {len(cascade.blocks)} steps (up to "
+                f"{cascade.steps[step].name}); a map that became constant counts as changed")
+        for key, result in cascade.methods.items():
+            names[key] = result.method
+            means = {m: _mean([cell[m].value for cell in result.similarity[step]]) for m in cascade.metrics}
+            rows.setdefault(key, {})["model_randomisation"] = _below(
+                means, thresholds.model_metric, thresholds.model_below, rule, True,
+                "undefined: constant map (counted as changed)")
+    if logit is not None:
+        rule = (f"class-sensitive when {METRIC_LABELS[thresholds.logit_metric]} to the maps of "
+                f"{logit.classes.shape[1]} random other classes is below {thresholds.logit_below}")
+        names.update(logit.names)
+        for key, table in logit.methods.items():
+            means = {m: logit.mean(key, m) for m in table[0][0]}
+            rows.setdefault(key, {})["random_logit"] = _below(
+                means, thresholds.logit_metric, thresholds.logit_below, rule, None, "undefined: constant map")
+    if data is not None:
+        rule = (f"passes when {METRIC_LABELS[thresholds.data_metric]} to the map of the model trained on shuffled "
+                f"labels is below {thresholds.data_below}")
+        names.update(data.names)
+        for key, table in data.methods.items():
+            means = {m: data.mean(key, m) for m in table[0]}
+            rows.setdefault(key, {})["data_randomisation"] = _below(
+                means, thresholds.data_metric, thresholds.data_below, rule, True,
+                "undefined: constant map (counted as changed)")
+    if invariance is not None:
+        rule = (f"invariant when the attribution changes by at most {thresholds.invariance_max_change:g} "
+                f"(relative L2) under an input shift of {invariance.shift} absorbed by {invariance.first_layer!r}")
+        names.update(invariance.names)
+        for key, change in invariance.relative_change.items():
+            worst = float(np.max(change))
+            rows.setdefault(key, {})["input_invariance"] = Check(
+                worst, thresholds.invariance_max_change, rule, worst <= thresholds.invariance_max_change)
+    return Verdict(rows, names, thresholds)
+
+
+def _names(plans: list[_Plan]) -> dict[str, str]:
+    return {p.key: p.info.name for p in plans}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Everything at once (the dashboard page and the CLI)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SanityReport:
+    """The checks that ran on one input, and their verdict."""
+
+    cascade: CascadeResult | None
+    random_logit: RandomLogitResult | None
+    input_invariance: InvarianceResult | None
+    data_randomisation: DataRandomisationResult | None
+    verdict: Verdict
+    elapsed_s: float
+    notes: list[str] = field(default_factory=list)  # checks that could not run on this model, and why
+
+    def to_dict(self, thumbnails: bool = True) -> dict[str, Any]:
+        return {
+            "model_randomisation": self.cascade.to_dict(thumbnails) if self.cascade else None,
+            "random_logit": self.random_logit.to_dict() if self.random_logit else None,
+            "input_invariance": self.input_invariance.to_dict() if self.input_invariance else None,
+            "data_randomisation": self.data_randomisation.to_dict() if self.data_randomisation else None,
+            "verdict": self.verdict.to_dict(),
+            "elapsed_s": self.elapsed_s,
+            "notes": list(self.notes),
+        }
+
+
+class _Phases:
+    """One ``progress(done, total)`` over checks run one after another: each check's own counts are shifted by
+    the passes of the checks before it."""
+
+    def __init__(self, callback: Callable[[int, int], object] | None):
+        self.callback, self.before, self.current = callback, 0, 0
+
+    def next(self) -> Callable[[int, int], object] | None:
+        if self.callback is None:
+            return None
+        self.before += self.current
+        self.current = 0
+
+        def report(done: int, total: int) -> object:
+            self.current = total
+            return self.callback(self.before + done, self.before + total)
+
+        return report
+
+
+def run_sanity(
+    model_or_bundle: Any,
+    inputs: torch.Tensor,
+    methods: Sequence[Any],
+    *,
+    layer: Any = None,
+    steps: int | None = None,
+    random_classes_count: int = 3,
+    shift: float | Sequence[float] = -1.0,
+    randomised: Any = None,
+    seed: int = 42,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> SanityReport:
+    """The cascade, the random-logit test and input invariance (and data randomisation when ``randomised``, the
+    shuffled-label model, is given) for ``methods``, with the verdict. ``progress(done, total)`` counts the passes
+    of every check, one after the other: each check adds its passes to ``total`` when it starts (its count is
+    known only then), so ``done`` never goes back."""
+    started = time.perf_counter()
+    phases = _Phases(progress)
+    cascade = model_randomisation(model_or_bundle, inputs, methods, layer=layer, steps=steps, seed=seed,
+                                  batch_size=batch_size, progress=phases.next())
+    logit = random_logit(model_or_bundle, inputs, methods, layer=layer, classes=random_classes_count, seed=seed,
+                         batch_size=batch_size, progress=phases.next())
+    notes = []
+    try:
+        invariance = input_invariance(model_or_bundle, inputs, methods, shift=shift, layer=layer, seed=seed,
+                                      batch_size=batch_size, progress=phases.next())
+    except SaliencyError as exc:  # a model whose first layer cannot absorb a shift: the other checks still stand
+        invariance = None
+        notes.append(f"input invariance not run: {exc}")
+    data = None
+    if randomised is not None:
+        data = data_randomisation(model_or_bundle, randomised, inputs, methods, layer=layer, seed=seed,
+                                  batch_size=batch_size, progress=phases.next())
+    return SanityReport(cascade, logit, invariance, data, verdict(cascade, logit, data, invariance, thresholds),
+                        time.perf_counter() - started, notes)
+
+
+def filmstrip(cascade: CascadeResult, image: int = 0, colormap: str = "inferno", gap: int = 2,
+              labels: bool = True) -> np.ndarray:
+    """uint8 [H, W, 3]: one row per method, one column per step (step 0, the original, first), each tile |map|
+    on its own robust range (render's percentile clip) so a map whose scale collapsed still shows its shape; a
+    constant map is black. ``labels`` writes the method names on the left and the step numbers on top."""
+    rows = []
+    for result in cascade.methods.values():
+        tiles = []
+        for step in range(len(cascade.steps)):
+            values = result.thumbnails[step, image]
+            lo, hi = render.value_range(values)
+            tiles.append(render.colorize(render.scale_to_range(values, lo, hi), colormap))
+        spacer = np.full((tiles[0].shape[0], gap, 3), 255, dtype=np.uint8)
+        rows.append(np.concatenate([t for tile in tiles for t in (tile, spacer)][:-1], axis=1))
+    spacer = np.full((gap, rows[0].shape[1], 3), 255, dtype=np.uint8)
+    strip = np.concatenate([r for row in rows for r in (row, spacer)][:-1], axis=0)
+    if not labels:
+        return strip
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    left = 8 + 7 * max(len(key) for key in cascade.methods)
+    top = 16
+    canvas = Image.new("RGB", (strip.shape[1] + left, strip.shape[0] + top), "white")
+    canvas.paste(Image.fromarray(strip), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    tile_h, tile_w = cascade.methods[next(iter(cascade.methods))].thumbnails.shape[-2:]
+    for row, key in enumerate(cascade.methods):
+        draw.text((4, top + row * (tile_h + gap) + tile_h // 2 - 5), key, fill="black", font=font)
+    for step in range(len(cascade.steps)):
+        draw.text((left + step * (tile_w + gap) + tile_w // 2 - 5, 2), str(step), fill="black", font=font)
+    return np.asarray(canvas)
+
+
+__all__ = [
+    "BLOCK_RULE",
+    "CONTROLS",
+    "Block",
+    "CascadeResult",
+    "CascadeStep",
+    "Check",
+    "DataRandomisationResult",
+    "InvarianceResult",
+    "MethodCascade",
+    "MethodSpec",
+    "RandomLogitResult",
+    "SanityReport",
+    "Thresholds",
+    "Verdict",
+    "cascade_blocks",
+    "data_randomisation",
+    "filmstrip",
+    "first_layer",
+    "input_invariance",
+    "method_specs",
+    "model_randomisation",
+    "parameter_layers",
+    "random_classes",
+    "random_logit",
+    "randomise",
+    "run_sanity",
+    "signed_map",
+    "verdict",
+]
