@@ -4,18 +4,18 @@ import streamlit as st
 
 from ui import state
 from ui.compare import (
-    AUTO_RUN_SECONDS,
     agreement_figure,
     compare_controls,
     draw_grid,
     draw_layer_sweep,
     export_zip,
-    grid_id,
+    fill_grid,
+    may_fill,
     sweep_methods,
     sweep_scope_label,
     sweep_seconds,
 )
-from ui.controls import KEEP, LAYER_SCOPES, layer_choices, method_label
+from ui.controls import LAYER_SCOPES, layer_choices, method_label
 from ui.errors import guard
 from ui.predictions import probabilities
 from ui.sidebar import require_selection
@@ -31,38 +31,12 @@ with guard():
         st.info("Pick at least one method.")
         st.stop()
 
-    this_grid = grid_id(selection, settings)
-    if st.session_state.get(state.COMPARE_CANCEL):  # Cancel was clicked: this rerun stopped the computation
-        st.session_state[state.COMPARE_RUN] = None
-        st.session_state[state.COMPARE_CANCELLED] = this_grid
-    started = st.session_state.get(state.COMPARE_RUN) == this_grid
-    cancelled = st.session_state.get(state.COMPARE_CANCELLED) == this_grid
     notice = st.empty()  # above the grid: the estimate and the Run button, once the quick rows are drawn
-    running = []
-
-    def decide(todo, plan) -> bool:
-        """Whether the grid's remaining panels (``plan``'s steps) run now: at once under the budget, else after
-        Run."""
-        seconds = sum(step.seconds for step in plan)
-        compute = started or (seconds <= AUTO_RUN_SECONDS and not cancelled)
-        with notice.container():
-            if not compute:
-                reason = "Cancelled. " if cancelled else ""
-                st.info(f"{reason}{len(todo)} panels to compute, about {seconds:.0f} s on this machine "
-                        f"(grids under {AUTO_RUN_SECONDS:.0f} s start at once; the rows of the shared pass always "
-                        "do).", icon=":material/timer:")
-                if st.button(f"Run the grid (about {seconds:.0f} s)", type="primary", key=state.COMPARE_RUN_BUTTON):
-                    st.session_state[state.COMPARE_RUN] = this_grid
-                    st.session_state[state.COMPARE_CANCELLED] = None
-                    st.rerun()
-            else:
-                st.caption(f"Computing {len(todo)} panels, about {seconds:.0f} s.")
-                running.append(True)
-        return compute
-
-    results = draw_grid(selection, settings, decide)
-    if running:  # the "Computing" line is a status of the run: gone once the grid is done
-        notice.empty()
+    grid = draw_grid(selection, settings)
+    if grid.plan and may_fill(selection, grid, notice):
+        fill_grid(selection, grid)
+        notice.empty()  # the "Computing" line is a status of the run: gone once the grid is done
+    results = grid.results
 
     st.subheader("Method agreement")
     st.caption(f"Between every pair of methods in the grid, for the predicted class "
@@ -91,8 +65,8 @@ with guard():
         st.stop()
     left, middle, right = st.columns([2, 2, 1], vertical_alignment="bottom")
     method = left.selectbox("Method", methods, format_func=method_label, key=state.SWEEP_METHOD,
-                            persist_state=KEEP)
-    scope = middle.radio("Layers", LAYER_SCOPES, horizontal=True, key=state.SWEEP_SCOPE, persist_state=KEEP,
+                            persist_state=state.KEEP)
+    scope = middle.radio("Layers", LAYER_SCOPES, horizontal=True, key=state.SWEEP_SCOPE, persist_state=state.KEEP,
                          format_func=lambda s: sweep_scope_label(selection, s))
     layers = layer_choices(selection.bundle, scope)
     sweep_s = sweep_seconds(selection, method, layers)

@@ -5,7 +5,7 @@ import streamlit as st
 from ui import state
 from ui.controls import layer_picker, method_picker, on_prediction_click, show_cost, target_picker, view_controls
 from ui.errors import guard
-from ui.explanations import cache_key, explain_cancellable
+from ui.explanations import canonical, explain_cancellable
 from ui.figures import predictions_figure
 from ui.outputs import show_result
 from ui.predictions import probabilities, top_k
@@ -18,16 +18,16 @@ bundle = selection.bundle
 
 
 @st.fragment
-def view_and_result(outcome, channels: int | None) -> None:
+def view_and_result(request, outcome, channels: int | None) -> None:
     """View controls and the output: a view change reruns only this fragment, from the cached attribution."""
     with st.expander("View", expanded=True):
         view = view_controls(channels=channels)
     if outcome is not None:
         show_result(*outcome, view=view, selection=selection)
-        trust_panel(selection, outcome[0], params, cache_key(selection, info.name, params, target.value, layer))
+        trust_panel(selection, outcome[0], request)
 
 
-info = outcome = None
+info = request = outcome = None
 with guard():
     probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, bundle, selection.inputs)
     top = top_k(probs)
@@ -46,8 +46,10 @@ with guard():
             key=state.PREDICTIONS_CHART, on_select=on_prediction_click, selection_mode="points",
             config={"displayModeBar": False},
         )
-    outcome = explain_cancellable(selection, info, params, target.value, layer) if target is not None else None
+    if target is not None:
+        request = canonical(selection, info.name, params, target.value, layer)
+        outcome = explain_cancellable(selection, request)
 
 if info is not None:
     with guard():
-        view_and_result(outcome, info.attribution_channels)
+        view_and_result(request, outcome, info.attribution_channels)

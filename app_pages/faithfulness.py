@@ -39,25 +39,25 @@ with guard():
     names = offered_methods(bundle)
     st.session_state.setdefault(state.FAITH_METHODS, [m for m in DEFAULT_METHODS if m in names])
     methods = st.multiselect("Methods", names, key=state.FAITH_METHODS, format_func=method_label,
-                             persist_state="session",
+                             persist_state=state.KEEP,
                              help="Each with its default parameters, for the predicted class (shared with Explore).")
     if not methods:
         st.info("Pick at least one method.")
         st.stop()
     a, b, c, d = st.columns(4)
-    sign = a.selectbox("Map", ["absolute", "positive"], key=state.FAITH_SIGN, persist_state="session",
+    sign = a.selectbox("Map", ["absolute", "positive"], key=state.FAITH_SIGN, persist_state=state.KEEP,
                        help="Pixels are ranked by |map| or by positive evidence only.")
-    steps = b.number_input("Steps", 5, 100, value=20, key=state.FAITH_STEPS, persist_state="session")
-    deletion = c.selectbox("Deletion substrate", SUBSTRATES, index=0, key=state.FAITH_DEL, persist_state="session")
-    insertion = d.selectbox("Insertion substrate", SUBSTRATES, index=1, key=state.FAITH_INS, persist_state="session")
+    steps = b.number_input("Steps", 5, 100, value=20, key=state.FAITH_STEPS, persist_state=state.KEEP)
+    deletion = c.selectbox("Deletion substrate", SUBSTRATES, index=0, key=state.FAITH_DEL, persist_state=state.KEEP)
+    insertion = d.selectbox("Insertion substrate", SUBSTRATES, index=1, key=state.FAITH_INS, persist_state=state.KEEP)
     e, f = st.columns([1, 3], vertical_alignment="bottom")
     sides = region_choices(selection.inputs.shape[-2:])
-    region = e.selectbox("Removed in", sides, key=state.FAITH_REGION, persist_state="session",
+    region = e.selectbox("Removed in", sides, key=state.FAITH_REGION, persist_state=state.KEEP,
                          format_func=lambda side: "single pixels" if side == 1 else f"{side}×{side} px regions",
                          help="Single pixels (Petsiuk et al.) or square regions ranked by their mean (region "
                          "perturbation, Samek et al. 2017, arXiv:1509.06321). Scattered single pixels read to a CNN "
                          "as noise, which hits the random control hardest; regions remove evidence instead.")
-    road = f.toggle("Also ROAD (MoRF and LeRF)", key=state.FAITH_ROAD, persist_state="session",
+    road = f.toggle("Also ROAD (MoRF and LeRF)", key=state.FAITH_ROAD, persist_state=state.KEEP,
                     help="Nine fractions per order, single pixels; the imputation solves a sparse linear system "
                     "per image.")
 

@@ -5,7 +5,7 @@ import streamlit as st
 
 from ui import state, user_models
 from ui.errors import guard
-from ui.user_models import (
+from ui.model_upload import (
     ACCEPTED_HELP,
     MODEL_TYPES,
     architecture_choices,

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from explainers.models import DIGITS_MODEL, load_digits_bundle
+from explainers.trust.sanity import cascade_blocks, filmstrip
 from explainers.trust.similarity import METRIC_LABELS
 from ui import state
 from ui.controls import method_label, offered_methods
@@ -33,10 +34,8 @@ with guard():
     st.session_state.setdefault(state.SANITY_METHODS, [m for m in DEFAULT_METHODS if m in names])
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     methods = left.multiselect("Methods", names, key=state.SANITY_METHODS, format_func=method_label,
-                               persist_state="session",
+                               persist_state=state.KEEP,
                                help="The sobel and random controls are always added.")
-    from explainers.trust.sanity import cascade_blocks
-
     blocks = len(cascade_blocks(selection.bundle.model))
     steps = right.number_input("Cascade steps (from the top)", 1, blocks, value=blocks, key=state.SANITY_STEPS,
                                help=f"This model has {blocks} blocks to re-initialise.")
@@ -64,12 +63,10 @@ with guard():
     st.subheader("Cascading model randomisation")
     metric = st.segmented_control("Similarity to the original map", cascade.metrics, key=state.SANITY_METRIC,
                                   format_func=METRIC_LABELS.get, default=cascade.metrics[0], required=True,
-                                  persist_state="session")
+                                  persist_state=state.KEEP)
     st.plotly_chart(curves_figure(cascade, metric), key=state.SANITY_CURVES)
     for note in undefined_notes(cascade):
         st.caption(note)
-    from explainers.trust.sanity import filmstrip
-
     st.image(filmstrip(cascade), caption="Each method's |map| after each step (step 0: the original model), "
              "each tile on its own range so a collapsed map still shows its shape.")
     last = cascade.steps[-1]

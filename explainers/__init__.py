@@ -20,7 +20,7 @@ from .many import explain_many
 from .models import DEFAULT_MODEL, ModelBundle, list_models, load_model, model_info
 from .models.user import load_user_model
 from .registry import METHODS, Cost, MethodInfo, Param, Reference, Sanity, available_methods, get_method, method_order
-from .targets import OBJECTIVES, Contrast, Target, TargetSpec, class_index
+from .targets import OBJECTIVES, Contrast, Target, TargetSpec, class_index, resolve_target
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -67,4 +67,5 @@ __all__ = [
     "open_image",
     "render",
     "resolve_layer",
+    "resolve_target",
 ]

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import PIL
+import torch
+import torchvision
 
 from .registry import METHODS
 
@@ -52,10 +55,6 @@ def top_predictions(logits: Any, categories: Sequence[str] | None, k: int = 5) -
 
 
 def versions() -> dict[str, str]:
-    import PIL
-    import torch
-    import torchvision
-
     return {
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,

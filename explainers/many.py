@@ -37,7 +37,7 @@ from .methods import cam
 from .methods.gradient import INPUT_MAPS
 from .methods.guided import NO_RELU, RULE_OF
 from .registry import get_method
-from .targets import Contrast, Target, join_targets, target_key
+from .targets import Contrast, Target, join_targets
 from .timing import PassTimes
 
 GUIDED_CAM = "guided_gradcam"  # guided backprop times Grad-CAM: both from the shared pass
@@ -361,4 +361,4 @@ def explain_layers(
     return {name: results[(name, key)] for name in names}
 
 
-__all__ = ["estimated_seconds", "explain_layers", "explain_many", "shared_methods", "shared_pass", "target_key"]
+__all__ = ["estimated_seconds", "explain_layers", "explain_many", "shared_methods", "shared_pass"]

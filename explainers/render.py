@@ -312,6 +312,8 @@ def _lut_positions(diverging: bool) -> np.ndarray:
 @cache
 def colormap_lut(name: str) -> np.ndarray:
     """A read-only [256, 3] uint8 lookup table sampled from matplotlib's colour table (cached)."""
+    # deferred: matplotlib costs a noticeable import, and only a colour table needs it (the CLI's --help and
+    # every non-rendering use of the backend never pay it)
     from matplotlib import colormaps
 
     _check(name, COLORMAPS, "colormap")

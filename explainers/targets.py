@@ -288,3 +288,15 @@ def target_key(target: Any) -> Any:
 def join_targets(parts: Sequence[Target]) -> Target:
     """One Target from the targets of consecutive row ranges (the batches of one pass)."""
     return Target(torch.cat([p.classes for p in parts]), parts[0].objective, max(p.max_class for p in parts))
+
+
+def resolve_target(target: Any, categories: Sequence[str] | None = None, scores: Any = None) -> int | Contrast:
+    """One image's ``target`` as a class index, or a Contrast of two indices: ranks ("top1") read from ``scores``
+    [K] (the image's logits or probabilities: they rank alike), names looked up, indices checked. What a cache
+    keys on, however the target was spelled."""
+    spec = TargetSpec(target, 1, categories)
+    ranking = None
+    if spec.needs_logits and scores is not None:
+        ranking = torch.as_tensor(np.asarray(scores, dtype=np.float64)).reshape(1, -1)
+    classes = [int(c) for c in spec.resolve(ranking).classes[0]]
+    return Contrast(*classes) if len(classes) == 2 else classes[0]

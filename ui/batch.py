@@ -9,7 +9,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,8 @@ from explainers.images import check_image_size, load_image
 from explainers.models import RESIZE
 
 from . import state, user_models
-from .models import get_bundle, model_choices, model_lock
+from .models import get_bundle, model_choices
+from .sidebar import Selection
 
 EXPLORE = "app_pages/explore.py"
 MAX_IMAGES = 64  # a run launched from the page: more belongs on the command line
@@ -359,8 +362,6 @@ def heatmap_png(values: np.ndarray, size: int = GALLERY_SIZE) -> bytes:
 
 def current_model() -> tuple[str, Any]:
     """(model id, bundle) of the sidebar: the selection's when there is one, else the picker's model."""
-    from .sidebar import Selection
-
     selection = state.current_selection()
     if isinstance(selection, Selection):
         return selection.model, selection.bundle
@@ -383,9 +384,6 @@ def _safe_name(name: str, taken: set[str]) -> str:
 
 def _prune(folder: Path) -> None:
     """Make the launched runs' folder, and remove the runs launched there more than KEEP_S ago."""
-    import shutil
-    import time
-
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("run-*"):
         try:
@@ -398,9 +396,8 @@ def _prune(folder: Path) -> None:
 def launch(files: Sequence[Any], labels: Any | None, methods: list[str], targets: list[str], model: str, bundle: Any,
            preprocessing: str, progress: Callable[[int, int], object] | None = None) -> str:
     """Write the uploads (and the labels list, if any) to a new temporary folder, run the batch there (local
-    engine, no worker processes) and return the run folder."""
-    from explainers.batch.run import run
-
+    engine, no worker processes) and return the run folder. Other sessions may explain the same model meanwhile:
+    the backend serialises calls on one model, batch by batch."""
     if not files:
         raise SaliencyError("upload at least one image to run the batch on")
     if len(files) > MAX_IMAGES:
@@ -422,9 +419,8 @@ def launch(files: Sequence[Any], labels: Any | None, methods: list[str], targets
         labels_path.write_bytes(labels.getvalue())
     out = root / "run"
     settings = Settings(model=model, methods=list(methods), targets=list(targets), preprocessing=preprocessing)
-    with model_lock(model):
-        run(str(images), str(out), settings, engine="local", workers=0, bundle=bundle, progress=progress,
-            labels=None if labels_path is None else str(labels_path))
+    batch.run(str(images), str(out), settings, engine="local", workers=0, bundle=bundle, progress=progress,
+              labels=None if labels_path is None else str(labels_path))
     return str(out)
 
 

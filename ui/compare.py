@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -23,12 +23,12 @@ from explainers.timing import PassTimes, measure_pass_times
 from explainers.trust import agreement
 
 from . import state
-from .controls import KEEP, class_label, layer_choices, layer_label, method_label, offered_methods, view_controls
-from .explanations import ProgressReporter, cached, explain_layers_cached, explain_many_cached, resolved_layer
+from .controls import class_label, layer_choices, layer_label, method_label, offered_methods, view_controls
+from .explanations import Request, cached, cached_records, canonical, resolved_layer
 from .figures import matrix_figure
-from .models import model_lock
 from .outputs import manifest_for, npy_bytes, png_bytes, render_record
 from .predictions import top_k
+from .runs import ProgressReporter, RunControl
 from .sidebar import Selection
 
 # The default grid: three gradient methods (raw, noise-averaged, path-integrated), guided backprop (which fails
@@ -83,7 +83,7 @@ def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings
         st.session_state[state.COMPARE_METHODS] = [m for m in DEFAULT_METHODS if m in names]
     st.session_state[state.COMPARE_METHODS] = [m for m in st.session_state[state.COMPARE_METHODS] if m in names]
     methods = st.multiselect(
-        "Methods (rows)", names, key=state.COMPARE_METHODS, format_func=method_label, persist_state=KEEP,
+        "Methods (rows)", names, key=state.COMPARE_METHODS, format_func=method_label, persist_state=state.KEEP,
         help="Each row is one method with its default parameters; CAM methods use the model's default layer.",
     )
     classes = [c for c in range(len(bundle.categories)) if c not in (top1, top2)]
@@ -98,16 +98,16 @@ def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings
     )
     # its options are only the added classes: typing into it cannot add others
     extra = added.multiselect("Added columns (× removes)", extra, key=state.COMPARE_EXTRA_TARGETS,
-                              format_func=lambda i: class_label(bundle, i), persist_state=KEEP)
+                              format_func=lambda i: class_label(bundle, i), persist_state=state.KEEP)
     left, middle, right = st.columns(3)
-    scale = left.radio("Colour scale", SCALES, key=state.COMPARE_SCALE, persist_state=KEEP,
+    scale = left.radio("Colour scale", SCALES, key=state.COMPARE_SCALE, persist_state=state.KEEP,
                        help="Per panel: each map fills the colormap. Linked: one raw-unit scale per method row, "
                        "so the columns can be compared by strength.")
     st.session_state.setdefault(state.COMPARE_DIFFERENCE, True)
     difference = middle.toggle("Difference column (predicted − runner-up)", key=state.COMPARE_DIFFERENCE,
-                               persist_state=KEEP)
+                               persist_state=state.KEEP)
     panel_kind = right.radio("Panels show", PANEL_KINDS, key=state.COMPARE_PANEL_KIND, horizontal=True,
-                             persist_state=KEEP)
+                             persist_state=state.KEEP)
     with st.expander("View", expanded=False):
         view = view_controls(channels=None, prefix=state.COMPARE_VIEW)
         st.caption("The channel reduction applies to 3-channel (gradient) maps; CAM and perturbation maps have "
@@ -122,8 +122,7 @@ def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings
 
 @st.cache_resource(show_spinner="Timing one pass of the model…", max_entries=8)
 def _pass_times(model: str, shape: tuple[int, ...], device: str, _bundle, _inputs) -> PassTimes:
-    with model_lock(model):
-        return measure_pass_times(_bundle.model, _inputs)
+    return measure_pass_times(_bundle.model, _inputs)
 
 
 def _times(selection: Selection) -> PassTimes:
@@ -139,8 +138,19 @@ def _channels(selection: Selection, methods) -> int | None:
                                                        None)).channels
 
 
-def pending(selection: Selection, settings: CompareSettings) -> list[tuple[str, int]]:
-    return [(m, t) for m, t in settings.panels() if cached(selection, m, {}, t) is None]
+def panel_requests(selection: Selection, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], Request]:
+    """The (method, target) panels as the cache knows them: default parameters, the default layer. Explore at the
+    same settings, and the Faithfulness page, find them."""
+    return {(m, t): canonical(selection, m, {}, t) for m, t in pairs}
+
+
+def grid_records(selection: Selection, pairs: list[tuple[str, int]], progress=None
+                 ) -> dict[tuple[str, int], ExplanationRecord]:
+    """The records of these panels, the missing ones computed together (``cached_records``)."""
+    requests = panel_requests(selection, pairs)
+    records, _ = cached_records(selection, list(requests.values()), progress)
+    return {pair: records[request] for pair, request in requests.items()}
+
 
 
 @dataclass
@@ -267,17 +277,47 @@ def _fill_row(selection: Selection, settings: CompareSettings, method: str, reco
                 st.caption(f"linked scale: {panel.rendered.lo:.3g} … {panel.rendered.hi:.3g} (raw)")
 
 
-def draw_grid(selection: Selection, settings: CompareSettings,
-              decide: Callable[[list[tuple[str, int]], list[Step]], bool]) -> dict[tuple[str, int], ExplanationRecord]:
+@dataclass
+class Grid:
+    """A grid on screen: its slots, the records it shows, and the plan of the panels still to compute."""
+
+    settings: CompareSettings
+    rows: dict[str, tuple[Any, list[Any]]]  # method: (label slot, one slot per column)
+    status: Any  # the Cancel button and the bars, above the grid
+    note: Any  # the difference column's note, under the grid
+    results: dict[tuple[str, int], ExplanationRecord]
+    todo: list[tuple[str, int]] = field(default_factory=list)  # the panels not computed yet
+    plan: list[Step] = field(default_factory=list)  # how they would be computed (``grid_plan``)
+
+    @property
+    def seconds(self) -> float:
+        return sum(step.seconds for step in self.plan)
+
+
+def _fill(selection: Selection, grid: Grid, methods: list[str]) -> None:
+    settings = grid.settings
+    for method in methods:
+        records = {t: grid.results[(method, t)] for t in settings.targets if (method, t) in grid.results}
+        _fill_row(selection, settings, method, records, *grid.rows[method])
+
+
+def _note(grid: Grid) -> None:
+    settings = grid.settings
+    if settings.difference and grid.results:
+        logits = next(iter(grid.results.values())).logits
+        first, second = settings.targets[:2]
+        grid.note.caption(f"Difference column: predicted minus runner-up (logit margin "
+                          f"{logits[first] - logits[second]:.2f}) on a diverging colormap: "
+                          f"{rnd.difference_view(settings.view).cmap}, the predicted class's side at the high end.")
+
+
+def draw_grid(selection: Selection, settings: CompareSettings) -> Grid:
     """Draw the grid: every row at once with its cached panels, then the rows of the shared pass at once (one
-    forward pass for all of them: a fraction of a second, before any estimate is measured), then the rest if
-    ``decide(pending panels, their plan)`` says so (``grid_plan``'s steps, each one explain_many call whose rows
-    fill in as it ends, with a Cancel button and a bar per step), else placeholders. Returns every record on screen."""
-    results: dict[tuple[str, int], ExplanationRecord] = {
-        (m, t): record for m, t in settings.panels() if (record := cached(selection, m, {}, t)) is not None}
+    forward pass for all of them: a fraction of a second, before any estimate is measured), placeholders for the
+    rest. Returns the grid with the plan of its pending panels (``grid_plan``), which :func:`fill_grid` computes
+    when the page decides to."""
     columns = len(settings.targets) + (1 if settings.difference else 0)
-    cancel_slot = st.empty()
-    overall, step_bar = st.empty(), st.empty()
+    status = st.container()
     rows = {}
     with st.container(key=state.COMPARE_GRID):
         header = st.columns([1.2] + [1] * columns)
@@ -292,50 +332,66 @@ def draw_grid(selection: Selection, settings: CompareSettings,
             label = cells[0].empty()
             label.markdown(_row_label(method))
             rows[method] = (label, [cell.empty() for cell in cells[1:]])
-
-    def fill(methods) -> None:
-        for method in methods:
-            records = {t: results[(method, t)] for t in settings.targets if (method, t) in results}
-            _fill_row(selection, settings, method, records, *rows[method])
-
-    fill(settings.methods)
-    quick = [(m, t) for m, t in pending(selection, settings) if m in shared_methods()]
+    grid = Grid(settings, rows, status, st.empty(), {
+        pair: record for pair, request in panel_requests(selection, settings.panels()).items()
+        if (record := cached(selection, request)) is not None})
+    _fill(selection, grid, settings.methods)
+    quick = [(m, t) for m, t in settings.panels() if (m, t) not in grid.results and m in shared_methods()]
     if quick:
-        methods = list(dict.fromkeys(m for m, _ in quick))
-        results.update(explain_many_cached(selection, methods, list(dict.fromkeys(t for _, t in quick))))
-        fill(methods)
-    todo = pending(selection, settings)
-    plan = grid_plan(selection, todo) if todo else []
-    if plan and not decide(todo, plan):
-        plan = []
-    if plan:
-        cancel_slot.button("Cancel", key=state.COMPARE_CANCEL, help="Stop computing the grid now.")
-    for step in plan:
+        grid.results.update(grid_records(selection, quick))
+        _fill(selection, grid, list(dict.fromkeys(m for m, _ in quick)))
+    grid.todo = [pair for pair in settings.panels() if pair not in grid.results]
+    grid.plan = grid_plan(selection, grid.todo) if grid.todo else []
+    _note(grid)
+    return grid
+
+
+GRID_RUN = RunControl(cancel_button=state.COMPARE_CANCEL, run_button=state.COMPARE_RUN_BUTTON,
+                      cancelled=state.COMPARE_CANCELLED, started=state.COMPARE_RUN)
+
+
+def may_fill(selection: Selection, grid: Grid, notice) -> bool:
+    """Whether the grid's pending panels are computed in this run (:class:`~ui.runs.RunControl`): at once when
+    their plan fits AUTO_RUN_SECONDS, else (or once cancelled) after Run. ``notice``, above the grid, shows the
+    estimate and the Run button, or what is being computed."""
+    seconds, count = grid.seconds, len(grid.todo)
+    run = GRID_RUN.may_run(
+        grid_id(selection, grid.settings), notice,
+        f"{count} panels to compute, about {seconds:.0f} s on this machine (grids under {AUTO_RUN_SECONDS:.0f} s "
+        "start at once; the rows of the shared pass always do).",
+        label=f"Run the grid (about {seconds:.0f} s)", auto=seconds <= AUTO_RUN_SECONDS)
+    if run:
+        notice.caption(f"Computing {count} panels, about {seconds:.0f} s.")
+    return run
+
+
+def fill_grid(selection: Selection, grid: Grid) -> None:
+    """Compute the grid's plan, step by step (each one backend call whose rows fill in as it ends), with a Cancel
+    button and a bar per step."""
+    settings = grid.settings
+    with grid.status:
+        cancel, overall, step_bar = st.empty(), st.empty(), st.empty()
+    GRID_RUN.cancel(cancel, help="Stop computing the grid now.")
+    for step in grid.plan:
         for method in step.methods:
             for column, target in enumerate(settings.targets):
-                if (method, target) not in results:
-                    rows[method][1][column].caption("computing…")
-    total = sum(len(step.methods) * len(step.targets) for step in plan)
+                if (method, target) not in grid.results:
+                    grid.rows[method][1][column].caption("computing…")
+    total = sum(len(step.methods) * len(step.targets) for step in grid.plan)
     done = 0
-    for step in plan:
+    for step in grid.plan:
         overall.progress(done / max(total, 1), text=f"{done}/{total} panels")
         with step_bar.container():
             reporter = ProgressReporter(step.label)
-        computed = explain_many_cached(selection, step.methods, step.targets, progress=reporter)
+        computed = grid_records(selection, [(m, t) for m in step.methods for t in step.targets], progress=reporter)
         step_bar.empty()
-        results.update(computed)
+        grid.results.update(computed)
         done += len(computed)
-        fill(step.methods)
-    cancel_slot.empty()
+        _fill(selection, grid, step.methods)
+    cancel.empty()
     overall.empty()
-    step_bar.empty()
-    if settings.difference and results:
-        logits = next(iter(results.values())).logits
-        first, second = settings.targets[:2]
-        st.caption(f"Difference column: predicted minus runner-up (logit margin {logits[first] - logits[second]:.2f}) "
-                   f"on a diverging colormap: {rnd.difference_view(settings.view).cmap}, the predicted class's "
-                   "side at the high end.")
-    return {(m, t): results[(m, t)] for m, t in settings.panels() if (m, t) in results}
+    grid.todo, grid.plan = [], []
+    _note(grid)
 
 
 def agreement_figure(results: dict[tuple[str, int], ExplanationRecord], methods: list[str], target: int,
@@ -389,8 +445,10 @@ def sweep_methods(selection: Selection) -> list[str]:
 
 def draw_layer_sweep(selection: Selection, method: str, target: int, layers: list[str], view: rnd.View) -> None:
     """One method at every layer, from one pass with every layer captured (``explain_layers``)."""
+    requests = {layer: canonical(selection, method, {}, target, layer) for layer in layers}
     with st.spinner(f"{method_label(method)} at {len(layers)} layers, one pass…"):
-        records = explain_layers_cached(selection, method, target, layers)
+        records, _ = cached_records(selection, list(requests.values()))
+    records = {layer: records[request] for layer, request in requests.items()}
     images = [render_record(records[layer], view, selection).rgb for layer in layers]
     st.image(images, caption=[layer_label(selection.bundle, layer) for layer in layers], width=120)
 

@@ -23,8 +23,6 @@ TARGET_HELP = (
     "Contrast: why A rather than B — the map of score(A) − score(B)."
 )
 LAYER_SCOPES = ("blocks", "every module")
-# Widget values survive page switches: Explore's choices are still there after a look at Compare.
-KEEP = "session"
 
 
 def class_label(bundle: ModelBundle, index: int) -> str:
@@ -78,7 +76,7 @@ def target_picker(bundle: ModelBundle, probabilities: np.ndarray, image_hash: st
             st.session_state[key] = top1 if key != state.CONTRAST_B else top2
     if st.session_state.get(state.TARGET_MODE) not in TARGET_MODES:
         st.session_state[state.TARGET_MODE] = TARGET_MODES[0]
-    mode = st.segmented_control("Target", TARGET_MODES, key=state.TARGET_MODE, persist_state=KEEP, required=True,
+    mode = st.segmented_control("Target", TARGET_MODES, key=state.TARGET_MODE, persist_state=state.KEEP, required=True,
                                 help=TARGET_HELP)
     state.publish(target=None if mode == TARGET_MODES[0] else mode)
     if mode == "Predicted":
@@ -86,14 +84,14 @@ def target_picker(bundle: ModelBundle, probabilities: np.ndarray, image_hash: st
     if mode == "Runner-up":
         return TargetChoice(top2, bundle.categories[top2], (top2,))
     if mode == "Class":
-        index = st.selectbox("Class (type to search)", classes, key=state.TARGET_CLASS, persist_state=KEEP,
+        index = st.selectbox("Class (type to search)", classes, key=state.TARGET_CLASS, persist_state=state.KEEP,
                              format_func=lambda i: class_label(bundle, i))
         state.publish(**{"class": index})
         return TargetChoice(int(index), bundle.categories[index], (int(index),))
     left, right = st.columns(2)
-    a = left.selectbox("A", classes, key=state.CONTRAST_A, persist_state=KEEP,
+    a = left.selectbox("A", classes, key=state.CONTRAST_A, persist_state=state.KEEP,
                        format_func=lambda i: class_label(bundle, i))
-    b = right.selectbox("B", classes, key=state.CONTRAST_B, persist_state=KEEP,
+    b = right.selectbox("B", classes, key=state.CONTRAST_B, persist_state=state.KEEP,
                         format_func=lambda i: class_label(bundle, i))
     state.publish(contrast=state.contrast_text(a, b))
     if a == b:
@@ -119,7 +117,7 @@ def method_picker(bundle: ModelBundle) -> tuple[MethodInfo, dict[str, Any]]:
     names = offered_methods(bundle)
     if st.session_state.get(state.METHOD) not in names:
         st.session_state[state.METHOD] = "vanilla" if "vanilla" in names else names[0]
-    method = st.selectbox("Method", names, key=state.METHOD, persist_state=KEEP, format_func=method_label,
+    method = st.selectbox("Method", names, key=state.METHOD, persist_state=state.KEEP, format_func=method_label,
                           help="Grouped by family, in the Methods page's order. Methods that cannot run on this "
                           "model (attention rollout on a CNN) are not listed.")
     state.publish(method=method)
@@ -159,12 +157,12 @@ def layer_picker(bundle: ModelBundle, info: MethodInfo) -> str | None:
         st.session_state[state.LAYER_SCOPE] = (
             LAYER_SCOPES[0] if current in layer_choices(bundle, LAYER_SCOPES[0]) else LAYER_SCOPES[1])
     left, right = st.columns([3, 2], vertical_alignment="bottom")
-    scope = right.radio("Layers", LAYER_SCOPES, key=state.LAYER_SCOPE, persist_state=KEEP, horizontal=True,
+    scope = right.radio("Layers", LAYER_SCOPES, key=state.LAYER_SCOPE, persist_state=state.KEEP, horizontal=True,
                         format_func=lambda s: f"{s} ({len(layer_choices(bundle, s))})")
     names = layer_choices(bundle, scope)
     if current not in names:
         st.session_state[state.LAYER] = bundle.default_layer
-    layer = left.selectbox("Layer", names, key=state.LAYER, persist_state=KEEP,
+    layer = left.selectbox("Layer", names, key=state.LAYER, persist_state=state.KEEP,
                            format_func=lambda n: layer_label(bundle, n),
                            help="Spatial layers in forward order, with their output shapes; the default (the "
                            "last spatial block) first.")
@@ -208,24 +206,24 @@ def view_controls(channels: int | None, prefix: str = state.VIEW) -> rnd.View:
         st.session_state.setdefault(keys[name], default)
     one_channel = channels == 1
     left, middle, right = st.columns(3)
-    sign = left.selectbox("Sign", rnd.SIGNS, key=keys["sign"], persist_state=KEEP, on_change=_suggest_colormap,
+    sign = left.selectbox("Sign", rnd.SIGNS, key=keys["sign"], persist_state=state.KEEP, on_change=_suggest_colormap,
                           args=(prefix,),
                           help="absolute: |map|. positive / negative: one side only (negative shows the size of "
                           "the evidence against). signed: both, on a diverging colormap centred at zero.")
-    colormap = middle.selectbox("Colormap", rnd.COLORMAPS, key=keys["colormap"], persist_state=KEEP,
+    colormap = middle.selectbox("Colormap", rnd.COLORMAPS, key=keys["colormap"], persist_state=state.KEEP,
                                 format_func=_colormap_label,
                                 help="Perceptually uniform maps first; diverging maps for signed views.")
     reduction = right.selectbox(
-        "Channel reduction", rnd.REDUCTIONS, key=keys["reduction"], persist_state=KEEP, disabled=one_channel,
+        "Channel reduction", rnd.REDUCTIONS, key=keys["reduction"], persist_state=state.KEEP, disabled=one_channel,
         help="How a 3-channel (RGB) attribution becomes one map, after the sign: max (the channel of largest "
         "magnitude; with absolute this is Simonyan's max|g|), sum, or l2 (the norm)."
         + (" Not used: this method returns a single-channel map." if one_channel else ""),
     )
     left, middle, right = st.columns(3)
-    alpha = left.slider("Overlay alpha", 0.0, 1.0, step=0.05, key=keys["alpha"], persist_state=KEEP)
-    clip = middle.slider("Percentile clip", 90.0, 100.0, step=0.1, key=keys["clip"], persist_state=KEEP,
+    alpha = left.slider("Overlay alpha", 0.0, 1.0, step=0.05, key=keys["alpha"], persist_state=state.KEEP)
+    clip = middle.slider("Percentile clip", 90.0, 100.0, step=0.1, key=keys["clip"], persist_state=state.KEEP,
                          help="Values above this percentile saturate the colormap.")
-    original_aspect = right.toggle("Original aspect", key=keys["aspect"], persist_state=KEEP,
+    original_aspect = right.toggle("Original aspect", key=keys["aspect"], persist_state=state.KEEP,
                                    help="On: the map is drawn on the image as uploaded, with its own size and "
                                    "aspect. Off: on the square picture the model sees.")
     if rnd.colormap_group(colormap) == "rainbow":

@@ -1,27 +1,41 @@
 """Cached explanations: one raw attribution per (model, image, preprocessing, method, params, target, layer).
 
 Changing a view control re-renders from the cached raw attribution and never calls the explainer again;
-returning to an earlier choice is instant. The cache is process-wide, so sessions share it. ``cache_key`` is the
-one place the key is made.
+returning to an earlier choice is instant. The cache is process-wide, so sessions share it.
+
+Every page asks in its own spelling (Explore passes every widget value, Compare none; Faithfulness "top1" where
+the others pass the class index), so a request is made canonical first (:func:`canonical`: parameters validated
+with their defaults filled in, the target resolved to class indices on this image, the layer resolved) and
+``cache_key`` keys on that: the same explanation is computed once, whichever page asks first.
+:func:`cached_records` is the one way to an explanation, for one panel, a grid or a layer sweep.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
 
-import explainers
-from explainers import METHODS, Cancelled, ExplanationRecord
-from explainers.many import target_key
+from explainers import (
+    METHODS,
+    Cancelled,
+    Contrast,
+    ExplanationRecord,
+    TargetSpec,
+    explain,
+    explain_many,
+    resolve_target,
+)
+from explainers.many import explain_layers
+from explainers.targets import target_key
 
 from . import state
-from .models import model_lock
+from .predictions import probabilities
+from .runs import ProgressReporter, RunControl
 
 MAX_ENTRIES = 128
 
@@ -150,153 +164,157 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Request:
+    """One explanation in its canonical form (made by :func:`canonical`): what the cache keys on, and what the
+    explainer is asked for."""
+
+    method: str
+    params: tuple[tuple[str, Any], ...]  # validated, every default filled in, sorted by name
+    target: int | Contrast  # a class index, or a contrast of two class indices
+    layer: str | None  # the layer's name; None for a method that reads no layer
+    objective: str = "logit"
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
 def resolved_layer(selection, method: str, layer: str | None) -> str | None:
     """The layer a method reads: None for methods without one, the model's default when none is chosen."""
     return (layer or selection.bundle.default_layer) if METHODS[method].needs_layer else None
 
 
-def cache_key(selection, method: str, params: dict, target: Any, layer: str | None,
-              objective: str = "logit") -> tuple:
+def resolved_target(selection, target: Any) -> int | Contrast:
+    """The class index a target names on this image, or a contrast of two: a rank ("top1") is read from the image's
+    prediction, a class name is looked up, an index is checked."""
+    needs_ranking = TargetSpec(target, 1, selection.bundle.categories).needs_logits
+    scores = (probabilities(selection.model, selection.image_hash, selection.preprocessing, selection.bundle,
+                            selection.inputs) if needs_ranking else None)
+    return resolve_target(target, selection.bundle.categories, scores)
+
+
+def canonical(selection, method: str, params: dict | None = None, target: Any = "top1",
+              layer: str | None = None) -> Request:
+    """The request as the cache knows it, however a page spelled it."""
+    return Request(method, _freeze(METHODS[method].validate(params or {})), resolved_target(selection, target),
+                   resolved_layer(selection, method, layer))
+
+
+def cache_key(selection, request: Request) -> tuple:
     """The one cache key of an explanation: everything that changes the raw attribution, nothing that doesn't."""
-    return (selection.model, selection.image_hash, selection.preprocessing, method, _freeze(params),
-            _freeze(target), resolved_layer(selection, method, layer), objective)
+    return selection.model, selection.image_hash, selection.preprocessing, request
 
 
-def cached(selection, method: str, params: dict, target: Any, layer: str | None = None) -> ExplanationRecord | None:
-    return explanation_cache().get(cache_key(selection, method, params, target, layer))
+def cached(selection, request: Request) -> ExplanationRecord | None:
+    return explanation_cache().get(cache_key(selection, request))
 
 
-def explain_cached(selection, method: str, params: dict, target: Any, layer: str | None = None,
-                   progress=None) -> tuple[ExplanationRecord, bool]:
-    """(record, from_cache). On a miss the explainer runs under the model's lock, with a fixed seed so a panel is
-    the same in every session; the same request from several sessions at once is computed once, the others
-    waiting for it (from_cache is then True). ``progress(done, total)`` follows explain()'s protocol."""
-    key = cache_key(selection, method, params, target, layer)
+def _calls(requests: list[Request]) -> list[list[Request]]:
+    """The explain_many calls of ``requests``: one per layer, the methods without a layer joining the first, and
+    another wherever one method is asked with two parameter sets."""
+    calls: list[list[Request]] = []
+    layers: list[str | None] = []
+    for request in sorted(requests, key=lambda r: r.layer is None):
+        for layer, call in zip(layers, calls):
+            params = {r.method: r.params for r in call}
+            if request.layer in (None, layer) and params.get(request.method, request.params) == request.params:
+                call.append(request)
+                break
+        else:
+            calls.append([request])
+            layers.append(request.layer)
+    return calls
+
+
+def compute_records(selection, requests: list[Request], report) -> tuple[dict[Request, ExplanationRecord], int]:
+    """(records, backend calls): ``requests`` computed with the fixed seed, so a panel is the same in every
+    session. One request is one ``explain``; one method, target and parameter set at several layers is one
+    ``explain_layers`` pass (every layer captured at once); anything else goes to ``explain_many``, which shares
+    passes across the methods and the targets (and returns every method × target pair of its call)."""
+    bundle, inputs, first = selection.bundle, selection.inputs, requests[0]
+    options = {"seed": 0, "progress": report, "objective": first.objective}
+    if len(requests) == 1:
+        explanation = explain(bundle, inputs, first.method, first.target, layer=first.layer, **options,
+                              **first.kwargs)
+        return {first: explanation.record(0)}, 1
+    if METHODS[first.method].sweepable and len({(r.method, r.params, r.target, r.objective) for r in requests}) == 1:
+        layers = explain_layers(bundle, inputs, first.method, first.target, [r.layer for r in requests], **options,
+                                **first.kwargs)
+        return {r: layers[r.layer].record(0) for r in requests}, 1
+    records: dict[Request, ExplanationRecord] = {}
+    calls = _calls(requests)
+    for call in calls:
+        params = {r.method: r.params for r in call}
+        targets = {target_key(r.target): r.target for r in call}
+        layer = next((r.layer for r in call if r.layer is not None), None)
+        results = explain_many(bundle, inputs, list(params), list(targets.values()), layer=layer, **options,
+                               params={method: dict(values) for method, values in params.items()})
+        for (method, key), explanation in results.items():
+            request = Request(method, params[method], targets[key], layer if METHODS[method].needs_layer else None,
+                              first.objective)
+            records[request] = explanation.record(0)
+    return records, len(calls)
+
+
+def cached_records(selection, requests: Sequence[Request], progress=None
+                   ) -> tuple[dict[Request, ExplanationRecord], set[Request]]:
+    """(records, computed): a record for every request, and the requests this caller computed.
+
+    Cached requests are taken as they are; the missing ones are computed together (:func:`compute_records`), and
+    requests from several sessions at once are computed once, the others waiting for that computation
+    (``ExplanationCache.compute_many``). ``progress(done, total)`` follows the backend's protocol. The backend
+    serialises calls on one model (``explainers.hooks.model_guard``), so sessions need no lock of their own."""
     cache = explanation_cache()
-
-    def compute(report) -> ExplanationRecord:
-        with model_lock(selection.model):
-            cache.calls += 1
-            cache.records += 1
-            explanation = explainers.explain(selection.bundle, selection.inputs, method, target,
-                                             layer=resolved_layer(selection, method, layer), seed=0, progress=report,
-                                             **params)
-        return explanation.record(0)
-
-    return cache.compute(key, compute, progress)
-
-
-def explain_many_cached(selection, methods: list[str], targets: list[Any], progress=None,
-                        params: dict[str, dict] | None = None, layer: str | None = None
-                        ) -> dict[tuple[str, Any], ExplanationRecord]:
-    """{(method, target): record} for every method and target, each under its own ``cache_key`` (so Explore
-    finds Compare's panels and the other way round). The missing ones come from one ``explain_many`` call, which
-    shares passes across the methods and the targets, under the model's lock and with the fixed seed of
-    ``explain_cached``; requests from several sessions at once are computed once. CAM methods use ``layer``, or
-    the model's default layer."""
-    params = params or {}
-    keys = {(m, t): cache_key(selection, m, params.get(m, {}), t, layer) for m in methods for t in targets}
-    cache = explanation_cache()
+    keys = {request: cache_key(selection, request) for request in requests}
 
     def compute(missing: list[tuple], report) -> dict[tuple, ExplanationRecord]:
-        wanted = [pair for pair, key in keys.items() if key in set(missing)]
-        names = list(dict.fromkeys(m for m, _ in wanted))
-        wanted_targets = list(dict.fromkeys(t for _, t in wanted))
-        layers = {resolved_layer(selection, m, layer) for m in names} - {None}
-        with model_lock(selection.model):
-            cache.calls += 1
-            results = explainers.explain_many(selection.bundle, selection.inputs, names, wanted_targets,
-                                              layer=next(iter(layers), None), seed=0, progress=report,
-                                              params={m: params[m] for m in names if params.get(m)})
-        cache.records += len(results)
-        return {keys[(m, t)]: results[(m, target_key(t))].record(0) for m in names for t in wanted_targets}
+        wanted = set(missing)
+        records, calls = compute_records(selection, [r for r, key in keys.items() if key in wanted], report)
+        cache.calls += calls
+        cache.records += len(records)
+        return {cache_key(selection, request): record for request, record in records.items()}
 
-    values, _ = cache.compute_many(list(dict.fromkeys(keys.values())), compute, progress)
-    return {pair: values[key] for pair, key in keys.items()}
+    values, computed = cache.compute_many(list(dict.fromkeys(keys.values())), compute, progress)
+    return {r: values[key] for r, key in keys.items()}, {r for r, key in keys.items() if key in computed}
 
 
-def explain_layers_cached(selection, method: str, target: Any, layers: list[str], progress=None
-                          ) -> dict[str, ExplanationRecord]:
-    """{layer: record} of a layer sweep, each under its own ``cache_key`` (Explore with that layer finds it);
-    the missing layers come from one ``explain_layers`` pass (one forward, every layer captured)."""
-    keys = {layer: cache_key(selection, method, {}, target, layer) for layer in layers}
-    cache = explanation_cache()
-
-    def compute(missing: list[tuple], report) -> dict[tuple, ExplanationRecord]:
-        wanted = [layer for layer, key in keys.items() if key in set(missing)]
-        with model_lock(selection.model):
-            cache.calls += 1
-            results = explainers.many.explain_layers(selection.bundle, selection.inputs, method, target, wanted,
-                                                     seed=0, progress=report)
-        cache.records += len(results)
-        return {keys[layer]: results[layer].record(0) for layer in wanted}
-
-    values, _ = cache.compute_many(list(dict.fromkeys(keys.values())), compute, progress)
-    return {layer: values[key] for layer, key in keys.items()}
+def explain_cached(selection, request: Request, progress=None) -> tuple[ExplanationRecord, bool]:
+    """(record, from_cache) of one request (:func:`cached_records`); from_cache is also True when another session
+    computed it while this one waited."""
+    records, computed = cached_records(selection, [request], progress)
+    return records[request], request not in computed
 
 
-def multi_pass(selection, method: str, params: dict, layer: str | None) -> bool:
-    """Whether a method takes long enough to deserve a progress bar and a Cancel button."""
-    info = METHODS[method]
-    entry = selection.bundle.layer_entry(resolved_layer(selection, method, layer)) if info.needs_layer else None
+def multi_pass(selection, request: Request) -> bool:
+    """Whether a request takes long enough to deserve a progress bar and a Cancel button."""
+    entry = selection.bundle.layer_entry(request.layer) if request.layer else None
     hw = tuple(selection.inputs.shape[-2:])
-    return info.passes(params, hw, entry.channels if entry else None).total > 2
+    return METHODS[request.method].passes(request.kwargs, hw, entry.channels if entry else None).total > 2
 
 
-class ProgressReporter:
-    """``progress(done, total)`` for explain(): a Streamlit bar with done/total and an ETA.
-
-    Every update goes through Streamlit, so a click on Cancel (which asks for a rerun) stops the script right
-    there, inside the callback: the explainer unwinds through its ``finally`` blocks and the model is left as
-    it was.
-    """
-
-    def __init__(self, label: str, container=st):
-        self.label = label
-        self.bar = container.progress(0.0, text=f"{label}: starting…")
-        self.started = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> bool:
-        elapsed = time.perf_counter() - self.started
-        eta = elapsed / done * (total - done) if done else float("nan")
-        eta_text = f", about {eta:.0f} s left" if done and eta == eta else ""
-        self.bar.progress(min(done / max(total, 1), 1.0), text=f"{self.label}: {done}/{total} passes{eta_text}")
-        return True
-
-    def close(self) -> None:
-        self.bar.empty()
+EXPLORE_RUN = RunControl(cancel_button=state.CANCEL_BUTTON, run_button=state.RUN_AGAIN,
+                         cancelled=state.CANCELLED_RUN, started=state.STARTED_RUN)
 
 
-def explain_cancellable(selection, info, params: dict, target: Any, layer: str | None
-                        ) -> tuple[ExplanationRecord, bool] | None:
-    """Run (or fetch) Explore's explanation, with a progress bar and a Cancel button for multi-pass methods.
-
-    Clicking Cancel makes Streamlit rerun the script, which stops it inside the progress callback. That rerun
-    remembers the cancelled run and does not start it again until the user presses Run. The Cancel button and
-    the bar are gone once the run ends. Returns None when there is nothing to show.
-    """
-    hit = cached(selection, info.name, params, target, layer)
+def explain_cancellable(selection, request: Request) -> tuple[ExplanationRecord, bool] | None:
+    """Run (or fetch) Explore's explanation, with a progress bar and a Cancel button for multi-pass methods
+    (:class:`~ui.runs.RunControl`: a cancelled explanation waits for Run). Returns None when there is nothing to
+    show."""
+    hit = cached(selection, request)
     if hit is not None:
         return hit, True
-    run_id = cache_key(selection, info.name, params, target, layer)
-    if st.session_state.get(state.CANCEL_BUTTON):
-        st.session_state[state.CANCELLED_RUN] = run_id
-    if st.session_state.get(state.CANCELLED_RUN) == run_id:
-        slot = st.empty()
-        with slot.container():
-            st.info("Cancelled. Press Run to compute this explanation.", icon=":material/stop_circle:")
-            if not st.button("Run", key=state.RUN_AGAIN, type="primary"):
-                return None
-        slot.empty()
-        st.session_state[state.CANCELLED_RUN] = None
-    if not multi_pass(selection, info.name, params, layer):
-        with st.spinner(f"{info.display_name}…"):
-            return explain_cached(selection, info.name, params, target, layer)
+    if not EXPLORE_RUN.may_run(cache_key(selection, request), st.empty(), "Press Run to compute this explanation."):
+        return None
+    name = METHODS[request.method].display_name
+    if not multi_pass(selection, request):
+        with st.spinner(f"{name}…"):
+            return explain_cached(selection, request)
     slot = st.empty()
     with slot.container():
-        st.button("Cancel", key=state.CANCEL_BUTTON, help="Stop this computation now.")
-        reporter = ProgressReporter(info.display_name)
+        EXPLORE_RUN.cancel(st, help="Stop this computation now.")
+        reporter = ProgressReporter(name)
     try:
-        return explain_cached(selection, info.name, params, target, layer, progress=reporter)
+        return explain_cached(selection, request, progress=reporter)
     finally:
         slot.empty()

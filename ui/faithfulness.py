@@ -6,14 +6,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 
 from explainers import METHODS
 from explainers import render as rnd
+from explainers.trust.faithfulness import faithfulness_curves
+from explainers.trust.road import road_curves
 
 from . import state
-from .explanations import ProgressReporter, explain_cached
-from .models import model_lock
+from .explanations import canonical, explain_cached
+from .runs import ProgressReporter
 
 DEFAULT_METHODS = ["vanilla", "gradcam", "guided_backprop", "random"]
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
@@ -23,10 +26,11 @@ EVALUATIONS = Path(os.environ.get("SALIENCY_EVALUATIONS", Path(__file__).resolve
 
 def maps_for(selection, methods: list[str], sign: str) -> dict[str, object]:
     """Each method's [H, W] map of the current image for its predicted class, from the shared explanation cache
-    (default parameters, as on Compare), reduced the way the view shows it."""
+    (default parameters: the same panels as Compare's, and Explore's at the defaults), reduced the way the view
+    shows it."""
     maps = {}
     for method in methods:
-        record, _ = explain_cached(selection, method, {}, "top1")
+        record, _ = explain_cached(selection, canonical(selection, method, {}, "top1"))
         maps[method] = rnd.to_map(record.attribution, sign, "max")
     return maps
 
@@ -34,9 +38,6 @@ def maps_for(selection, methods: list[str], sign: str) -> dict[str, object]:
 def curves(selection, methods: list[str], sign: str, steps: int, substrates: dict[str, str], road: bool,
            region: int = 1):
     """Deletion and insertion curves (and ROAD when asked) of every method, computed once per settings."""
-    from explainers.trust.faithfulness import faithfulness_curves
-    from explainers.trust.road import road_curves
-
     key = (selection.model, selection.image_hash, selection.preprocessing, tuple(methods), sign, steps,
            tuple(sorted(substrates.items())), road, region)
 
@@ -44,12 +45,10 @@ def curves(selection, methods: list[str], sign: str, steps: int, substrates: dic
         maps = maps_for(selection, methods, sign)
         reporter = ProgressReporter("Faithfulness curves")
         try:
-            with model_lock(selection.model):
-                result = {"curves": faithfulness_curves(selection.bundle, selection.inputs, maps, "top1",
-                                                        steps=steps, substrate=substrates, region=region,
-                                                        progress=reporter)}
-                if road:
-                    result["road"] = road_curves(selection.bundle, selection.inputs, maps, "top1", progress=reporter)
+            result = {"curves": faithfulness_curves(selection.bundle, selection.inputs, maps, "top1", steps=steps,
+                                                    substrate=substrates, region=region, progress=reporter)}
+            if road:
+                result["road"] = road_curves(selection.bundle, selection.inputs, maps, "top1", progress=reporter)
         finally:
             reporter.close()
         return result
@@ -86,8 +85,6 @@ def auc_rows(curve_sets: list) -> list[dict]:
 
 def pointing_figure(picture, box: tuple[int, int, int, int] | None):
     """The model's view as a figure to draw a box on (plotly's box select)."""
-    import numpy as np
-
     figure = go.Figure(go.Image(z=np.asarray(picture)))
     if box is not None:
         x0, y0, x1, y1 = box

@@ -6,16 +6,14 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from explainers.digits.autograd_steps import side_by_side
 from explainers.trace import GradientTrace, Stats, trace_gradient
-
-from .models import model_lock
 
 
 @st.cache_data(show_spinner="Tracing one forward and backward pass…", max_entries=32)
 def cached_trace(model: str, image_hash: str, preprocessing: str, target: int, scope: str, _bundle,
                  _inputs) -> GradientTrace:
-    with model_lock(model):
-        return trace_gradient(_bundle, _inputs, target, scope=scope)
+    return trace_gradient(_bundle, _inputs, target, scope=scope)
 
 
 def ranges_figure(trace: GradientTrace):
@@ -62,10 +60,7 @@ def stats_line(stats: Stats) -> str:
 
 @st.cache_data(show_spinner="Running the NumPy reference and autograd…", max_entries=16)
 def cached_side_by_side(model: str, image_hash: str, preprocessing: str, target: int, _bundle, _inputs) -> list:
-    from explainers.digits.autograd_steps import side_by_side
-
-    with model_lock(model):
-        return side_by_side(_bundle.model, _inputs, target)
+    return side_by_side(_bundle.model, _inputs, target)
 
 
 def steps_table(rows: list) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import streamlit as st
 import torch
@@ -19,6 +18,8 @@ from explainers.models import (
     load_model,
     model_info,
 )
+
+from . import user_models
 
 
 @st.cache_resource(show_spinner=False)
@@ -37,14 +38,10 @@ def pick_device() -> str:
 
 
 @st.cache_resource(show_spinner="Loading the model (first use in this server)…", max_entries=4)
-def _cached_bundle(name: str, device: str) -> ModelBundle:
+def cached_bundle(name: str, device: str) -> ModelBundle:
+    """A registry model, loaded once per process and shared by every session. Sessions may explain it at the same
+    moment: the backend serialises calls on one model (``explainers.hooks.model_guard``)."""
     return load_model(name, device=device)
-
-
-@st.cache_resource(show_spinner=False)
-def model_lock(name: str) -> threading.Lock:
-    """One lock per shared model: hooks are per call, and the lock keeps one session's out of another's."""
-    return threading.Lock()
 
 
 @st.cache_data(show_spinner=False)
@@ -75,8 +72,6 @@ def get_bundle(name: str) -> ModelBundle:
 
     Raises ModelUnavailableError (the page shows it) when the weights can't be had, e.g. offline.
     """
-    from . import user_models
-
     entry = user_models.get(name) if user_models.is_user_model(name) else None
     if entry is not None:
         return entry.bundle
@@ -94,4 +89,4 @@ def get_bundle(name: str) -> ModelBundle:
         finally:
             bar.empty()
         describe_model.clear()
-    return _cached_bundle(name, pick_device())
+    return cached_bundle(name, pick_device())

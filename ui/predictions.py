@@ -8,13 +8,11 @@ import torch
 
 from explainers import class_probabilities
 
-from .models import model_lock
-
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def probabilities(model: str, image_hash: str, preprocessing: str, _bundle, _inputs: torch.Tensor) -> np.ndarray:
-    with model_lock(model):
-        return class_probabilities(_bundle, _inputs)[0]
+    """Cached per (model, image, preprocessing); sessions share it (the backend serialises calls on one model)."""
+    return class_probabilities(_bundle, _inputs)[0]
 
 
 def top_k(probs: np.ndarray, k: int = 5) -> list[int]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from explainers import METHODS
+from explainers.trust.sanity import CHECK_NAMES, run_sanity
 from explainers.trust.similarity import METRIC_LABELS
 
 from . import state
-from .explanations import ProgressReporter
-from .models import model_lock
+from .runs import ProgressReporter
 
 DEFAULT_METHODS = ["vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "guided_gradcam"]
 # Cheaper settings than the methods' defaults, so a whole cascade stays interactive (stated on the page).
@@ -24,13 +24,9 @@ def method_specs(methods: list[str]) -> list[tuple[str, dict]]:
     return [(m, dict(CASCADE_PARAMS.get(m, {}))) for m in methods]
 
 
-
-
 def run_report(selection, methods: list[str], steps: int | None, randomised=None):
     """The checks for the current image, computed once per (model, image, methods, steps) in this session, with
     a progress bar that a rerun (a click elsewhere) interrupts."""
-    from explainers.trust.sanity import run_sanity
-
     specs = method_specs(methods)
     key = (selection.model, selection.image_hash, selection.preprocessing,
            tuple((m, tuple(sorted(p.items()))) for m, p in specs), steps)
@@ -38,9 +34,8 @@ def run_report(selection, methods: list[str], steps: int | None, randomised=None
     def compute():
         reporter = ProgressReporter("Sanity checks")
         try:
-            with model_lock(selection.model):
-                return run_sanity(selection.bundle, selection.inputs, specs, steps=steps, randomised=randomised,
-                                  progress=reporter)
+            return run_sanity(selection.bundle, selection.inputs, specs, steps=steps, randomised=randomised,
+                              progress=reporter)
         finally:
             reporter.close()
 
@@ -65,8 +60,6 @@ def curves_figure(cascade, metric: str):
 
 
 def verdict_rows(verdict) -> list[dict]:
-    from explainers.trust.sanity import CHECK_NAMES
-
     checks = [c for c in CHECK_NAMES if any(c in row for row in verdict.rows.values())]
     rows = []
     for key, row in verdict.rows.items():
@@ -85,8 +78,6 @@ def verdict_rows(verdict) -> list[dict]:
 
 
 def rules(verdict) -> list[str]:
-    from explainers.trust.sanity import CHECK_NAMES
-
     seen = {}
     for row in verdict.rows.values():
         for name, check in row.items():

@@ -17,10 +17,12 @@ import torch
 from PIL import Image
 
 from explainers import SaliencyError
+from explainers.digits import gallery
 from explainers.images import MAX_IMAGE_MB, check_image_size, image_hash, load_image
 from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, ModelBundle
 
 from . import state, user_models
+from .errors import show_error
 from .models import describe_model, get_bundle, model_choices
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
@@ -133,13 +135,13 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
         except SaliencyError as exc:
             return Problem("error", str(exc), exc)
     if st.session_state.get(state.MODEL) == DIGITS_MODEL:  # the digits model reads digits: its own gallery
-        gallery = {item.name: item for item in digit_gallery()}
-        names = list(gallery)
+        digits = {item.name: item for item in digit_gallery()}
+        names = list(digits)
         if st.session_state.get(state.SAMPLE) not in names:
             st.session_state[state.SAMPLE] = names[0]
         name = st.selectbox("Sample", names, key=state.SAMPLE,
                             help="Procedural digits drawn for lenet_digits (explainers.digits), with their ink box.")
-        item = gallery[name]
+        item = digits[name]
         st.image(png(item.image.resize((128, 128), Image.Resampling.NEAREST)), width=128,
                  caption=f"digit {item.label} · ink box {item.box}")
         state.publish(sample=name)
@@ -156,8 +158,6 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
 @st.cache_resource(show_spinner=False)
 def digit_gallery() -> list:
     """The digits model's samples: generated once per process, the same for every session (a fixed seed)."""
-    from explainers.digits import gallery
-
     return gallery()
 
 
@@ -215,8 +215,6 @@ def sidebar() -> Selection | Problem:
 def require_selection() -> Selection:
     """This run's selection from the shared sidebar. A Problem is shown in the main area, where the user looks,
     and the page stops there: an empty state says what to do, an error says what went wrong and how to fix it."""
-    from .errors import show_error
-
     selection = state.current_selection()
     if isinstance(selection, Selection):
         return selection

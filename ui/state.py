@@ -13,6 +13,10 @@ from typing import Any
 
 import streamlit as st
 
+# Widgets keep their values across page switches (``persist_state=KEEP``): Explore's choices are still there after
+# a look at Compare.
+KEEP = "session"
+
 # ---- keys of the shared sidebar (drawn once, in app.py, for every page) ------------------------------------
 IMAGE_SOURCE = "image_source"
 UPLOADS = "uploads"
@@ -32,7 +36,8 @@ METHOD = "method"
 LAYER = "layer"
 LAYER_SCOPE = "layer_scope"
 PREDICTIONS_CHART = "predictions_chart"
-CANCELLED_RUN = "cancelled_run"
+CANCELLED_RUN = "cancelled_run"  # the explanation the user cancelled: not computed again until Run
+STARTED_RUN = "started_run"  # the explanation the user asked to run after a cancel
 CANCEL_BUTTON = "cancel_run"
 RUN_AGAIN = "run_again"
 HEATMAP_CHART = "heatmap_chart"
@@ -47,8 +52,8 @@ COMPARE_SCALE = "compare.scale"
 COMPARE_DIFFERENCE = "compare.difference"
 COMPARE_PANEL_KIND = "compare.panel_kind"
 COMPARE_VIEW = "compare.view"
-COMPARE_RUN = "compare.run"
-COMPARE_CANCELLED = "compare.cancelled"
+COMPARE_RUN = "compare.run"  # the grid the user asked to run (over the budget, or after a cancel)
+COMPARE_CANCELLED = "compare.cancelled"  # the grid the user cancelled
 COMPARE_CANCEL = "compare.cancel"
 EXPORT_ZIP = "compare.export_zip"
 SWEEP_METHOD = "sweep.method"
@@ -143,8 +148,10 @@ PENDING_IMAGE = "_pending_image"  # a local image file to show as the sidebar's 
 PENDING_PREPROCESSING = "_pending_preprocessing"
 RUN_IMAGE = "_run_image"  # the local file the "Batch run" source shows
 
+# ---- the shared selection -------------------------------------------------------------------------------------
+SELECTION = "_selection"  # what the shared sidebar chose this run (a Selection or a Problem)
+
 # ---- internal -------------------------------------------------------------------------------------------------
-_SELECTION = "_selection"
 _URL_READ = "_url_read"
 _URL = "_url"
 
@@ -232,11 +239,11 @@ def contrast_text(a: int, b: int) -> str:
 
 def set_selection(selection: Any) -> None:
     """What the sidebar chose this run: a Selection, or a Problem to show in the main area."""
-    st.session_state[_SELECTION] = selection
+    st.session_state[SELECTION] = selection
 
 
 def current_selection() -> Any:
-    return st.session_state.get(_SELECTION)
+    return st.session_state.get(SELECTION)
 
 
 def remembered(store: str, key: Any, compute: Callable[[], Any], keep: int = 4) -> Any:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import streamlit as st
 
 from explainers import METHODS, render
+from explainers.trust.faithfulness import faithfulness_curves, grid_region
+from explainers.trust.sanity import random_logit
 
 from . import state
-from .explanations import explain_cached
-from .models import model_lock
+from .explanations import Request, cache_key, canonical, explain_cached
 
 STEPS = 20
 # Deletion by regions of the CAM grid, filled with the image mean: single black pixels read to a CNN as noise and
@@ -21,20 +22,15 @@ STEPS = 20
 SUBSTRATE = "mean"
 
 
-def _check(selection, record, params: dict) -> dict:
-    from explainers.trust.faithfulness import faithfulness_curves, grid_region
-    from explainers.trust.sanity import random_logit
-
-    with model_lock(selection.model):
-        logit = random_logit(selection.bundle, selection.inputs, [(record.method, params)], target=record.target[0],
-                             classes=3, layer=record.layer, controls=())
-    random_record, _ = explain_cached(selection, "random", {}, record.target[0])
+def _check(selection, record, request: Request) -> dict:
+    logit = random_logit(selection.bundle, selection.inputs, [(request.method, request.kwargs)], target=request.target,
+                         classes=3, layer=request.layer, controls=())
+    random_record, _ = explain_cached(selection, canonical(selection, "random", {}, request.target))
     maps = {record.method: render.to_map(record.attribution, "absolute", "max"),
             "random": render.to_map(random_record.attribution, "absolute", "max")}
-    with model_lock(selection.model):
-        region = grid_region(selection.inputs.shape[-2:])
-        curves = faithfulness_curves(selection.bundle, selection.inputs, maps, int(record.target[0]),
-                                     kinds=("deletion",), steps=STEPS, substrate=SUBSTRATE, region=region)
+    region = grid_region(selection.inputs.shape[-2:])
+    curves = faithfulness_curves(selection.bundle, selection.inputs, maps, request.target, kinds=("deletion",),
+                                 steps=STEPS, substrate=SUBSTRATE, region=region)
     return {
         "random_logit": logit.mean(record.method, "spearman_abs"),
         "classes": [int(c) for c in logit.classes[0]],
@@ -44,13 +40,15 @@ def _check(selection, record, params: dict) -> dict:
     }
 
 
-def trust_panel(selection, record, params: dict, key: tuple) -> None:
-    """The expander; nothing is computed until the button is pressed (a few passes of the method)."""
-    info = METHODS[record.method]
+def trust_panel(selection, record, request: Request) -> None:
+    """The expander for ``record``, the explanation of ``request``; nothing is computed until the button is pressed
+    (a few passes of the method)."""
+    info = METHODS[request.method]
     with st.expander("Trust: is this map about the class, and about the pixels the model uses?"):
-        if len(record.target) != 1 or info.family == "Control":
+        if not isinstance(request.target, int) or info.family == "Control":
             st.caption("Available for single-class targets of an explanation method.")
             return
+        key = cache_key(selection, request)
         results = st.session_state.setdefault(state.TRUST_RESULTS, {})
         if key not in results:
             slot = st.empty()
@@ -60,7 +58,7 @@ def trust_panel(selection, record, params: dict, key: tuple) -> None:
                 return
             slot.empty()  # done with: no button left beside the answer
             with st.spinner("Checking…"):
-                results[key] = _check(selection, record, params)
+                results[key] = _check(selection, record, request)
         found = results[key]
         names = ", ".join(selection.bundle.categories[c] for c in found["classes"])
         left, right = st.columns(2)

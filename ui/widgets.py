@@ -20,7 +20,7 @@ def param_widgets(info: MethodInfo, prefix: str = state.PARAM, container=st) -> 
             continue
         key = f"{prefix}.{info.name}.{name}"
         label = name.replace("_", " ")
-        keep = {"key": key, "help": param.help, "persist_state": "session"}
+        keep = {"key": key, "help": param.help, "persist_state": state.KEEP}
         if param.kind == "choice":
             st.session_state.setdefault(key, param.default)
             values[name] = container.selectbox(label, param.choices, **keep)

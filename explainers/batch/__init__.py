@@ -7,9 +7,9 @@
 """
 
 from .pipeline import COLUMNS, MAP_POOL, Item, Settings, explain_batch, map_statistics, read_source
-from .run import run
+from .run import ENGINES, run
 from .store import RunWriter, load_map, read_manifest, read_table
 from .views import VIEWS, mean_maps, ranked
 
-__all__ = ["COLUMNS", "MAP_POOL", "VIEWS", "Item", "RunWriter", "Settings", "explain_batch", "load_map",
+__all__ = ["COLUMNS", "ENGINES", "MAP_POOL", "VIEWS", "Item", "RunWriter", "Settings", "explain_batch", "load_map",
            "map_statistics", "mean_maps", "ranked", "read_manifest", "read_source", "read_table", "run"]

@@ -1,16 +1,14 @@
-"""The local engine: images decoded by a DataLoader with worker processes, the model loaded once."""
+"""The local engine: images decoded by a DataLoader with worker processes, the model loaded once, in this process."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 
+from torch.utils.data import DataLoader
+
 from .pipeline import Decoded, Decoder, Item, Settings, explain_batch
 from .store import RunWriter
-
-# ---------------------------------------------------------------------------------------------------------
-# The local engine
-# ---------------------------------------------------------------------------------------------------------
 
 
 def default_workers() -> int:
@@ -19,6 +17,7 @@ def default_workers() -> int:
 
 
 def _collate(batch: list[Decoded]) -> list[Decoded]:
+    """A batch stays a list of Decoded (a failed image has no pixels to stack)."""
     return batch
 
 
@@ -26,8 +25,6 @@ def run_local(bundle, items: Sequence[Item], settings: Settings, writer: RunWrit
               progress: Callable[[int, int], object] | None = None) -> int:
     """Explain every item the writer has not got yet; returns the number of images done in this run.
     ``progress(done, total)`` after each batch (returning False stops the run after that batch's part)."""
-    from torch.utils.data import DataLoader
-
     todo = [item for item in items if item.path not in writer.done]
     if not todo:
         return 0

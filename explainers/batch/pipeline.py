@@ -1,5 +1,8 @@
-"""A batch run's pipeline: the sources (folder, glob, list), decoding, and one batch explained into table rows
-and maps (with each map's statistics)."""
+"""A batch run's pipeline: the images of a source (a folder, a glob or a list), their decoding into the model's
+view, and one batch explained into table rows and stored maps, each map with the statistics of where its mass lies.
+
+The engines (:mod:`.local`, :mod:`.ray_engine`) move these steps between processes; the steps, and so the numbers,
+are the same on both."""
 
 from __future__ import annotations
 
@@ -16,23 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from ..errors import ParameterError
 from ..images import image_hash, load_image
 from ..manifest import top_predictions
-from ..many import explain_many, target_key
+from ..many import explain_many
+from ..targets import target_key
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")  # a list's box, in the original image's pixels
 MAP_POOL = 4  # non-layer maps: channel sum, mean-pooled 4×4 (224 → 56)
 TOP_K = 5
 # The centre and the border: the middle half of each side is the centre; the outer eighth of each side the border.
 CENTRE = (0.25, 0.75)
 BORDER = 0.125
-DEFAULT_METHODS = ("gradcam",)
-DEFAULT_TARGETS = ("top1",)
-ENGINES = ("local", "ray")
-SCHEMA_VERSION = 1
+NO_LABEL = "no label for this image: the target 'label' needs one"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -74,9 +77,6 @@ def _folder_label(path: Path, root: Path, categories: Sequence[str]) -> int | No
     return lowered.get(path.parent.name.lower())
 
 
-BOX_COLUMNS = ("x0", "y0", "x1", "y1")
-
-
 def read_source(source: str | os.PathLike, categories: Sequence[str], limit: int | None = None) -> list[Item]:
     """The images of ``source``, in a stable order: a folder (recursively, sorted; the class from the sub-folder
     name when it is a class name), a glob pattern, or a .csv/.parquet list with a ``path`` column (relative to the
@@ -102,9 +102,8 @@ def read_source(source: str | os.PathLike, categories: Sequence[str], limit: int
 
 
 def _read_list(path: Path, categories: Sequence[str]) -> list[Item]:
+    """The items of a .csv/.parquet list: paths relative to the list's folder, labels and boxes checked."""
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
         rows = pq.read_table(path).to_pylist()
     else:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -196,7 +195,7 @@ def map_statistics(values: np.ndarray, box: tuple[float, float, float, float] | 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Settings, decoding and one batch
+# Settings and decoding
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -213,16 +212,16 @@ class Settings:
     preprocessing: str = "resize"
 
 
-def _target_label(target: Any) -> str:
-    return str(target)
-
-
+@dataclass
 class Decoded:
-    """One item after decoding: the model's input [C, H, W] and the original size, or the error message."""
+    """One item after decoding: its position in the batch's items, the model's view as uint8 pixels [H, W, 3] and
+    the original (width, height) and image hash, or the error message."""
 
-    def __init__(self, index: int, inputs: torch.Tensor | None, size: tuple[int, int] | None, image_hash: str | None,
-                 error: str | None):
-        self.index, self.inputs, self.size, self.image_hash, self.error = index, inputs, size, image_hash, error
+    index: int
+    inputs: torch.Tensor | None
+    size: tuple[int, int] | None
+    image_hash: str | None
+    error: str | None
 
 
 class Decoder:
@@ -231,7 +230,6 @@ class Decoder:
     DataLoader workers and Ray tasks run it in their own processes."""
 
     def __init__(self, items: Sequence[Item], bundle, preprocessing: str):
-
         self.items, self.preprocessing = list(items), preprocessing
         # geometry only: no model, no normalisation (a closure), no layer catalogue
         self.view = replace(bundle, model=torch.nn.Identity(), normalize=None, denormalize=None, layers=[])
@@ -240,13 +238,18 @@ class Decoder:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Decoded:
-
         try:
             image = load_image(self.items[index].path)
             pixels = np.asarray(self.view.model_view(image, self.preprocessing).convert("RGB"), dtype=np.uint8)
             return Decoded(index, torch.from_numpy(pixels.copy()), image.size, image_hash(image), None)
         except Exception as exc:  # a bad image is an error row, never the end of the run
             return Decoded(index, None, None, None, f"{type(exc).__name__}: {exc}")
+
+
+def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``values`` cut into batches of ``size`` (the last one shorter), in order, as a DataLoader cuts them."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def model_inputs(bundle, pixels: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -256,85 +259,9 @@ def model_inputs(bundle, pixels: Sequence[torch.Tensor]) -> torch.Tensor:
     return bundle.normalize(stacked).to(bundle.device)
 
 
-def explain_batch(bundle, items: Sequence[Item], decoded: Sequence[Decoded], settings: Settings
-                  ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """(rows, maps) for one batch: every good image × method × target through explain_many, one error row per
-    image that failed to decode. ``maps`` maps a row's ``map_key`` to its stored map (float16)."""
-
-    rows: list[dict[str, Any]] = []
-    maps: dict[str, np.ndarray] = {}
-    good = [d for d in decoded if d.error is None]
-    for d in decoded:
-        if d.error is not None:
-            rows.append(_row(items[d.index], None, error=d.error))
-    if not good:
-        return rows, maps
-    inputs = model_inputs(bundle, [d.inputs for d in good])
-    categories = bundle.categories
-    plain = [t for t in settings.targets if t != "label"]
-    started = time.perf_counter()
-    results: dict[tuple[str, str], tuple[Any, list[int]]] = {}
-    if plain:
-        many = explain_many(bundle, inputs, settings.methods, plain, seed=settings.seed, batch_size=None,
-                            params=settings.params)
-        for (method, key), explanation in many.items():
-            results[(method, next(t for t in plain if target_key(t) == key))] = (explanation, list(range(len(good))))
-    if "label" in settings.targets:
-        labelled = [i for i, d in enumerate(good) if items[d.index].label is not None]
-        for d in good:
-            if items[d.index].label is None:
-                for method in settings.methods:
-                    rows.append(_row(items[d.index], d, method=method, target="label",
-                                     error="no label for this image: the target 'label' needs one"))
-        if labelled:
-            labels = [items[good[i].index].label for i in labelled]
-            many = explain_many(bundle, inputs[labelled], settings.methods, [labels], seed=settings.seed,
-                                params=settings.params)
-            for (method, _), explanation in many.items():
-                results[(method, "label")] = (explanation, labelled)
-    per_row_s = (time.perf_counter() - started) / len(good)
-    for (method, target), (explanation, positions) in results.items():
-        layer_maps = explanation.layer_attribution
-        probabilities = explanation.logits.float().softmax(-1).cpu().numpy()
-        for j, position in enumerate(positions):
-            d = good[position]
-            item = items[d.index]
-            top = top_predictions(explanation.logits[j].cpu(), categories, TOP_K)
-            if layer_maps is not None:
-                stored = layer_maps[j, 0].detach().float().cpu().numpy()
-                kind = "layer"
-            else:
-                stored = pooled_map(explanation.attribution[j].detach().float().cpu().numpy())
-                kind = f"channel sum, mean-pooled {MAP_POOL}x{MAP_POOL}"
-            box = None
-            if item.box is not None and d.size is not None:
-                width, height = d.size
-                box = (item.box[0] / width, item.box[1] / height, item.box[2] / width, item.box[3] / height)
-            key = f"{row_id(item.path, method, target)}"
-            maps[key] = stored.astype(np.float16)
-            target_index = explanation.target[j].tolist()
-            row = _row(item, d, method=method, target=target)
-            row.update({
-                "prediction": top[0]["index"],
-                "prediction_name": top[0]["name"],
-                "probability": float(probabilities[j].max()),
-                "top5": [t["index"] for t in top],
-                "top5_probability": [t["probability"] for t in top],
-                "correct": None if item.label is None else bool(top[0]["index"] == item.label),
-                "target_index": int(target_index) if np.ndim(target_index) == 0 else int(target_index[0]),
-                "target_name": categories[int(np.ravel(target_index)[0])] if categories else None,
-                "target_probability": float(probabilities[j][int(np.ravel(target_index)[0])]),
-                "params": json.dumps(explanation.params, sort_keys=True, default=str),
-                "elapsed_s": per_row_s,
-                "map_key": key,
-                "map_kind": kind,
-                "map_h": int(stored.shape[0]),
-                "map_w": int(stored.shape[1]),
-                **map_statistics(stored, box),
-            })
-            rows.append(row)
-    return rows, maps
-
+# ---------------------------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------------------------
 
 COLUMNS = ("row_id", "path", "image_hash", "label", "label_name", "box", "method", "target", "error", "prediction",
            "prediction_name", "probability", "top5", "top5_probability", "correct", "target_index", "target_name",
@@ -349,6 +276,7 @@ def row_id(path: str, method: str | None, target: str | None) -> str:
 
 def _row(item: Item, decoded: Decoded | None, method: str | None = None, target: str | None = None,
          error: str | None = None) -> dict[str, Any]:
+    """A row with the image's columns filled in (and the error, for an error row); the rest None."""
     row = dict.fromkeys(COLUMNS)
     row.update({
         "row_id": row_id(item.path, method, target),
@@ -363,6 +291,100 @@ def _row(item: Item, decoded: Decoded | None, method: str | None = None, target:
     return row
 
 
-def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
+def stored_map(explanation, j: int) -> tuple[np.ndarray, str]:
+    """(map [h, w] as float32, its kind) that a run stores for row ``j`` of an explanation: the layer's own map
+    for the layer methods, else the channel sum mean-pooled ``MAP_POOL`` × ``MAP_POOL``."""
+    if explanation.layer_attribution is not None:
+        return explanation.layer_attribution[j, 0].detach().float().cpu().numpy(), "layer"
+    pooled = pooled_map(explanation.attribution[j].detach().float().cpu().numpy())
+    return pooled, f"channel sum, mean-pooled {MAP_POOL}x{MAP_POOL}"
+
+
+def _box_fractions(item: Item, size: tuple[int, int] | None) -> tuple[float, float, float, float] | None:
+    """The item's box as fractions (x0, y0, x1, y1) of its original (width, height), when it has one."""
+    if item.box is None or size is None:
+        return None
+    width, height = size
+    return (item.box[0] / width, item.box[1] / height, item.box[2] / width, item.box[3] / height)
+
+
+def _explained_row(item: Item, decoded: Decoded, method: str, target: str, explanation, j: int,
+                   probabilities: np.ndarray, categories: Sequence[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """(row, stored map as float32) for row ``j`` of an explanation: the prediction, the target, the map's place in
+    the maps file and its statistics. ``probabilities`` is the softmax of row ``j``'s logits."""
+    top = top_predictions(explanation.logits[j].cpu(), categories, TOP_K)
+    stored, kind = stored_map(explanation, j)
+    target_index = int(np.ravel(explanation.target[j].tolist())[0])
+    row = _row(item, decoded, method=method, target=target)
+    row.update({
+        "prediction": top[0]["index"],
+        "prediction_name": top[0]["name"],
+        "probability": float(probabilities.max()),
+        "top5": [t["index"] for t in top],
+        "top5_probability": [t["probability"] for t in top],
+        "correct": None if item.label is None else bool(top[0]["index"] == item.label),
+        "target_index": target_index,
+        "target_name": categories[target_index] if categories else None,
+        "target_probability": float(probabilities[target_index]),
+        "params": json.dumps(explanation.params, sort_keys=True, default=str),
+        "map_key": row["row_id"],
+        "map_kind": kind,
+        "map_h": int(stored.shape[0]),
+        "map_w": int(stored.shape[1]),
+        **map_statistics(stored, _box_fractions(item, decoded.size)),
+    })
+    return row, stored
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One batch
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _explanations(bundle, inputs: torch.Tensor, labels: Sequence[int | None], settings: Settings
+                  ) -> dict[tuple[str, str], tuple[Any, list[int]]]:
+    """{(method, target): (explanation, the batch positions of its rows)} through explain_many (shared passes):
+    the ranked and class targets for every image, the target "label" for the images that have one."""
+    explained: dict[tuple[str, str], tuple[Any, list[int]]] = {}
+    plain = [t for t in settings.targets if t != "label"]
+    if plain:
+        everyone = list(range(len(labels)))
+        many = explain_many(bundle, inputs, settings.methods, plain, seed=settings.seed, params=settings.params)
+        for (method, key), explanation in many.items():
+            explained[(method, next(t for t in plain if target_key(t) == key))] = (explanation, everyone)
+    labelled = [i for i, label in enumerate(labels) if label is not None]
+    if "label" in settings.targets and labelled:
+        many = explain_many(bundle, inputs[labelled], settings.methods, [[labels[i] for i in labelled]],
+                            seed=settings.seed, params=settings.params)
+        for (method, _), explanation in many.items():
+            explained[(method, "label")] = (explanation, labelled)
+    return explained
+
+
+def explain_batch(bundle, items: Sequence[Item], decoded: Sequence[Decoded], settings: Settings
+                  ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """(rows, maps) for one batch: every good image × method × target through explain_many, one error row per
+    image that failed to decode, one per method for an image without a label when the target "label" is asked
+    for. ``maps`` maps a row's ``map_key`` to its stored map (float16)."""
+    good = [d for d in decoded if d.error is None]
+    rows = [_row(items[d.index], None, error=d.error) for d in decoded if d.error is not None]
+    if "label" in settings.targets:
+        rows += [_row(items[d.index], d, method=method, target="label", error=NO_LABEL)
+                 for d in good if items[d.index].label is None for method in settings.methods]
+    maps: dict[str, np.ndarray] = {}
+    if not good:
+        return rows, maps
+    inputs = model_inputs(bundle, [d.inputs for d in good])
+    started = time.perf_counter()
+    explained = _explanations(bundle, inputs, [items[d.index].label for d in good], settings)
+    per_row_s = (time.perf_counter() - started) / len(good)
+    for (method, target), (explanation, positions) in explained.items():
+        probabilities = explanation.logits.float().softmax(-1).cpu().numpy()
+        for j, position in enumerate(positions):
+            d = good[position]
+            row, stored = _explained_row(items[d.index], d, method, target, explanation, j, probabilities[j],
+                                         bundle.categories)
+            row["elapsed_s"] = per_row_s
+            maps[row["map_key"]] = stored.astype(np.float16)
+            rows.append(row)
+    return rows, maps

@@ -1,17 +1,20 @@
 """The Ray engine of ``python -m explainers batch --engine ray``: the local engine's steps on Ray Data.
 
 The images still to do become a dataset (``ray.data.from_items``), one row per batch, cut as the local engine
-cuts them; a map step decodes each batch in a Ray task with ``batch.Decoder``; a ``map_batches`` step with an
-actor pool runs ``batch.explain_batch`` in model replicas (one per GPU when the cluster has GPUs, else ``workers``
-CPU replicas), each taking the bundle once from the object store; the driver writes every batch's rows and maps
-as one part through the same ``RunWriter``, so the run folder is the local engine's, row for row. On GPUs the
-decoding tasks run on the CPUs beside the replicas; without GPUs Ray Data fuses them into the replicas (each
-decodes its own batches: no pixels through the object store). Parts arrive in completion order; the table's
-order does not depend on it (``batch.read_table`` sorts).
+cuts them (``pipeline.chunks``); a map step decodes each batch in a Ray task with ``pipeline.Decoder``; a
+``map_batches`` step with an actor pool runs ``pipeline.explain_batch`` in model replicas (one per GPU when the
+cluster has GPUs, else ``workers`` CPU replicas), each taking the bundle once from the object store; the driver
+writes every batch's rows and maps as one part through the same ``store.RunWriter``, so the run folder is the local
+engine's, row for row. On GPUs the decoding tasks run on the CPUs beside the replicas; without GPUs Ray Data fuses
+them into the replicas (each decodes its own batches: no pixels through the object store). Parts arrive in
+completion order; the table's order does not depend on it (``store.read_table`` sorts).
 
 ``ray.init`` is called only when Ray is not running yet: with ``RAY_ADDRESS`` set it joins that cluster (the
 workers import ``explainers`` from a copy Ray ships, ``py_modules``), else it starts Ray on this machine, quietly
 and on its own (no dashboard, no usage report).
+
+Ray, a heavy dependency that only this engine needs, is imported inside the functions that use it, never at module
+level: the local engine, the Batch page and every other command must not pay for its import (seconds).
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from .store import RunWriter
 
 LOCAL_REPLICAS = 2  # CPU model replicas when --workers is not given and the cluster has no GPU
 MAX_BLOCKS = 1000  # input blocks (a block holds whole batches; a decoding task reads one block)
+PACKAGE = Path(__file__).resolve().parents[1]  # the explainers package, which a cluster's workers are sent
 
 
 def _encode_item(item: Item) -> str:
+    """An item as a string: Ray Data columns hold plain values."""
     return json.dumps([item.path, item.label, None if item.box is None else list(item.box)])
 
 
@@ -70,7 +75,7 @@ class BatchExplainer:
     (its rows and maps, pickled) and its image count."""
 
     def __init__(self, bundle_ref: list, settings: Settings, use_gpu: bool):
-        import ray
+        import ray  # deferred: a heavy import (see the module docstring)
 
         bundle = ray.get(bundle_ref[0])
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
@@ -97,8 +102,7 @@ class BatchExplainer:
 def _start_ray(workers: int | None) -> None:
     """Join the cluster at RAY_ADDRESS, or start Ray here: enough logical CPUs for the CPU replicas and at least
     one decoding task, no dashboard, no usage statistics, workers' logs kept out of the driver's output."""
-
-    import ray
+    import ray  # deferred: a heavy import (see the module docstring)
 
     if ray.is_initialized():
         return
@@ -107,8 +111,7 @@ def _start_ray(workers: int | None) -> None:
              "configure_logging": True}
     if os.environ.get("RAY_ADDRESS"):
         # the cluster's workers need this package; their Python needs the requirements installed
-        package = str(Path(__file__).resolve().parent)
-        ray.init(runtime_env={"py_modules": [package]}, **quiet)
+        ray.init(runtime_env={"py_modules": [str(PACKAGE)]}, **quiet)
     else:
         replicas = LOCAL_REPLICAS if workers is None else workers
         # address "local": a Ray of this run's own, even where `ray start` runs one on this machine (join that
@@ -122,7 +125,7 @@ def run_ray(bundle, items: Sequence[Item], settings: Settings, writer: RunWriter
     ``workers`` is the number of model replicas (default: one per GPU of the cluster, else 2; more replicas than
     GPUs share them); ``progress(done, total)`` after each part is written (returning False stops the run after
     that part)."""
-    import ray
+    import ray  # deferred: a heavy import (see the module docstring)
     import ray.data
 
     if workers is not None and workers < 1:
@@ -167,8 +170,4 @@ def run_ray(bundle, items: Sequence[Item], settings: Settings, writer: RunWriter
 
 def _on_cpu(bundle: Any):
     """A copy of ``bundle`` with its model on the CPU (the driver's own model stays where it is)."""
-
     return replace(bundle, model=copy.deepcopy(bundle.model).cpu())
-
-
-__all__ = ["run_ray"]

@@ -1,5 +1,17 @@
-"""A run folder: the writer (parts renamed into place, maps before the table part that references them), the
-table, the maps and the manifest read back, and what resuming skips."""
+"""A run folder: written part by part, read back, and resumed.
+
+- ``table/part-NNNNN.parquet``: one row per image × method × target (``pipeline.COLUMNS``: path, image hash, label,
+  prediction and top-5, target, method, params, elapsed time, summary statistics of the map), plus one error row
+  per image that could not be read; the parts together are the table (:func:`read_table`);
+- ``maps/part-NNNNN.npz``: the maps of the same rows, referenced from the table by ``map_file`` and ``map_key``:
+  the layer's own map for the CAMs (7×7 on most models), every other map as its channel sum mean-pooled by
+  ``MAP_POOL`` (56×56 on a 224 input), float16; the manifest states both;
+- ``manifest.json``: versions, model, methods, parameters, targets, seed, engine and map format.
+
+Every part file is written whole and renamed into place, maps before the table part that references them, so a
+run killed at any moment leaves only complete parts; a resumed run skips the images the table already has (rows
+or an error row), so the final table has each row once.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..errors import SaliencyError
 from ..manifest import versions
-from .pipeline import BORDER, CENTRE, COLUMNS, MAP_POOL, SCHEMA_VERSION, Settings
+from .pipeline import BORDER, CENTRE, COLUMNS, MAP_POOL, Settings
 
-# ---------------------------------------------------------------------------------------------------------
-# Writing and reading a run
-# ---------------------------------------------------------------------------------------------------------
+SCHEMA_VERSION = 1  # of the manifest and the table
 
 
 class RunWriter:
@@ -46,45 +58,19 @@ class RunWriter:
         self.maps.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         for part in existing:
-            import pyarrow.parquet as pq
-
             self.done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
         self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "saliency-studio batch run",
-            "settings": _jsonable(asdict(settings)),
-            "engine": engine,
-            "source": str(source),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": _versions(),
-            "maps": {
-                "layer methods": "the layer's own map (layer_attribution), float16",
-                "other methods": f"the channel sum mean-pooled {MAP_POOL}x{MAP_POOL}, float16",
-            },
-            "statistics": {
-                "peak_y/peak_x": "argmax of |map|, cell centre, as fractions of height and width",
-                "centre_mass": f"share of |map| in the middle {CENTRE[1] - CENTRE[0]:.0%} of each side",
-                "border_mass": f"share of |map| in the outer {BORDER:.1%} of each side",
-                "box_mass": "share of |map| inside the list's box (x0, y0, x1, y1 in the original image's pixels)",
-                "entropy": "entropy of |map| over its cells / log(cells)",
-            },
-            "classes": len(categories),
-        }
+        manifest = _manifest(settings, engine, source, categories)
         _atomic_write(manifest_path, json.dumps(manifest, indent=2, allow_nan=False).encode())
 
     def write(self, rows: list[dict[str, Any]], maps: dict[str, np.ndarray]) -> None:
         """One part: its maps file, then its table file, each atomically."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         if not rows:
             return
         name = f"part-{self.next_part:05d}"
         self.next_part += 1
         if maps:
-            buffer = _npz_bytes(maps)
-            _atomic_write(self.maps / f"{name}.npz", buffer)
+            _atomic_write(self.maps / f"{name}.npz", _npz_bytes(maps))
         for row in rows:
             if row["map_key"] is not None:
                 row["map_file"] = f"maps/{name}.npz"
@@ -97,9 +83,34 @@ class RunWriter:
         self.done.update(row["path"] for row in rows)
 
 
-def _schema():
-    import pyarrow as pa
+def _manifest(settings: Settings, engine: str, source: str, categories: Sequence[str]) -> dict[str, Any]:
+    """What manifest.json says: the settings a resumed run must match, where the run came from, and what the
+    maps and the statistics are."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "saliency-studio batch run",
+        "settings": _jsonable(asdict(settings)),
+        "engine": engine,
+        "source": str(source),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {**versions(), "pyarrow": pa.__version__},
+        "maps": {
+            "layer methods": "the layer's own map (layer_attribution), float16",
+            "other methods": f"the channel sum mean-pooled {MAP_POOL}x{MAP_POOL}, float16",
+        },
+        "statistics": {
+            "peak_y/peak_x": "argmax of |map|, cell centre, as fractions of height and width",
+            "centre_mass": f"share of |map| in the middle {CENTRE[1] - CENTRE[0]:.0%} of each side",
+            "border_mass": f"share of |map| in the outer {BORDER:.1%} of each side",
+            "box_mass": "share of |map| inside the list's box (x0, y0, x1, y1 in the original image's pixels)",
+            "entropy": "entropy of |map| over its cells / log(cells)",
+        },
+        "classes": len(categories),
+    }
 
+
+def _schema() -> pa.Schema:
+    """The table's column types: strings unless said otherwise."""
     string, double, integer = pa.string(), pa.float64(), pa.int64()
     types = {"label": integer, "box": pa.list_(double), "prediction": integer, "probability": double,
              "top5": pa.list_(integer), "top5_probability": pa.list_(double), "correct": pa.bool_(),
@@ -110,34 +121,25 @@ def _schema():
 
 
 def _npz_bytes(maps: dict[str, np.ndarray]) -> bytes:
-
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **maps)
     return buffer.getvalue()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` through a hidden temporary file renamed into place: a reader sees all or nothing."""
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (what a resumed run's settings are compared in)."""
     return json.loads(json.dumps(value, default=str))
-
-
-def _versions() -> dict[str, str]:
-    import pyarrow
-
-
-    return {**versions(), "pyarrow": pyarrow.__version__}
 
 
 def read_table(out: str | os.PathLike):
     """The run's table as a pandas DataFrame, rows in a stable order (path, method, target)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     parts = sorted((Path(out) / "table").glob("part-*.parquet"))
     if not parts:
         raise SaliencyError(f"{str(out)!r} holds no batch run (no table/part-*.parquet)")
@@ -153,6 +155,7 @@ def load_map(out: str | os.PathLike, map_file: str, map_key: str) -> np.ndarray:
 
 
 def read_manifest(out: str | os.PathLike) -> dict[str, Any]:
+    """The run's manifest.json as a dict."""
     path = Path(out) / "manifest.json"
     if not path.is_file():
         raise SaliencyError(f"{str(out)!r} is not a batch run folder (no manifest.json)")

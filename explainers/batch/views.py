@@ -10,17 +10,13 @@ import numpy as np
 from ..errors import ParameterError
 from ..render import resize
 
-# ---------------------------------------------------------------------------------------------------------
-# The views that reveal a spurious cue
-# ---------------------------------------------------------------------------------------------------------
-
 VIEWS = {
     "outside": "mass outside the object: 1 − box mass when the run has boxes (rows without one left out), else "
                "the border mass",
     "confident_mistakes": "wrong predictions, the most confident first",
     "unsure_mistakes": "wrong predictions, the least confident first",
 }
-MEAN_SIZE = 56
+MEAN_SIZE = 56  # the side of a class's mean map (a stored map is 56×56 or coarser on a 224 input)
 
 
 def ranked(table, view: str):
@@ -44,7 +40,6 @@ def mean_maps(out: str | os.PathLike, rows, by: str = "label_name", size: int = 
     sorted by name. Each stored map counts as |map| resized to ``size`` × ``size`` and scaled to sum 1 (where its
     mass lies, as the statistics measure it), so no image's raw scale dominates; all-zero maps are left out.
     Each shard is opened once."""
-
     picked = rows[rows[by].notna() & rows["map_key"].notna()]
     grouped: dict[str, list[np.ndarray]] = {}
     for map_file, part in picked.groupby("map_file", sort=False):

@@ -8,19 +8,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..batch.pipeline import DEFAULT_METHODS, DEFAULT_TARGETS, ENGINES, Settings
-from ..batch.run import run
+from ..batch import ENGINES, Settings, run
 from ..models import DEFAULT_MODEL
 from .options import add_device, method_names, method_params, pick_device, positive_int
 
-# ---------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------
+DEFAULT_METHODS = ("gradcam",)
+DEFAULT_TARGETS = ("top1",)
 
 
 def add_commands(commands: Any) -> None:
     """Add ``batch`` to the CLI (see ``explainers.cli.main``)."""
-
     ba = commands.add_parser(
         "batch",
         help="explain a folder, glob or list of images: a Parquet table of map statistics and sharded maps",
@@ -41,7 +38,7 @@ def add_commands(commands: Any) -> None:
                     "class) (default: %(default)s)")
     ba.add_argument("--labels", default=None, metavar="labels.csv",
                     help="a list (path,label[,x0,y0,x1,y1]) whose labels and boxes apply to SOURCE's images")
-    ba.add_argument("--engine", default="local", choices=ENGINES, help="in-process or Ray Data (default: local)")
+    ba.add_argument("--engine", default="local", choices=list(ENGINES), help="in-process or Ray Data (default: local)")
     ba.add_argument("--batch-size", default=16, type=positive_int, metavar="N", help="images per batch")
     ba.add_argument("--workers", default=None, type=int, metavar="N",
                     help="decoding workers (local; default: spare cores, at most 4) or model replicas (ray; "
@@ -55,8 +52,6 @@ def add_commands(commands: Any) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-
-
     methods = method_names([args.methods], DEFAULT_METHODS)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] or list(DEFAULT_TARGETS)
     settings = Settings(model=args.model, methods=methods, targets=targets,

@@ -79,7 +79,6 @@ def write_gallery(n: int, seed: int, out: Path, canvas: int = 32, zoom: int = 4)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "train":

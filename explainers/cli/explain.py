@@ -26,6 +26,7 @@ from .options import (
     PROG,
     add_device,
     check_layer,
+    method_names,
     out_folder,
     out_stems,
     parse_params,
@@ -121,23 +122,48 @@ def _class_label(index: int, categories: Sequence[str] | None) -> str:
     return f"{index} {categories[index]}" if categories and 0 <= index < len(categories) else str(index)
 
 
+def _method_params(names: list[str], items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--param NAME=VALUE`` validated for each method that has NAME; a NAME none of them has is an error."""
+    infos = [get_method(name) for name in names]
+    raw = parse_params(items)
+    if len(infos) == 1:
+        return {infos[0].name: infos[0].validate(raw)}
+    orphans = sorted(name for name in raw if not any(name in info.params for info in infos))
+    if orphans:
+        raise ParameterError(f"none of the methods {', '.join(names)} has a parameter {orphans[0]!r}; see "
+                             f"`{PROG} list-methods`")
+    return {info.name: info.validate({k: v for k, v in raw.items() if k in info.params}) for info in infos}
+
+
+def _write_explanation(explanation, base: Path, path: str, image, bundle, view: View, args: argparse.Namespace,
+                       device: str, started: float) -> str:
+    """One explanation's overlay PNG, raw ``.npy`` and manifest JSON at ``base``; returns the line to print."""
+    record = explanation.record(0)
+    rendered = render_for_image(record.attribution, view, image=image, bundle=bundle, preprocessing=args.preprocessing)
+    files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
+    to_pil(rendered.overlay).save(files["overlay"])
+    np.save(files["attribution"], record.attribution.astype(np.float32))
+    categories = bundle.categories
+    manifest = explanation_manifest(
+        record, image_name=str(path), image_hash=image_hash(image), image_size=image.size, model=bundle.name,
+        preprocessing=args.preprocessing, categories=categories, view=view, value_range=(rendered.lo, rendered.hi),
+        files=files, device=device,
+    )
+    manifest["total_s"] = time.perf_counter() - started
+    manifest["batch_size"] = args.batch_size
+    Path(files["manifest"]).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    top = top_predictions(record.logits, categories, 1)[0]
+    explained = " vs ".join(_class_label(i, categories) for i in record.target)
+    predicted = f"{_class_label(top['index'], categories)} ({top['probability']:.1%})"
+    notice = image.info.get("notice")
+    return f"{files['overlay']}  predicted: {predicted}  target: {explained}" + (f"  ({notice})" if notice else "")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain each image and write its overlay PNG, attribution .npy and manifest JSON into --out."""
-
-
-
     # Cheap checks first, so a typo fails before the model loads.
-    names = list(dict.fromkeys(name.strip() for name in args.method.split(",") if name.strip()))
-    infos = [get_method(name) for name in names or [args.method]]
-    raw = parse_params(args.param)
-    if len(infos) == 1:
-        params = {infos[0].name: infos[0].validate(raw)}
-    else:
-        orphans = sorted(name for name in raw if not any(name in info.params for info in infos))
-        if orphans:
-            raise ParameterError(f"none of the methods {', '.join(names)} has a parameter {orphans[0]!r}; see "
-                                 f"`{PROG} list-methods`")
-        params = {info.name: info.validate({k: v for k, v in raw.items() if k in info.params}) for info in infos}
+    names = method_names(args.method)
+    params = _method_params(names, args.param)
     targets = args.target or ["top1"]
     view = View(sign=args.sign, reduction=args.reduction, clip=args.clip, colormap=args.colormap, alpha=args.alpha,
                 original_aspect=args.aspect == "original")
@@ -147,12 +173,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
 
     bundle = load_model(args.model, device=device, tqdm_bar=not args.quiet)
-    for info in infos:
-        if info.unavailable_reason(bundle.model):
-            raise SaliencyError(f"{info.unavailable_reason(bundle.model)}; see `{PROG} list-methods`")
-    categories = bundle.categories
+    for name in names:
+        reason = get_method(name).unavailable_reason(bundle.model)
+        if reason:
+            raise SaliencyError(f"{reason}; see `{PROG} list-methods`")
     for target in targets:
-        TargetSpec(target, 1, categories, args.objective, num_classes=len(categories) or None)
+        TargetSpec(target, 1, bundle.categories, args.objective, num_classes=len(bundle.categories) or None)
     check_layer(bundle, args.layer)
     out_dir = out_folder(args.out)
     # one seed for every method and image, drawn when none is given, as explain() draws it
@@ -164,39 +190,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         image = load_image(path)
         inputs = bundle.preprocess(image, args.preprocessing)
-        results = explain_many(bundle, inputs, [info.name for info in infos], targets, layer=args.layer,
-                               objective=args.objective, batch_size=args.batch_size, seed=seed, params=params)
+        results = explain_many(bundle, inputs, names, targets, layer=args.layer, objective=args.objective,
+                               batch_size=args.batch_size, seed=seed, params=params)
         for (method, key), explanation in results.items():
-            record = explanation.record(0)
-            rendered = render_for_image(record.attribution, view, image=image, bundle=bundle,
-                                        preprocessing=args.preprocessing)
             suffix = f"_{_file_part(key)}" if len(targets) > 1 else ""
-            base = out_dir / f"{stem}_{method}{suffix}"
-            files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
-            to_pil(rendered.overlay).save(files["overlay"])
-            np.save(files["attribution"], record.attribution.astype(np.float32))
-            manifest = explanation_manifest(
-                record, image_name=str(path), image_hash=image_hash(image), image_size=image.size,
-                model=bundle.name, preprocessing=args.preprocessing, categories=categories, view=view,
-                value_range=(rendered.lo, rendered.hi), files=files, device=device,
-            )
-            manifest["total_s"] = time.perf_counter() - started
-            manifest["batch_size"] = args.batch_size
-            Path(files["manifest"]).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-
-            top = top_predictions(record.logits, categories, 1)[0]
-            explained = " vs ".join(_class_label(i, categories) for i in record.target)
-            predicted = f"{_class_label(top['index'], categories)} ({top['probability']:.1%})"
-            notice = image.info.get("notice")
-            tqdm.write(f"{files['overlay']}  predicted: {predicted}  target: {explained}"
-                       + (f"  ({notice})" if notice else ""), file=sys.stdout)
+            line = _write_explanation(explanation, out_dir / f"{stem}_{method}{suffix}", path, image, bundle, view,
+                                      args, device, started)
+            tqdm.write(line, file=sys.stdout)
     return 0
 
 
 def add_commands(commands: Any) -> None:
     """Add ``explain``, ``list-models``, ``list-methods`` and ``list-layers``."""
-
-
     ex = commands.add_parser(
         "explain",
         help="explain images and write overlay PNG, raw attribution .npy and JSON manifest per image",

@@ -15,6 +15,8 @@ import torch
 
 from ..errors import SaliencyError
 from ..images import load_image
+from ..methods.cam import WANG
+from ..methods.rise import PETSIUK
 from ..models import DEFAULT_MODEL, PREPROCESSING, RESIZE, load_model, model_info
 from ..render import REDUCTIONS, SIGNS
 from ..trust import benchmark
@@ -27,9 +29,10 @@ from ..trust.benchmark import (
     write_evaluation,
 )
 from ..trust.faithfulness import DEFAULT_STEPS, SUBSTRATES, faithfulness_curves
-from ..trust.road import ROAD_FRACTIONS, road_curves
+from ..trust.pointing import ZHANG
+from ..trust.road import ROAD_FRACTIONS, RONG, road_curves
 from ..trust.roar import DEFAULTS as ROAR_DEFAULTS
-from ..trust.roar import FILLS, roar
+from ..trust.roar import FILLS, HOOKER, roar
 from .options import (
     add_device,
     fractions,
@@ -57,7 +60,6 @@ def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> N
 
 
 def _write_csv(path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
@@ -67,21 +69,18 @@ def _write_csv(path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) 
 
 def cmd_faithfulness(args: argparse.Namespace) -> int:
     """Curves (deletion, insertion, optionally ROAD) of each method on each IMAGE: JSON + AUC table."""
-
-
     methods = method_names(args.methods, ("vanilla", "gradcam", "random"))
     params = method_params(args.param, methods)
     model_info(args.model)
     for path in args.images:
         load_image(path)
-    substrate = None if args.substrate is None else args.substrate
     out_dir = out_folder(args.out)
     bundle = load_model(args.model, device=pick_device(args.device), tqdm_bar=not args.quiet)
     for path, stem in zip(args.images, out_stems(args.images)):
         inputs = bundle.preprocess(load_image(path), args.preprocessing)
         maps, seconds, used = saliency_maps(bundle, inputs, methods, args.target, params=params, sign=args.sign,
                                             reduction=args.reduction, seed=args.seed, batch_size=args.batch_size)
-        curves = faithfulness_curves(bundle, inputs, maps, args.target, steps=args.steps, substrate=substrate,
+        curves = faithfulness_curves(bundle, inputs, maps, args.target, steps=args.steps, substrate=args.substrate,
                                      region=args.region, batch_size=args.batch_size)
         record = {"image": str(path), "model": bundle.name, "methods": {m: {"params": used[m], "explain_s": seconds[m]}
                                                                         for m in methods},
@@ -102,8 +101,6 @@ def cmd_faithfulness(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The benchmark on the digits: pointing games, deletion/insertion AUC and time per method, as CSVs."""
-
-
     if args.model not in DIGITS_MODELS:
         raise SaliencyError(f"evaluate needs ground-truth regions, which only the digits models have "
                             f"({', '.join(DIGITS_MODELS)}); got --model {args.model}")
@@ -129,8 +126,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_roar(args: argparse.Namespace) -> int:
     """ROAR on the digits: retrain LeNet-5 with each method's top-k% pixels removed; print the accuracy table."""
-
-
     methods = method_names(args.methods, roar_module.DEFAULT_METHODS)
     params = method_params(args.param, methods)
     out_dir = None if args.out is None else out_folder(args.out)
@@ -148,25 +143,31 @@ def cmd_roar(args: argparse.Namespace) -> int:
     return 0
 
 
+METHOD_HELP = "methods, comma- or space-separated (see list-methods)"
+PARAM_HELP = "a method parameter (repeatable), e.g. --param occlusion.window=8"
+
+
 def add_commands(commands: Any) -> None:
     """Add ``faithfulness``, ``evaluate`` and ``roar`` to the CLI (see ``explainers.cli.main``)."""
+    _add_faithfulness(commands)
+    _add_evaluate(commands)
+    _add_roar(commands)
 
-    method_help = "methods, comma- or space-separated (see list-methods)"
-    param_help = "a method parameter (repeatable), e.g. --param occlusion.window=8"
 
+def _add_faithfulness(commands: Any) -> None:
     fa = commands.add_parser(
         "faithfulness",
         help="deletion/insertion curves (and ROAD) of methods on images: curves JSON and AUC table",
         description="For each IMAGE write <stem>_faithfulness.json (curves: fractions, probability and logit of the "
         "target per method) and <stem>_faithfulness.csv (AUC table) into --out, and print the table. Deletion and "
-        "insertion: Petsiuk et al. 2018, arXiv:1806.07421; ROAD: Rong et al. 2022, arXiv:2202.00449.",
+        f"insertion: {PETSIUK}; ROAD: {RONG}.",
     )
     fa.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     fa.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     fa.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
     fa.add_argument("--methods", nargs="+", default=None, metavar="M",
-                    help=method_help + " (default: vanilla,gradcam,random)")
-    fa.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=param_help)
+                    help=METHOD_HELP + " (default: vanilla,gradcam,random)")
+    fa.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=PARAM_HELP)
     fa.add_argument("--target", default="top1", help="class index, name or topK (default: %(default)s)")
     fa.add_argument("--steps", default=DEFAULT_STEPS, type=positive_int, metavar="N",
                     help="curve steps (default: %(default)s)")
@@ -187,17 +188,19 @@ def add_commands(commands: Any) -> None:
     fa.add_argument("--quiet", action="store_true", help="no progress output")
     fa.set_defaults(handler=cmd_faithfulness)
 
+
+def _add_evaluate(commands: Any) -> None:
     ev = commands.add_parser(
         "evaluate",
         help="benchmark methods on the digits: pointing games, deletion/insertion AUC, run time (CSV per method)",
         description="Explain N held-out procedural digits with each method and write <model>-<time>/ into --out: "
-        "<method>.csv (one row per image), summary.csv (one row per method) and run.json. Pointing game: Zhang et "
-        "al. 2016, arXiv:1608.00507; energy pointing game: Wang et al. 2020, arXiv:1910.01279.",
+        "<method>.csv (one row per image), summary.csv (one row per method) and run.json. Pointing game: "
+        f"{ZHANG}; energy pointing game: {WANG}.",
     )
     ev.add_argument("--model", default="lenet_digits", help="a digits model (default: %(default)s)")
     ev.add_argument("--n", default=500, type=positive_int, help="digits to evaluate (default: %(default)s)")
-    ev.add_argument("--methods", nargs="+", default=None, metavar="M", help=method_help + " (default: a dozen)")
-    ev.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=param_help)
+    ev.add_argument("--methods", nargs="+", default=None, metavar="M", help=METHOD_HELP + " (default: a dozen)")
+    ev.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=PARAM_HELP)
     ev.add_argument("--out", required=True, metavar="DIR", help="output folder (a new run folder goes inside)")
     ev.add_argument("--target", default="label", choices=("label", "top1"), help="explained class (default: label)")
     ev.add_argument("--regions", default="boxes", choices=("boxes", "masks"), help="ground truth (default: boxes)")
@@ -212,16 +215,18 @@ def add_commands(commands: Any) -> None:
     ev.add_argument("--quiet", action="store_true", help="no progress output")
     ev.set_defaults(handler=cmd_evaluate)
 
+
+def _add_roar(commands: Any) -> None:
     ro = commands.add_parser(
         "roar",
         help="ROAR on the digits: retrain LeNet-5 with each method's top-k%% pixels removed; accuracy table",
-        description="RemOve And Retrain (Hooker et al. 2019, arXiv:1806.10758) on the procedural digits: for each "
-        "method and k, replace the top-k%% pixels of every training and test digit and retrain LeNet-5 from "
-        "scratch; print the test accuracy table (and write roar.csv and roar.json into --out).",
+        description=f"RemOve And Retrain ({HOOKER}) on the procedural digits: for each method and k, replace the "
+        "top-k% pixels of every training and test digit and retrain LeNet-5 from scratch; print the test accuracy "
+        "table (and write roar.csv and roar.json into --out).",
     )
     ro.add_argument("--methods", nargs="+", default=None, metavar="M",
-                    help=method_help + " (default: vanilla,input_x_gradient,guided_backprop,gradcam,random)")
-    ro.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=param_help)
+                    help=METHOD_HELP + " (default: vanilla,input_x_gradient,guided_backprop,gradcam,random)")
+    ro.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=PARAM_HELP)
     ro.add_argument("--k", default=[0.1, 0.3, 0.5, 0.7], type=percentages, metavar="P,P,...",
                     help="percentages removed (default: 10,30,50,70)")
     ro.add_argument("--n-train", default=ROAR_DEFAULTS["n_train"], type=positive_int, metavar="N",

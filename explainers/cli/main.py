@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import SaliencyError
 from . import batch, explain, faithfulness, sanity
@@ -22,7 +23,9 @@ COMMAND_GROUPS = (explain, sanity, faithfulness, batch)
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command group's subcommands."""
-    parser = Parser(prog=PROG, description="Saliency maps of image classifiers from the command line.")
+    # installed as the ``saliency`` console script, the usage line says so; else ``python -m explainers``
+    prog = "saliency" if Path(sys.argv[0]).name == "saliency" else PROG
+    parser = Parser(prog=prog, description="Saliency maps of image classifiers from the command line.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for group in COMMAND_GROUPS:
         group.add_commands(commands)

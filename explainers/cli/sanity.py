@@ -12,9 +12,10 @@ from tqdm import tqdm
 from .. import render
 from ..errors import ParameterError
 from ..images import load_image
+from ..methods.controls import ADEBAYO
 from ..models import DEFAULT_MODEL, load_model, model_info
 from ..registry import get_method
-from ..trust.sanity import MethodSpec, filmstrip, run_sanity
+from ..trust.sanity import KINDERMANS, SIXT, MethodSpec, filmstrip, run_sanity
 from .options import add_device, check_layer, method_names, method_params, out_folder, pick_device, positive_int
 
 
@@ -24,10 +25,9 @@ def add_commands(commands: Any) -> None:
     parser = commands.add_parser(
         "sanity",
         help="sanity checks: cascading model randomisation, random logits, input invariance, with a verdict",
-        description="Run the sanity checks of Adebayo et al. 2018 (arXiv:1810.03292), Sixt et al. 2020 "
-        "(arXiv:1912.09818) and Kindermans et al. 2019 (arXiv:1711.00867) on IMAGE; print the verdict table and "
-        "write <stem>_sanity.json and <stem>_sanity.png (a filmstrip: one row per method, one column per step) "
-        "into --out.",
+        description=f"Run the sanity checks on IMAGE (model randomisation: {ADEBAYO}; random logit: {SIXT}; input "
+        f"invariance: {KINDERMANS}); print the verdict table and write <stem>_sanity.json and <stem>_sanity.png "
+        "(a filmstrip: one row per method, one column per step) into --out.",
     )
     parser.add_argument("image", metavar="IMAGE", help="an image file")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")

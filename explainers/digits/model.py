@@ -24,6 +24,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ModelUnavailableError
@@ -108,8 +109,6 @@ def load_lenet(variant: str = "real", directory: Path | str | None = None, *, rg
     ``rgb=True`` gives :class:`LeNet5RGB` (3-channel input) with the same weights. Raises ModelUnavailableError
     when the weights file is missing, naming the file and the command that rebuilds it.
     """
-    from safetensors.torch import load_file
-
     path = weights_path(variant, directory)
     if not path.is_file():
         command = TRAIN_COMMANDS[variant]

@@ -16,7 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import PIL
+import safetensors
 import torch
+from PIL import features
+from safetensors.torch import save_file
 from torch import nn
 
 from .data import FONTS, MEAN, STD, make_digits, to_tensor
@@ -59,10 +63,6 @@ def _torch_settings(threads: int) -> Iterator[None]:
 
 def versions() -> dict[str, str]:
     """The library versions that decide the data's pixels and the training's arithmetic."""
-    import PIL
-    import safetensors
-    from PIL import features
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -104,8 +104,6 @@ def train(
     default, because on a shared two-core machine a second thread mostly waits for the busy core (three times
     slower, measured). The caller's thread count and global random state are left as they were.
     """
-    from safetensors.torch import save_file
-
     defaults = DEFAULTS[bool(shuffled_labels)]
     epochs = defaults["epochs"] if epochs is None else epochs
     n_train = defaults["n_train"] if n_train is None else n_train
@@ -113,16 +111,9 @@ def train(
     load_at_start = _load_average()
     started = time.perf_counter()
 
-    train_set = make_digits(n_train, seed, workers=workers)
     test_seed = seed + TEST_SEED_OFFSET
-    test_set = make_digits(n_test, test_seed, workers=workers)
-    true_labels = train_set.labels
-    labels = true_labels
-    if shuffled_labels:
-        # A permutation keeps the class balance, so only the pairing of image and label is destroyed.
-        labels = np.random.default_rng([seed, 1]).permutation(true_labels)
-    x_train, y_train = to_tensor(train_set.images), torch.from_numpy(labels)
-    x_test, y_test = to_tensor(test_set.images), torch.from_numpy(test_set.labels)
+    x_train, y_train, true_labels, x_test, y_test = _training_data(n_train, n_test, seed, test_seed, shuffled_labels,
+                                                                   workers)
     data_seconds = time.perf_counter() - started
     log(f"data: {n_train} train (seed {seed}), {n_test} held-out (seed {test_seed}) in {data_seconds:.1f} s")
 
@@ -136,13 +127,8 @@ def train(
     seconds = time.perf_counter() - started
     log(f"final: train acc {train_accuracy:.4f} (eval mode), held-out acc {held_out:.4f}, {seconds:.1f} s in all")
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     kind = "shuffled" if shuffled_labels else "real"
-    stem = VARIANTS[kind]
-    weights = out / f"{stem}.safetensors"
-    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"seed": str(seed), "labels": kind})
+    weights, state = _save_weights(model, Path(out), kind, seed)
     record = {
         "command": command
         or f"python -m explainers.digits train --seed {seed} --epochs {epochs} --n-train {n_train} --lr {lr}"
@@ -176,9 +162,30 @@ def train(
         "parameters": sum(t.numel() for t in state.values()),
         "history": [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in history],
     }
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-    log(f"wrote {weights} and {out / f'{stem}.json'}")
+    record_file = weights.with_suffix(".json")
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
+    log(f"wrote {weights} and {record_file}")
     return record
+
+
+def _training_data(n_train: int, n_test: int, seed: int, test_seed: int, shuffled_labels: bool, workers: int):
+    """(x_train, y_train, the true training labels, x_test, y_test); with ``shuffled_labels`` the training labels
+    are a permutation of the true ones (the class balance kept, only the pairing of image and label destroyed)."""
+    train_set = make_digits(n_train, seed, workers=workers)
+    test_set = make_digits(n_test, test_seed, workers=workers)
+    true_labels = train_set.labels
+    labels = np.random.default_rng([seed, 1]).permutation(true_labels) if shuffled_labels else true_labels
+    return (to_tensor(train_set.images), torch.from_numpy(labels), true_labels, to_tensor(test_set.images),
+            torch.from_numpy(test_set.labels))
+
+
+def _save_weights(model: nn.Module, out: Path, kind: str, seed: int) -> tuple[Path, dict[str, torch.Tensor]]:
+    """``<out>/<variant>.safetensors`` of the trained model; returns its path and the state it holds."""
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{VARIANTS[kind]}.safetensors"
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"seed": str(seed), "labels": kind})
+    return weights, state
 
 
 def _fit(

@@ -4,6 +4,10 @@ torchvision's ImageNet classification zoo.
 ``load_model(name)`` returns a :class:`ModelBundle`: the model in eval mode, its preprocessing, class names and
 layer catalogue. ``list_models()`` and ``model_info(name)`` tell the UI what exists and what needs a download,
 without building anything.
+
+A user's own classifier loads through :mod:`.user` (state dicts for :mod:`.architectures`, TorchScript) and
+:mod:`.foreign` (Hugging Face, ONNX); both check what the user gives with it (device, input size, mean and std,
+class names) with :mod:`.inputs`.
 """
 
 from __future__ import annotations

@@ -13,22 +13,20 @@ import math
 from functools import lru_cache
 from typing import Any
 
+import torchvision
 from PIL import Image
 
 from ..errors import ModelLoadError
 from . import default
-from .zoo import _preprocessing
+from .inputs import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from .zoo import weights_preprocessing
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_ARCHITECTURE = default.NAME
 TIMM_PREFIX = "timm:"  # "timm:resnet18" picks timm's resnet18 where torchvision has the same name
 
 
 @lru_cache(maxsize=1)
 def torchvision_architectures() -> tuple[str, ...]:
-    import torchvision
-
     return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
@@ -78,7 +76,7 @@ def architectures() -> list[str]:
 def _timm_config(name: str, model: Any = None) -> dict:
     config = getattr(model, "pretrained_cfg", None)
     if not config:
-        import timm
+        import timm  # deferred: a heavy import that only timm architectures need
 
         config = timm.get_pretrained_cfg(name) or timm.get_pretrained_cfg(name.partition(".")[0])
     if config is not None and hasattr(config, "to_dict"):
@@ -97,18 +95,15 @@ def preprocessing_defaults(architecture: str, model: Any = None) -> dict:
         return {"input_size": default.INPUT_SIZE, "resize_size": None, "interpolation": Image.Resampling.BICUBIC,
                 "mean": default.MEAN, "std": default.STD}
     if kind == "torchvision":
-        import torchvision
-
-
         try:
             weights = torchvision.models.get_model_weights(name).DEFAULT
         except (ValueError, AttributeError, KeyError):  # an architecture without published weights
-            return {"input_size": 224, "resize_size": 256, "interpolation": Image.Resampling.BILINEAR,
+            return {"input_size": DEFAULT_INPUT_SIZE, "resize_size": 256, "interpolation": Image.Resampling.BILINEAR,
                     "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-        found = _preprocessing(weights)
+        found = weights_preprocessing(weights)
         return {k: found[k] for k in ("input_size", "resize_size", "interpolation", "mean", "std")}
     config = _timm_config(name, model)
-    size = int(tuple(config.get("input_size") or (3, 224, 224))[-1])
+    size = int(tuple(config.get("input_size") or (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE))[-1])
     crop = float(config.get("crop_pct") or 0.875)
     mode = str(config.get("interpolation") or "bilinear").upper()
     return {"input_size": size, "resize_size": int(math.floor(size / crop)),

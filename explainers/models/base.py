@@ -17,8 +17,6 @@ from ..render import place
 RESIZE = "resize"  # the whole image squeezed to the input size: the heatmap covers everything uploaded
 CENTER_CROP = "center_crop"  # the model's canonical eval transform: resize the short side, crop the centre
 PREPROCESSING = (RESIZE, CENTER_CROP)
-
-
 LARGE_RESIZE = 16_000_000  # pixels: above this, a centre crop resamples only the box it keeps
 
 
@@ -52,7 +50,7 @@ class ModelBundle:
         if preprocessing not in PREPROCESSING:
             raise ParameterError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
 
-    def _crop_plan(self, size: tuple[int, int]) -> tuple[tuple[int, int], int, int]:
+    def crop_plan(self, size: tuple[int, int]) -> tuple[tuple[int, int], int, int]:
         """Centre crop as torchvision does it: (resized width, height), crop left, crop top in resized pixels.
 
         The short side goes to ``resize_size`` and the long side to ``int(resize_size * long / short)``;
@@ -77,7 +75,7 @@ class ModelBundle:
         width, height = size
         if preprocessing == RESIZE:
             return (0, 0, width, height)
-        (rw, rh), left, top = self._crop_plan(size)
+        (rw, rh), left, top = self.crop_plan(size)
         sx, sy = rw / width, rh / height
         return (
             round(left / sx),
@@ -91,7 +89,7 @@ class ModelBundle:
         self._check(preprocessing)
         image = image.convert("RGB")
         if preprocessing == CENTER_CROP:
-            resized_size, left, top = self._crop_plan(image.size)
+            resized_size, left, top = self.crop_plan(image.size)
             if resized_size[0] * resized_size[1] > LARGE_RESIZE:
                 # a very long, thin image (10000×10) would be resized to 256000×256 only to keep 224×224 of it:
                 # resample just the source box the crop covers (the same geometry, a few pixels' filter support
@@ -117,7 +115,6 @@ class ModelBundle:
         With whole-image resizing the map is stretched back to the original aspect. With a centre crop it is
         placed over the cropped region; the rest, which the model never saw, gets ``fill``.
         """
-
         if np.ndim(heatmap) != 2:
             raise ParameterError(f"expected a [H, W] heatmap, got shape {list(np.shape(heatmap))}")
         return place(heatmap, size, self.crop_geometry(size, preprocessing), fill)

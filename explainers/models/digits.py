@@ -24,7 +24,6 @@ from ..layers import layer_catalogue
 from .base import ModelBundle, affine_normalizer
 
 NAME = VARIANTS["real"]  # "lenet_digits"
-SHUFFLED_NAME = VARIANTS["shuffled"]  # "lenet_digits_shuffled"
 # The rectified output of the last convolution, 16 x 16 x 16, before its pooling: the layer Grad-CAM's paper
 # takes (the last convolutional maps), at twice the resolution of the pooled 8 x 8 grid.
 DEFAULT_LAYER = "features.relu2"

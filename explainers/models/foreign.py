@@ -9,7 +9,12 @@
 
 Both return the model in eval mode on ``device`` with its preprocessing, class names, layer catalogue and default
 layer, finished as :func:`explainers.models.load_model` finishes its bundles. Every problem a file can have
-raises :class:`~explainers.errors.ModelLoadError` with a message that says what was expected and what was found.
+raises :class:`~explainers.errors.ModelLoadError` with a message that says what was expected and what was found;
+the device, input size, mean, std and labels go through the same checks as :func:`load_user_model`'s
+(:mod:`explainers.models.inputs`).
+
+``transformers``, ``onnx`` and ``onnx2torch`` are imported inside the functions that need them: heavy imports
+(seconds) that nothing but these loaders uses.
 """
 
 from __future__ import annotations
@@ -26,18 +31,17 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import LayerError, ModelLoadError, ParameterError
+from ..errors import LayerError, ModelLoadError
 from ..layers import default_layer, layer_catalogue
 from .base import ModelBundle, affine_normalizer
+from .inputs import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, channel_values, check_options, class_names
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_INPUT_SIZE = 224
 MAX_ZIP_BYTES = 2 * 1024**3  # total uncompressed size of a zipped Hugging Face folder
 MAX_ZIP_MEMBERS = 1000  # a saved folder holds a handful of files; sharded checkpoints a few dozen
 HASH_CHARS = 8
@@ -60,57 +64,7 @@ class _Preprocessing:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Shared checks and finishing
-
-
-def _device(device) -> torch.device:
-    if device is None:
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ParameterError(f"expected a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
-
-
-def _check_input_size(input_size) -> int | None:
-    if input_size is None:
-        return None
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or not 8 <= input_size <= 4096:
-        raise ModelLoadError(f"expected input_size to be an integer number of pixels in [8, 4096], got {input_size!r}")
-    return input_size
-
-
-def _check_stats(name: str, values, positive: bool = False) -> tuple[float, ...] | None:
-    """``mean`` / ``std``: three finite numbers (one per RGB channel), or one number used for all three."""
-    if values is None:
-        return None
-    if isinstance(values, (int, float)) and not isinstance(values, bool):
-        values = [values] * 3
-    try:
-        numbers = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ModelLoadError(f"expected {name} to be three numbers (R, G, B), got {values!r}") from None
-    if len(numbers) != 3 or not all(abs(v) < float("inf") for v in numbers):
-        raise ModelLoadError(f"expected {name} to be three finite numbers (R, G, B), got {values!r}")
-    if positive and min(numbers) <= 0:
-        raise ModelLoadError(f"expected {name} to be positive, got {values!r}")
-    return numbers
-
-
-def _categories(labels, count: int, default: list[str], source: str) -> list[str]:
-    """``labels`` when given (one name per output), else ``default``."""
-    if labels is None:
-        return default
-    if isinstance(labels, str) or not isinstance(labels, Sequence):
-        raise ModelLoadError(f"expected labels to be a list of {count} class names, got {type(labels).__name__}")
-    names = [str(name).strip() for name in labels]
-    if len(names) != count:
-        raise ModelLoadError(
-            f"expected {count} class names, one per output of the model ({source}), got {len(names)}"
-        )
-    if not all(names):
-        raise ModelLoadError(f"expected every class name to be non-empty, got an empty one at index {names.index('')}")
-    return names
+# Shared by both loaders
 
 
 def _digest(paths: Sequence[Path], root: Path | None = None) -> str:
@@ -207,7 +161,7 @@ class HFClassifier(nn.Module):
 def load_hf_classifier(
     path: str | Path,
     *,
-    labels: Sequence[str] | None = None,
+    labels: Any = None,
     input_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -215,17 +169,16 @@ def load_hf_classifier(
 ) -> ModelBundle:
     """A Hugging Face image classifier saved with ``save_pretrained``, from its folder or a .zip of it.
 
-    Class names from ``config.id2label`` unless ``labels`` (one per class) is given; input size, resizing,
+    Class names from ``config.id2label`` unless ``labels`` (one per class; a list or a file, see
+    :func:`~explainers.models.inputs.parse_labels`) is given; input size, resizing,
     interpolation, mean and std from ``preprocessor_config.json`` (else the config's ``image_size`` and ImageNet's
     statistics), each overridable. Refused with ModelLoadError: pickled weights (``pytorch_model.bin``) without
     safetensors, configs that need remote code, models that are not image classifiers, weights that leave any of
     the model's parameters uninitialised, and zips that are unsafe (absolute or ``..`` paths, links, over
     2 GB or 1000 members) or hold no ``config.json``.
     """
-    labels_given = labels
-    input_size = _check_input_size(input_size)
-    mean, std = _check_stats("mean", mean), _check_stats("std", std, positive=True)
-    target = _device(device)
+    options = check_options(labels=labels, input_size=input_size, mean=mean, std=std, device=device)
+    target = options.device
     source = Path(path)
     try:
         import transformers  # noqa: F401
@@ -236,16 +189,16 @@ def load_hf_classifier(
         raw = _read_json(folder / "config.json", "config.json")
         config = _hf_config(folder, raw)
         model = _hf_model(folder, config, zipped)
-        prep = _hf_preprocessing(folder, config, input_size, mean, std)
+        prep = _hf_preprocessing(folder, config, options.input_size, options.mean, options.std)
 
     interpolate = _needs_interpolation(model, config, prep.input_size)
     wrapped = HFClassifier(model, interpolate).to(target).eval()
     count = _dry_run(wrapped, prep.input_size, target, f"Hugging Face model {source.name}")
     id2label = _id2label(config, count)
-    categories = _categories(labels_given, count, id2label, "config.json's id2label")
+    categories = class_names(options.labels, count, id2label)
     normalize, denormalize = affine_normalizer(prep.mean, prep.std)
     architecture = type(model).__name__
-    labels_from = "your labels" if labels_given is not None else "config.id2label"
+    labels_from = "your labels" if options.labels is not None else "config.id2label"
     bundle = ModelBundle(
         name=f"hf:{_stem(source)}:{digest}",
         model=wrapped,
@@ -542,9 +495,11 @@ def _hf_preprocessing(folder: Path, config, input_size, mean, std) -> _Preproces
                 scale = 255.0 * float(raw.get("rescale_factor", 1 / 255))
             else:
                 scale = 255.0
-            if raw.get("do_normalize", True):
-                stats_mean = _check_stats("image_mean", raw.get("image_mean", IMAGENET_MEAN))
-                stats_std = _check_stats("image_std", raw.get("image_std", IMAGENET_STD), positive=True)
+            if raw.get("do_normalize", True):  # on the processor's own scale: no [0, 1] bounds here
+                stats_mean = channel_values(raw.get("image_mean", IMAGENET_MEAN), "image_mean")
+                stats_std = channel_values(raw.get("image_std", IMAGENET_STD), "image_std")
+                if min(stats_std) <= 0:
+                    raise ModelLoadError(f"expected every image_std to be positive, got {raw.get('image_std')!r}")
             else:
                 stats_mean, stats_std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         except ModelLoadError as exc:
@@ -572,7 +527,7 @@ def _hf_preprocessing(folder: Path, config, input_size, mean, std) -> _Preproces
 def load_onnx_classifier(
     path: str | Path,
     *,
-    labels: Sequence[str] | None = None,
+    labels: Any = None,
     input_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -586,9 +541,8 @@ def load_onnx_classifier(
     than one image input [N, 3, H, W], operators onnx2torch cannot convert (named), and graphs that do not
     return logits [N, K] for a batch of two.
     """
-    input_size = _check_input_size(input_size)
-    mean, std = _check_stats("mean", mean), _check_stats("std", std, positive=True)
-    target = _device(device)
+    options = check_options(labels=labels, input_size=input_size, mean=mean, std=std, device=device)
+    target = options.device
     source = Path(path)
     try:
         import onnx
@@ -605,7 +559,7 @@ def load_onnx_classifier(
     except Exception as exc:
         raise ModelLoadError(f"expected a valid ONNX model, but onnx.checker rejects {source.name}: "
                              f"{_first_line(exc)}") from exc
-    size = _onnx_input_size(proto, input_size)
+    size = _onnx_input_size(proto, options.input_size)
     _inline_identity_initializers(proto)
     _prescan_operators(proto)
     graph_module = _convert(proto, source.name)
@@ -617,11 +571,12 @@ def load_onnx_classifier(
     count = _dry_run(graph_module, size, target, f"ONNX model {source.name}",
                      "; if it was exported for one image only, export it with a dynamic batch dimension "
                      "(torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))")
-    categories = _categories(labels, count, [f"class {i}" for i in range(count)], f"{count} logits")
-    normalize, denormalize = affine_normalizer(mean or IMAGENET_MEAN, std or IMAGENET_STD)
+    categories = class_names(options.labels, count)
+    normalize, denormalize = affine_normalizer(options.mean or IMAGENET_MEAN, options.std or IMAGENET_STD)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     notes = [f"{source.name} (ONNX opset {opset}, converted to PyTorch by onnx2torch)", f"{count} classes"]
-    notes.append(f"{size}x{size} input, " + ("your mean/std" if mean or std else "ImageNet mean and std"))
+    notes.append(f"{size}x{size} input, " + ("your mean/std" if options.mean or options.std else
+                                             "ImageNet mean and std"))
     if outputs > 1:
         notes.append(f"the first of its {outputs} outputs read as logits")
     if _ends_in_softmax(proto):

@@ -11,11 +11,10 @@ archives carry code that runs when loaded, so they are refused unless trusted (`
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
-import json
 import math
 import os
+import pickle
 import re
 import tempfile
 import time
@@ -27,17 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+import torchvision
 from PIL import Image
 from torch import nn
 
 from ..errors import LayerError, ModelLoadError, SaliencyError
 from ..layers import default_layer, layer_catalogue
-from . import CURATED
+from . import CURATED, foreign
 from .architectures import (
     DEFAULT_ARCHITECTURE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     TIMM_PREFIX,
     preprocessing_defaults,
     split,
@@ -46,6 +45,7 @@ from .architectures import (
 )
 from .base import ModelBundle, affine_normalizer
 from .efficientnet_lite import EfficientNetLite0
+from .inputs import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, SHOWN, LoadOptions, check_options, class_names
 
 TRUST_ENV = "SALIENCY_TRUST_CODE"
 CONFIG_ENV = "SALIENCY_CONFIG"  # path of the server settings file (default: saliency.toml beside app.py)
@@ -54,13 +54,10 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 ONNX_SUFFIX = ".onnx"
 ZIP_SUFFIX = ".zip"
 ACCEPTED = (SAFETENSORS, *TORCH_SUFFIXES, ONNX_SUFFIX, ZIP_SUFFIX, "a Hugging Face model folder")
-MIN_INPUT, MAX_INPUT = 8, 1024
-# Requirements whose methods hook into modules; none can run on a TorchScript model (see ScriptedClassifier).
 # Wrappers training scripts put around a state dict, and prefixes DataParallel / torch.compile add to its keys.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
-_GUESS_BUDGET_S = 3.0
-_SHOWN = 5  # keys listed per kind of mismatch
+_GUESS_BUDGET_S = 3.0  # seconds spent guessing which architecture mismatched weights belong to
 EXPORT_HINT = (
     'Export a state dict instead: torch.save(model.state_dict(), "weights.pt"), or better '
     'safetensors.torch.save_file(model.state_dict(), "weights.safetensors")'
@@ -192,136 +189,6 @@ def _source(weights_path: Any, filename: str | None) -> _Source:
     )
 
 
-# ------------------------------------------------------------------------------------------- labels, settings
-
-
-def _label_list(names: Sequence[Any], where: str) -> list[str]:
-    out = []
-    for i, label in enumerate(names):
-        if not isinstance(label, str) or not label.strip():
-            raise ModelLoadError(f"expected class {i} of {where} to be a non-empty name, got {label!r}")
-        out.append(label.strip())
-    if not out:
-        raise ModelLoadError(f"expected at least one class name in {where}, got none")
-    return out
-
-
-def _labels_from_json(value: Any, where: str) -> list[str]:
-    if isinstance(value, list):
-        return _label_list(value, where)
-    if not isinstance(value, dict):
-        raise ModelLoadError(f"expected {where} to hold a JSON list of names or an index -> name object, "
-                             f"got a JSON {type(value).__name__}")
-    by_index: dict[int, Any] = {}
-    for key, label in value.items():
-        try:
-            index = int(key)
-        except (TypeError, ValueError):
-            raise ModelLoadError(f"expected {where}'s keys to be class indices 0..N-1, got {key!r}") from None
-        if index < 0 or index in by_index:
-            raise ModelLoadError(f"expected {where}'s keys to be distinct indices 0..N-1, got {key!r}")
-        by_index[index] = label
-    count = max(by_index, default=-1) + 1
-    missing = [i for i in range(count) if i not in by_index]
-    if missing:
-        shown = ", ".join(str(i) for i in missing[:_SHOWN]) + (" ..." if len(missing) > _SHOWN else "")
-        raise ModelLoadError(f"expected {where} to name every class 0..{count - 1}, but index {shown} "
-                             f"{'is' if len(missing) == 1 else 'are'} missing")
-    return _label_list([by_index[i] for i in range(count)], where)
-
-
-def _labels_from_bytes(data: bytes, name: str) -> list[str]:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ModelLoadError(f"expected the labels file {name} to be UTF-8 text, but byte {exc.start} is not") from None
-    suffix = Path(name).suffix.lower()
-    if suffix == ".json" or (suffix != ".txt" and text.lstrip()[:1] in ("[", "{")):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"expected the labels file {name} to be JSON, but {exc}") from None
-        return _labels_from_json(value, f"the labels file {name}")
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    blank = [i + 1 for i, line in enumerate(lines) if not line]
-    if blank:
-        raise ModelLoadError(f"expected one class name per line in {name}, but line {blank[0]} is blank")
-    return _label_list(lines, f"the labels file {name}")
-
-
-def parse_labels(labels: Any) -> list[str] | None:
-    """Class names from a list, or from a ``.txt`` (one per line) or ``.json`` file (a list, or index -> name
-    covering 0..N-1) given as a path, bytes, ``(bytes, file name)`` or a binary file object; None stays None."""
-    if labels is None:
-        return None
-    if isinstance(labels, (str, os.PathLike)):
-        path = Path(labels).expanduser()
-        if not path.is_file():
-            raise ModelLoadError(f"expected a labels file (.txt or .json), but {str(path)!r} is not a file")
-        return _labels_from_bytes(path.read_bytes(), path.name)
-    if isinstance(labels, (bytes, bytearray, memoryview)):
-        return _labels_from_bytes(bytes(labels), "labels")
-    if isinstance(labels, tuple) and len(labels) == 2 and isinstance(labels[0], (bytes, bytearray)) \
-            and isinstance(labels[1], str):  # (content, file name), as an upload gives them
-        return _labels_from_bytes(bytes(labels[0]), Path(labels[1]).name)
-    if hasattr(labels, "read"):
-        data = labels.getvalue() if hasattr(labels, "getvalue") else labels.read()
-        name = Path(str(getattr(labels, "name", "labels"))).name
-        return _labels_from_bytes(data.encode() if isinstance(data, str) else bytes(data), name)
-    if isinstance(labels, dict):
-        return _labels_from_json({str(k): v for k, v in labels.items()}, "labels")
-    if isinstance(labels, Sequence):
-        return _label_list(list(labels), "labels")
-    raise ModelLoadError(f"expected labels as a list of names, a .txt/.json path or bytes, got "
-                         f"{type(labels).__name__}")
-
-
-def _categories(labels: list[str] | None, count: int) -> list[str]:
-    if labels is None:
-        return [f"class {i}" for i in range(count)]
-    if len(labels) != count:
-        raise ModelLoadError(f"expected {count} class names (the model has {count} outputs), got "
-                             f"{len(labels)} labels")
-    return labels
-
-
-def _check_size(input_size: Any) -> int | None:
-    if input_size is None:
-        return None
-    if isinstance(input_size, (tuple, list)) and len(input_size) == 2 and input_size[0] == input_size[1]:
-        input_size = input_size[0]
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or not MIN_INPUT <= input_size <= MAX_INPUT:
-        raise ModelLoadError(f"expected input_size to be a whole number of pixels from {MIN_INPUT} to {MAX_INPUT} "
-                             f"(square inputs), got {input_size!r}")
-    return int(input_size)
-
-
-def _check_triple(values: Any, what: str) -> tuple[float, float, float] | None:
-    if values is None:
-        return None
-    try:
-        floats = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        floats = ()
-    if len(floats) != 3 or not all(math.isfinite(v) for v in floats):
-        raise ModelLoadError(f"expected {what} to be 3 numbers (red, green, blue), got {values!r}")
-    low_ok = (lambda v: v > 0) if what == "std" else (lambda v: v >= 0)
-    if not all(low_ok(v) and v <= 1 for v in floats):
-        bound = "in (0, 1]" if what == "std" else "in [0, 1]"
-        raise ModelLoadError(f"expected every {what} {bound}, for pixels scaled to [0, 1], got {values!r}; "
-                             "values on the 0-255 scale must be divided by 255")
-    return floats
-
-
-def _device(device: Any) -> torch.device:
-    try:
-        return torch.device(device) if device is not None else torch.device("cpu")
-    except (RuntimeError, TypeError) as exc:
-        raise ModelLoadError(f"expected a device such as 'cpu' or 'cuda:0', got {device!r}") from exc
-
-
 # -------------------------------------------------------------------------------------- architectures
 
 
@@ -339,17 +206,14 @@ def _construct(family: str, name: str, num_classes: int | None, kwargs: dict) ->
     if num_classes is not None:
         extra["num_classes"] = num_classes
     if family == "default":
-
         return EfficientNetLite0(**extra)
     if family == "torchvision":
-        import torchvision
-
         if name not in ("googlenet", "inception_v3"):
             return torchvision.models.get_model(name, weights=None, **extra)
         with warnings.catch_warnings():  # both warn that their default initialisation will change
             warnings.simplefilter("ignore", FutureWarning)
             return torchvision.models.get_model(name, weights=None, **extra)
-    import timm
+    import timm  # deferred: a heavy import that only timm architectures need
 
     return timm.create_model(name, pretrained=False, **extra)
 
@@ -416,13 +280,12 @@ def _mismatch(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...
 
 
 def _listed(items: list[str]) -> str:
-    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return ", ".join(items[:_SHOWN]) + more
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
 
 
 def _guess_candidates(family: str, name: str | None) -> list[tuple[str, str]]:
     """Architectures worth trying when weights do not fit: the same family name (resnet18 -> resnet34 ...)."""
-
     if name is None:
         return [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in CURATED]
     stem = re.match(r"[a-z_]*[a-z]", name.partition(".")[0])
@@ -505,8 +368,6 @@ def _read_torch(src: _Source) -> Any:
         with src.stream() as handle:
             return torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as exc:
-        import pickle
-
         text = str(exc)
         if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
             raise _unsafe_pickle(src.filename, exc) from None
@@ -516,10 +377,10 @@ def _read_torch(src: _Source) -> Any:
 
 
 def _read_safetensors(src: _Source) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load, load_file
-
     try:
-        return load(src.data) if src.data is not None else load_file(str(src.path), device="cpu")
+        if src.data is not None:
+            return safetensors.torch.load(src.data)
+        return safetensors.torch.load_file(str(src.path), device="cpu")
     except Exception as exc:  # safetensors' SafetensorError, or an OSError
         raise ModelLoadError(f"expected {src.filename} to be a safetensors file, but it cannot be read ({exc}); "
                              "it is damaged, truncated or of another format") from None
@@ -588,8 +449,9 @@ def _finish(model: nn.Module, categories: list[str], prep: dict, description: st
     return bundle
 
 
-def _load_state_dict_model(src: _Source, architecture: Any, labels: list[str] | None, size: int | None,
-                           mean, std, device: torch.device) -> ModelBundle:
+def _load_state_dict_model(src: _Source, architecture: Any, options: LoadOptions) -> ModelBundle:
+    """The architecture built with random weights (the class count from the head's weights), the state dict loaded
+    strictly; a mismatch lists the keys and shapes, and names the architecture the weights look like."""
     raw = _read_safetensors(src) if src.suffix == SAFETENSORS else _read_torch(src)
     state = _unwrap_state(raw, src.filename)
     if architecture is None:
@@ -618,23 +480,24 @@ def _load_state_dict_model(src: _Source, architecture: Any, labels: list[str] | 
     except Exception as exc:  # dtypes or shapes the checks above did not see
         raise ModelLoadError(f"expected {src.filename} to load into {architecture!r}, but it failed: "
                              f"{str(exc)[:500]}") from None
-    model = model.to(device).eval()
+    model = model.to(options.device).eval()
     prep = preprocessing_defaults(f"{TIMM_PREFIX}{name}" if family == "timm" else name, model)
+    size = options.input_size
     if size is not None:
         if prep["resize_size"] is not None:
             prep["resize_size"] = int(math.floor(size * prep["resize_size"] / prep["input_size"]))
         prep["input_size"] = size
-    prep["mean"] = mean or prep["mean"]
-    prep["std"] = std or prep["std"]
-    notes = [] if labels is not None else [f"No labels given: the classes are named class 0 ... class "
-                                           f"{num_classes - 1}."]
+    prep["mean"] = options.mean or prep["mean"]
+    prep["std"] = options.std or prep["std"]
+    notes = [] if options.labels is not None else [f"No labels given: the classes are named class 0 ... class "
+                                                   f"{num_classes - 1}."]
     where = {"default": "the default model's", "torchvision": "torchvision's", "timm": "timm's"}[family]
     description = f"{where} {name} with your weights from {src.filename} ({num_classes} classes)"
-    return _finish(model, _categories(labels, num_classes), prep, description, notes)
+    return _finish(model, class_names(options.labels, num_classes), prep, description, notes)
 
 
-def _load_torchscript(src: _Source, labels: list[str] | None, size: int | None, mean, std,
-                      device: torch.device, trusted: bool) -> ModelBundle:
+def _load_torchscript(src: _Source, options: LoadOptions, trusted: bool) -> ModelBundle:
+    """A TorchScript archive, only when trusted: it runs code stored in the file."""
     if not trusted:
         raise ModelLoadError(
             f"{src.filename} is a TorchScript archive: loading it runs the code stored inside it, which could do "
@@ -645,15 +508,15 @@ def _load_torchscript(src: _Source, labels: list[str] | None, size: int | None, 
                                      "it was trusted"), stacklevel=3)
     try:
         with src.stream() as handle:
-            scripted = torch.jit.load(handle, map_location=device)
+            scripted = torch.jit.load(handle, map_location=options.device)
     except Exception as exc:
         raise ModelLoadError(f"expected {src.filename} to be a TorchScript archive, but torch.jit.load failed "
                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
     model = ScriptedClassifier(scripted).eval()
-    side = size or 224
+    side = options.input_size or DEFAULT_INPUT_SIZE
     try:
         with torch.inference_mode():
-            out = model(torch.zeros(1, 3, side, side, device=device))
+            out = model(torch.zeros(1, 3, side, side, device=options.device))
     except Exception as exc:
         raise ModelLoadError(f"expected the TorchScript model to take images [1,3,{side},{side}] (set input_size "
                              f"otherwise), but its forward raised {type(exc).__name__}: {str(exc)[:300]}") from None
@@ -662,7 +525,8 @@ def _load_torchscript(src: _Source, labels: list[str] | None, size: int | None, 
         raise ModelLoadError(f"expected the TorchScript model to return logits [1, classes], got {got}")
     num_classes = int(out.shape[1])
     prep = {"input_size": side, "resize_size": int(math.floor(side / 0.875)),
-            "interpolation": Image.Resampling.BILINEAR, "mean": mean or IMAGENET_MEAN, "std": std or IMAGENET_STD}
+            "interpolation": Image.Resampling.BILINEAR, "mean": options.mean or IMAGENET_MEAN,
+            "std": options.std or IMAGENET_STD}
     notes = [
         "TorchScript: this file runs its own code; it was loaded because you trusted it.",
         "Hooks do not work on TorchScript modules, so CAM methods (Grad-CAM and the rest), guided backprop, "
@@ -670,30 +534,25 @@ def _load_torchscript(src: _Source, labels: list[str] | None, size: int | None, 
         "input x gradient, integrated gradients, SmoothGrad, occlusion, RISE) work.",
         "Model-randomisation sanity checks cannot reset a TorchScript model's layers.",
     ]
-    if mean is None or std is None or size is None:
+    if options.mean is None or options.std is None or options.input_size is None:
         notes.append("Preprocessing not given: ImageNet's mean and std and 224-pixel inputs are assumed.")
-    if labels is None:
+    if options.labels is None:
         notes.append(f"No labels given: the classes are named class 0 ... class {num_classes - 1}.")
     description = f"TorchScript model from {src.filename} ({num_classes} classes)"
-    return _finish(model, _categories(labels, num_classes), prep, description, notes, hookable=False)
+    return _finish(model, class_names(options.labels, num_classes), prep, description, notes, hookable=False)
 
 
-def _foreign(kind: str, src: _Source, labels, size, mean, std, device) -> ModelBundle:
-    """A Hugging Face folder/zip or an ONNX file, through ``explainers.models.foreign`` (imported only now)."""
-    try:
-        foreign = importlib.import_module(".foreign", __package__)
-    except ImportError as exc:
-        raise ModelLoadError(f"{src.filename} needs the loader for {kind} models (explainers.models.foreign), "
-                             f"which cannot be imported ({exc})") from None
+def _foreign(kind: str, src: _Source, options: LoadOptions) -> ModelBundle:
+    """A Hugging Face folder/zip or an ONNX file, through :mod:`explainers.models.foreign` (bytes are written to a
+    temporary file first: both loaders read from disk)."""
     load = foreign.load_hf_classifier if kind == "Hugging Face" else foreign.load_onnx_classifier
-    options = {"labels": labels, "input_size": size, "mean": mean, "std": std, "device": device}
     try:
         if src.data is None:
-            return load(src.path, **options)
+            return load(src.path, **options.as_kwargs())
         with tempfile.TemporaryDirectory(prefix="saliency-upload-") as folder:
             path = Path(folder) / (Path(src.filename).name or f"model{src.suffix}")
             path.write_bytes(src.data)
-            return load(path, **options)
+            return load(path, **options.as_kwargs())
     except SaliencyError:
         raise
     except Exception as exc:
@@ -729,7 +588,7 @@ def load_user_model(
     comes from the final layer's weights; TorchScript ``.pt`` archives only with ``trust_code=True`` or
     SALIENCY_TRUST_CODE=1; ``.onnx`` files and Hugging Face folders or ``.zip`` files (config.json) through
     ``explainers.models.foreign``. ``labels``: a list, or a ``.txt``/``.json`` file as a path, bytes,
-    ``(bytes, file name)`` or file object (see :func:`parse_labels`).
+    ``(bytes, file name)`` or file object (see :func:`~explainers.models.inputs.parse_labels`).
     ``input_size``, ``mean``, ``std`` override the architecture's preprocessing. ``name`` defaults to
     ``user:<file stem>:<hash of the content and settings>``. Every failure raises ModelLoadError.
     """
@@ -740,10 +599,7 @@ def load_user_model(
         raise ModelLoadError(f"expected a model file, but {src.filename} is empty (0 bytes)")
     else:
         names = _zip_names(src) if src.suffix in (*TORCH_SUFFIXES, ZIP_SUFFIX) else None
-    parsed = parse_labels(labels)
-    size = _check_size(input_size)
-    mean_t, std_t = _check_triple(mean, "mean"), _check_triple(std, "std")
-    target = _device(device)
+    options = check_options(labels=labels, input_size=input_size, mean=mean, std=std, device=device)
 
     if src.path is not None and src.path.is_dir() or src.suffix == ZIP_SUFFIX:
         if src.suffix == ZIP_SUFFIX and names is None:
@@ -752,20 +608,21 @@ def load_user_model(
             what = "folder" if src.suffix == "" else "zip file"
             raise ModelLoadError(f"expected a Hugging Face model {what} with a config.json, but {src.filename} "
                                  "has none; for plain weights upload a .safetensors or .pt file")
-        bundle = _foreign("Hugging Face", src, parsed, size, mean_t, std_t, target)
+        bundle = _foreign("Hugging Face", src, options)
     elif src.suffix == ONNX_SUFFIX:
-        bundle = _foreign("ONNX", src, parsed, size, mean_t, std_t, target)
+        bundle = _foreign("ONNX", src, options)
     elif src.suffix in TORCH_SUFFIXES and names is not None and _is_torchscript(names):
-        bundle = _load_torchscript(src, parsed, size, mean_t, std_t, target, trust_code or trust_enabled())
+        bundle = _load_torchscript(src, options, trust_code or trust_enabled())
     elif src.suffix in (SAFETENSORS, *TORCH_SUFFIXES):
-        bundle = _load_state_dict_model(src, architecture, parsed, size, mean_t, std_t, target)
+        bundle = _load_state_dict_model(src, architecture, options)
     else:
         got = f"extension {src.suffix!r}" if src.suffix else "no extension"
         raise ModelLoadError(f"expected one of {', '.join(ACCEPTED)}; {src.filename} has {got}")
 
     if name is None:
         digest = src.digest()
-        settings = (str(architecture), bundle.input_size, bundle.resize_size, bundle.categories, mean_t, std_t)
+        settings = (str(architecture), bundle.input_size, bundle.resize_size, bundle.categories, options.mean,
+                    options.std)
         digest.update(repr(settings).encode())
         name = f"user:{src.stem or 'model'}:{digest.hexdigest()[:12]}"
     bundle.name = name

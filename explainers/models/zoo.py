@@ -71,7 +71,7 @@ def weights_file(name: str) -> Path:
     return checkpoint_dir() / os.path.basename(weights_url(default_weights(name)))
 
 
-def _preprocessing(weights) -> dict:
+def weights_preprocessing(weights) -> dict:
     """input_size, resize_size, interpolation, mean and std from ``weights.transforms()``."""
     transforms = weights.transforms()
 
@@ -100,7 +100,7 @@ def info(name: str) -> dict:
     """What the UI needs to know before loading a model; builds nothing and downloads nothing."""
     weights = default_weights(name)
     path = weights_file(name)
-    prep = _preprocessing(weights)
+    prep = weights_preprocessing(weights)
     size_mb = weights.meta.get("_file_size")
     return {
         "name": name,
@@ -268,7 +268,7 @@ def build(
             f"({type(exc).__name__}: {str(exc)[:500]}); delete that file so it is downloaded again, or replace "
             f"it with {weights_url(weights)}"
         ) from exc
-    prep = _preprocessing(weights)
+    prep = weights_preprocessing(weights)
     normalize, denormalize = affine_normalizer(prep["mean"], prep["std"])
     return ModelBundle(
         name=name,

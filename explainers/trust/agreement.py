@@ -7,28 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .similarity import rank
+
 
 def _flat(saliency) -> np.ndarray:
     array = np.asarray(saliency, dtype=np.float64).ravel()
     return np.where(np.isfinite(array), array, 0.0)
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean of their positions), as Spearman's rho needs."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    sorted_values = values[order]
-    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(values)]))
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + end - 1) / 2.0
-    return ranks
-
-
 def spearman(a, b) -> float:
     """Spearman's rank correlation of two maps of the same shape (0 when either is constant)."""
-    ra, rb = _ranks(_flat(a)), _ranks(_flat(b))
+    ra, rb = rank(_flat(a)), rank(_flat(b))
     ra -= ra.mean()
     rb -= rb.mean()
     denominator = np.sqrt((ra * ra).sum() * (rb * rb).sum())

@@ -31,9 +31,6 @@ from ..render import to_map
 from .faithfulness import faithfulness_curves
 from .pointing import pointing_game, region_masks
 
-ZHANG = "Zhang, Lin, Brandt, Shen & Sclaroff 2016, arXiv:1608.00507"
-WANG = "Wang, Wang, Du, Yang, Zhang, Ding, Mardziel & Hu 2020, arXiv:1910.01279"
-
 # The benchmark's methods when none are named: each family once or twice, and both controls.
 DEFAULT_METHODS = (
     "vanilla", "input_x_gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam",

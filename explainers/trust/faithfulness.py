@@ -11,8 +11,9 @@ scored from the same forward passes, and all methods share the two ends of the c
 substrate). Results are plain dataclasses of NumPy arrays with a JSON-ready ``to_dict()``.
 
 ROAD, which fills the removed pixels by noisy linear imputation, is :mod:`.road`; the pointing games are
-:mod:`.pointing`, ROAR :mod:`.roar`. The curves, ROAD and the mask slider share this module's map checks, target
-resolution and batched prediction (``check_maps``, ``resolve_targets``, ``predict_logits``).
+:mod:`.pointing`, ROAR :mod:`.roar`. The curves and ROAD start alike (:func:`start_curves`: the model, the inputs,
+the checked maps, the batch size) and turn logits into curves alike (:func:`target_curves`); the mask slider shares
+the ranking and the target resolution.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..baselines import make_baseline
 from ..batching import Progress, batch_slices, default_batch_size
-from ..core import unwrap, as_logits, prepare_inputs
+from ..core import as_logits, prepare_inputs, unwrap
 from ..errors import ParameterError, TargetError
 from ..hooks import model_guard
 from ..targets import TargetSpec
-
-PETSIUK = "Petsiuk, Das & Saenko 2018, arXiv:1806.07421"
 
 KINDS = ("deletion", "insertion")
 SUBSTRATES = ("black", "blur", "mean")
@@ -141,7 +141,7 @@ class CurveSet:
             "substrates": dict(self.substrates),
             "model_passes": int(self.model_passes),
             "elapsed_s": float(self.elapsed_s),
-            "settings": {k: v for k, v in self.settings.items()},
+            "settings": dict(self.settings),
             "table": self.table(),
             "curves": [c.to_dict() for c in self.curves],
         }
@@ -326,6 +326,63 @@ def predict_logits(model, batch: torch.Tensor) -> torch.Tensor:
     return as_logits(model(batch)).float()
 
 
+@dataclass
+class CurveRun:
+    """What every curve function resolves before its passes: the model, its bundle (None for a bare module) and
+    categories, the inputs on the model's device, the checked maps (:func:`check_maps`) and the batch size."""
+
+    model: nn.Module
+    bundle: Any
+    categories: Sequence[str] | None
+    inputs: torch.Tensor
+    maps: dict[str, np.ndarray]
+    batch_size: int
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return tuple(self.inputs.shape[-2:])
+
+    def predict(self, images: torch.Tensor, meter: Progress) -> torch.Tensor:
+        """Logits [N, K] of ``images`` one batch at a time, each batch counted on ``meter``."""
+        chunks = []
+        for a, b in batch_slices(len(images), self.batch_size):
+            chunks.append(predict_logits(self.model, images[a:b]))
+            meter.advance(b - a)
+        return torch.cat(chunks)
+
+    def elapsed(self, started: float) -> float:
+        """Seconds since ``started``, once the device has finished the work queued on it."""
+        if self.inputs.device.type == "cuda":
+            torch.cuda.synchronize(self.inputs.device)
+        return time.perf_counter() - started
+
+
+def start_curves(model_or_bundle: Any, inputs: Any, maps: Mapping[str, Any], batch_size: int | None) -> CurveRun:
+    """The checks and resolutions every curve function starts with (see :class:`CurveRun`)."""
+    if batch_size is not None:
+        check_positive("batch_size", batch_size)
+    model, bundle, categories = unwrap(model_or_bundle)
+    inputs = prepare_inputs(model, inputs)
+    checked = check_maps(maps, len(inputs), tuple(inputs.shape[-2:]))
+    batch_size = int(batch_size or default_batch_size(inputs.device, forward_only=True))
+    return CurveRun(model, bundle, categories, inputs, checked, batch_size)
+
+
+def target_curves(kind: str, method: str, logits: torch.Tensor, fractions: np.ndarray,
+                  resolved: list[tuple[str, torch.Tensor]]) -> list[Curve]:
+    """One :class:`Curve` per resolved target from one method's logits [S, N, K] at the S ``fractions``."""
+    probabilities = logits.softmax(-1)
+    curves = []
+    for label, classes in resolved:
+        index = classes.view(1, -1, 1).expand(len(fractions), -1, 1)
+        curves.append(Curve(
+            kind=kind, method=method, target=label, classes=classes.cpu().numpy(), fractions=fractions,
+            probability=probabilities.gather(2, index)[..., 0].T.double().cpu().numpy(),
+            logit=logits.gather(2, index)[..., 0].T.double().cpu().numpy(),
+        ))
+    return curves
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Deletion and insertion
 # ---------------------------------------------------------------------------------------------------------
@@ -365,78 +422,59 @@ def faithfulness_curves(
         raise ParameterError(f"kinds must be among {', '.join(KINDS)}; got {list(kinds)!r}")
     steps = check_positive("steps", steps)
     region = check_positive("region", region)
-    if batch_size is not None:
-        check_positive("batch_size", batch_size)
-    model, bundle, categories = unwrap(model_or_bundle)
-    inputs = prepare_inputs(model, inputs)
-    n_rows, hw = len(inputs), tuple(inputs.shape[-2:])
-    pixels = hw[0] * hw[1]
-    checked = check_maps(maps, n_rows, hw)
+    run = start_curves(model_or_bundle, inputs, maps, batch_size)
     substrates = _substrates(substrate, kinds)
-    device = inputs.device
-    batch_size = int(batch_size or default_batch_size(device, forward_only=True))
-
+    n_rows, pixels = len(run.inputs), run.hw[0] * run.hw[1]
     fractions = np.arange(steps + 1, dtype=np.float64) / steps
-    counts = torch.tensor(np.rint(fractions * pixels).astype(np.int64), device=device)
-    names = list(checked)
+    names = list(run.maps)
     distinct = sorted(set(substrates.values()))
     # The image and each substrate are the ends of every curve: one pass each, shared by all methods.
     total = n_rows * (1 + len(distinct) + len(names) * len(kinds) * (steps - 1))
     meter = Progress(total, progress)
 
-    with model_guard(model), torch.inference_mode():
-        fills = {name: make_substrate(name, inputs, bundle) for name in distinct}
-        ends = {"image": inputs, **{f"substrate:{name}": fill for name, fill in fills.items()}}
-        end_logits = {}
-        for key, images in ends.items():
-            chunks = []
-            for a, b in batch_slices(n_rows, batch_size):
-                chunks.append(predict_logits(model, images[a:b]))
-                meter.advance(b - a)
-            end_logits[key] = torch.cat(chunks)
-        resolved = resolve_targets(targets, n_rows, categories, end_logits["image"])
-        ranks = torch.stack([pixel_ranks(checked[name], device, region) for name in names])  # [M, N, H*W]
-
-        # jobs: (method, kind, step 1..steps-1, row); each yields one perturbed image
-        grid = torch.cartesian_prod(
-            torch.arange(len(names)), torch.arange(len(kinds)), torch.arange(1, steps), torch.arange(n_rows)
-        ).to(device) if steps > 1 else torch.zeros((0, 4), dtype=torch.long, device=device)
-        job_logits = torch.empty((len(grid), end_logits["image"].shape[-1]), device=device)
-        fill_stack = torch.stack([fills[substrates[kind]] for kind in kinds])  # [kinds, N, C, H, W]
-        deleting = torch.tensor([kind == "deletion" for kind in kinds], device=device)
-        for a, b in batch_slices(len(grid), batch_size):
-            m, k, s, row = grid[a:b].unbind(1)
-            chosen = (ranks[m, row] < counts[s].view(-1, 1)).view(-1, 1, *hw)  # the top pixels of each job
-            image, fill = inputs[row], fill_stack[k, row]
-            # deletion: the chosen pixels become substrate; insertion: only the chosen pixels are the image
-            delete = deleting[k].view(-1, 1, 1, 1)
-            perturbed = torch.where(chosen == delete, fill, image)
-            job_logits[a:b] = predict_logits(model, perturbed)
-            meter.advance(b - a)
+    with model_guard(run.model), torch.inference_mode():
+        fills = {name: make_substrate(name, run.inputs, run.bundle) for name in distinct}
+        image_logits = run.predict(run.inputs, meter)
+        fill_logits = {name: run.predict(fill, meter) for name, fill in fills.items()}
+        resolved = resolve_targets(targets, n_rows, run.categories, image_logits)
+        inner = _inner_logits(run, kinds, [fills[substrates[kind]] for kind in kinds], fractions, region,
+                              image_logits.shape[-1], meter)
     meter.finish()
 
     curves = []
-    job_logits = job_logits.view(len(names), len(kinds), steps - 1, n_rows, job_logits.shape[-1])
     for mi, name in enumerate(names):
         for ki, kind in enumerate(kinds):
-            first, last = ("image", f"substrate:{substrates[kind]}")[:: 1 if kind == "deletion" else -1]
-            stacked = torch.cat([end_logits[first][None], job_logits[mi, ki], end_logits[last][None]])  # [S+1,N,K]
-            probabilities = stacked.softmax(-1)
-            for label, classes in resolved:
-                index = classes.view(1, -1, 1).expand(steps + 1, -1, 1)
-                curves.append(Curve(
-                    kind=kind, method=name, target=label, classes=classes.cpu().numpy(),
-                    fractions=fractions,
-                    probability=probabilities.gather(2, index)[..., 0].T.double().cpu().numpy(),
-                    logit=stacked.gather(2, index)[..., 0].T.double().cpu().numpy(),
-                ))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return CurveSet(curves=curves, substrates=substrates, model_passes=total,
-                    elapsed_s=time.perf_counter() - started,
-                    settings={"steps": steps, "region": region, "batch_size": batch_size, "pixels": pixels})
+            first, last = image_logits, fill_logits[substrates[kind]]
+            if kind == "insertion":
+                first, last = last, first
+            stacked = torch.cat([first[None], inner[mi, ki], last[None]])  # [S+1, N, K]
+            curves += target_curves(kind, name, stacked, fractions, resolved)
+    return CurveSet(curves=curves, substrates=substrates, model_passes=total, elapsed_s=run.elapsed(started),
+                    settings={"steps": steps, "region": region, "batch_size": run.batch_size, "pixels": pixels})
 
 
+def _inner_logits(run: CurveRun, kinds: Sequence[str], fills: Sequence[torch.Tensor], fractions: np.ndarray,
+                  region: int, num_classes: int, meter: Progress) -> torch.Tensor:
+    """Logits [methods, kinds, S − 1, N, K] of the steps between a curve's ends, S = len(fractions): one
+    perturbed image per (method, kind, step, row), built and predicted one batch at a time."""
+    inputs, hw, device = run.inputs, run.hw, run.inputs.device
+    n_rows, steps, names = len(inputs), len(fractions) - 1, list(run.maps)
+    counts = torch.tensor(np.rint(fractions * hw[0] * hw[1]).astype(np.int64), device=device)
+    ranks = torch.stack([pixel_ranks(run.maps[name], device, region) for name in names])  # [M, N, H*W]
+    grid = torch.cartesian_prod(
+        torch.arange(len(names)), torch.arange(len(kinds)), torch.arange(1, steps), torch.arange(n_rows)
+    ).to(device) if steps > 1 else torch.zeros((0, 4), dtype=torch.long, device=device)
+    fill_stack = torch.stack(list(fills))  # [kinds, N, C, H, W]
+    deleting = torch.tensor([kind == "deletion" for kind in kinds], device=device)
+    logits = torch.empty((len(grid), num_classes), device=device)
+    for a, b in batch_slices(len(grid), run.batch_size):
+        m, k, s, row = grid[a:b].unbind(1)
+        chosen = (ranks[m, row] < counts[s].view(-1, 1)).view(-1, 1, *hw)  # the top pixels of each job
+        # deletion: the chosen pixels become substrate; insertion: only the chosen pixels are the image
+        delete = deleting[k].view(-1, 1, 1, 1)
+        logits[a:b] = predict_logits(run.model, torch.where(chosen == delete, fill_stack[k, row], inputs[row]))
+        meter.advance(b - a)
+    return logits.view(len(names), len(kinds), steps - 1, n_rows, num_classes)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -17,7 +17,11 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
+from ..registry import Reference
 from .faithfulness import as_maps
+
+ZHANG = Reference("Zhang, Lin, Brandt, Shen & Sclaroff", 2016, "Top-down Neural Attention by Excitation Backprop",
+                  "1608.00507")
 
 # ---------------------------------------------------------------------------------------------------------
 # Pointing games

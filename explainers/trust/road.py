@@ -1,5 +1,33 @@
-"""ROAD (Rong, Leemann, Borisov, Kasneci & Kasneci 2022, arXiv:2202.00449): remove the most (MoRF) or least
-(LeRF) relevant pixels, fill them by noisy linear imputation, and record the target's probability."""
+"""ROAD, RemOve And Debias (Rong, Leemann, Borisov, Kasneci & Kasneci 2022, "A Consistent and Efficient Evaluation
+Strategy for Attribution Methods", arXiv:2202.00449).
+
+A deletion curve fills removed pixels with a constant or a blur, and the holes themselves carry information: their
+shape leaks the removed object's outline, and a model can read the mask rather than miss the evidence (the
+"class information leakage" Rong et al. measure). ROAD removes a fraction f of the pixels and fills them so that
+the filled values tell as little as possible about which pixels were removed, then records the target's
+probability at each f:
+
+- MoRF (most relevant first) removes the pixels the map ranks highest: a faithful map makes this curve fall fast;
+- LeRF (least relevant first) removes the lowest ones: a faithful map keeps this curve high.
+
+The fill is noisy linear imputation: every removed pixel becomes the weighted mean of its eight neighbours (1/6
+for the four direct ones, 1/12 for the diagonals; removed neighbours are unknowns too), plus Gaussian noise of
+std 0.01 in the model's input space. Those means are one sparse linear system per image,
+
+    D_p x_p − Σ_{n removed} w_n x_{p+n} = Σ_{n kept} w_n x_{p+n},   D_p = Σ_{n in the image} w_n,
+
+symmetric and positive definite unless every pixel is removed (a weighted graph Laplacian plus a diagonal). Rong
+et al. and pytorch-grad-cam solve it with SciPy's direct solver; here conjugate gradients solve it on the inputs'
+device, in float64 (float32 on Apple's MPS), with no SciPy: on the box around the removed pixels, preconditioned
+by an aggregation-multigrid V-cycle, where the removed region is deep; on the removed pixels alone, preconditioned
+by their diagonal, where they are few and scattered (:data:`SPARSE_COST` decides).
+
+:func:`road_removed` picks the pixels as pytorch-grad-cam does, and the noise is drawn in its order, so
+pytorch-grad-cam's ``ROADMostRelevantFirst`` / ``ROADLeastRelevantFirst`` give the same images and scores.
+
+:func:`road_curves` returns MoRF and LeRF curves as a :class:`~.faithfulness.CurveSet` (kinds "road_morf" and
+"road_lerf"), from the map checks, target resolution and batched prediction of :mod:`.faithfulness`.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +39,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..batching import Progress, batch_slices, default_batch_size
-from ..core import unwrap, prepare_inputs
+from ..batching import Progress, batch_slices
 from ..errors import ParameterError
 from ..hooks import model_guard
-from .faithfulness import Curve, CurveSet, check_maps, check_positive, predict_logits, resolve_targets
+from ..registry import Reference
+from .faithfulness import CurveRun, CurveSet, predict_logits, resolve_targets, start_curves, target_curves
+
+RONG = Reference("Rong, Leemann, Borisov, Kasneci & Kasneci", 2022,
+                 "A Consistent and Efficient Evaluation Strategy for Attribution Methods", "2202.00449")
 
 ROAD_ORDERS = ("morf", "lerf")
 ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -364,59 +395,44 @@ def road_curves(
     fractions = sorted(float(f) for f in fractions)
     if not fractions:
         raise ParameterError("ROAD needs at least one fraction in (0, 1)")
-    if batch_size is not None:
-        check_positive("batch_size", batch_size)
-    model, _, categories = unwrap(model_or_bundle)
-    inputs = prepare_inputs(model, inputs)
-    n_rows, hw = len(inputs), tuple(inputs.shape[-2:])
-    checked = check_maps(maps, n_rows, hw)
-    names = list(checked)
-    device = inputs.device
-    batch_size = int(batch_size or default_batch_size(device, forward_only=True))
-    jobs = [(mi, oi, fi, row) for mi in range(len(names)) for oi in range(len(orders))
-            for fi in range(len(fractions)) for row in range(n_rows)]
-    meter = Progress(n_rows + len(jobs), progress)
+    run = start_curves(model_or_bundle, inputs, maps, batch_size)
+    n_rows, names = len(run.inputs), list(run.maps)
+    passes = n_rows * (1 + len(names) * len(orders) * len(fractions))
+    meter = Progress(passes, progress)
 
-    with model_guard(model), torch.inference_mode():
-        clean = []
-        for a, b in batch_slices(n_rows, batch_size):
-            clean.append(predict_logits(model, inputs[a:b]))
-            meter.advance(b - a)
-        clean_logits = torch.cat(clean)
-        resolved = resolve_targets(targets, n_rows, categories, clean_logits)
-        job_logits = torch.empty((len(jobs), clean_logits.shape[-1]), device=device)
-        for a, b in batch_slices(len(jobs), batch_size):
-            chunk = jobs[a:b]
-            removed = torch.stack([
-                torch.from_numpy(road_removed(checked[names[mi]][row], fractions[fi], orders[oi]))
-                for mi, oi, fi, row in chunk
-            ]).to(device)
-            rows = torch.tensor([job[3] for job in chunk], device=device)
-            imputed = noisy_linear_impute(inputs[rows], removed, noise=noise, seed=seed, dtype=dtype,
-                                          tolerance=tolerance)
-            job_logits[a:b] = predict_logits(model, imputed)
-            meter.advance(b - a)
+    with model_guard(run.model), torch.inference_mode():
+        clean_logits = run.predict(run.inputs, meter)
+        resolved = resolve_targets(targets, n_rows, run.categories, clean_logits)
+        imputed_logits = _imputed_logits(run, orders, fractions, clean_logits.shape[-1], meter, noise=noise,
+                                         seed=seed, dtype=dtype, tolerance=tolerance)
     meter.finish()
 
     curves = []
-    job_logits = job_logits.view(len(names), len(orders), len(fractions), n_rows, -1)
     points = np.array([0.0, *fractions])
     for mi, name in enumerate(names):
         for oi, order in enumerate(orders):
-            stacked = torch.cat([clean_logits[None], job_logits[mi, oi]])  # [F+1, N, K]
-            probabilities = stacked.softmax(-1)
-            for label, classes in resolved:
-                index = classes.view(1, -1, 1).expand(len(points), -1, 1)
-                curves.append(Curve(
-                    kind=f"road_{order}", method=name, target=label, classes=classes.cpu().numpy(),
-                    fractions=points,
-                    probability=probabilities.gather(2, index)[..., 0].T.double().cpu().numpy(),
-                    logit=stacked.gather(2, index)[..., 0].T.double().cpu().numpy(),
-                ))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+            stacked = torch.cat([clean_logits[None], imputed_logits[mi, oi]])  # [F+1, N, K]
+            curves += target_curves(f"road_{order}", name, stacked, points, resolved)
     return CurveSet(curves=curves, substrates={f"road_{o}": "noisy_linear" for o in orders},
-                    model_passes=n_rows + len(jobs), elapsed_s=time.perf_counter() - started,
+                    model_passes=passes, elapsed_s=run.elapsed(started),
                     settings={"noise": float(noise), "seed": int(seed), "fractions": list(fractions),
-                              "batch_size": batch_size,
-                              "dtype": str(_solver_dtype(dtype, device)).removeprefix("torch.")})
+                              "batch_size": run.batch_size,
+                              "dtype": str(_solver_dtype(dtype, run.inputs.device)).removeprefix("torch.")})
+
+
+def _imputed_logits(run: CurveRun, orders: Sequence[str], fractions: Sequence[float], num_classes: int,
+                    meter: Progress, **impute: Any) -> torch.Tensor:
+    """Logits [methods, orders, fractions, N, K] of every image imputed by :func:`noisy_linear_impute` (with the
+    ``impute`` options), one per (method, order, fraction, row), built and predicted one batch at a time."""
+    names, n_rows, device = list(run.maps), len(run.inputs), run.inputs.device
+    jobs = [(name, order, fraction, row) for name in names for order in orders for fraction in fractions
+            for row in range(n_rows)]
+    logits = torch.empty((len(jobs), num_classes), device=device)
+    for a, b in batch_slices(len(jobs), run.batch_size):
+        chunk = jobs[a:b]
+        removed = torch.stack([torch.from_numpy(road_removed(run.maps[name][row], fraction, order))
+                               for name, order, fraction, row in chunk]).to(device)
+        rows = torch.tensor([job[3] for job in chunk], device=device)
+        logits[a:b] = predict_logits(run.model, noisy_linear_impute(run.inputs[rows], removed, **impute))
+        meter.advance(b - a)
+    return logits.view(len(names), len(orders), len(fractions), n_rows, num_classes)

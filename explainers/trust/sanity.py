@@ -10,9 +10,9 @@
   bias: the network computes the same function, so an explanation of that function should not change.
 
 Every check works on copies: the model it is given (often the dashboard's cached one) is never altered.
-Results are plain dataclasses of NumPy arrays, floats and :class:`~explainers.similarity.Similarity` values, each
-with ``to_dict()`` for JSON. Maps are compared as the signed channel sum ``render.to_map(a, "signed", "sum")``
-(what Quantus' explanation functions return); see :mod:`explainers.similarity` for the metrics.
+Results are plain dataclasses of NumPy arrays, floats and :class:`~.similarity.Similarity` values, each with
+``to_dict()`` for JSON. Maps are compared as the signed channel sum ``render.to_map(a, "signed", "sum")`` (what
+Quantus' explanation functions return); see :mod:`.similarity` for the metrics.
 
 Sharing passes. Within a step of the cascade (or one call of the other checks) all chosen methods run on the
 same copy with the same resolved target and layer: the target is resolved once from the original model; the
@@ -35,19 +35,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from .. import render
 from ..batching import Batches, Progress, default_batch_size
-from ..core import Call, find_layer, unwrap, as_logits, prepare_inputs, run_method
+from ..core import Call, as_logits, find_layer, prepare_inputs, run_method, unwrap
 from ..errors import ParameterError, SaliencyError
 from ..hooks import model_guard
 from ..manifest import jsonable
 from ..many import shared_methods, shared_pass
-from ..registry import NEEDS_MODEL, MethodInfo, get_method
+from ..registry import NEEDS_MODEL, MethodInfo, Reference, get_method
 from ..targets import Target, TargetSpec
 from .similarity import METRIC_LABELS, METRICS, PreparedMap, Similarity
 
+SIXT = Reference("Sixt, Granz & Landgraf", 2020, "When Explanations Lie: Why Many Modified BP Attributions Fail",
+                 "1912.09818")
+KINDERMANS = Reference("Kindermans, Hooker, Adebayo, Alber, Schütt, Dähne, Erhan & Kim", 2019,
+                       "The (Un)reliability of Saliency Methods", "1711.00867")
 CONTROLS = ("sobel", "random")
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -369,7 +374,7 @@ class MethodCascade:
         return [_mean([cell[metric].value for cell in row]) for row in self.similarity]
 
     def to_dict(self, thumbnails: bool = True) -> dict[str, Any]:
-        out = {"key": self.key, "method": self.method, "params": _jsonable(self.params), "shared": self.shared,
+        out = {"key": self.key, "method": self.method, "params": jsonable(self.params), "shared": self.shared,
                "similarity": {m: _table(self.similarity, m) for m in self.similarity[0][0]}}
         if thumbnails:
             out["thumbnails"] = np.round(self.thumbnails.astype(np.float64), 8).tolist()
@@ -407,11 +412,6 @@ class CascadeResult:
 
 def _model_name(model: nn.Module, bundle: Any) -> str:
     return getattr(bundle, "name", None) or type(model).__name__
-
-
-def _jsonable(value: Any) -> Any:
-
-    return jsonable(value)
 
 
 def _resolve_target(model: nn.Module, bundle: Any, inputs: torch.Tensor, target: Any, objective: str,
@@ -495,7 +495,7 @@ def model_randomisation(
     layer_name = getattr(runner.layer_info, "name", None)
     return CascadeResult(
         model=_model_name(model, bundle), target=resolved.indices.cpu().numpy(), steps=records,
-        methods={p.key: MethodCascade(p.key, p.info.name, _jsonable(p.params), rows[p.key],
+        methods={p.key: MethodCascade(p.key, p.info.name, jsonable(p.params), rows[p.key],
                                       np.stack(thumbs[p.key]).astype(np.float32), _shared_note(p))
                  for p in plans},
         blocks=all_blocks, layer=layer_name, seed=seed, elapsed_s=time.perf_counter() - started,
@@ -796,25 +796,12 @@ def input_invariance(
     model, bundle, _ = unwrap(model_or_bundle)
     plans = _plans(method_specs(methods, controls), model)
     inputs = prepare_inputs(model, inputs)
-    values = [float(v) for v in (shift if isinstance(shift, Sequence) else [shift])]
-    if len(values) not in (1, inputs.shape[1]) or not all(math.isfinite(v) for v in values):
-        raise ParameterError(f"shift must be a finite number or one per input channel ({inputs.shape[1]}), "
-                             f"got {shift!r}")
-    offset = torch.tensor(values, dtype=inputs.dtype, device=inputs.device)
-    offset = offset.view(1, -1, *([1] * (inputs.dim() - 2))).expand(1, inputs.shape[1], *inputs.shape[2:])
+    values, offset = _shift(inputs, shift)
     shifted_inputs = inputs + offset
     name = first_layer(model, inputs)
     copy = deepcopy(model)
     layer_module = copy.get_submodule(name)
-    with model_guard(copy), torch.no_grad():
-        absorbed = (layer_module(offset.contiguous()) - layer_module(torch.zeros_like(offset))).detach().clone()
-        # the absorption is exact for an affine layer (conv, linear, batch norm, a channel mean); check it here
-        expected, moved = layer_module(inputs), layer_module(shifted_inputs) - absorbed
-        gap = float((moved - expected).abs().max())
-        if not gap <= LOGIT_RTOL * max(float(expected.abs().max()), 1.0):
-            raise SaliencyError(f"input invariance absorbs the shift into an affine first layer; this model's first "
-                                f"layer {name!r} ({type(layer_module).__name__}) is not affine (its output moved "
-                                f"by {gap:.3g})")
+    absorbed = _absorbed_shift(layer_module, name, inputs, offset, shifted_inputs)
     handle = layer_module.register_forward_hook(lambda mod, args, out: out - absorbed)
     try:
         bsize = int(batch_size or default_batch_size(inputs.device))
@@ -826,32 +813,65 @@ def input_invariance(
         if not difference <= LOGIT_RTOL * max(scale, 1.0):
             raise SaliencyError(f"absorbing the shift into {name!r} did not keep the outputs: the logits moved by "
                                 f"{difference:.3g} (scale {scale:.3g}); this model's first layer is not affine")
-        shifted_bundle = None
-        if bundle is not None:
-            shifted_bundle = replace(
-                bundle, model=copy,
-                normalize=lambda pixels: bundle.normalize(pixels) + offset[:, :, :1, :1].to(pixels.device),
-                denormalize=lambda x: bundle.denormalize(x - offset[:, :, :1, :1].to(x.device)),
-            )
         tracker = Progress(1, progress)
         runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
         tracker.total = max(1, 2 * sum(runner.units(p) for p in plans))
         first, _ = runner.run(model, (resolved,))
-        runner.bundle = shifted_bundle
+        runner.bundle = None if bundle is None else _shifted_bundle(bundle, copy, offset)
         second, _ = runner.run(copy, (resolved,), inputs=shifted_inputs)
         tracker.finish()
     finally:
         handle.remove()
     changes, table = {}, {}
     for plan in plans:
-        a, b = first[plan.key][0].double(), second[plan.key][0].double()
-        norms = a.flatten(1).norm(dim=1)
-        changes[plan.key] = ((b - a).flatten(1).norm(dim=1) / norms.clamp_min(1e-30)).cpu().numpy()
+        changes[plan.key] = _relative_change(first[plan.key][0], second[plan.key][0])
         table[plan.key] = [PreparedMap(signed_map(x)).compare(PreparedMap(signed_map(y)), metrics)
                            for x, y in zip(first[plan.key][0], second[plan.key][0])]
     return InvarianceResult(_model_name(model, bundle), name, values, resolved.indices.cpu().numpy(), changes,
                             table, _names(plans), difference, scale, getattr(runner.layer_info, "name", None), seed,
                             time.perf_counter() - started)
+
+
+def _shift(inputs: torch.Tensor, shift: float | Sequence[float]) -> tuple[list[float], torch.Tensor]:
+    """The shift as given (a list of floats) and as a tensor [1, C, H, W] to add to the inputs."""
+    values = [float(v) for v in (shift if isinstance(shift, Sequence) else [shift])]
+    if len(values) not in (1, inputs.shape[1]) or not all(math.isfinite(v) for v in values):
+        raise ParameterError(f"shift must be a finite number or one per input channel ({inputs.shape[1]}), "
+                             f"got {shift!r}")
+    offset = torch.tensor(values, dtype=inputs.dtype, device=inputs.device)
+    return values, offset.view(1, -1, *([1] * (inputs.dim() - 2))).expand(1, inputs.shape[1], *inputs.shape[2:])
+
+
+def _absorbed_shift(layer_module: nn.Module, name: str, inputs: torch.Tensor, offset: torch.Tensor,
+                    shifted_inputs: torch.Tensor) -> torch.Tensor:
+    """What the first layer must subtract so that it sees x + shift as x: layer(shift·1) − layer(0), checked on
+    ``inputs`` and ``shifted_inputs`` (an affine layer absorbs it exactly; any other is refused)."""
+    with model_guard(layer_module), torch.no_grad():
+        absorbed = (layer_module(offset.contiguous()) - layer_module(torch.zeros_like(offset))).detach().clone()
+        # the absorption is exact for an affine layer (conv, linear, batch norm, a channel mean); check it here
+        expected, moved = layer_module(inputs), layer_module(shifted_inputs) - absorbed
+        gap = float((moved - expected).abs().max())
+        if not gap <= LOGIT_RTOL * max(float(expected.abs().max()), 1.0):
+            raise SaliencyError(f"input invariance absorbs the shift into an affine first layer; this model's first "
+                                f"layer {name!r} ({type(layer_module).__name__}) is not affine (its output moved "
+                                f"by {gap:.3g})")
+    return absorbed
+
+
+def _shifted_bundle(bundle: Any, copy: nn.Module, offset: torch.Tensor) -> Any:
+    """The bundle of the shifted copy: its normalisation adds the shift, so pixel-space baselines stay put."""
+    channel_shift = offset[:, :, :1, :1]
+    return replace(
+        bundle, model=copy,
+        normalize=lambda pixels: bundle.normalize(pixels) + channel_shift.to(pixels.device),
+        denormalize=lambda x: bundle.denormalize(x - channel_shift.to(x.device)),
+    )
+
+
+def _relative_change(before: torch.Tensor, after: torch.Tensor) -> np.ndarray:
+    """[N] ‖after − before‖₂ / ‖before‖₂ per row of two attributions [N, ...], in float64."""
+    before, after = before.double(), after.double()
+    return ((after - before).flatten(1).norm(dim=1) / before.flatten(1).norm(dim=1).clamp_min(1e-30)).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1123,8 +1143,6 @@ def filmstrip(cascade: CascadeResult, image: int = 0, colormap: str = "inferno",
     strip = np.concatenate([r for row in rows for r in (row, spacer)][:-1], axis=0)
     if not labels:
         return strip
-    from PIL import Image, ImageDraw, ImageFont
-
     font = ImageFont.load_default()
     left = 8 + 7 * max(len(key) for key in cascade.methods)
     top = 16
@@ -1148,9 +1166,11 @@ __all__ = [
     "Check",
     "DataRandomisationResult",
     "InvarianceResult",
+    "KINDERMANS",
     "MethodCascade",
     "MethodSpec",
     "RandomLogitResult",
+    "SIXT",
     "SanityReport",
     "Thresholds",
     "Verdict",

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import warnings
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 import explainers
 from explainers import Cancelled
+from explainers.batch import COLUMNS, Settings, load_map, read_table
+from explainers.models import ModelBundle, affine_normalizer
 
 from ..conftest import sample_path
 
@@ -110,3 +117,115 @@ def small_convnet(seed: int = 0) -> SmallConvNet:
         model.features[1].running_var.uniform_(0.5, 2.0)
         model.fc.weight.mul_(20)  # scores that move by whole units, so float32 noise cannot fake completeness
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batch runs (explainers.batch): a tiny model, generated images, and two runs compared
+# ---------------------------------------------------------------------------------------------------------
+
+SQUARE_COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 70, 230)}
+CLASSES = [*SQUARE_COLOURS, "c3", "c4", "c5", "c6"]
+SQUARE_SIZE = 48
+RUN_SETTINGS = dict(model="tiny", methods=["gradcam", "integrated_gradients", "smoothgrad"], targets=["top1", "label"],
+                    params={"integrated_gradients": {"n_steps": 4, "baseline": "black"},
+                            "smoothgrad": {"n_samples": 3}},
+                    seed=11)
+
+
+def tiny_bundle(model: nn.Module | None = None, categories=CLASSES, size: int = SQUARE_SIZE) -> ModelBundle:
+    """A small seeded CNN as a bundle with ImageNet's normalisation (a closure: Ray ships it with cloudpickle)."""
+    normalize, denormalize = affine_normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return ModelBundle(name="tiny", model=(model or small_convnet(3)).eval(), categories=list(categories),
+                       input_size=size, normalize=normalize, denormalize=denormalize)
+
+
+def run_settings(**overrides) -> Settings:
+    """``RUN_SETTINGS`` with ``overrides``, as a fresh Settings (a run validates, and so rewrites, its params)."""
+    values = {**RUN_SETTINGS, **overrides}
+    return Settings(**{k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                       for k, v in values.items()})
+
+
+def squares(folder: Path, count: int, seed: int = 0) -> list[dict]:
+    """``count`` images: a coloured square on a textured background, and their list rows with the box."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        texture = rng.integers(0, 256, (SQUARE_SIZE, SQUARE_SIZE, 1)) * np.array([[[0.6, 0.5, 0.4]]])
+        image = np.clip(texture + rng.normal(0, 20, (SQUARE_SIZE, SQUARE_SIZE, 3)), 0, 255).astype(np.uint8)
+        name = list(SQUARE_COLOURS)[i % len(SQUARE_COLOURS)]
+        side = int(rng.integers(10, 20))
+        x0, y0 = (int(v) for v in rng.integers(0, SQUARE_SIZE - side, 2))
+        image[y0 : y0 + side, x0 : x0 + side] = SQUARE_COLOURS[name]
+        path = folder / f"img{i:03d}.png"
+        Image.fromarray(image).save(path)
+        rows.append({"path": path.name, "label": name, "x0": x0, "y0": y0, "x1": x0 + side, "y1": y0 + side})
+    return rows
+
+
+def write_list(path: Path, rows: list[dict]) -> Path:
+    """A .csv list (path, label, box) of ``rows``."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "x0", "y0", "x1", "y1"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def assert_same_runs(first: Path, second: Path, *, same_batches: bool = False) -> None:
+    """Two run folders hold the same rows, each once (every column but elapsed_s and map_file; floats within 1e-5
+    relative), and the same float16 maps: equal or one float16 step apart when both runs cut the same batches
+    (threads sum in another order), else within 2e-3 relative (another batch size rounds batched convolutions
+    otherwise)."""
+    ours, theirs = read_table(first), read_table(second)
+    assert len(ours) == len(theirs) and ours["row_id"].is_unique and theirs["row_id"].is_unique
+    for column in (c for c in COLUMNS if c not in ("elapsed_s", "map_file")):
+        for a, b in zip(ours[column], theirs[column], strict=True):
+            if isinstance(a, float) and isinstance(b, float):
+                assert a == pytest.approx(b, rel=1e-5, abs=1e-7, nan_ok=True), column
+            elif isinstance(a, np.ndarray):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=column)
+            else:
+                assert a == b or (a is None and b is None), column
+    for (_, x), (_, y) in zip(ours.dropna(subset=["map_key"]).iterrows(), theirs.dropna(subset=["map_key"]).iterrows(),
+                              strict=True):
+        a, b = load_map(first, x.map_file, x.map_key), load_map(second, y.map_file, y.map_key)
+        if same_batches:
+            step = np.spacing(np.maximum(np.abs(a), np.abs(b)).astype(np.float16)).astype(np.float32)
+            assert np.all(np.abs(a - b) <= step), x.map_key
+        else:
+            np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6, err_msg=x.map_key)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model files for the loaders (explainers.models.user, explainers.models.foreign)
+# ---------------------------------------------------------------------------------------------------------
+
+VIT_LABELS = {0: "apple", 1: "banana", 2: "cherry", 3: "damson"}
+VIT_MEAN, VIT_STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+
+
+def save_tiny_vit(folder: Path) -> tuple[Path, nn.Module]:
+    """(folder, model): a seeded tiny ViT (4x4 patches of 8 px at 32 px, the classes of VIT_LABELS) with its image
+    processor, saved with save_pretrained."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=len(VIT_LABELS), id2label=VIT_LABELS,
+                       label2id={v: k for k, v in VIT_LABELS.items()})
+    model = ViTForImageClassification(config).eval()
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=VIT_MEAN, image_std=VIT_STD,
+                      resample=Image.Resampling.BICUBIC).save_pretrained(folder)
+    return folder, model
+
+
+def export_onnx(model: nn.Module, path: Path, size: int) -> Path:
+    """``model`` exported to ``path`` by torch's legacy (TorchScript) exporter for images [1, 3, size, size]."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, size, size),), str(path), dynamo=False,
+                          input_names=["image"], output_names=["logits"])
+    return path

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from explainers import Contrast, TargetError, TargetSpec, explain
+from explainers import Contrast, TargetError, TargetSpec, explain, resolve_target
 
 CATEGORIES = ["tabby", "tiger cat", "crane", "espresso", "goldfish"]
 
@@ -112,3 +112,17 @@ def test_explain_takes_tensor_and_numpy_targets_per_row():
     contrast = explain(linear, x[:1], "vanilla", target=Contrast(np.int64(4), 0))
     assert contrast.target.tolist() == [[4, 0]]
     assert torch.allclose(contrast.attribution[0].flatten(), weights[4] - weights[0], atol=1e-6)
+
+
+def test_resolve_target_gives_one_canonical_form_for_every_spelling():
+    """A cache keys on the resolved target: a rank, an index and a name that mean the same class resolve alike,
+    and a contrast resolves to its pair of indices."""
+    categories = ["cat", "dog", "fox"]
+    scores = np.array([0.1, 0.7, 0.2])
+    assert resolve_target("top1", categories, scores) == resolve_target(1, categories) == 1
+    assert resolve_target("dog", categories) == 1
+    assert resolve_target("top2", categories, scores) == 2
+    assert resolve_target("top1 vs top3", categories, scores) == Contrast(1, 0)
+    assert resolve_target(Contrast("fox", "cat"), categories) == Contrast(2, 0)
+    with pytest.raises(TargetError):
+        resolve_target("top1", categories)  # a rank without scores cannot be resolved

@@ -18,7 +18,7 @@ from explainers import ExplanationRecord, class_probabilities, load_image
 from explainers import render as rnd
 from tests.conftest import ROOT, sample_path
 from ui import state
-from ui.explanations import cached, explanation_cache
+from ui.explanations import cached, canonical, explanation_cache
 from ui.outputs import render_record
 
 TIMEOUT = 120
@@ -54,13 +54,13 @@ def top_class(bundle, sample: str) -> int:
 
 def selection(at: AppTest):
     """The Selection the shared sidebar made in the last run."""
-    return at.session_state[state._SELECTION]
+    return at.session_state[state.SELECTION]
 
 
 def record(at: AppTest, method: str, params: dict | None, target: Any, layer: str | None = None
            ) -> ExplanationRecord:
-    """The cached record the page computed for these settings (it must be there)."""
-    found = cached(selection(at), method, params or {}, target, layer)
+    """The cached record the page computed for these settings, however spelled (it must be there)."""
+    found = cached(selection(at), canonical(selection(at), method, params, target, layer))
     assert found is not None, f"no cached {method} record for target {target!r}, layer {layer!r}"
     return found
 

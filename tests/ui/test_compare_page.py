@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explainers import image_hash, load_image
 from explainers import render as rnd
 from explainers.many import shared_methods
 from explainers.timing import PassTimes
-from tests.conftest import sample_path
 from tests.ui.helpers import (
     COMPARE,
     main_images,
@@ -36,11 +34,11 @@ from ui.compare import (
     CompareSettings,
     export_zip,
     grid_plan,
+    grid_records,
 )
 from ui.controls import method_label
-from ui.explanations import cached, explain_cached, explanation_cache
+from ui.explanations import cached, canonical, explanation_cache
 from ui.outputs import render_record
-from ui.sidebar import Selection
 
 CAT_TOP, CAT_SECOND, TABBY = 285, 282, 281
 QUICK_ROWS = ["vanilla", "gradcam", "input_x_gradient"]
@@ -171,7 +169,8 @@ def test_a_long_grid_waits_for_run_behind_an_estimate_but_its_shared_rows_come_a
     assert (explanation_cache().calls, explanation_cache().records) == (1, 2)
     assert panel_captions(at)[:2] == [_panel_caption(at, "vanilla", CAT_TOP), _panel_caption(at, "vanilla", CAT_SECOND)]
     assert [c.value for c in at.caption].count("not computed yet") == 2
-    assert cached(sel, "scorecam", {}, CAT_TOP) is None and cached(sel, "vanilla", {}, CAT_TOP) is not None
+    assert cached(sel, canonical(sel, "scorecam", {}, CAT_TOP)) is None
+    assert cached(sel, canonical(sel, "vanilla", {}, CAT_TOP)) is not None
 
 
 def test_a_cheap_grid_runs_at_once_and_leaves_no_cancel_button():
@@ -216,14 +215,6 @@ def test_class_agnostic_rows_say_so_and_rollout_is_not_offered():
     assert all("class-agnostic" in caption for caption in captions), captions
 
 
-@pytest.fixture
-def cat_selection(default_bundle) -> Selection:
-    """A Selection built the way ui/sidebar.py builds one, for the cat sample and the default model."""
-    image = load_image(sample_path("cat.png"))
-    return Selection(image, "cat.png", image_hash(image), "efficientnet_lite0", "resize", default_bundle,
-                     default_bundle.preprocess(image, "resize"))
-
-
 def _png(archive: zipfile.ZipFile, name: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB"))
 
@@ -232,7 +223,7 @@ def test_zip_with_linked_scale_holds_the_screens_pixels_and_the_difference(cat_s
     explanation_cache().clear()
     methods, targets = ["vanilla", "gradcam"], [CAT_TOP, CAT_SECOND]
     view = rnd.View(sign="absolute", colormap="inferno")
-    results = {(m, t): explain_cached(cat_selection, m, {}, t)[0] for m in methods for t in targets}
+    results = grid_records(cat_selection, [(m, t) for m in methods for t in targets])
     settings = CompareSettings(methods, targets, LINKED, True, "Overlay", view)
     archive = zipfile.ZipFile(io.BytesIO(export_zip(results, cat_selection, settings)))
     manifest = json.loads(archive.read("manifest.json"))

@@ -29,7 +29,7 @@ from tests.ui.helpers import (
 )
 from ui import state
 from ui.controls import LAYER_SCOPES, method_label
-from ui.explanations import cache_key, explanation_cache
+from ui.explanations import cache_key, canonical, explanation_cache
 from ui.figures import plotly_scale
 
 CAT_TOP, CAT_SECOND = 285, 282  # Egyptian cat, tiger cat (asserted from the model in test_cat_top_classes)
@@ -149,8 +149,7 @@ def test_scorecam_cost_caption_counts_the_default_layer_channels(default_bundle)
     at = start()
     # Score-CAM takes ~30 s here: mark it as a run the user cancelled, so the page shows its cost and a Run
     # button instead of computing it.
-    at.session_state[state.CANCELLED_RUN] = cache_key(selection(at), "scorecam", {"relu": True}, CAT_TOP,
-                                                      "_head_act")
+    at.session_state[state.CANCELLED_RUN] = cache_key(selection(at), canonical(selection(at), "scorecam", {}, CAT_TOP))
     at.selectbox(key="method").set_value("scorecam").run()
     assert not at.exception
     assert at.selectbox(key="layer").value == "_head_act"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
-
 from .helpers import start, texts
 
 PAGE = "app_pages/faithfulness.py"
@@ -61,21 +59,3 @@ def test_pointing_game_on_a_digit_uses_its_ground_truth_box():
     assert list(table["method"]) == ["CAM · Grad-CAM", "Control · Random (control)"]
     chance = table["chance (box area)"].to_numpy(dtype=float)
     assert chance[0] == chance[1] and abs(chance[0] - 16 * 18 / (32 * 32)) < 1e-3  # the box share, every method
-
-
-def test_the_trust_expander_checks_the_map_on_screen_on_demand():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.run()
-    assert not at.metric  # nothing computed before the click
-    at.button(key="trust.run").click().run()
-    assert not at.exception and not at.error
-    assert not [b for b in at.button if b.key == "trust.run"]  # no button left beside the answer
-    similarity, deletion = (m.value for m in at.metric)
-    assert -1 <= float(similarity) < 0.9  # vanilla depends on the class (Adebayo et al.: it passes)
-    assert 0 <= float(deletion) <= 1
-    assert any("(32×32 px regions, mean fill)" in t for t in texts(at))
-    at.selectbox(key="method").set_value("guided_backprop").run()
-    at.button(key="trust.run").click().run()
-    assert not at.exception and not at.error
-    assert float(at.metric[0].value) >= 0.9  # guided backprop: the same map for any class
-    assert any("Class-insensitive" in t for t in texts(at))

@@ -1,0 +1,59 @@
+"""The ``batch`` command (explainers.cli.batch): a run killed by a signal resumes to the uninterrupted table, and
+bad input is one line without a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ..helpers import assert_same_runs, squares, write_list
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def cli(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "explainers", "batch", *map(str, args)], cwd=ROOT,
+                            env={**os.environ, "SALIENCY_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_killed_cli_run_resumes_to_the_uninterrupted_table(tmp_path):
+    rows = squares(tmp_path / "images", 12)
+    listed = write_list(tmp_path / "images" / "list.csv", [{**r, "label": ""} for r in rows])
+    common = ["--methods", "gradcam,vanilla", "--targets", "top1,top2", "--batch-size", "2", "--workers", "0",
+              "--quiet"]
+    whole = cli(listed, "--out", tmp_path / "whole", *common)
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+    assert "12 images explained" in whole.stdout.read()
+
+    killed = cli(listed, "--out", tmp_path / "killed", *common, start_new_session=True)
+    parts = tmp_path / "killed" / "table"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    written = len(list(parts.glob("part-*.parquet")))
+    assert 2 <= written < 6, f"the kill came too late to test anything ({written} of 6 parts)"
+    resumed = cli(listed, "--out", tmp_path / "killed", *common, "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert "already there" in resumed.stdout.read()
+    assert_same_runs(tmp_path / "whole", tmp_path / "killed")
+    manifest = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    assert manifest["engine"] == "local" and manifest["settings"]["targets"] == ["top1", "top2"]
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "explainers", "batch", str(tmp_path / "missing"), "--out",
+                             str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "SALIENCY_OFFLINE": "1"})
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,157 @@
+"""The method contract and the registry's cost as data, checked against what every method really runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models.vision_transformer import VisionTransformer
+
+from explainers import METHODS, Attribution, Call, explain
+from explainers.batching import Progress
+from explainers.core import run_method
+from explainers.layers import cached_catalogue
+from explainers.targets import TargetSpec
+
+from .helpers import assert_untouched, small_convnet, snapshot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Parameters that keep each method to a handful of passes on 2 images of 16x16 (32x32 for the ViT).
+PARAMS = {
+    "integrated_gradients": {"n_steps": 5, "baseline": "zero"},
+    "smoothgrad": {"n_samples": 3},
+    "smoothgrad_sq": {"n_samples": 2, "base": "integrated_gradients", "n_steps": 2, "baseline": "zero"},
+    "vargrad": {"n_samples": 3, "base": "guided_backprop"},
+    "occlusion": {"window": 8, "stride": 4},
+    "rise": {"n_masks": 7},
+}
+# Score-CAM on the pre-activation conv: no constant channel, so each channel really costs its own pass.
+LAYERS = {"scorecam": "features.5"}
+BATCH = 3
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                            num_classes=7).eval()
+    return {"cnn": small_convnet(), "vit": vit}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cost_is_the_passes_the_method_runs_and_progress_reports_each_batch(models, method):
+    """The registry's cost (per image, for the resolved layer) times the rows is the progress total, and the
+    passes that dominate (backward ones for gradient methods, else forward ones) are exactly that many images
+    through the model, reported batch by batch: strictly increasing, never more than a batch at a time, ending
+    at the total."""
+    info = METHODS[method]
+    model = models["vit" if method == "attention_rollout" else "cnn"]
+    size = 32 if method == "attention_rollout" else 16
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    cached_catalogue(model, x.shape)  # the layer measurement's dummy forward is not one of the method's passes
+    params = PARAMS.get(method, {})
+    before = snapshot(model)
+    images = {True: 0, False: 0}  # rows through the model with / without autograd
+
+    def count(module, args, output):
+        images[torch.is_grad_enabled()] += len(args[0])
+
+    seen = []
+    handle = model.register_forward_hook(count)
+    try:
+        result = explain(model, x, method, target=1, layer=LAYERS.get(method), batch_size=BATCH, seed=0,
+                         progress=lambda done, total: seen.append((done, total)), **params)
+    finally:
+        handle.remove()
+    assert_untouched(model, before)
+
+    channels = None
+    if info.needs_layer:
+        channels = next(e.channels for e in cached_catalogue(model, x.shape) if e.name == result.layer)
+    forward, backward = info.passes(params, (size, size), channels)
+    if backward:
+        assert images[True] == backward * len(x)  # every gradient pass is a forward with autograd
+        assert images[False] == (forward - backward) * len(x)  # the rest are forwards without it
+    else:
+        assert images == {True: 0, False: forward * len(x)}
+    total = (backward or forward) * len(x)
+    done = [d for d, _ in seen]
+    assert {t for _, t in seen} == {total}
+    assert done[-1] == total
+    steps = [b - a for a, b in zip([0, *done], done)]
+    assert all(0 < step <= BATCH for step in steps), steps
+
+
+def test_a_method_gets_a_frozen_call_and_cannot_write_into_it(models):
+    """What a method receives is read-only: it returns results, it cannot leave them in a shared context."""
+    seen = {}
+
+    def spy(call, inputs, **params):
+        seen["call"] = call
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            call.logits = inputs  # what the old context methods did
+        return METHODS["vanilla"].fn(call, inputs, **params)
+
+    info = dataclasses.replace(METHODS["vanilla"], fn=spy)
+    model = models["cnn"]
+    x = torch.randn(2, 3, 16, 16)
+    target = TargetSpec(3, 2).resolve()
+    call = Call(model=model, targets=(target,), batch_size=4, progress=Progress(2), seed=0)
+    result = run_method(info, call, x, {})
+    assert seen["call"] is call
+    assert isinstance(result, Attribution) and tuple(result.attribution.shape) == (1, 2, 3, 16, 16)
+    assert result.logits.shape == (2, 7)
+
+
+@pytest.mark.parametrize("returned, got", [
+    (lambda x: x, "Tensor"),
+    (lambda x: None, "NoneType"),
+    (lambda x: Attribution(x.unsqueeze(0)[:, :1]), "[1, 1, 3, 16, 16]"),
+    (lambda x: Attribution(torch.stack([x, x])), "[2, 2, 3, 16, 16]"),
+])
+def test_a_method_that_breaks_the_contract_is_caught(models, returned, got):
+    """One Attribution [T, N, C, H, W], one per target for every row; anything else is a bug and says so."""
+    info = dataclasses.replace(METHODS["vanilla"], fn=lambda call, inputs: returned(inputs))
+    call = Call(model=models["cnn"], targets=(TargetSpec(0, 2).resolve(),), batch_size=4, progress=Progress(2),
+                seed=0)
+    with pytest.raises(RuntimeError, match=r"method 'vanilla' broke the contract: expected \[T=1, N=2, C, H, W\], "
+                                           rf"got {re.escape(got)}"):
+        run_method(info, call, torch.randn(2, 3, 16, 16), {})
+
+
+def test_importing_the_backend_has_no_side_effects():
+    """Importing explainers (and its CLI) sets no thread count, seed or default dtype, touches no environment
+    variable or warning filter, and imports neither streamlit nor matplotlib: the app sets threads once."""
+    code = """
+import os, sys, warnings, logging
+import numpy, PIL.Image, torch, torchvision, tqdm  # their own import-time effects are not ours
+calls = []
+for name in ("set_num_threads", "set_num_interop_threads", "manual_seed", "seed", "set_default_dtype",
+             "set_default_device", "use_deterministic_algorithms", "set_flush_denormal", "set_printoptions",
+             "set_grad_enabled", "set_float32_matmul_precision"):
+    setattr(torch, name, lambda *a, _name=name, **k: calls.append(_name))
+env, filters = dict(os.environ), list(warnings.filters)
+handlers, level = list(logging.getLogger().handlers), logging.getLogger().level
+threads = torch.get_num_threads()
+import explainers, explainers.cli, explainers.models, explainers.images, explainers.manifest  # noqa: E401
+assert calls == [], calls
+assert torch.get_num_threads() == threads
+assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())
+assert list(warnings.filters) == filters
+assert list(logging.getLogger().handlers) == handlers and logging.getLogger().level == level
+assert "streamlit" not in sys.modules and "matplotlib" not in sys.modules, "heavy import at import time"
+print("clean")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**env, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "clean"

@@ -1,0 +1,79 @@
+"""Long computations on a page: a progress bar that a rerun interrupts, and the one Cancel / Run protocol that
+Explore and Compare share.
+
+A click on Cancel makes Streamlit rerun the script, which stops the running computation inside its progress
+callback: the explainer unwinds through its ``finally`` blocks and the model is left as it was. That rerun marks
+the computation cancelled, and it does not start again until the user presses Run. A computation that should not
+start by itself (Compare's grid over its time budget) waits behind the same Run button.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import streamlit as st
+
+
+class ProgressReporter:
+    """``progress(done, total)`` for the backend: a Streamlit bar with done/total and an ETA.
+
+    Every update goes through Streamlit, so a click elsewhere (Cancel, or any widget) stops the script right there,
+    inside the callback.
+    """
+
+    def __init__(self, label: str, container=st):
+        self.label = label
+        self.bar = container.progress(0.0, text=f"{label}: starting…")
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> bool:
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / done * (total - done) if done else float("nan")
+        eta_text = f", about {eta:.0f} s left" if done and eta == eta else ""
+        self.bar.progress(min(done / max(total, 1), 1.0), text=f"{self.label}: {done}/{total} passes{eta_text}")
+        return True
+
+    def close(self) -> None:
+        self.bar.empty()
+
+
+@dataclass(frozen=True)
+class RunControl:
+    """One page's Cancel / Run protocol, named by its session keys. A computation is named by a run id (Explore:
+    the explanation's cache key; Compare: the grid's id), so a cancel holds for that computation only."""
+
+    cancel_button: str  # key of the Cancel button, drawn while the computation runs
+    run_button: str  # key of the Run button, offered in place of a computation that waits
+    cancelled: str  # session key: the run id cancelled last
+    started: str  # session key: the run id the user pressed Run for
+
+    def may_run(self, run_id: Hashable, slot, notice: str, label: str = "Run", auto: bool = True,
+                icon: str = ":material/timer:") -> bool:
+        """Whether the computation ``run_id`` runs in this script run.
+
+        A click on Cancel (this run is its rerun) first marks ``run_id`` cancelled. The computation runs when the
+        user pressed Run for it, or when ``auto`` and it is not cancelled. Otherwise ``slot`` (an ``st.empty``)
+        shows ``notice``, after "Cancelled. " when it was, and a Run button labelled ``label``; a click on it runs
+        the computation at once, and the slot is cleared for the caller's own status line.
+        """
+        session = st.session_state
+        if session.get(self.cancel_button):
+            session[self.started], session[self.cancelled] = None, run_id
+        cancelled = session.get(self.cancelled) == run_id
+        if session.get(self.started) == run_id or (auto and not cancelled):
+            return True
+        with slot.container():
+            st.info(("Cancelled. " if cancelled else "") + notice,
+                    icon=":material/stop_circle:" if cancelled else icon)
+            pressed = st.button(label, key=self.run_button, type="primary")
+        if not pressed:
+            return False
+        session[self.started], session[self.cancelled] = run_id, None
+        slot.empty()
+        return True
+
+    def cancel(self, container, help: str) -> None:
+        """The Cancel button, drawn while the computation runs: its click's rerun stops it."""
+        container.button("Cancel", key=self.cancel_button, help=help)
