@@ -4,10 +4,13 @@ mask slider and the pointing game, on the current image and model."""
 import streamlit as st
 
 from explainers.digits import gallery
+from explainers.methods.cam import WANG
+from explainers.methods.rise import PETSIUK
 from explainers.models import DIGITS_MODEL
 from explainers.trust.benchmark import latest_evaluation
-from explainers.trust.faithfulness import SUBSTRATES, mask_top, region_choices
-from explainers.trust.pointing import pointing_game
+from explainers.trust.faithfulness import SAMEK, SUBSTRATES, mask_top, region_choices
+from explainers.trust.pointing import ZHANG, pointing_game
+from explainers.trust.road import RONG
 from ui import state
 from ui.controls import method_label, offered_methods
 from ui.errors import guard
@@ -28,9 +31,8 @@ st.title("Faithfulness")
 st.caption(
     "A faithful map names the pixels the model needs. Deletion removes the most salient pixels first and watches "
     "the class probability fall (low AUC is faithful); insertion starts from a blurred image and puts them back "
-    "(high AUC is faithful) (Petsiuk et al. 2018, arXiv:1806.07421). ROAD fills removed pixels by noisy linear "
-    "imputation so the removal itself leaks no shape (Rong et al. 2022, arXiv:2202.00449). The random control is "
-    "the yardstick."
+    f"(high AUC is faithful) ({PETSIUK}). ROAD fills removed pixels by noisy linear imputation so the removal "
+    f"itself leaks no shape ({RONG}). The random control is the yardstick."
 )
 selection = require_selection()
 bundle = selection.bundle
@@ -55,7 +57,7 @@ with guard():
     region = e.selectbox("Removed in", sides, key=state.FAITH_REGION, persist_state=state.KEEP,
                          format_func=lambda side: "single pixels" if side == 1 else f"{side}×{side} px regions",
                          help="Single pixels (Petsiuk et al.) or square regions ranked by their mean (region "
-                         "perturbation, Samek et al. 2017, arXiv:1509.06321). Scattered single pixels read to a CNN "
+                         f"perturbation, {SAMEK}). Scattered single pixels read to a CNN "
                          "as noise, which hits the random control hardest; regions remove evidence instead.")
     road = f.toggle("Also ROAD (MoRF and LeRF)", key=state.FAITH_ROAD, persist_state=state.KEEP,
                     help="Nine fractions per order, single pixels; the imputation solves a sparse linear system "
@@ -133,8 +135,7 @@ with guard():
                          "energy inside": round(scored.energy_share, 3), "chance (box area)": round(scored.chance, 3)})
         st.dataframe(rows, hide_index=True)
         st.caption(f"Box {box} in the model's {size}×{size} pixels. Hit: the map's maximum lies in the box "
-                   "(Zhang et al. 2016, arXiv:1608.00507); energy: the share of positive map mass inside (Wang et "
-                   "al. 2020, arXiv:1910.01279).")
+                   f"({ZHANG}); energy: the share of positive map mass inside ({WANG}).")
 
     if selection.model == DIGITS_MODEL:
         st.subheader("Benchmark on held-out digits")

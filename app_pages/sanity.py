@@ -2,8 +2,9 @@
 
 import streamlit as st
 
+from explainers.methods.controls import ADEBAYO
 from explainers.models import DIGITS_MODEL, load_digits_bundle
-from explainers.trust.sanity import cascade_blocks, filmstrip
+from explainers.trust.sanity import KINDERMANS, cascade_blocks, filmstrip
 from explainers.trust.similarity import METRIC_LABELS
 from ui import state
 from ui.controls import method_label, offered_methods
@@ -22,10 +23,10 @@ from ui.sidebar import require_selection
 st.title("Sanity checks")
 st.caption(
     "Does the map depend on what the model learned? Cascading model randomisation re-initialises the network "
-    "from the output down, one block at a time, and compares each method's map with the original (Adebayo et al. "
-    "2018, arXiv:1810.03292); the random-logit test compares the maps of other classes; input invariance shifts "
-    "the input by a constant that the first layer absorbs, so the outputs are identical (Kindermans et al. 2019, "
-    "arXiv:1711.00867). The sobel (edge detector, no model) and random controls run alongside."
+    f"from the output down, one block at a time, and compares each method's map with the original ({ADEBAYO}); "
+    "the random-logit test compares the maps of other classes; input invariance shifts "
+    f"the input by a constant that the first layer absorbs, so the outputs are identical ({KINDERMANS}). "
+    "The sobel (edge detector, no model) and random controls run alongside."
 )
 selection = require_selection()
 

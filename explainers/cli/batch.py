@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..batch import ENGINES, Settings, run
 from ..models import DEFAULT_MODEL
-from .options import add_device, method_names, method_params, pick_device, positive_int
+from .options import add_device, add_methods, method_names, method_params, pick_device, positive_int
 
 DEFAULT_METHODS = ("gradcam",)
 DEFAULT_TARGETS = ("top1",)
@@ -29,10 +29,8 @@ def add_commands(commands: Any) -> None:
     ba.add_argument("source", metavar="SOURCE", help="folder, glob pattern, or .csv/.parquet list")
     ba.add_argument("--out", required=True, metavar="DIR", help="run folder (created; --resume continues one)")
     ba.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
-    ba.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M[,M…]",
-                    help="methods, comma-separated, computed together (explain_many; default: %(default)s)")
-    ba.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
-                    help="a method parameter (repeatable), e.g. --param integrated_gradients.n_steps=16")
+    add_methods(ba, DEFAULT_METHODS, "computed together, sharing passes (explain_many)",
+                "integrated_gradients.n_steps=16")
     ba.add_argument("--targets", default=",".join(DEFAULT_TARGETS), metavar="T[,T…]",
                     help="targets, comma-separated: topK, a class index or name, or label (the list's or folder's "
                     "class) (default: %(default)s)")
@@ -52,7 +50,7 @@ def add_commands(commands: Any) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    methods = method_names([args.methods], DEFAULT_METHODS)
+    methods = method_names(args.methods, DEFAULT_METHODS)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] or list(DEFAULT_TARGETS)
     settings = Settings(model=args.model, methods=methods, targets=targets,
                         params=method_params(args.param, methods), seed=args.seed, batch_size=args.batch_size)

@@ -35,6 +35,7 @@ from ..trust.roar import DEFAULTS as ROAR_DEFAULTS
 from ..trust.roar import FILLS, HOOKER, roar
 from .options import (
     add_device,
+    add_methods,
     fractions,
     method_names,
     method_params,
@@ -44,6 +45,8 @@ from .options import (
     pick_device,
     positive_int,
 )
+
+FAITHFULNESS_METHODS = ("vanilla", "gradcam", "random")
 
 
 def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
@@ -69,7 +72,7 @@ def _write_csv(path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) 
 
 def cmd_faithfulness(args: argparse.Namespace) -> int:
     """Curves (deletion, insertion, optionally ROAD) of each method on each IMAGE: JSON + AUC table."""
-    methods = method_names(args.methods, ("vanilla", "gradcam", "random"))
+    methods = method_names(args.methods, FAITHFULNESS_METHODS)
     params = method_params(args.param, methods)
     model_info(args.model)
     for path in args.images:
@@ -143,8 +146,6 @@ def cmd_roar(args: argparse.Namespace) -> int:
     return 0
 
 
-METHOD_HELP = "methods, comma- or space-separated (see list-methods)"
-PARAM_HELP = "a method parameter (repeatable), e.g. --param occlusion.window=8"
 
 
 def add_commands(commands: Any) -> None:
@@ -165,9 +166,7 @@ def _add_faithfulness(commands: Any) -> None:
     fa.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     fa.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     fa.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
-    fa.add_argument("--methods", nargs="+", default=None, metavar="M",
-                    help=METHOD_HELP + " (default: vanilla,gradcam,random)")
-    fa.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=PARAM_HELP)
+    add_methods(fa, FAITHFULNESS_METHODS)
     fa.add_argument("--target", default="top1", help="class index, name or topK (default: %(default)s)")
     fa.add_argument("--steps", default=DEFAULT_STEPS, type=positive_int, metavar="N",
                     help="curve steps (default: %(default)s)")
@@ -199,8 +198,7 @@ def _add_evaluate(commands: Any) -> None:
     )
     ev.add_argument("--model", default="lenet_digits", help="a digits model (default: %(default)s)")
     ev.add_argument("--n", default=500, type=positive_int, help="digits to evaluate (default: %(default)s)")
-    ev.add_argument("--methods", nargs="+", default=None, metavar="M", help=METHOD_HELP + " (default: a dozen)")
-    ev.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=PARAM_HELP)
+    add_methods(ev, benchmark.DEFAULT_METHODS)
     ev.add_argument("--out", required=True, metavar="DIR", help="output folder (a new run folder goes inside)")
     ev.add_argument("--target", default="label", choices=("label", "top1"), help="explained class (default: label)")
     ev.add_argument("--regions", default="boxes", choices=("boxes", "masks"), help="ground truth (default: boxes)")
@@ -224,9 +222,7 @@ def _add_roar(commands: Any) -> None:
         "top-k% pixels of every training and test digit and retrain LeNet-5 from scratch; print the test accuracy "
         "table (and write roar.csv and roar.json into --out).",
     )
-    ro.add_argument("--methods", nargs="+", default=None, metavar="M",
-                    help=METHOD_HELP + " (default: vanilla,input_x_gradient,guided_backprop,gradcam,random)")
-    ro.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=PARAM_HELP)
+    add_methods(ro, roar_module.DEFAULT_METHODS)
     ro.add_argument("--k", default=[0.1, 0.3, 0.5, 0.7], type=percentages, metavar="P,P,...",
                     help="percentages removed (default: 10,30,50,70)")
     ro.add_argument("--n-train", default=ROAR_DEFAULTS["n_train"], type=positive_int, metavar="N",

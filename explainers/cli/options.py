@@ -117,6 +117,17 @@ def method_params(items: Sequence[str] | None, methods: Sequence[str]) -> dict[s
     return params
 
 
+def add_methods(parser: argparse.ArgumentParser, default: Sequence[str], note: str = "",
+                example: str = "occlusion.window=8") -> None:
+    """``--methods M[,M…]`` (commas or spaces; read with :func:`method_names`) and the repeatable
+    ``--param METHOD.NAME=VALUE`` (read with :func:`method_params`), the same in every command."""
+    parser.add_argument("--methods", nargs="+", default=list(default), metavar="M",
+                        help=f"methods, comma- or space-separated (see list-methods; default: {','.join(default)})"
+                        + (f"; {note}" if note else ""))
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help=f"a method parameter (repeatable), e.g. --param {example}")
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     """``--device cpu|cuda`` (default: cuda if available); read with :func:`pick_device`."""
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available, else cpu")

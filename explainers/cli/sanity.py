@@ -16,7 +16,16 @@ from ..methods.controls import ADEBAYO
 from ..models import DEFAULT_MODEL, load_model, model_info
 from ..registry import get_method
 from ..trust.sanity import KINDERMANS, SIXT, MethodSpec, filmstrip, run_sanity
-from .options import add_device, check_layer, method_names, method_params, out_folder, pick_device, positive_int
+from .options import (
+    add_device,
+    add_methods,
+    check_layer,
+    method_names,
+    method_params,
+    out_folder,
+    pick_device,
+    positive_int,
+)
 
 
 def add_commands(commands: Any) -> None:
@@ -31,11 +40,8 @@ def add_commands(commands: Any) -> None:
     )
     parser.add_argument("image", metavar="IMAGE", help="an image file")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
-    parser.add_argument("--methods", default="vanilla,gradcam,guided_backprop", metavar="M[,M…]",
-                        help="comma-separated methods (default: vanilla,gradcam,guided_backprop); the sobel and "
-                        "random controls are always added")
-    parser.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
-                        help="a method parameter (repeatable), e.g. --param smoothgrad.n_samples=10")
+    add_methods(parser, ("vanilla", "gradcam", "guided_backprop"), "the sobel and random controls are always added",
+                "smoothgrad.n_samples=10")
     parser.add_argument("--steps", default=None, type=int, metavar="N",
                         help="randomise only the top N blocks (default: all)")
     parser.add_argument("--layer", default=None, help="layer for CAM methods (default: the model's)")

@@ -8,11 +8,9 @@ from ..baselines import make_baseline
 from ..batching import forward
 from ..core import Attribution, as_logits, same_input
 from ..errors import ParameterError
-from ..registry import Cost, Param, Reference, Sanity, register
+from ..registry import Cost, Param, Sanity, register
+from .guided import ZEILER  # one paper, two methods: deconvnet and occlusion
 
-ZEILER = Reference(
-    "Zeiler & Fergus", 2014, "Visualizing and Understanding Convolutional Networks", "1311.2901",
-)
 OCCLUSION_BASELINES = ("zero", "mean", "blur")
 
 

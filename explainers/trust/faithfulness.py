@@ -33,8 +33,11 @@ from ..batching import Progress, batch_slices, default_batch_size
 from ..core import as_logits, prepare_inputs, unwrap
 from ..errors import ParameterError, TargetError
 from ..hooks import model_guard
+from ..registry import Reference
 from ..targets import TargetSpec
 
+SAMEK = Reference("Samek, Binder, Montavon, Lapuschkin & Müller", 2017,
+                  "Evaluating the Visualization of What a Deep Neural Network Has Learned", "1509.06321")
 KINDS = ("deletion", "insertion")
 SUBSTRATES = ("black", "blur", "mean")
 # Petsiuk et al.: deletion fills with a constant (black), insertion starts from a blurred copy.

@@ -14,7 +14,7 @@ from torch import nn
 
 from explainers import METHODS, Cancelled, LayerError, SaliencyError, explain
 
-from ..conftest import sample_path
+from ...conftest import sample_path
 from ..helpers import assert_untouched, hook_counts, imagenet_input, sample_pixels, small_convnet, snapshot
 
 ORACLES = {

@@ -12,7 +12,7 @@ from explainers import METHODS, ParameterError, explain
 from explainers.baselines import make_baseline
 from explainers.methods.occlusion import window_positions
 
-from ..conftest import sample_path
+from ...conftest import sample_path
 from ..helpers import (
     assert_cancel_stops_cleanly,
     hook_counts,

@@ -8,7 +8,7 @@ from PIL import Image
 
 from explainers import explain
 
-from ..conftest import sample_path
+from ...conftest import sample_path
 from ..helpers import hook_counts, imagenet_input, relative_max_difference
 
 captum_attr = pytest.importorskip("captum.attr")

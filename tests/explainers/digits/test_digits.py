@@ -23,7 +23,7 @@ from explainers.digits.model import ASSETS, LeNet5, LeNet5RGB, load_lenet
 from explainers.digits.train import TEST_SEED_OFFSET, file_sha256, train
 from explainers.models import digits as digits_models
 
-from .helpers import assert_untouched, snapshot
+from ..helpers import assert_untouched, snapshot
 
 HELD_OUT_SEED = 0 + TEST_SEED_OFFSET  # the held-out set of the shipped weights (trained with seed 0)
 # Grad-CAM's share of map mass inside the ink box (the energy pointing game), measured with the shipped weights on
