@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from explainers.batch.access import configured_roots
 from explainers.models import RESIZE
 from ui import state
 from ui.batch import (
@@ -15,6 +16,7 @@ from ui.batch import (
     TARGET_CHOICES,
     THUMBNAILS,
     Filters,
+    allowed_roots,
     caption,
     class_names,
     column_config,
@@ -23,6 +25,7 @@ from ui.batch import (
     forget_filters,
     heatmap_png,
     launch,
+    launched_runs,
     mean_maps,
     method_name,
     mistakes,
@@ -40,6 +43,7 @@ from ui.batch import (
 )
 from ui.controls import method_label, offered_methods
 from ui.errors import guard
+from ui.method_docs import md_escape
 from ui.sidebar import IMAGE_TYPES
 
 st.title("Batch")
@@ -55,10 +59,16 @@ if state.BATCH_PENDING_FOLDER in st.session_state:  # a run just made below: ope
 folder_tab, upload_tab = st.tabs(["Open a run folder", "Run on uploaded images"])
 with folder_tab:
     folder = st.text_input(
-        "Run folder", key=state.BATCH_FOLDER, placeholder="/data/runs/val-gradcam",
+        "Run folder", key=state.BATCH_FOLDER, placeholder="runs/val-gradcam",
         help="The --out folder of `python -m explainers batch SOURCE --out DIR`: it holds manifest.json, table/ and "
-        "maps/. A folder of class sub-folders as SOURCE gives every image its label.",
+        "maps/. A folder of class sub-folders as SOURCE gives every image its label. Only folders inside the "
+        "server's batch folders ([batch] roots in saliency.toml) open here, and the runs you launched on this page.",
     )
+    with guard():
+        st.caption("Batch folders on this server: " + ", ".join(f"`{md_escape(r)}`" for r in configured_roots())
+                   + (" · your runs from uploads in this session: " + ", ".join(f"`{md_escape(r)}/run`"
+                                                                               for r in launched_runs())
+                      if launched_runs() else ""))
 with upload_tab, guard():
     model, bundle = current_model()
     st.caption(f"Model: **{model}** (the sidebar's). At most {MAX_IMAGES} images; they are written to a temporary "
@@ -88,7 +98,7 @@ if not folder.strip():
     st.stop()
 
 with guard():
-    run = open_run(folder)
+    run = open_run(folder, allowed_roots())
     if st.session_state.get(state.BATCH_OPENED) != run.out:
         forget_filters()
         st.session_state[state.BATCH_OPENED] = run.out
@@ -98,8 +108,10 @@ with guard():
     st.markdown(f"{plural(about['images'], 'image')} · {plural(about['rows'], 'row')} (image × method × target) · "
                 f"{plural(about['errors'], 'error')} ({plural(about['unreadable images'], 'unreadable image')}) · "
                 f"{accuracy}")
-    st.caption(f"Model **{about['model']}** · methods {about['methods']} · targets {about['targets']} · seed "
-               f"{about['seed']} · {about['preprocessing']} · {about['engine']} engine · {about['created']}")
+    # the manifest is data from the run folder: escaped, never markdown of its own
+    plain = {name: md_escape(value) for name, value in about.items()}
+    st.caption(f"Model **{plain['model']}** · methods {plain['methods']} · targets {plain['targets']} · seed "
+               f"{plain['seed']} · {plain['preprocessing']} · {plain['engine']} engine · {plain['created']}")
     if len(run.errors):
         with st.expander(f"Errors ({len(run.errors)})"):
             st.dataframe(run.errors[["path", "method", "target", "error"]], hide_index=True)
@@ -141,8 +153,9 @@ with guard():
             picture.image(image, caption=caption(row))
         label = row["label_name"] if pd.notna(row["label_name"]) else "—"
         details.markdown(
-            f"**{Path(row['path']).name}** · label {label} · predicted {row['prediction_name']} "
-            f"({row['probability']:.1%}) · {method_name(row['method'])} for {row['target_name']}"
+            f"**{md_escape(Path(str(row['path'])).name)}** · label {md_escape(label)} · predicted "
+            f"{md_escape(row['prediction_name'])} ({float(row['probability']):.1%}) · "
+            f"{md_escape(method_name(row['method']))} for {md_escape(row['target_name'])}"
         )
         details.caption(" · ".join(f"{STATISTICS[s]} {row[s]:.3f}" for s in statistics_present(run.rows)
                                    if s != "probability"))
@@ -162,8 +175,10 @@ with guard():
         pictures = [p for p in pictures if p[0] is not None]
         if pictures:
             st.image([p[0] for p in pictures], caption=[p[1] for p in pictures], width=150)
-        else:
+        elif top.empty:
             st.info("No rows to rank under these filters.")
+        else:
+            st.info("None of these rows can be shown: the table's problem column says why for each.")
     with mistakes_tab:
         if not run.has_labels:
             st.info("The run has no labels: run it on a folder of class sub-folders, or with a labels list.")
@@ -184,12 +199,17 @@ with guard():
         method = middle.selectbox("Method", sorted(shown["method"].unique()), key=state.BATCH_MEAN_METHOD,
                                   format_func=method_name)
         target = right.selectbox("Target", sorted(shown["target"].unique()), key=state.BATCH_MEAN_TARGET)
-        means = mean_maps(run, shown.loc[(shown["method"] == method) & (shown["target"] == target)], by)
+        unreadable: list[str] = []
+        means = mean_maps(run, shown.loc[(shown["method"] == method) & (shown["target"] == target)], by, unreadable)
         st.caption("Each map as |map| scaled to sum 1 (where its mass lies), resized to a common size and "
                    "averaged over the class's rows: a cue shared by a class, e.g. a corner, stands out.")
         if means:
             st.image([heatmap_png(values) for _, _, values in means],
-                     caption=[f"{name} · {plural(count, 'image')}" for name, count, _ in means],
+                     caption=[md_escape(f"{name} · {plural(count, 'image')}") for name, count, _ in means],
                      width=150)
+        if unreadable:
+            st.warning(f"{plural(len(unreadable), 'map file')} of this run could not be read and are left out:",
+                       icon=":material/warning:")
+            st.text("\n".join(unreadable[:20]))
         else:
             st.info("No rows with this method and target under these filters.")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .batching import Batches, Progress, default_batch_size, forward
-from .errors import ParameterError, SaliencyError
+from .errors import ModelOutputError, ParameterError, SaliencyError
 from .hooks import model_guard
 from .layers import cached_catalogue, resolve_layer
 from .manifest import jsonable
@@ -222,6 +222,48 @@ def as_logits(output: Any) -> torch.Tensor:
     return output
 
 
+SHOWN = 5  # rows or classes a message lists before "..."
+
+
+def non_finite(logits: torch.Tensor) -> str | None:
+    """Where logits [N, K] are NaN or infinite, said for a user ("NaN for row 0, classes 3, 17, ... (12 of
+    1000)"; rows with the same classes said together), or None when every value is finite."""
+    logits = logits.detach()
+    bad = ~torch.isfinite(logits)
+    if not bad.any():
+        return None
+    values = logits[bad]
+    nan, inf = bool(torch.isnan(values).any()), bool(torch.isinf(values).any())
+    kind = "NaN or infinite" if nan and inf else "NaN" if nan else "infinite"
+    bad = bad.cpu()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row in bad.any(dim=1).nonzero().flatten().tolist():
+        groups.setdefault(tuple(bad[row].nonzero().flatten().tolist()), []).append(row)
+    parts = [f"{_listing('row', rows)}, {_listing('class', classes, 'classes')} ({len(classes)} of {bad.shape[1]})"
+             for classes, rows in list(groups.items())[:SHOWN]]
+    more = f"; and {len(groups) - SHOWN} more sets of rows" if len(groups) > SHOWN else ""
+    return f"{kind} for " + "; ".join(parts) + more
+
+
+def _listing(one: str, items: Sequence[int], many: str | None = None) -> str:
+    shown = ", ".join(str(i) for i in items[:SHOWN]) + (", ..." if len(items) > SHOWN else "")
+    return f"{one if len(items) == 1 else many or one + 's'} {shown}"
+
+
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` when every value is finite; else ModelOutputError naming the rows and classes.
+
+    A NaN ranks first under argmax and its gradient is NaN: every target, ranking, probability and map drawn from
+    such an output would look ordinary and mean nothing, so nothing is drawn."""
+    found = non_finite(logits)
+    if found is not None:
+        raise ModelOutputError(
+            f"the model's output is {found}: the model (or its weights) is broken, so no class can be ranked or "
+            "explained; check its weights for NaN or infinite values, or load another model"
+        )
+    return logits
+
+
 def unwrap(model_or_bundle: Any) -> tuple[nn.Module, Any, Sequence[str] | None]:
     if isinstance(model_or_bundle, nn.Module):
         return model_or_bundle, None, None
@@ -390,6 +432,8 @@ def explain_method(request: Request, method: str, progress: Callable[[int, int],
     specs = request.targets
     ranks = any(spec.needs_logits for spec in specs.values())
     clean_logits, clean_batches = clean_pass(request.model, inputs, request.batch_size) if ranks else (None, None)
+    if clean_logits is not None:  # before the method's passes: ranks of a NaN output are meaningless
+        check_logits(clean_logits)
     targets = [spec.resolve(clean_logits, device=device) for spec in specs.values()]
     batches = method_batches(request.model, inputs, request.batch_size, cost.backward == 0, clean_batches)
     call = Call(model=request.model, targets=tuple(targets), batch_size=batches.requested,
@@ -421,7 +465,9 @@ def explanation_of(request: Request, method: str, part: Attribution, target: Tar
                    elapsed_s: float, gradients: bool, layer: str | None, extras: dict[str, Any] | None = None,
                    ) -> Explanation:
     """One target's Explanation from its one-target ``part``, with non-finite values zeroed and the notes the
-    user should read beside the map (see :func:`checked`)."""
+    user should read beside the map (see :func:`checked`). Refused (ModelOutputError) when the logits are not
+    finite: every entry point's Explanation comes through here."""
+    check_logits(part.logits)
     attribution, layer_attribution, notes = checked(part, request.inputs, batches, gradients=gradients)
     return Explanation(
         attribution=attribution,
@@ -497,7 +543,9 @@ def checked(result: Attribution, inputs: torch.Tensor, batches: Batches, gradien
     notes = []
     for row in range(len(inputs)):
         own = list(result.notes_for(0)[row]) if result.notes_for(0) else []
-        if zero[row] and not any(note.startswith(ZERO_PREFIX) for note in own):  # unless the method said why
+        # unless the method said why, or the map is zero only because its non-finite values were (the NON_FINITE
+        # note says so; "the gradient vanished" beside it would contradict it)
+        if zero[row] and not bad[row] and not any(note.startswith(ZERO_PREFIX) for note in own):
             own.insert(0, ZERO_GRADIENT_NOTE if gradients else ZERO_MAP_NOTE)
         if bad[row]:
             own.append(NON_FINITE_NOTE.format(bad[row]))
@@ -519,9 +567,10 @@ def run_method(info: MethodInfo, call: Call, inputs: torch.Tensor, params: dict[
 
 
 def class_probabilities(model_or_bundle: Any, inputs: torch.Tensor) -> np.ndarray:
-    """Softmax probabilities [N, K] of the model for ``inputs``, in eval mode, as NumPy."""
+    """Softmax probabilities [N, K] of the model for ``inputs``, in eval mode, as NumPy; ModelOutputError when the
+    logits are not finite (see :func:`check_logits`)."""
     model, _, _ = unwrap(model_or_bundle)
     inputs = prepare_inputs(model, inputs)
     with model_guard(model), torch.inference_mode():
-        logits = as_logits(model(inputs))
+        logits = check_logits(as_logits(model(inputs)))
     return logits.float().softmax(-1).cpu().numpy()

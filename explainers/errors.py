@@ -33,6 +33,10 @@ class ModelLoadError(SaliencyError):
     """A user's model file that cannot be loaded safely: unsafe, damaged, or not matching the architecture."""
 
 
+class ModelOutputError(SaliencyError):
+    """A model whose output is NaN or infinite: its weights are broken, so nothing it says can be explained."""
+
+
 ImageError = InputError  # the earlier name, kept for callers that catch it
 
 

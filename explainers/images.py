@@ -3,6 +3,9 @@
 ``load_image`` returns an 8-bit RGB image. When it had to change what the user sees (first frame of an animation,
 high-bit-depth values rescaled, ...) it says so in ``image.info["notice"]``, a short string for the UI to show;
 ``image.info`` holds nothing else, so ``image.info.get("notice")`` is None when there is nothing to say.
+
+A path must name a regular file: ``check_regular_file`` and ``read_image_file`` are the checks ``load_image`` makes,
+for callers that list or read image paths themselves (a FIFO, /dev/zero or a folder is refused, never read).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import io
 import math
 import os
 import re
+import stat
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 from .errors import InputError
 
@@ -58,7 +63,7 @@ def load_image(source: Source, name: str | None = None) -> Image.Image:
     try:
         if image.width * image.height > MAX_PIXELS:
             raise _too_many_pixels(label, image.width, image.height)
-        return _decode(image, label)
+        return _decode(image, label, data)
     finally:
         image.close()
 
@@ -79,6 +84,28 @@ def check_image_size(size: int, name: str | None = None) -> None:
     this before reading it; load_image checks every source with it."""
     if size > MAX_IMAGE_BYTES:
         raise _too_large(f"'{name}'" if name else "the file", size)
+
+
+def check_regular_file(path: str | os.PathLike, name: str | None = None) -> os.stat_result:
+    """Raise InputError unless ``path`` is a regular file (a symlink is followed; its target must be one) of at most
+    MAX_IMAGE_BYTES; return its stat. Nothing is opened: a list reader can check every row with this up front.
+
+    A FIFO, a device (/dev/zero, /dev/tty), a socket or a folder is refused with a message that names what it is.
+    """
+    label, where = _label(path, name), Path(path)
+    status = _stat(label, where)
+    _check_status(label, where, status)
+    return status
+
+
+def read_image_file(path: str | os.PathLike, name: str | None = None) -> bytes:
+    """The bytes of the image file at ``path``, read only if it is a regular file of at most MAX_IMAGE_BYTES.
+
+    The path is checked before opening (a device is never opened), opened without blocking (a FIFO with no writer
+    would otherwise hang the open) and checked again on the open descriptor, so a file swapped for a FIFO or a
+    device between the two is refused too; the read stops one byte past the limit whatever the file does.
+    """
+    return _read_path(Path(path), _label(path, name))
 
 
 def _too_large(label: str, size: int | None = None) -> InputError:
@@ -109,23 +136,7 @@ def _read_bytes(source: object, label: str) -> bytes:
             raise _too_large(label, size)
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            if path.is_dir():  # checked first: on Windows reading a folder fails as "permission denied"
-                raise InputError(f"{path} is a folder, not an image file; pick an image file inside it")
-            size = path.stat().st_size  # before reading: a huge file is refused without being held in memory
-            if size > MAX_IMAGE_BYTES:
-                raise _too_large(label, size)
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"cannot read {label}: there is no file {path}; check the path and name") from None
-        except PermissionError:
-            raise InputError(f"cannot read {label}: permission denied for {path}; check its permissions") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {label} at {path}: {exc.strerror or exc}") from None
-        if len(data) > MAX_IMAGE_BYTES:  # it grew after stat(), e.g. a file still being written
-            raise _too_large(label, len(data))
-        return data
+        return _read_path(Path(source), label)
     read = getattr(source, "read", None)
     if not callable(read):
         raise InputError(
@@ -143,6 +154,64 @@ def _read_bytes(source: object, label: str) -> bytes:
         reason = str(exc) or type(exc).__name__
         raise InputError(f"could not read {label}: {reason}; try opening or uploading it again") from None
     return data
+
+
+def _read_path(where: Path, label: str) -> bytes:
+    _check_status(label, where, _stat(label, where))
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        descriptor = os.open(where, flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _unreadable(label, where, exc) from None
+    with os.fdopen(descriptor, "rb", buffering=0) as handle:
+        try:
+            _check_status(label, where, os.fstat(descriptor))
+            return _read_limited(handle.read, label)
+        except OSError as exc:
+            raise _unreadable(label, where, exc) from None
+
+
+def _stat(label: str, path: Path) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise _unreadable(label, path, exc) from None
+
+
+def _check_status(label: str, path: Path, status: os.stat_result) -> None:
+    """Refuse anything but a regular file, naming what it is, and a regular file over the size limit, unread."""
+    mode = status.st_mode
+    if stat.S_ISDIR(mode):
+        raise InputError(f"cannot read {label}: {path} is a folder (a directory), not an image file; expected a "
+                         f"regular {_ACCEPTED} file — pick an image file inside it")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"cannot read {label}: {path} is {_file_kind(mode)}, not an image file; expected a regular "
+                         f"{_ACCEPTED} file — point to the image file itself")
+    if status.st_size > MAX_IMAGE_BYTES:  # before reading: a huge file is refused without being held in memory
+        raise _too_large(label, status.st_size)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _unreadable(label: str, path: Path, exc: OSError) -> InputError:
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"cannot read {label}: there is no file {path}; check the path and name")
+    if isinstance(exc, PermissionError):
+        if path.is_dir():  # on Windows opening a folder fails as "permission denied"
+            return InputError(f"cannot read {label}: {path} is a folder (a directory), not an image file; expected "
+                              f"a regular {_ACCEPTED} file — pick an image file inside it")
+        return InputError(f"cannot read {label}: permission denied for {path}; check its permissions")
+    return InputError(f"cannot read {label} at {path}: {exc.strerror or exc}")
 
 
 def _read_limited(read, label: str) -> bytes:
@@ -193,6 +262,10 @@ def _open_lazily(data: bytes, label: str) -> ImageFile.ImageFile:
             return factory(buffer, "")
         except Image.DecompressionBombError as exc:  # e.g. a GIF frame larger than its declared screen
             raise _too_many_pixels_from(label, exc) from None
+        except ValueError as exc:
+            if fmt == "PNG" and ("MAX_TEXT_CHUNK" in str(exc) or "text chunks" in str(exc)):
+                raise _png_metadata_too_large(label, data) from None
+            damaged = damaged or (fmt, exc)
         except Exception as exc:  # noqa: BLE001 - a header this plugin cannot parse: try the next format
             damaged = damaged or (fmt, exc)
     if damaged:
@@ -200,6 +273,59 @@ def _open_lazily(data: bytes, label: str) -> ImageFile.ImageFile:
         raise InputError(f"{label} looks like a {_display(fmt)} file but its header is damaged or cut short ({exc}); "
                          "re-save or re-export it and try again")
     raise _not_accepted(label, data, buffer)
+
+
+def _png_metadata_too_large(label: str, data: bytes) -> InputError:
+    """The error for a PNG whose colour profile or text, decompressed, is over Pillow's per-chunk limit
+    (PngImagePlugin.MAX_TEXT_CHUNK, 1 MB) or whose text chunks are over its total (MAX_TEXT_MEMORY, 64 MB)."""
+    limit = PngImagePlugin.MAX_TEXT_CHUNK
+    kind = _png_oversized_chunk(data, limit)
+    if kind == b"iCCP":
+        return InputError(
+            f"{label} carries a colour profile (PNG iCCP chunk) over the limit of {_bytes(limit)} decompressed; "
+            f"expected a profile of at most {_bytes(limit)} — strip the colour profile, e.g. "
+            "`convert in.png -strip out.png` or `exiftool -icc_profile= in.png`, and try again"
+        )
+    if kind:
+        what, limit_text = f"a text chunk (PNG {kind.decode()}) over the limit of {_bytes(limit)} decompressed", \
+            f"text chunks of at most {_bytes(limit)} each"
+    else:
+        total = PngImagePlugin.MAX_TEXT_MEMORY
+        what, limit_text = f"text chunks over the limit of {_bytes(total)} in all", f"at most {_bytes(total)} of text"
+    return InputError(f"{label} carries {what}; expected {limit_text} — strip the metadata, e.g. "
+                      "`convert in.png -strip out.png`, and try again")
+
+
+def _png_oversized_chunk(data: bytes, limit: int) -> bytes | None:
+    """The type of the first compressed PNG metadata chunk before the pixels that inflates past ``limit`` bytes."""
+    offset = 8
+    while offset + 8 <= len(data):
+        length, kind = int.from_bytes(data[offset:offset + 4], "big"), data[offset + 4:offset + 8]
+        body = data[offset + 8:offset + 8 + length]
+        offset += 12 + length
+        if kind == b"IDAT":
+            return None
+        if kind in (b"iCCP", b"zTXt"):  # keyword, NUL, method byte, zlib stream
+            stream = body[body.find(b"\0") + 2:]
+        elif kind == b"iTXt":  # keyword, NUL, flag, method, language, NUL, translated keyword, NUL, text
+            keyword_end = body.find(b"\0")
+            if body[keyword_end + 1:keyword_end + 2] != b"\1":
+                continue
+            stream = body[keyword_end + 3:].split(b"\0", 2)[-1]
+        else:
+            continue
+        inflater = zlib.decompressobj()
+        try:
+            inflater.decompress(stream, limit)
+        except zlib.error:
+            continue
+        if inflater.unconsumed_tail:
+            return kind
+    return None
+
+
+def _bytes(count: int) -> str:
+    return f"{count / 1024 / 1024:g} MB ({count:,} bytes)"
 
 
 def _not_accepted(label: str, data: bytes, buffer: io.BytesIO) -> InputError:
@@ -283,9 +409,10 @@ def _display(fmt: str | None) -> str:
     return _DISPLAY.get(fmt or "", fmt or "image")
 
 
-def _decode(image: ImageFile.ImageFile, label: str) -> Image.Image:
+def _decode(image: ImageFile.ImageFile, label: str, data: bytes) -> Image.Image:
     fmt = image.format
     notices: list[str] = []
+    low_bytes = None
     try:
         frames = _frame_count(image)
         if frames != 1:
@@ -294,7 +421,10 @@ def _decode(image: ImageFile.ImageFile, label: str) -> Image.Image:
                 kind, unit = ("multi-page TIFF", "page") if fmt == "TIFF" else (f"animated {_display(fmt)}", "frame")
                 used = f"the first of {frames} {unit}s" if frames else f"the first {unit} (the others are unreadable)"
                 notices.append(f"{kind}: using {used}")
+        wide = _wide_colour(image)
         image.load()
+        if wide:
+            low_bytes = _low_bytes(data, label, wide)
     except MemoryError:
         raise InputError(f"{label} is too large to decode in the memory available; downscale it, e.g. with "
                          f"`{_SUGGESTED_RESIZE}`") from None
@@ -305,10 +435,12 @@ def _decode(image: ImageFile.ImageFile, label: str) -> Image.Image:
                          "from the original and try again") from None
     try:
         ImageOps.exif_transpose(image, in_place=True)  # in place: a copy of a 50 MP image costs a second
+        if low_bytes is not None:
+            ImageOps.exif_transpose(low_bytes, in_place=True)  # the same file, so the same orientation
     except Exception:  # noqa: BLE001 - malformed EXIF should not cost an otherwise good image
         notices.append("EXIF orientation unreadable: shown as stored")
     try:
-        rgb, notice = _to_rgb(image)
+        rgb, notice = _to_rgb(image, low_bytes if wide else None, bool(wide))
     except ValueError:  # Pillow has no conversion for this mode
         raise InputError(f"{label} uses the colour mode {image.mode}, which this app cannot convert; re-save it "
                          "as an 8-bit RGB PNG or JPEG") from None
@@ -326,10 +458,13 @@ def _frame_count(image: Image.Image) -> int | None:
         return None
 
 
-def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
+def _to_rgb(image: Image.Image, low_bytes: Image.Image | None = None,
+            wide: bool = False) -> tuple[Image.Image, str | None]:
     notice = None
     if image.mode in _HIGH_DEPTH_MODES:
         image, notice = _scale_high_depth(image)
+    elif wide:
+        image, notice = _scale_wide_colour(image, low_bytes)
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         # flatten transparency onto white, as a viewer would show it
         rgba = image.convert("RGBA")
@@ -386,3 +521,104 @@ def _scale_high_depth(image: Image.Image) -> tuple[Image.Image, str]:
     if non_finite:
         notice += f"; {non_finite} NaN/inf pixels shown as the minimum"
     return Image.fromarray(out.reshape(values.shape)), notice
+
+
+def _wide_colour(image: ImageFile.ImageFile) -> tuple[str, str] | None:
+    """For a 16-bit-per-channel colour image (PNG, TIFF), which Pillow decodes to its high bytes only, the codec and
+    the raw mode that gives the low bytes instead, ("", "") when there is none; None for any other image."""
+    tiles = getattr(image, "tile", None) or []
+    if image.mode not in ("RGB", "RGBA") or not tiles:
+        return None
+    codecs_and_modes = {(tile.codec_name, tile.args if isinstance(tile.args, str) else tile.args[0]) for tile in tiles}
+    if not all(";16" in rawmode for _, rawmode in codecs_and_modes):
+        return None
+    if len(codecs_and_modes) != 1:
+        return ("", "")
+    codec, rawmode = codecs_and_modes.pop()
+    swapped = _LOW_BYTE_RAWMODES.get(rawmode)
+    # the unpacker of the other byte order picks the low bytes; only where the codec hands it the stored bytes
+    return (codec, swapped) if swapped and codec in ("zip", "raw") else ("", "")
+
+
+# Pillow's 16-bit colour unpackers keep the high byte of each sample, so the other byte order's keeps the low one
+_LOW_BYTE_RAWMODES = {
+    f"{mode};16{order}": f"{mode};16{other}"
+    for mode in ("RGB", "RGBA", "RGBX")
+    for order, other in (("B", "L"), ("L", "B"))
+}
+
+
+def _low_bytes(data: bytes, label: str, wide: tuple[str, str]) -> Image.Image | None:
+    """The same frame decoded a second time, keeping the low byte of each 16-bit sample; None when Pillow cannot."""
+    codec, rawmode = wide
+    if not rawmode:
+        return None
+    second = _open_lazily(data, label)
+    try:
+        second.tile = [tile._replace(args=rawmode if isinstance(tile.args, str) else (rawmode, *tile.args[1:]))
+                       for tile in second.tile if tile.codec_name == codec]
+        second.load()
+        return second.copy() if second.mode in ("RGB", "RGBA") else None
+    except Exception:  # noqa: BLE001 - the first decode worked; without the low bytes the high ones still show
+        return None
+    finally:
+        second.close()
+
+
+def _scale_wide_colour(image: Image.Image, low_bytes: Image.Image | None) -> tuple[Image.Image, str]:
+    """16-bit RGB(A) to 8 bits, linearly from the colour samples' own min..max (all channels together, so hues
+    keep) to 0..255, as 16-bit grey is. Alpha keeps its high byte: it is a fraction, not a measurement. Fully
+    transparent pixels do not count towards the range. Without the low bytes the high bytes are scaled alone."""
+    high = np.asarray(image)
+    low = np.asarray(low_bytes) if low_bytes is not None and low_bytes.size == image.size else None
+    colour_count = 3
+    pixels = high.reshape(-1, high.shape[-1])
+    lows = low.reshape(-1, low.shape[-1]) if low is not None else None
+    has_alpha = high.shape[-1] == 4
+    transparent = image.info.get("transparency")  # a 16-bit PNG's tRNS colour key, (r, g, b) in 16 bits
+    key = np.array(transparent, np.uint16) if isinstance(transparent, tuple) and len(transparent) == 3 else None
+
+    def samples(start: int) -> np.ndarray:
+        values = pixels[start:start + _CHUNK, :colour_count].astype(np.uint16) << 8
+        if lows is not None:
+            values |= lows[start:start + _CHUNK, :colour_count]
+        return values
+
+    def visible(start: int, values: np.ndarray) -> np.ndarray:
+        shown = np.ones(len(values), bool)
+        if has_alpha:
+            shown &= pixels[start:start + _CHUNK, 3] != 0
+        if key is not None and lows is not None:
+            shown &= ~np.all(values == key, axis=1)
+        return shown
+
+    low_value, high_value = np.inf, -np.inf
+    for start in range(0, len(pixels), _CHUNK):
+        values = samples(start)
+        values = values[visible(start, values)]
+        if values.size:
+            low_value, high_value = min(low_value, float(values.min())), max(high_value, float(values.max()))
+    if low_value > high_value:  # nothing visible: any range will do
+        low_value = high_value = 0.0
+    out = np.empty((len(pixels), 4 if has_alpha or key is not None else 3), np.uint8)
+    level = round(low_value / 65535 * 255)
+    for start in range(0, len(pixels), _CHUNK):
+        values = samples(start)
+        block = out[start:start + _CHUNK]
+        if high_value > low_value:
+            scaled = (values.astype(np.float64) - low_value) * (255.0 / (high_value - low_value))
+            block[:, :3] = np.rint(scaled).clip(0, 255)
+        else:
+            block[:, :3] = level
+        if block.shape[1] == 4:
+            alpha = pixels[start:start + _CHUNK, 3] if has_alpha else np.full(len(values), 255, np.uint8)
+            if key is not None and lows is not None:
+                alpha = np.where(np.all(values == key, axis=1), 0, alpha)
+            block[:, 3] = alpha
+    source = "" if lows is not None else " (from its high bytes only: Pillow could not read the low ones)"
+    if high_value > low_value:
+        notice = f"16-bit colour image scaled from its range {low_value:g}..{high_value:g} to 8 bits{source}"
+    else:
+        notice = f"16-bit colour image has one value ({low_value:g}) everywhere; shown as grey level {level}"
+    shape = (*high.shape[:2], out.shape[1])
+    return Image.fromarray(out.reshape(shape)), notice

@@ -1,6 +1,10 @@
 """The Batch page's pieces: open a run folder of ``explainers.batch`` (or make a small one from uploads), filter its
 table, draw its maps as thumbnails, and rank the rows that may reveal a spurious cue. The numbers come from the run
-itself (``read_table``, ``load_map``); pictures go through the backend's one render pipeline."""
+itself (``read_table``, ``load_map``); pictures go through the backend's one render pipeline.
+
+The page serves whoever reaches the server, so it opens only run folders inside the roots of ``[batch] roots`` in
+saliency.toml and the runs this session launched (:mod:`explainers.batch.access`), follows a row's image only
+inside those, and treats everything in a run folder as data: shown as plain text, one row's failure that row's."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from PIL import Image, ImageOps
 
 from explainers import METHODS, SaliencyError, batch
 from explainers import render as rnd
+from explainers.batch.access import configured_roots, inside, root_paths
 from explainers.batch.pipeline import Settings
 from explainers.batch.store import load_map, read_manifest, read_table
 from explainers.batch.views import MEAN_SIZE
@@ -31,6 +36,7 @@ from explainers.images import check_image_size, load_image
 from explainers.models import RESIZE
 
 from . import state, user_models
+from .method_docs import md_escape
 from .models import get_bundle, model_choices
 from .sidebar import Selection
 
@@ -66,10 +72,12 @@ class Run:
     manifest: dict[str, Any]
     rows: pd.DataFrame = field(repr=False)
     errors: pd.DataFrame = field(repr=False)
+    roots: tuple[Path, ...] = ()  # where its images may be read from: the folders the page may open
 
     @property
     def settings(self) -> dict[str, Any]:
-        return self.manifest.get("settings", {})
+        settings = self.manifest.get("settings", {}) if isinstance(self.manifest, dict) else {}
+        return settings if isinstance(settings, dict) else {}
 
     @property
     def model(self) -> str:
@@ -99,20 +107,42 @@ def _read(folder: str, stamp: tuple) -> tuple[dict[str, Any], pd.DataFrame]:
     return read_manifest(folder), read_table(folder)
 
 
-def open_run(folder: str) -> Run:
-    """The run in ``folder``; a SaliencyError that says what a run folder holds when this is not one."""
+def launched_runs() -> list[str]:
+    """The folders of the runs this session launched (each a temporary folder: images, labels, run)."""
+    return list(st.session_state.get(state.BATCH_LAUNCHED, []))
+
+
+def allowed_roots() -> tuple[Path, ...]:
+    """The folders this session may open runs in: the configured roots, then its own launched runs."""
+    return tuple(root_paths(launched_runs()))
+
+
+def not_allowed(text: str) -> SaliencyError:
+    """The one message for a folder outside the roots: the same whether or not it exists."""
+    roots = ", ".join(f"{r.rstrip('/')}/" for r in configured_roots())
+    return SaliencyError(f"{md_escape(repr(text))} is not inside the batch folders this server allows: {roots} "
+                         "(the server's saliency.toml, [batch] roots), or a run launched on this page in this session")
+
+
+def open_run(folder: str, roots: Sequence[Path]) -> Run:
+    """The run in ``folder``, which must lie inside one of ``roots`` (resolved: symlinks and ``..`` cannot lead
+    out); a SaliencyError that says what a run folder holds when this is not one."""
     text = folder.strip()
-    path = Path(text).expanduser()
+    path = inside(text, roots)
+    if path is None:
+        raise not_allowed(text)
+    shown = md_escape(repr(text))  # st.error reads markdown
     expected = "a batch run folder holds manifest.json, table/ and maps/ (the --out of `python -m explainers batch`)"
     if not path.exists():
-        raise SaliencyError(f"{text!r} does not exist: {expected}")
+        raise SaliencyError(f"{shown} does not exist: {expected}")
     if not path.is_dir():
-        raise SaliencyError(f"{text!r} is a file, not a folder: {expected}")
+        raise SaliencyError(f"{shown} is a file, not a folder: {expected}")
     if not (path / "manifest.json").is_file():
-        raise SaliencyError(f"{text!r} is not a batch run folder (no manifest.json): {expected}")
+        raise SaliencyError(f"{shown} is not a batch run folder (no manifest.json): {expected}")
     manifest, table = _read(str(path), _stamp(path))
     failed = table["error"].notna() | table["map_key"].isna()
-    return Run(str(path), manifest, table.loc[~failed].reset_index(drop=True), table.loc[failed].reset_index(drop=True))
+    return Run(str(path), manifest, table.loc[~failed].reset_index(drop=True), table.loc[failed].reset_index(drop=True),
+               tuple(roots))
 
 
 def plural(count: int, noun: str) -> str:
@@ -236,21 +266,40 @@ def overlay_image(out: str, path: str, map_file: str, map_key: str, preprocessin
     return _encode(rendered.image, kind)
 
 
-def thumbnail_url(run: Run, row: pd.Series) -> str | None:
-    """A data URL for the table's image column (JPEG: a tenth of a PNG's size); None when the image is gone."""
+def image_path(run: Run, path: Any) -> Path:
+    """A row's image, resolved, when it lies inside the folders this session may open (a run folder's table is data:
+    a crafted one must not show files from elsewhere); else a SaliencyError."""
+    found = inside(str(path), run.roots)
+    if found is None:
+        raise SaliencyError("the image of this row is outside the batch folders this server allows")
+    return found
+
+
+def row_overlay(run: Run, row: pd.Series, size: int, kind: str = "PNG") -> bytes:
+    """A row's stored map over its picture; a SaliencyError when its image or map lies outside what the page reads."""
+    return overlay_image(run.out, str(image_path(run, row["path"])), str(row["map_file"]), str(row["map_key"]),
+                         run.preprocessing, run.model, size, kind)
+
+
+def problem(exc: Exception) -> str:
+    """What a row's failure says in its table cell (plain text)."""
+    return str(exc) if isinstance(exc, SaliencyError) else f"{type(exc).__name__}: {exc}"
+
+
+def thumbnail_url(run: Run, row: pd.Series) -> tuple[str | None, str | None]:
+    """(a data URL for the table's map column (JPEG: a tenth of a PNG's size), None) or (None, why not): an image
+    that is gone or outside the allowed folders, a map that cannot be read."""
     try:
-        data = overlay_image(run.out, row["path"], row["map_file"], row["map_key"], run.preprocessing, run.model,
-                             THUMB_SIZE, "JPEG")
-    except (SaliencyError, OSError, KeyError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+        data = row_overlay(run, row, THUMB_SIZE, "JPEG")
+    except Exception as exc:  # noqa: BLE001 - a run folder's files are data: one bad row is that row's problem
+        return None, problem(exc)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii"), None
 
 
 def overlay_or_none(run: Run, row: pd.Series, size: int = GALLERY_SIZE) -> bytes | None:
     try:
-        return overlay_image(run.out, row["path"], row["map_file"], row["map_key"], run.preprocessing, run.model,
-                             size)
-    except (SaliencyError, OSError, KeyError):
+        return row_overlay(run, row, size)
+    except Exception:  # noqa: BLE001 - the table's cell says why; a gallery leaves the row out
         return None
 
 
@@ -271,10 +320,11 @@ def table_key(rows: pd.DataFrame) -> str:
 
 def table_frame(run: Run, rows: pd.DataFrame, thumbnails: int = THUMBNAILS) -> pd.DataFrame:
     """What the table shows, one line per row of ``rows`` (same order): thumbnails for the first ``thumbnails``."""
-    urls = [thumbnail_url(run, row) for _, row in rows.head(thumbnails).iterrows()]
+    thumbnails_ = [thumbnail_url(run, row) for _, row in rows.head(thumbnails).iterrows()]
+    missing = [None] * (len(rows) - len(thumbnails_))
     frame = pd.DataFrame({
-        "map": urls + [None] * (len(rows) - len(urls)),
-        "image": [Path(p).name for p in rows["path"]],
+        "map": [url for url, _ in thumbnails_] + missing,
+        "image": [Path(str(p)).name for p in rows["path"]],
         "label": rows["label_name"].to_numpy(),
         "prediction": rows["prediction_name"].to_numpy(),
         "probability": rows["probability"].astype(float).to_numpy(),
@@ -285,6 +335,7 @@ def table_frame(run: Run, rows: pd.DataFrame, thumbnails: int = THUMBNAILS) -> p
         **{STATISTICS[name]: rows[name].astype(float).to_numpy() for name in statistics_present(rows)
            if name != "probability"},
         "path": rows["path"].to_numpy(),
+        "problem": [why for _, why in thumbnails_] + missing,
     })
     return frame
 
@@ -297,6 +348,7 @@ def column_config(frame: pd.DataFrame) -> dict[str, Any]:
                                                        help="The top class's probability"),
         "correct": st.column_config.CheckboxColumn("correct", help="Prediction equals the label (empty: no label)"),
         "path": st.column_config.TextColumn("path", width="medium"),
+        "problem": st.column_config.TextColumn("problem", help="Why the row has no thumbnail (empty: it has one)"),
     }
     for name in STATISTICS.values():
         if name in frame and name != "probability":
@@ -333,23 +385,34 @@ def mistakes(rows: pd.DataFrame, most: bool) -> pd.DataFrame:
 
 def caption(row: pd.Series, extra: str = "") -> str:
     """A gallery picture's caption: the image, the method and target, and the ranked number."""
-    text = f"{Path(row['path']).name} · {method_name(row['method'])} · {row['target']} ({row['target_name']})"
-    return f"{text} · {extra}" if extra else text
+    text = (f"{Path(str(row['path'])).name} · {method_name(row['method'])} · {row['target']} "
+            f"({row['target_name']})")
+    return md_escape(f"{text} · {extra}" if extra else text)  # captions read markdown; a run's names are data
 
 
-def mean_maps(run: Run, rows: pd.DataFrame, by: str) -> list[tuple[str, int, np.ndarray]]:
+def mean_maps(run: Run, rows: pd.DataFrame, by: str, problems: list[str] | None = None
+              ) -> list[tuple[str, int, np.ndarray]]:
     """(class, images, mean map) per class of ``by`` ("label_name" or "prediction_name"): see
-    ``explainers.batch.views.mean_maps``."""
+    ``explainers.batch.views.mean_maps``. A map file that cannot be read (or lies outside the run's maps/) is left
+    out, and said in ``problems`` when given."""
     picked = rows.loc[rows[by].notna()]
-    members = tuple(zip(picked[by].astype(str), picked["map_file"], picked["map_key"], strict=True))
-    return _mean_maps(run.out, members, by)
+    members = tuple(zip(picked[by].astype(str), picked["map_file"].astype(str), picked["map_key"].astype(str),
+                        strict=True))
+    means, failed = _mean_maps(run.out, members, by)
+    if problems is not None:
+        problems.extend(failed)
+    return means
 
 
 @st.cache_data(show_spinner="Averaging the maps…", max_entries=32)
-def _mean_maps(out: str, members: tuple[tuple[str, str, str], ...], by: str) -> list[tuple[str, int, np.ndarray]]:
+def _mean_maps(out: str, members: tuple[tuple[str, str, str], ...], by: str
+               ) -> tuple[list[tuple[str, int, np.ndarray]], list[str]]:
     """Cached per set of rows: a class of thousands of rows reads thousands of stored maps once."""
     frame = pd.DataFrame(members, columns=[by, "map_file", "map_key"])
-    return batch.mean_maps(out, frame, by, MEAN_SIZE)
+    failed: list[str] = []
+    means = batch.mean_maps(out, frame, by, MEAN_SIZE,
+                            on_error=lambda map_file, exc: failed.append(f"{map_file}: {problem(exc)}"))
+    return means, failed
 
 
 def heatmap_png(values: np.ndarray, size: int = GALLERY_SIZE) -> bytes:
@@ -419,6 +482,7 @@ def launch(files: Sequence[Any], labels: Any | None, methods: list[str], targets
         labels_path.write_bytes(labels.getvalue())
     out = root / "run"
     settings = Settings(model=model, methods=list(methods), targets=list(targets), preprocessing=preprocessing)
+    st.session_state[state.BATCH_LAUNCHED] = [*launched_runs(), str(root)]  # this session may open it; no other can
     batch.run(str(images), str(out), settings, engine="local", workers=0, bundle=bundle, progress=progress,
               labels=None if labels_path is None else str(labels_path))
     return str(out)
@@ -436,11 +500,12 @@ def forget_filters() -> None:
 def open_on_explore(run: Run, row: pd.Series) -> None:
     """Show ``row`` on Explore: its image, the run's model and preprocessing (set through the sidebar's pending
     keys, since its widgets are already drawn this run), the row's method, parameters and target class."""
-    path = str(row["path"])
+    path = str(image_path(run, row["path"]))
     if not Path(path).is_file():
-        raise SaliencyError(f"the image {path!r} of this row is no longer there; it is needed to explain it again")
+        raise SaliencyError(f"the image {md_escape(repr(path))} of this row is no longer there; it is needed to "
+                            "explain it again")
     if user_models.get(run.model) is None and run.model not in model_choices():
-        raise SaliencyError(f"the run's model {run.model!r} is not available here: pick one of "
+        raise SaliencyError(f"the run's model {md_escape(repr(run.model))} is not available here: pick one of "
                             f"{', '.join(model_choices()[:5])}… or load your model on the Your model page")
     method = str(row["method"])
     user_models.select_next_run(run.model)

@@ -13,7 +13,6 @@ with their defaults filled in, the target resolved to class indices on this imag
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +33,13 @@ from explainers.many import explain_layers
 from explainers.targets import target_key
 
 from . import state
+from .caches import ByteLRU
 from .predictions import probabilities
 from .runs import ProgressReporter, RunControl
 
-MAX_ENTRIES = 128
+# Raw attributions are small (a [3, 224, 224] float32 map is 0.6 MB; a 40-layer sweep a few MB): 256 MB keeps
+# hundreds, and no run of requests, however large its maps, can take more.
+MAX_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -49,12 +51,12 @@ class _Flight:
 
 
 class ExplanationCache:
-    """A small thread-safe LRU shared by all sessions; identical requests at the same moment share one
+    """A thread-safe LRU shared by all sessions, bounded by the bytes of its records (their attributions, layer
+    attributions, logits and extras: :func:`ui.caches.nbytes`); identical requests at the same moment share one
     computation (:meth:`compute`)."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES):
-        self.max_entries = max_entries
-        self._entries: OrderedDict[tuple, ExplanationRecord] = OrderedDict()
+    def __init__(self, max_bytes: int = MAX_BYTES):
+        self._entries = ByteLRU(max_bytes)
         self._flights: dict[tuple, _Flight] = {}
         self._lock = threading.Lock()
         self.calls = 0  # explainer calls made through this cache (tests count them)
@@ -89,7 +91,6 @@ class ExplanationCache:
                         continue
                     value = self._entries.get(key)
                     if value is not None:
-                        self._entries.move_to_end(key)
                         found[key] = value
                     elif key in self._flights:
                         theirs.append(self._flights[key])
@@ -124,25 +125,28 @@ class ExplanationCache:
                 if progress is not None and progress(*flight.progress) is False:
                     raise Cancelled("stopped waiting for the same explanation, computing for another session")
 
+    @property
+    def max_bytes(self) -> int:
+        return self._entries.max_bytes
+
+    @property
+    def bytes(self) -> int:
+        """The bytes its records hold now."""
+        return self._entries.bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def get(self, key: tuple) -> ExplanationRecord | None:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+        return self._entries.get(key)
 
     def put(self, key: tuple, value: ExplanationRecord) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        """Keep ``value``, dropping the least recently used records past the byte budget."""
+        self._entries.put(key, value)
 
     def forget_model(self, model: str) -> None:
         """Drop every entry of one model (a session's own model, when it is removed)."""
-        with self._lock:
-            for key in [k for k in self._entries if k[0] == model]:
-                del self._entries[key]
+        self._entries.drop(lambda key: key[0] != model)
 
     def clear(self) -> None:
         """Forget every entry and restart the counts."""

@@ -8,13 +8,15 @@ import streamlit as st
 from explainers.errors import ModelLoadError
 from explainers.models import ModelBundle
 from explainers.models.architectures import architectures, preprocessing_defaults
+from explainers.models.inputs import MAX_MODEL_BYTES, MAX_MODEL_MB
 from explainers.models.user import load_user_model, trust_enabled
 
 from . import state, user_models
 from .models import pick_device
 
 MODEL_TYPES = ["safetensors", "pt", "pth", "onnx", "zip"]
-MAX_MODEL_MB = 200  # matches server.maxUploadSize in .streamlit/config.toml; checked here too
+# MAX_MODEL_MB is the backend's limit (load_user_model enforces it); server.maxUploadSize in .streamlit/config.toml
+# matches it, and too_large says it here before the upload reaches the loader.
 ACCEPTED = (  # (file, loaded as, notes): the Models page's table
     ("`.safetensors`", "a state dict for the architecture you pick", "preferred: plain tensors, nothing to execute"),
     ("`.pt` / `.pth` state dict", "the same, read with `torch.load(weights_only=True)`",
@@ -44,7 +46,7 @@ def file_kind(name: str) -> str:
 
 def too_large(upload) -> str | None:
     size = getattr(upload, "size", None) or len(upload.getvalue())
-    if size > MAX_MODEL_MB * 2**20:
+    if size > MAX_MODEL_BYTES:
         return f"{upload.name} is {size / 2**20:.0f} MB; model files up to {MAX_MODEL_MB} MB are accepted."
     return None
 

@@ -15,7 +15,11 @@ from explainers import render as rnd
 from explainers.manifest import explanation_manifest
 
 from . import state
+from .caches import ByteLRU
 from .figures import heatmap_figure
+
+# The left panel's encoded picture per image and geometry: at most a display-sized PNG (a few MB) each.
+BACKDROP_MAX_BYTES = 64 * 2**20
 
 
 def render_record(record: ExplanationRecord, view: rnd.View, selection,
@@ -46,7 +50,7 @@ def manifest_for(record: ExplanationRecord, rendered: rnd.Rendered, selection, *
                  files: dict[str, str] | None = None, role: str | None = None) -> dict[str, Any]:
     """The backend manifest, filled in with what the dashboard knows about the image and model."""
     return explanation_manifest(
-        record, image_name=selection.image_name, image_hash=selection.image_hash, image_size=selection.image.size,
+        record, image_name=selection.image_name, image_hash=selection.image_hash, image_size=selection.image_size,
         model=selection.model, preprocessing=selection.preprocessing, categories=selection.bundle.categories,
         view=rendered.view, value_range=(rendered.lo, rendered.hi), scale=scale, files=files,
         device=str(selection.bundle.device), role=role,
@@ -77,16 +81,17 @@ def completeness_text(extras: dict[str, Any]) -> str:
     return f" · completeness error {share:.1%} of f(x) − f(baseline) = {gap:.3g}{hint}"
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _cached_png(key: tuple, _image) -> bytes:
-    return png_bytes(np.asarray(_image.convert("RGB")))
+@st.cache_resource(show_spinner=False)
+def _backdrops() -> ByteLRU:
+    return ByteLRU(BACKDROP_MAX_BYTES)
 
 
 def _backdrop_png(selection, view: rnd.View) -> bytes:
-    """The left panel's picture, encoded once per image and geometry rather than on every rerun."""
+    """The left panel's picture, encoded once per image and geometry rather than on every rerun (the original is
+    the display-sized copy the selection holds, never the full-resolution upload)."""
     key = (selection.image_hash, "original") if view.original_aspect else (
         selection.image_hash, selection.model, selection.preprocessing)
-    return _cached_png(key, backdrop(selection, view))
+    return _backdrops().get_or_compute(key, lambda: png_bytes(np.asarray(backdrop(selection, view).convert("RGB"))))
 
 
 def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, selection) -> None:

@@ -8,6 +8,7 @@ handed to the page, which shows them in the main area.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from explainers.images import MAX_IMAGE_MB, check_image_size, image_hash, load_i
 from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, ModelBundle
 
 from . import state, user_models
+from .caches import ByteLRU, return_freed_memory
 from .errors import show_error
 from .models import describe_model, get_bundle, model_choices
 
@@ -30,17 +32,57 @@ IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 SOURCES = ("Samples", "Upload", "Camera")
 RUN_SOURCE = "Batch run"  # offered once a page (Batch) has opened one of a run's images on Explore
 PREPROCESSING_LABELS = {RESIZE: "Whole image (resized)", CENTER_CROP: "Centre crop (canonical)"}
+# The dashboard keeps no image larger than this on its longest side: a 7000×7000 upload decoded is 147 MB, its
+# display copy 7.7 MB. The model sees 224 px and a panel is a few hundred, so nothing on screen loses detail.
+DISPLAY_MAX_SIDE = 1600
+# Decoded images (display-sized) shared by every session, keyed by the file's bytes: about 8 large ones.
+DECODED_MAX_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image as the dashboard keeps it: ``image`` at most DISPLAY_MAX_SIDE px on its longest side (what the
+    model and every panel use), ``image_hash`` and ``size`` of the full-resolution decoded pixels, read once before
+    the downscale. The hash is ``explainers.images.image_hash`` of the full image, so it is the id a batch run and a
+    manifest give the same file, and the same file always maps to the same cache key."""
+
+    image: Image.Image
+    image_hash: str
+    size: tuple[int, int]
+
+
+def decoded(image: Image.Image) -> Decoded:
+    """Hash ``image`` at full resolution, then shrink it (in place: no second full-size copy) to the display bound."""
+    digest, size = image_hash(image), image.size
+    if max(size) > DISPLAY_MAX_SIDE:
+        info = dict(image.info)
+        image.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        image.info = info  # the load notice ("animated GIF: using the first of 12 frames") is still true
+        return_freed_memory()  # the full-size pixels are gone: give their memory back, not to this thread's arena
+    return Decoded(image, digest, size)
+
+
+@st.cache_resource(show_spinner=False)
+def decoded_images() -> ByteLRU:
+    """Decoded, display-sized images of every session, bounded by bytes (st.cache_data bounds entries only)."""
+    return ByteLRU(DECODED_MAX_BYTES)
 
 
 @dataclass
 class Selection:
-    image: Image.Image
+    image: Image.Image  # at most DISPLAY_MAX_SIDE px on its longest side (Decoded)
     image_name: str
-    image_hash: str
+    image_hash: str  # of the full-resolution pixels (Decoded)
     model: str
     preprocessing: str
     bundle: ModelBundle
     inputs: torch.Tensor  # [1, C, H, W] on the model's device
+    original_size: tuple[int, int] | None = None  # the file's own size, where the image was shrunk for display
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The size of the image as the user has it (the manifest's), not of the copy kept for display."""
+        return self.original_size or self.image.size
 
     @property
     def model_view(self) -> Image.Image:
@@ -60,12 +102,24 @@ def sample_names() -> list[str]:
     return sorted(p.name for p in SAMPLES_DIR.iterdir() if p.suffix.lower().lstrip(".") in IMAGE_TYPES)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _decode(data: bytes, name: str) -> Image.Image:
-    return load_image(data, name=name)
+def _decode(data: bytes, name: str) -> Decoded:
+    """Decoded once per distinct file content, whichever session sends it."""
+    key = ("bytes", hashlib.sha256(data).hexdigest())
+    return decoded_images().get_or_compute(key, lambda: decoded(load_image(data, name=name)))
 
 
-def _decode_upload(file) -> Image.Image:
+def _decode_file(path: Path | str) -> Decoded:
+    """A local file (a sample, a batch run's image), decoded again only when it changes on disk."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+        key = ("file", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # load_image says what is wrong with the path
+        return decoded(load_image(path))
+    return decoded_images().get_or_compute(key, lambda: decoded(load_image(path)))
+
+
+def _decode_upload(file) -> Decoded:
     """An uploaded image, its size checked before anything is read or decoded: the browser enforces the same
     limit (max_upload_size), this catches whatever reaches the server past it."""
     check_image_size(file.size, file.name)
@@ -75,7 +129,7 @@ def _decode_upload(file) -> Image.Image:
 @st.cache_data(show_spinner=False)
 def _thumbnail(name: str) -> bytes:
     """PNG bytes, cached: st.image would otherwise re-encode the preview on every rerun."""
-    image = load_image(SAMPLES_DIR / name)
+    image = _decode_file(SAMPLES_DIR / name).image.copy()
     image.thumbnail((240, 240))
     return png(image)
 
@@ -97,7 +151,7 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _pick_image() -> tuple[Image.Image, str] | Problem:
+def _pick_image() -> tuple[Decoded, str] | Problem:
     run_image = st.session_state.get(state.RUN_IMAGE)
     sources = SOURCES + ((RUN_SOURCE,) if run_image else ())
     # a default beside a value set through session state (the pending image below) is refused: set it here
@@ -106,7 +160,7 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
     if source == RUN_SOURCE:
         # a local file of a batch run: never published in the URL (a link must not name server paths)
         try:
-            image = load_image(run_image)
+            image = _decode_file(run_image)
         except SaliencyError as exc:
             return Problem("error", str(exc), exc)
         st.caption(f"From a batch run: `{run_image}`")
@@ -145,14 +199,14 @@ def _pick_image() -> tuple[Image.Image, str] | Problem:
         st.image(png(item.image.resize((128, 128), Image.Resampling.NEAREST)), width=128,
                  caption=f"digit {item.label} · ink box {item.box}")
         state.publish(sample=name)
-        return item.image, name
+        return decoded(item.image), name
     names = sample_names()
     if st.session_state.get(state.SAMPLE) not in names:
         st.session_state[state.SAMPLE] = names[0]
     name = st.selectbox("Sample", names, key=state.SAMPLE)
     st.image(_thumbnail(name), caption=f"{name} (CC0, see assets/samples)", width="stretch")
     state.publish(sample=name)
-    return load_image(SAMPLES_DIR / name), name
+    return _decode_file(SAMPLES_DIR / name), name
 
 
 @st.cache_resource(show_spinner=False)
@@ -198,18 +252,19 @@ def sidebar() -> Selection | Problem:
         view_slot = st.empty()
     if isinstance(picked, Problem):
         return picked
-    image, name = picked
+    found, name = picked
+    image, digest = found.image, found.image_hash
     try:
         bundle = get_bundle(model)
     except Exception as exc:  # noqa: BLE001 - shown by the page, in the main area
         return Problem("error", str(exc), exc)
-    digest = image_hash(image)
     with view_slot.container():
         if image.info.get("notice"):
             st.info(image.info["notice"], icon=":material/info:")
         st.image(_model_view_png(model, digest, preprocessing, bundle, image),
                  caption=f"What the model sees ({bundle.input_size}×{bundle.input_size})", width=180)
-    return Selection(image, name, digest, model, preprocessing, bundle, bundle.preprocess(image, preprocessing))
+    return Selection(image, name, digest, model, preprocessing, bundle, bundle.preprocess(image, preprocessing),
+                     found.size)
 
 
 def require_selection() -> Selection:

@@ -125,6 +125,7 @@ MODELS_REMOVE = "models.remove"
 # ---- Batch (a run folder of explainers.batch: its table, galleries and the way to Explore) ---------------------
 BATCH_FOLDER = "batch.folder"  # the run folder typed in
 BATCH_PENDING_FOLDER = "_batch_pending_folder"  # a folder to open before the text input is drawn (set, then rerun)
+BATCH_LAUNCHED = "_batch_launched"  # the folders of the runs this session launched (only it may open them)
 BATCH_UPLOADS = "batch.uploads"
 BATCH_LABELS = "batch.labels"
 BATCH_METHODS = "batch.methods"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 
 from torch.utils.data import DataLoader
 
+from .orphans import PRELOAD, die_with_parent
 from .pipeline import Decoded, Decoder, Item, Settings, explain_batch
 from .store import RunWriter
 
@@ -21,6 +23,15 @@ def _collate(batch: list[Decoded]) -> list[Decoded]:
     return batch
 
 
+def _forkserver():
+    """The workers' start method: forkserver (a forked copy of a process that has run torch's thread pool slows the
+    parent down), made to die with this process (:mod:`.orphans`; the preload counts when the forkserver starts,
+    which is the first run with workers)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", PRELOAD])
+    return context
+
+
 def run_local(bundle, items: Sequence[Item], settings: Settings, writer: RunWriter, workers: int | None = None,
               progress: Callable[[int, int], object] | None = None) -> int:
     """Explain every item the writer has not got yet; returns the number of images done in this run.
@@ -30,9 +41,9 @@ def run_local(bundle, items: Sequence[Item], settings: Settings, writer: RunWrit
         return 0
     decoder = Decoder(todo, bundle, settings.preprocessing)
     workers = default_workers() if workers is None else workers
-    # forkserver: a forked copy of a process that has run torch's thread pool slows the parent down
     loader = DataLoader(decoder, batch_size=settings.batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=_collate, multiprocessing_context="forkserver" if workers else None)
+                        collate_fn=_collate, multiprocessing_context=_forkserver() if workers else None,
+                        worker_init_fn=die_with_parent if workers else None)
     done = 0
     for decoded in loader:
         rows, maps = explain_batch(bundle, todo, decoded, settings)

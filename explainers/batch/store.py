@@ -15,11 +15,12 @@ or an error row), so the final table has each row once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 
 from ..errors import SaliencyError
 from ..manifest import versions
+from .access import map_path
 from .pipeline import BORDER, CENTRE, COLUMNS, MAP_POOL, Settings
 
 SCHEMA_VERSION = 1  # of the manifest and the table
@@ -54,23 +56,24 @@ class RunWriter:
             if before.get("settings") != _jsonable(asdict(settings)):
                 raise SaliencyError(f"{str(self.out)!r} holds a run with other settings ({before.get('settings')}); "
                                     "resume it with the same model, methods, targets, params and seed")
-        self.tables.mkdir(parents=True, exist_ok=True)
-        self.maps.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         for part in existing:
             self.done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
         self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
         manifest = _manifest(settings, engine, source, categories)
-        _atomic_write(manifest_path, json.dumps(manifest, indent=2, allow_nan=False).encode())
+        with _writing(self.out):
+            self.tables.mkdir(parents=True, exist_ok=True)
+            self.maps.mkdir(parents=True, exist_ok=True)
+            _atomic_write(manifest_path, json.dumps(manifest, indent=2, allow_nan=False).encode())
 
     def write(self, rows: list[dict[str, Any]], maps: dict[str, np.ndarray]) -> None:
         """One part: its maps file, then its table file, each atomically."""
         if not rows:
             return
         name = f"part-{self.next_part:05d}"
-        self.next_part += 1
         if maps:
-            _atomic_write(self.maps / f"{name}.npz", _npz_bytes(maps))
+            with _writing(self.out):
+                _atomic_write(self.maps / f"{name}.npz", _npz_bytes(maps))
         for row in rows:
             if row["map_key"] is not None:
                 row["map_file"] = f"maps/{name}.npz"
@@ -78,9 +81,36 @@ class RunWriter:
                 row["label_name"] = self.categories[row["label"]]
         table = pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS} for row in rows], schema=_schema())
         temporary = self.tables / f".{name}.parquet.tmp"
-        pq.write_table(table, temporary)
-        os.replace(temporary, self.tables / f"{name}.parquet")
+        with _writing(self.out), _removed_on_failure(temporary):
+            pq.write_table(table, temporary)
+            os.replace(temporary, self.tables / f"{name}.parquet")
+        # only a part in place counts: after a failed write the next one reuses the name (its maps file too)
+        self.next_part += 1
         self.done.update(row["path"] for row in rows)
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """An OSError while writing the run folder (unwritable, read-only, full, not a folder) as a SaliencyError that
+    names the folder and the cause; the parts already in place stay a consistent run (``--resume`` continues it)."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else out
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        raise SaliencyError(f"cannot write the run folder {str(out)!r}: {cause} ({where}); free space or pick "
+                            "a writable --out, then --resume continues the run") from exc
+
+
+@contextlib.contextmanager
+def _removed_on_failure(temporary: Path) -> Iterator[None]:
+    """A half-written temporary file removed when its write fails (it is never read, but it takes space)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
 
 
 def _manifest(settings: Settings, engine: str, source: str, categories: Sequence[str]) -> dict[str, Any]:
@@ -129,8 +159,9 @@ def _npz_bytes(maps: dict[str, np.ndarray]) -> bytes:
 def _atomic_write(path: Path, data: bytes) -> None:
     """``data`` into ``path`` through a hidden temporary file renamed into place: a reader sees all or nothing."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with _removed_on_failure(temporary):
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
 
 
 def _jsonable(value: Any) -> Any:
@@ -150,7 +181,7 @@ def read_table(out: str | os.PathLike):
 
 def load_map(out: str | os.PathLike, map_file: str, map_key: str) -> np.ndarray:
     """One stored map [h, w] as float32."""
-    with np.load(Path(out) / map_file) as shard:
+    with np.load(map_path(out, map_file)) as shard:
         return shard[map_key].astype(np.float32)
 
 

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import ParameterError
+from ..core import non_finite
+from ..errors import ModelLoadError, ParameterError
 from ..layers import LayerInfo, resolve_layer
 from ..render import place
 
@@ -143,3 +144,12 @@ def affine_normalizer(mean: Sequence[float], std: Sequence[float]):
         return inputs * std_t.to(inputs.device) + mean_t.to(inputs.device)
 
     return normalize, denormalize
+
+
+def check_dry_run(logits: torch.Tensor, what: str) -> None:
+    """Every loader's last check of a model's dry run (a batch of plain images): its logits must be finite, else
+    ModelLoadError naming the rows and classes. A NaN weight loads without a word and would rank first."""
+    found = non_finite(logits)
+    if found is not None:
+        raise ModelLoadError(f"expected finite logits from the {what} on a plain image, but its output is {found}; "
+                             "its weights hold NaN or infinite values (damaged or diverged in training?) or overflow")

@@ -39,11 +39,29 @@ from torch import nn
 
 from ..errors import LayerError, ModelLoadError
 from ..layers import default_layer, layer_catalogue
-from .base import ModelBundle, affine_normalizer
-from .inputs import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, channel_values, check_options, class_names
+from .base import ModelBundle, affine_normalizer, check_dry_run
+from .inputs import (
+    DEFAULT_INPUT_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_MODEL_BYTES,
+    MAX_MODEL_MB,
+    channel_values,
+    check_model_size,
+    check_options,
+    class_names,
+)
 
 MAX_ZIP_BYTES = 2 * 1024**3  # total uncompressed size of a zipped Hugging Face folder
 MAX_ZIP_MEMBERS = 1000  # a saved folder holds a handful of files; sharded checkpoints a few dozen
+# Each member is capped by its kind before anything is extracted: a weights file at the model limit, anything else
+# (config.json, the processor config, a README) at a few MB, since those are read whole into memory.
+WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".onnx")
+MAX_TEXT_MEMBER_MB = 8  # a config with 21,843 ImageNet-21k labels is under 1 MB
+# A member that unpacks to more than this many times its compressed size, once over MAX_RATIO_FLOOR, is a bomb:
+# float weights barely compress (about 1.1:1), JSON about 10:1; a run of zeros deflates about 1000:1.
+MAX_COMPRESSION_RATIO = 100
+MAX_RATIO_FLOOR = 2**20
 HASH_CHARS = 8
 _CHUNK = 1 << 20
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -98,9 +116,9 @@ def _dry_run(model: nn.Module, size: int, device: torch.device, what: str, hint:
             f"expected the {what} to return logits [N, classes] (an image classifier); for a batch of two it "
             f"returned {found}"
         )
-    if logits.shape[1] < 1 or not torch.isfinite(logits).all():
-        raise ModelLoadError(f"expected finite logits from the {what}; it returned NaN or infinite values "
-                             "(damaged weights?)")
+    if logits.shape[1] < 1:
+        raise ModelLoadError(f"expected logits [N, classes] from the {what}, but it returned no classes")
+    check_dry_run(logits, what)
     return int(logits.shape[1])
 
 
@@ -174,8 +192,10 @@ def load_hf_classifier(
     interpolation, mean and std from ``preprocessor_config.json`` (else the config's ``image_size`` and ImageNet's
     statistics), each overridable. Refused with ModelLoadError: pickled weights (``pytorch_model.bin``) without
     safetensors, configs that need remote code, models that are not image classifiers, weights that leave any of
-    the model's parameters uninitialised, and zips that are unsafe (absolute or ``..`` paths, links, over
-    2 GB or 1000 members) or hold no ``config.json``.
+    the model's parameters uninitialised, outputs that are NaN or infinite, models over MAX_MODEL_MB (the zip, or
+    the folder's JSON and safetensors files), and zips that are unsafe (absolute or ``..`` paths, links, over 2 GB
+    or 1000 members, a weights member over MAX_MODEL_MB, any other member over MAX_TEXT_MEMBER_MB, a member
+    compressed over MAX_COMPRESSION_RATIO:1) or hold no ``config.json``.
     """
     options = check_options(labels=labels, input_size=input_size, mean=mean, std=std, device=device)
     target = options.device
@@ -227,6 +247,7 @@ def _hf_folder(path: Path) -> Iterator[tuple[Path, str, bool]]:
     temporary folder that is removed afterwards."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and _counts_for_hash(p.name))
+        check_model_size(sum(p.stat().st_size for p in files), f"the folder {path.name}")
         yield path, _digest(files, path), False
         return
     if not path.is_file():
@@ -237,6 +258,7 @@ def _hf_folder(path: Path) -> Iterator[tuple[Path, str, bool]]:
                 if path.suffix.lower() == ".safetensors" else "")
         raise ModelLoadError(f"expected a folder saved with save_pretrained or a .zip of one, got {path.name}, "
                              f"which is not a zip archive{hint}")
+    check_model_size(path.stat().st_size, path.name)
     digest = _digest([path])
     scratch = tempfile.mkdtemp(prefix="saliency-hf-")
     try:
@@ -253,8 +275,8 @@ def _counts_for_hash(name: str) -> bool:
 
 def _extract_zip(archive: Path, dest: Path) -> None:
     """Extract after checking every member: no absolute or ``..`` paths (zip-slip), no links, no encryption,
-    at most MAX_ZIP_MEMBERS members and MAX_ZIP_BYTES uncompressed, counted again while writing (a member's
-    declared size can lie)."""
+    each within its kind's size and the compression ratio (:func:`check_zip_member`), at most MAX_ZIP_MEMBERS
+    members and MAX_ZIP_BYTES uncompressed, counted again while writing (a member's declared size can lie)."""
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
@@ -277,6 +299,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                                          "encrypted")
                 if info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1].startswith("._"):
                     continue
+                check_zip_member(info, archive.name, member_limit(name))
                 declared += info.file_size
                 if declared > MAX_ZIP_BYTES:
                     raise ModelLoadError(f"expected at most {MAX_ZIP_BYTES / 2**30:.0f} GB uncompressed in "
@@ -301,6 +324,35 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             NotImplementedError) as exc:
         raise ModelLoadError(f"expected a readable zip archive, but extracting {archive.name} failed (damaged?): "
                              f"{_first_line(exc)}") from exc
+
+
+def member_limit(name: str) -> tuple[int, str]:
+    """(bytes, what) a zip member may unpack to, by its kind: weights at the model limit, anything else (JSON,
+    text) at MAX_TEXT_MEMBER_MB."""
+    if name.lower().endswith(WEIGHTS_SUFFIXES):
+        return MAX_MODEL_BYTES, f"{MAX_MODEL_MB} MB limit for a weights file"
+    return MAX_TEXT_MEMBER_MB * 2**20, f"{MAX_TEXT_MEMBER_MB} MB limit for a JSON or text file"
+
+
+def check_zip_member(info: zipfile.ZipInfo, archive: str, limit: tuple[int, str]) -> None:
+    """Refuse a member, from its declared sizes and before it is extracted, that unpacks to more than ``limit``
+    (bytes, what) or more than MAX_COMPRESSION_RATIO times its compressed size (once over MAX_RATIO_FLOOR).
+
+    Extraction counts the bytes again, so a member whose declared size lies is stopped there."""
+    size, packed = info.file_size, info.compress_size
+    most, what = limit
+    if size > most:
+        raise ModelLoadError(f"refusing {archive}: member {info.filename!r} unpacks to {_mb(size)}, over the {what}")
+    if size > MAX_RATIO_FLOOR and size > MAX_COMPRESSION_RATIO * max(packed, 1):
+        raise ModelLoadError(
+            f"refusing {archive}: member {info.filename!r} unpacks to {_mb(size)} from {_mb(packed)} "
+            f"({size / max(packed, 1):,.0f}:1), over the {MAX_COMPRESSION_RATIO}:1 compression limit for members "
+            f"over {_mb(MAX_RATIO_FLOOR)} (a zip bomb?)"
+        )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size:,} bytes"
 
 
 def _config_folder(root: Path, archive: str) -> Path:
@@ -552,7 +604,9 @@ def load_onnx_classifier(
                              "pip install onnx onnx2torch") from exc
     if not source.is_file():
         raise ModelLoadError(f"expected an .onnx file, got {source}, which does not exist")
+    check_model_size(source.stat().st_size, source.name)
     proto, external = _read_onnx(source)
+    check_model_size(sum(p.stat().st_size for p in (source, *external)), f"{source.name} with its external data")
     digest = _digest([source, *external])
     try:
         onnx.checker.check_model(proto)

@@ -25,6 +25,10 @@ DEFAULT_INPUT_SIZE = 224  # when neither the user nor the file says
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the mean and std when neither the user nor the file says
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SHOWN = 5  # items an error lists before "..."
+# The largest model a user may load, whatever the form (a file, its bytes, an upload, a folder); the Models page
+# shows the same number, and Streamlit's server.maxUploadSize (.streamlit/config.toml) is set to it.
+MAX_MODEL_MB = 200
+MAX_MODEL_BYTES = MAX_MODEL_MB * 2**20
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,14 @@ def check_options(*, labels: Any = None, input_size: Any = None, mean: Any = Non
     """Every check below, before anything is read: one mistake fails the same way in every loader."""
     return LoadOptions(parse_labels(labels), check_input_size(input_size), check_mean(mean), check_std(std),
                        check_device(device))
+
+
+def check_model_size(size: int, what: str) -> None:
+    """Refuse a model of ``size`` bytes over MAX_MODEL_BYTES, before any of it is read."""
+    if size > MAX_MODEL_BYTES:
+        raise ModelLoadError(f"expected a model of at most {MAX_MODEL_MB} MB, but {what} is "
+                             f"{size / 2**20:.0f} MB ({size:,} bytes); model files over {MAX_MODEL_MB} MB are "
+                             "refused")
 
 
 def check_device(device: Any) -> torch.device:

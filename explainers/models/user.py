@@ -43,9 +43,20 @@ from .architectures import (
     timm_architectures,
     torchvision_architectures,
 )
-from .base import ModelBundle, affine_normalizer
+from .base import ModelBundle, affine_normalizer, check_dry_run
 from .efficientnet_lite import EfficientNetLite0
-from .inputs import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, SHOWN, LoadOptions, check_options, class_names
+from .inputs import (
+    DEFAULT_INPUT_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_MODEL_BYTES,
+    MAX_MODEL_MB,
+    SHOWN,
+    LoadOptions,
+    check_model_size,
+    check_options,
+    class_names,
+)
 
 TRUST_ENV = "SALIENCY_TRUST_CODE"
 CONFIG_ENV = "SALIENCY_CONFIG"  # path of the server settings file (default: saliency.toml beside app.py)
@@ -162,31 +173,56 @@ class _Source:
 
 
 def _source(weights_path: Any, filename: str | None) -> _Source:
-    """The upload as a path or bytes with a file name; a file name is needed to tell bytes' format."""
+    """The upload as a path or bytes with a file name; a file name is needed to tell bytes' format. A model over
+    MAX_MODEL_BYTES is refused here, from its size, before anything is read (or copied)."""
     if isinstance(weights_path, (bytes, bytearray, memoryview)):
         if not filename:
             raise ModelLoadError(
                 "expected filename= with the model's bytes (e.g. 'weights.safetensors'): its extension tells the "
                 "format, and none was given"
             )
+        check_model_size(memoryview(weights_path).nbytes, Path(filename).name)
         return _Source(Path(filename).name, data=bytes(weights_path))
     if isinstance(weights_path, (str, os.PathLike)):
         path = Path(weights_path).expanduser()
         if not path.exists():
             raise ModelLoadError(f"expected a model file or folder, but {str(path)!r} does not exist")
+        if path.is_dir():
+            check_model_size(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()), f"the folder {path.name}")
+        else:
+            check_model_size(path.stat().st_size, filename or path.name)
         return _Source(filename or path.name, path=path)
     if hasattr(weights_path, "read"):  # an open binary file, e.g. Streamlit's UploadedFile
         name = filename or getattr(weights_path, "name", None)
         if not name or not isinstance(name, str):
             raise ModelLoadError("expected filename= with a file object that has no .name: its extension tells "
                                  "the format")
+        size = _object_size(weights_path)
+        if size is not None:
+            check_model_size(size, Path(name).name)
         data = weights_path.getvalue() if hasattr(weights_path, "getvalue") else weights_path.read()
         if isinstance(data, str):
             raise ModelLoadError(f"expected {name!r} opened in binary mode, got a text-mode file object")
+        check_model_size(len(data), Path(name).name)  # a stream that could not tell its size
         return _Source(Path(name).name, data=bytes(data))
     raise ModelLoadError(
         f"expected a path, bytes (with filename=) or a binary file object, got {type(weights_path).__name__}"
     )
+
+
+def _object_size(handle: Any) -> int | None:
+    """The bytes left to read in a file object, without reading them: its ``size`` (Streamlit's UploadedFile),
+    else seek to the end and back; None when it cannot tell."""
+    size = getattr(handle, "size", None)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    try:
+        here = handle.tell()
+        end = handle.seek(0, io.SEEK_END)
+        handle.seek(here)
+        return end - here
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 # -------------------------------------------------------------------------------------- architectures
@@ -407,15 +443,27 @@ def _unwrap_state(obj: Any, filename: str) -> dict[str, torch.Tensor]:
 
 
 def _zip_names(src: _Source) -> list[str] | None:
+    """The member names of a zip (a Hugging Face zip, or torch.save's zip format), None when it is not one.
+
+    Every member is checked from its declared sizes before anything reads it (:func:`foreign.check_zip_member`):
+    a Hugging Face zip's by kind (weights at the model limit, JSON and text at a few MB), a torch archive's at the
+    model limit (its tensors are files without a suffix); both against the compression ratio."""
     try:
         with src.stream() as handle:
             if not zipfile.is_zipfile(handle):
                 return None
             handle.seek(0)
             with zipfile.ZipFile(handle) as archive:
-                return archive.namelist()
+                infos = archive.infolist()
     except (OSError, zipfile.BadZipFile):
         return None
+    for info in infos:
+        if info.is_dir():
+            continue
+        limit = (foreign.member_limit(info.filename) if src.suffix == ZIP_SUFFIX
+                 else (MAX_MODEL_BYTES, f"{MAX_MODEL_MB} MB model limit"))
+        foreign.check_zip_member(info, src.filename, limit)
+    return [info.filename for info in infos]
 
 
 def _is_torchscript(names: list[str]) -> bool:
@@ -474,6 +522,7 @@ def _load_state_dict_model(src: _Source, architecture: Any, options: LoadOptions
         expected = _shapes(template)
     if any(_mismatch(state, expected)):
         raise _mismatch_error(src.filename, architecture, family, name, state, expected)
+    _check_finite(state, src.filename)
     model = template if real else _construct(family, name, num_classes, kwargs)
     try:
         model.load_state_dict(state, strict=True)
@@ -493,7 +542,35 @@ def _load_state_dict_model(src: _Source, architecture: Any, options: LoadOptions
                                                    f"{num_classes - 1}."]
     where = {"default": "the default model's", "torchvision": "torchvision's", "timm": "timm's"}[family]
     description = f"{where} {name} with your weights from {src.filename} ({num_classes} classes)"
+    _dry_run(model, prep["input_size"], options.device, f"{architecture!r} with {src.filename}")
     return _finish(model, class_names(options.labels, num_classes), prep, description, notes)
+
+
+def _check_finite(state: dict[str, torch.Tensor], filename: str) -> None:
+    """Every floating-point tensor of the state dict finite; else ModelLoadError naming the tensors."""
+    bad = []
+    for key, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f"{key} ({count} of {tensor.numel()} values)")
+    if bad:
+        raise ModelLoadError(f"expected finite weights in {filename}, but {len(bad)} tensor(s) hold NaN or infinite "
+                             f"values: {_listed(bad)}; the model would output NaN (damaged, or diverged in "
+                             "training?)")
+
+
+def _dry_run(model: nn.Module, size: int, device: torch.device, what: str) -> None:
+    """A batch of two grey images through the model: its logits must be finite (an overflow the weights alone
+    do not show; grey, not black, since zeros through bias-free layers stay zero). Errors of the forward itself
+    are left to the layer catalogue, which names the input size."""
+    try:
+        with torch.inference_mode():
+            logits = model(torch.full((2, 3, size, size), 0.5, device=device))
+    except Exception:
+        return
+    if isinstance(logits, torch.Tensor) and logits.dim() == 2:
+        check_dry_run(logits, what)
 
 
 def _load_torchscript(src: _Source, options: LoadOptions, trusted: bool) -> ModelBundle:
@@ -523,6 +600,7 @@ def _load_torchscript(src: _Source, options: LoadOptions, trusted: bool) -> Mode
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
         got = _fmt(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelLoadError(f"expected the TorchScript model to return logits [1, classes], got {got}")
+    check_dry_run(out, f"TorchScript model {src.filename}")
     num_classes = int(out.shape[1])
     prep = {"input_size": side, "resize_size": int(math.floor(side / 0.875)),
             "interpolation": Image.Resampling.BILINEAR, "mean": options.mean or IMAGENET_MEAN,

@@ -155,3 +155,45 @@ print("clean")
                             env={**env, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
+
+
+# ------------------------------------------------------------------------------ a model whose output is NaN (issue 17)
+
+
+def _nan_bias_bundle():
+    from explainers.errors import ModelOutputError
+
+    from .helpers import tiny_bundle
+
+    model = small_convnet()
+    with torch.no_grad():
+        model.fc.bias[1] = float("nan")
+    return tiny_bundle(model), ModelOutputError
+
+
+@pytest.mark.parametrize("target", [None, 0, "top1"])
+def test_a_nan_output_is_refused_naming_the_rows_and_classes(target):
+    from explainers import SaliencyError, class_probabilities, explain_many
+
+    bundle, ModelOutputError = _nan_bias_bundle()
+    x = torch.rand(2, 3, bundle.input_size, bundle.input_size, generator=torch.Generator().manual_seed(0))
+    expected = r"the model's output is NaN for rows 0, 1, class 1 \(1 of 7\): the model \(or its weights\) is broken"
+    for method in ("vanilla", "occlusion"):  # a gradient method, and one whose own pass gives no logits
+        with pytest.raises(ModelOutputError, match=expected):
+            explain(bundle, x, method, target, **({"window": 16, "stride": 16} if method == "occlusion" else {}))
+    with pytest.raises(ModelOutputError, match=expected):  # the shared pass of explain_many
+        explain_many(bundle, x, ["gradcam", "vanilla"], [target])
+    with pytest.raises(ModelOutputError, match=expected):  # the predictions chart
+        class_probabilities(bundle, x)
+    assert issubclass(ModelOutputError, SaliencyError)  # shown by ui/errors.py without a traceback
+
+
+def test_non_finite_says_which_rows_and_classes_grouping_rows_alike():
+    from explainers.core import non_finite
+
+    logits = torch.zeros(3, 1000)
+    assert non_finite(logits) is None
+    logits[0, [3, 17, 21, 40, 41, 50, 60]] = float("nan")
+    logits[2, 5] = float("inf")
+    assert non_finite(logits) == ("NaN or infinite for row 0, classes 3, 17, 21, 40, 41, ... (7 of 1000); "
+                                  "row 2, class 5 (1 of 1000)")

@@ -5,8 +5,12 @@ the default model's preprocessing, the server config, and Pillow's global flags.
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 import struct
+import threading
+import time
 import tomllib
 import zlib
 from pathlib import Path
@@ -17,7 +21,14 @@ import torch
 from PIL import Image, ImageFile
 
 from explainers.errors import InputError
-from explainers.images import MAX_IMAGE_BYTES, MAX_IMAGE_MB, check_image_size, load_image
+from explainers.images import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_MB,
+    check_image_size,
+    check_regular_file,
+    load_image,
+    read_image_file,
+)
 from explainers.models import CENTER_CROP, RESIZE
 from tests.conftest import ROOT
 from tests.explainers.test_images import encode, peak_rss_growth, pixels
@@ -149,10 +160,10 @@ def test_a_file_at_the_limit_loads_and_one_byte_more_is_refused_unread(tmp_path,
         with pytest.raises(InputError, match=r"over the 25 MB limit for images"):
             load_image(source, name="over.png")
 
-    def unread(self):
-        raise AssertionError("the oversized file was read")
+    def unopened(*args, **kwargs):
+        raise AssertionError("the oversized file was opened")
 
-    monkeypatch.setattr(Path, "read_bytes", unread)  # a path is measured with stat(), never read
+    monkeypatch.setattr(os, "open", unopened)  # a path is measured with stat(), never opened
     with pytest.raises(InputError, match=r"^'over.png' is 25.1 MB, over the 25 MB limit"):
         load_image(path)
 
@@ -206,6 +217,136 @@ def test_zero_bytes_from_any_source_is_refused(tmp_path):
     for source in (b"", io.BytesIO(b""), path):
         with pytest.raises(InputError, match=r"is empty \(0 bytes\); expected a JPEG, PNG, WebP, BMP, GIF or TIFF"):
             load_image(source)
+
+
+# --- special files: only regular files are read ------------------------------------------------------------------
+
+needs_posix = pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(),
+                                 reason="needs POSIX FIFOs and /dev/zero")
+
+
+def within(seconds: float, action):
+    """Run ``action`` in a thread and return what it raised; fail, not hang, if it takes longer than ``seconds``."""
+    outcome: list[BaseException | None] = []
+
+    def run():
+        try:
+            action()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test to check
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)  # daemon: a regression that blocks cannot hold pytest up
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"still running after {seconds} s: it blocked"
+    return outcome[0]
+
+
+@needs_posix
+def test_dev_zero_is_refused_as_a_device_without_reading_it(monkeypatch):
+    served = []
+    real_read = os.read
+
+    def counting_read(descriptor, size):
+        served.append(size)
+        return real_read(descriptor, size)
+
+    monkeypatch.setattr(os, "read", counting_read)
+    started = time.perf_counter()
+    error = within(10, lambda: load_image("/dev/zero"))
+    assert isinstance(error, InputError) and time.perf_counter() - started < 2
+    assert str(error) == ("cannot read 'zero': /dev/zero is a character device, not an image file; expected a "
+                          "regular JPEG, PNG, WebP, BMP, GIF or TIFF file — point to the image file itself")
+    assert not served
+
+
+@needs_posix
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # no writer: a blocking open would wait forever
+    for action in (lambda: load_image(fifo), lambda: read_image_file(fifo), lambda: check_regular_file(fifo)):
+        error = within(10, action)
+        assert isinstance(error, InputError)
+        assert re.search(r"pipe.png is a FIFO \(named pipe\), not an image file; expected a regular", str(error))
+
+
+@needs_posix
+def test_a_symlink_to_dev_zero_and_a_folder_are_refused(tmp_path):
+    link = tmp_path / "photo.jpg"
+    link.symlink_to("/dev/zero")
+    error = within(10, lambda: load_image(link))
+    assert isinstance(error, InputError) and "is a character device, not an image file" in str(error)
+    (tmp_path / "album").mkdir()
+    with pytest.raises(InputError, match=r"^cannot read 'album': .*album is a folder \(a directory\), not an image"):
+        load_image(tmp_path / "album")
+    good = tmp_path / "good.png"
+    good.write_bytes(padded_png(200))
+    (tmp_path / "link.png").symlink_to(good)  # a symlink to a regular file is fine
+    assert pixels(load_image(tmp_path / "link.png")).shape == (2, 3, 3)
+    assert stat.S_ISREG(check_regular_file(tmp_path / "link.png").st_mode)
+
+
+@needs_posix
+def test_a_file_swapped_for_a_fifo_after_the_check_is_refused_on_the_open_descriptor(tmp_path, monkeypatch):
+    path = tmp_path / "swapped.png"
+    path.write_bytes(padded_png(200))
+    real_open = os.open
+
+    def swap_then_open(target, flags, *args, **kwargs):
+        if Path(target) == path:  # between the path check and the open, the file becomes a FIFO
+            path.unlink()
+            os.mkfifo(path)
+        return real_open(target, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    error = within(10, lambda: load_image(path))
+    assert isinstance(error, InputError) and "swapped.png is a FIFO (named pipe)" in str(error)
+
+
+def test_read_image_file_gives_the_bytes_of_a_regular_file_and_refuses_an_oversized_one_unopened(tmp_path):
+    path = tmp_path / "small.png"
+    path.write_bytes(padded_png(300))
+    assert read_image_file(path) == padded_png(300)
+    with open(tmp_path / "big.png", "wb") as handle:
+        handle.truncate(MAX_IMAGE_BYTES + 1)  # sparse: no 25 MB written
+    with pytest.raises(InputError, match=r"^'big.png' is 25.1 MB, over the 25 MB limit"):
+        check_regular_file(tmp_path / "big.png")
+    with pytest.raises(InputError, match=r"^'row 3' is 25.1 MB"):
+        read_image_file(tmp_path / "big.png", name="row 3")
+    with pytest.raises(InputError, match=r"cannot read 'nope.png': there is no file"):
+        check_regular_file(tmp_path / "nope.png")
+
+
+# --- PNG metadata over Pillow's limits --------------------------------------------------------------------------------
+
+
+def png_with_chunk(chunk: bytes) -> bytes:
+    """A valid 3x2 PNG with ``chunk`` placed before its pixels."""
+    data = encode(Image.new("RGB", (3, 2), (0, 0, 255)), "PNG")
+    end_of_header = 8 + 25  # signature, then IHDR: length, type, 13 bytes, CRC
+    return data[:end_of_header] + chunk + data[end_of_header:]
+
+
+def test_an_oversized_colour_profile_names_the_chunk_the_limit_and_the_fix():
+    profile = zlib.compress(b"\0" * (2 * 1024 * 1024), 9)  # 2 MB inflated, a few KB stored
+    data = png_with_chunk(png_chunk(b"iCCP", b"big profile\0\0" + profile))
+    with pytest.raises(InputError) as caught:
+        load_image(data, name="profiled.png")
+    assert str(caught.value) == (
+        "'profiled.png' carries a colour profile (PNG iCCP chunk) over the limit of 1 MB (1,048,576 bytes) "
+        "decompressed; expected a profile of at most 1 MB (1,048,576 bytes) — strip the colour profile, e.g. "
+        "`convert in.png -strip out.png` or `exiftool -icc_profile= in.png`, and try again")
+    small = png_with_chunk(png_chunk(b"iCCP", b"small\0\0" + zlib.compress(b"\0" * 1000)))
+    assert pixels(load_image(small)).shape == (2, 3, 3)  # a profile within the limit is fine
+
+
+def test_oversized_compressed_text_names_its_chunk():
+    text = zlib.compress(b"a" * (2 * 1024 * 1024), 9)
+    for chunk in (png_chunk(b"zTXt", b"Comment\0\0" + text), png_chunk(b"iTXt", b"Comment\0\1\0en\0\0" + text)):
+        kind = chunk[4:8].decode()
+        with pytest.raises(InputError, match=rf"^'x.png' carries a text chunk \(PNG {kind}\) over the limit of 1 MB"):
+            load_image(png_with_chunk(chunk), name="x.png")
 
 
 # --- decompression bombs, refused from the header ---------------------------------------------------------------------

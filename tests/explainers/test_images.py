@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
 import threading
 import time
@@ -63,8 +64,6 @@ def rss() -> int:
         statm = Path("/proc/self/statm")
         if not statm.exists():
             pytest.skip("needs psutil or /proc to measure memory")
-        import os
-
         return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     return psutil.Process().memory_info().rss
 
@@ -286,16 +285,90 @@ def test_constant_high_depth_images_do_not_divide_by_zero():
 
 
 def test_16_bit_rgb_and_rgba_pngs_keep_their_colours():
-    # Pillow decodes 16-bit colour PNGs to 8 bits itself (the high byte): no range scaling, no white-out.
+    # 0..65535 is the full range: scaling from it keeps the colours Pillow's own high-byte decode gives
     rgb = np.zeros((2, 3, 3), ">u2")
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 65535, 32768, 0
-    shown = pixels(load_image(png_bytes(3, 2, 16, 2, b"\0" + rgb[0].tobytes())))
-    assert tuple(shown[1, 1]) == (255, 128, 0)
+    loaded = load_image(png_bytes(3, 2, 16, 2, b"\0" + rgb[0].tobytes()))
+    assert tuple(pixels(loaded)[1, 1]) == (255, 128, 0)
+    assert loaded.info["notice"] == "16-bit colour image scaled from its range 0..65535 to 8 bits"
     rgba = np.zeros((2, 3, 4), ">u2")
     rgba[..., 2] = 65535
     rgba[0, 1:, 3] = 65535  # the first pixel of each row stays fully transparent
     shown = pixels(load_image(png_bytes(3, 2, 16, 6, b"\0" + rgba[0].tobytes())))
     assert tuple(shown[0, 0]) == (255, 255, 255) and tuple(shown[0, 2]) == (0, 0, 255)
+
+
+def sub_filtered_png(values: np.ndarray, colour_type: int, extra: bytes = b"") -> bytes:
+    """A 16-bit PNG of ``values`` (height, width, channels), every row Sub-filtered, so decoding it needs the right
+    bytes per pixel; ``extra`` chunks go before the pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    height, width, channels = values.shape
+    step = 2 * channels
+    rows = []
+    for row in values.astype(">u2"):
+        raw = np.frombuffer(row.tobytes(), np.uint8).astype(int)
+        raw[step:] = (raw[step:] - raw[:-step]) % 256  # filtered from the right, so each uses the unfiltered left
+        rows.append(b"\1" + raw.astype(np.uint8).tobytes())
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))
+
+
+def scaled_reference(values: np.ndarray) -> np.ndarray:
+    low, high = int(values.min()), int(values.max())
+    return np.rint((values.astype(np.float64) - low) * 255 / (high - low)).astype(int)
+
+
+def test_16_bit_rgb_png_in_1000_to_3000_is_scaled_from_its_range_not_nearly_black():
+    values = np.random.default_rng(5).integers(1000, 3001, (6, 9, 3)).astype(np.uint16)
+    values[0, 0], values[-1, -1] = (1000, 1000, 1000), (3000, 3000, 3000)
+    data = sub_filtered_png(values, 2)
+    assert Image.open(io.BytesIO(data)).mode == "RGB"  # Pillow itself keeps the high byte: 3..11 of 255
+    loaded = load_image(data)
+    shown = pixels(loaded)
+    assert shown.min() == 0 and shown.max() == 255
+    np.testing.assert_array_equal(shown, scaled_reference(values))  # the low bytes count: exact, not 8 levels
+    assert loaded.info["notice"] == "16-bit colour image scaled from its range 1000..3000 to 8 bits"
+
+
+def test_16_bit_rgba_png_ignores_transparent_pixels_for_its_range():
+    values = np.full((2, 4, 4), 65535, np.uint16)
+    values[..., :3] = np.array([[1000, 2000, 3000, 1500], [3000, 2500, 1000, 2000]])[..., None]
+    values[0, 3] = (0, 0, 0, 0)  # fully transparent black: shown white, and not the minimum of the range
+    loaded = load_image(sub_filtered_png(values, 6))
+    shown = pixels(loaded)
+    assert tuple(shown[0, 0]) == (0, 0, 0) and tuple(shown[0, 2]) == (255, 255, 255)
+    assert tuple(shown[0, 3]) == (255, 255, 255) and tuple(shown[0, 1]) == (128, 128, 128)
+    assert loaded.info["notice"] == "16-bit colour image scaled from its range 1000..3000 to 8 bits"
+
+
+def test_16_bit_rgb_png_colour_key_is_transparent():
+    values = np.array([[[1000, 1000, 1000], [2000, 2500, 3000], [1234, 2345, 3456]]], np.uint16)
+    key = struct.pack(">HHH", 1234, 2345, 3456)
+    tRNS = struct.pack(">I", 6) + b"tRNS" + key + struct.pack(">I", zlib.crc32(b"tRNS" + key))
+    shown = pixels(load_image(sub_filtered_png(values, 2, tRNS)))
+    assert tuple(shown[0, 2]) == (255, 255, 255)  # the key colour is see-through: white
+    assert tuple(shown[0, 0]) == (0, 0, 0) and tuple(shown[0, 1]) == (128, 191, 255)  # range 1000..3000 without it
+
+
+def test_16_bit_rgb_tiff_is_scaled_from_its_range():
+    values = np.random.default_rng(6).integers(1000, 3001, (5, 7, 3)).astype(np.uint16)
+    values[0, 0], values[-1, -1] = (1000, 1000, 1000), (3000, 3000, 3000)
+    pixel_data = values.astype("<u2").tobytes()
+    entries = [(256, 3, 1, 7), (257, 3, 1, 5), (258, 3, 3, 8 + 2 + 10 * 12 + 4), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, 8 + 2 + 10 * 12 + 4 + 6), (277, 3, 1, 3), (278, 3, 1, 5), (279, 4, 1, len(pixel_data)),
+               (284, 3, 1, 1)]
+    # a value under 65536 packed as a little-endian LONG is also the SHORT it stands for, padded
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII", tag, kind, count, value) for tag, kind, count, value in entries) + struct.pack("<I", 0)
+    data = b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<HHH", 16, 16, 16) + pixel_data
+    assert Image.open(io.BytesIO(data)).mode == "RGB"
+    loaded = load_image(data)
+    np.testing.assert_array_equal(pixels(loaded), scaled_reference(values))
+    assert loaded.info["notice"] == "16-bit colour image scaled from its range 1000..3000 to 8 bits"
 
 
 def test_animated_gif_uses_its_first_frame_and_says_so():
@@ -417,15 +490,15 @@ def test_webp_bomb_is_refused_before_its_canvas_is_allocated():
 def test_missing_path_directory_and_unreadable_file_are_refused(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"cannot read 'nope.png': there is no file .*nope.png"):
         load_image(tmp_path / "nope.png")
-    with pytest.raises(InputError, match=r"is a folder, not an image file"):
+    with pytest.raises(InputError, match=r"is a folder \(a directory\), not an image file"):
         load_image(tmp_path)
     path = tmp_path / "locked.png"
     path.write_bytes(encode(Image.new("RGB", (2, 2)), "PNG"))
 
-    def denied(self):
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)  # chmod 000 does not stop root, who runs some CI
+    monkeypatch.setattr(os, "open", denied)  # chmod 000 does not stop root, who runs some CI
     with pytest.raises(InputError, match=r"cannot read 'locked.png': permission denied"):
         load_image(str(path))
 

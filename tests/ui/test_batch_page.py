@@ -10,10 +10,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from explainers import render as rnd
+from explainers.batch.access import root_paths
 from explainers.batch.pipeline import Settings
 from explainers.batch.run import run
 from explainers.batch.store import load_map, read_table
@@ -28,10 +30,21 @@ EXPLORE_TITLE = "Explore"
 
 
 @pytest.fixture(scope="module")
-def batch_run(tmp_path_factory):
+def batch_root(tmp_path_factory):
+    """The one batch folder the server allows in these tests ([batch] roots of a saliency.toml of their own)."""
+    root = tmp_path_factory.mktemp("batch")
+    config = tmp_path_factory.mktemp("config") / "saliency.toml"
+    config.write_text(f"trust_code = false\n[batch]\nroots = [{str(root)!r}]\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SALIENCY_CONFIG", str(config))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def batch_run(batch_root):
     """A small run: ImageFolder-style class folders (so rows have labels and correctness), one unlabelled image
     and one unreadable file; Grad-CAM for the top two classes."""
-    root = tmp_path_factory.mktemp("batch")
+    root = batch_root
     source = root / "images"
     (source / "Egyptian cat").mkdir(parents=True)
     (source / "tabby").mkdir()
@@ -72,11 +85,11 @@ def _gallery(at, marker: str) -> list[str]:
     return list(found[0])
 
 
-def test_a_folder_that_is_no_run_gives_one_clear_message(batch_run, tmp_path):
+def test_a_folder_that_is_no_run_gives_one_clear_message(batch_run):
     out, _ = batch_run
-    at = _open(tmp_path / "missing")
+    at = _open(out.parent / "missing")
     assert len(at.error) == 1 and "does not exist" in at.error[0].value and "manifest.json" in at.error[0].value
-    not_a_run = tmp_path / "plain"
+    not_a_run = out.parent / "plain"
     not_a_run.mkdir()
     at.text_input(key=state.BATCH_FOLDER).input(str(not_a_run)).run()
     assert not at.exception
@@ -147,7 +160,7 @@ def test_the_mean_map_per_class_has_one_entry_per_class(batch_run):
     at.radio(key=state.BATCH_MEAN_BY).set_value("prediction_name").run()
     assert len(_gallery(at, " image")) == top1["prediction_name"].nunique()
     # a class of one image: its mean is that image's |map| resized and scaled to sum 1
-    run_ = open_run(str(out))
+    run_ = open_run(str(out), root_paths())
     means = {name: values for name, _, values in mean_maps(run_, run_.rows[run_.rows["target"] == "top1"],
                                                            "label_name")}
     cat = top1.loc[top1["label_name"] == "Egyptian cat"].iloc[0]
@@ -192,11 +205,62 @@ def test_a_run_on_uploads_with_labels_and_boxes_opens_and_ranks_by_the_mass_outs
     assert not at.exception and not at.error, [e.value for e in at.error]
     folder = at.text_input(key=state.BATCH_FOLDER).value
     assert folder.endswith("/run")
-    rows = open_run(folder).rows
+    rows = open_run(folder, [Path(folder).parent]).rows
     table = _table(at).value
     assert sorted(table["image"]) == ["cat.png", "coffee.png"] and table["correct"].tolist() == [True, True]
     assert rows["box_mass"].notna().tolist() == [True, False]  # the box of the one image that has one
     captions = _gallery(at, "outside the box")
     assert len(captions) == 1 and captions[0].startswith("cat.png · Grad-CAM · top1")
     assert captions[0].endswith(f"{1 - rows['box_mass'].iloc[0]:.0%} outside the box")
+    # a launched run is this session's: another session cannot open it by its path
+    other = _open(folder)
+    assert len(other.error) == 1 and "not inside the batch folders" in other.error[0].value
     shutil.rmtree(Path(folder).parent)  # the launched run's temporary folder (images, labels, run)
+
+
+def test_a_folder_outside_the_batch_folders_gets_one_message_whether_or_not_it_exists(batch_run, tmp_path):
+    out, _ = batch_run
+    (out.parent / "escape").symlink_to(tmp_path, target_is_directory=True)  # a symlink inside that leads out
+    outside = [tmp_path / "missing", tmp_path, "/etc/passwd", "/root/.ssh", "/proc/self", out.parent / ".." / "x",
+               f"{out}/../../{tmp_path.name}", out.parent / "escape", "~"]
+    messages = set()
+    at = start(page=PAGE, timeout=600)
+    for folder in outside:
+        at.text_input(key=state.BATCH_FOLDER).input(str(folder)).run()
+        assert not at.exception and len(at.error) == 1, folder
+        messages.add(at.error[0].value.replace(str(folder), "FOLDER").replace(repr(str(folder)), "FOLDER"))
+        assert "not inside the batch folders this server allows" in at.error[0].value, folder
+    assert len({m.split(" is not inside")[1] for m in messages}) == 1  # nothing says whether the path exists
+    assert not [d for d in at.dataframe if d.key and d.key.startswith(state.BATCH_TABLE)]
+
+
+def test_a_crafted_run_shows_no_file_from_outside_and_no_markdown_of_its_own(batch_run, tmp_path):
+    out, rows = batch_run
+    crafted = out.parent / "crafted"
+    shutil.copytree(out, crafted)
+    outside_image = tmp_path / "secret.png"
+    Image.new("RGB", (32, 32), "red").save(outside_image)
+    injected = "![x](https://example.invalid/track.png) [click](https://example.invalid)"
+    for part in sorted((crafted / "table").glob("part-*.parquet")):
+        table = pq.read_table(part).to_pandas()
+        good = table["error"].isna()
+        first, second, third = table.index[good][:3]
+        table.loc[first, "map_file"] = "../../../../../../etc/passwd"
+        table.loc[second, "path"] = str(outside_image)
+        table.loc[third, ["label_name", "prediction_name", "target_name"]] = injected
+        table.to_parquet(part, index=False)
+    manifest = (crafted / "manifest.json").read_text().replace('"engine": "local"', f'"engine": "{injected}"')
+    (crafted / "manifest.json").write_text(manifest)
+    at = _open(crafted)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    frame = _table(at).value
+    assert len(frame) == len(rows)
+    problems = [p for p in frame["problem"] if isinstance(p, str)]
+    assert len(problems) == 2 and "not inside the run's maps/ folder" in " ".join(problems)
+    assert "outside the batch folders" in frame.loc[frame["path"] == str(outside_image), "problem"].iloc[0]
+    assert frame.loc[frame["path"] == str(outside_image), "map"].isna().all()
+    assert frame["map"].notna().sum() == len(rows) - 2  # every other row still has its thumbnail
+    shown = [m.value for m in [*at.markdown, *at.caption]]
+    shown += [c for image in at.main.get("image") for c in (image.captions or [])]
+    assert not [text for text in shown if "](https://example.invalid" in text and "\\]" not in text]
+    assert any("\\!\\[x\\]" in text or "!\\[x\\]" in text for text in shown)  # shown, escaped

@@ -3,13 +3,15 @@ half-written part, and only with the same settings."""
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from explainers import batch
-from explainers.batch import local
+from explainers.batch import local, store
 from explainers.errors import SaliencyError
 
-from ..helpers import assert_same_runs, run_settings, tiny_bundle
+from ..helpers import assert_same_runs, run_settings, squares, tiny_bundle
 
 
 @pytest.mark.slow
@@ -51,3 +53,37 @@ def test_a_folder_without_a_run_says_what_is_missing(tmp_path):
         batch.read_table(tmp_path)
     with pytest.raises(SaliencyError, match="no manifest.json"):
         batch.read_manifest(tmp_path)
+
+
+def test_a_full_disk_is_one_error_and_the_resumed_run_is_whole(tmp_path, monkeypatch):
+    squares(tmp_path / "images", 10)
+    source, settings = str(tmp_path / "images"), dict(batch_size=2)
+    batch.run(source, str(tmp_path / "whole"), run_settings(**settings), workers=0, bundle=tiny_bundle())
+    real, calls = store.pq.write_table, []
+
+    def full_on_the_third_part(table, where, *args, **kwargs):
+        calls.append(where)
+        if len(calls) == 3:
+            with open(where, "wb") as handle:  # half a part, then the disk is full
+                handle.write(b"PAR1 half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+        return real(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(store.pq, "write_table", full_on_the_third_part)
+    out = tmp_path / "full"
+    with pytest.raises(SaliencyError, match=r"cannot write the run folder .*No space left on device") as caught:
+        batch.run(source, str(out), run_settings(**settings), workers=0, bundle=tiny_bundle())
+    assert str(out) in str(caught.value) and isinstance(caught.value.__cause__, OSError)
+    monkeypatch.setattr(store.pq, "write_table", real)
+    assert sorted(p.name for p in (out / "table").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    summary = batch.run(source, str(out), run_settings(**settings), workers=0, bundle=tiny_bundle(), resume=True)
+    assert summary["skipped"] == 4 and summary["done_now"] == 6
+    assert_same_runs(tmp_path / "whole", out, same_batches=True)
+
+
+def test_an_out_under_a_file_is_one_error_naming_it(tmp_path):
+    squares(tmp_path / "images", 2)
+    (tmp_path / "file.txt").write_text("not a folder")
+    out = tmp_path / "file.txt" / "run"
+    with pytest.raises(SaliencyError, match="cannot write the run folder .*Not a directory"):
+        batch.run(str(tmp_path / "images"), str(out), run_settings(), workers=0, bundle=tiny_bundle())

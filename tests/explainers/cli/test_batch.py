@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ..helpers import assert_same_runs, squares, write_list
@@ -57,3 +58,35 @@ def test_cli_bad_input_is_one_line(tmp_path):
                             env={**os.environ, "SALIENCY_OFFLINE": "1"})
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unwritable_out_is_one_error_line(tmp_path):
+    squares(tmp_path / "images", 2)
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    result = subprocess.run([sys.executable, "-m", "explainers", "batch", str(tmp_path / "images"),
+                             "--out", str(tmp_path / "file.txt" / "run"), "--workers", "0", "--quiet"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "SALIENCY_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write the run folder"), result.stderr
+    assert "file.txt" in lines[0] and "Not a directory" in lines[0]
+
+
+@pytest.mark.slow
+def test_the_decoding_workers_die_with_a_killed_cli_run(tmp_path):
+    squares(tmp_path / "images", 40)
+    killed = cli(tmp_path / "images", "--out", tmp_path / "out", "--workers", "2", "--batch-size", "2", "--quiet")
+    parent = psutil.Process(killed.pid)
+    deadline = time.monotonic() + 300
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline and killed.poll() is None:
+        children = parent.children(recursive=True)
+        workers = [c for c in children if c.ppid() != killed.pid]  # the forkserver's children
+        if len(workers) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(children) >= 4, f"no decoding workers started: {children}"  # tracker, forkserver, two workers
+    killed.kill()
+    killed.wait(timeout=60)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
