@@ -52,6 +52,8 @@ with guard():
         st.info("Turn on **Run the checks** to compute them for this image.", icon=":material/play_arrow:")
         st.stop()
     report = run_report(selection, methods, int(steps), randomised)
+    if report is None:  # cancelled: its Run button is on the page
+        st.stop()
     cascade = report.cascade
 
     st.subheader("Verdict")

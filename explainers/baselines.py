@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .errors import ParameterError
+from .errors import ParameterError, PreprocessingNeeded
 
 BASELINES = ("black", "blur", "uniform_noise", "mean", "zero")
 RANDOM_BASELINES = frozenset({"uniform_noise"})  # drawn from the call's seeded generator
@@ -37,7 +37,7 @@ def black(inputs: torch.Tensor, bundle) -> torch.Tensor:
     are mid-grey for most normalisations, so the same call would mean something else than in the dashboard.
     """
     if bundle is None or getattr(bundle, "normalize", None) is None:
-        raise ParameterError(
+        raise PreprocessingNeeded(
             "baseline 'black' is a pixel-space baseline and needs the model's preprocessing; pass a ModelBundle "
             "(explainers.load_model) instead of a bare nn.Module, or use baseline='zero' (zeros in the model's "
             "input space), 'mean', 'blur' or a tensor"

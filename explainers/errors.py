@@ -25,6 +25,11 @@ class ParameterError(SaliencyError):
     """A method parameter of the wrong type or out of its declared range."""
 
 
+class PreprocessingNeeded(ParameterError):
+    """A pixel-space choice (IG's black baseline) asked of a bare module, whose preprocessing is unknown: pass the
+    ModelBundle."""
+
+
 class InputError(SaliencyError):
     """An image input that cannot be used: unreadable, damaged, unsafe or outside the accepted formats."""
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .core import device_of, explain, unwrap
-from .errors import ParameterError
+from .errors import ParameterError, PreprocessingNeeded
 from .registry import get_method
 
 # Keywords Quantus may add to explain_func_kwargs that are not method parameters; ``device`` is the only one it
@@ -68,13 +68,19 @@ def quantus_explain_func(
         target = target.reshape(-1).astype(np.int64)
         if target.size == 1 and len(batch) > 1:
             target = np.repeat(target, len(batch))
-        model_or_bundle = module
-        if bundle is not None:
-
-            model_or_bundle = replace(bundle, model=module)
-        explanation = explain(model_or_bundle, batch.float().to(device), method, torch.from_numpy(target),
-                              layer=layer, objective=objective, seed=seed, batch_size=batch_size,
-                              **{**params, **kwargs})
+        model_or_bundle = module if bundle is None else replace(bundle, model=module)
+        try:
+            explanation = explain(model_or_bundle, batch.float().to(device), method, torch.from_numpy(target),
+                                  layer=layer, objective=objective, seed=seed, batch_size=batch_size,
+                                  **{**params, **kwargs})
+        except PreprocessingNeeded as exc:
+            if bundle is not None:
+                raise
+            # Quantus hands over bare modules: the preprocessing can only come from quantus_explain_func's bundle=
+            raise PreprocessingNeeded(
+                f"{exc}. Quantus passes bare modules, so give the bundle to the adapter: "
+                f"quantus_explain_func({method!r}, bundle=explainers.load_model(...), ...)"
+            ) from None
         attribution = explanation.attribution.detach().float()
         if reduce_channels:
             attribution = attribution.sum(dim=1, keepdim=True)

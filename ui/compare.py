@@ -428,7 +428,9 @@ def export_zip(results: dict[tuple[str, int], ExplanationRecord], selection: Sel
                 manifests.append(manifest_for(panel.record, panel.rendered, selection, scale=panel.scale,
                                               files=files, role=DIFFERENCE if panel.column == DIFFERENCE else None))
         about = {"image": selection.image_name, "model": selection.model, "preprocessing": selection.preprocessing,
-                 "scale": settings.scale, "panels_show": settings.panel_kind, "view": settings.view.as_dict(),
+                 # ids, not the labels on screen: "linked" / "per_panel", "overlay" / "heatmap"
+                 "scale": "linked" if settings.linked else "per_panel", "panels_show": settings.panel_kind.lower(),
+                 "view": settings.view.as_dict(),
                  "targets": settings.targets}
         archive.writestr("manifest.json", json.dumps(collection_manifest(manifests, **about), indent=2,
                                                      allow_nan=False))

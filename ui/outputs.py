@@ -94,6 +94,14 @@ def _backdrop_png(selection, view: rnd.View) -> bytes:
     return _backdrops().get_or_compute(key, lambda: png_bytes(np.asarray(backdrop(selection, view).convert("RGB"))))
 
 
+def download_stem(image_name: str, record: ExplanationRecord) -> str:
+    """A download's file name without its suffix: the image, the method, the target (class index, or "a-vs-b") and
+    the layer where the method has one, e.g. ``cat_gradcam_285_features.8``, so two downloads never collide."""
+    target = "-vs-".join(str(index) for index in record.target)
+    parts = [image_name.rsplit(".", 1)[0], record.method, target, *([record.layer] if record.layer else [])]
+    return "_".join("".join(c if c.isalnum() or c in "-._" else "-" for c in part) for part in parts)
+
+
 def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, selection) -> None:
     rendered = render_record(record, view, selection)
     original, heat, over = st.columns(3)
@@ -111,7 +119,7 @@ def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, 
                f"{source}{completeness_text(record.extras)}{empty}")
     for note in getattr(record, "notes", ()):  # what the backend wants the user told: flat input, zero map, ...
         st.info(note, icon=":material/info:")
-    stem = f"{selection.image_name.rsplit('.', 1)[0]}_{record.method}"
+    stem = download_stem(selection.image_name, record)
     files = {"overlay": f"{stem}.png", "attribution": f"{stem}.npy", "manifest": f"{stem}.json"}
     # the files are built only when clicked (callables), so a view change does not pay for encoding them
     a, b, c = st.columns(3)

@@ -6,13 +6,14 @@ The numbers all come from explainers.trust.sanity; here they only become charts 
 from __future__ import annotations
 
 import plotly.graph_objects as go
+import streamlit as st
 
 from explainers import METHODS
 from explainers.trust.sanity import CHECK_NAMES, run_sanity
 from explainers.trust.similarity import METRIC_LABELS
 
 from . import state
-from .runs import ProgressReporter
+from .runs import ProgressReporter, RunControl
 
 DEFAULT_METHODS = ["vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "guided_gradcam"]
 # Cheaper settings than the methods' defaults, so a whole cascade stays interactive (stated on the page).
@@ -24,20 +25,33 @@ def method_specs(methods: list[str]) -> list[tuple[str, dict]]:
     return [(m, dict(CASCADE_PARAMS.get(m, {}))) for m in methods]
 
 
+SANITY_RUN = RunControl(cancel_button=state.SANITY_CANCEL, run_button=state.SANITY_RUN_BUTTON,
+                        cancelled=state.SANITY_CANCELLED, started=state.SANITY_STARTED)
+
+
 def run_report(selection, methods: list[str], steps: int | None, randomised=None):
     """The checks for the current image, computed once per (model, image, methods, steps) in this session, with
-    a progress bar that a rerun (a click elsewhere) interrupts."""
+    a progress bar and a Cancel button (:class:`~ui.runs.RunControl`, as on Explore and Compare: cancelled checks
+    wait for Run). None while they wait."""
     specs = method_specs(methods)
     key = (selection.model, selection.image_hash, selection.preprocessing,
            tuple((m, tuple(sorted(p.items()))) for m, p in specs), steps)
+    done = st.session_state.get(state.SANITY_REPORTS, {})
+    if key in done:
+        return done[key]
+    if not SANITY_RUN.may_run(key, st.empty(), "Press Run to compute the checks for this image."):
+        return None
 
     def compute():
-        reporter = ProgressReporter("Sanity checks")
+        slot = st.empty()
+        with slot.container():
+            SANITY_RUN.cancel(st, help="Stop the checks now: the model is left as it was, nothing is kept.")
+            reporter = ProgressReporter("Sanity checks")
         try:
             return run_sanity(selection.bundle, selection.inputs, specs, steps=steps, randomised=randomised,
                               progress=reporter)
         finally:
-            reporter.close()
+            slot.empty()
 
     return state.remembered(state.SANITY_REPORTS, key, compute)
 

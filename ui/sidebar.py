@@ -19,7 +19,7 @@ from PIL import Image
 
 from explainers import SaliencyError
 from explainers.digits import gallery
-from explainers.images import MAX_IMAGE_MB, check_image_size, image_hash, load_image
+from explainers.images import MAX_IMAGE_BYTES, MAX_IMAGE_MB, check_image_size, image_hash, load_image
 from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, ModelBundle
 
 from . import state, user_models
@@ -119,11 +119,47 @@ def _decode_file(path: Path | str) -> Decoded:
     return decoded_images().get_or_compute(key, lambda: decoded(load_image(path)))
 
 
-def _decode_upload(file) -> Decoded:
-    """An uploaded image, its size checked before anything is read or decoded: the browser enforces the same
-    limit (max_upload_size), this catches whatever reaches the server past it."""
-    check_image_size(file.size, file.name)
-    return _decode(file.getvalue(), file.name)
+@dataclass(frozen=True)
+class KeptUpload:
+    """One upload as the session keeps it: the file's original bytes (never a decoded image), so that it outlives
+    the uploader, whose state Streamlit drops while another source is shown. ``data`` is empty for a file over
+    MAX_IMAGE_BYTES: it is refused on its size and never read."""
+
+    file_id: str
+    name: str
+    size: int
+    data: bytes
+
+
+def _kept(file) -> KeptUpload:
+    data = file.getvalue() if file.size <= MAX_IMAGE_BYTES else b""
+    return KeptUpload(file.file_id, file.name, file.size, data)
+
+
+def kept_uploads() -> list[KeptUpload]:
+    return st.session_state.get(state.KEPT_UPLOADS, [])
+
+
+def _uploads_changed() -> None:
+    """The user added or removed files in the uploader: the files it showed before give way to those it shows
+    now; uploads kept from before it was last drawn (another source was shown in between) stay."""
+    shown_before = set(st.session_state.get(state.UPLOADER_IDS, ()))
+    files = st.session_state.get(state.UPLOADS) or []
+    kept = [entry for entry in kept_uploads() if entry.file_id not in shown_before]
+    st.session_state[state.KEPT_UPLOADS] = kept + [_kept(file) for file in files]
+
+
+def _clear_uploads() -> None:
+    """Forget this session's uploads (their bytes go with them)."""
+    for key in (state.KEPT_UPLOADS, state.UPLOAD_CHOSEN, state.UPLOAD_PICK):
+        st.session_state.pop(key, None)
+
+
+def _decode_upload(upload: KeptUpload) -> Decoded:
+    """An uploaded image, its size checked before anything is decoded: the browser enforces the same limit
+    (max_upload_size), this catches whatever reaches the server past it."""
+    check_image_size(upload.size, upload.name)
+    return _decode(upload.data, upload.name)
 
 
 @st.cache_data(show_spinner=False)
@@ -157,6 +193,8 @@ def _pick_image() -> tuple[Decoded, str] | Problem:
     # a default beside a value set through session state (the pending image below) is refused: set it here
     st.session_state.setdefault(state.IMAGE_SOURCE, SOURCES[0])
     source = st.segmented_control("Image", sources, key=state.IMAGE_SOURCE, required=True)
+    if source != "Upload":  # the uploader is not drawn: it comes back empty
+        st.session_state[state.UPLOADER_IDS] = []
     if source == RUN_SOURCE:
         # a local file of a batch run: never published in the URL (a link must not name server paths)
         try:
@@ -167,17 +205,27 @@ def _pick_image() -> tuple[Decoded, str] | Problem:
         return image, Path(run_image).name
     if source == "Upload":
         files = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple_files=True, key=state.UPLOADS,
-                                 max_upload_size=MAX_IMAGE_MB,
+                                 max_upload_size=MAX_IMAGE_MB, on_change=_uploads_changed,
                                  help=f"Several files become a list to pick from. Up to {MAX_IMAGE_MB} MB each.")
-        if not files:
+        st.session_state[state.UPLOADER_IDS] = [file.file_id for file in files or []]
+        uploads = kept_uploads()
+        if not uploads:
             return Problem("empty", "Upload an image in the sidebar (drag and drop works), or switch to Samples.")
-        names = [f.name for f in files]
-        file = files[0]
-        if len(files) > 1:
+        names = [upload.name for upload in uploads]
+        upload = uploads[0]
+        if len(uploads) > 1:
+            if st.session_state.get(state.UPLOAD_PICK) not in names:  # the radio's state was dropped with it
+                remembered_pick = st.session_state.get(state.UPLOAD_CHOSEN)
+                st.session_state[state.UPLOAD_PICK] = remembered_pick if remembered_pick in names else names[0]
             chosen = st.radio("Uploaded images", names, key=state.UPLOAD_PICK)
-            file = files[names.index(chosen)] if chosen in names else files[0]
+            upload = uploads[names.index(chosen)] if chosen in names else uploads[0]
+        elif not files:  # kept from before: the uploader cannot show it again
+            st.caption(f"Uploaded: **{upload.name}**")
+        st.session_state[state.UPLOAD_CHOSEN] = upload.name
+        st.button("Clear uploads", key=state.CLEAR_UPLOADS, on_click=_clear_uploads, icon=":material/delete:",
+                  help="Forget the images uploaded in this session. Files added above join them.")
         try:
-            return _decode_upload(file), file.name
+            return _decode_upload(upload), upload.name
         except SaliencyError as exc:
             return Problem("error", str(exc), exc)
     if source == "Camera":

@@ -21,6 +21,11 @@ KEEP = "session"
 IMAGE_SOURCE = "image_source"
 UPLOADS = "uploads"
 UPLOAD_PICK = "upload_pick"
+# The uploader's own state is dropped while another source is shown: the session keeps its uploads itself.
+KEPT_UPLOADS = "_kept_uploads"  # this session's uploads (original bytes only), in upload order
+UPLOAD_CHOSEN = "_upload_chosen"  # the name of the upload chosen among several
+UPLOADER_IDS = "_uploader_ids"  # the file ids the uploader showed when last drawn
+CLEAR_UPLOADS = "clear_uploads"
 CAMERA = "camera"
 SAMPLE = "sample"
 MODEL = "model"
@@ -107,6 +112,10 @@ COMPARE_GRID = "grid"
 
 # this session's results of on-demand checks (a progress bar cannot live inside st.cache_*, which replays it)
 SANITY_REPORTS = "_sanity_reports"
+SANITY_CANCEL = "sanity.cancel"  # the Cancel button drawn while the checks run
+SANITY_RUN_BUTTON = "sanity.run_again"  # the Run button offered after a cancel
+SANITY_CANCELLED = "_sanity_cancelled"  # the checks (their report key) cancelled last
+SANITY_STARTED = "_sanity_started"  # the checks the user pressed Run for
 FAITH_CURVES = "_faithfulness_curves"
 TRUST_RESULTS = "_trust"
 

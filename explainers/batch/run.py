@@ -66,5 +66,6 @@ def run(source: str, out: str, settings: Settings, engine: str = "local", limit:
     started = time.perf_counter()
     done = ENGINES[engine](bundle, items, settings, writer, workers=workers, progress=progress)
     elapsed = time.perf_counter() - started
-    return {"images": len(items), "done_now": done, "skipped": len(items) - done, "elapsed_s": elapsed,
-            "images_per_s": done / elapsed if done and elapsed > 0 else None, "out": str(out)}
+    unreadable = len(writer.unreadable)
+    return {"images": len(items), "done_now": done, "unreadable": unreadable, "skipped": len(items) - done,
+            "elapsed_s": elapsed, "images_per_s": done / elapsed if done and elapsed > 0 else None, "out": str(out)}

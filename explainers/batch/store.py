@@ -57,6 +57,7 @@ class RunWriter:
                 raise SaliencyError(f"{str(self.out)!r} holds a run with other settings ({before.get('settings')}); "
                                     "resume it with the same model, methods, targets, params and seed")
         self.done: set[str] = set()
+        self.unreadable: set[str] = set()  # images of this run's parts that could not be read (error rows)
         for part in existing:
             self.done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
         self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
@@ -87,6 +88,7 @@ class RunWriter:
         # only a part in place counts: after a failed write the next one reuses the name (its maps file too)
         self.next_part += 1
         self.done.update(row["path"] for row in rows)
+        self.unreadable.update(row["path"] for row in rows if row["error"] is not None and row["method"] is None)
 
 
 @contextlib.contextmanager

@@ -65,6 +65,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                   workers=args.workers, device=pick_device(args.device), progress=progress, labels=args.labels)
     bar.close()
     rate = summary["images_per_s"]
-    print(f"{summary['out']}: {summary['done_now']} images explained, {summary['skipped']} already there"
-          + (f", {rate:.2f} images/s" if rate else ""), file=sys.stdout)
+    explained = summary["done_now"] - summary["unreadable"]
+    print(f"{summary['out']}: {explained} images explained, {summary['unreadable']} unreadable (an error row each), "
+          f"{summary['skipped']} already there" + (f", {rate:.2f} images/s" if rate else ""), file=sys.stdout)
     return 0

@@ -26,6 +26,7 @@ none did.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -560,13 +561,26 @@ class RandomLogitResult:
                 "methods": {k: {m: _table(rows, m) for m in rows[0][0]} for k, rows in self.methods.items()}}
 
 
-def random_classes(target: np.ndarray, num_classes: int, count: int, seed: int) -> np.ndarray:
-    """[N, count] distinct classes other than each row's target, drawn with a seeded NumPy generator."""
+def row_keys(inputs: torch.Tensor) -> list[int]:
+    """One key per input row from its values (the first 8 bytes of their SHA-256): the same image gets the same key
+    whichever row of whichever batch it is in."""
+    values = inputs.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+    return [int.from_bytes(hashlib.sha256(row.tobytes()).digest()[:8], "little") for row in values]
+
+
+def random_classes(target: np.ndarray, num_classes: int, count: int, seed: int,
+                   keys: Sequence[int] | None = None) -> np.ndarray:
+    """[N, count] distinct classes other than each row's target, drawn with a seeded NumPy generator: one per row
+    seeded from (``seed``, the row's key) when ``keys`` are given (``row_keys``: the same image draws the same
+    classes alone or as row 2 of 3), else one stream over the rows."""
     if not 1 <= count <= num_classes - 1:
         raise ParameterError(f"the number of random classes must be in 1..{num_classes - 1}, got {count}")
-    rng = np.random.default_rng(seed)
+    if keys is not None and len(keys) != len(target):
+        raise ParameterError(f"expected one key per row ({len(target)}), got {len(keys)}")
+    shared = np.random.default_rng(seed)
     rows = []
-    for t in target:
+    for i, t in enumerate(target):
+        rng = shared if keys is None else np.random.default_rng([int(seed), int(keys[i])])
         others = np.delete(np.arange(num_classes), int(t))
         rows.append(rng.choice(others, size=count, replace=False))
     return np.stack(rows)
@@ -589,7 +603,8 @@ def random_logit(
 ) -> RandomLogitResult:
     """The random-logit test: each method's map for ``target`` (default: the predicted class) against its maps
     for ``classes`` other classes (a count drawn with ``seed``, or explicit [N][k] indices). All targets share
-    each method's passes (one forward, a backward per class)."""
+    each method's passes (one forward, a backward per class). The drawn classes depend on each image and ``seed``,
+    never on the image's position in the batch (``row_keys``)."""
     started = time.perf_counter()
     model, bundle, _ = unwrap(model_or_bundle)
     plans = _plans(method_specs(methods, controls), model)
@@ -600,7 +615,7 @@ def random_logit(
         raise ParameterError("the random-logit test explains single classes; give a class, not a contrast")
     predicted = resolved.indices.cpu().numpy()
     if isinstance(classes, int):
-        others = random_classes(predicted, logits.shape[-1], classes, seed)
+        others = random_classes(predicted, logits.shape[-1], classes, seed, keys=row_keys(inputs))
     else:
         others = np.asarray(classes, dtype=np.int64).reshape(len(inputs), -1)
         if (others == predicted[:, None]).any() or (others < 0).any() or (others >= logits.shape[-1]).any():
@@ -1185,6 +1200,7 @@ __all__ = [
     "random_classes",
     "random_logit",
     "randomise",
+    "row_keys",
     "run_sanity",
     "signed_map",
     "verdict",

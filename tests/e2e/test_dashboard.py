@@ -144,6 +144,28 @@ def test_compare_cancel_stops_within_a_batch(page, base_url, artifacts_dir):
     screenshot(page, artifacts_dir / "compare_cancelled.png")
 
 
+def test_sanity_cancel_stops_the_checks_and_offers_run(page, base_url, artifacts_dir):
+    """The sanity checks have the Cancel button Explore and Compare have (issue 18): a click stops the cascade at its
+    next batch, the page says so and offers Run; Run starts them again."""
+    open_app(page, base_url, "sanity")
+    page.get_by_role("heading", name="Sanity checks").wait_for(timeout=LOAD_MS)
+    page.locator(keyed(state.SANITY_RUN)).get_by_text("Run the checks").click()
+    progress = page.get_by_text(re.compile(r"^Sanity checks: \d+/\d+ passes"))
+    progress.wait_for(timeout=LOAD_MS)
+    started = time.perf_counter()
+    page.locator(keyed(state.SANITY_CANCEL)).get_by_role("button").click()
+    page.get_by_text(re.compile(r"^Cancelled\. Press Run")).wait_for(timeout=60_000)
+    stopped_s = time.perf_counter() - started
+    wait_idle(page)
+    assert progress.count() == 0 and page.locator(keyed(state.SANITY_CANCEL)).count() == 0
+    assert stopped_s < 15, f"the checks took {stopped_s:.1f} s to stop after Cancel"
+    assert page.get_by_role("heading", name="Verdict").count() == 0
+    screenshot(page, artifacts_dir / "sanity_cancelled.png")
+    page.locator(keyed(state.SANITY_RUN_BUTTON)).get_by_role("button").click()
+    progress.wait_for(timeout=LOAD_MS)  # running again
+    assert page_problems(page) == []
+
+
 def selected(page, key: str) -> str:
     """The option a selectbox shows as chosen."""
     return page.locator(f"{keyed(key)} [role=combobox]").input_value()
@@ -170,6 +192,39 @@ def test_upload_is_still_the_image_on_compare(page, base_url, artifacts_dir):
     assert page.locator(keyed("image_source")).get_by_role("radio", name="Upload", checked=True).count() == 1
     assert page_problems(page) == []
     screenshot(page, artifacts_dir / "compare_after_upload.png")
+
+
+def test_upload_survives_switching_to_samples_and_back(page, base_url, artifacts_dir):
+    """Issue 18: upload, click Samples, click Upload: the upload is still the image (Streamlit drops the
+    uploader's state while it is not drawn; the session keeps the upload itself)."""
+    open_app(page, base_url)
+    source = page.locator(keyed("image_source"))
+    source.get_by_role("radio", name="Upload").click()
+    file_input = page.locator(f"{keyed('uploads')} input[type=file]")
+    file_input.wait_for(state="attached")
+    file_input.set_input_files(str(COFFEE))
+    page.locator(keyed("uploads")).get_by_text(COFFEE.name).first.wait_for()
+    predictions = page.locator(keyed("predictions_chart"))
+    predictions.get_by_text("espresso", exact=False).first.wait_for(timeout=LOAD_MS)
+    wait_idle(page)
+
+    source.get_by_role("radio", name="Samples").click()
+    page.locator(keyed("sample")).wait_for(timeout=LOAD_MS)
+    predictions.get_by_text("Egyptian cat", exact=False).first.wait_for(timeout=LOAD_MS)  # the default sample
+    wait_idle(page)
+
+    source.get_by_role("radio", name="Upload").click()
+    page.locator(keyed("uploads")).wait_for(timeout=LOAD_MS)
+    predictions.get_by_text("espresso", exact=False).first.wait_for(timeout=LOAD_MS)
+    wait_idle(page)
+    assert "espresso" in predictions.inner_text()
+    main = page.locator('[data-testid="stMain"]')
+    assert "Upload an image" not in main.inner_text(), "the upload was lost"
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    assert sidebar.get_by_text(COFFEE.name).count() >= 1  # the kept upload is named in the sidebar
+    assert page.locator(keyed(state.CLEAR_UPLOADS)).count() == 1
+    assert page_problems(page) == []
+    screenshot(page, artifacts_dir / "upload_after_samples.png")
 
 
 def test_links_restore_sample_and_contrast(page, base_url):

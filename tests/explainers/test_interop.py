@@ -18,6 +18,7 @@ import explainers
 from explainers.interop import quantus_explain_func
 from explainers.trust import sanity
 
+from ..conftest import sample_path
 from .helpers import small_convnet, snapshot
 
 quantus = pytest.importorskip("quantus")
@@ -53,6 +54,18 @@ def test_callable_has_quantus_signature_and_our_numbers():
     assert not np.array_equal(overridden, out)
     with pytest.raises(explainers.ParameterError, match="no parameter 'n_step'"):
         quantus_explain_func("integrated_gradients", n_step=8)
+
+
+def test_a_pixel_space_baseline_without_bundle_names_the_adapters_bundle_argument():
+    """Quantus passes bare modules, so IG's black baseline can only learn the preprocessing from the adapter's
+    ``bundle=``: the error says so, and with the bundle the same call runs."""
+    bundle = explainers.load_model("lenet_digits")
+    inputs = bundle.preprocess(explainers.open_image(sample_path("cat.png"))).numpy()
+    bare = quantus_explain_func("integrated_gradients", n_steps=4, baseline="black")
+    with pytest.raises(explainers.ParameterError, match=r"bundle=explainers\.load_model"):
+        bare(bundle.model, inputs, np.array([3]))
+    given = quantus_explain_func("integrated_gradients", n_steps=4, baseline="black", bundle=bundle)
+    assert given(bundle.model, inputs, np.array([3])).shape == (1, 1, *inputs.shape[-2:])
 
 
 def test_a_quantus_metric_runs_through_the_callable():

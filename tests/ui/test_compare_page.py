@@ -228,7 +228,7 @@ def test_zip_with_linked_scale_holds_the_screens_pixels_and_the_difference(cat_s
     archive = zipfile.ZipFile(io.BytesIO(export_zip(results, cat_selection, settings)))
     manifest = json.loads(archive.read("manifest.json"))
     panels = {panel["files"]["image"]: panel for panel in manifest["panels"]}
-    assert manifest["scale"] == LINKED
+    assert manifest["scale"] == "linked" and manifest["panels_show"] == "overlay"  # ids, not display labels
     assert set(panels) | {"manifest.json"} | {p["files"]["attribution"] for p in panels.values()} == set(
         archive.namelist())
     assert len(panels) == len(methods) * (len(targets) + 1)

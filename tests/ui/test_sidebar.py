@@ -108,3 +108,26 @@ def test_an_animated_gif_shows_which_frame_is_used():
     chosen = selection(at)
     assert chosen.image_name == "spin.gif"
     assert tuple(np.asarray(chosen.image)[8, 8]) == (255, 0, 0)  # the first frame, not a later one
+
+
+def test_uploads_survive_switching_the_source_to_samples_and_back():
+    """Issue 18: the uploader's state is dropped while Samples is shown; the session keeps its uploads itself."""
+    cat, coffee = sample_path("cat.png").read_bytes(), sample_path("coffee.png").read_bytes()
+    at = _upload_mode()
+    at.file_uploader(key=state.UPLOADS).set_value([("pet.png", cat, "image/png"),
+                                                   ("mine.png", coffee, "image/png")]).run()
+    at.radio(key=state.UPLOAD_PICK).set_value("mine.png").run()
+    uploaded = selection(at)
+    assert uploaded.image_name == "mine.png"
+    at.segmented_control(key=state.IMAGE_SOURCE).set_value("Samples").run()
+    assert not at.exception
+    assert selection(at).image_hash != uploaded.image_hash
+    at.segmented_control(key=state.IMAGE_SOURCE).set_value("Upload").run()
+    assert not at.exception
+    assert not [i.value for i in at.main.info if "Upload an image" in i.value]
+    back = selection(at)
+    assert (back.image_name, back.image_hash) == ("mine.png", uploaded.image_hash)  # the chosen one, too
+    assert at.radio(key=state.UPLOAD_PICK).options == ["pet.png", "mine.png"]
+    at.button(key=state.CLEAR_UPLOADS).click().run()
+    assert any("Upload an image" in i.value for i in at.main.info)
+    assert state.KEPT_UPLOADS not in at.session_state  # their bytes are gone

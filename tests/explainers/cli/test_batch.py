@@ -25,6 +25,18 @@ def cli(*args, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def test_the_summary_line_counts_unreadable_images_apart(tmp_path):
+    """Two unreadable files among five are not "5 images explained" (issue 18): three explained, two unreadable."""
+    rows = squares(tmp_path / "images", 3)
+    for name in ("broken.png", "empty.jpg"):
+        (tmp_path / "images" / name).write_bytes(b"\x89PNG\r\n\x1a\n not really" if name.endswith("png") else b"")
+        rows.append({"path": name, "label": ""})
+    listed = write_list(tmp_path / "images" / "list.csv", [{**r, "label": ""} for r in rows])
+    process = cli(listed, "--out", tmp_path / "run", "--methods", "vanilla", "--workers", "0", "--quiet")
+    assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert "3 images explained, 2 unreadable (an error row each), 0 already there" in process.stdout.read()
+
+
 @pytest.mark.slow
 def test_a_killed_cli_run_resumes_to_the_uninterrupted_table(tmp_path):
     rows = squares(tmp_path / "images", 12)

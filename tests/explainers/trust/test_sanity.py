@@ -287,6 +287,27 @@ def test_random_classes_are_distinct_seeded_and_never_the_target():
         sanity.random_classes(target, 10, 10, seed=0)
 
 
+def test_random_logit_draws_the_same_classes_for_an_image_whatever_its_row():
+    """The random classes (and so the scores) of an image depend on the image and the seed, not on its position in
+    the batch: the same photo alone and as row 2 of 3 (issue 18: 0.18 alone, 0.42 as row 2 of 3 before)."""
+    model = small_convnet(0)
+    generator = torch.Generator().manual_seed(7)
+    image, others = torch.randn(1, 3, 16, 16, generator=generator), torch.randn(2, 3, 16, 16, generator=generator)
+    alone = sanity.random_logit(model, image, ["vanilla"], classes=3, controls=())
+    batch = sanity.random_logit(model, torch.cat([others[:1], image, others[1:]]), ["vanilla"], classes=3,
+                                controls=())
+    np.testing.assert_array_equal(alone.classes[0], batch.classes[1])
+    for k in range(3):
+        assert alone.methods["vanilla"][0][k]["spearman"].value == pytest.approx(
+            batch.methods["vanilla"][1][k]["spearman"].value, abs=1e-6)
+    # the rows are drawn apart: another image draws its own classes, and another seed other ones
+    keys = sanity.row_keys(torch.cat([image, image, others[:1]]))
+    assert keys[0] == keys[1] != keys[2]
+    target = np.array([0, 0])
+    assert not np.array_equal(sanity.random_classes(target, 1000, 3, seed=1, keys=[5, 5]),
+                              sanity.random_classes(target, 1000, 3, seed=2, keys=[5, 5]))
+
+
 def test_data_randomisation_accepts_any_two_models():
     inputs = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     model, twin, other = small_convnet(0), small_convnet(0), small_convnet(1)
