@@ -59,7 +59,7 @@ if state.BATCH_PENDING_FOLDER in st.session_state:  # a run just made below: ope
 folder_tab, upload_tab = st.tabs(["Open a run folder", "Run on uploaded images"])
 with folder_tab:
     folder = st.text_input(
-        "Run folder", key=state.BATCH_FOLDER, placeholder="runs/val-gradcam",
+        "Run folder", key=state.BATCH_FOLDER, placeholder="runs/val-gradcam", persist_state=state.KEEP,
         help="The --out folder of `python -m explainers batch SOURCE --out DIR`: it holds manifest.json, table/ and "
         "maps/. A folder of class sub-folders as SOURCE gives every image its label. Only folders inside the "
         "server's batch folders ([batch] roots in saliency.toml) open here, and the runs you launched on this page.",

@@ -8,7 +8,7 @@ from ui.errors import guard
 from ui.explanations import canonical, explain_cancellable
 from ui.figures import predictions_figure
 from ui.outputs import show_result
-from ui.predictions import probabilities, top_k
+from ui.predictions import probabilities, rank_of, top_k
 from ui.sidebar import require_selection
 from ui.trust import trust_panel
 
@@ -46,6 +46,10 @@ with guard():
             key=state.PREDICTIONS_CHART, on_select=on_prediction_click, selection_mode="points",
             config={"displayModeBar": False},
         )
+        outside = [i for i in (target.indices if target is not None else ()) if i not in top]
+        if outside:  # a target below the top 5 is on no bar: say its probability here
+            st.caption(" · ".join(f"{bundle.categories[i]} ({i}): {probs[i]:.2%}, rank {rank_of(probs, i)}"
+                                  for i in outside))
     if target is not None:
         request = canonical(selection, info.name, params, target.value, layer)
         outcome = explain_cancellable(selection, request)

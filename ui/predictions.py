@@ -17,3 +17,8 @@ def probabilities(model: str, image_hash: str, preprocessing: str, _bundle, _inp
 
 def top_k(probs: np.ndarray, k: int = 5) -> list[int]:
     return [int(i) for i in np.argsort(-probs)[:k]]
+
+
+def rank_of(probs: np.ndarray, index: int) -> int:
+    """The 1-based rank of class ``index`` among ``probs`` (1: the prediction)."""
+    return int((probs > probs[index]).sum()) + 1

@@ -85,6 +85,19 @@ def _gallery(at, marker: str) -> list[str]:
     return list(found[0])
 
 
+def test_the_run_folder_is_still_open_after_a_visit_to_explore(batch_run):
+    """Coming back from Explore, the Batch page still shows the run it had open (issue 18)."""
+    out, rows = batch_run
+    at = _open(out)
+    assert len(_table(at).value) == len(rows)
+    at.switch_page("app_pages/explore.py").run()
+    assert not at.exception
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert at.text_input(key=state.BATCH_FOLDER).value == str(out)
+    assert len(_table(at).value) == len(rows)
+
+
 def test_a_folder_that_is_no_run_gives_one_clear_message(batch_run):
     out, _ = batch_run
     at = _open(out.parent / "missing")

@@ -51,3 +51,16 @@ def test_cam_method_shows_the_layer_catalogue_with_shapes():
     shown = assert_heatmap_shows(at, expected(at, record(at, "gradcam", {"relu": True}, 285, "_blocks.10"),
                                               view_of(at)))
     assert shown.title == "Grad-CAM · Egyptian cat · _blocks.10"
+
+
+def test_a_target_below_the_top_five_has_its_probability_under_the_chart():
+    """No bar shows a class outside the top 5, so its probability and rank are said under the chart (issue 18)."""
+    at = start()
+    assert not [c for c in at.caption if "rank" in c.value]  # the predicted class has its bar
+    at.segmented_control(key=state.TARGET_MODE).set_value("Class").run()
+    at.selectbox(key=state.TARGET_CLASS).set_value(1).run()  # goldfish: far below the top 5 on the cat
+    assert not at.exception
+    (line,) = [c.value for c in at.caption if "rank" in c.value]
+    assert line.startswith("goldfish (1): ") and "%" in line
+    rank = int(line.rsplit("rank ", 1)[1])
+    assert rank > 5
