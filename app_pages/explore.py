@@ -48,7 +48,7 @@ with guard():
         )
         outside = [i for i in (target.indices if target is not None else ()) if i not in top]
         if outside:  # a target below the top 5 is on no bar: say its probability here
-            st.caption(" · ".join(f"{bundle.categories[i]} ({i}): {probs[i]:.2%}, rank {rank_of(probs, i)}"
+            st.caption(" · ".join(f"{bundle.categories[i]} ({i}): {100 * probs[i]:.3g}%, rank {rank_of(probs, i)}"
                                   for i in outside))
     if target is not None:
         request = canonical(selection, info.name, params, target.value, layer)
