@@ -6,20 +6,27 @@ import pandas as pd
 import streamlit as st
 
 from explainers.batch.access import configured_roots
+from explainers.batch.views import ABOVE_CHANCE
 from explainers.models import RESIZE
 from ui import state
 from ui.batch import (
     CORRECTNESS,
     GALLERY,
     MAX_IMAGES,
+    PAIR_SIZE,
+    SIDE_BY_SIDE,
     STATISTICS,
     TARGET_CHOICES,
     THUMBNAILS,
     Filters,
     allowed_roots,
     caption,
+    chance_levels,
+    chance_mark,
     class_names,
     column_config,
+    compare_with,
+    comparison_summary,
     current_model,
     filter_rows,
     forget_filters,
@@ -33,8 +40,11 @@ from ui.batch import (
     open_run,
     outside_ranking,
     overlay_or_none,
+    pair_caption,
+    pairs_frame,
     plural,
     selected_row,
+    side,
     statistic_bounds,
     statistics_present,
     summary,
@@ -163,15 +173,24 @@ with guard():
                           help="The same image, model, method and target on Explore"):
             open_on_explore(run, row)
 
-    outside_tab, mistakes_tab, mean_tab = st.tabs(["Mass outside the object", "Confident mistakes",
-                                                   "Mean map per class"])
+    outside_tab, mistakes_tab, mean_tab, other_tab = st.tabs(["Mass outside the object", "Confident mistakes",
+                                                              "Mean map per class", "Another model's run"])
     with outside_tab:
         ranked, where, score = outside_ranking(run, shown)
-        st.caption(f"The {GALLERY} maps with the largest share of their mass {where}"
-                   + (" (1 − box mass)." if run.has_boxes else " (the outer eighth of each side; give the run "
-                      "boxes, x0, y0, x1, y1 in its list, to rank by the mass outside the object)."))
         top = ranked.head(GALLERY)
-        pictures = [(overlay_or_none(run, r), caption(r, f"{score.loc[i]:.0%} {where}")) for i, r in top.iterrows()]
+        chance = chance_levels(run, top)
+        level = ("the share of the image outside the row's box (each picture says it)" if run.has_boxes
+                 else f"{chance.median():.0%} of its mass on the border, the border's share of the area"
+                 if len(chance) else "the border's share of the area")
+        st.caption(f"The {GALLERY} maps with the largest share of their mass {where}"
+                   + (" (1 − box mass)" if run.has_boxes else " (the outer eighth of each side; give the run boxes, "
+                      "x0, y0, x1, y1 in its list, to rank by the mass outside the object)")
+                   + f". Chance level: a map spread evenly over the image scores {level}. ⚠ marks a map at least "
+                   f"{ABOVE_CHANCE:.0%} of the way from chance to all of its mass {where}: a cue there is worth a "
+                   "look. A map at or below chance shows no such cue, however high it ranks.")
+        pictures = [(overlay_or_none(run, r), caption(r, f"{score.loc[i]:.0%} {where} · "
+                                                      f"{chance_mark(score.loc[i], chance.loc[i])}"))
+                    for i, r in top.iterrows()]
         pictures = [p for p in pictures if p[0] is not None]
         if pictures:
             st.image([p[0] for p in pictures], caption=[p[1] for p in pictures], width=150)
@@ -213,3 +232,62 @@ with guard():
             st.text("\n".join(unreadable[:20]))
         else:
             st.info("No rows with this method and target under these filters.")
+    with other_tab:
+        st.caption("The same images explained by another model (a fine-tuned, pruned or shuffled-label twin): open "
+                   "its run folder to pair the two runs' maps by image, method and target, and see where they "
+                   "disagree most (whole runs: the filters above do not apply). The same folders as above open here.")
+        second = st.text_input("Other run folder", key=state.BATCH_COMPARE_FOLDER, persist_state=state.KEEP,
+                               placeholder="runs/val-gradcam-finetuned",
+                               help="The --out folder of a `python -m explainers batch` run of another model on "
+                               "the same images. Rows are matched by image content, so the two runs may read the "
+                               "images from different folders.")
+        if not second.strip():
+            st.info("Type the run folder of another model to compare.", icon=":material/compare:")
+        else:
+            with guard():  # a bad second folder is said here; the rest of the page stays
+                other = open_run(second, allowed_roots())
+                if other.out == run.out:
+                    st.warning("That is this run: open the run of another model.", icon=":material/warning:")
+                else:
+                    comparison = compare_with(run, other)
+                    st.markdown(f"This run: model **{md_escape(run.model)}** · other run: model "
+                                f"**{md_escape(other.model)}**")
+                    for line in comparison_summary(comparison, run, other):
+                        st.caption(line)
+                    if comparison.pairs.empty:
+                        st.info("No image is explained with the same method and target in both runs.")
+                    else:
+                        left, right = st.columns(2)
+                        method = left.selectbox("Method", comparison.methods_both, format_func=method_name,
+                                                key=state.view_key(state.BATCH_COMPARE_METHOD, other.out))
+                        of_method = comparison.pairs.loc[comparison.pairs["method"] == method]
+                        target = right.selectbox("Target", sorted(of_method["target"].unique(), key=str),
+                                                 key=state.view_key(state.BATCH_COMPARE_TARGET, other.out),
+                                                 help="top1 is each model's own top class: the maps may be of "
+                                                 "different classes, as the table says.")
+                        pairs = of_method.loc[of_method["target"] == target]
+                        st.markdown(f"**Where the maps disagree most** · median Spearman "
+                                    f"{pairs['spearman'].median():.2f}, median top-10% IoU "
+                                    f"{pairs['top_iou'].median():.2f} over {plural(len(pairs), 'image')}")
+                        st.dataframe(pairs_frame(pairs), hide_index=True,
+                                     column_config={"Spearman": st.column_config.NumberColumn(format="%.2f"),
+                                                    "top-10% IoU": st.column_config.NumberColumn(format="%.2f")})
+                        st.caption("Lowest agreement first: Spearman's rank correlation of the two |maps| (1: the same "
+                                   "order of pixels, 0: unrelated), then the overlap of their 10% most salient cells. "
+                                   "Maps of different sizes are resized to the larger one first. Below, the first "
+                                   f"{SIDE_BY_SIDE} side by side: this run's map, then the other's.")
+                        for number, (_, pair) in enumerate(pairs.head(SIDE_BY_SIDE).iterrows(), start=1):
+                            if number % 3 == 1:  # three pairs a row, a row at a time: stacked, they stay in order
+                                grid = st.columns(3)
+                            cell = grid[(number - 1) % 3]
+                            pictures = [(overlay_or_none(run, side(pair, "_a")), pair_caption(run, pair, "_a")),
+                                        (overlay_or_none(other, side(pair, "_b")), pair_caption(other, pair, "_b"))]
+                            cell.markdown(f"**{number}.** Spearman **{pair['spearman']:.2f}** · top-10% IoU "
+                                          f"{pair['top_iou']:.2f}")
+                            shown_pictures = [p for p in pictures if p[0] is not None]
+                            if shown_pictures:
+                                cell.image([p[0] for p in shown_pictures], caption=[p[1] for p in shown_pictures],
+                                           width=PAIR_SIZE)
+                            if len(shown_pictures) < 2:
+                                cell.caption("A picture is missing: its image is gone or outside the allowed "
+                                             "folders.")

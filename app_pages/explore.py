@@ -5,7 +5,7 @@ import streamlit as st
 from ui import state
 from ui.controls import layer_picker, method_picker, on_prediction_click, show_cost, target_picker, view_controls
 from ui.errors import guard
-from ui.explanations import canonical, explain_cancellable
+from ui.explanations import canonical, explain_cancellable, request_seconds
 from ui.figures import predictions_figure
 from ui.outputs import show_result
 from ui.predictions import probabilities, rank_of, top_k
@@ -37,7 +37,9 @@ with guard():
         target = target_picker(bundle, probs, selection.image_hash)
         info, params = method_picker(bundle)
         layer = layer_picker(bundle, info)
-        show_cost(bundle, info, params, layer)
+        if target is not None:
+            request = canonical(selection, info.name, params, target.value, layer)
+        show_cost(bundle, info, params, layer, request_seconds(selection, request) if request else None)
     with left:
         st.subheader("Predictions")
         selected = target.indices[0] if target is not None and len(target.indices) == 1 else None
@@ -50,8 +52,7 @@ with guard():
         if outside:  # a target below the top 5 is on no bar: say its probability here
             st.caption(" · ".join(f"{bundle.categories[i]} ({i}): {100 * probs[i]:.3g}%, rank {rank_of(probs, i)}"
                                   for i in outside))
-    if target is not None:
-        request = canonical(selection, info.name, params, target.value, layer)
+    if request is not None:
         outcome = explain_cancellable(selection, request)
 
 if info is not None:

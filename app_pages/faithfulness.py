@@ -8,7 +8,7 @@ from explainers.methods.cam import WANG
 from explainers.methods.rise import PETSIUK
 from explainers.models import DIGITS_MODEL
 from explainers.trust.benchmark import latest_evaluation
-from explainers.trust.faithfulness import SAMEK, SUBSTRATES, mask_top, region_choices
+from explainers.trust.faithfulness import SAMEK, SUBSTRATES, TRUSTED_SUBSTRATE, grid_region, mask_top, region_choices
 from explainers.trust.pointing import ZHANG, pointing_game
 from explainers.trust.road import RONG
 from ui import state
@@ -18,11 +18,15 @@ from ui.faithfulness import (
     DEFAULT_METHODS,
     EVALUATIONS,
     auc_rows,
+    clear_drawn_box,
+    control_note,
     curve_figure,
     curves,
+    drawn_box,
+    keep_drawn_box,
     maps_for,
     pointing_figure,
-    selected_box,
+    reset_box_sliders,
 )
 from ui.predictions import top_k
 from ui.sidebar import require_selection
@@ -30,9 +34,10 @@ from ui.sidebar import require_selection
 st.title("Faithfulness")
 st.caption(
     "A faithful map names the pixels the model needs. Deletion removes the most salient pixels first and watches "
-    "the class probability fall (low AUC is faithful); insertion starts from a blurred image and puts them back "
-    f"(high AUC is faithful) ({PETSIUK}). ROAD fills removed pixels by noisy linear imputation so the removal "
-    f"itself leaks no shape ({RONG}). The random control is the yardstick."
+    "the class probability fall (low AUC is faithful); insertion starts from an image with nothing in it (the "
+    f"substrate) and puts them back (high AUC is faithful) ({PETSIUK}). ROAD fills removed pixels by noisy linear "
+    f"imputation so the removal itself leaks no shape ({RONG}). The random control is the yardstick: a map that "
+    "does no better than it is not shown to be faithful."
 )
 selection = require_selection()
 bundle = selection.bundle
@@ -50,11 +55,17 @@ with guard():
     sign = a.selectbox("Map", ["absolute", "positive"], key=state.FAITH_SIGN, persist_state=state.KEEP,
                        help="Pixels are ranked by |map| or by positive evidence only.")
     steps = b.number_input("Steps", 5, 100, value=20, key=state.FAITH_STEPS, persist_state=state.KEEP)
-    deletion = c.selectbox("Deletion substrate", SUBSTRATES, index=0, key=state.FAITH_DEL, persist_state=state.KEEP)
-    insertion = d.selectbox("Insertion substrate", SUBSTRATES, index=1, key=state.FAITH_INS, persist_state=state.KEEP)
+    # The defaults are the setting the random control cannot win by artefact: regions of the CAM grid, mean fill.
+    trusted = SUBSTRATES.index(TRUSTED_SUBSTRATE)
+    deletion = c.selectbox("Deletion substrate", SUBSTRATES, index=trusted, key=state.FAITH_DEL,
+                           persist_state=state.KEEP, help="What removed pixels become (Petsiuk et al.: black).")
+    insertion = d.selectbox("Insertion substrate", SUBSTRATES, index=trusted, key=state.FAITH_INS,
+                            persist_state=state.KEEP, help="What the image starts from (Petsiuk et al.: blur).")
     e, f = st.columns([1, 3], vertical_alignment="bottom")
-    sides = region_choices(selection.inputs.shape[-2:])
-    region = e.selectbox("Removed in", sides, key=state.FAITH_REGION, persist_state=state.KEEP,
+    hw = selection.inputs.shape[-2:]
+    sides = region_choices(hw)
+    region = e.selectbox("Removed in", sides, index=sides.index(grid_region(hw)), key=state.FAITH_REGION,
+                         persist_state=state.KEEP,
                          format_func=lambda side: "single pixels" if side == 1 else f"{side}×{side} px regions",
                          help="Single pixels (Petsiuk et al.) or square regions ranked by their mean (region "
                          f"perturbation, {SAMEK}). Scattered single pixels read to a CNN "
@@ -100,6 +111,9 @@ with guard():
                                key=state.FAITH_ROAD_LERF)
             sets.append(result["road"])
         st.dataframe(auc_rows(sets), hide_index=True)
+        note = control_note(sets, int(region), {"deletion": deletion, "insertion": insertion}, hw)
+        if note:
+            st.info(note, icon=":material/warning:")
         st.caption(f"Deletion: lower is more faithful; insertion, ROAD LeRF: higher is. "
                    f"{result['curves'].model_passes} images through the model, shared by every method.")
 
@@ -111,19 +125,28 @@ with guard():
         if item is not None:
             box = tuple(int(v) for v in item.box)
             st.caption(f"The digit's ground-truth ink box: {box}.")
-    event = st.plotly_chart(pointing_figure(selection.model_view, box), key=state.FAITH_BOX, on_select="rerun",
-                            selection_mode="box", config={"displaylogo": False})
-    drawn = selected_box(event, size)
-    box = drawn or box
+    # The picture is drawn once the box is known (the sliders below it, or a box drawn by hand), so it shows the
+    # box that is scored.
+    picture = st.container()
+    place = (selection.model, selection.image_hash, selection.preprocessing)
+    drawn = drawn_box(place)
     if drawn is None:
         left, right = st.columns(2)
         start = box or (size // 4, size // 4, 3 * size // 4, 3 * size // 4)
-        xs = left.slider("Box, left to right (model pixels)", 0, size, (start[0], start[2]), key=state.FAITH_BOX_X)
-        ys = right.slider("Box, top to bottom (model pixels)", 0, size, (start[1], start[3]), key=state.FAITH_BOX_Y)
-        typed = (xs[0], ys[0], xs[1], ys[1])
-        if typed != start or box is None:
-            box = typed if xs[1] > xs[0] and ys[1] > ys[0] else None
+        reset_box_sliders(place, start)
+        # kept while a drawn box hides them (persist_state), so Clear box gives back the box they held
+        xs = left.slider("Box, left to right (model pixels)", 0, size, key=state.FAITH_BOX_X, persist_state=state.KEEP)
+        ys = right.slider("Box, top to bottom (model pixels)", 0, size, key=state.FAITH_BOX_Y, persist_state=state.KEEP)
+        box = (xs[0], ys[0], xs[1], ys[1]) if xs[1] > xs[0] and ys[1] > ys[0] else None
         st.caption("Draw a box on the picture (box select), or set it with the sliders.")
+    else:
+        box = drawn
+        left, right = st.columns([3, 1], vertical_alignment="center")
+        left.caption(f"Box drawn by hand: {box}. Draw another, or clear it to set the box with sliders.")
+        right.button("Clear box", key=state.FAITH_BOX_CLEAR, on_click=clear_drawn_box, icon=":material/close:")
+    picture.plotly_chart(pointing_figure(selection.model_view, box), key=state.FAITH_BOX,
+                         on_select=lambda: keep_drawn_box(place, size), selection_mode="box",
+                         config={"displaylogo": False})
     if box is None:
         st.info("The box is empty: widen it to score each map's pointing game.")
     else:
@@ -133,7 +156,13 @@ with guard():
             scored = pointing_game(values, [box])
             rows.append({"method": method_label(method), "hit (max inside)": int(scored.hit[0]),
                          "energy inside": round(scored.energy_share, 3), "chance (box area)": round(scored.chance, 3)})
-        st.dataframe(rows, hide_index=True)
+        # short headers (their meaning in the help and the caption) keep every column in view at 900 px
+        st.dataframe(rows, hide_index=True, column_config={
+            "hit (max inside)": st.column_config.NumberColumn("hit", help="1: the map's maximum lies in the box"),
+            "energy inside": st.column_config.NumberColumn("energy in box", help="Share of positive map mass"),
+            "chance (box area)": st.column_config.NumberColumn("chance", help="The box's share of the image: what "
+                                                               "noise scores on both games"),
+        })
         st.caption(f"Box {box} in the model's {size}×{size} pixels. Hit: the map's maximum lies in the box "
                    f"({ZHANG}); energy: the share of positive map mass inside ({WANG}).")
 

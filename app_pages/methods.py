@@ -4,6 +4,7 @@ import streamlit as st
 
 from explainers import METHODS
 from ui import method_docs as docs
+from ui import state
 
 st.title("Methods")
 st.caption(
@@ -22,6 +23,7 @@ selected = family_column.pills(
     bind="query-params", wrap=True, help="Pick one or more; with none picked every family is shown.",
 )
 shown = docs.filter_methods(METHODS.values(), query, selected)
+measured = st.session_state.get(state.SANITY_MEASURED, {})  # filled by the Sanity checks page in this session
 
 if not shown:
     st.info("No method matches. Clear the search box or pick other families.")
@@ -35,7 +37,7 @@ for family, methods in docs.group_by_family(shown).items():
     if family in docs.FAMILY_NOTES:
         st.caption(docs.FAMILY_NOTES[family])
     for info in methods:
-        card = docs.card(info)
+        card = docs.card(info, measured.get(info.name))
         with st.container(border=True, key=card.key):
             st.subheader(card.title, anchor=card.name)
             st.markdown(card.summary)
@@ -44,9 +46,12 @@ for family, methods in docs.group_by_family(shown).items():
             cost.markdown(f"**Cost** per image (224×224, defaults)  \n{card.cost}")
             layer.markdown(f"**Layer**  \n{card.layer}")
             output.markdown(f"**Output**  \n{card.output}")
-            st.markdown(f"**Sanity check** (model randomisation): {docs.badge_markdown(card.verdict)}")
+            st.markdown(f"**Sanity check** (model randomisation): {docs.badge_markdown(card.verdict)} "
+                        f"{card.finding}")
             if card.verdict.note:
                 st.caption(docs.md_escape(card.verdict.note))
+            if card.here:
+                (st.warning if measured[info.name].disagreement else st.info)(card.here, icon=":material/science:")
             st.markdown(f"**Known weaknesses:** {card.weaknesses}")
             if card.params:
                 st.table(card.params, hide_index=True)

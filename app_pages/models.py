@@ -11,7 +11,10 @@ from ui.model_upload import (
     architecture_choices,
     describe_bundle,
     file_kind,
+    labels_field,
+    load_now,
     load_upload,
+    offer_guesses,
     preprocessing_fields,
     too_large,
 )
@@ -26,7 +29,7 @@ with st.expander("What loads, and what is refused"):
 
 with guard():
     upload = st.file_uploader("Model file", type=MODEL_TYPES, key=state.MODELS_FILE,
-                              help="A state dict (.safetensors preferred, or .pt/.pth), a Hugging Face folder "
+                              help="A state dict (.safetensors preferred, or .pt/.pth/.bin), a Hugging Face folder "
                               "saved with save_pretrained as a .zip, or an .onnx export.")
     kind = file_kind(upload.name) if upload is not None else None
     architecture = None
@@ -37,9 +40,7 @@ with guard():
             help="The model the weights were trained on: efficientnet_lite0, any torchvision classification "
             "model, or any timm model (timm:NAME where torchvision has the same name). The class count comes "
             "from the weights.")
-    labels = st.file_uploader("Class names (optional)", type=["txt", "json"], key=state.MODELS_LABELS,
-                              help="A .txt with one name per line, or JSON: a list, or a dict from index to name. "
-                              "Without it, classes are 'class 0', 'class 1', …")
+    labels = labels_field()
     preprocessing = preprocessing_fields(kind, architecture)
     ready = upload is not None and (kind != "state_dict" or architecture is not None)
     if upload is not None and too_large(upload):
@@ -47,18 +48,21 @@ with guard():
         ready = False
     if upload is not None and kind == "state_dict" and architecture is None:
         st.info("Pick the architecture these weights belong to.", icon=":material/arrow_upward:")
-    if st.button("Load model", type="primary", disabled=not ready, key=state.MODELS_LOAD):
+    picked_guess = load_now()
+    if st.button("Load model", type="primary", disabled=not ready, key=state.MODELS_LOAD) or picked_guess and ready:
         with st.spinner(f"Loading {upload.name}…"):
             entry = load_upload(upload, architecture, labels, preprocessing)
-        st.toast(f"Loaded {entry.label}; it is now the model in the sidebar.", icon=":material/check:")
-        st.rerun()
+        if entry is not None:
+            st.toast(f"Loaded {entry.label}; it is now the model in the sidebar.", icon=":material/check:")
+            st.rerun()
+    offer_guesses(upload, architecture)
 
 loaded = user_models.user_models()
 if loaded:
     st.subheader("Loaded in this session")
 for entry in loaded:
     with st.container(border=True, key=f"models.entry.{entry.id}"):
-        st.markdown(f"**{entry.label}** · from `{entry.source}`")
+        st.markdown(f"**{entry.label}**")
         st.caption(describe_bundle(entry.bundle))
         for note in entry.notes:
             st.warning(note, icon=":material/warning:")

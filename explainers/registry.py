@@ -111,6 +111,27 @@ class Sanity(enum.Enum):
     def label(self) -> str:
         return self.value
 
+    @property
+    def expects_pass(self) -> bool | None:
+        """What the paper found under model randomisation: True (the map changes), False (it survives), None
+        where it made no such finding (untested, a control, a class-sensitivity verdict, or a wrapper's own)."""
+        return {Sanity.PASSES: True, Sanity.FAILS: False}.get(self)
+
+
+@dataclass(frozen=True)
+class PublishedVerdict:
+    """The published model-randomisation verdict that applies to a method with given parameters: ``sanity`` is
+    ``source``'s verdict, the method itself or, for a wrapper (``Sanity.AS_BASE``), the base it wraps."""
+
+    sanity: Sanity
+    method: str
+    source: str
+
+    @property
+    def label(self) -> str:
+        inherited = f" (as {self.source})" if self.source != self.method else ""
+        return f"{self.sanity.label}{inherited}"
+
 
 class Passes(NamedTuple):
     """Passes per image: forward and backward."""
@@ -259,6 +280,16 @@ class MethodInfo:
             return (f"{self.display_name} replaces the backward pass of nn.ReLU / nn.ReLU6 modules, and this model "
                     "has none (GELU or functional activations)")
         return None
+
+    def published_verdict(self, params: dict[str, Any] | None = None) -> PublishedVerdict:
+        """The published sanity verdict for this method with ``params``: a wrapper (``Sanity.AS_BASE``) with a
+        ``base`` choice naming a registered method gives that base's verdict (the default base where not given)."""
+        base = self.params.get("base")
+        if self.sanity is Sanity.AS_BASE and base is not None and base.kind == "choice":
+            name = (params or {}).get("base", base.default)
+            if isinstance(name, str) and name in METHODS and name != self.name:
+                return PublishedVerdict(METHODS[name].published_verdict().sanity, self.name, name)
+        return PublishedVerdict(self.sanity, self.name, self.name)
 
     def title(self, target_label: str | None) -> str:
         """A panel title: "Grad-CAM · tabby", or "Eigen-CAM · class-agnostic" where the target cannot matter."""

@@ -377,9 +377,11 @@ def _as_rgb_uint8(image: Any) -> np.ndarray:
     return a[..., :3]
 
 
-def overlay(image: Any, heat_rgb: Any, alpha: float = 0.5, outside: np.ndarray | None = None) -> np.ndarray:
-    """(1 - alpha) * image + alpha * heat, the heat resized bilinearly to the image; pixels in ``outside`` (a
-    boolean mask: the model never saw them) are the image dimmed to half instead."""
+def overlay(image: Any, heat_rgb: Any, alpha: float = 0.5, outside: np.ndarray | None = None,
+            weight: np.ndarray | None = None) -> np.ndarray:
+    """(1 - a) * image + a * heat with a = alpha (times ``weight``, a per-pixel [H, W] opacity in [0, 1], where
+    given), the heat and weight resized bilinearly to the image; pixels in ``outside`` (a boolean mask: the model
+    never saw them) are the image dimmed to half instead."""
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
         raise ParameterError(f"alpha must be in [0, 1], got {alpha!r}")
@@ -388,7 +390,11 @@ def overlay(image: Any, heat_rgb: Any, alpha: float = 0.5, outside: np.ndarray |
     h, w = img.shape[:2]
     if heat.shape[:2] != (h, w):
         heat = np.asarray(Image.fromarray(np.ascontiguousarray(heat)).resize((w, h), Image.BILINEAR), dtype=np.uint8)
-    blended = np.clip(np.rint((1.0 - alpha) * img.astype(np.float32) + alpha * heat.astype(np.float32)), 0, 255)
+    a: Any = alpha
+    if weight is not None:
+        weight = np.clip(np.nan_to_num(np.asarray(weight, dtype=np.float32)), 0.0, 1.0)
+        a = alpha * (resize(weight, (w, h)) if weight.shape != (h, w) else weight)[..., None]
+    blended = np.clip(np.rint((1.0 - a) * img.astype(np.float32) + a * heat.astype(np.float32)), 0, 255)
     blended = blended.astype(np.uint8)
     if outside is not None and outside.any():
         blended[outside] = img[outside] // 2
@@ -461,7 +467,8 @@ def render(
     ``backdrop`` is the picture to overlay on (PIL or uint8 array); the map is stretched onto its ``box``
     (left, top, right, bottom), or onto all of it. ``fixed_range=(lo, hi)`` fixes the colour range in raw units
     (a scale linked across panels, from :func:`linked_range`); by default the map gets its own robust range,
-    measured in the model's space so it does not depend on the picture's size.
+    measured in the model's space so it does not depend on the picture's size. A signed view's overlay is as
+    opaque as the value is large (``view.alpha`` at the range's end, transparent at zero).
     """
     values = to_map(attribution, view.sign, view.reduction)
     lo, hi = value_range(values, view.clip, view.signed) if fixed_range is None else map(float, fixed_range)
@@ -473,7 +480,10 @@ def render(
     rgb = colorize(_display(normalized, view.signed, view.cmap), view.cmap)
     blended = None
     if picture is not None:
-        blended = overlay(picture, rgb, view.alpha, outside=np.isnan(values))
+        # signed: the opacity follows |value|, so zero (the diverging map's white midpoint) leaves the photo as
+        # it is instead of greying all of it
+        weight = np.abs(normalized) if view.signed else None
+        blended = overlay(picture, rgb, view.alpha, outside=np.isnan(values), weight=weight)
     return Rendered(values, normalized, rgb, blended, lo, hi, view, colour_scale(view.cmap, view.signed))
 
 

@@ -57,7 +57,9 @@ class Stats:
 
 @dataclass(frozen=True)
 class LayerTrace:
-    """One module: its output's shape and statistics forward, and the score's gradient with respect to it."""
+    """One call of a module: its output's shape and statistics forward, and the score's gradient with respect to
+    it. A module called twice in one forward pass (a shared ReLU) has one entry per call, the later ones named
+    ``name (call 2)`` and so on."""
 
     name: str
     kind: str
@@ -68,7 +70,8 @@ class LayerTrace:
 
 @dataclass(frozen=True)
 class GradientTrace:
-    """A forward and backward pass of one image's target score, layer by layer in forward order."""
+    """A forward and backward pass of one image's target score, layer by layer in the order the forward pass ran
+    them (not the order the modules were declared in: LeNet5RGB declares ``gray`` last and runs it first)."""
 
     target: tuple[int, ...]
     score: float
@@ -108,14 +111,14 @@ def trace_gradient(model_or_bundle: Any, inputs: torch.Tensor, target: Any = "to
     if len(inputs) != 1:
         raise ParameterError(f"trace_gradient explains one image; got {len(inputs)} rows")
     modules = traced_modules(model, scope)
-    outputs: dict[str, torch.Tensor] = {}
+    calls: list[tuple[str, nn.Module, torch.Tensor]] = []  # (name, module, output) as the forward pass ran them
     hooks = HookSet()
 
     def keep(name: str):
         def hook(module, args, output):
             if isinstance(output, torch.Tensor) and output.requires_grad:
                 output.retain_grad()
-                outputs[name] = output
+                calls.append((name, module, output))
                 return output.clone()  # an in-place op downstream (ReLU(inplace=True)) then cannot change it
             return None
         return hook
@@ -134,12 +137,12 @@ def trace_gradient(model_or_bundle: Any, inputs: torch.Tensor, target: Any = "to
         finally:
             hooks.remove()
     layers = []
-    for name, module in modules:
-        output = outputs.get(name)
-        if output is None:
-            continue
+    seen: dict[str, int] = {}
+    for name, module, output in calls:
+        seen[name] = seen.get(name, 0) + 1
         layers.append(LayerTrace(
-            name=name, kind=type(module).__name__, shape=tuple(output.shape),
+            name=name if seen[name] == 1 else f"{name} (call {seen[name]})", kind=type(module).__name__,
+            shape=tuple(output.shape),
             activation=Stats.of(output, bins),
             gradient=None if output.grad is None else Stats.of(output.grad, bins),
         ))

@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 
 from explainers import METHODS, SaliencyError, batch
 from explainers import render as rnd
+from explainers.batch import RunComparison
 from explainers.batch.access import configured_roots, inside, root_paths
 from explainers.batch.pipeline import Settings
 from explainers.batch.store import load_map, read_manifest, read_table
@@ -370,11 +371,48 @@ def selected_row(event: Any, rows: pd.DataFrame) -> pd.Series | None:
 # ---- the views that reveal a spurious cue --------------------------------------------------------------------
 
 
+CHANCE_MARKS = {  # how a gallery caption says where a score stands against its chance level
+    "above": "⚠ above chance",
+    "at": "at chance",
+    "below": "below chance",
+    "unknown": "chance unknown",
+}
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _image_size(path: str) -> tuple[int, int] | None:
+    """(width, height) of an image as the run read it, None when it cannot be read any more."""
+    try:
+        return load_image(path).size
+    except Exception:  # noqa: BLE001 - no size, no chance level: the caption says "chance unknown"
+        return None
+
+
+def image_size(run: Run, path: str) -> tuple[int, int] | None:
+    """A row's original image size, when its image lies inside the allowed folders and can still be read."""
+    found = inside(path, run.roots)
+    return None if found is None else _image_size(str(found))
+
+
 def outside_ranking(run: Run, rows: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.Series]:
     """Rows ranked by the map's mass outside the object, most first (``explainers.batch.views.ranked``): 1 − box_mass
     when the run has boxes, else border_mass. Returns (ranked rows, what the score is, the scores)."""
     order = batch.ranked(rows, "outside")
     return order, "outside the box" if run.has_boxes else "on the border", order["outside"]
+
+
+def chance_levels(run: Run, rows: pd.DataFrame) -> pd.Series:
+    """The chance level of each row of ``outside_ranking``: what an evenly spread map scores
+    (``explainers.batch.views.chance_levels``). With boxes it needs each image's size, so pass only the rows
+    shown."""
+    return batch.chance_levels(rows, lambda path: image_size(run, path))
+
+
+def chance_mark(score: float, chance: float) -> str:
+    """A gallery caption's score: the share, its chance level and where it stands against it."""
+    verdict = batch.against_chance(float(score), float(chance))
+    level = f"chance {chance:.0%}" if verdict != "unknown" else "no image size for the chance level"
+    return f"{CHANCE_MARKS[verdict]} ({level})"
 
 
 def mistakes(rows: pd.DataFrame, most: bool) -> pd.DataFrame:
@@ -418,6 +456,69 @@ def _mean_maps(out: str, members: tuple[tuple[str, str, str], ...], by: str
 def heatmap_png(values: np.ndarray, size: int = GALLERY_SIZE) -> bytes:
     """A mean map on its own (no picture: it belongs to no one image), smoothly enlarged."""
     return _encode(rnd.render(rnd.resize(values, (size, size)), VIEW).rgb, "PNG")
+
+
+# ---- a second run: another model on the same images -------------------------------------------------------
+
+SIDE_BY_SIDE = 6  # pairs shown as two pictures each, lowest agreement first
+PAIR_SIZE = 120  # a pair's pictures: two side by side fit a third of the page at 900 px
+
+
+@st.cache_data(show_spinner="Pairing the two runs' maps…", max_entries=8)
+def _comparison(out_a: str, stamp_a: tuple, out_b: str, stamp_b: tuple) -> RunComparison:
+    """Cached per pair of runs, as they are on disk: reading and comparing thousands of maps is done once."""
+    return batch.compare_runs(out_a, _read(out_a, stamp_a)[1], out_b, _read(out_b, stamp_b)[1])
+
+
+def compare_with(run: Run, other: Run) -> RunComparison:
+    """The two runs' maps paired by image, method and target and ranked lowest agreement first
+    (``explainers.batch.compare_runs``)."""
+    return _comparison(run.out, _stamp(Path(run.out)), other.out, _stamp(Path(other.out)))
+
+
+def comparison_summary(comparison: RunComparison, run: Run, other: Run) -> list[str]:
+    """What the pairing found, in plain sentences: images in both and in one only, methods in one only, preprocessing
+    that differs, unreadable map files."""
+    lines = [f"{plural(comparison.images_both, 'image')} in both runs · {comparison.images_only_a} only in this run "
+             f"· {comparison.images_only_b} only in the other (matched by content, not by path); "
+             f"{plural(len(comparison.pairs), 'pair')} of maps compared."]
+    for methods, where in ((comparison.methods_only_a, "this run"), (comparison.methods_only_b, "the other run")):
+        if methods:
+            lines.append(f"Only in {where}, so not compared: {', '.join(method_name(m) for m in methods)}.")
+    if run.preprocessing != other.preprocessing:
+        lines.append(f"The runs preprocess differently ({run.preprocessing} against {other.preprocessing}): their "
+                     "maps cover different parts of the images, so the agreement is only approximate.")
+    if comparison.failed:
+        lines.append(f"{plural(len(comparison.failed), 'map file')} could not be read; their pairs are left out: "
+                     + "; ".join(comparison.failed[:3]))
+    return [md_escape(line) for line in lines]
+
+
+def pairs_frame(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The comparison's table: one line per pair of maps (same order), each run's target class and the agreement."""
+    names_a = [Path(str(p)).name for p in pairs["path_a"]]
+    names_b = [Path(str(p)).name for p in pairs["path_b"]]
+    return pd.DataFrame({
+        "image": [a if a == b else f"{a} / {b}" for a, b in zip(names_a, names_b, strict=True)],
+        "method": [method_name(m) for m in pairs["method"]],
+        "target": pairs["target"].to_numpy(),
+        "class (this run)": pairs["target_name_a"].to_numpy(),
+        "class (other run)": pairs["target_name_b"].to_numpy(),
+        "Spearman": pairs["spearman"].astype(float).to_numpy(),
+        "top-10% IoU": pairs["top_iou"].astype(float).to_numpy(),
+        "compared at": pairs["size"].to_numpy(),
+    })
+
+
+def side(pair: pd.Series, suffix: str) -> pd.Series:
+    """One run's row of a pair (``suffix`` "_a" or "_b"), with the columns a picture needs."""
+    return pd.Series({"path": pair[f"path{suffix}"], "map_file": pair[f"map_file{suffix}"],
+                      "map_key": pair[f"map_key{suffix}"], "method": pair["method"], "target": pair["target"],
+                      "target_name": pair[f"target_name{suffix}"]})
+
+
+def pair_caption(run: Run, pair: pd.Series, suffix: str) -> str:
+    return md_escape(f"{run.model} · {Path(str(pair[f'path{suffix}'])).name} · {pair[f'target_name{suffix}']}")
 
 
 # ---- launching a run on uploads --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from explainers import METHODS, ExplanationRecord
 from explainers import render as rnd
 from explainers.manifest import collection_manifest
 from explainers.many import estimated_seconds, shared_methods
-from explainers.timing import PassTimes, measure_pass_times
+from explainers.timing import PassTimes
 from explainers.trust import agreement
 
 from . import state
@@ -28,7 +28,7 @@ from .explanations import Request, cached, cached_records, canonical, resolved_l
 from .figures import matrix_figure
 from .outputs import manifest_for, npy_bytes, png_bytes, render_record
 from .predictions import top_k
-from .runs import ProgressReporter, RunControl
+from .runs import AUTO_RUN_SECONDS, ProgressReporter, RunControl, pass_times
 from .sidebar import Selection
 
 # The default grid: three gradient methods (raw, noise-averaged, path-integrated), guided backprop (which fails
@@ -40,9 +40,10 @@ PER_PANEL = "Per panel"
 LINKED = "Linked per method row (raw units)"
 SCALES = (PER_PANEL, LINKED)
 PANEL_KINDS = ("Overlay", "Heatmap")
-AUTO_RUN_SECONDS = 30.0  # a grid estimated to take longer waits for the Run button
 DIFFERENCE = "difference"
 MAX_EXTRA_TARGETS = 4
+CLASSES, MODELS = "Classes", "Models"
+COLUMN_KINDS = (CLASSES, MODELS)  # what the grid's columns are: one model's classes, or several models
 
 
 @dataclass
@@ -75,17 +76,48 @@ def _add_target() -> None:
     st.session_state[state.COMPARE_ADD_TARGET] = None
 
 
-def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings:
-    bundle = selection.bundle
-    top1, top2 = top_k(probs, 2)
-    names = offered_methods(bundle)
+def method_rows(names: list[str]) -> list[str]:
+    """The "Methods (rows)" multiselect over ``names``, shared by both kinds of grid (classes or models)."""
     if state.COMPARE_METHODS not in st.session_state:
         st.session_state[state.COMPARE_METHODS] = [m for m in DEFAULT_METHODS if m in names]
     st.session_state[state.COMPARE_METHODS] = [m for m in st.session_state[state.COMPARE_METHODS] if m in names]
-    methods = st.multiselect(
+    return st.multiselect(
         "Methods (rows)", names, key=state.COMPARE_METHODS, format_func=method_label, persist_state=state.KEEP,
         help="Each row is one method with its default parameters; CAM methods use the model's default layer.",
     )
+
+
+@dataclass
+class Display:
+    """The choices both kinds of grid share: colour scale, difference column, panel kind and view."""
+
+    scale: str
+    difference: bool
+    panel_kind: str
+    view: rnd.View
+
+
+def display_controls(difference_label: str, difference_key: str = state.COMPARE_DIFFERENCE,
+                     scale_help: str = "") -> Display:
+    left, middle, right = st.columns(3)
+    scale = left.radio("Colour scale", SCALES, key=state.COMPARE_SCALE, persist_state=state.KEEP,
+                       help=scale_help or "Per panel: each map fills the colormap. Linked: one raw-unit scale per "
+                       "method row, so the columns can be compared by strength.")
+    st.session_state.setdefault(difference_key, True)
+    difference = middle.toggle(difference_label, key=difference_key, persist_state=state.KEEP)
+    panel_kind = right.radio("Panels show", PANEL_KINDS, key=state.COMPARE_PANEL_KIND, horizontal=True,
+                             persist_state=state.KEEP)
+    with st.expander("View", expanded=False):
+        view = view_controls(channels=None, prefix=state.COMPARE_VIEW)
+        st.caption("The channel reduction applies to 3-channel (gradient) maps; CAM and perturbation maps have "
+                   "one channel.")
+    return Display(scale, difference, panel_kind, view)
+
+
+def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings:
+    bundle = selection.bundle
+    top1, top2 = top_k(probs, 2)
+    methods = method_rows(offered_methods(bundle))
     classes = [c for c in range(len(bundle.categories)) if c not in (top1, top2)]
     extra = [c for c in (st.session_state.get(state.COMPARE_EXTRA_TARGETS) or []) if c in classes]
     st.session_state[state.COMPARE_EXTRA_TARGETS] = extra  # another image's top classes are no longer extras
@@ -99,35 +131,18 @@ def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings
     # its options are only the added classes: typing into it cannot add others
     extra = added.multiselect("Added columns (× removes)", extra, key=state.COMPARE_EXTRA_TARGETS,
                               format_func=lambda i: class_label(bundle, i), persist_state=state.KEEP)
-    left, middle, right = st.columns(3)
-    scale = left.radio("Colour scale", SCALES, key=state.COMPARE_SCALE, persist_state=state.KEEP,
-                       help="Per panel: each map fills the colormap. Linked: one raw-unit scale per method row, "
-                       "so the columns can be compared by strength.")
-    st.session_state.setdefault(state.COMPARE_DIFFERENCE, True)
-    difference = middle.toggle("Difference column (predicted − runner-up)", key=state.COMPARE_DIFFERENCE,
-                               persist_state=state.KEEP)
-    panel_kind = right.radio("Panels show", PANEL_KINDS, key=state.COMPARE_PANEL_KIND, horizontal=True,
-                             persist_state=state.KEEP)
-    with st.expander("View", expanded=False):
-        view = view_controls(channels=None, prefix=state.COMPARE_VIEW)
-        st.caption("The channel reduction applies to 3-channel (gradient) maps; CAM and perturbation maps have "
-                   "one channel.")
+    display = display_controls("Difference column (predicted − runner-up)")
     targets = [top1, top2, *extra]
-    return CompareSettings(methods, targets, scale, difference, panel_kind, view,
+    return CompareSettings(methods, targets, display.scale, display.difference, display.panel_kind, display.view,
                            {t: class_label(bundle, t) for t in targets})
 
 
 # ---- cost ------------------------------------------------------------------------------------------------------
 
 
-@st.cache_resource(show_spinner="Timing one pass of the model…", max_entries=8)
-def _pass_times(model: str, shape: tuple[int, ...], device: str, _bundle, _inputs) -> PassTimes:
-    return measure_pass_times(_bundle.model, _inputs)
-
-
 def _times(selection: Selection) -> PassTimes:
-    return _pass_times(selection.model, tuple(selection.inputs.shape), str(selection.bundle.device),
-                       selection.bundle, selection.inputs)
+    """The model's measured pass times, shared with Explore's estimate (``ui.runs.pass_times``)."""
+    return pass_times(selection)
 
 
 def _channels(selection: Selection, methods) -> int | None:
@@ -253,7 +268,7 @@ def colorbar_strip(scale: np.ndarray, height: int = 12) -> np.ndarray:
     return np.repeat(scale[None, :, :], height, axis=0)
 
 
-def _row_label(method: str) -> str:
+def row_label(method: str) -> str:
     """A row's name and family. A long word gets a soft hyphen after its fourth letter, so that a narrow column
     (900 px) breaks "Guided backpropagation" as back-propagation, not mid-syllable."""
     info = METHODS[method]
@@ -272,7 +287,7 @@ def _fill_row(selection: Selection, settings: CompareSettings, method: str, reco
         slot.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
         if panel.scale == "linked" and panel.column == settings.targets[0]:
             with label.container():
-                st.markdown(_row_label(method))
+                st.markdown(row_label(method))
                 st.image(colorbar_strip(panel.rendered.scale), width="stretch")
                 st.caption(f"linked scale: {panel.rendered.lo:.3g} … {panel.rendered.hi:.3g} (raw)")
 
@@ -311,27 +326,34 @@ def _note(grid: Grid) -> None:
                           f"{rnd.difference_view(settings.view).cmap}, the predicted class's side at the high end.")
 
 
+def grid_rows(headers: list[tuple[str, str]], methods: list[str]) -> dict[str, tuple[Any, list[Any]]]:
+    """The grid's skeleton, for either kind of columns: a header of (name, grey role) per column, then one row per
+    method, {method: (label slot, one slot per column)}, the slots empty for the panels to fill."""
+    rows = {}
+    with st.container(key=state.COMPARE_GRID):
+        header = st.columns([1.2] + [1] * len(headers))
+        header[0].markdown("**Method**")
+        for cell, (name, role) in zip(header[1:], headers):
+            cell.markdown(f"**{name}**  \n:gray[{role}]")
+        for method in methods:
+            cells = st.columns([1.2] + [1] * len(headers))
+            label = cells[0].empty()
+            label.markdown(row_label(method))
+            rows[method] = (label, [cell.empty() for cell in cells[1:]])
+    return rows
+
+
 def draw_grid(selection: Selection, settings: CompareSettings) -> Grid:
     """Draw the grid: every row at once with its cached panels, then the rows of the shared pass at once (one
     forward pass for all of them: a fraction of a second, before any estimate is measured), placeholders for the
     rest. Returns the grid with the plan of its pending panels (``grid_plan``), which :func:`fill_grid` computes
     when the page decides to."""
-    columns = len(settings.targets) + (1 if settings.difference else 0)
     status = st.container()
-    rows = {}
-    with st.container(key=state.COMPARE_GRID):
-        header = st.columns([1.2] + [1] * columns)
-        header[0].markdown("**Method**")
-        for i, target in enumerate(settings.targets):
-            role = "predicted" if i == 0 else "runner-up" if i == 1 else "added"
-            header[i + 1].markdown(f"**{settings.labels[target]}**  \n:gray[{role}]")
-        if settings.difference:
-            header[-1].markdown("**Difference**  \n:gray[predicted − runner-up]")
-        for method in settings.methods:
-            cells = st.columns([1.2] + [1] * columns)
-            label = cells[0].empty()
-            label.markdown(_row_label(method))
-            rows[method] = (label, [cell.empty() for cell in cells[1:]])
+    headers = [(settings.labels[target], "predicted" if i == 0 else "runner-up" if i == 1 else "added")
+               for i, target in enumerate(settings.targets)]
+    if settings.difference:
+        headers.append(("Difference", "predicted − runner-up"))
+    rows = grid_rows(headers, settings.methods)
     grid = Grid(settings, rows, status, st.empty(), {
         pair: record for pair, request in panel_requests(selection, settings.panels()).items()
         if (record := cached(selection, request)) is not None})
@@ -350,13 +372,14 @@ GRID_RUN = RunControl(cancel_button=state.COMPARE_CANCEL, run_button=state.COMPA
                       cancelled=state.COMPARE_CANCELLED, started=state.COMPARE_RUN)
 
 
-def may_fill(selection: Selection, grid: Grid, notice) -> bool:
-    """Whether the grid's pending panels are computed in this run (:class:`~ui.runs.RunControl`): at once when
-    their plan fits AUTO_RUN_SECONDS, else (or once cancelled) after Run. ``notice``, above the grid, shows the
-    estimate and the Run button, or what is being computed."""
+def may_fill(run_id: tuple, grid, notice) -> bool:
+    """Whether the grid's pending panels (``grid.todo``, about ``grid.seconds``) are computed in this run
+    (:class:`~ui.runs.RunControl`, ``run_id`` naming the grid): at once when their plan fits AUTO_RUN_SECONDS,
+    else (or once cancelled) after Run. ``notice``, above the grid, shows the estimate and the Run button, or what
+    is being computed. Both kinds of grid (classes, models) use it."""
     seconds, count = grid.seconds, len(grid.todo)
     run = GRID_RUN.may_run(
-        grid_id(selection, grid.settings), notice,
+        run_id, notice,
         f"{count} panels to compute, about {seconds:.0f} s on this machine (grids under {AUTO_RUN_SECONDS:.0f} s "
         "start at once; the rows of the shared pass always do).",
         label=f"Run the grid (about {seconds:.0f} s)", auto=seconds <= AUTO_RUN_SECONDS)
@@ -445,14 +468,57 @@ def sweep_methods(selection: Selection) -> list[str]:
     return [m for m in offered_methods(selection.bundle) if METHODS[m].sweepable]
 
 
-def draw_layer_sweep(selection: Selection, method: str, target: int, layers: list[str], view: rnd.View) -> None:
-    """One method at every layer, from one pass with every layer captured (``explain_layers``)."""
+FAINT_LAYER = 0.05  # a layer whose peak is under this share of the sweep's strongest layer's is "almost none"
+SPARSE_TILE = 0.05  # a tile whose mean colour position is under this is almost black
+
+
+def sweep_notes(rendered: list[rnd.Rendered], linked: bool) -> list[str]:
+    """A note per sweep tile ("" for none): a layer with almost no attribution next to the sweep's strongest
+    (its peak |value| under FAINT_LAYER of theirs: almost black on a linked scale, stretched noise on its own);
+    a tile that is still almost black (mean colour position under SPARSE_TILE): on a linked scale because it is
+    faint beside the strongest, on its own because its attribution sits in a few pixels."""
+    peaks = [float(np.nanmax(np.abs(r.values))) if np.isfinite(r.values).any() else 0.0 for r in rendered]
+    strongest = max(peaks, default=0.0)
+    notes = []
+    for tile, peak in zip(rendered, peaks):
+        if strongest > 0 and peak < FAINT_LAYER * strongest:
+            share = f"{peak / strongest:.1%}" if peak >= 0.001 * strongest else "<0.1%"
+            notes.append(f"almost no attribution at this layer ({share} of the strongest)")
+        elif linked:
+            faint = np.nanmean(np.abs(tile.normalized)) < SPARSE_TILE
+            notes.append(f"faint on the shared scale (peak {peak / strongest:.0%} of the strongest)" if faint else "")
+        elif tile.empty:
+            notes.append("empty for this sign")
+        elif np.nanmean(np.abs(tile.normalized)) < SPARSE_TILE:
+            notes.append("almost black: the attribution sits in a few pixels")
+        else:
+            notes.append("")
+    return notes
+
+
+def draw_layer_sweep(selection: Selection, method: str, target: int, layers: list[str], view: rnd.View,
+                     linked: bool = False) -> None:
+    """One method at every layer, from one pass with every layer captured (``explain_layers``): the tiles on one
+    raw-unit scale (``linked``) or each on its own, with the colour bar and a note under faint or sparse tiles."""
     requests = {layer: canonical(selection, method, {}, target, layer) for layer in layers}
     with st.spinner(f"{method_label(method)} at {len(layers)} layers, one pass…"):
         records, _ = cached_records(selection, list(requests.values()))
     records = {layer: records[request] for layer, request in requests.items()}
-    images = [render_record(records[layer], view, selection).rgb for layer in layers]
-    st.image(images, caption=[layer_label(selection.bundle, layer) for layer in layers], width=120)
+    fixed = rnd.linked_range([records[layer].attribution for layer in layers], view) if linked and layers else None
+    rendered = [render_record(records[layer], view, selection, fixed) for layer in layers]
+    notes = sweep_notes(rendered, linked)
+    captions = [f"{layer_label(selection.bundle, layer)}" + ("" if linked else f" · [{r.lo:.3g}, {r.hi:.3g}]")
+                + (f" · {note}" if note else "") for layer, r, note in zip(layers, rendered, notes)]
+    bar, legend = st.columns([1, 3], vertical_alignment="center")
+    if rendered:
+        bar.image(colorbar_strip(rendered[0].scale), width="stretch")
+        if linked:
+            legend.caption(f"one scale for every layer: {rendered[0].lo:.3g} … {rendered[0].hi:.3g} (raw), low to "
+                           "high")
+        else:
+            legend.caption("each tile on its own range, low to high (its range under it); choose the linked colour "
+                           "scale above to put every layer on one")
+    st.image([r.rgb for r in rendered], caption=captions, width=120)
 
 
 def sweep_seconds(selection: Selection, method: str, layers: list[str]) -> float:

@@ -156,9 +156,15 @@ def layer_picker(bundle: ModelBundle, info: MethodInfo) -> str | None:
         # a link to a layer that is not a block opens the full list, so the layer is there
         st.session_state[state.LAYER_SCOPE] = (
             LAYER_SCOPES[0] if current in layer_choices(bundle, LAYER_SCOPES[0]) else LAYER_SCOPES[1])
+    labels = {scope: f"{scope} ({len(layer_choices(bundle, scope))})" for scope in LAYER_SCOPES}
+    if st.session_state.get(state.LAYER_SCOPE_LABELS) != labels:
+        # the browser holds the radio's choice as its label ("blocks (23)"): once another model changes the
+        # counts, no label matches and no option looks chosen. Setting the value again sends it afresh.
+        st.session_state[state.LAYER_SCOPE] = st.session_state[state.LAYER_SCOPE]
+        st.session_state[state.LAYER_SCOPE_LABELS] = labels
     left, right = st.columns([3, 2], vertical_alignment="bottom")
     scope = right.radio("Layers", LAYER_SCOPES, key=state.LAYER_SCOPE, persist_state=state.KEEP, horizontal=True,
-                        format_func=lambda s: f"{s} ({len(layer_choices(bundle, s))})")
+                        format_func=labels.get)
     names = layer_choices(bundle, scope)
     if current not in names:
         st.session_state[state.LAYER] = bundle.default_layer
@@ -170,11 +176,13 @@ def layer_picker(bundle: ModelBundle, info: MethodInfo) -> str | None:
     return layer
 
 
-def show_cost(bundle: ModelBundle, info: MethodInfo, params: dict[str, Any], layer: str | None) -> None:
-    """The paper and the cost, once the layer (and so its channel count) is known."""
+def show_cost(bundle: ModelBundle, info: MethodInfo, params: dict[str, Any], layer: str | None,
+              seconds: float | None = None) -> None:
+    """The paper and the cost, once the layer (and so its channel count) is known; ``seconds`` the estimate on
+    this machine (``ui.explanations.request_seconds``) where it is known."""
     entry = bundle.layer_entry(layer) if info.needs_layer else None
     st.caption(cost_caption(info, params, (bundle.input_size, bundle.input_size),
-                            entry.channels if entry else None))
+                            entry.channels if entry else None, seconds))
 
 
 def _suggest_colormap(prefix: str) -> None:

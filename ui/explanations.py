@@ -29,13 +29,14 @@ from explainers import (
     explain_many,
     resolve_target,
 )
-from explainers.many import explain_layers
+from explainers.many import estimated_seconds, explain_layers
 from explainers.targets import target_key
 
 from . import state
 from .caches import ByteLRU
 from .predictions import probabilities
-from .runs import ProgressReporter, RunControl
+from .runs import AUTO_RUN_SECONDS, ProgressReporter, RunControl, pass_times
+from .widgets import seconds_text
 
 # Raw attributions are small (a [3, 224, 224] float32 map is 0.6 MB; a 40-layer sweep a few MB): 256 MB keeps
 # hundreds, and no run of requests, however large its maps, can take more.
@@ -290,11 +291,31 @@ def explain_cached(selection, request: Request, progress=None) -> tuple[Explanat
     return records[request], request not in computed
 
 
+def _channels(selection, request: Request) -> int | None:
+    entry = selection.bundle.layer_entry(request.layer) if request.layer else None
+    return entry.channels if entry else None
+
+
 def multi_pass(selection, request: Request) -> bool:
     """Whether a request takes long enough to deserve a progress bar and a Cancel button."""
-    entry = selection.bundle.layer_entry(request.layer) if request.layer else None
     hw = tuple(selection.inputs.shape[-2:])
-    return METHODS[request.method].passes(request.kwargs, hw, entry.channels if entry else None).total > 2
+    return METHODS[request.method].passes(request.kwargs, hw, _channels(selection, request)).total > 2
+
+
+def request_seconds(selection, request: Request, measure: bool | None = None) -> float | None:
+    """About how many seconds ``request`` takes on this machine: its passes at this model's measured pass times
+    (``ui.runs.pass_times``, the same estimate as Compare's grid). A multi-pass request measures them if nobody
+    has yet; a one- or two-pass request (``measure`` left None) only reads them, and is None until then."""
+    times = pass_times(selection, measure=multi_pass(selection, request) if measure is None else measure)
+    if times is None:
+        return None
+    return estimated_seconds(times, [request.method], 1, tuple(selection.inputs.shape[-2:]),
+                             _channels(selection, request), params={request.method: request.kwargs})
+
+
+def over_budget(seconds: float | None) -> bool:
+    """Whether an estimate is past the budget under which a computation starts by itself."""
+    return seconds is not None and seconds > AUTO_RUN_SECONDS
 
 
 EXPLORE_RUN = RunControl(cancel_button=state.CANCEL_BUTTON, run_button=state.RUN_AGAIN,
@@ -303,15 +324,24 @@ EXPLORE_RUN = RunControl(cancel_button=state.CANCEL_BUTTON, run_button=state.RUN
 
 def explain_cancellable(selection, request: Request) -> tuple[ExplanationRecord, bool] | None:
     """Run (or fetch) Explore's explanation, with a progress bar and a Cancel button for multi-pass methods
-    (:class:`~ui.runs.RunControl`: a cancelled explanation waits for Run). Returns None when there is nothing to
-    show."""
+    (:class:`~ui.runs.RunControl`: a cancelled explanation waits for Run). One estimated past AUTO_RUN_SECONDS
+    waits for Run too, its button showing the estimate. Returns None when there is nothing to show."""
     hit = cached(selection, request)
     if hit is not None:
         return hit, True
-    if not EXPLORE_RUN.may_run(cache_key(selection, request), st.empty(), "Press Run to compute this explanation."):
-        return None
     name = METHODS[request.method].display_name
-    if not multi_pass(selection, request):
+    multi = multi_pass(selection, request)
+    seconds = request_seconds(selection, request) if multi else None
+    if over_budget(seconds):
+        notice = (f"{name} takes {seconds_text(seconds)} on this machine: explanations estimated over "
+                  f"{AUTO_RUN_SECONDS:.0f} s wait for Run (lower its parameters under Parameters to make it quicker).")
+        label = f"Run {name} ({seconds_text(seconds)})"
+    else:
+        notice, label = "Press Run to compute this explanation.", "Run"
+    if not EXPLORE_RUN.may_run(cache_key(selection, request), st.empty(), notice, label=label,
+                               auto=not over_budget(seconds)):
+        return None
+    if not multi:
         with st.spinner(f"{name}…"):
             return explain_cached(selection, request)
     slot = st.empty()

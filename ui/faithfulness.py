@@ -1,5 +1,7 @@
 """The Faithfulness page's pieces: maps from the shared explanation cache, curves computed on demand (kept per
-session), and their figures. The numbers come from explainers.trust (faithfulness, road, pointing, benchmark)."""
+session), their figures, the note shown when the random control ranks best, and the pointing game's box (sliders,
+or one drawn by hand on the picture). The numbers come from explainers.trust (faithfulness, road, pointing,
+benchmark)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,26 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
+import streamlit as st
 
 from explainers import METHODS
 from explainers import render as rnd
-from explainers.trust.faithfulness import faithfulness_curves
-from explainers.trust.road import road_curves
+from explainers.trust.faithfulness import (
+    SAMEK,
+    TRUSTED_SUBSTRATE,
+    control_ranks_best,
+    faithfulness_curves,
+    grid_region,
+)
+from explainers.trust.road import RONG, road_curves
 
 from . import state
 from .explanations import canonical, explain_cached
 from .runs import ProgressReporter
 
 DEFAULT_METHODS = ["vanilla", "gradcam", "guided_backprop", "random"]
+CONTROL = "random"
+KIND_NAMES = {"deletion": "deletion", "insertion": "insertion", "road_morf": "ROAD MoRF", "road_lerf": "ROAD LeRF"}
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
 EVALUATIONS = Path(os.environ.get("SALIENCY_EVALUATIONS", Path(__file__).resolve().parents[1] / "bench" / "results"
                                   / "evaluate"))
@@ -81,6 +92,64 @@ def auc_rows(curve_sets: list) -> list[dict]:
             line = rows.setdefault(row["method"], {"method": METHODS[row["method"]].display_name})
             line[f"{row['kind']} AUC"] = round(row["auc"], 4)
     return list(rows.values())
+
+
+def control_note(curve_sets: list, region: int, substrates: dict[str, str], hw) -> str | None:
+    """One line when the random control ranks best on any curve (control_ranks_best), with the reason: the
+    perturbation, not the map, moves the model. None when a real method ranks first on every curve.
+    ``substrates``: the fill of each deletion/insertion kind; ``region``: their region side; ``hw``: the input's."""
+    kinds = control_ranks_best(curve_sets, CONTROL)
+    if not kinds:
+        return None
+    plain = [kind for kind in kinds if kind in substrates]
+    fills = " / ".join(sorted({substrates[kind] for kind in plain}))
+    reasons = []
+    if plain and region == 1:
+        reasons.append(f"scattered single pixels ({fills} fill) take the image off the data distribution, which a "
+                       "ranking scattered like noise exploits")
+    elif plain:
+        reasons.append(f"{region}×{region} px regions with {fills} fill move the model as much as the evidence "
+                       "they remove: on this image these curves do not tell the maps from noise")
+    if len(plain) < len(kinds):
+        reasons.append("ROAD removes single pixels, and scattered ones are imputed almost exactly from their "
+                       "neighbours, which a ranking scattered like noise exploits")
+    cell = grid_region(hw)
+    trusted = region == cell and all(substrates[kind] == TRUSTED_SUBSTRATE for kind in plain)
+    advice = f" Try {cell}×{cell} px regions with {TRUSTED_SUBSTRATE} fill." if plain and not trusted else ""
+    named = " and ".join(KIND_NAMES[kind] for kind in kinds)
+    why = "; ".join(reasons)
+    return f"The random control ranks best at {named}, an artefact: {why} ({_short(SAMEK)}; {_short(RONG)}).{advice}"
+
+
+def _short(reference) -> str:
+    return f"{reference.authors.split(',')[0]} et al. {reference.year}, arXiv:{reference.arxiv}"
+
+
+def drawn_box(place) -> tuple[int, int, int, int] | None:
+    """The box drawn by hand on the pointing game's picture of ``place`` (model, image, preprocessing), if any."""
+    kept = st.session_state.get(state.FAITH_DRAWN)
+    return kept[1] if kept and kept[0] == place else None
+
+
+def keep_drawn_box(place, size: int) -> None:
+    """on_select of the pointing game's picture: keep the box just drawn (the chart's own selection is gone once
+    the figure, now showing that box, is drawn again)."""
+    box = selected_box(st.session_state.get(state.FAITH_BOX), size)
+    if box is not None:
+        st.session_state[state.FAITH_DRAWN] = (place, box)
+
+
+def reset_box_sliders(place, start: tuple[int, int, int, int]) -> None:
+    """Set the box sliders to ``start`` (x0, y0, x1, y1) when they were set on another image (a box belongs to the
+    objects of one picture: a digit's ground-truth box, or the centre half) or were never set."""
+    if st.session_state.get(state.FAITH_BOX_FOR) != place or state.FAITH_BOX_X not in st.session_state:
+        st.session_state[state.FAITH_BOX_X] = (start[0], start[2])
+        st.session_state[state.FAITH_BOX_Y] = (start[1], start[3])
+        st.session_state[state.FAITH_BOX_FOR] = place
+
+
+def clear_drawn_box() -> None:
+    st.session_state.pop(state.FAITH_DRAWN, None)
 
 
 def pointing_figure(picture, box: tuple[int, int, int, int] | None):

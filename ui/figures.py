@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from explainers.render import Rendered, percentile_of
+from explainers.render import OUTSIDE_GREY, Rendered, percentile_of
 
 
 def plotly_scale(colours: np.ndarray) -> list[list]:
@@ -15,7 +15,19 @@ def plotly_scale(colours: np.ndarray) -> list[list]:
     return [[i / last, f"rgb({r},{g},{b})"] for i, (r, g, b) in enumerate(colours.tolist())]
 
 
+# Bars at least this wide hold their percentage inside; narrower ones print it just past their end.
+INSIDE_LABEL_MIN = 0.15
+# Explore's three result panels (original, heatmap, overlay) share one size: PANEL_WIDTH wide (about a third of
+# the main area at 1600 px, less the heatmap's colour bar), or narrower for a tall picture, so that no panel is
+# taller than PANEL_MAX_HEIGHT and all three are as tall as each other.
+PANEL_WIDTH = 280
+PANEL_MAX_HEIGHT = 560
+TITLE_HEIGHT = 30
+
+
 def predictions_figure(names: list[str], probabilities: list[float], indices: list[int], selected: int | None):
+    """The top classes as horizontal bars, each labelled with its probability: inside a wide bar, just past the
+    end of a narrow one, always horizontal (plotly would otherwise turn a label sideways to fit a narrow bar)."""
     colours = ["#e4572e" if i == selected else "#4c78a8" for i in indices]
     labels = [f"{n} ({i})" for n, i in zip(names, indices)]
     figure = go.Figure(
@@ -26,7 +38,11 @@ def predictions_figure(names: list[str], probabilities: list[float], indices: li
             marker_color=colours[::-1],
             customdata=indices[::-1],
             text=[f"{p:.1%}" for p in probabilities[::-1]],
-            textposition="auto",
+            textposition=["inside" if p >= INSIDE_LABEL_MIN else "outside" for p in probabilities[::-1]],
+            textangle=0,
+            insidetextanchor="end",
+            constraintext="none",
+            cliponaxis=False,
             hovertemplate="%{y}: %{x:.2%}<extra>click to explain</extra>",
         )
     )
@@ -37,14 +53,22 @@ def predictions_figure(names: list[str], probabilities: list[float], indices: li
     return figure
 
 
+def panel_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(width, height) in CSS pixels of a result panel showing a picture of ``shape`` = (height, width, ...)."""
+    rows, columns = max(int(shape[0]), 1), max(int(shape[1]), 1)
+    height = min(PANEL_WIDTH * rows / columns, PANEL_MAX_HEIGHT)
+    return max(int(round(height * columns / rows)), 1), max(int(round(height)), 1)
+
+
 def heatmap_figure(rendered: Rendered, title: str = "", height: int | None = None, show_scale: bool = True):
     """An interactive heatmap: hover shows the raw value and its percentile; the colorbar is in raw units.
 
-    The map keeps the picture's aspect (the axes are locked one to one); by default the figure's height follows
-    that aspect, so a wide picture is not framed by empty space."""
+    The map keeps the picture's aspect (the axes are locked one to one) and spans the whole picture, where the
+    model saw nothing too (grey, as in the PNG: plotly would otherwise shrink the axes to the centre crop's square).
+    By default the plot is as tall as the other panels (:func:`panel_size`)."""
     values = rendered.values
     if height is None:
-        height = int(min(max(300 * values.shape[0] / max(values.shape[1], 1), 200), 460)) + 40
+        height = panel_size(values.shape)[1] + (TITLE_HEIGHT if title else 0)
     # at most ~128 points a side: every view change resends the figure, and the browser redraws it
     step = max(1, int(np.ceil(max(values.shape) / 128)))
     shown = np.ascontiguousarray(values[::step, ::step], dtype=np.float32)
@@ -63,9 +87,18 @@ def heatmap_figure(rendered: Rendered, title: str = "", height: int | None = Non
             hovertemplate="x %{x}, y %{y}<br>raw %{z:.4g}<br>percentile %{customdata}<extra></extra>",
         )
     )
-    figure.update_yaxes(autorange="reversed", scaleanchor="x", visible=False)
-    figure.update_xaxes(visible=False, constrain="domain")
-    figure.update_layout(height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
+    outside = np.isnan(shown)
+    if outside.any():  # where the model saw nothing: grey, as in the PNG (its own trace: plotly has no NaN colour)
+        grey = f"rgb({OUTSIDE_GREY},{OUTSIDE_GREY},{OUTSIDE_GREY})"
+        figure.add_trace(go.Heatmap(z=np.where(outside, 0.0, np.nan), x=np.arange(shown.shape[1]) * step,
+                                    y=np.arange(shown.shape[0]) * step, colorscale=[[0, grey], [1, grey]],
+                                    showscale=False, hoverinfo="skip"))
+    half = step / 2
+    # both axes give up domain, never range, to keep one to one: the picture is never framed by empty margins
+    figure.update_yaxes(range=[shown.shape[0] * step - half, -half], scaleanchor="x", visible=False,
+                        constrain="domain")
+    figure.update_xaxes(range=[-half, shown.shape[1] * step - half], visible=False, constrain="domain")
+    figure.update_layout(height=height, margin=dict(l=0, r=0, t=TITLE_HEIGHT if title else 0, b=0),
                          title=dict(text=title, font=dict(size=13)))
     return figure
 

@@ -6,7 +6,8 @@ import streamlit as st
 
 # Below ~1100 px the main area (window minus the sidebar) is too narrow for three or more columns: stack them,
 # except in the Compare grid (key "grid"), whose panels stay side by side and shrink. Labels wrap instead of
-# being cut off, and segmented controls (the target buttons) wrap onto a second line.
+# being cut off, segmented controls (the target buttons) wrap onto a second line, and multiselects show
+# every chip in full.
 _CSS = """
 <style>
 @media (max-width: 1100px) {
@@ -25,6 +26,25 @@ _CSS = """
 }
 [data-testid="stButtonGroup"] > div {
   flex-wrap: wrap;
+}
+/* multiselects grow with their chips instead of scrolling inside a box four rows high (whose last row is cut off
+   at 900 px), and a chip too long for a narrow column wraps its label instead of ending in an ellipsis */
+[data-testid="stMultiSelect"] div:has(> [data-testid="stMultiSelectTagsContainer"]) {
+  max-height: none;
+}
+[data-testid="stMultiSelectTagsContainer"] {
+  max-height: none;
+  overflow: visible;
+}
+[data-testid="stMultiSelect"] [data-tag] {
+  height: auto;
+  min-height: 28px;
+}
+[data-testid="stMultiSelect"] [data-tag] > span {
+  white-space: normal;
+  overflow: visible;
+  text-overflow: clip;
+  overflow-wrap: anywhere;
 }
 /* the sidebar's pictures are previews, not buttons: no fullscreen toolbar on hover */
 [data-testid="stSidebar"] [data-testid="stElementToolbar"] {

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from explainers import METHODS, MethodInfo, Param, Reference, Sanity
+from explainers.methods.controls import ADEBAYO
+from explainers.trust.sanity import CheckVerdict, Disagreement
 
 COST_HW = (224, 224)
 
-ADEBAYO = Reference(
-    "Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim", 2018, "Sanity Checks for Saliency Maps", "1810.03292"
-)
 
 # Short docs per family, in the order the page shows them; unknown families follow in registry order.
 FAMILY_NOTES = {
@@ -180,6 +179,18 @@ def _base_method(info: MethodInfo) -> MethodInfo | None:
 
 TONES = {Sanity.PASSES: "passes", Sanity.FAILS: "fails"}  # class-insensitive is another property: grey
 
+# What Adebayo et al. 2018 reported, attributed to them (the registry's verdict is their finding, not a fact of
+# every model and image).
+FINDINGS = {
+    Sanity.PASSES: "Adebayo et al. ({year}) found that it passes: its map changed as the weights were randomised.",
+    Sanity.FAILS: "Adebayo et al. ({year}) found that it fails: its map barely changed as the weights were "
+    "randomised.",
+    Sanity.CLASS_INSENSITIVE: "Not in Adebayo et al.'s ({year}) randomisation study; its map barely depends on "
+    "the class.",
+    Sanity.UNTESTED: "Not in Adebayo et al.'s ({year}) randomisation study.",
+    Sanity.CONTROL: "A control, not an explanation: the yardstick the sanity checks measure methods against.",
+}
+
 
 def verdict(info: MethodInfo) -> Verdict:
     """The registry's sanity verdict (an enum) as a badge; a wrapper names its default base's verdict."""
@@ -188,6 +199,41 @@ def verdict(info: MethodInfo) -> Verdict:
     if info.sanity is Sanity.AS_BASE and base is not None and not note:
         note = f"default base, {base.display_name}: {base.sanity.label}"
     return Verdict(info.sanity.label, TONES.get(info.sanity, "neutral"), note)
+
+
+def finding_text(info: MethodInfo) -> str:
+    """The published model-randomisation verdict as a finding: "Adebayo et al. (2018) found that it fails: …";
+    a wrapper's is its default base's."""
+    published = info.published_verdict()
+    text = FINDINGS.get(published.sanity, "").format(year=ADEBAYO.year)
+    if published.source != info.name:
+        return f"As its base method ({METHODS[published.source].display_name}): {text}"
+    return text
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A method's model-randomisation verdict measured in this session (the Sanity checks page): on
+    ``image`` with ``model``, ``steps`` of ``blocks`` cascade steps, per similarity measure in ``check``, and
+    where it differs from the published verdict, ``disagreement``."""
+
+    image: str
+    model: str
+    steps: int
+    blocks: int
+    check: CheckVerdict
+    disagreement: Disagreement | None = None
+
+
+def here_text(measured: Measured) -> str:
+    """"Here (on cat.png, efficientnet_lite0, 19 of 19 cascade steps): passes on every measure (means over the
+    cascade: …)." or, where the measurement differs from the paper, the summary and the reason."""
+    where = f"Here (on {measured.image}, {measured.model}, {measured.steps} of {measured.blocks} cascade steps)"
+    if measured.disagreement is not None:
+        return f"{where}: {measured.check.summary()}. Unlike the paper: {measured.disagreement.reason}"
+    values = ", ".join(f"{c.label} {'constant' if c.value is None else f'{c.value:.2f}'}"
+                       for c in measured.check.measures.values())
+    return f"{where}: {measured.check.summary()} (means over the cascade: {values})."
 
 
 # ---- cards, search and grouping -------------------------------------------------------------------------
@@ -207,6 +253,8 @@ class Card:
     layer: str
     output: str
     verdict: Verdict
+    finding: str
+    here: str | None
     weaknesses: str
     params: list[dict[str, str]]
 
@@ -215,7 +263,8 @@ class Card:
         return f"method_card_{self.name}"
 
 
-def card(info: MethodInfo) -> Card:
+def card(info: MethodInfo, measured: Measured | None = None) -> Card:
+    """The card of ``info``; ``measured``: its verdict measured in this session, if any ("Here (on …): …")."""
     return Card(
         name=info.name,
         family=info.family,
@@ -227,6 +276,8 @@ def card(info: MethodInfo) -> Card:
         layer=layer_text(info),
         output=output_text(info),
         verdict=verdict(info),
+        finding=md_escape(finding_text(info)),
+        here=None if measured is None else md_escape(here_text(measured)),
         weaknesses=md_escape(info.weaknesses),
         params=param_rows(info),
     )
@@ -287,5 +338,7 @@ def sanity_intro() -> str:
     return (
         "The **sanity check** is the model-randomisation test of "
         f"{paper_markdown(ADEBAYO)}. A method that :red[fails] gives nearly the same map when the model's weights "
-        "are randomised, so its map shows the image rather than what the model learned."
+        "are randomised, so its map shows the image rather than what the model learned. The badges are the "
+        "paper's findings on its networks; run **Sanity checks** on your image and each card adds what was "
+        "measured here."
     )

@@ -3,23 +3,27 @@ the backend's safe loader into this session's store (ui/user_models.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import streamlit as st
 
 from explainers.errors import ModelLoadError
 from explainers.models import ModelBundle
 from explainers.models.architectures import architectures, preprocessing_defaults
 from explainers.models.inputs import MAX_MODEL_BYTES, MAX_MODEL_MB
+from explainers.models.signatures import ArchitectureMismatchError
 from explainers.models.user import load_user_model, trust_enabled
 
 from . import state, user_models
+from .errors import show_error
 from .models import pick_device
 
-MODEL_TYPES = ["safetensors", "pt", "pth", "onnx", "zip"]
+MODEL_TYPES = ["safetensors", "pt", "pth", "bin", "onnx", "zip"]
 # MAX_MODEL_MB is the backend's limit (load_user_model enforces it); server.maxUploadSize in .streamlit/config.toml
 # matches it, and too_large says it here before the upload reaches the loader.
 ACCEPTED = (  # (file, loaded as, notes): the Models page's table
     ("`.safetensors`", "a state dict for the architecture you pick", "preferred: plain tensors, nothing to execute"),
-    ("`.pt` / `.pth` state dict", "the same, read with `torch.load(weights_only=True)`",
+    ("`.pt` / `.pth` / `.bin` state dict", "the same, read with `torch.load(weights_only=True)`",
      "only tensors and containers are read"),
     ("`.zip` of a Hugging Face folder", "`AutoModelForImageClassification`, offline",
      "`config.json` + `model.safetensors`; labels from `id2label`, preprocessing from its processor config"),
@@ -33,8 +37,9 @@ ACCEPTED = (  # (file, loaded as, notes): the Models page's table
 # a list, not a table: three columns of prose overflow a 900 px window
 ACCEPTED_HELP = "\n".join(
     [*(f"- {a}: {b}. {c[0].upper()}{c[1:]}." for a, b, c in ACCEPTED), "",
-     "The class count comes from the last layer's weights; class names (optional) must match it. Wrong keys or "
-     f"shapes are listed. Files over {MAX_MODEL_MB} MB are refused."]
+     "The class count comes from the last layer's weights; class names (optional) must match it. Weights that do "
+     "not fit the architecture you picked are compared with every torchvision architecture: the one they fit is "
+     f"named and offered. Files over {MAX_MODEL_MB} MB are refused."]
 )
 
 
@@ -86,14 +91,90 @@ def preprocessing_fields(kind: str | None, architecture: str | None) -> dict:
     return {"input_size": int(size), "mean": _numbers(mean, "mean"), "std": _numbers(std, "std")}
 
 
-def load_upload(upload, architecture: str | None, labels, preprocessing: dict) -> user_models.UserModel:
-    """Load the uploaded file with the backend's safe loader and keep it in this session."""
-    bundle = load_user_model(
-        upload.getvalue(), architecture, filename=upload.name,
-        labels=None if labels is None else (labels.getvalue(), labels.name),
-        trust_code=trust_enabled(), device=pick_device(), **preprocessing,
-    )
-    return user_models.add(bundle, upload.name, getattr(bundle, "notes", []))
+@dataclass(frozen=True)
+class KeptLabels:
+    """The class-names file as the session keeps it: Streamlit drops an uploader's file when its page is left."""
+
+    name: str
+    data: bytes
+
+
+def _labels_changed() -> None:
+    """The user added or removed the class-names file: keep the new one, or forget it."""
+    file = st.session_state.get(state.MODELS_LABELS)
+    if file is None:
+        st.session_state.pop(state.MODELS_KEPT_LABELS, None)
+    else:
+        st.session_state[state.MODELS_KEPT_LABELS] = KeptLabels(file.name, file.getvalue())
+
+
+def _forget_labels() -> None:
+    st.session_state.pop(state.MODELS_KEPT_LABELS, None)
+
+
+def labels_field() -> tuple[bytes, str] | None:
+    """The class-names uploader; its file outlives a page switch (kept in the session), shown by name once the
+    uploader comes back empty. Returns (bytes, file name) or None."""
+    file = st.file_uploader("Class names (optional)", type=["txt", "json"], key=state.MODELS_LABELS,
+                            on_change=_labels_changed,
+                            help="A .txt with one name per line, or JSON: a list, or a dict from index to name. "
+                            "Without it, classes are 'class 0', 'class 1', …")
+    if file is not None:
+        st.session_state[state.MODELS_KEPT_LABELS] = KeptLabels(file.name, file.getvalue())
+    kept = st.session_state.get(state.MODELS_KEPT_LABELS)
+    if kept is None:
+        return None
+    if file is None:  # back from another page: the uploader cannot show it again
+        text, button = st.columns([4, 1], vertical_alignment="center")
+        text.caption(f"Class names: **{kept.name}** (kept from before)")
+        button.button("Forget", key=state.MODELS_FORGET_LABELS, on_click=_forget_labels, icon=":material/delete:",
+                      help="Load without class names, or upload another file above.")
+    return kept.data, kept.name
+
+
+def load_upload(upload, architecture: str | None, labels: tuple[bytes, str] | None,
+                preprocessing: dict) -> user_models.UserModel | None:
+    """Load the uploaded file with the backend's safe loader and keep it in this session. Weights that fit
+    another architecture than the one picked are remembered (``offer_guesses`` shows them) and None returned."""
+    st.session_state.pop(state.MODELS_MISMATCH, None)
+    try:
+        bundle = load_user_model(
+            upload.getvalue(), architecture, filename=upload.name, labels=labels,
+            trust_code=trust_enabled(), device=pick_device(), **preprocessing,
+        )
+    except ArchitectureMismatchError as exc:
+        if not exc.guesses:
+            raise
+        st.session_state[state.MODELS_MISMATCH] = (upload.file_id, architecture, exc)
+        return None
+    return user_models.add(bundle, upload.name, getattr(bundle, "notes", []),
+                           architecture if file_kind(upload.name) == "state_dict" else None)
+
+
+def _use_guess(architecture: str) -> None:
+    st.session_state[state.MODELS_ARCH] = architecture
+    st.session_state[state.MODELS_LOAD_NOW] = True
+
+
+def offer_guesses(upload, architecture: str | None) -> None:
+    """The last load's mismatch, while the same file and architecture are picked: the error, and a button per
+    architecture the weights fit that loads them as that one."""
+    found = st.session_state.get(state.MODELS_MISMATCH)
+    if found is None:
+        return
+    file_id, picked, exc = found
+    if upload is None or upload.file_id != file_id or architecture != picked:
+        st.session_state.pop(state.MODELS_MISMATCH, None)
+        return
+    show_error(exc)
+    for guess in exc.guesses[:3]:
+        st.button(f"Load as {guess}", key=f"{state.MODELS_USE_GUESS}.{guess}", type="primary",
+                  on_click=_use_guess, args=(guess,), icon=":material/auto_fix_high:")
+
+
+def load_now() -> bool:
+    """Whether a guess was just picked: the page loads with it at once."""
+    return bool(st.session_state.pop(state.MODELS_LOAD_NOW, False))
 
 
 def describe_bundle(bundle: ModelBundle) -> str:

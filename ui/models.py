@@ -8,6 +8,7 @@ import streamlit as st
 import torch
 
 from explainers import ModelUnavailableError
+from explainers.digits.model import VARIANTS
 from explainers.models import (
     CURATED,
     DEFAULT_MODEL,
@@ -15,6 +16,7 @@ from explainers.models import (
     ModelBundle,
     ensure_weights,
     list_models,
+    load_digits_bundle,
     load_model,
     model_info,
 )
@@ -42,6 +44,20 @@ def cached_bundle(name: str, device: str) -> ModelBundle:
     """A registry model, loaded once per process and shared by every session. Sessions may explain it at the same
     moment: the backend serialises calls on one model (``explainers.hooks.model_guard``)."""
     return load_model(name, device=device)
+
+
+TWIN = VARIANTS["shuffled"]  # the digits model's shuffled-label twin: not in the sidebar, Compare and Sanity use it
+
+
+@st.cache_resource(show_spinner="Loading the shuffled-label digits model…")
+def _twin_bundle(device: str) -> ModelBundle:
+    return load_digits_bundle("shuffled", device=device)
+
+
+def twin_bundle() -> ModelBundle:
+    """The digits model's shuffled-label twin (data randomisation, Adebayo et al. 2018, arXiv:1810.03292), loaded
+    once per process on the device the other models use."""
+    return _twin_bundle(pick_device())
 
 
 @st.cache_data(show_spinner=False)

@@ -16,7 +16,7 @@ from explainers.manifest import explanation_manifest
 
 from . import state
 from .caches import ByteLRU
-from .figures import heatmap_figure
+from .figures import heatmap_figure, panel_size
 
 # The left panel's encoded picture per image and geometry: at most a display-sized PNG (a few MB) each.
 BACKDROP_MAX_BYTES = 64 * 2**20
@@ -106,13 +106,16 @@ def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, 
     rendered = render_record(record, view, selection)
     original, heat, over = st.columns(3)
     size = selection.bundle.input_size
-    original.image(_backdrop_png(selection, view), width="stretch",
+    # the three panels share one size (the heatmap figure's height follows the same rule), whatever the aspect
+    width = panel_size(rendered.values.shape)[0]
+    original.image(_backdrop_png(selection, view), width=width,
                    caption="Original" if view.original_aspect else f"Model input ({size}×{size})")
     with heat:
         st.plotly_chart(heatmap_figure(rendered, title=panel_title(selection, record)), key=state.HEATMAP_CHART,
                         config={"displaylogo": False})
     # JPEG for the on-screen overlay: several times quicker to encode and send than PNG on every view change
-    over.image(rendered.image, caption=f"Overlay (alpha {view.alpha:.2f})", width="stretch", output_format="JPEG")
+    opacity = f"alpha {view.alpha:.2f} × |value|" if view.signed else f"alpha {view.alpha:.2f}"
+    over.image(rendered.image, caption=f"Overlay ({opacity})", width=width, output_format="JPEG")
     source = "cached" if from_cache else f"computed in {record.elapsed_s:.2f} s"
     empty = " · nothing to show for this sign: the map is zero everywhere" if rendered.empty else ""
     st.caption(f"Raw range [{rendered.lo:.3g}, {rendered.hi:.3g}] after the {view.clip:g}th-percentile clip · "

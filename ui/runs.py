@@ -15,6 +15,30 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from explainers.timing import PassTimes, measure_pass_times
+
+# A computation estimated to take longer waits for a Run button that shows the estimate (Explore's explanation,
+# Compare's grid): the one budget rule of the dashboard.
+AUTO_RUN_SECONDS = 30.0
+
+
+@st.cache_resource(show_spinner=False)
+def _measured() -> dict[tuple, PassTimes]:
+    """Pass times per (model, input shape, device), shared by every session: a few floats each."""
+    return {}
+
+
+def pass_times(selection, measure: bool = True) -> PassTimes | None:
+    """This model's measured pass times on the selection's input (``explainers.timing``), what every estimate in
+    seconds is made of: measured once per process, model, input shape and device (a few warm passes). With
+    ``measure=False``, None until something has measured them."""
+    key = (selection.model, tuple(selection.inputs.shape), str(selection.bundle.device))
+    times = _measured().get(key)
+    if times is None and measure:
+        with st.spinner("Timing one pass of the model…"):
+            times = _measured()[key] = measure_pass_times(selection.bundle.model, selection.inputs)
+    return times
+
 
 class ProgressReporter:
     """``progress(done, total)`` for the backend: a Streamlit bar with done/total and an ETA.

@@ -25,6 +25,7 @@ from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, 
 from . import state, user_models
 from .caches import ByteLRU, return_freed_memory
 from .errors import show_error
+from .method_docs import md_escape
 from .models import describe_model, get_bundle, model_choices
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
@@ -202,6 +203,7 @@ def _pick_image() -> tuple[Decoded, str] | Problem:
         except SaliencyError as exc:
             return Problem("error", str(exc), exc)
         st.caption(f"From a batch run: `{run_image}`")
+        state.publish(image=state.upload_link(Path(run_image).name))  # its name only: whoever opens the link uploads it
         return image, Path(run_image).name
     if source == "Upload":
         files = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple_files=True, key=state.UPLOADS,
@@ -209,8 +211,14 @@ def _pick_image() -> tuple[Decoded, str] | Problem:
                                  help=f"Several files become a list to pick from. Up to {MAX_IMAGE_MB} MB each.")
         st.session_state[state.UPLOADER_IDS] = [file.file_id for file in files or []]
         uploads = kept_uploads()
+        linked = st.session_state.get(state.LINKED_UPLOAD)
+        if not uploads and linked and linked != state.CAMERA_IMAGE:
+            state.publish(image=state.upload_link(linked))  # the link stays a link to that file
+            return Problem("empty", f"This link was made on an uploaded image, **{md_escape(linked)}**: upload it in "
+                           "the sidebar to see the same view (a link holds the file's name, never the image).")
         if not uploads:
             return Problem("empty", "Upload an image in the sidebar (drag and drop works), or switch to Samples.")
+        st.session_state.pop(state.LINKED_UPLOAD, None)
         names = [upload.name for upload in uploads]
         upload = uploads[0]
         if len(uploads) > 1:
@@ -222,6 +230,7 @@ def _pick_image() -> tuple[Decoded, str] | Problem:
         elif not files:  # kept from before: the uploader cannot show it again
             st.caption(f"Uploaded: **{upload.name}**")
         st.session_state[state.UPLOAD_CHOSEN] = upload.name
+        state.publish(image=state.upload_link(upload.name))
         st.button("Clear uploads", key=state.CLEAR_UPLOADS, on_click=_clear_uploads, icon=":material/delete:",
                   help="Forget the images uploaded in this session. Files added above join them.")
         try:
@@ -230,12 +239,19 @@ def _pick_image() -> tuple[Decoded, str] | Problem:
             return Problem("error", str(exc), exc)
     if source == "Camera":
         shot = st.camera_input("Take a photo", key=state.CAMERA)
+        if shot is None and st.session_state.get(state.LINKED_UPLOAD) == state.CAMERA_IMAGE:
+            state.publish(image=state.CAMERA_IMAGE)
+            return Problem("empty", "This link was made on a camera photo: take one in the sidebar to see the same "
+                           "view (a link never holds the photo).")
         if shot is None:
             return Problem("empty", "Allow the camera and take a photo in the sidebar, or switch to Samples.")
+        st.session_state.pop(state.LINKED_UPLOAD, None)
+        state.publish(image=state.CAMERA_IMAGE)
         try:
             return _decode(shot.getvalue(), "camera photo"), "camera.jpg"
         except SaliencyError as exc:
             return Problem("error", str(exc), exc)
+    st.session_state.pop(state.LINKED_UPLOAD, None)  # the user chose a sample over the linked upload
     if st.session_state.get(state.MODEL) == DIGITS_MODEL:  # the digits model reads digits: its own gallery
         digits = {item.name: item for item in digit_gallery()}
         names = list(digits)
@@ -298,6 +314,11 @@ def sidebar() -> Selection | Problem:
         state.publish(model=None if user_models.is_user_model(model) else model,
                       preprocessing=None if preprocessing == RESIZE else preprocessing)
         view_slot = st.empty()
+        page = state.current_page()
+        if page in state.PAGE_CONTROLS:
+            st.button("Reset this page's controls", key=state.RESET_PAGE, on_click=state.reset_page, args=(page,),
+                      icon=":material/restart_alt:",
+                      help="Back to the defaults of this page's settings. The image, your uploads and the model stay.")
     if isinstance(picked, Problem):
         return picked
     found, name = picked

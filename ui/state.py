@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 # Widgets keep their values across page switches (``persist_state=KEEP``): Explore's choices are still there after
 # a look at Compare.
@@ -30,6 +32,7 @@ CAMERA = "camera"
 SAMPLE = "sample"
 MODEL = "model"
 PREPROCESSING = "preprocessing"
+LINKED_UPLOAD = "_linked_upload"  # the file name a link was made on (an upload): asked for until one is uploaded
 
 # ---- Explore ------------------------------------------------------------------------------------------------
 TARGET_MODE = "target_mode"
@@ -40,6 +43,7 @@ TARGET_IMAGE = "target_image"  # the image the class choices were preselected fo
 METHOD = "method"
 LAYER = "layer"
 LAYER_SCOPE = "layer_scope"
+LAYER_SCOPE_LABELS = "_layer_scope_labels"  # the radio's option labels when last drawn (they name the counts)
 PREDICTIONS_CHART = "predictions_chart"
 CANCELLED_RUN = "cancelled_run"  # the explanation the user cancelled: not computed again until Run
 STARTED_RUN = "started_run"  # the explanation the user asked to run after a cancel
@@ -61,6 +65,11 @@ COMPARE_RUN = "compare.run"  # the grid the user asked to run (over the budget, 
 COMPARE_CANCELLED = "compare.cancelled"  # the grid the user cancelled
 COMPARE_CANCEL = "compare.cancel"
 EXPORT_ZIP = "compare.export_zip"
+COMPARE_COLUMNS = "compare.columns"  # what the grid's columns are: classes or models
+COMPARE_MODELS = "compare.models"  # the models beside the sidebar's, in models mode
+COMPARE_MODEL_TARGET = "compare.model_target"  # the target of every model (prefix of one per model, lists differ)
+COMPARE_MODEL_DIFFERENCE = "compare.model_difference"
+COMPARE_MODEL_AGREEMENT = "compare.model_agreement"
 SWEEP_METHOD = "sweep.method"
 SWEEP_SCOPE = "sweep.scope"
 SWEEP_RUN = "sweep.run"
@@ -70,6 +79,8 @@ COMPARE_RUN_BUTTON = "compare.run_button"
 FAITH_BOX = "faith.box"
 FAITH_BOX_X = "faith.box_x"
 FAITH_BOX_Y = "faith.box_y"
+FAITH_BOX_CLEAR = "faith.box_clear"  # the button that drops a hand-drawn box (the sliders come back)
+FAITH_BOX_FOR = "faith.box_for"  # the image (model, hash, preprocessing) the box sliders were set on
 FAITH_DEL = "faith.del"
 FAITH_DELETION = "faith.deletion"
 FAITH_FRACTION = "faith.fraction"
@@ -116,7 +127,9 @@ SANITY_CANCEL = "sanity.cancel"  # the Cancel button drawn while the checks run
 SANITY_RUN_BUTTON = "sanity.run_again"  # the Run button offered after a cancel
 SANITY_CANCELLED = "_sanity_cancelled"  # the checks (their report key) cancelled last
 SANITY_STARTED = "_sanity_started"  # the checks the user pressed Run for
+SANITY_MEASURED = "_sanity_measured"  # method name -> its measured verdict on the latest image (Methods cards)
 FAITH_CURVES = "_faithfulness_curves"
+FAITH_DRAWN = "faith.drawn_box"  # the box drawn by hand on the pointing game's picture, with its image
 TRUST_RESULTS = "_trust"
 
 # ---- Your model (the Models page) --------------------------------------------------------------------------------
@@ -130,6 +143,11 @@ MODELS_MEAN = "models.mean"
 MODELS_STD = "models.std"
 MODELS_LOAD = "models.load"
 MODELS_REMOVE = "models.remove"
+MODELS_KEPT_LABELS = "_models_kept_labels"  # the class-names file (name, bytes): the uploader forgets it off-page
+MODELS_FORGET_LABELS = "models.forget_labels"
+MODELS_MISMATCH = "_models_mismatch"  # the last load's architecture mismatch and its guesses, while it applies
+MODELS_USE_GUESS = "models.use_guess"  # prefix: one button per guessed architecture
+MODELS_LOAD_NOW = "_models_load_now"  # a guess was picked: load with it on this run
 
 # ---- Batch (a run folder of explainers.batch: its table, galleries and the way to Explore) ---------------------
 BATCH_FOLDER = "batch.folder"  # the run folder typed in
@@ -153,6 +171,9 @@ BATCH_MEAN_METHOD = "batch.mean.method"
 BATCH_MEAN_TARGET = "batch.mean.target"
 BATCH_OPEN_EXPLORE = "batch.open_explore"
 BATCH_OPENED = "_batch_opened"  # the folder whose filters the widgets hold
+BATCH_COMPARE_FOLDER = "batch.compare.folder"  # a second run folder (another model, the same images)
+BATCH_COMPARE_METHOD = "batch.compare.method"  # prefix: one picker per pair of runs
+BATCH_COMPARE_TARGET = "batch.compare.target"  # prefix: one picker per pair of runs
 # opening a run's image on Explore: the sidebar picks these up before it draws its widgets (set, then switch)
 PENDING_IMAGE = "_pending_image"  # a local image file to show as the sidebar's "Batch run" source
 PENDING_PREPROCESSING = "_pending_preprocessing"
@@ -160,6 +181,19 @@ RUN_IMAGE = "_run_image"  # the local file the "Batch run" source shows
 
 # ---- the shared selection -------------------------------------------------------------------------------------
 SELECTION = "_selection"  # what the shared sidebar chose this run (a Selection or a Problem)
+
+# ---- "Reset this page's controls" (a sidebar button): each page's control keys, named whole or as a prefix
+# ("compare" holds every "compare.…" key). Never the image, the uploads, the model, a run folder or a result.
+RESET_PAGE = "reset_page"
+PAGE_CONTROLS = {
+    "explore": (TARGET_MODE, TARGET_CLASS, CONTRAST_A, CONTRAST_B, METHOD, LAYER, LAYER_SCOPE, VIEW, PARAM),
+    "compare": ("compare", "sweep"),
+    "sanity": ("sanity",),
+    "faithfulness": ("faith",),
+    "gradient": ("gradient",),
+    "batch": ("batch.filter", "batch.mean", BATCH_METHODS, BATCH_TARGETS, BATCH_COMPARE_METHOD, BATCH_COMPARE_TARGET),
+    "models": (MODELS_ARCH, MODELS_SIZE, MODELS_MEAN, MODELS_STD),
+}
 
 # ---- internal -------------------------------------------------------------------------------------------------
 _URL_READ = "_url_read"
@@ -200,6 +234,17 @@ URL_FIELDS = (
     UrlField("class", TARGET_CLASS, _int),
 )
 CONTRAST_PARAM = "contrast"
+# A link made on an upload (or a camera photo) names the file, never its bytes: "image=upload:cat.jpg". The
+# session it opens asks for that file on the Upload source instead of silently showing a sample.
+IMAGE_PARAM = "image"
+UPLOAD_PREFIX = "upload:"
+MAX_LINKED_NAME = 200  # characters of a linked file name kept (a link is text anyone can write)
+CAMERA_IMAGE = "camera"
+
+
+def upload_link(name: str) -> str:
+    """The URL value naming an uploaded file (its name only)."""
+    return f"{UPLOAD_PREFIX}{name}"
 
 
 def restore_from_url() -> None:
@@ -214,6 +259,13 @@ def restore_from_url() -> None:
             value = field.parse(text)
             if value is not None:
                 st.session_state[field.key] = value
+    image = params.get(IMAGE_PARAM, "")
+    if image.startswith(UPLOAD_PREFIX) and image[len(UPLOAD_PREFIX):].strip():
+        st.session_state[IMAGE_SOURCE] = "Upload"
+        st.session_state[LINKED_UPLOAD] = image[len(UPLOAD_PREFIX):].strip()[:MAX_LINKED_NAME]
+    elif image == CAMERA_IMAGE:
+        st.session_state[IMAGE_SOURCE] = "Camera"
+        st.session_state[LINKED_UPLOAD] = CAMERA_IMAGE
     contrast = params.get(CONTRAST_PARAM, "")
     sides = [_int(part) for part in contrast.split(",")] if contrast else []
     if len(sides) == 2 and None not in sides:
@@ -242,6 +294,35 @@ def write_url() -> None:
 
 def contrast_text(a: int, b: int) -> str:
     return f"{int(a)},{int(b)}"
+
+
+# ---- the current page's controls ------------------------------------------------------------------------------
+
+
+def current_page() -> str:
+    """The running page's script name ("explore", "compare", …): what its controls are filed under in
+    PAGE_CONTROLS. Empty outside a page (st.navigation has not chosen one)."""
+    context = get_script_run_ctx()
+    if context is None:
+        return ""
+    pages = context.pages_manager
+    info = pages.get_pages().get(pages.current_page_script_hash) or {}
+    return Path(str(info.get("script_path") or "")).stem
+
+
+def page_control_keys(page: str, keys) -> list[str]:
+    """Those of ``keys`` (session-state keys) that are ``page``'s controls (PAGE_CONTROLS)."""
+    names = PAGE_CONTROLS.get(page, ())
+    return [key for key in keys if isinstance(key, str) and not key.startswith("_")
+            and any(key == name or key.startswith(f"{name}.") for name in names)]
+
+
+def reset_page(page: str) -> None:
+    """Back to the defaults of ``page``'s controls: their keys leave session state, so every widget is drawn with
+    its default (or the page's own choice, e.g. the top class) on the next run. The image, the uploads and the
+    model are no page's controls: they stay."""
+    for key in page_control_keys(page, list(st.session_state.keys())):
+        del st.session_state[key]
 
 
 # ---- the shared selection --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from explainers.models import ModelBundle
+from explainers.models.user import ScriptedClassifier
 
 from . import state
 from .explanations import explanation_cache
@@ -45,12 +46,36 @@ def get(model_id: str) -> UserModel | None:
     return _store().get(model_id)
 
 
-def add(bundle: ModelBundle, source: str, notes: list[str] | None = None) -> UserModel:
-    """Keep ``bundle`` in this session under a new id, and select it on the next run."""
+FORMATS = {"onnx": "ONNX", "zip": "Hugging Face"}  # anything else is a state dict (TorchScript is told apart)
+
+
+def model_format(source: str, bundle: ModelBundle, architecture: str | None = None) -> str:
+    """What the picker says the file holds: "resnet18 state dict", "ONNX", "Hugging Face", "TorchScript"."""
+    if isinstance(bundle.model, ScriptedClassifier):
+        return "TorchScript"
+    suffix = source.rsplit(".", 1)[-1].lower() if "." in source else "zip"  # no suffix: a Hugging Face folder
+    return FORMATS.get(suffix) or (f"{architecture} state dict" if architecture else "state dict")
+
+
+def _short(source: str, room: int = 40) -> str:
+    """The file name, its middle elided when long: the extension stays (it tells two exports apart)."""
+    return source if len(source) <= room else f"{source[: room - 12]}…{source[-11:]}"
+
+
+def add(bundle: ModelBundle, source: str, notes: list[str] | None = None,
+        architecture: str | None = None) -> UserModel:
+    """Keep ``bundle`` in this session under a new id, and select it on the next run. Its label names the file
+    and the format, so a safetensors file and its ONNX export are told apart; the same file loaded twice gets
+    " (2)"."""
     stem = source.rsplit(".", 1)[0][:40] or "model"
     model_id = f"{PREFIX}{stem}:{secrets.token_hex(4)}"
-    entry = UserModel(model_id, f"{stem} · your model ({len(bundle.categories)} classes)", bundle, source,
-                      list(notes or []))
+    label = (f"{_short(source)} · {model_format(source, bundle, architecture)} · your model "
+             f"({len(bundle.categories)} classes)")
+    taken = {entry.label for entry in user_models()}
+    count = 1
+    while (label if count == 1 else f"{label} ({count})") in taken:
+        count += 1
+    entry = UserModel(model_id, label if count == 1 else f"{label} ({count})", bundle, source, list(notes or []))
     _store()[model_id] = entry
     select_next_run(model_id)
     return entry

@@ -47,8 +47,19 @@ def param_widgets(info: MethodInfo, prefix: str = state.PARAM, container=st) -> 
 
 
 def cost_caption(info: MethodInfo, params: dict[str, Any], hw: tuple[int, int] = (224, 224),
-                 channels: int | None = None) -> str:
-    """The paper link and the cost, shown before a method runs; ``channels`` is the resolved layer's."""
+                 channels: int | None = None, seconds: float | None = None) -> str:
+    """The paper link and the cost, shown before a method runs; ``channels`` is the resolved layer's, ``seconds``
+    the estimate on this machine where it is known."""
     link = info.reference.link
     paper = f"[{info.reference}]({link})" if link else str(info.reference)
-    return f"{paper} · cost: {info.passes(params, hw, channels)} per image"
+    estimate = "" if seconds is None else f", {seconds_text(seconds)} on this machine"
+    return f"{paper} · cost: {info.passes(params, hw, channels)} per image{estimate}"
+
+
+def seconds_text(seconds: float) -> str:
+    """An estimate as people say it: "under 1 s", "about 12 s", "about 3 min"."""
+    if seconds < 1:
+        return "under 1 s"
+    if seconds < 120:
+        return f"about {seconds:.0f} s"
+    return f"about {seconds / 60:.0f} min"

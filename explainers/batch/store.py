@@ -20,7 +20,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -185,6 +185,23 @@ def load_map(out: str | os.PathLike, map_file: str, map_key: str) -> np.ndarray:
     """One stored map [h, w] as float32."""
     with np.load(map_path(out, map_file)) as shard:
         return shard[map_key].astype(np.float32)
+
+
+def read_maps(out: str | os.PathLike, rows, on_error: Callable[[str, Exception], object] | None = None
+              ) -> Iterator[tuple[Any, np.ndarray]]:
+    """(row index, stored map [h, w] as float32) for every row of ``rows`` (a table slice with ``map_file`` and
+    ``map_key``), each shard opened once. A map file outside the run's maps/ is refused; with ``on_error``, a shard
+    or map that cannot be read is reported (``on_error(map_file, error)``) and the rest of that shard left out
+    instead of ending the iteration."""
+    for map_file, part in rows.groupby("map_file", sort=False):
+        try:
+            with np.load(map_path(out, map_file)) as shard:
+                for index, key in zip(part.index, part["map_key"], strict=True):
+                    yield index, shard[key].astype(np.float32)
+        except Exception as exc:  # a run folder's files are data: one bad shard is reported, not the end
+            if on_error is None:
+                raise
+            on_error(str(map_file), exc)
 
 
 def read_manifest(out: str | os.PathLike) -> dict[str, Any]:

@@ -6,10 +6,12 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 
 from ..errors import ParameterError
 from ..render import resize
-from .access import map_path
+from .pipeline import map_statistics
+from .store import read_maps
 
 VIEWS = {
     "outside": "mass outside the object: 1 − box mass when the run has boxes (rows without one left out), else "
@@ -44,16 +46,62 @@ def mean_maps(out: str | os.PathLike, rows, by: str = "label_name", size: int = 
     that cannot be read is reported (``on_error(map_file, error)``) and left out instead of ending the call."""
     picked = rows[rows[by].notna() & rows["map_key"].notna()]
     grouped: dict[str, list[np.ndarray]] = {}
-    for map_file, part in picked.groupby("map_file", sort=False):
-        try:
-            with np.load(map_path(out, map_file)) as shard:
-                for name, key in zip(part[by].astype(str), part["map_key"], strict=True):
-                    values = np.abs(resize(shard[key].astype(np.float32), (size, size)))
-                    total = float(values.sum())
-                    if np.isfinite(total) and total > 0:
-                        grouped.setdefault(name, []).append(values / total)
-        except Exception as exc:  # a run folder's files are data: one bad shard is reported, not the end
-            if on_error is None:
-                raise
-            on_error(str(map_file), exc)
+    for index, stored in read_maps(out, picked, on_error):
+        values = np.abs(resize(stored, (size, size)))
+        total = float(values.sum())
+        if np.isfinite(total) and total > 0:
+            grouped.setdefault(str(picked.at[index, by]), []).append(values / total)
     return [(name, len(maps), np.mean(maps, axis=0)) for name, maps in sorted(grouped.items())]
+
+
+# ---- chance level of the "outside" view ------------------------------------------------------------------------
+
+ABOVE_CHANCE = 0.2  # "above chance": a fifth of the way (or more) from chance to all of the mass outside
+
+
+def chance_level(map_h: int, map_w: int, box: tuple[float, float, float, float] | None = None) -> float:
+    """The "outside" score of a map that spreads its mass evenly over its ``map_h`` × ``map_w`` cells, i.e. one
+    that knows nothing of the image: the border's share of the area (the outer ``BORDER`` of each side, 44%), or
+    with ``box`` (fractions x0, y0, x1, y1 of the width and height) the share of the area outside the box. Measured
+    by ``map_statistics`` itself on a uniform map, so it follows the statistic's border width and cell weighting."""
+    uniform = map_statistics(np.ones((max(1, int(map_h)), max(1, int(map_w))), np.float32), box)
+    return 1.0 - uniform["box_mass"] if box is not None else uniform["border_mass"]
+
+
+def box_fractions(box, image_size: tuple[int, int] | None) -> tuple[float, float, float, float] | None:
+    """A row's ``box`` (x0, y0, x1, y1 in the original image's pixels) as fractions of ``image_size`` = (width,
+    height); None without a box or a size."""
+    if box is None or image_size is None or len(box) != 4 or min(image_size) <= 0:
+        return None
+    width, height = image_size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (x0 / width, y0 / height, x1 / width, y1 / height)
+
+
+def chance_levels(rows, image_size: Callable[[str], tuple[int, int] | None] | None = None) -> pd.Series:
+    """The chance level of each row of ``ranked(table, "outside")``: the border's share of the area when its score
+    is the border mass, else (boxes) the share of the image outside the row's box, for which ``image_size(path)``
+    gives the original (width, height) (NaN when it cannot)."""
+    boxed = rows["box_mass"].notna().any() if len(rows) else False
+    levels = []
+    for _, row in rows.iterrows():
+        if not boxed:
+            levels.append(chance_level(row["map_h"], row["map_w"]))
+            continue
+        size = image_size(str(row["path"])) if image_size is not None else None
+        fractions = box_fractions(row["box"], size)
+        levels.append(float("nan") if fractions is None else chance_level(row["map_h"], row["map_w"], fractions))
+    return pd.Series(levels, index=rows.index, dtype=float)
+
+
+def against_chance(score: float, chance: float) -> str:
+    """"above" when ``score`` has gone at least ``ABOVE_CHANCE`` of the way from ``chance`` to 1 (a map that
+    gathers its mass outside: worth a look), "below" when it has gone as far towards 0 (the mass sits on the
+    object), else "at" (no more outside than an evenly spread map); "unknown" without a chance level."""
+    if not (np.isfinite(score) and np.isfinite(chance)):
+        return "unknown"
+    if score >= chance + ABOVE_CHANCE * (1.0 - chance):
+        return "above"
+    if score <= chance - ABOVE_CHANCE * chance:
+        return "below"
+    return "at"

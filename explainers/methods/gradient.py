@@ -56,7 +56,7 @@ INPUT_MAPS = {
     ),
     weaknesses=(
         "Visually noisy; measures local sensitivity, not contribution, so it saturates where the score is "
-        "flat. Passes Adebayo et al.'s model-randomisation test."
+        "flat. Adebayo et al. (2018, arXiv:1810.03292) found that it passes their model-randomisation test."
     ),
     formula="A = ∂S_c(x) / ∂x",
     sanity=Sanity.PASSES,

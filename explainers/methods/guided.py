@@ -47,9 +47,9 @@ RECTIFIED = frozenset({NEEDS_MODEL, NEEDS_RELU_MODULES})
         "pass, giving sharp, edge-like maps."
     ),
     weaknesses=(
-        "Fails Adebayo et al.'s (2018, arXiv:1810.03292) model-randomisation sanity check: the map barely "
-        "changes when the weights are randomised, so it largely reconstructs the image rather than explaining "
-        "the class. It is also nearly class-insensitive."
+        "Adebayo et al. (2018, arXiv:1810.03292) found that it fails their model-randomisation sanity check: "
+        "the map barely changes when the weights are randomised, so it largely reconstructs the image rather "
+        "than explaining the class. It is also nearly class-insensitive."
     ),
     formula="backward through ReLU: g_in = relu(g_out) · [x > 0]",
     sanity=Sanity.FAILS,

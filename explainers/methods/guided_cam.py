@@ -18,8 +18,8 @@ from .guided import guided_backprop
         "where Grad-CAM says the class evidence is."
     ),
     weaknesses=(
-        "Inherits guided backprop's failure of Adebayo et al.'s (2018, arXiv:1810.03292) model-randomisation "
-        "sanity check: its fine detail comes from the image, not from what the model learned."
+        "Adebayo et al. (2018, arXiv:1810.03292) found that it fails their model-randomisation sanity check, "
+        "as guided backprop does: its fine detail comes from the image, not from what the model learned."
     ),
     formula="A = GuidedBackprop(x) ⊙ up(Grad-CAM(x))",
     sanity=Sanity.FAILS,

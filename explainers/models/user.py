@@ -28,13 +28,12 @@ from typing import Any
 
 import safetensors.torch
 import torch
-import torchvision
 from PIL import Image
 from torch import nn
 
 from ..errors import LayerError, ModelLoadError, SaliencyError
 from ..layers import default_layer, layer_catalogue
-from . import CURATED, foreign
+from . import foreign
 from .architectures import (
     DEFAULT_ARCHITECTURE,
     TIMM_PREFIX,
@@ -44,7 +43,6 @@ from .architectures import (
     torchvision_architectures,
 )
 from .base import ModelBundle, affine_normalizer, check_dry_run
-from .efficientnet_lite import EfficientNetLite0
 from .inputs import (
     DEFAULT_INPUT_SIZE,
     IMAGENET_MEAN,
@@ -57,6 +55,21 @@ from .inputs import (
     check_options,
     class_names,
 )
+from .signatures import (
+    ArchitectureMismatchError,
+    Match,
+    Signature,
+    align_prefix,
+    builder_kwargs,
+    construct,
+    describe,
+    head_names,
+    matching_architectures,
+    mismatch,
+    shapes,
+    signature,
+    template,
+)
 
 TRUST_ENV = "SALIENCY_TRUST_CODE"
 CONFIG_ENV = "SALIENCY_CONFIG"  # path of the server settings file (default: saliency.toml beside app.py)
@@ -65,9 +78,8 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 ONNX_SUFFIX = ".onnx"
 ZIP_SUFFIX = ".zip"
 ACCEPTED = (SAFETENSORS, *TORCH_SUFFIXES, ONNX_SUFFIX, ZIP_SUFFIX, "a Hugging Face model folder")
-# Wrappers training scripts put around a state dict, and prefixes DataParallel / torch.compile add to its keys.
+# Wrappers training scripts put around a state dict (the prefixes on its keys are undone in signatures.py).
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-_KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
 _GUESS_BUDGET_S = 3.0  # seconds spent guessing which architecture mismatched weights belong to
 EXPORT_HINT = (
     'Export a state dict instead: torch.save(model.state_dict(), "weights.pt"), or better '
@@ -228,91 +240,8 @@ def _object_size(handle: Any) -> int | None:
 # -------------------------------------------------------------------------------------- architectures
 
 
-def _builder_kwargs(name: str, state: dict[str, torch.Tensor] | None) -> dict:
-    """torchvision builders whose auxiliary heads are optional: build them only if the weights have them."""
-    aux = {"inception_v3": "AuxLogits.", "googlenet": "aux1."}
-    if name in aux and state is not None:
-        return {"aux_logits": any(k.startswith(aux[name]) for k in state)}
-    return {}
-
-
-def _construct(family: str, name: str, num_classes: int | None, kwargs: dict) -> nn.Module:
-    """The architecture with fresh random weights (nothing is ever downloaded)."""
-    extra = dict(kwargs)
-    if num_classes is not None:
-        extra["num_classes"] = num_classes
-    if family == "default":
-        return EfficientNetLite0(**extra)
-    if family == "torchvision":
-        if name not in ("googlenet", "inception_v3"):
-            return torchvision.models.get_model(name, weights=None, **extra)
-        with warnings.catch_warnings():  # both warn that their default initialisation will change
-            warnings.simplefilter("ignore", FutureWarning)
-            return torchvision.models.get_model(name, weights=None, **extra)
-    import timm  # deferred: a heavy import that only timm architectures need
-
-    return timm.create_model(name, pretrained=False, **extra)
-
-
-def _template(family: str, name: str, num_classes: int | None, kwargs: dict) -> tuple[nn.Module, bool]:
-    """(model, is_real): built on the meta device when the builder allows (cheap: no memory, no init), else real."""
-    try:
-        with torch.device("meta"):
-            return _construct(family, name, num_classes, kwargs), False
-    except Exception:  # builders that compute with tensors (torchvision's RegNets) need real ones
-        return _construct(family, name, num_classes, kwargs), True
-
-
-def _head_names(model: nn.Module) -> list[str]:
-    """Module names of the classification head(s): timm's ``get_classifier()``, else the last Linear or Conv
-    whose output width is the model's class count (``fc``, ``classifier.1``, ``heads.head``, ``_fc``)."""
-    modules = dict(model.named_modules())
-    get = getattr(model, "get_classifier", None)
-    if callable(get):
-        try:
-            heads = get()
-        except Exception:
-            heads = None
-        heads = heads if isinstance(heads, tuple) else (heads,)
-        found = [n for h in heads if isinstance(h, nn.Module) for n, m in modules.items() if m is h and n]
-        found = [n for n in found if isinstance(getattr(modules[n], "weight", None), torch.Tensor)]
-        if found:
-            return found
-    layers = [(n, m) for n, m in modules.items() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
-    if not layers:
-        return []
-    width = lambda m: m.out_features if isinstance(m, nn.Linear) else m.out_channels  # noqa: E731
-    classes = width(layers[-1][1])
-    return [n for n, m in layers if width(m) == classes][-1:]
-
-
-def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Strip ``module.`` (DataParallel), ``_orig_mod.`` (torch.compile) or ``model.`` when every key has it and
-    the architecture's keys do not."""
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in _KEY_PREFIXES:
-            if all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in expected):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                changed = True
-    return state
-
-
 def _fmt(shape: Sequence[int]) -> str:
     return "[" + ",".join(str(int(s)) for s in shape) + "]"
-
-
-def _mismatch(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]) -> tuple[list, list, list]:
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [(k, expected[k], tuple(state[k].shape)) for k in expected
-             if k in state and tuple(state[k].shape) != expected[k]]
-    return missing, unexpected, wrong
 
 
 def _listed(items: list[str]) -> str:
@@ -320,51 +249,53 @@ def _listed(items: list[str]) -> str:
     return ", ".join(items[:SHOWN]) + more
 
 
-def _guess_candidates(family: str, name: str | None) -> list[tuple[str, str]]:
-    """Architectures worth trying when weights do not fit: the same family name (resnet18 -> resnet34 ...)."""
-    if name is None:
-        return [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in CURATED]
+def _same_family(family: str, name: str) -> list[Signature]:
+    """timm architectures of the same family name as the one asked for (timm:resnet18 -> resnet34 ...): the
+    index of :mod:`explainers.models.signatures` holds torchvision's and the default model only."""
+    if family != "timm":
+        return []
     stem = re.match(r"[a-z_]*[a-z]", name.partition(".")[0])
     stem = stem.group(0) if stem else name
-    pool = [("default", DEFAULT_ARCHITECTURE)] + [("torchvision", n) for n in torchvision_architectures()]
-    if family == "timm":
-        pool += [("timm", n) for n in timm_architectures()]
-    return [(f, n) for f, n in pool if n != name and n.startswith(stem)][:16]
-
-
-def _looks_like(state: dict[str, torch.Tensor], family: str, name: str | None) -> str | None:
-    """A known architecture the weights fit exactly (its head's class count aside), found within a few seconds."""
-    started = time.perf_counter()
-    for cand_family, cand in _guess_candidates(family, name):
+    found, started = [], time.perf_counter()
+    for cand in [n for n in timm_architectures() if n != name and n.startswith(stem)][:16]:
         if time.perf_counter() - started > _GUESS_BUDGET_S:
             break
         try:
-            model, _ = _template(cand_family, cand, None, _builder_kwargs(cand, state))
+            found.append(signature("timm", cand))
         except Exception:
             continue
-        expected = _shapes(model)
-        heads = {h + ".weight" for h in _head_names(model)} | {h + ".bias" for h in _head_names(model)}
-        aligned = _align_prefix(state, set(expected))
-        missing, unexpected, wrong = _mismatch(aligned, expected)
-        if not missing and not unexpected and all(k in heads for k, _, _ in wrong):
-            return cand if cand_family != "timm" or cand not in torchvision_architectures() else TIMM_PREFIX + cand
-    return None
+    return found
 
 
-def _mismatch_error(filename: str, architecture: str, family: str, name: str, state, expected) -> ModelLoadError:
-    missing, unexpected, wrong = _mismatch(state, expected)
+def _looks_like(state: dict[str, torch.Tensor], family: str = "torchvision", name: str | None = None) -> list[Match]:
+    """The known architectures the weights fit exactly (their head's class count aside), the one asked for
+    excluded."""
+    asked = f"{TIMM_PREFIX}{name}" if family == "timm" and name in torchvision_architectures() else name
+    found = matching_architectures(state) + matching_architectures(state, _same_family(family, name or ""))
+    return [m for m in found if m.architecture != asked]
+
+
+def _mismatch_error(filename: str, architecture: str, family: str, name: str, state,
+                    expected) -> ArchitectureMismatchError:
+    """What does not fit, the architecture it looks like first (the listing after it, sorted and short)."""
+    missing, unexpected, wrong = mismatch(state, expected)
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing key(s): {_listed(missing)}")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}")
     if wrong:
-        shapes = [f"{k} (expected {_fmt(e)}, got {_fmt(g)})" for k, e, g in wrong]
-        parts.append(f"{len(wrong)} shape mismatch(es): {_listed(shapes)}")
-    guess = _looks_like(state, family, name)
-    hint = f"; this looks like weights for {guess!r}" if guess else ""
-    return ModelLoadError(f"expected {filename} to hold a state dict of {architecture!r}, but it does not fit: "
-                          f"{'; '.join(parts)}{hint}")
+        listed = [f"{k} (expected {_fmt(e)}, got {_fmt(g)})" for k, e, g in wrong]
+        parts.append(f"{len(wrong)} shape mismatch(es): {_listed(listed)}")
+    guesses = _looks_like(state, family, name)
+    if guesses:
+        others = f" (also fits {', '.join(repr(m.architecture) for m in guesses[1:])})" if guesses[1:] else ""
+        return ArchitectureMismatchError(
+            f"{filename} does not fit {architecture!r}: {describe(guesses[0])}{others}; pick "
+            f"{guesses[0].architecture!r} as the architecture. Against {architecture!r}: {'; '.join(parts)}",
+            [m.architecture for m in guesses])
+    return ArchitectureMismatchError(f"expected {filename} to hold a state dict of {architecture!r}, but it does "
+                                     f"not fit: {'; '.join(parts)}; it matches no torchvision architecture either")
 
 
 # ------------------------------------------------------------------------------------------- reading files
@@ -503,27 +434,28 @@ def _load_state_dict_model(src: _Source, architecture: Any, options: LoadOptions
     raw = _read_safetensors(src) if src.suffix == SAFETENSORS else _read_torch(src)
     state = _unwrap_state(raw, src.filename)
     if architecture is None:
-        guess = _looks_like(state, "torchvision", None)
-        hint = f"; this looks like weights for {guess!r}" if guess else ""
-        raise ModelLoadError(f"expected architecture= with {src.filename}: a state dict holds weights, not the "
-                             f"network they belong to (e.g. 'resnet18', {DEFAULT_ARCHITECTURE!r} or a timm name){hint}")
+        guesses = _looks_like(state)
+        hint = f"; {describe(guesses[0])}" if guesses else ""
+        raise ArchitectureMismatchError(
+            f"expected architecture= with {src.filename}: a state dict holds weights, not the network they belong "
+            f"to (e.g. 'resnet18', {DEFAULT_ARCHITECTURE!r} or a timm name){hint}", [m.architecture for m in guesses])
     family, name = split(architecture)
-    kwargs = _builder_kwargs(name, state)
-    template, real = _template(family, name, None, kwargs)
-    expected = _shapes(template)
-    state = _align_prefix(state, set(expected))
-    heads = _head_names(template)
+    kwargs = builder_kwargs(name, state)
+    built, real = template(family, name, None, kwargs)
+    expected = shapes(built)
+    state = align_prefix(state, set(expected))
+    heads = head_names(built)
     head_key = f"{heads[-1]}.weight" if heads else None
     if head_key is None or head_key not in state or state[head_key].dim() < 2:
         raise _mismatch_error(src.filename, architecture, family, name, state, expected)
     num_classes = int(state[head_key].shape[0])
     if num_classes != expected[head_key][0]:
-        template, real = _template(family, name, num_classes, kwargs)
-        expected = _shapes(template)
-    if any(_mismatch(state, expected)):
+        built, real = template(family, name, num_classes, kwargs)
+        expected = shapes(built)
+    if any(mismatch(state, expected)):
         raise _mismatch_error(src.filename, architecture, family, name, state, expected)
     _check_finite(state, src.filename)
-    model = template if real else _construct(family, name, num_classes, kwargs)
+    model = built if real else construct(family, name, num_classes, kwargs)
     try:
         model.load_state_dict(state, strict=True)
     except Exception as exc:  # dtypes or shapes the checks above did not see

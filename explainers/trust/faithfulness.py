@@ -44,6 +44,13 @@ SUBSTRATES = ("black", "blur", "mean")
 DEFAULT_SUBSTRATES = {"deletion": "black", "insertion": "blur"}
 DEFAULT_STEPS = 50
 REGION_GRID = 7  # grid_region: regions of about a 7×7 grid
+# The setting the dashboard trusts by default: regions of the CAM grid (grid_region) filled with the image mean.
+# Single black pixels read to a CNN as noise, off the data distribution, and a random ranking, itself scattered
+# like noise, sinks the class fastest of all (Samek et al. 2017; Rong et al. 2022, arXiv:2202.00449).
+TRUSTED_SUBSTRATE = "mean"
+# Which way a faithful map moves each curve's AUC: deletion and ROAD MoRF fall fast (lower is more faithful),
+# insertion and ROAD LeRF stay high (higher is).
+LOWER_IS_FAITHFUL = {"deletion": True, "insertion": False, "road_morf": True, "road_lerf": False}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,6 +155,40 @@ class CurveSet:
             "table": self.table(),
             "curves": [c.to_dict() for c in self.curves],
         }
+
+
+def best_methods(curve_sets: CurveSet | Sequence[CurveSet]) -> dict[str, list[str]]:
+    """Kind -> the methods with the most faithful AUC (lowest for deletion and ROAD MoRF, highest for insertion
+    and ROAD LeRF; see :data:`LOWER_IS_FAITHFUL`), several when tied, in the curves' order.
+
+    A method's score is its mean AUC over the images, averaged over its targets. Kinds with fewer than two methods
+    rank nothing and are left out.
+    """
+    sets = [curve_sets] if isinstance(curve_sets, CurveSet) else list(curve_sets)
+    scores: dict[str, dict[str, list[float]]] = {}
+    for curve in (c for curve_set in sets for c in curve_set.curves):
+        if curve.kind not in LOWER_IS_FAITHFUL:
+            raise ParameterError(f"no faithful direction for curve kind {curve.kind!r}; "
+                                 f"known: {', '.join(LOWER_IS_FAITHFUL)}")
+        scores.setdefault(curve.kind, {}).setdefault(curve.method, []).append(curve.mean_auc)
+    best = {}
+    for kind, by_method in scores.items():
+        if len(by_method) < 2:
+            continue
+        sign = 1.0 if LOWER_IS_FAITHFUL[kind] else -1.0
+        signed = {method: sign * float(np.mean(values)) for method, values in by_method.items()}
+        top = min(signed.values())
+        best[kind] = [method for method, value in signed.items() if value <= top]
+    return best
+
+
+def control_ranks_best(curve_sets: CurveSet | Sequence[CurveSet], control: str = "random") -> list[str]:
+    """The kinds (in the curves' order) where ``control``, a map with no information such as the random control,
+    scores as faithful as the best method or better. A control cannot be faithful, so a kind listed here measures
+    the perturbation more than the maps: e.g. scattered single black pixels take the image off the data
+    distribution, and a ranking scattered like noise sinks the class fastest (Samek et al. 2017, arXiv:1509.06321;
+    Rong et al. 2022, arXiv:2202.00449)."""
+    return [kind for kind, methods in best_methods(curve_sets).items() if control in methods]
 
 
 @dataclass

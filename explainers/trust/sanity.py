@@ -46,9 +46,9 @@ from ..errors import ParameterError, SaliencyError
 from ..hooks import model_guard
 from ..manifest import jsonable
 from ..many import shared_methods, shared_pass
-from ..registry import NEEDS_MODEL, MethodInfo, Reference, get_method
+from ..registry import NEEDS_MODEL, MethodInfo, PublishedVerdict, Reference, get_method
 from ..targets import Target, TargetSpec
-from .similarity import METRIC_LABELS, METRICS, PreparedMap, Similarity
+from .similarity import METRIC_LABELS, METRIC_MEANING, METRICS, PreparedMap, Similarity
 
 SIXT = Reference("Sixt, Granz & Landgraf", 2020, "When Explanations Lie: Why Many Modified BP Attributions Fail",
                  "1912.09818")
@@ -894,50 +894,151 @@ def _relative_change(before: torch.Tensor, after: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 
 
+RELATIVE_CHANGE = "relative_change"
+MEASURE_LABELS = {**METRIC_LABELS, RELATIVE_CHANGE: "relative L2 change"}
+# One threshold per similarity measure, in one place. The model-randomisation rule reads the mean of each curve
+# over the cascade; calibrated on the three samples with EfficientNet-Lite0 (all 19 steps): vanilla, SmoothGrad,
+# IG and Grad-CAM average 0.42 or less on every measure, guided backprop 0.60 or more, the random control about 0
+# and the sobel control 1.
+MODEL_BELOW = {"spearman_abs": 0.5, "spearman": 0.5, "ssim": 0.5, "hog": 0.5}
+# Data randomisation compares two maps once (no curve): the paper's reading, changed below 0.6 as before.
+DATA_BELOW = {"spearman_abs": 0.6, "spearman": 0.6, "ssim": 0.6, "hog": 0.6}
+# Maps for other classes: guided backprop keeps 0.999 Spearman of |map| on the cat sample, vanilla 0.25.
+LOGIT_BELOW = {"spearman_abs": 0.9, "spearman": 0.9, "ssim": 0.9, "hog": 0.9}
+
+
+def _per_measure(value: float | Mapping[str, float]) -> dict[str, float]:
+    return dict.fromkeys(METRICS, float(value)) if isinstance(value, (int, float)) else dict(value)
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """The rules of the verdict.
+    """The rules of the verdict, as data: one threshold per similarity measure and check (a single number sets
+    all four measures).
 
-    Model randomisation reads the step after the top ``top_fraction`` of the model's blocks (rounded up; for
-    EfficientNet-Lite0 7 of 19: head, conv head and blocks 15-11, where the issue's calibration separates vanilla
-    and Grad-CAM, below 0.6, from guided backprop, above 0.9), or the last step run if the cascade stopped sooner.
-    The random-logit test calls a method class-insensitive when its maps for other classes keep a Spearman of
-    |map| of 0.9 or more (guided backprop: 0.999 on the cat sample, vanilla 0.25); data randomisation uses the
-    model-randomisation threshold. Input invariance allows a relative L2 change of 0.05: the shifted first layer
-    rounds differently in float32, which flips a few ReLU6 gates downstream; on EfficientNet-Lite0 that moves
-    gradient maps by about 1e-3, while input × gradient moves by about 3 (measured on the cat sample).
+    Model randomisation is judged on the whole cascade, not at one step, and on each measure alone. Adebayo et
+    al. 2018 (arXiv:1810.03292, figures 2-4) read each measure's curve over the cascade: a method passes when its
+    map moves away from the original as the layers are randomised from the top, and fails when it survives the
+    randomisation of the higher layers (guided backprop changes only once the blocks near the input are reset).
+    Here a method passes on a measure when the measure's mean over every step run (1 to the last: the normalised
+    area under its curve, what Quantus' MPRT returns with ``return_average_correlation``; Hedström et al. 2023,
+    arXiv:2202.06861) is below ``model_below``. A mean, unlike one step, does not flip on one noisy step (Grad-CAM's
+    coarse map jumps by 0.3 between neighbouring steps), and a map that stays put over the top third of the
+    network cannot pass by dropping at its last steps. A step where a map became constant counts as 0 (no
+    correlation left). The measures may disagree: Guided Grad-CAM's |map| follows its Grad-CAM mask, which the
+    head's randomisation destroys, while its signed map can keep its sign pattern.
+
+    The random-logit test calls a method class-insensitive on a measure when its maps for other classes keep a
+    mean similarity of ``logit_below`` or more; data randomisation uses ``data_below`` on the mean similarity.
+    Input invariance allows a relative L2 change of 0.05: the shifted first layer rounds differently in float32,
+    which flips a few ReLU6 gates downstream; on EfficientNet-Lite0 that moves gradient maps by about 1e-3,
+    while input × gradient moves by about 3 (measured on the cat sample).
     """
 
-    model_metric: str = "spearman_abs"
-    model_below: float = 0.6
-    top_fraction: float = 0.35
-    logit_metric: str = "spearman_abs"
-    logit_below: float = 0.9
-    data_metric: str = "spearman_abs"
-    data_below: float = 0.6
+    model_below: Mapping[str, float] = field(default_factory=lambda: dict(MODEL_BELOW))
+    logit_below: Mapping[str, float] = field(default_factory=lambda: dict(LOGIT_BELOW))
+    data_below: Mapping[str, float] = field(default_factory=lambda: dict(DATA_BELOW))
     invariance_max_change: float = 0.05
 
-    def verdict_step(self, blocks: int, steps_run: int | None = None) -> int:
-        """The step the model-randomisation verdict reads, for a model of ``blocks`` blocks."""
-        step = max(1, math.ceil(self.top_fraction * blocks - 1e-9))
-        return min(step, blocks if steps_run is None else steps_run)
+    def __post_init__(self) -> None:
+        for name in ("model_below", "logit_below", "data_below"):
+            values = _per_measure(getattr(self, name))
+            unknown = sorted(set(values) - set(METRICS))
+            if unknown:
+                raise ParameterError(f"{name}: unknown similarity {unknown[0]!r}; valid: {', '.join(METRICS)}")
+            object.__setattr__(self, name, values)
 
 
 @dataclass(frozen=True)
 class Check:
-    """One check of one method: the measured ``value`` against ``threshold`` by ``rule``; ``passed`` None when
-    the check could not decide (and ``note`` says why)."""
+    """One similarity measure of one check of one method: the measured ``value`` against ``threshold``;
+    ``passed`` None when the measure could not decide (``note`` says why). For model randomisation ``curve``
+    holds the measure at every step and ``stays_below_from`` the first step from which it stays below."""
 
+    measure: str
     value: float | None
     threshold: float
-    rule: str
     passed: bool | None
     note: str = ""
-    also: dict[str, float | None] = field(default_factory=dict)  # the other similarities, for the table
+    curve: tuple[float | None, ...] = ()
+    stays_below_from: int | None = None
+
+    @property
+    def label(self) -> str:
+        return MEASURE_LABELS.get(self.measure, self.measure)
+
+    def cell(self) -> str:
+        """"pass 0.312", "FAIL 0.823", or "pass (constant map)" where the value is undefined."""
+        word = {True: "pass", False: "FAIL", None: "?"}[self.passed]
+        if self.value is None:
+            return f"{word} (constant map)" if "constant" in self.note else f"{word} (undefined)"
+        return f"{word} {self.value:.3f}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "threshold": self.threshold, "rule": self.rule, "passed": self.passed,
-                "note": self.note, "also": dict(self.also)}
+        return {"measure": self.measure, "value": self.value, "threshold": self.threshold, "passed": self.passed,
+                "note": self.note, "curve": list(self.curve), "stays_below_from": self.stays_below_from}
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """One check of one method, judged by one rule on every measure: ``measures[name]`` is that measure's
+    :class:`Check`. ``passed`` is True or False when every decided measure agrees, None when they disagree."""
+
+    check: str
+    rule: str
+    measures: dict[str, Check]
+
+    def decided(self, passed: bool) -> list[str]:
+        return [m for m, c in self.measures.items() if c.passed is passed]
+
+    @property
+    def passed(self) -> bool | None:
+        passing, failing = self.decided(True), self.decided(False)
+        if passing and failing or not (passing or failing):
+            return None
+        return bool(passing)
+
+    @property
+    def agree(self) -> bool:
+        return not (self.decided(True) and self.decided(False))
+
+    def summary(self) -> str:
+        """"passes on every measure", "fails on every measure", or "passes on SSIM, HOG; fails on Spearman
+        signed"."""
+        passing, failing = self.decided(True), self.decided(False)
+        labels = lambda names: ", ".join(MEASURE_LABELS[m] for m in names)  # noqa: E731
+        if passing and failing:
+            return f"passes on {labels(passing)}; fails on {labels(failing)}"
+        if not (passing or failing):
+            return "undecided"
+        every = "the measure" if len(self.measures) == 1 else "every measure"
+        return f"{'passes' if passing else 'fails'} on {every}"
+
+    def cell(self) -> str:
+        """The check in one table cell: its measure's cell, or "pass (4/4)", "FAIL (0/4)", "mixed (2/4 pass)"."""
+        if len(self.measures) == 1:
+            return next(iter(self.measures.values())).cell()
+        decided = len(self.decided(True)) + len(self.decided(False))
+        passing = len(self.decided(True))
+        if not self.agree:
+            return f"mixed ({passing}/{decided} pass)"
+        return f"{ {True: 'pass', False: 'FAIL', None: '?'}[self.passed]} ({passing}/{decided})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "rule": self.rule, "passed": self.passed, "summary": self.summary(),
+                "measures": {m: c.to_dict() for m, c in self.measures.items()}}
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A measured model-randomisation verdict that differs from the published one: on ``measures``, with the
+    ``reason`` in one sentence built from which measures pass and fail."""
+
+    measures: tuple[str, ...]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measures": list(self.measures), "reason": self.reason}
 
 
 CHECK_NAMES = {
@@ -948,53 +1049,149 @@ CHECK_NAMES = {
 }
 
 
+def _and(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _value_text(check: Check) -> str:
+    return "constant map" if check.value is None else f"{check.value:.2f}"
+
+
+def disagreement(published: PublishedVerdict, check: CheckVerdict) -> Disagreement | None:
+    """Where a measured model-randomisation verdict differs from the published one, which measures differ and
+    why, in one sentence computed from the measures that pass and fail (None where they all agree with it, or
+    where the paper made no model-randomisation finding for the method)."""
+    expected = published.sanity.expects_pass
+    if expected is None:
+        return None
+    passing, failing = check.decided(True), check.decided(False)
+    differ = tuple(failing if expected else passing)
+    if not differ:
+        return None
+    measures = check.measures
+    named = lambda names: _and([f"{measures[m].label} ({_value_text(measures[m])})" for m in names])  # noqa: E731
+    if passing and failing:
+        reason = (f"passes on {named(passing)} but not on {named(failing)}: "
+                  f"{_and([METRIC_MEANING[m] for m in passing])} changed while "
+                  f"{_and([METRIC_MEANING[m] for m in failing])} survived the randomisation")
+    elif passing:
+        reason = (f"every measure's mean over the cascade is below its threshold ({named(passing)}): on this "
+                  "model and image the map changes with the weights")
+    else:
+        late = [f"{measures[m].label} stays below it only from step {measures[m].stays_below_from}"
+                for m in failing if measures[m].stays_below_from is not None]
+        reason = (f"no measure's mean over the cascade is below its threshold ({named(failing)})"
+                  + (f"; {_and(late)}" if late else "")
+                  + ": on this model and image the map survives the randomisation of the top layers")
+    return Disagreement(differ, reason[0].upper() + reason[1:] + ".")
+
+
 @dataclass
 class Verdict:
-    """Pass/fail per method and check, with the thresholds; ``expected`` is the registry's published verdict."""
+    """Pass/fail per method, check and similarity measure, with the thresholds; ``published`` holds each
+    method's published model-randomisation verdict (Adebayo et al. 2018) and :meth:`disagreement` where the
+    measurement differs from it."""
 
-    rows: dict[str, dict[str, Check]]
+    rows: dict[str, dict[str, CheckVerdict]]
     methods: dict[str, str]  # key -> method name
     thresholds: Thresholds
+    published: dict[str, PublishedVerdict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, name in self.methods.items():
+            self.published.setdefault(key, get_method(name).published_verdict())
 
     def expected(self, key: str) -> str:
-        return get_method(self.methods[key]).sanity.label
+        return self.published[key].label
+
+    def disagreement(self, key: str) -> Disagreement | None:
+        check = self.rows.get(key, {}).get("model_randomisation")
+        return None if check is None else disagreement(self.published[key], check)
+
+    def disagreements(self) -> dict[str, Disagreement]:
+        found = {key: self.disagreement(key) for key in self.rows}
+        return {key: flag for key, flag in found.items() if flag is not None}
+
+    def checks(self) -> list[str]:
+        """The checks that ran, in :data:`CHECK_NAMES` order."""
+        return [c for c in CHECK_NAMES if any(c in row for row in self.rows.values())]
+
+    def measures(self, check: str) -> list[str]:
+        return list(dict.fromkeys(m for row in self.rows.values() if check in row for m in row[check].measures))
+
+    def rules(self) -> dict[str, str]:
+        """Each check's rule, once."""
+        return {c: next(row[c].rule for row in self.rows.values() if c in row) for c in self.checks()}
 
     def table(self) -> str:
-        """The verdict as a text table: one row per method, one column per check run."""
-        checks = [c for c in CHECK_NAMES if any(c in row for row in self.rows.values())]
-        header = ["method", *[CHECK_NAMES[c] for c in checks], "published"]
-        lines = [header]
-        for key, row in self.rows.items():
-            cells = [key]
-            for name in checks:
-                check = row.get(name)
-                if check is None:
-                    cells.append("-")
-                    continue
-                value = "undefined" if check.value is None else f"{check.value:.3f}"
-                word = {True: "pass", False: "FAIL", None: "?"}[check.passed]
-                cells.append(f"{word} {value}")
-            cells.append(self.expected(key))
-            lines.append(cells)
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
-        rules = {c: next(row[c].rule for row in self.rows.values() if c in row) for c in checks}
-        text.append("")
-        text += [f"{CHECK_NAMES[c]}: {rule}" for c, rule in rules.items()]
+        """The verdict as text: model randomisation with one column per measure, the published verdict and a
+        flag; the other checks one column each; then the rules and one sentence per disagreement."""
+        blocks = []
+        if "model_randomisation" in self.checks():
+            measures = self.measures("model_randomisation")
+            lines = [["method", *[MEASURE_LABELS[m] for m in measures], "published", "flag"]]
+            for key, row in self.rows.items():
+                check = row.get("model_randomisation")
+                cells = [check.measures[m].cell() if check and m in check.measures else "-" for m in measures]
+                lines.append([key, *cells, self.expected(key), "DIFFERS" if self.disagreement(key) else ""])
+            blocks.append(("model randomisation", lines))
+        others = [c for c in self.checks() if c != "model_randomisation"]
+        if others:
+            lines = [["method", *[CHECK_NAMES[c] for c in others]]]
+            for key, row in self.rows.items():
+                lines.append([key, *[row[c].cell() if c in row else "-" for c in others]])
+            blocks.append(("other checks", lines))
+        text: list[str] = []
+        for title, lines in blocks:
+            widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+            text += [f"{title}:", *["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines],
+                     ""]
+        text += [f"{CHECK_NAMES[c]}: {rule}" for c, rule in self.rules().items()]
+        flags = self.disagreements()
+        if flags:
+            text.append("")
+            text += [f"{key} differs from Adebayo et al. ({self.expected(key)}): {flag.reason}"
+                     for key, flag in flags.items()]
         return "\n".join(text)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"thresholds": asdict(self.thresholds), "methods": dict(self.methods),
+        thresholds = asdict(self.thresholds)
+        return {"thresholds": thresholds, "methods": dict(self.methods),
                 "rows": {k: {c: check.to_dict() for c, check in row.items()} for k, row in self.rows.items()},
-                "published": {k: self.expected(k) for k in self.rows}}
+                "published": {k: self.expected(k) for k in self.rows},
+                "disagreements": {k: flag.to_dict() for k, flag in self.disagreements().items()}}
 
 
-def _below(means: dict[str, float | None], metric: str, threshold: float, rule: str, undefined_means: bool | None,
-           note_undefined: str) -> Check:
-    value = means[metric]
+def _stays_below_from(curve: Sequence[float | None], threshold: float) -> int | None:
+    """The first step (≥ 1) from which every value is below ``threshold`` or undefined; None if the last is not."""
+    start = None
+    for step in range(len(curve) - 1, 0, -1):
+        if curve[step] is not None and curve[step] >= threshold:
+            break
+        start = step
+    return start
+
+
+def _curve_check(measure: str, curve: list[float | None], threshold: float) -> Check:
+    """The model-randomisation rule on one measure: the mean of ``curve`` over steps 1 to the last (a constant
+    map's undefined step counts as 0) below ``threshold``."""
+    steps = curve[1:]
+    stays = _stays_below_from(curve, threshold)
+    constant = sum(v is None for v in steps)
+    if not steps or constant == len(steps):
+        return Check(measure, None, threshold, True, "undefined: constant map (counted as changed)", tuple(curve),
+                     stays)
+    value = float(np.mean([0.0 if v is None else v for v in steps]))
+    note = f"constant map at {constant} of {len(steps)} steps, counted as 0" if constant else ""
+    return Check(measure, value, threshold, value < threshold, note, tuple(curve), stays)
+
+
+def _mean_check(measure: str, value: float | None, threshold: float, undefined_means: bool | None,
+                note_undefined: str) -> Check:
     if value is None:
-        return Check(None, threshold, rule, undefined_means, note_undefined, means)
-    return Check(value, threshold, rule, value < threshold, "", means)
+        return Check(measure, None, threshold, undefined_means, note_undefined)
+    return Check(measure, value, threshold, value < threshold)
 
 
 def verdict(
@@ -1004,47 +1201,61 @@ def verdict(
     invariance: InvarianceResult | None = None,
     thresholds: Thresholds = Thresholds(),
 ) -> Verdict:
-    """Pass/fail per method from whichever checks ran. Controls are judged like methods: the sobel control
-    failing model randomisation is the yardstick working, not a bug."""
-    rows: dict[str, dict[str, Check]] = {}
+    """Pass/fail per method, check and similarity measure from whichever checks ran, each measure judged by the
+    check's one rule (:class:`Thresholds`). Controls are judged like methods: the sobel control failing model
+    randomisation is the yardstick working, not a bug."""
+    rows: dict[str, dict[str, CheckVerdict]] = {}
     names: dict[str, str] = {}
+    published: dict[str, PublishedVerdict] = {}
+
+    def add(key: str, check: str, rule: str, measures: dict[str, Check]) -> None:
+        rows.setdefault(key, {})[check] = CheckVerdict(check, rule, measures)
+
     if cascade is not None:
-        step = thresholds.verdict_step(len(cascade.blocks), len(cascade.steps) - 1)
-        rule = (f"passes when {METRIC_LABELS[thresholds.model_metric]} to the original map is below "
-                f"{thresholds.model_below} after {step} of {len(cascade.blocks)} steps (up to "
-                f"{cascade.steps[step].name}); a map that became constant counts as changed")
+        last, blocks = len(cascade.steps) - 1, len(cascade.blocks)
+        rule = (f"passes on a measure when its similarity to the original map, averaged over every step run (after "
+                f"{last} of {blocks} steps, up to {cascade.steps[last].name}), is below "
+                f"{_thresholds_text(thresholds.model_below, cascade.metrics)}: the area under the cascade curve, not "
+                "one step; a step where the map became constant counts as 0")
         for key, result in cascade.methods.items():
             names[key] = result.method
-            means = {m: _mean([cell[m].value for cell in result.similarity[step]]) for m in cascade.metrics}
-            rows.setdefault(key, {})["model_randomisation"] = _below(
-                means, thresholds.model_metric, thresholds.model_below, rule, True,
-                "undefined: constant map (counted as changed)")
+            published[key] = get_method(result.method).published_verdict(result.params)
+            add(key, "model_randomisation", rule,
+                {m: _curve_check(m, result.mean_curve(m), thresholds.model_below[m]) for m in cascade.metrics})
     if logit is not None:
-        rule = (f"class-sensitive when {METRIC_LABELS[thresholds.logit_metric]} to the maps of "
-                f"{logit.classes.shape[1]} random other classes is below {thresholds.logit_below}")
+        metrics = list(next(iter(logit.methods.values()))[0][0])
+        rule = (f"class-sensitive on a measure when the mean similarity to the maps of {logit.classes.shape[1]} "
+                f"random other classes is below {_thresholds_text(thresholds.logit_below, metrics)}")
         names.update(logit.names)
-        for key, table in logit.methods.items():
-            means = {m: logit.mean(key, m) for m in table[0][0]}
-            rows.setdefault(key, {})["random_logit"] = _below(
-                means, thresholds.logit_metric, thresholds.logit_below, rule, None, "undefined: constant map")
+        for key in logit.methods:
+            add(key, "random_logit", rule, {m: _mean_check(m, logit.mean(key, m), thresholds.logit_below[m], None,
+                                                            "undefined: constant map") for m in metrics})
     if data is not None:
-        rule = (f"passes when {METRIC_LABELS[thresholds.data_metric]} to the map of the model trained on shuffled "
-                f"labels is below {thresholds.data_below}")
+        metrics = list(next(iter(data.methods.values()))[0])
+        rule = (f"passes on a measure when the mean similarity to the map of the model trained on shuffled labels "
+                f"is below {_thresholds_text(thresholds.data_below, metrics)}")
         names.update(data.names)
-        for key, table in data.methods.items():
-            means = {m: data.mean(key, m) for m in table[0]}
-            rows.setdefault(key, {})["data_randomisation"] = _below(
-                means, thresholds.data_metric, thresholds.data_below, rule, True,
-                "undefined: constant map (counted as changed)")
+        for key in data.methods:
+            add(key, "data_randomisation", rule,
+                {m: _mean_check(m, data.mean(key, m), thresholds.data_below[m], True,
+                                "undefined: constant map (counted as changed)") for m in metrics})
     if invariance is not None:
-        rule = (f"invariant when the attribution changes by at most {thresholds.invariance_max_change:g} "
-                f"(relative L2) under an input shift of {invariance.shift} absorbed by {invariance.first_layer!r}")
+        limit = thresholds.invariance_max_change
+        rule = (f"invariant when the attribution changes by at most {limit:g} (relative L2) under an input shift "
+                f"of {invariance.shift} absorbed by {invariance.first_layer!r}")
         names.update(invariance.names)
         for key, change in invariance.relative_change.items():
             worst = float(np.max(change))
-            rows.setdefault(key, {})["input_invariance"] = Check(
-                worst, thresholds.invariance_max_change, rule, worst <= thresholds.invariance_max_change)
-    return Verdict(rows, names, thresholds)
+            add(key, "input_invariance", rule, {RELATIVE_CHANGE: Check(RELATIVE_CHANGE, worst, limit, worst <= limit)})
+    return Verdict(rows, names, thresholds, published)
+
+
+def _thresholds_text(values: Mapping[str, float], metrics: Sequence[str]) -> str:
+    """"0.6" when every measure shares it, else "Spearman |map| 0.6, SSIM 0.5, ..."."""
+    chosen = {m: values[m] for m in metrics}
+    if len(set(chosen.values())) == 1:
+        return f"{next(iter(chosen.values())):g}"
+    return ", ".join(f"{METRIC_LABELS[m]} {v:g}" for m, v in chosen.items())
 
 
 def _names(plans: list[_Plan]) -> dict[str, str]:
@@ -1144,7 +1355,7 @@ def filmstrip(cascade: CascadeResult, image: int = 0, colormap: str = "inferno",
               labels: bool = True) -> np.ndarray:
     """uint8 [H, W, 3]: one row per method, one column per step (step 0, the original, first), each tile |map|
     on its own robust range (render's percentile clip) so a map whose scale collapsed still shows its shape; a
-    constant map is black. ``labels`` writes the method names on the left and the step numbers on top."""
+    constant map is black. ``labels`` numbers the steps on top and names each method in a band above its row."""
     rows = []
     for result in cascade.methods.values():
         tiles = []
@@ -1154,21 +1365,26 @@ def filmstrip(cascade: CascadeResult, image: int = 0, colormap: str = "inferno",
             tiles.append(render.colorize(render.scale_to_range(values, lo, hi), colormap))
         spacer = np.full((tiles[0].shape[0], gap, 3), 255, dtype=np.uint8)
         rows.append(np.concatenate([t for tile in tiles for t in (tile, spacer)][:-1], axis=1))
-    spacer = np.full((gap, rows[0].shape[1], 3), 255, dtype=np.uint8)
-    strip = np.concatenate([r for row in rows for r in (row, spacer)][:-1], axis=0)
     if not labels:
-        return strip
-    font = ImageFont.load_default()
-    left = 8 + 7 * max(len(key) for key in cascade.methods)
-    top = 16
-    canvas = Image.new("RGB", (strip.shape[1] + left, strip.shape[0] + top), "white")
-    canvas.paste(Image.fromarray(strip), (left, top))
-    draw = ImageDraw.Draw(canvas)
+        spacer = np.full((gap, rows[0].shape[1], 3), 255, dtype=np.uint8)
+        return np.concatenate([r for row in rows for r in (row, spacer)][:-1], axis=0)
     tile_h, tile_w = cascade.methods[next(iter(cascade.methods))].thumbnails.shape[-2:]
-    for row, key in enumerate(cascade.methods):
-        draw.text((4, top + row * (tile_h + gap) + tile_h // 2 - 5), key, fill="black", font=font)
+    # Labels as large as a tile allows (a step number fills most of its tile's width) and the names in bands of
+    # their own, not in a margin: a page that shrinks a 20-step strip to a narrow column shrinks the text with it,
+    # and text drawn this large stays legible there.
+    font = ImageFont.load_default(size=max(12, int(tile_w * 0.55)))
+    band = int(font.size * 1.3)
+    width = rows[0].shape[1]
+    height = band + sum(band + row.shape[0] + gap for row in rows)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
     for step in range(len(cascade.steps)):
-        draw.text((left + step * (tile_w + gap) + tile_w // 2 - 5, 2), str(step), fill="black", font=font)
+        draw.text((step * (tile_w + gap) + tile_w // 2, band // 2), str(step), fill="black", font=font, anchor="mm")
+    top = band
+    for key, row in zip(cascade.methods, rows):
+        draw.text((2, top + band // 2), key, fill="black", font=font, anchor="lm")
+        canvas.paste(Image.fromarray(row), (0, top + band))
+        top += band + row.shape[0] + gap
     return np.asarray(canvas)
 
 
@@ -1179,9 +1395,12 @@ __all__ = [
     "CascadeResult",
     "CascadeStep",
     "Check",
+    "CheckVerdict",
     "DataRandomisationResult",
+    "Disagreement",
     "InvarianceResult",
     "KINDERMANS",
+    "MEASURE_LABELS",
     "MethodCascade",
     "MethodSpec",
     "RandomLogitResult",
@@ -1191,6 +1410,7 @@ __all__ = [
     "Verdict",
     "cascade_blocks",
     "data_randomisation",
+    "disagreement",
     "filmstrip",
     "first_layer",
     "input_invariance",

@@ -35,6 +35,13 @@ METRIC_LABELS = {
     "ssim": "SSIM",
     "hog": "HOG similarity",
 }
+# What each similarity sees, for sentences that explain why the measures disagree.
+METRIC_MEANING = {
+    "spearman_abs": "the ranking of |map|",
+    "spearman": "the signed ranking (where the map is positive and where negative)",
+    "ssim": "the local structure of |map| (SSIM)",
+    "hog": "the edge layout of |map| (HOG)",
+}
 
 
 @dataclass(frozen=True)
@@ -312,6 +319,7 @@ __all__ = [
     "CONSTANT_MAP",
     "METRICS",
     "METRIC_LABELS",
+    "METRIC_MEANING",
     "PreparedMap",
     "Similarity",
     "compare",

@@ -10,15 +10,18 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from explainers import render as rnd
 from explainers.batch.access import root_paths
-from explainers.batch.pipeline import Settings
+from explainers.batch.compare_runs import compare_runs
+from explainers.batch.pipeline import BORDER, Settings
 from explainers.batch.run import run
 from explainers.batch.store import load_map, read_table
+from explainers.batch.views import ABOVE_CHANCE
 from tests.conftest import sample_path
 from tests.ui.helpers import selection, start
 from ui import state
@@ -157,9 +160,39 @@ def test_the_border_view_ranks_the_largest_border_mass_first(batch_run):
     first = rows.loc[rows["border_mass"].idxmax()]
     name = first["path"].rsplit("/", 1)[-1]
     assert captions[0].startswith(f"{name} · Grad-CAM · {first['target']} ({first['target_name']})")
-    assert captions[0].endswith(f"{first['border_mass']:.0%} on the border")
+    assert f"{first['border_mass']:.0%} on the border" in captions[0]
     shares = [int(re.search(r"(\d+)% on the border", c).group(1)) for c in captions]
     assert shares == sorted(shares, reverse=True)
+
+
+def test_the_border_gallery_says_the_chance_level_and_marks_the_maps_above_it(batch_run):
+    """The border is 44% of the area: a map spread evenly scores that much, so each caption and the gallery's
+    caption say it, and only maps well above it are marked (issue 18)."""
+    out, rows = batch_run
+    # real maps here sit at or below chance (as the issue found): one row's border mass is raised to 0.9
+    edited = out.parent / "edited"
+    shutil.copytree(out, edited)
+    part = sorted((edited / "table").glob("part-*.parquet"))[0]
+    table = pq.read_table(part).to_pandas()
+    raised = table.index[table["error"].isna()][0]
+    table.loc[raised, "border_mass"] = 0.9
+    pq.write_table(pa.Table.from_pandas(table, schema=pq.read_schema(part), preserve_index=False), part)
+    rows = read_table(edited).loc[lambda t: t["error"].isna()]
+    at = _open(edited)
+    captions = _gallery(at, "on the border")
+    chance = 1 - (1 - 2 * BORDER) ** 2  # the outer eighth of each side
+    assert any(f"Chance level: a map spread evenly over the image scores {chance:.0%} of its mass on the border"
+               in c.value for c in at.caption)
+    ranked = rows.sort_values("border_mass", ascending=False, kind="stable").head(len(captions))
+    for text, share in zip(captions, ranked["border_mass"], strict=True):
+        assert f"(chance {chance:.0%})" in text
+        above = share >= chance + ABOVE_CHANCE * (1 - chance)
+        below = share <= chance - ABOVE_CHANCE * chance
+        assert ("⚠ above chance" in text) == above and ("below chance" in text) == below
+        assert ("at chance" in text) == (not above and not below)
+    assert "⚠ above chance" in captions[0] and "90% on the border" in captions[0]
+    threshold = chance + ABOVE_CHANCE * (1 - chance)
+    assert sum("⚠ above chance" in c for c in captions) == int((ranked["border_mass"] >= threshold).sum())
 
 
 def test_the_mean_map_per_class_has_one_entry_per_class(batch_run):
@@ -224,7 +257,8 @@ def test_a_run_on_uploads_with_labels_and_boxes_opens_and_ranks_by_the_mass_outs
     assert rows["box_mass"].notna().tolist() == [True, False]  # the box of the one image that has one
     captions = _gallery(at, "outside the box")
     assert len(captions) == 1 and captions[0].startswith("cat.png · Grad-CAM · top1")
-    assert captions[0].endswith(f"{1 - rows['box_mass'].iloc[0]:.0%} outside the box")
+    assert f"{1 - rows['box_mass'].iloc[0]:.0%} outside the box" in captions[0]
+    assert "(chance 75%)" in captions[0]  # the box is a quarter of the image: an even map has 75% outside it
     # a launched run is this session's: another session cannot open it by its path
     other = _open(folder)
     assert len(other.error) == 1 and "not inside the batch folders" in other.error[0].value
@@ -277,3 +311,54 @@ def test_a_crafted_run_shows_no_file_from_outside_and_no_markdown_of_its_own(bat
     shown += [c for image in at.main.get("image") for c in (image.captions or [])]
     assert not [text for text in shown if "](https://example.invalid" in text and "\\]" not in text]
     assert any("\\!\\[x\\]" in text or "!\\[x\\]" in text for text in shown)  # shown, escaped
+
+
+@pytest.fixture(scope="module")
+def other_run(batch_run, batch_root):
+    """The same images, copied to another folder, explained by another model: the bundled digits LeNet-5 (its own
+    classes, its own 28 px input), Grad-CAM top1, and one extra image the first run does not have."""
+    out, _ = batch_run
+    source = batch_root / "images-copy"
+    shutil.copytree(batch_root / "images", source)
+    Image.fromarray((np.random.default_rng(5).random((40, 40, 3)) * 255).astype(np.uint8)).save(source / "extra.png")
+    other = batch_root / "run-digits"
+    run(str(source), str(other), Settings("lenet_digits", ["gradcam"], ["top1"]), workers=0)
+    return other
+
+
+def test_a_second_run_of_another_model_shows_the_rows_where_the_maps_disagree_most(batch_run, other_run):
+    out, _ = batch_run
+    at = _open(out)
+    at.text_input(key=state.BATCH_COMPARE_FOLDER).input(str(other_run)).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    texts = [m.value.replace("\\", "") for m in at.markdown] + [c.value.replace("\\", "") for c in at.caption]
+    assert any("model **efficientnet_lite0**" in t and "model **lenet_digits**" in t for t in texts), texts
+    # the 5 readable images in both (the broken file has no content to match), one only in the second
+    hashes = [set(read_table(folder)["image_hash"].dropna()) for folder in (out, other_run)]
+    assert (len(hashes[0] & hashes[1]), len(hashes[0] - hashes[1]), len(hashes[1] - hashes[0])) == (5, 0, 1)
+    assert any(t.startswith("5 images in both runs · 0 only in this run · 1 only in the other") for t in texts)
+    tables = [d.value for d in at.dataframe if "Spearman" in d.value.columns]
+    assert len(tables) == 1
+    table = tables[0]
+    expected = compare_runs(out, read_table(out), other_run, read_table(other_run)).pairs
+    expected = expected.loc[(expected["method"] == "gradcam") & (expected["target"] == "top1")]
+    assert table["image"].tolist() == [Path(p).name for p in expected["path_a"]]
+    assert table["Spearman"].tolist() == sorted(table["Spearman"])  # lowest agreement first
+    assert table["class (other run)"].tolist() == expected["target_name_b"].tolist()
+    # the two maps side by side, each captioned with its run's model
+    pairs = [[c.replace("\\", "") for c in image.captions] for image in at.main.get("image")
+             if image.captions and len(image.captions) == 2 and "lenet" in image.captions[1]]
+    assert len(pairs) == len(expected)
+    first = Path(expected["path_a"].iloc[0]).name
+    assert pairs[0][0].startswith(f"efficientnet_lite0 · {first}") and pairs[0][1].startswith(f"lenet_digits · {first}")
+
+
+def test_the_second_folder_follows_the_same_rules_as_the_first(batch_run, tmp_path):
+    out, _ = batch_run
+    at = _open(out)
+    at.text_input(key=state.BATCH_COMPARE_FOLDER).input(str(tmp_path)).run()
+    assert not at.exception and len(at.error) == 1
+    assert "not inside the batch folders this server allows" in at.error[0].value
+    assert len(_table(at).value)  # the first run is still shown
+    at.text_input(key=state.BATCH_COMPARE_FOLDER).input(str(out)).run()
+    assert any("That is this run" in w.value for w in at.warning)

@@ -35,8 +35,9 @@ from ui.compare import (
     export_zip,
     grid_plan,
     grid_records,
+    sweep_notes,
 )
-from ui.controls import method_label
+from ui.controls import layer_choices, layer_label, method_label
 from ui.explanations import cached, canonical, explanation_cache
 from ui.outputs import render_record
 
@@ -126,7 +127,76 @@ def test_layer_sweep_runs_over_blocks(app):
     app.toggle(key="sweep.run").set_value(True).run()
     assert not app.exception
     captions = panel_captions(app)
-    assert "_blocks.15 [320×7×7]" in captions and "_head_act [1280×7×7] · default" in captions
+    assert any(c.startswith("_blocks.15 [320×7×7] · [") for c in captions)
+    assert any(c.startswith("_head_act [1280×7×7] · default · [") for c in captions)
+
+
+def _sweep(at) -> tuple[list[str], dict[str, str]]:
+    """(layers, {layer: its tile's caption}) of the layer sweep on screen."""
+    sel = selection(at)
+    layers = layer_choices(sel.bundle, at.radio(key=state.SWEEP_SCOPE).value)
+    captions = panel_captions(at)
+    tiles = {}
+    for layer in layers:
+        label = layer_label(sel.bundle, layer)
+        (tiles[layer],) = [c for c in captions if c == label or c.startswith(label + " · ")]
+    return layers, tiles
+
+
+# ---- issue 18, item 15: the sweep's colour scale and its faint tiles ------------------------------------------
+
+
+def test_sweep_has_a_colour_bar_each_tiles_range_and_notes_faint_layers(app):
+    app.toggle(key="sweep.run").set_value(True).run()
+    assert not app.exception
+    sel, view, method = selection(app), _view(app), app.selectbox(key=state.SWEEP_METHOD).value
+    layers, tiles = _sweep(app)
+    assert [c.value for c in app.caption if c.value.startswith("each tile on its own range")]
+    # the colour bar: an image of the scale's colours, drawn beside the legend
+    assert len(main_images(app)) == 9 + 1 + 1  # the grid, the colour bar, the tiles (one element)
+    peaks = {}
+    for layer in layers:
+        rec = record(app, method, {}, CAT_TOP, layer)
+        rendered = render_record(rec, view, sel)
+        lo, hi = printed(rendered.lo, rendered.hi)
+        assert f"[{lo}, {hi}]" in tiles[layer]
+        peaks[layer] = float(np.abs(rnd.to_map(rec.attribution, view.sign, view.reduction)).max())
+    strongest = max(peaks.values())
+    faint = [layer for layer in layers if "almost no attribution at this layer" in tiles[layer]]
+    assert faint  # the premise: early layers of this model carry almost no Grad-CAM
+    for layer in layers:  # a little slack: the note measures the map placed on the picture
+        assert (peaks[layer] < 0.055 * strongest) if layer in faint else (peaks[layer] > 0.045 * strongest)
+
+
+def test_linked_sweep_shares_one_scale_and_names_it(app):
+    app.radio(key=state.COMPARE_SCALE).set_value(LINKED).run()
+    app.toggle(key="sweep.run").set_value(True).run()
+    assert not app.exception
+    view, method = _view(app), app.selectbox(key=state.SWEEP_METHOD).value
+    layers, tiles = _sweep(app)
+    lo, hi = printed(*rnd.linked_range([record(app, method, {}, CAT_TOP, layer).attribution for layer in layers],
+                                       view))
+    assert f"one scale for every layer: {lo} … {hi} (raw), low to high" in [c.value for c in app.caption]
+    assert not [t for t in tiles.values() if re.search(r"\[[-+\d.e]+, [-+\d.e]+\]", t)]  # no range of its own
+    assert not [t for t in tiles.values() if "almost black" in t]  # sparsity is a per-tile note only
+
+
+def test_sweep_notes_name_faint_and_sparse_tiles():
+    rng = np.random.default_rng(0)
+    strong = rng.random((1, 16, 16)).astype(np.float32)
+    faint = 0.01 * strong
+    sparse = np.zeros((1, 16, 16), np.float32)
+    sparse[0, 3, 4] = 0.9
+    flat = np.zeros((1, 16, 16), np.float32)
+    rendered = [rnd.render(m) for m in (strong, faint, sparse, flat)]
+    notes = sweep_notes(rendered, linked=False)
+    assert notes[0] == "" and notes[1].startswith("almost no attribution at this layer (1.0% of")
+    assert notes[2] == "almost black: the attribution sits in a few pixels"
+    assert "almost no attribution" in notes[3]  # all zero: nothing at all
+    dim = 0.06 * strong  # 6% of the strongest: not "almost none", but almost black on the shared scale
+    linked = sweep_notes([rnd.render(m, fixed_range=(0, 1)) for m in (strong, faint, dim)], linked=True)
+    assert linked[0] == "" and linked[1].startswith("almost no attribution")
+    assert linked[2].startswith("faint on the shared scale (peak 6% of the strongest)")
 
 
 # ---- issue 7 ----------------------------------------------------------------------------------------------

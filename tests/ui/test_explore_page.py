@@ -29,8 +29,9 @@ from tests.ui.helpers import (
 )
 from ui import state
 from ui.controls import LAYER_SCOPES, method_label
-from ui.explanations import cache_key, canonical, explanation_cache
+from ui.explanations import cache_key, cached, canonical, explanation_cache, request_seconds
 from ui.figures import plotly_scale
+from ui.widgets import seconds_text
 
 CAT_TOP, CAT_SECOND = 285, 282  # Egyptian cat, tiger cat (asserted from the model in test_cat_top_classes)
 # Small occlusion parameters: a 1-channel map in a fraction of a second (16 windows instead of 169).
@@ -272,3 +273,77 @@ def test_a_single_colour_image_shows_the_backends_notes_beside_the_map():
     notes = [i.value for i in at.main.info]
     assert any(n.startswith("the image is a single colour") for n in notes), notes
     assert record.image_name == "grey.png"
+
+
+# ---- issue 18 ------------------------------------------------------------------------------------------------
+
+
+def test_the_layers_radio_shows_its_choice_after_a_model_change(default_bundle):
+    """Item 15: the browser keeps a radio's choice as its label ("blocks (23)"); another model changes the counts,
+    so the page must send the choice afresh, with the new label, or neither option looks chosen."""
+    at = start()
+    at.selectbox(key=state.METHOD).set_value("gradcam").run()
+    radio = at.radio(key=state.LAYER_SCOPE)
+    before = radio.options
+    at.selectbox(key=state.MODEL).set_value("lenet_digits").run()
+    assert not at.exception
+    radio = at.radio(key=state.LAYER_SCOPE)
+    assert radio.options != before  # the premise: the counts in the labels changed
+    assert radio.value == LAYER_SCOPES[0]
+    assert radio.proto.set_value and radio.proto.raw_value == radio.options[0], radio.proto
+    at.radio(key=state.LAYER_SCOPE).set_value(LAYER_SCOPES[1]).run()  # the user's choice holds across models
+    at.selectbox(key=state.MODEL).set_value("efficientnet_lite0").run()
+    radio = at.radio(key=state.LAYER_SCOPE)
+    assert radio.value == LAYER_SCOPES[1] and radio.proto.raw_value == radio.options[1]
+
+
+def _rise_budget(monkeypatch, sel) -> float:
+    """RISE's estimate here, and a budget below it: RISE (2000 forward passes) is about two minutes on the 2-core
+    test machine, over AUTO_RUN_SECONDS; on a faster one the budget is lowered to half its estimate."""
+    import ui.explanations
+
+    seconds = request_seconds(sel, canonical(sel, "rise", {}, CAT_TOP))
+    budget = min(ui.explanations.AUTO_RUN_SECONDS, seconds / 2)
+    monkeypatch.setattr(ui.explanations, "AUTO_RUN_SECONDS", budget)
+    return seconds
+
+
+def test_a_method_over_the_time_budget_waits_for_run_and_shows_its_estimate(monkeypatch):
+    """Item 9: picking RISE shows its measured estimate and a Run button instead of computing it; a cheap method
+    computes at once; Run computes RISE (here with a handful of masks)."""
+    at = start()
+    sel = selection(at)
+    assert cached(sel, canonical(sel, "vanilla", {}, CAT_TOP)) is not None  # one pass: computed at once
+    seconds = _rise_budget(monkeypatch, sel)
+    calls = explanation_cache().calls
+    at.selectbox(key=state.METHOD).set_value("rise").run()
+    assert not at.exception
+    assert explanation_cache().calls == calls and cached(sel, canonical(sel, "rise", {}, CAT_TOP)) is None
+    (run,) = [b for b in at.button if b.key == state.RUN_AGAIN]
+    assert run.label == f"Run RISE ({seconds_text(seconds)})" and seconds_text(seconds).startswith("about ")
+    assert any("wait for Run" in i.value and seconds_text(seconds) in i.value for i in at.main.info)
+    costs = [c.value for c in at.caption if "cost:" in c.value]
+    assert len(costs) == 1 and f"{seconds_text(seconds)} on this machine" in costs[0], costs
+    assert not at.get("plotly_chart")[1:], "RISE's heatmap was drawn"  # only the predictions chart
+    # a multi-pass method under the budget (occlusion on 16 windows) starts by itself
+    for name, value in QUICK_OCCLUSION.items():
+        at.session_state[f"{state.PARAM}.occlusion.{name}"] = value
+    at.selectbox(key=state.METHOD).set_value("occlusion").run()
+    assert not at.exception
+    assert heatmap(at).title == "Occlusion · Egyptian cat"
+    assert state.RUN_AGAIN not in {b.key for b in at.button}
+
+
+def test_run_computes_the_method_that_waited(monkeypatch):
+    at = start(session=_params("rise", {"n_masks": 8}))
+    sel = selection(at)
+    import ui.explanations
+
+    seconds = request_seconds(sel, canonical(sel, "rise", {"n_masks": 8}, CAT_TOP))
+    monkeypatch.setattr(ui.explanations, "AUTO_RUN_SECONDS", seconds / 2)  # make the small RISE wait
+    at.selectbox(key=state.METHOD).set_value("rise").run()
+    assert cached(sel, canonical(sel, "rise", {"n_masks": 8}, CAT_TOP)) is None
+    at.button(key=state.RUN_AGAIN).click().run()
+    assert not at.exception
+    assert heatmap(at).title.startswith("RISE · ")
+    record(at, "rise", {"n_masks": 8}, CAT_TOP)

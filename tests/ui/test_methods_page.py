@@ -63,6 +63,22 @@ def test_guided_methods_show_the_failed_sanity_check(page):
     assert ":red-badge[" not in _card_text(page, "eigencam")
 
 
+def test_cards_attribute_the_published_verdict_to_the_paper(page):
+    """The badge is Adebayo et al.'s finding on their networks, said as theirs; with no sanity run in this session
+    no card claims a measurement."""
+    for name, info in METHODS.items():
+        text = _card_text(page, name)
+        published = info.published_verdict().sanity
+        if published in (Sanity.PASSES, Sanity.FAILS):
+            assert "Adebayo et al. (2018) found that it" in text, name
+            assert f"found that it {'passes' if published is Sanity.PASSES else 'fails'}" in text, name
+        else:
+            assert "found that" not in text, name
+        assert "Here (on" not in text
+        assert not _card(page, name).info and not _card(page, name).warning
+    assert docs.finding_text(METHODS["smoothgrad"]).startswith("As its base method (Vanilla gradient): Adebayo")
+
+
 def test_every_card_links_its_paper(page):
     for name, info in METHODS.items():
         link = info.reference.link

@@ -144,3 +144,75 @@ def test_the_model_is_freed_with_its_session(weights):
     del at
     gc.collect()
     assert alive() is None
+
+
+def test_a_safetensors_file_and_its_onnx_export_have_distinct_labels(weights, tmp_path):
+    from tests.explainers.helpers import export_onnx
+
+    module, data = weights
+    onnx = export_onnx(module, tmp_path / "fruit.onnx", 224).read_bytes()
+    at = _load(_open(), data)
+    _load(at, onnx, name="fruit.onnx", architecture=None)
+    assert not at.main.error, [e.value for e in at.main.error]
+    own = [o for o in at.sidebar.selectbox(key=state.MODEL).options if "your model" in o]
+    assert len(own) == 2 and len(set(own)) == 2, own
+    by_file = {label.split(" · ")[0]: label for label in own}
+    assert set(by_file) == {"fruit.safetensors", "fruit.onnx"}
+    assert "mobilenet_v3_small state dict" in by_file["fruit.safetensors"] and "ONNX" in by_file["fruit.onnx"]
+    assert all("(4 classes)" in label for label in own)
+    _load(at, data)  # the same file again: told apart too
+    own = [o for o in at.sidebar.selectbox(key=state.MODEL).options if "your model" in o]
+    assert len(own) == 3 and len(set(own)) == 3, own
+
+
+def test_weights_for_another_architecture_name_it_and_load_as_it(weights):
+    module, data = weights
+    at = _load(_open(), data, name="fruit.bin", architecture="resnet18",
+               labels="\n".join(LABELS).encode() + b"\n")
+    errors = [e.value for e in at.main.error]
+    count = len(module.state_dict())
+    assert len(errors) == 1 and f"this looks like 'mobilenet_v3_small' (all {count} keys match; 4 classes)" \
+        in errors[0], errors
+    assert at.session_state[state.MODEL] == DEFAULT_MODEL  # nothing loaded yet
+    offer = at.button(key=f"{state.MODELS_USE_GUESS}.mobilenet_v3_small")
+    assert offer.label == "Load as mobilenet_v3_small"
+    offer.click().run()
+    assert not at.exception and not at.main.error, [e.value for e in at.main.error]
+    assert at.selectbox(key=state.MODELS_ARCH).value == "mobilenet_v3_small"
+    chosen = at.session_state[state.MODEL]
+    assert chosen.startswith("user:fruit:")
+    at.switch_page(EXPLORE).run()
+    assert selection(at).bundle.categories == LABELS  # the kept class names went with it
+    with torch.no_grad():
+        expected = module(selection(at).inputs.cpu())
+    torch.testing.assert_close(selection(at).bundle.model(selection(at).inputs), expected, atol=1e-5, rtol=0)
+
+
+def test_a_bin_state_dict_loads(weights):
+    import io
+
+    module, _ = weights
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    at = _load(_open(), buffer.getvalue(), name="pytorch_weights.bin")
+    assert not at.main.error, [e.value for e in at.main.error]
+    assert at.session_state[state.MODEL].startswith("user:pytorch_weights:")
+    assert ".bin" in at.file_uploader(key=state.MODELS_FILE).proto.type  # offered by the file picker too
+
+
+def test_the_class_names_file_survives_a_page_switch(weights):
+    _, data = weights
+    at = _open()
+    at.file_uploader(key=state.MODELS_LABELS).set_value(("fruit.txt", "\n".join(LABELS).encode(), "text/plain")).run()
+    at.switch_page(EXPLORE).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert any("Class names: **fruit.txt** (kept from before)" in c.value for c in at.main.caption)
+    at = _load(at, data)  # the model loads with the names kept
+    assert not at.main.error
+    at.switch_page(EXPLORE).run()
+    assert selection(at).bundle.categories == LABELS
+    at.switch_page(PAGE).run()
+    at.button(key=state.MODELS_FORGET_LABELS).click().run()  # and Forget forgets them
+    assert not any("kept from before" in c.value for c in at.main.caption)
+    assert state.MODELS_KEPT_LABELS not in at.session_state

@@ -12,6 +12,7 @@ import numpy as np
 from explainers import class_probabilities
 from tests.explainers.helpers import hook_counts
 from ui.explanations import cached_records, canonical
+from ui.figures import INSIDE_LABEL_MIN, predictions_figure
 from ui.predictions import probabilities, top_k
 
 
@@ -41,3 +42,14 @@ def test_probabilities_beside_explanations_on_one_shared_model_match_serial_call
             future.result()
     assert hook_counts(bundle.model) == 0
     assert top_k(serial, 2) == [285, 282]
+
+
+def test_percentage_labels_stay_horizontal_and_narrow_bars_print_theirs_outside():
+    """Issue 18, item 12: plotly turns a label sideways to fit it into a narrow bar; the labels stay horizontal."""
+    probs = [0.78, 0.097, 0.084, 0.005, 0.004]
+    figure = predictions_figure(["a", "b", "c", "d", "e"], probs, [1, 2, 3, 4, 5], selected=1)
+    bar = figure.data[0]
+    assert bar.textangle == 0
+    positions = dict(zip(bar.x, bar.textposition))
+    assert all((positions[p] == "inside") == (p >= INSIDE_LABEL_MIN) for p in probs), positions
+    assert bar.cliponaxis is False  # a label past a bar's end is not cut off at the axis

@@ -12,9 +12,9 @@ from PIL import Image
 import ui.sidebar
 from explainers.images import MAX_IMAGE_BYTES, MAX_IMAGE_MB, MAX_PIXELS
 from tests.conftest import sample_path
-from tests.ui.helpers import COMPARE, heatmap, selection, solid_png, start, top_class
+from tests.ui.helpers import COMPARE, EXPLORE, heatmap, selection, solid_png, start, top_class
 from ui import state
-from ui.sidebar import Problem
+from ui.sidebar import RUN_SOURCE, Problem
 
 
 def _upload_mode():
@@ -131,3 +131,23 @@ def test_uploads_survive_switching_the_source_to_samples_and_back():
     at.button(key=state.CLEAR_UPLOADS).click().run()
     assert any("Upload an image" in i.value for i in at.main.info)
     assert state.KEPT_UPLOADS not in at.session_state  # their bytes are gone
+
+
+def test_uploads_survive_a_batch_runs_image_opened_on_explore_and_the_way_back():
+    """Issue 18, item 1: upload, open a batch run's image on Explore (the Batch page's "Open on Explore" sets the
+    sidebar's pending image, as ui.batch.open_on_explore does), click Upload: the upload is still the image."""
+    at = _upload("mine.png", sample_path("coffee.png").read_bytes())
+    uploaded = selection(at)
+    at.session_state[state.PENDING_IMAGE] = str(sample_path("cat.png"))  # the run's local image file
+    at.switch_page(EXPLORE).run()
+    assert not at.exception
+    assert at.segmented_control(key=state.IMAGE_SOURCE).value == RUN_SOURCE
+    assert selection(at).image_name == "cat.png"
+    at.segmented_control(key=state.IMAGE_SOURCE).set_value("Upload").run()
+    assert not at.exception
+    assert not [i.value for i in at.main.info if "Upload an image" in i.value], "the upload was lost"
+    back = selection(at)
+    assert (back.image_name, back.image_hash) == ("mine.png", uploaded.image_hash)
+    assert any("mine.png" in c.value for c in at.sidebar.caption)  # named in the sidebar, with Clear uploads
+    at.segmented_control(key=state.IMAGE_SOURCE).set_value(RUN_SOURCE).run()  # and the run's image is still offered
+    assert selection(at).image_name == "cat.png"

@@ -13,6 +13,8 @@ from PIL import Image
 from torch import nn
 
 from explainers import batch
+from explainers.batch import views
+from explainers.batch.pipeline import BORDER
 from explainers.errors import ParameterError
 
 from ..helpers import SQUARE_SIZE, small_convnet, tiny_bundle, write_list
@@ -95,3 +97,35 @@ def test_a_planted_corner_cue_ranks_its_images_first_by_border_mass(tmp_path):
     # the maps sit outside the listed object (the grey square) too: box mass is low for the marked images
     assert table[table["path"].isin(marked_paths)]["box_mass"].mean() < table[
         ~table["path"].isin(marked_paths)]["box_mass"].mean()
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (8, 8), (56, 56), (12, 20)])
+def test_the_chance_level_is_the_borders_share_of_the_area(shape):
+    """An evenly spread map scores the border's share of the area (the outer BORDER of each side), whatever its
+    cell count: 44% for an eighth; the statistic's own border mass of such a map says the same."""
+    assert views.chance_level(*shape) == pytest.approx(1 - (1 - 2 * BORDER) ** 2)
+    assert views.chance_level(*shape) == pytest.approx(batch.map_statistics(np.full(shape, 3.0))["border_mass"])
+
+
+def test_with_a_box_the_chance_level_is_the_area_outside_it():
+    assert views.chance_level(10, 10, (0.2, 0.2, 0.6, 0.7)) == pytest.approx(1 - 0.4 * 0.5)
+    assert views.box_fractions([20, 10, 60, 30], (200, 100)) == (0.1, 0.1, 0.3, 0.3)
+    assert views.box_fractions(None, (200, 100)) is None and views.box_fractions([0, 0, 1, 1], None) is None
+
+
+def test_each_ranked_row_gets_its_chance_level_and_a_verdict_against_it():
+    table = pd.DataFrame({
+        "path": ["a", "b", "c"], "error": [None] * 3, "map_key": ["ka", "kb", "kc"], "map_h": [7, 56, 7],
+        "map_w": [7, 56, 7], "border_mass": [0.9, 0.45, 0.1], "box_mass": [None] * 3, "box": [None] * 3,
+    })
+    outside = batch.ranked(table, "outside")
+    chance = views.chance_levels(outside)
+    assert chance.tolist() == pytest.approx([1 - (1 - 2 * BORDER) ** 2] * 3)
+    verdicts = [views.against_chance(s, c) for s, c in zip(outside["outside"], chance, strict=True)]
+    assert verdicts == ["above", "at", "below"]
+    boxed = table.assign(box_mass=[0.5, 0.2, None], box=[[0, 0, 50, 50], [0, 0, 50, 100], None])
+    outside = batch.ranked(boxed, "outside")
+    sizes = {"a": (100, 100), "b": (100, 100)}
+    assert views.chance_levels(outside, sizes.get).tolist() == pytest.approx([0.5, 0.75])  # b first (0.8 outside)
+    assert views.chance_levels(outside, lambda path: None).isna().all()  # the image is gone: no chance level
+    assert views.against_chance(0.8, float("nan")) == "unknown"

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from explainers.cli.main import main
+from explainers.trust.similarity import METRIC_LABELS
 
 from ...conftest import sample_path
 
@@ -18,9 +19,18 @@ def test_sanity_command_prints_the_verdict_and_writes_json_and_filmstrip(tmp_pat
     out = capsys.readouterr().out
     assert status == 0
     assert "model randomisation" in out and "gradcam" in out and "sobel" in out
+    header = next(line for line in out.splitlines() if line.startswith("method") and "published" in line)
+    for label in METRIC_LABELS.values():  # one column per similarity measure, then the paper's verdict and a flag
+        assert label in header
+    assert header.split()[-1] == "flag"
     payload = json.loads((tmp_path / "cat_sanity.json").read_text())
     assert payload["model_randomisation"]["steps"][1]["name"] == "_fc"
-    assert set(payload["verdict"]["rows"]) == {"vanilla", "gradcam", "sobel", "random"}
+    verdict = payload["verdict"]
+    assert set(verdict["rows"]) == {"vanilla", "gradcam", "sobel", "random"}
+    assert set(verdict["rows"]["vanilla"]["model_randomisation"]["measures"]) == set(METRIC_LABELS)
+    assert verdict["published"]["gradcam"] == "passes model randomisation"
+    for key, flag in verdict["disagreements"].items():  # every flag is printed with its sentence
+        assert f"{key} differs from Adebayo et al." in out and flag["reason"] in out
     with Image.open(tmp_path / "cat_sanity.png") as strip:
         assert strip.width > 2 * 56 and strip.height > 4 * 56
 

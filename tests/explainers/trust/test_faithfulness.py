@@ -19,6 +19,11 @@ from explainers import Cancelled, ParameterError, SaliencyError
 from explainers.models import ModelBundle
 from explainers.render import to_map
 from explainers.trust.faithfulness import (
+    TRUSTED_SUBSTRATE,
+    Curve,
+    CurveSet,
+    best_methods,
+    control_ranks_best,
     faithfulness_curves,
     grid_region,
     make_substrate,
@@ -298,3 +303,53 @@ def test_errors_are_saliency_errors():
         mask_top(small_bundle(), tiny_inputs(), tiny_maps()["a"], 1.5)
     with pytest.raises(SaliencyError):
         faithfulness_curves(small_bundle(), tiny_inputs(), tiny_maps(), "3 vs 4", steps=3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Which method ranks best (the page's note when the random control does)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _curve_set(aucs: dict[tuple[str, str], float]) -> CurveSet:
+    """Curves whose AUC is the given value: a flat probability curve at that height over [0, 1]."""
+    fractions = np.linspace(0.0, 1.0, 5)
+    curves = [Curve(kind=kind, method=method, target="top1", classes=np.zeros(1, dtype=np.int64),
+                    fractions=fractions, probability=np.full((1, 5), value), logit=np.zeros((1, 5)))
+              for (kind, method), value in aucs.items()]
+    return CurveSet(curves=curves, substrates={}, model_passes=0, elapsed_s=0.0)
+
+
+def test_best_methods_follow_each_kinds_faithful_direction():
+    curves = _curve_set({("deletion", "gradcam"): 0.2, ("deletion", "random"): 0.4,
+                         ("insertion", "gradcam"): 0.3, ("insertion", "random"): 0.6})
+    road = _curve_set({("road_morf", "gradcam"): 0.5, ("road_morf", "random"): 0.1,
+                       ("road_lerf", "gradcam"): 0.9, ("road_lerf", "random"): 0.7})
+    assert curves.curve("deletion", "gradcam").mean_auc == pytest.approx(0.2)  # the flat curves' areas
+    best = best_methods([curves, road])
+    assert best == {"deletion": ["gradcam"], "insertion": ["random"], "road_morf": ["random"],
+                    "road_lerf": ["gradcam"]}
+    assert control_ranks_best([curves, road]) == ["insertion", "road_morf"]
+    assert control_ranks_best(curves, control="gradcam") == ["deletion"]
+
+
+def test_control_ranks_best_on_ties_and_never_alone():
+    tied = _curve_set({("deletion", "gradcam"): 0.25, ("deletion", "random"): 0.25})
+    assert control_ranks_best(tied) == ["deletion"]  # as good as the best is no better than noise
+    beaten = _curve_set({("deletion", "vanilla"): 0.1, ("deletion", "random"): 0.12, ("deletion", "gradcam"): 0.3})
+    assert control_ranks_best(beaten) == []
+    assert best_methods(_curve_set({("deletion", "random"): 0.1})) == {}  # one method ranks nothing
+    with pytest.raises(ParameterError, match="no faithful direction"):
+        best_methods(_curve_set({("sideways", "a"): 0.1, ("sideways", "b"): 0.2}))
+
+
+def test_pixelwise_black_deletion_crowns_the_random_control_and_the_trusted_setting_does_not(default_bundle, cat,
+                                                                                            cat_curves):
+    """The page's note on real curves: with single black pixels the random control deletes best on the cat (the
+    artefact, xfail above); with the trusted default (regions of the CAM grid, mean fill) Grad-CAM does."""
+    inputs, maps = cat
+    assert "deletion" in control_ranks_best(cat_curves)
+    trusted = faithfulness_curves(default_bundle, inputs, {"gradcam": maps["gradcam"], "random": maps["random"]},
+                                  "top1", kinds=("deletion",), steps=16, substrate=TRUSTED_SUBSTRATE,
+                                  region=grid_region(inputs.shape[-2:]))
+    assert best_methods(trusted) == {"deletion": ["gradcam"]}
+    assert control_ranks_best(trusted) == []

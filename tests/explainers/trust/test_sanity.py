@@ -190,7 +190,7 @@ def test_a_map_that_becomes_constant_is_undefined_in_results_and_json():
     after_head = result.methods["vanilla"].similarity[1][0]
     assert after_head["spearman_abs"] == similarity.Similarity(None, "undefined: constant map")
     assert after_head["spearman"].value is None and after_head["hog"].value is None
-    check = sanity.verdict(result).rows["vanilla"]["model_randomisation"]
+    check = sanity.verdict(result).rows["vanilla"]["model_randomisation"].measures["spearman_abs"]
     assert check.value is None and check.passed is True and "constant" in check.note
     text = json.dumps(result.to_dict(), allow_nan=False)
     assert '"undefined: constant map"' in text
@@ -231,35 +231,35 @@ ADEBAYO_METHODS = [
 
 @pytest.mark.slow
 def test_adebayo_pattern_on_the_default_model(default_bundle):
-    """After the head, the conv head and blocks 15-11 are randomised (step 7 of 19), vanilla, SmoothGrad, IG
-    and Grad-CAM fall below 0.6 Spearman of |map| (or become constant), guided backprop stays above 0.9; Guided
-    Grad-CAM changes little by the signed Spearman while the head is randomised (step 2), where Grad-CAM has
-    already changed; the sobel control stays at 1 and the random control near 0 at every step; the cached
-    model is bit-identical afterwards."""
+    """Over the top 7 of 19 steps (head, conv head, blocks 15-11), vanilla, SmoothGrad, IG and Grad-CAM average
+    below 0.5 on every similarity measure, guided backprop above 0.9; Guided Grad-CAM changes little by the signed
+    Spearman while the head is randomised (step 2), where Grad-CAM has already changed; the sobel control stays
+    at 1 and the random control near 0 at every step; the cached model is bit-identical afterwards."""
     before = snapshot(default_bundle.model)
     inputs = default_bundle.preprocess(explainers.open_image(sample_path("cat.png")))
-    thresholds = sanity.Thresholds()
-    step = thresholds.verdict_step(19)
-    assert step == 7
+    step = 7
     result = sanity.model_randomisation(default_bundle, inputs, ADEBAYO_METHODS, steps=step)
     assert_untouched(default_bundle.model, before)
     assert [s.name for s in result.steps[1:]] == ["_fc", "_conv_head+_bn1", "_blocks.15", "_blocks.14",
                                                   "_blocks.13", "_blocks.12", "_blocks.11"]
     assert all(int(s.target_logit.size) == 1 for s in result.steps)
-    table = sanity.verdict(result, thresholds=thresholds)
+    table = sanity.verdict(result)
     for key in ("vanilla", "smoothgrad", "integrated_gradients", "gradcam"):
         check = table.rows[key]["model_randomisation"]
-        assert check.passed, f"{key}: Spearman |map| {check.value} after step {step}"
-    gbp = result.methods["guided_backprop"].curve("spearman_abs")
-    assert gbp[step] > 0.9, gbp
-    assert not table.rows["guided_backprop"]["model_randomisation"].passed
+        assert check.passed, f"{key}: {check.summary()}"
+        assert table.disagreement(key) is None  # the paper found they pass, and so do they here
+    gbp = result.methods["guided_backprop"]
+    for metric in METRICS:
+        assert np.mean(gbp.curve(metric)[1:]) > 0.9, gbp.curve(metric)
+    assert table.rows["guided_backprop"]["model_randomisation"].passed is False
+    assert table.disagreement("guided_backprop") is None
     ggc, gradcam = result.methods["guided_gradcam"], result.methods["gradcam"]
     assert ggc.curve("spearman")[2] > 0.8, ggc.curve("spearman")
     assert gradcam.curve("spearman_abs")[2] < 0.6 < ggc.curve("spearman")[2]
     for metric in METRICS:
         assert result.methods["sobel"].curve(metric) == pytest.approx([1.0] * (step + 1), abs=1e-12)
         assert all(abs(v) < 0.1 for v in result.methods["random"].curve(metric)[1:])
-    assert not table.rows["sobel"]["model_randomisation"].passed
+    assert table.rows["sobel"]["model_randomisation"].passed is False and table.disagreement("sobel") is None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -275,7 +275,8 @@ def test_random_logit_guided_backprop_is_class_insensitive(default_bundle):
     assert gbp > 0.95 and vanilla < 0.9 and vanilla < gbp
     assert result.mean("sobel", "ssim") == pytest.approx(1.0)
     rows = sanity.verdict(logit=result).rows
-    assert rows["vanilla"]["random_logit"].passed and not rows["guided_backprop"]["random_logit"].passed
+    assert rows["vanilla"]["random_logit"].measures["spearman_abs"].passed
+    assert rows["guided_backprop"]["random_logit"].measures["spearman_abs"].passed is False
 
 
 def test_random_classes_are_distinct_seeded_and_never_the_target():
@@ -396,8 +397,10 @@ def test_verdict_table_shows_thresholds_and_decides_by_them():
     result = sanity.model_randomisation(model, inputs, ["vanilla"], controls=("sobel",))
     for below in (0.0, 1.01):
         table = sanity.verdict(result, thresholds=sanity.Thresholds(model_below=below))
-        check = table.rows["vanilla"]["model_randomisation"]
-        assert check.passed is (check.value < below) and check.threshold == below
-        assert f"below {below}" in table.table() and "vanilla" in table.table()
-    assert set(table.rows["vanilla"]["model_randomisation"].also) == set(METRICS)
+        checks = table.rows["vanilla"]["model_randomisation"].measures
+        assert set(checks) == set(METRICS)
+        for check in checks.values():
+            if check.value is not None:
+                assert check.passed is (check.value < below) and check.threshold == below
+        assert f"is below {below:g}" in table.table() and "vanilla" in table.table()
     json.dumps(table.to_dict(), allow_nan=False)
