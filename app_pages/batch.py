@@ -258,7 +258,8 @@ with guard():
                         st.info("No image is explained with the same method and target in both runs.")
                     else:
                         left, right = st.columns(2)
-                        method = left.selectbox("Method", comparison.methods_both, format_func=method_name,
+                        method = left.selectbox("Method", sorted(comparison.pairs["method"].unique()),
+                                                format_func=method_name,
                                                 key=state.view_key(state.BATCH_COMPARE_METHOD, other.out))
                         of_method = comparison.pairs.loc[comparison.pairs["method"] == method]
                         target = right.selectbox("Target", sorted(of_method["target"].unique(), key=str),

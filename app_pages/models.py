@@ -5,6 +5,7 @@ import streamlit as st
 
 from ui import state, user_models
 from ui.errors import guard
+from ui.method_docs import md_escape
 from ui.model_upload import (
     ACCEPTED_HELP,
     MODEL_TYPES,
@@ -62,7 +63,7 @@ if loaded:
     st.subheader("Loaded in this session")
 for entry in loaded:
     with st.container(border=True, key=f"models.entry.{entry.id}"):
-        st.markdown(f"**{entry.label}**")
+        st.markdown(f"**{md_escape(entry.label)}**")
         st.caption(describe_bundle(entry.bundle))
         for note in entry.notes:
             st.warning(note, icon=":material/warning:")

@@ -26,6 +26,7 @@ from . import state
 from .controls import class_label, layer_choices, layer_label, method_label, offered_methods, view_controls
 from .explanations import Request, cached, cached_records, canonical, resolved_layer
 from .figures import matrix_figure
+from .method_docs import md_escape
 from .outputs import manifest_for, npy_bytes, png_bytes, render_record
 from .predictions import top_k
 from .runs import AUTO_RUN_SECONDS, ProgressReporter, RunControl, pass_times
@@ -334,7 +335,7 @@ def grid_rows(headers: list[tuple[str, str]], methods: list[str]) -> dict[str, t
         header = st.columns([1.2] + [1] * len(headers))
         header[0].markdown("**Method**")
         for cell, (name, role) in zip(header[1:], headers):
-            cell.markdown(f"**{name}**  \n:gray[{role}]")
+            cell.markdown(f"**{md_escape(name)}**  \n:gray[{md_escape(role)}]")  # names may be a user's
         for method in methods:
             cells = st.columns([1.2] + [1] * len(headers))
             label = cells[0].empty()

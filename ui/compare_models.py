@@ -42,6 +42,7 @@ from .compare import (
 )
 from .controls import class_label, offered_methods
 from .explanations import cached
+from .layout import wrappable
 from .models import TWIN, describe_model, get_bundle, model_choices, twin_bundle
 from .outputs import render_record
 from .predictions import probabilities, top_k
@@ -162,7 +163,7 @@ def _target_picker(container, key: str, bundle: ModelBundle, predicted: int, lab
     """A class picker whose empty value means the model's predicted class."""
     if st.session_state.get(key) not in range(len(bundle.categories)):
         st.session_state.pop(key, None)  # another model's class list: back to the predicted class
-    return container.selectbox(label, range(len(bundle.categories)), index=None, key=key,
+    return container.selectbox(label, range(len(bundle.categories)), index=None, key=key, persist_state=state.KEEP,
                                format_func=lambda i: class_label(bundle, i),
                                placeholder=f"predicted: {class_label(bundle, predicted)}",
                                help="Empty: the predicted class. Type to search for another class.")
@@ -321,19 +322,14 @@ def _compute(grid: ModelGrid, column: int, methods: list[str], progress=None) ->
     grid.results.update({(m, column): records[(m, col.target)] for m in methods})
 
 
-def _breakable(name: str) -> str:
-    """A model name that a narrow column (900 px) may break after an underscore, not mid-word."""
-    return name.replace("_", "_\u200b")
-
-
 def draw_model_grid(settings: ModelSettings) -> ModelGrid:
     """Draw the grid with its cached panels, then each model's shared-pass rows at once; return it with the plan
     of the pending panels (per model, ``ui.compare.grid_plan``)."""
     status = st.container()
-    headers = [(_breakable(col.name), f"{col.target_label} · {_breakable(col.role)}") for col in settings.columns]
+    headers = [(wrappable(col.name), f"{col.target_label} · {wrappable(col.role)}") for col in settings.columns]
     if settings.has_difference:
-        headers.append(("Difference", f"{_breakable(settings.columns[0].name)} − "
-                                      f"{_breakable(settings.columns[1].name)}"))
+        headers.append(("Difference", f"{wrappable(settings.columns[0].name)} − "
+                                      f"{wrappable(settings.columns[1].name)}"))
     rows = grid_rows(headers, settings.methods)
     results = {pair: record for pair, request in _requests(settings, settings.panels()).items()
                if (record := cached(settings.columns[pair[1]].selection, request)) is not None}

@@ -60,3 +60,9 @@ _CSS = """
 def apply_layout() -> None:
     """Once per run, from app.py: the CSS above (no network: nothing is fetched)."""
     st.html(_CSS)
+
+
+def wrappable(name: str) -> str:
+    """A name (a method key, a model id) that a narrow column (900 px) may break after an underscore, not
+    mid-word: a zero-width space follows each underscore."""
+    return name.replace("_", "_\u200b")

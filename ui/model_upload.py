@@ -75,7 +75,7 @@ def _numbers(text: str, name: str) -> tuple[float, float, float]:
 def preprocessing_fields(kind: str | None, architecture: str | None) -> dict:
     """Input size, mean and std the user may set; {} keeps the model's own defaults (architecture, timm or
     Hugging Face config, ONNX input shape)."""
-    if not st.toggle("Set the input size, mean and std myself", key="models.custom_preprocessing",
+    if not st.toggle("Set the input size, mean and std myself", key=state.MODELS_CUSTOM,
                      help="By default they come from the architecture (torchvision weights, timm config), the "
                      "Hugging Face processor config, or the ONNX input shape."):
         return {}

@@ -13,6 +13,7 @@ from explainers.trust.sanity import CHECK_NAMES, run_sanity
 from explainers.trust.similarity import METRIC_LABELS
 
 from . import state
+from .layout import wrappable
 from .method_docs import Measured, md_escape
 from .runs import ProgressReporter, RunControl
 
@@ -101,11 +102,6 @@ SHORT_PUBLISHED = {Sanity.PASSES: "passes", Sanity.FAILS: "fails", Sanity.CLASS_
                    Sanity.UNTESTED: "not tested", Sanity.CONTROL: "control", Sanity.AS_BASE: "as its base"}
 TABLE_NOTE = ("ρ: Spearman rank correlation. Each cell is the measure's mean similarity to the original map over the "
               "cascade, pass or FAIL by the rule below; \"Adebayo et al.\" is what the paper found.")
-
-
-def wrappable(name: str) -> str:
-    """A method key that may break after its underscores (a zero-width space follows each one)."""
-    return name.replace("_", "_\u200b")
 
 
 def short_published(published) -> str:

@@ -141,6 +141,7 @@ MODELS_LABELS = "models.labels"
 MODELS_SIZE = "models.input_size"
 MODELS_MEAN = "models.mean"
 MODELS_STD = "models.std"
+MODELS_CUSTOM = "models.custom_preprocessing"  # the toggle that shows the size, mean and std fields
 MODELS_LOAD = "models.load"
 MODELS_REMOVE = "models.remove"
 MODELS_KEPT_LABELS = "_models_kept_labels"  # the class-names file (name, bytes): the uploader forgets it off-page
@@ -192,7 +193,7 @@ PAGE_CONTROLS = {
     "faithfulness": ("faith",),
     "gradient": ("gradient",),
     "batch": ("batch.filter", "batch.mean", BATCH_METHODS, BATCH_TARGETS, BATCH_COMPARE_METHOD, BATCH_COMPARE_TARGET),
-    "models": (MODELS_ARCH, MODELS_SIZE, MODELS_MEAN, MODELS_STD),
+    "models": (MODELS_ARCH, MODELS_CUSTOM, MODELS_SIZE, MODELS_MEAN, MODELS_STD),
 }
 
 # ---- internal -------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..render import resize
-from ..trust.agreement import spearman, top_iou
+from ..trust.agreement import pair_agreement
 from .store import read_maps
 
 TOP_FRACTION = 0.1  # the top-k overlap compares the 10% most salient cells of each map
@@ -59,10 +59,11 @@ def common_size(shape_a: tuple[int, int], shape_b: tuple[int, int]) -> tuple[int
 
 def map_agreement(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> tuple[float, float, tuple[int, int]]:
     """(Spearman of |a| and |b|, IoU of their top ``fraction`` cells, the (h, w) compared at): both maps resized to
-    ``common_size`` first."""
+    ``common_size`` first; NaN for both when either map is constant (``agreement.pair_agreement``: it ranks
+    nothing, so it neither agrees nor disagrees)."""
     height, width = common_size(a.shape, b.shape)
     a, b = (np.abs(resize(m, (width, height))) for m in (a, b))
-    return spearman(a, b), top_iou(a, b, fraction), (height, width)
+    return *pair_agreement(a, b, fraction), (height, width)
 
 
 def _maps(out: str | os.PathLike, rows: pd.DataFrame, failed: list[str]) -> dict[object, np.ndarray]:
@@ -89,7 +90,8 @@ def compare_runs(out_a: str | os.PathLike, table_a: pd.DataFrame, out_b: str | o
     pairs["spearman"] = [m[0] for m in measured]
     pairs["top_iou"] = [m[1] for m in measured]
     pairs["size"] = [f"{h}×{w}" for _, _, (h, w) in measured]
-    pairs = pairs.sort_values(["spearman", "top_iou"], kind="stable").reset_index(drop=True)
+    # least agreeing first; pairs with a constant map (NaN) last: undefined, not disagreeing
+    pairs = pairs.sort_values(["spearman", "top_iou"], kind="stable", na_position="last").reset_index(drop=True)
     paired_a, paired_b = set(pairs["row_id_a"]), set(pairs["row_id_b"])
     return RunComparison(
         pairs=pairs,

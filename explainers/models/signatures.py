@@ -115,7 +115,9 @@ def head_names(model: nn.Module) -> list[str]:
         return []
     width = lambda m: m.out_features if isinstance(m, nn.Linear) else m.out_channels  # noqa: E731
     classes = width(layers[-1][1])
-    return [n for n, m in layers if width(m) == classes][-1:]
+    last = [n for n, m in layers if width(m) == classes][-1:]
+    # GoogLeNet's and Inception v3's auxiliary classifiers (aux1.fc2, AuxLogits.fc) are heads too
+    return [n for n, m in layers if width(m) == classes and "aux" in n.lower() and n not in last] + last
 
 
 def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

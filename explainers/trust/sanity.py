@@ -941,12 +941,13 @@ class Thresholds:
     invariance_max_change: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("model_below", "logit_below", "data_below"):
+        defaults = {"model_below": MODEL_BELOW, "logit_below": LOGIT_BELOW, "data_below": DATA_BELOW}
+        for name, default in defaults.items():
             values = _per_measure(getattr(self, name))
             unknown = sorted(set(values) - set(METRICS))
             if unknown:
                 raise ParameterError(f"{name}: unknown similarity {unknown[0]!r}; valid: {', '.join(METRICS)}")
-            object.__setattr__(self, name, values)
+            object.__setattr__(self, name, {**default, **values})  # a measure not named keeps its default
 
 
 @dataclass(frozen=True)

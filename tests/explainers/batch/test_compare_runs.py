@@ -102,3 +102,22 @@ def test_an_unreadable_map_file_leaves_its_pairs_out_and_says_which(two_runs, tm
 def test_the_common_size_keeps_the_larger_side_of_each():
     assert common_size((7, 7), (14, 14)) == (14, 14)
     assert common_size((12, 16), (16, 12)) == (16, 16)
+
+
+def test_a_constant_map_neither_agrees_nor_disagrees_and_comes_last(two_runs, tmp_path):
+    """An all-zero map ranks nothing: its pairs get no agreement (NaN), and they are listed after every pair that
+    can disagree, not first as the least agreeing."""
+    out_a, table_a, out_b, table_b = two_runs
+    first = compare_runs(out_a, table_a, out_b, table_b).pairs.iloc[0]  # a map of B that has a partner in A
+    zeroed = tmp_path / "b"
+    shutil.copytree(out_b, zeroed)
+    shard, key = zeroed / first["map_file_b"], first["map_key_b"]
+    with np.load(shard) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays[key] = np.zeros_like(arrays[key])
+    np.savez(shard, **arrays)
+    pairs = compare_runs(out_a, table_a, zeroed, table_b).pairs
+    flat = ((pairs["map_file_b"] == first["map_file_b"]) & (pairs["map_key_b"] == key)).to_numpy()
+    assert flat.sum() == 1
+    assert np.isnan(pairs.loc[flat, "spearman"]).all() and np.isnan(pairs.loc[flat, "top_iou"]).all()
+    assert flat[-1] and not np.isnan(pairs.loc[~flat, "spearman"]).any()  # last; the others all measured

@@ -64,3 +64,10 @@ def test_mobilenet_v2_weights_picked_as_resnet18_say_what_they_look_like(tmp_pat
     reference.load_state_dict(state)
     with torch.no_grad():
         torch.testing.assert_close(bundle.model(x), reference(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_auxiliary_heads_are_heads_too(name):
+    """A fine-tuned GoogLeNet or Inception v3 keeps its auxiliary classifiers: their class count is free as well."""
+    model = getattr(torchvision.models, name)(num_classes=4, aux_logits=True, init_weights=False)
+    assert [m.architecture for m in matching_architectures(model.state_dict())][:1] == [name]

@@ -145,3 +145,10 @@ def test_constant_steps_count_as_changed_and_thresholds_are_per_measure():
     assert "SSIM 0.4" in stricter.rules()["model_randomisation"]
     with pytest.raises(ParameterError, match="unknown similarity 'pearson'"):
         sanity.Thresholds(model_below={"pearson": 0.5})
+
+
+def test_a_threshold_given_for_one_measure_keeps_the_others_at_their_defaults():
+    thresholds = sanity.Thresholds(model_below={"ssim": 0.4}, logit_below=0.8)
+    assert thresholds.model_below == {**sanity.MODEL_BELOW, "ssim": 0.4}
+    assert thresholds.logit_below == dict.fromkeys(sanity.MODEL_BELOW, 0.8)
+    assert thresholds.data_below == sanity.DATA_BELOW
