@@ -300,12 +300,14 @@ def stored_map(explanation, j: int) -> tuple[np.ndarray, str]:
     return pooled, f"channel sum, mean-pooled {MAP_POOL}x{MAP_POOL}"
 
 
-def _box_fractions(item: Item, size: tuple[int, int] | None) -> tuple[float, float, float, float] | None:
-    """The item's box as fractions (x0, y0, x1, y1) of its original (width, height), when it has one."""
-    if item.box is None or size is None:
+def box_fractions(box, image_size: tuple[int, int] | None) -> tuple[float, float, float, float] | None:
+    """A box (x0, y0, x1, y1 in the original image's pixels) as fractions of ``image_size`` = (width, height),
+    for an item's map statistics and a ranked row's chance level; None without a box or a size."""
+    if box is None or image_size is None or len(box) != 4 or min(image_size) <= 0:
         return None
-    width, height = size
-    return (item.box[0] / width, item.box[1] / height, item.box[2] / width, item.box[3] / height)
+    width, height = image_size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (x0 / width, y0 / height, x1 / width, y1 / height)
 
 
 def _explained_row(item: Item, decoded: Decoded, method: str, target: str, explanation, j: int,
@@ -331,7 +333,7 @@ def _explained_row(item: Item, decoded: Decoded, method: str, target: str, expla
         "map_kind": kind,
         "map_h": int(stored.shape[0]),
         "map_w": int(stored.shape[1]),
-        **map_statistics(stored, _box_fractions(item, decoded.size)),
+        **map_statistics(stored, box_fractions(item.box, decoded.size)),
     })
     return row, stored
 

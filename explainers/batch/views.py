@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import ParameterError
 from ..render import resize
-from .pipeline import map_statistics
+from .pipeline import box_fractions, map_statistics
 from .store import read_maps
 
 VIEWS = {
@@ -66,16 +66,6 @@ def chance_level(map_h: int, map_w: int, box: tuple[float, float, float, float] 
     by ``map_statistics`` itself on a uniform map, so it follows the statistic's border width and cell weighting."""
     uniform = map_statistics(np.ones((max(1, int(map_h)), max(1, int(map_w))), np.float32), box)
     return 1.0 - uniform["box_mass"] if box is not None else uniform["border_mass"]
-
-
-def box_fractions(box, image_size: tuple[int, int] | None) -> tuple[float, float, float, float] | None:
-    """A row's ``box`` (x0, y0, x1, y1 in the original image's pixels) as fractions of ``image_size`` = (width,
-    height); None without a box or a size."""
-    if box is None or image_size is None or len(box) != 4 or min(image_size) <= 0:
-        return None
-    width, height = image_size
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return (x0 / width, y0 / height, x1 / width, y1 / height)
 
 
 def chance_levels(rows, image_size: Callable[[str], tuple[int, int] | None] | None = None) -> pd.Series:
