@@ -7,7 +7,10 @@ Rows: explainers.explain against Captum (Saliency, InputXGradient, IntegratedGra
 internal_batch_size=10, NoiseTunnel SmoothGrad-25, GuidedBackprop, Occlusion with the same window and stride,
 LayerGradCam), against pytorch-grad-cam (GradCAM, GradCAM++, ScoreCAM at batch_size 64, EigenCAM) and against
 torchcam (each of its CAMs that we also have); explain_many of the one-pass set against the separate explain()
-calls; explain_many with 2 targets against 1 for a few methods. Every row's goal is ours/peer ≤ 1.0.
+calls; explain_many with 2 targets against 1 for a few methods; and, one module each (bench/peers_*.py), LRP
+against zennit, DeepLIFT and DeepLIFT-SHAP against Captum, GradientSHAP against Captum, KernelSHAP and LIME against
+Captum at its tuned and its default perturbations_per_eval, extremal perturbations against TorchRay. Every row's
+goal is ours/peer ≤ 1.0, or ≤ 0.5 against a peer's one-perturbation-per-pass default (the row says so).
 
 Each contender gets one untimed warm-up, whose output is kept to check that ours and the peer give the same map;
 then ``--repeats`` interleaved runs (ours, peer, ours, peer, ...), medians compared. A row whose warm-up call
@@ -26,11 +29,15 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's ScoreCAM draws a progress bar per batch
 
+import peers_deeplift  # noqa: E402
+import peers_expected  # noqa: E402
+import peers_extremal  # noqa: E402
+import peers_lrp  # noqa: E402
+import peers_surrogate  # noqa: E402
 import torch  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
@@ -42,162 +49,28 @@ from common import (  # noqa: E402
     markdown_table,
     minmax,
     package_version,
-    sample_pixels,
-    seeded_resnet50,
     setup_threads,
 )
-from torch import nn  # noqa: E402
+from peerkit import (  # noqa: E402
+    CAM_BATCH,
+    EXPECTED,
+    EXPLAINED,
+    GRAD_CAM_PEERS,
+    PEER_NAMES,
+    SAME_CORR,
+    SAME_MAX_REL,
+    TORCHCAM_PEERS,
+    Subject,
+    describe,
+    make_row,
+    missing_row,
+    subject,
+    upsample,
+    verdict,
+)
 
-from explainers import DEFAULT_MODEL, explain, explain_many, get_method, load_model, open_image  # noqa: E402
+from explainers import DEFAULT_MODEL, explain, explain_many, get_method  # noqa: E402
 from explainers.many import shared_methods  # noqa: E402
-
-SAMPLE = ROOT / "assets" / "samples" / "cat.png"
-GOAL = 1.0
-# a map is "the same" when it correlates this well with the peer's, or differs by at most this fraction of its max
-SAME_CORR, SAME_MAX_REL = 0.99, 1e-3
-# pytorch-grad-cam and torchcam have these CAMs under these names; ours on the left
-GRAD_CAM_PEERS = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorecam": "ScoreCAM", "eigencam": "EigenCAM"}
-TORCHCAM_PEERS = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMpp", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
-                  "scorecam": "ScoreCAM", "cam": "CAM"}
-CAM_BATCH = 64  # Score-CAM's batch for both peer libraries
-PEER_NAMES = {"captum": "Captum", "pytorch-grad-cam": "pytorch-grad-cam", "torchcam": "torchcam"}
-# known differences on the peer's side, read from its source: a "no" there is reported as expected
-EXPECTED = {
-    ("torchcam", "gradcam_pp"): ("torchcam's α differs", "torchcam 0.5's Grad-CAM++ α is not eq. 19 of the paper: "
-                                 "its denominator sums g³·A over positions, and its masked in-place division "
-                                 "(alpha[mask].div_) writes to a copy, so α stays g²; ours matches "
-                                 "pytorch-grad-cam's."),
-    ("captum", "guided_backprop"): ("Captum skips ReLU6", "Captum's GuidedBackprop rectifies nn.ReLU modules only: "
-                                    "on a model with ReLU6 activations (efficientnet_lite0) those pass plain "
-                                    "gradients there, so its map is not guided backpropagation; ours rectifies "
-                                    "ReLU6 too (tests/explainers/test_oracle_captum.py checks the rule directly)."),
-}
-EXPLAINED: dict[str, str] = {}  # the expected differences that showed up, for the report's notes
-
-
-@dataclass
-class Settings:
-    ig_steps: int = 50
-    sg_samples: int = 25
-    window: int = 32
-    stride: int = 16
-
-
-@dataclass
-class Subject:
-    """One model and everything each library needs to explain the same thing on it."""
-
-    name: str
-    label: str
-    model: nn.Module
-    explained: object  # what explain() gets: the bundle where there is one, else the model
-    x: torch.Tensor
-    layer: str
-    fc: str | None
-    settings: Settings
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def layer_module(self) -> nn.Module:
-        return self.model.get_submodule(self.layer)
-
-    @property
-    def target(self) -> int:
-        with torch.no_grad():
-            return int(self.model(self.x).argmax())
-
-    @property
-    def only_nn_relu(self) -> bool:
-        """Captum's GuidedBackprop rectifies nn.ReLU modules only; other activations (ReLU6) pass plain gradients."""
-        return not any(isinstance(m, (nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.GELU, nn.LeakyReLU))
-                       for m in self.model.modules())
-
-
-class TinyNet(nn.Module):
-    """A small seeded CNN (nn.ReLU only, no in-place) for --quick: every peer supports it."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(32, classes)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.features(x)).flatten(1))
-
-
-def upsample(layer_map: torch.Tensor, size) -> torch.Tensor:
-    """[1, h, w] -> [1, 1, H, W], bilinear: how our CAMs reach the input's resolution."""
-    return torch.nn.functional.interpolate(layer_map[None].float(), size=size, mode="bilinear", align_corners=False)
-
-
-def last_linear(model: nn.Module) -> str | None:
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return names[-1] if names else None
-
-
-def subject(name: str, device: torch.device, args) -> Subject:
-    from explainers.models import affine_normalizer
-
-    if name == "tiny":
-        torch.manual_seed(0)
-        model = TinyNet()
-        with torch.no_grad():
-            model.features[4].running_var.uniform_(0.5, 2.0)
-            model.fc.weight.mul_(10)
-        model = model.eval().to(device)
-        normalize, _ = affine_normalizer([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-        x = normalize(sample_pixels(SAMPLE, 64, device)).contiguous()
-        return Subject("tiny", "tiny seeded CNN (--quick), 64 px", model, model, x, "features.8", "fc",
-                       Settings(ig_steps=8, sg_samples=4, window=16, stride=8))
-    if name == "resnet50":
-        model, normalize = seeded_resnet50(device)
-        x = normalize(sample_pixels(SAMPLE, args.resnet_size, device)).contiguous()
-        return Subject("resnet50", f"resnet50, seeded weights (ImageNet weights not cached offline), "
-                       f"{args.resnet_size} px", model, model, x, "layer4", "fc", Settings())
-    bundle = load_model(name, device=device)
-    x = bundle.preprocess(open_image(SAMPLE)).contiguous().to(device)
-    layer = bundle.default_layer or "_head_act"
-    return Subject(name, f"{name} (its shipped weights), {x.shape[-1]} px", bundle.model, bundle, x, layer,
-                   last_linear(bundle.model), Settings())
-
-
-# ---- one row ----
-
-
-def verdict(agree: dict, expected: tuple[str, str] | None = None) -> str:
-    """"yes", "NO", or "no (expected: ...)" for a known difference on the peer's side (explained in the notes)."""
-    same = agree["corr"] >= SAME_CORR or agree["max_rel"] <= SAME_MAX_REL
-    if same:
-        return "yes"
-    if expected is None:
-        return "NO"
-    EXPLAINED[expected[0]] = expected[1]
-    return f"no (expected: {expected[0]})"
-
-
-def describe(agree: dict) -> str:
-    return f"corr {agree['corr']:.4f}, max rel diff {agree['max_rel']:.1e}"
-
-
-def make_row(s: Subject, kind: str, case: str, times: dict, peer: str, peer_settings: str, same: str,
-             agree_text: str) -> dict:
-    ours, theirs = times["ours"], times[peer]
-    ratio = ours["median_s"] / theirs["median_s"]
-    runs = f"{ours['runs']}" + (" (warm-up timed)" if ours["warmup_timed"] else "")
-    return {"model": s.name, "kind": kind, "case": case, "ours_s": ours["median_s"], "peer_s": theirs["median_s"],
-            "ratio": ratio, "goal": GOAL, "met": "yes" if ratio <= GOAL else "no", "runs": runs, "same": same,
-            "agreement": agree_text, "peer": peer_settings}
-
-
-def missing_row(s: Subject, kind: str, case: str, why: str) -> dict:
-    return {"model": s.name, "kind": kind, "case": case, "ours_s": None, "peer_s": None, "ratio": None,
-            "goal": GOAL, "met": "—", "runs": "—", "same": "—", "agreement": "—", "peer": why}
-
 
 # ---- the comparisons ----
 
@@ -399,6 +272,8 @@ def many_rows(s: Subject, run, two_targets: bool) -> list[dict]:
 
 
 METHODS_AVAILABLE: set[str] = set()
+# the comparisons of the propagation, expected-gradient, surrogate and extremal methods, one module each
+FAMILIES = (peers_lrp, peers_deeplift, peers_expected, peers_surrogate, peers_extremal)
 
 
 # ---- the report ----
@@ -452,6 +327,10 @@ def main() -> None:
                         help="a row whose warm-up call takes longer has its warm-ups as its one timed run")
     parser.add_argument("--row-budget-s", type=float, default=None,
                         help="cut a row's runs to fit in this many seconds (never below 3)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                        choices=["captum", "cams", "many", *(f.__name__.removeprefix("peers_") for f in FAMILIES)],
+                        help="run only these sections (default: all): captum, cams, many, or a family module's name "
+                             "(lrp, deeplift, expected, surrogate, extremal)")
     parser.add_argument("--two-targets-on", nargs="*", default=None,
                         help="models that get the 2-vs-1-target rows (default: every model)")
     args = parser.parse_args()
@@ -475,9 +354,14 @@ def main() -> None:
         subjects.append(s)
         print(f"{s.label}: target {s.target}, layer {s.layer}", flush=True)
         two_targets = args.two_targets_on is None or name in args.two_targets_on
-        sections = (lambda s=s: captum_gradient_rows(s, run, device), lambda s=s: cam_rows(s, run, METHODS_AVAILABLE),
-                    lambda s=s, two=two_targets: many_rows(s, run, two))
-        for section in sections:  # one at a time, so that each prints its rows as soon as they are measured
+        sections = {"captum": lambda s=s: captum_gradient_rows(s, run, device),
+                    "cams": lambda s=s: cam_rows(s, run, METHODS_AVAILABLE),
+                    "many": lambda s=s, two=two_targets: many_rows(s, run, two),
+                    **{family.__name__.removeprefix("peers_"): lambda s=s, family=family: family.rows(s, run, device)
+                       for family in FAMILIES}}
+        for name, section in sections.items():  # one at a time, each printing its rows as soon as they are measured
+            if args.only is not None and name not in args.only:
+                continue
             new = section()
             rows += new
             for r in new:
@@ -492,7 +376,8 @@ def main() -> None:
         "machine": ", ".join(f"{k} {v}" for k, v in machine(device).items()),
         "versions": f"torch {torch.__version__}, torchvision {torchvision.__version__}, captum "
                     f"{package_version('captum')}, grad-cam {package_version('grad-cam')}, torchcam "
-                    f"{package_version('torchcam')}",
+                    f"{package_version('torchcam')}, zennit {package_version('zennit')}, torchray "
+                    f"{package_version('torchray')}",
         "code": code,
         "load average at start": load_start,
         "load average at end": load_average(),

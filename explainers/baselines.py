@@ -7,14 +7,24 @@ the choice changes the map; offering several makes that dependence visible.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .errors import ParameterError, PreprocessingNeeded
+from .images import IMAGE_SUFFIXES, load_image
 
 BASELINES = ("black", "blur", "uniform_noise", "mean", "zero")
 RANDOM_BASELINES = frozenset({"uniform_noise"})  # drawn from the call's seeded generator
+# Distributions of baselines, for the methods that average over many (GradientSHAP, expected gradients,
+# DeepLIFT-SHAP): blurred copies of the input at random widths, uniform noise images in the input's range, or
+# reference images from a folder the user gives (Erion et al. 2021, arXiv:1906.10670, draw them from the data).
+DISTRIBUTIONS = ("blur", "uniform_noise", "references")
+# the blur widths drawn, as fractions of the image side: from a slight softening to the colour layout only
+BLUR_SIGMAS = (0.005, 0.1)
+# reference images read from a folder, at most: a distribution, not a dataset
+MAX_REFERENCES = 256
 
 
 def gaussian_blur(inputs: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -77,3 +87,54 @@ def make_baseline(
         noise = torch.rand(inputs.shape[1:], generator=generator, dtype=inputs.dtype).to(inputs.device)
         return low + noise.unsqueeze(0) * (high - low)
     raise ParameterError(f"baseline must be one of {', '.join(BASELINES)} or a tensor; got {kind!r}")
+
+
+def reference_images(folder: str | Path, bundle) -> torch.Tensor:
+    """The images of ``folder`` (sorted by name, at most ``MAX_REFERENCES``), preprocessed as the model expects:
+    [K, C, H, W]. ParameterError when the folder is missing, holds no image, or there is no preprocessing."""
+    if bundle is None or not hasattr(bundle, "preprocess"):
+        raise PreprocessingNeeded("reference images need the model's preprocessing; pass a ModelBundle "
+                                  "(explainers.load_model) instead of a bare nn.Module")
+    where = Path(str(folder)).expanduser()
+    if not str(folder).strip():
+        raise ParameterError("the 'references' distribution needs a folder of reference images; give one "
+                             "(parameter 'references') or pick 'blur' or 'uniform_noise'")
+    if not where.is_dir():
+        raise ParameterError(f"the reference folder {str(folder)!r} does not exist or is not a folder; give a "
+                             "folder of images on this machine, or pick 'blur' or 'uniform_noise'")
+    files = sorted(p for p in where.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ParameterError(f"the reference folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                             "add images to it, or pick 'blur' or 'uniform_noise'")
+    return torch.cat([bundle.preprocess(load_image(path)) for path in files[:MAX_REFERENCES]])
+
+
+def sample_baselines(kind: str, inputs: torch.Tensor, count: int, generator: torch.Generator, bundle=None,
+                     folder: str | Path = "") -> torch.Tensor:
+    """``count`` baselines per row drawn from distribution ``kind`` (one of ``DISTRIBUTIONS``): [N, count, C, H, W].
+
+    Every draw comes from ``generator`` in a fixed order and every row gets the same draws (the same blur widths,
+    noise images or reference picks), so a row's baselines do not depend on the other rows of its batch.
+    """
+    if kind not in DISTRIBUTIONS:
+        raise ParameterError(f"baseline distribution must be one of {', '.join(DISTRIBUTIONS)}; got {kind!r}")
+    if count < 1:
+        raise ParameterError(f"at least one baseline must be drawn; got {count}")
+    rows = len(inputs)
+    if kind == "blur":
+        side = max(inputs.shape[-2:])
+        low, high = BLUR_SIGMAS
+        fractions = low + (high - low) * torch.rand(count, generator=generator, dtype=torch.float64)
+        copies = [gaussian_blur(inputs, sigma=max(0.5, float(f) * side)) for f in fractions]
+        return torch.stack(copies, dim=1)
+    if kind == "uniform_noise":
+        low = inputs.amin(dim=(1, 2, 3), keepdim=True).unsqueeze(1)
+        high = inputs.amax(dim=(1, 2, 3), keepdim=True).unsqueeze(1)
+        noise = torch.rand((count, *inputs.shape[1:]), generator=generator, dtype=inputs.dtype).to(inputs.device)
+        return low + noise.unsqueeze(0) * (high - low)
+    references = reference_images(folder, bundle).to(device=inputs.device, dtype=inputs.dtype)
+    if tuple(references.shape[1:]) != tuple(inputs.shape[1:]):
+        raise ParameterError(f"the reference images preprocess to {list(references.shape[1:])}, and the inputs are "
+                             f"{list(inputs.shape[1:])}; the references must be preprocessed like the inputs")
+    picks = torch.randint(0, len(references), (count,), generator=generator).to(inputs.device)
+    return references[picks].unsqueeze(0).expand(rows, -1, -1, -1, -1).contiguous()

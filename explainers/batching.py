@@ -266,7 +266,8 @@ class Batches:
 class Progress:
     """Counts passes done out of ``total`` and forwards them to ``callback(done, total)``.
 
-    The callback stops the computation by returning False or raising Cancelled.
+    The callback stops the computation by returning False or raising Cancelled. A method whose passes are steps
+    of an optimisation can also say where it is (``say``): a callback with a ``say(text)`` method shows it.
     """
 
     def __init__(self, total: int, callback: Callable[[int, int], object] | None = None):
@@ -278,6 +279,13 @@ class Progress:
         self.done = min(self.done + n, self.total)
         if self.callback is not None and self.callback(self.done, self.total) is False:
             raise Cancelled(f"cancelled after {self.done} of {self.total} passes")
+
+    def say(self, text: str) -> None:
+        """Tell the callback, where it listens (a ``say`` method), what the current pass found, e.g. an
+        optimisation's iteration and score."""
+        say = getattr(self.callback, "say", None)
+        if say is not None:
+            say(text)
 
     def finish(self) -> None:
         if self.done < self.total:

@@ -35,7 +35,9 @@ class Attribution:
     [T, N, 1, h, w] at the layer's resolution (layer methods); ``extras`` one dict per target (e.g. integrated
     gradients' completeness delta, a tensor [N]); ``logits`` [N, K] of the method's own inputs when it computed
     them on the way (saves a pass), else None; ``notes`` per input row, what the method wants the user told
-    (e.g. why its map is all zero), or None; ``target_notes`` [T][N] instead, where the notes differ by target.
+    (e.g. why its map is all zero), or None; ``target_notes`` [T][N] instead, where the notes differ by target;
+    ``regions`` [N, H, W] integer labels of the features a region method scored (superpixels), shared by every
+    target, so the picture can draw their outlines; None for pixel maps.
     """
 
     attribution: torch.Tensor
@@ -44,6 +46,7 @@ class Attribution:
     logits: torch.Tensor | None = None
     notes: list[tuple[str, ...]] | None = None
     target_notes: list[list[tuple[str, ...]]] | None = None
+    regions: torch.Tensor | None = None
 
     def notes_for(self, target: int) -> list[tuple[str, ...]] | None:
         """Target ``target``'s notes per row: its own where the method judged each target, else ``notes``."""
@@ -131,7 +134,8 @@ class Explanation:
     carries method-specific results such as integrated gradients' completeness delta. ``seed`` is the one the
     random draws used (drawn and recorded when none was given). ``batch_size_used`` is the batch size the run
     finished with (smaller than asked when the GPU ran out of memory). ``notes`` holds, per row, what the user
-    should be told beside the map (an all-zero map, a batch size reduced after out-of-memory).
+    should be told beside the map (an all-zero map, a batch size reduced after out-of-memory). ``regions``
+    [N, H, W] integer labels of the features a region method (LIME, KernelSHAP) scored, else None.
     """
 
     attribution: torch.Tensor
@@ -147,6 +151,7 @@ class Explanation:
     seed: int | None = None
     batch_size_used: int | None = None
     notes: list[tuple[str, ...]] = field(default_factory=list)
+    regions: torch.Tensor | None = None
 
     def record(self, row: int = 0) -> ExplanationRecord:
         """Row ``row`` as NumPy arrays and JSON-ready values: what the dashboard caches and manifests describe."""
@@ -172,13 +177,15 @@ class Explanation:
             extras=extras,
             batch_size_used=self.batch_size_used,
             notes=tuple(self.notes[row]) if row < len(self.notes) else (),
+            regions=None if self.regions is None else self.regions[row].detach().cpu().numpy(),
         )
 
 
 @dataclass(frozen=True)
 class ExplanationRecord:
     """One image's explanation in NumPy: ``attribution`` [C, H, W] raw, ``logits`` [K], ``target`` (class,) or
-    (a, b) for a contrast; ``params`` and ``extras`` JSON-ready; ``notes`` sentences to show beside the map."""
+    (a, b) for a contrast; ``params`` and ``extras`` JSON-ready; ``notes`` sentences to show beside the map;
+    ``regions`` [H, W] integer feature labels of a region method, else None."""
 
     attribution: np.ndarray
     target: tuple[int, ...]
@@ -193,6 +200,7 @@ class ExplanationRecord:
     extras: dict[str, Any] = field(default_factory=dict)
     batch_size_used: int | None = None
     notes: tuple[str, ...] = ()
+    regions: np.ndarray | None = None
 
     @property
     def target_value(self) -> int | tuple[int, int]:
@@ -210,6 +218,26 @@ def same_input(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Elementwise: where ``a`` and ``b`` differ by rounding only (see ``SAME_INPUT_TOLERANCE``)."""
     scale = torch.maximum(a.abs(), b.abs()).clamp_min(1.0)
     return (a - b).abs() <= SAME_INPUT_TOLERANCE * scale
+
+
+# A score gap f(x) − f(x′) smaller than this says the baseline scores as the input: a completeness error is then
+# not a share of anything (dividing by it would print errors of 10⁹ %).
+GAP_FLOOR = 1e-6
+
+
+def completeness(attribution: torch.Tensor, score_gap: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The completeness keys of one target's ``attribution`` [N, ...] against ``score_gap`` [N] = f(x) − f(x′), as
+    integrated gradients, DeepLIFT and the expected-gradient methods report them (Sundararajan et al. 2017,
+    arXiv:1703.01365): ``completeness_delta`` = sum(A) − gap, ``score_gap``, and ``completeness_relative`` = delta
+    / |gap|, or 0 where the gap is under GAP_FLOOR (no share to speak of: the delta alone says the error)."""
+    delta = attribution.sum(dim=tuple(range(1, attribution.dim()))) - score_gap
+    share = delta / score_gap.abs().clamp_min(GAP_FLOOR)
+    return {
+        "completeness_delta": delta.detach().cpu(),
+        "score_gap": score_gap.detach().cpu(),
+        "completeness_relative": torch.where(score_gap.abs() > GAP_FLOOR, share, torch.zeros_like(share))
+        .detach().cpu(),
+    }
 
 
 def as_logits(output: Any) -> torch.Tensor:
@@ -403,9 +431,10 @@ def prepare(model_or_bundle: Any, inputs: Any, methods: Sequence[str], targets: 
     validated = {name: info.validate(params.get(name, {})) for name, info in infos.items()}
     check_batch_size(batch_size)
     model, bundle, categories = unwrap(model_or_bundle)
-    for info in infos.values():
-        if info.unavailable_reason(model) is not None:
-            raise SaliencyError(f"{info.unavailable_reason(model)}; pick another method")
+    for name, info in infos.items():
+        reason = info.unavailable_reason(model, validated[name])
+        if reason is not None:
+            raise SaliencyError(f"{reason}; pick another method")
     if layer is not None and not any(info.needs_layer for info in infos.values()):
         raise SaliencyError(f"method {methods[0]!r} does not use a layer; drop layer={layer!r} or pick a CAM method")
     inputs = prepare_inputs(model, inputs)
@@ -454,6 +483,7 @@ def explain_method(request: Request, method: str, progress: Callable[[int, int],
             layer_attribution=None if result.layer_attribution is None else result.layer_attribution[t : t + 1],
             logits=logits,
             notes=result.notes_for(t),
+            regions=result.regions,
         )
         explanations[key] = explanation_of(
             request, method, part, targets[t], call.batches, elapsed, cost.backward > 0,
@@ -483,6 +513,7 @@ def explanation_of(request: Request, method: str, part: Attribution, target: Tar
         seed=request.seed,
         batch_size_used=batches.size,
         notes=notes,
+        regions=None if part.regions is None else part.regions.detach().cpu(),
     )
 
 

@@ -25,6 +25,9 @@ from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 from .errors import InputError
 
+# the file names a folder of images is read by (the batch command's sources, reference-image folders)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
 # Larger uploads are refused rather than decoded: 50 megapixels is far beyond what a 224 px model needs.
 MAX_PIXELS = 50_000_000
 # Any size is usable (the model resizes); kept for callers that import it.

@@ -135,6 +135,7 @@ def share_of(overall: Progress, units: int) -> Callable[[int, int], None]:
     def callback(done: int, total: int) -> None:
         overall.advance(max(0, start + units * done // max(total, 1) - overall.done))
 
+    callback.say = overall.say  # what the nested method says (an optimisation's iteration) reaches the caller
     return callback
 
 

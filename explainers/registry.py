@@ -7,6 +7,7 @@ captions come from the declared :class:`Cost`, the Methods page from the rest. A
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -19,7 +20,8 @@ from .errors import ParameterError, UnknownMethodError
 
 @dataclass(frozen=True)
 class Param:
-    """One declared parameter. ``kind`` is "int", "float", "bool" or "choice"."""
+    """One declared parameter. ``kind`` is "int", "float", "bool", "choice" or "folder" (a path to a folder of
+    files, "" for none; the method checks what it finds there)."""
 
     kind: str
     default: Any
@@ -52,6 +54,12 @@ class Param:
                     value = lowered in ("true", "1", "yes")
                 else:
                     value = bool(value)
+            elif self.kind == "folder":
+                if value is None:
+                    value = ""
+                if not isinstance(value, (str, bytes)) and not hasattr(value, "__fspath__"):
+                    raise ValueError
+                value = os.fsdecode(value).strip()
             elif self.kind == "choice":
                 value = str(value)
                 if value not in self.choices:
@@ -61,7 +69,8 @@ class Param:
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ParameterError):
                 raise
-            kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(self.kind, self.kind)
+            kind = {"int": "an integer", "float": "a number", "bool": "true or false",
+                    "folder": "a folder path"}.get(self.kind, self.kind)
             raise ParameterError(f"parameter {name!r} must be {kind}; got {value!r}") from None
         if self.kind in ("int", "float"):
             if value != value:  # NaN
@@ -234,6 +243,11 @@ class MethodInfo:
     stochastic: bool = False  # depends on the seed
     stochastic_params: dict[str, frozenset] = field(default_factory=dict)  # values that make it depend on the seed
     formula: str = ""  # one line that makes the code checkable against the paper
+    # what the method's authors declare about patents or licences on the method itself, with where they say it
+    licence_note: str = ""
+    # the method's own check of a model, beyond the ``requires`` flags (e.g. LRP's rules cover every layer type):
+    # ``model_check(model) -> str | None``, why it cannot run, said for a user; cheap (no forward pass)
+    model_check: Callable[[nn.Module], str | None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def needs_layer(self) -> bool:
@@ -265,8 +279,15 @@ class MethodInfo:
         """Passes per image with ``params`` (defaults filled in) on a ``channels``-wide layer."""
         return self.cost.passes(self.validate(params or {}), tuple(hw), channels)
 
-    def unavailable_reason(self, model: nn.Module | None) -> str | None:
-        """Why this method cannot run on ``model``, or None when it can."""
+    def unavailable_reason(self, model: nn.Module | None, params: dict[str, Any] | None = None) -> str | None:
+        """Why this method cannot run on ``model``, or None when it can; a wrapper (a ``Cost.base`` parameter, as
+        SmoothGrad's) also asks its base, named in ``params`` (the default base where not given)."""
+        if self.cost.base is not None and self.cost.base in self.params:
+            base = (params or {}).get(self.cost.base, self.params[self.cost.base].default)
+            if isinstance(base, str) and base in METHODS and base != self.name:
+                reason = METHODS[base].unavailable_reason(model)
+                if reason is not None:
+                    return f"{self.display_name} with base {METHODS[base].display_name}: {reason}"
         if model is not None and getattr(model, "supports_hooks", True) is False and self.requires & HOOK_NEEDS:
             return (f"{self.display_name} needs module hooks, and this model refuses them (a TorchScript module: "
                     "hooks do not run on scripted code); gradient and perturbation methods work")
@@ -279,6 +300,8 @@ class MethodInfo:
         ):
             return (f"{self.display_name} replaces the backward pass of nn.ReLU / nn.ReLU6 modules, and this model "
                     "has none (GELU or functional activations)")
+        if self.model_check is not None and model is not None:
+            return self.model_check(model)
         return None
 
     def published_verdict(self, params: dict[str, Any] | None = None) -> PublishedVerdict:
@@ -328,7 +351,8 @@ def available_methods(model: nn.Module | None) -> list[str]:
 
 
 # Families in the order the pickers and the Methods page list them; any other family follows, in registry order.
-FAMILY_ORDER = ("Gradient", "Gradient (noise-averaged)", "CAM", "Perturbation", "Attention", "Control")
+FAMILY_ORDER = ("Gradient", "Gradient (noise-averaged)", "Propagation", "CAM", "Perturbation", "Surrogate",
+                "Attention", "Control")
 
 
 def method_order() -> list[str]:

@@ -10,7 +10,9 @@ a view change never recomputes an attribution. The steps, in order:
    sum, or l2 (the norm, carrying the sign of the sum when signed). A 1-channel map has nothing to reduce;
 3. range: a robust percentile clip of this map (own) or a range shared by several maps (linked);
 4. placement onto the picture: the model's view, or the original image with the crop box the model saw;
-5. colour from a matplotlib colour table, and the overlay.
+5. colour from a matplotlib colour table, and the overlay;
+6. a region method's superpixels (``regions``, integer labels) outlined on the overlay, so the segmentation the
+   scores belong to shows on the image.
 
 Colour tables come from matplotlib (a kept library); nothing here builds figures.
 """
@@ -50,6 +52,10 @@ DEFAULT_DIVERGING = "RdBu_r"
 RAINBOW_NOTE = ("Rainbow colormaps (jet, turbo) vary unevenly in lightness: they draw edges that are not in the "
                 "map and hide others. Prefer a perceptually uniform one (inferno, viridis) for reading values.")
 OUTSIDE_GREY = 128  # heatmap colour where the model saw nothing (outside a centre crop)
+# Region outlines: light on dark pixels and dark on light ones, so a line reads on the photo and on any colormap
+# without adding a hue the colour scale could be mistaken for.
+OUTLINE_LIGHT, OUTLINE_DARK = 255, 0
+OUTLINE_OPACITY = 0.8
 
 
 def _check(value: str, options: tuple[str, ...], what: str) -> str:
@@ -412,6 +418,115 @@ def to_pil(array: Any) -> Image.Image:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Step 6: region outlines
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _labels(regions: Any) -> np.ndarray:
+    """[h, w] integer labels from an array or tensor ([1, h, w] accepted)."""
+    if hasattr(regions, "detach"):
+        regions = regions.detach().cpu().numpy()
+    labels = np.asarray(regions)
+    if labels.ndim == 3 and labels.shape[0] == 1:
+        labels = labels[0]
+    if labels.ndim != 2 or labels.size == 0:
+        raise ParameterError(f"expected region labels of shape [H, W], got shape {list(labels.shape)}")
+    return labels.astype(np.int64, copy=False)
+
+
+def _nearest(count: int, start: int, span: int, cells: int) -> np.ndarray:
+    """For each of ``count`` picture pixels, the model cell (of ``cells``) that a ``span``-pixel stretch starting
+    at ``start`` shows there, by nearest neighbour; -1 outside the stretch."""
+    offset = np.arange(count) - start
+    index = np.floor((offset + 0.5) * cells / max(span, 1)).astype(np.int64)
+    return np.where((offset >= 0) & (offset < span), np.clip(index, 0, cells - 1), -1)
+
+
+def _cell_edges(cells: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """The picture pixels (of ``inside``) whose next pixel shows another model cell, also inside."""
+    current = inside[:-1]
+    following = cells[current + 1]
+    return current[(following >= 0) & (following != cells[current])]
+
+
+def _shifted(mask: np.ndarray, shift: int, axis: int) -> np.ndarray:
+    """``mask`` moved by ``shift`` pixels along ``axis``, False where it came from beyond the edge (no wrap)."""
+    out = np.zeros_like(mask)
+    source = [slice(None)] * 2
+    target = [slice(None)] * 2
+    source[axis] = slice(0, -shift) if shift > 0 else slice(-shift, None)
+    target[axis] = slice(shift, None) if shift > 0 else slice(0, shift)
+    out[tuple(target)] = mask[tuple(source)]
+    return out
+
+
+def region_boundaries(regions: Any, size: tuple[int, int] | None = None,
+                      box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """bool [H, W] on a picture of ``size`` = (width, height) (default: the labels' own): the pixels where the
+    region label changes, the labels placed like the map (stretched onto ``box``, nearest neighbour).
+
+    A line is about one model pixel wide on the picture (at least one picture pixel), so it stays thin however
+    large the picture; the edge of the model's view is not outlined.
+    """
+    labels = _labels(regions)
+    h, w = labels.shape
+    width, height = (w, h) if size is None else (max(1, int(s)) for s in size)
+    left, top, right, bottom = (0, 0, width, height) if box is None else box
+    cols = _nearest(width, left, right - left, w)
+    rows = _nearest(height, top, bottom - top, h)
+    mask = np.zeros((height, width), dtype=bool)
+    inside_rows, inside_cols = np.flatnonzero(rows >= 0), np.flatnonzero(cols >= 0)
+    # the label can change only where the model cell does: a few hundred picture lines, compared as bands
+    xs, ys = _cell_edges(cols, inside_cols), _cell_edges(rows, inside_rows)
+    if xs.size and inside_rows.size:
+        band = labels[rows[inside_rows]]
+        mask[np.ix_(inside_rows, xs)] = band[:, cols[xs]] != band[:, cols[xs + 1]]
+    if ys.size and inside_cols.size:
+        band = labels[:, cols[inside_cols]]
+        mask[np.ix_(ys, inside_cols)] |= band[rows[ys]] != band[rows[ys + 1]]
+    thickness = max(1, int(round(min((right - left) / w, (bottom - top) / h))))
+    if thickness > 1:  # widen the one-pixel line to about one model pixel, around the edge
+        line = mask.copy()
+        for shift in range(-(thickness // 2), thickness - thickness // 2):
+            if shift:
+                mask |= _shifted(line, shift, 0) | _shifted(line, shift, 1)
+        mask &= (rows >= 0)[:, None] & (cols >= 0)[None, :]
+    return mask
+
+
+def _local_mean(values: np.ndarray, radius: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` over a (2·radius+1)² window (clipped at the edges) around each pixel (ys, xs), read
+    off an integral image."""
+    h, w = values.shape
+    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
+    np.cumsum(values, axis=0, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
+    y0, y1 = np.clip(ys - radius, 0, h), np.clip(ys + radius + 1, 0, h)
+    x0, x1 = np.clip(xs - radius, 0, w), np.clip(xs + radius + 1, 0, w)
+    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return (total / ((y1 - y0) * (x1 - x0))).astype(np.float32)
+
+
+def outline_regions(picture: Any, regions: Any, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, 3]: ``picture`` with the boundaries of ``regions`` (integer labels in the model's space, placed
+    onto ``box`` as the map is) drawn in a neutral ink: light where the picture around the line is dark, dark where
+    it is light (judged over a small window, so a line over fine texture does not flicker between the two)."""
+    image = _as_rgb_uint8(picture)
+    height, width = image.shape[:2]
+    mask = region_boundaries(regions, (width, height), box)
+    out = image.copy()
+    if not mask.any():
+        return out
+    luminance = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    ys, xs = np.nonzero(mask)
+    around = _local_mean(luminance, max(2, round(max(height, width) / 100)), ys, xs)
+    ink = np.where(around > 127.5, OUTLINE_DARK, OUTLINE_LIGHT).astype(np.float32)[:, None]
+    under = image[ys, xs].astype(np.float32)
+    out[ys, xs] = np.clip(np.rint((1 - OUTLINE_OPACITY) * under + OUTLINE_OPACITY * ink), 0, 255).astype(np.uint8)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------------------
 
@@ -461,6 +576,7 @@ def render(
     backdrop: Any = None,
     box: tuple[int, int, int, int] | None = None,
     fixed_range: tuple[float, float] | None = None,
+    regions: Any = None,
 ) -> Rendered:
     """Sign, reduce, range, place, colour and overlay one attribution ([C,H,W], [1,C,H,W] or [H,W]).
 
@@ -468,7 +584,9 @@ def render(
     (left, top, right, bottom), or onto all of it. ``fixed_range=(lo, hi)`` fixes the colour range in raw units
     (a scale linked across panels, from :func:`linked_range`); by default the map gets its own robust range,
     measured in the model's space so it does not depend on the picture's size. A signed view's overlay is as
-    opaque as the value is large (``view.alpha`` at the range's end, transparent at zero).
+    opaque as the value is large (``view.alpha`` at the range's end, transparent at zero). ``regions``, a region
+    method's integer labels [H, W] in the model's space (``ExplanationRecord.regions``), outlines its superpixels
+    on the overlay (:func:`outline_regions`).
     """
     values = to_map(attribution, view.sign, view.reduction)
     lo, hi = value_range(values, view.clip, view.signed) if fixed_range is None else map(float, fixed_range)
@@ -484,6 +602,8 @@ def render(
         # it is instead of greying all of it
         weight = np.abs(normalized) if view.signed else None
         blended = overlay(picture, rgb, view.alpha, outside=np.isnan(values), weight=weight)
+        if regions is not None:
+            blended = outline_regions(blended, regions, box)
     return Rendered(values, normalized, rgb, blended, lo, hi, view, colour_scale(view.cmap, view.signed))
 
 
@@ -495,13 +615,15 @@ def render_for_image(
     bundle: Any,
     preprocessing: str,
     fixed_range: tuple[float, float] | None = None,
+    regions: Any = None,
 ) -> Rendered:
     """:func:`render` on the picture ``view.original_aspect`` asks for: the original ``image`` with the box the
-    model saw, or the model's own square view of it."""
+    model saw, or the model's own square view of it; ``regions`` outlined as :func:`render` does."""
     if view.original_aspect:
         return render(attribution, view, backdrop=image, box=bundle.crop_geometry(image.size, preprocessing),
-                      fixed_range=fixed_range)
-    return render(attribution, view, backdrop=bundle.model_view(image, preprocessing), fixed_range=fixed_range)
+                      fixed_range=fixed_range, regions=regions)
+    return render(attribution, view, backdrop=bundle.model_view(image, preprocessing), fixed_range=fixed_range,
+                  regions=regions)
 
 
 __all__ = [
@@ -528,9 +650,11 @@ __all__ = [
     "difference_view",
     "is_diverging",
     "linked_range",
+    "outline_regions",
     "overlay",
     "percentile_of",
     "place",
+    "region_boundaries",
     "render",
     "render_for_image",
     "resize",

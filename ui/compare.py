@@ -27,7 +27,7 @@ from .controls import class_label, layer_choices, layer_label, method_label, off
 from .explanations import Request, cached, cached_records, canonical, resolved_layer
 from .figures import matrix_figure
 from .method_docs import md_escape
-from .outputs import manifest_for, npy_bytes, png_bytes, render_record
+from .outputs import fit_parts, manifest_for, npy_bytes, png_bytes, render_record
 from .predictions import top_k
 from .runs import AUTO_RUN_SECONDS, ProgressReporter, RunControl, pass_times
 from .sidebar import Selection
@@ -246,8 +246,10 @@ def row_panels(selection: Selection, settings: CompareSettings, method: str,
     first, second = settings.targets[:2]
     if settings.difference and first in records and second in records:
         delta = rnd.difference(records[first].attribution, records[second].attribution, view)
+        # both targets come from one call of the method: the same regions, outlined on the difference too
         rendered = rnd.render_for_image(delta, rnd.difference_view(view), image=selection.image,
-                                        bundle=selection.bundle, preprocessing=selection.preprocessing)
+                                        bundle=selection.bundle, preprocessing=selection.preprocessing,
+                                        regions=records[first].regions)
         panels.append(Panel(method, DIFFERENCE, delta, rendered, "difference", records[first]))
     return panels
 
@@ -261,7 +263,16 @@ def _caption(panel: Panel) -> str:
         return f"±{rendered.hi:.3g} (raw)"
     agnostic = " · class-agnostic" if not info.class_sensitive else ""
     empty = " · empty for this sign" if rendered.empty else ""
-    return f"[{rendered.lo:.3g}, {rendered.hi:.3g}]{agnostic}{empty}"
+    fit = "".join(f" · {part}" for part in fit_parts(panel.record.extras, hints=False)) if panel.record else ""
+    return f"[{rendered.lo:.3g}, {rendered.hi:.3g}]{agnostic}{fit}{empty}"
+
+
+def panel_notes(panel: Panel) -> tuple[str, ...]:
+    """What the backend wants said beside a target's panel (``record.notes``: an all-zero map, a reduced batch
+    size); the difference panel has none of its own."""
+    if panel.column == DIFFERENCE or panel.record is None:
+        return ()
+    return tuple(panel.record.notes)
 
 
 def colorbar_strip(scale: np.ndarray, height: int = 12) -> np.ndarray:
@@ -285,7 +296,14 @@ def _fill_row(selection: Selection, settings: CompareSettings, method: str, reco
             slots[column].caption("not computed yet")
     for panel in row_panels(selection, settings, method, records):
         slot = slots[-1] if panel.column == DIFFERENCE else slots[settings.targets.index(panel.column)]
-        slot.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
+        notes = panel_notes(panel)
+        if notes:
+            with slot.container():
+                st.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
+                for note in notes:
+                    st.caption(f":material/info: {md_escape(note)}")
+        else:
+            slot.image(panel.image(settings.panel_kind), caption=_caption(panel), width="stretch")
         if panel.scale == "linked" and panel.column == settings.targets[0]:
             with label.container():
                 st.markdown(row_label(method))

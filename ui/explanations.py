@@ -49,6 +49,7 @@ class _Flight:
 
     finished: threading.Event = field(default_factory=threading.Event)
     progress: tuple[int, int] = (0, 1)  # the computing caller's latest (done, total), shown to the waiting ones
+    said: str = ""  # what the computation said last (Progress.say: an optimisation's iteration), shown likewise
 
 
 class ExplanationCache:
@@ -106,6 +107,13 @@ class ExplanationCache:
                     flight.progress = (done, total)
                     return True if progress is None else progress(done, total)
 
+                def say(text: str, flight=flight) -> None:
+                    flight.said = text
+                    if hasattr(progress, "say"):
+                        progress.say(text)
+
+                report.say = say
+
                 try:
                     values = fn(mine, report)
                     for key, value in values.items():
@@ -123,6 +131,8 @@ class ExplanationCache:
                 return {key: found[key] for key in keys}, computed
             flight = theirs[0]
             while not flight.finished.wait(poll_s):
+                if flight.said and hasattr(progress, "say"):
+                    progress.say(flight.said)
                 if progress is not None and progress(*flight.progress) is False:
                     raise Cancelled("stopped waiting for the same explanation, computing for another session")
 

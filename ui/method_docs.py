@@ -12,22 +12,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from explainers import METHODS, MethodInfo, Param, Reference, Sanity
+from explainers.images import IMAGE_SUFFIXES
 from explainers.methods.controls import ADEBAYO
+from explainers.registry import FAMILY_ORDER
 from explainers.trust.sanity import CheckVerdict, Disagreement
 
 COST_HW = (224, 224)
 
 
-# Short docs per family, in the order the page shows them; unknown families follow in registry order.
+# Short docs per family; the page orders families as the registry's FAMILY_ORDER (the pickers' order), and a
+# family neither knows follows in registry order.
 FAMILY_NOTES = {
     "Gradient": "Back-propagate the class score to the input pixels: sharp, cheap, one value per pixel and "
     "colour channel.",
     "Gradient (noise-averaged)": "Wrap a gradient method and average (or take the variance of) its maps over "
     "noisy copies of the input.",
+    "Propagation": "Send the class score back through the network layer by layer with rules other than the "
+    "gradient's (relevance, or differences from a reference input), so that the input's scores add up to the "
+    "output's.",
     "CAM": "Weight the feature maps of a convolutional layer: coarse but class-discriminative maps at the "
     "layer's resolution.",
     "Perturbation": "Hide parts of the image and watch the score: model-agnostic, uses outputs only, many "
     "forward passes.",
+    "Surrogate": "Switch image regions (superpixels) on and off many times and fit a simple model of the score "
+    "to the pattern: each region's weight in that model is its attribution.",
     "Attention": "Read a vision transformer's attention weights instead of gradients.",
 }
 
@@ -81,6 +89,11 @@ def cost_text(info: MethodInfo, params: dict[str, Any] | None = None, hw: tuple[
 # ---- parameters -----------------------------------------------------------------------------------------
 
 
+def default_text(param: Param) -> str:
+    """A parameter's default as the table shows it ("none" for an empty folder path)."""
+    return "none" if param.kind == "folder" and not param.default else format_value(param.default)
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -104,6 +117,8 @@ def param_range(param: Param) -> str:
         return f"{text} (or a tensor, from Python)" if param.allow_tensor else text
     if param.kind == "bool":
         return "true / false"
+    if param.kind == "folder":
+        return f"a folder path on the machine that runs it (images: {', '.join(IMAGE_SUFFIXES)}); empty for none"
     low, high = param.minimum, param.maximum
     if low is not None and high is not None:
         return f"{_bound(param, low)}..{_bound(param, high)}"
@@ -117,7 +132,7 @@ def param_range(param: Param) -> str:
 def param_rows(info: MethodInfo) -> list[dict[str, str]]:
     """One row per declared parameter, keyed by ``PARAM_COLUMNS``; all values are strings."""
     return [
-        dict(zip(PARAM_COLUMNS, (name, param_type(p), format_value(p.default), param_range(p), p.help)))
+        dict(zip(PARAM_COLUMNS, (name, param_type(p), default_text(p), param_range(p), p.help)))
         for name, p in info.params.items()
     ]
 
@@ -257,6 +272,7 @@ class Card:
     here: str | None
     weaknesses: str
     params: list[dict[str, str]]
+    licence: str = ""  # what the method's authors declare about patents or licences, markdown-escaped; "" for none
 
     @property
     def key(self) -> str:
@@ -280,6 +296,7 @@ def card(info: MethodInfo, measured: Measured | None = None) -> Card:
         here=None if measured is None else md_escape(here_text(measured)),
         weaknesses=md_escape(info.weaknesses),
         params=param_rows(info),
+        licence=md_escape(" ".join(info.licence_note.split())),
     )
 
 
@@ -287,7 +304,7 @@ def search_text(info: MethodInfo) -> str:
     """Everything a search matches against, lower-cased."""
     parts = [
         info.name, info.display_name, info.family, info.summary, info.weaknesses, info.sanity.label, info.sanity_note,
-        str(info.reference), info.reference.title,
+        str(info.reference), info.reference.title, info.licence_note,
     ]
     for name, param in info.params.items():
         parts += [name, param.help]
@@ -301,10 +318,11 @@ def matches(info: MethodInfo, query: str) -> bool:
 
 
 def families(methods: Iterable[MethodInfo]) -> list[str]:
-    """The families present, ``FAMILY_NOTES`` order first, then any other in order of appearance."""
+    """The families present, in the registry's ``FAMILY_ORDER`` (the pickers' order: ``method_order``), then any
+    other in order of appearance."""
     present = list(dict.fromkeys(info.family for info in methods))
-    known = [family for family in FAMILY_NOTES if family in present]
-    return known + [family for family in present if family not in FAMILY_NOTES]
+    known = [family for family in FAMILY_ORDER if family in present]
+    return known + [family for family in present if family not in FAMILY_ORDER]
 
 
 def filter_methods(methods: Iterable[MethodInfo], query: str = "", selected: Iterable[str] = ()) -> list[MethodInfo]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from explainers import METHODS, ExplanationRecord
+from explainers import METHODS, ExplanationRecord, MethodInfo
 from explainers import render as rnd
 from explainers.manifest import explanation_manifest
 
@@ -24,9 +24,11 @@ BACKDROP_MAX_BYTES = 64 * 2**20
 
 def render_record(record: ExplanationRecord, view: rnd.View, selection,
                   fixed_range: tuple[float, float] | None = None) -> rnd.Rendered:
-    """A record on the picture the view asks for (the uploaded image, or the model's square view)."""
+    """A record on the picture the view asks for (the uploaded image, or the model's square view), a region
+    method's superpixels outlined on the overlay."""
     return rnd.render_for_image(record.attribution, view, image=selection.image, bundle=selection.bundle,
-                                preprocessing=selection.preprocessing, fixed_range=fixed_range)
+                                preprocessing=selection.preprocessing, fixed_range=fixed_range,
+                                regions=record.regions)
 
 
 def backdrop(selection, view: rnd.View):
@@ -68,17 +70,70 @@ def panel_title(selection, record: ExplanationRecord) -> str:
     return f"{title} · {record.layer}" if record.layer else title
 
 
-def completeness_text(extras: dict[str, Any]) -> str:
-    """Integrated gradients' completeness error as a share of f(x) − f(baseline), with what to do about it."""
-    if "completeness_delta" not in extras:
-        return ""
-    delta = float(np.ravel(extras["completeness_delta"])[0])
-    gap = float(np.ravel(extras.get("score_gap", [np.nan]))[0])
+def _number(value: Any) -> float:
+    """An extra's value as one float (a one-row list or array included); NaN where it is none."""
+    try:
+        flat = np.ravel(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        return float("nan")
+    return float(flat[0]) if flat.size else float("nan")
+
+
+def _share_of_gap(name: str, value: float, gap: float, hint: str = "") -> str:
+    """"completeness error 0.3% of f(x) − f(baseline) = 4.2", or the raw value where the gap is about zero."""
     if not np.isfinite(gap) or abs(gap) < 1e-12:
-        return f" · completeness error {delta:.3g} (f(x) − f(baseline) ≈ 0)"
-    share = abs(delta) / abs(gap)
-    hint = " — raise n_steps to shrink it" if share > 0.05 else ""
-    return f" · completeness error {share:.1%} of f(x) − f(baseline) = {gap:.3g}{hint}"
+        return f"{name} {value:.3g} (f(x) − f(baseline) ≈ 0)"
+    share = abs(value) / abs(gap)
+    return f"{name} {share:.1%} of f(x) − f(baseline) = {gap:.3g}{hint if share > 0.05 else ''}"
+
+
+LOW_FIT_R2 = 0.3  # under this the surrogate explains little of the score's variation: say so
+
+
+def fit_parts(extras: dict[str, Any], info: MethodInfo | None = None, hints: bool = True) -> list[str]:
+    """What a record's extras say about how well its map accounts for the score, one caption part each, chosen by
+    the keys present (never by the method): a path method's completeness (``completeness_delta`` with
+    ``score_gap``), an efficiency gap (``efficiency_gap``, a share of ``score_gap`` where given), a surrogate's
+    fit (``fit_r2``), a propagation's conservation (``conservation``: input relevance / the relevance put
+    into the output) and an
+    extremal mask's area and scores (``mask_area``, ``preserved_score``, ``deleted_score``).
+
+    ``info``, the record's method, names the surrogate in its fit and the parameter that sets its steps in the
+    hint on a large completeness error (its cost's ``steps``); ``hints=False`` leaves the hints out (compact
+    captions)."""
+    steps = info.cost.steps if info is not None and isinstance(info.cost.steps, str) else None
+    gap = _number(extras.get("score_gap"))
+    parts = []
+    if "completeness_delta" in extras:
+        parts.append(_share_of_gap("completeness error", _number(extras["completeness_delta"]), gap,
+                                   f" — raise {steps} to shrink it" if hints and steps else ""))
+    if "efficiency_gap" in extras:
+        efficiency = _number(extras["efficiency_gap"])
+        if np.isfinite(efficiency):
+            parts.append(_share_of_gap("efficiency gap", efficiency, gap) if "score_gap" in extras
+                         else f"efficiency gap {efficiency:.3g}")
+    fit = _number(extras.get("fit_r2"))
+    if np.isfinite(fit):
+        low = " — a poor fit: its weights explain little of the score" if hints and fit < LOW_FIT_R2 else ""
+        parts.append(f"{info.display_name + ' ' if info is not None else ''}fit R² {fit:.2f}{low}")
+    conservation = _number(extras.get("conservation"))
+    if np.isfinite(conservation):
+        parts.append(f"input relevance is {conservation:.0%} of the relevance at the output (biases and ε keep the "
+                     "rest)" if hints else f"input relevance {conservation:.0%} of the output's")
+    area = _number(extras.get("mask_area"))
+    if np.isfinite(area):
+        parts.append(f"mask area {area:.0%} of the image")
+    for key, label in (("preserved_score", "score with only the mask kept"),
+                       ("deleted_score", "score with the mask deleted")):
+        value = _number(extras.get(key))
+        if np.isfinite(value):
+            parts.append(f"{label} {value:.3g}")
+    return parts
+
+
+def fit_text(record: ExplanationRecord) -> str:
+    """:func:`fit_parts` of a record, each after " · " (the way captions join their parts), "" for none."""
+    return "".join(f" · {part}" for part in fit_parts(record.extras, METHODS.get(record.method)))
 
 
 @st.cache_resource(show_spinner=False)
@@ -115,11 +170,12 @@ def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, 
                         config={"displaylogo": False})
     # JPEG for the on-screen overlay: several times quicker to encode and send than PNG on every view change
     opacity = f"alpha {view.alpha:.2f} × |value|" if view.signed else f"alpha {view.alpha:.2f}"
-    over.image(rendered.image, caption=f"Overlay ({opacity})", width=width, output_format="JPEG")
+    outlined = ", superpixels outlined" if record.regions is not None else ""
+    over.image(rendered.image, caption=f"Overlay ({opacity}{outlined})", width=width, output_format="JPEG")
     source = "cached" if from_cache else f"computed in {record.elapsed_s:.2f} s"
     empty = " · nothing to show for this sign: the map is zero everywhere" if rendered.empty else ""
     st.caption(f"Raw range [{rendered.lo:.3g}, {rendered.hi:.3g}] after the {view.clip:g}th-percentile clip · "
-               f"{source}{completeness_text(record.extras)}{empty}")
+               f"{source}{fit_text(record)}{empty}")
     for note in getattr(record, "notes", ()):  # what the backend wants the user told: flat input, zero map, ...
         st.info(note, icon=":material/info:")
     stem = download_stem(selection.image_name, record)

@@ -41,7 +41,8 @@ def pass_times(selection, measure: bool = True) -> PassTimes | None:
 
 
 class ProgressReporter:
-    """``progress(done, total)`` for the backend: a Streamlit bar with done/total and an ETA.
+    """``progress(done, total)`` for the backend: a Streamlit bar with done/total and an ETA, and after them what
+    the method says of its current pass (``say``, e.g. an optimisation's iteration and score).
 
     Every update goes through Streamlit, so a click elsewhere (Cancel, or any widget) stops the script right there,
     inside the callback.
@@ -51,13 +52,30 @@ class ProgressReporter:
         self.label = label
         self.bar = container.progress(0.0, text=f"{label}: starting…")
         self.started = time.perf_counter()
+        self.done, self.total = 0, 0
+        self.said = ""
 
     def __call__(self, done: int, total: int) -> bool:
+        self.done, self.total = done, total
+        self._draw()
+        return True
+
+    def say(self, text: str) -> None:
+        """Show ``text`` after the pass count until the method says something else (``Progress.say``)."""
+        self.said = " ".join(str(text).split())
+        self._draw()
+
+    def text(self) -> str:
+        """"Extremal perturbation: 120/300 passes, about 12 s left · iteration 120/300: score 4.2"."""
+        done, total = self.done, self.total
         elapsed = time.perf_counter() - self.started
         eta = elapsed / done * (total - done) if done else float("nan")
         eta_text = f", about {eta:.0f} s left" if done and eta == eta else ""
-        self.bar.progress(min(done / max(total, 1), 1.0), text=f"{self.label}: {done}/{total} passes{eta_text}")
-        return True
+        count = f"{done}/{total} passes{eta_text}" if total else "starting…"
+        return f"{self.label}: {count}" + (f" · {self.said}" if self.said else "")
+
+    def _draw(self) -> None:
+        self.bar.progress(min(self.done / max(self.total, 1), 1.0), text=self.text())
 
     def close(self) -> None:
         self.bar.empty()

@@ -6,9 +6,18 @@ from typing import Any
 
 import streamlit as st
 
-from explainers import MethodInfo
+from explainers import MethodInfo, Param
+from explainers.images import IMAGE_SUFFIXES
 
 from . import state
+
+
+def folder_help(param: Param) -> str:
+    """A folder parameter's help: its own, then which files are read and where the folder must be."""
+    own = param.help.rstrip(". ")
+    return (f"{own + '. ' if own else ''}A path to a folder on the machine running this dashboard (it cannot be "
+            "browsed or uploaded from here; on a hosted dashboard, ask whoever runs it). Images read: "
+            f"{', '.join(IMAGE_SUFFIXES)}. Leave it empty for none.")
 
 
 def param_widgets(info: MethodInfo, prefix: str = state.PARAM, container=st) -> dict[str, Any]:
@@ -41,6 +50,10 @@ def param_widgets(info: MethodInfo, prefix: str = state.PARAM, container=st) -> 
                 values[name] = container.slider(label, low, high, step=0.01, **keep)
             else:
                 values[name] = container.number_input(label, min_value=low, max_value=high, **keep)
+        elif param.kind == "folder":
+            st.session_state.setdefault(key, str(param.default or ""))
+            typed = container.text_input(label, placeholder="/path/to/folder", **{**keep, "help": folder_help(param)})
+            values[name] = (typed or "").strip()
         else:  # pragma: no cover - a new kind must get a widget here
             raise ValueError(f"no widget for parameter kind {param.kind!r}")
     return values

@@ -23,12 +23,11 @@ import pyarrow.parquet as pq
 import torch
 
 from ..errors import ParameterError
-from ..images import image_hash, load_image
+from ..images import IMAGE_SUFFIXES, image_hash, load_image
 from ..manifest import top_predictions
 from ..many import explain_many
 from ..targets import target_key
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")  # a list's box, in the original image's pixels
 MAP_POOL = 4  # non-layer maps: channel sum, mean-pooled 4×4 (224 → 56)
 TOP_K = 5

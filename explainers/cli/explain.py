@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ParameterError, SaliencyError
-from ..images import image_hash, load_image
+from ..images import IMAGE_SUFFIXES, image_hash, load_image
 from ..manifest import explanation_manifest, top_predictions
 from ..many import explain_many
 from ..models import DEFAULT_MODEL, PREPROCESSING, RESIZE, list_models, load_model, model_info
@@ -61,6 +61,9 @@ def cmd_list_models(args: argparse.Namespace) -> int:
 
 
 def _describe_param(name: str, param: Any) -> str:
+    if param.kind == "folder":  # a path, where "" (none) must still read as a value
+        default, suffixes = param.default or '""', "|".join(IMAGE_SUFFIXES)
+        return f'{name}={default} [folder of images ({suffixes}); "" for none]'
     if param.kind == "choice":
         rule = "|".join(param.choices)
     elif param.minimum is not None or param.maximum is not None:
@@ -112,6 +115,38 @@ def cmd_list_layers(args: argparse.Namespace) -> int:
 
 
 
+class BarProgress:
+    """The backend's ``progress(done, total)`` for one image on the command's bar: the passes, and what the method
+    says of its current pass (``Progress.say``, e.g. an optimisation's iteration and score), as the bar's postfix.
+    Redrawn at most every ``interval`` seconds, so a method that reports every pass does not slow down."""
+
+    def __init__(self, bar: tqdm, interval: float = 0.2):
+        self.bar, self.interval = bar, interval
+        self.done, self.total, self.said = 0, 0, ""
+        self.drawn = -float("inf")
+
+    def __call__(self, done: int, total: int) -> bool:
+        self.done, self.total = done, total
+        self._draw(done >= total)
+        return True
+
+    def say(self, text: str) -> None:
+        self.said = " ".join(str(text).split())
+        self._draw(False)
+
+    def postfix(self) -> str:
+        """"120/300 passes · iteration 120/300: score 4.2, area 0.10"."""
+        count = f"{self.done}/{self.total} passes" if self.total else ""
+        return " · ".join(part for part in (count, self.said) if part)
+
+    def _draw(self, final: bool) -> None:
+        now = time.perf_counter()
+        if self.bar.disable or (not final and now - self.drawn < self.interval):
+            return
+        self.drawn = now
+        self.bar.set_postfix_str(self.postfix(), refresh=True)
+
+
 def _file_part(target: Any) -> str:
     """A target as a part of a file name: "top2", "281", "top1_vs_top2", "3-5" (one per row)."""
     text = "-".join(map(str, target)) if isinstance(target, tuple) else str(target)
@@ -139,7 +174,8 @@ def _write_explanation(explanation, base: Path, path: str, image, bundle, view: 
                        device: str, started: float) -> str:
     """One explanation's overlay PNG, raw ``.npy`` and manifest JSON at ``base``; returns the line to print."""
     record = explanation.record(0)
-    rendered = render_for_image(record.attribution, view, image=image, bundle=bundle, preprocessing=args.preprocessing)
+    rendered = render_for_image(record.attribution, view, image=image, bundle=bundle, preprocessing=args.preprocessing,
+                                regions=record.regions)
     files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
     to_pil(rendered.overlay).save(files["overlay"])
     np.save(files["attribution"], record.attribution.astype(np.float32))
@@ -191,7 +227,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         image = load_image(path)
         inputs = bundle.preprocess(image, args.preprocessing)
         results = explain_many(bundle, inputs, names, targets, layer=args.layer, objective=args.objective,
-                               batch_size=args.batch_size, seed=seed, params=params)
+                               batch_size=args.batch_size, seed=seed, params=params, progress=BarProgress(bar))
         for (method, key), explanation in results.items():
             suffix = f"_{_file_part(key)}" if len(targets) > 1 else ""
             line = _write_explanation(explanation, out_dir / f"{stem}_{method}{suffix}", path, image, bundle, view,

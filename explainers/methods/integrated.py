@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..baselines import BASELINES, RANDOM_BASELINES, make_baseline
-from ..core import Attribution, Call, same_input
+from ..core import Attribution, Call, completeness, same_input
 from ..registry import Cost, Param, Reference, Sanity, register
 
 SUNDARARAJAN = Reference(
@@ -116,12 +116,7 @@ def integrated_gradients(call, inputs, n_steps=50, rule="gausslegendre", baselin
     for t, target in enumerate(call.targets):
         # sum(attr) should equal f(x) - f(x'); the gap measures the quadrature error
         score_gap = torch.where(no_path, 0.0, target.score(logits) - target.score(baseline_logits))
-        delta = attribution[t].sum(dim=(1, 2, 3)) - score_gap
-        extras.append({
-            "completeness_delta": delta.detach().cpu(),
-            "score_gap": score_gap.detach().cpu(),
-            "completeness_relative": (delta / score_gap.abs().clamp_min(1e-12)).detach().cpu(),
-        })
+        extras.append(completeness(attribution[t], score_gap))
     named = f"the {baseline} baseline" if isinstance(baseline, str) else "the baseline"
     notes = [(f"the map is all zero: {named} equals this input, so there is no path to integrate; pick another "
               "baseline",) if empty else () for empty in no_path.tolist()]

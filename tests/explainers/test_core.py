@@ -31,6 +31,13 @@ PARAMS = {
     "vargrad": {"n_samples": 3, "base": "guided_backprop"},
     "occlusion": {"window": 8, "stride": 4},
     "rise": {"n_masks": 7},
+    "expected_gradients": {"n_samples": 3},
+    "gradient_shap": {"n_samples": 3},
+    "deeplift": {"baseline": "zero"},
+    "deeplift_shap": {"n_baselines": 3},
+    "kernel_shap": {"n_samples": 10, "segmentation": "grid", "n_segments": 9},
+    "lime": {"n_samples": 6, "segmentation": "grid", "n_segments": 4},
+    "extremal_perturbation": {"max_iter": 3},
 }
 # Score-CAM on the pre-activation conv: no constant channel, so each channel really costs its own pass.
 LAYERS = {"scorecam": "features.5"}

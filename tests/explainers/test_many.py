@@ -250,6 +250,8 @@ TOGETHER = {
     "scorecam": {},
     "occlusion": {"window": 16, "stride": 16},
     "rise": {"n_masks": 16},
+    "kernel_shap": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
+    "lime": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
 }
 
 
@@ -359,6 +361,13 @@ QUICK = {
     "integrated_gradients": {"n_steps": 5, "baseline": "uniform_noise"},  # random: the targets share the draw
     "occlusion": {"window": 16, "stride": 16},
     "rise": {"n_masks": 16},
+    "expected_gradients": {"n_samples": 3},
+    "gradient_shap": {"n_samples": 3},
+    "deeplift": {"baseline": "zero"},
+    "deeplift_shap": {"n_baselines": 3},
+    "kernel_shap": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
+    "lime": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
+    "extremal_perturbation": {"max_iter": 5},
 }
 
 

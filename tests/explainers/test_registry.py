@@ -22,9 +22,12 @@ from explainers.methods.smoothing import BASES
 from .helpers import small_convnet
 
 CAMS = {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "guided_gradcam"}
-GRADIENTS = {"vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients"}
+GRADIENTS = {"vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients",
+             "expected_gradients", "gradient_shap"}
 SMOOTHING = {"smoothgrad", "smoothgrad_sq", "vargrad"}
-PERTURBATION = {"occlusion", "rise"}
+PERTURBATION = {"occlusion", "rise", "extremal_perturbation"}
+PROPAGATION = {"deeplift", "deeplift_shap", "lrp"}
+SURROGATE = {"kernel_shap", "lime"}
 CONTROLS = {"random", "sobel"}
 
 
@@ -35,28 +38,37 @@ def tiny_vit() -> VisionTransformer:
 
 
 def test_every_method_is_accounted_for():
-    assert set(METHODS) == CAMS | GRADIENTS | SMOOTHING | PERTURBATION | CONTROLS | {"attention_rollout"}
+    assert set(METHODS) == (CAMS | GRADIENTS | SMOOTHING | PROPAGATION | PERTURBATION | SURROGATE | CONTROLS
+                            | {"attention_rollout"})
     assert sorted(method_order()) == sorted(METHODS)
 
 
 def test_method_order_groups_the_families_in_the_methods_pages_order():
     assert method_order() == [
         "vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients",  # Gradient
+        "expected_gradients", "gradient_shap",
         "smoothgrad", "smoothgrad_sq", "vargrad",  # Gradient (noise-averaged)
+        "deeplift", "deeplift_shap", "lrp",  # Propagation
         "gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "guided_gradcam",
-        "occlusion", "rise",  # Perturbation
+        "extremal_perturbation", "occlusion", "rise",  # Perturbation
+        "kernel_shap", "lime",  # Surrogate
         "attention_rollout",  # Attention
         "random", "sobel",  # Control
     ]
 
 
 def test_smoothgrad_shows_only_its_bases_parameters():
-    """n_steps, rule and baseline belong to integrated gradients: they apply only with base=IG."""
+    """n_steps and rule belong to integrated gradients, baseline to IG and DeepLIFT, composite, epsilon and gamma
+    to LRP: each applies only with its base."""
     params = METHODS["smoothgrad"].params
-    assert set(params) == {"base", "n_samples", "noise_level", "n_steps", "rule", "baseline"}
+    assert set(params) == {"base", "n_samples", "noise_level", "n_steps", "rule", "baseline", "composite", "epsilon",
+                           "gamma"}
+    assert params["baseline"].applies({"base": "deeplift"})
+    for name in ("composite", "epsilon", "gamma"):
+        assert params[name].applies({"base": "lrp"}) and not params[name].applies({"base": "vanilla"}), name
     for name in ("n_steps", "rule", "baseline"):
         assert params[name].applies({"base": "integrated_gradients"}), name
-        for base in ("vanilla", "input_x_gradient", "guided_backprop"):
+        for base in ("vanilla", "input_x_gradient", "guided_backprop", "lrp"):
             assert not params[name].applies({"base": base}), (name, base)
     for name in ("base", "n_samples", "noise_level"):
         assert params[name].applies({"base": "vanilla"}), name
@@ -78,7 +90,9 @@ def test_available_methods_on_a_vision_transformer_offer_rollout_but_not_the_rel
     available = set(available_methods(vit))
     assert "attention_rollout" in available
     # torchvision's ViT uses GELU: nothing for guided backprop / deconvnet to replace
-    assert available == set(METHODS) - {"guided_backprop", "deconvnet", "guided_gradcam"}
+    # and LayerNorm / attention: no LRP rule covers them
+    assert available == set(METHODS) - {"guided_backprop", "deconvnet", "guided_gradcam", "lrp"}
+    assert "LayerNorm" in METHODS["lrp"].unavailable_reason(vit)
     assert "GELU" in METHODS["guided_backprop"].unavailable_reason(vit)
     assert available_methods(None) == [n for n, i in METHODS.items() if not i.requires & {"attention",
                                                                                           "relu_modules"}]
@@ -95,10 +109,12 @@ def test_capability_flags():
 
     assert {name for name, info in METHODS.items() if not info.class_sensitive} == {"eigencam", "attention_rollout",
                                                                                      *CONTROLS}
-    assert flagged("smoothgrad_base") == {"vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop"}
+    assert flagged("smoothgrad_base") == {"vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop",
+                                         "deeplift", "lrp"}
     assert flagged("sweepable") == {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam"}
     assert flagged("needs_layer") == CAMS
-    assert flagged("stochastic") == SMOOTHING | {"rise", "random"}
+    assert flagged("stochastic") == SMOOTHING | SURROGATE | {"rise", "random", "expected_gradients", "gradient_shap",
+                                                             "deeplift_shap"}
     assert {name for name, info in METHODS.items() if "relu_modules" in info.requires} == {
         "guided_backprop", "deconvnet", "guided_gradcam"}
     assert {name for name, info in METHODS.items() if "attention" in info.requires} == {"attention_rollout"}
@@ -209,3 +225,16 @@ def test_a_random_baseline_really_follows_the_seed(default_bundle):
         a, b = (explainers.explain(default_bundle, inputs, "integrated_gradients", 0, seed=seed, n_steps=2,
                                    baseline=baseline).attribution for seed in (0, 1))
         assert (not torch.equal(a, b)) is differs, baseline
+
+
+def test_a_wrapper_cannot_run_where_its_base_cannot():
+    """SmoothGrad around guided backprop or LRP on a ViT: refused up front, naming the base and why, rather than a
+    hook error or a plain gradient in disguise."""
+    vit = tiny_vit()
+    x = torch.randn(1, 3, 32, 32)
+    assert METHODS["smoothgrad"].unavailable_reason(vit) is None  # its default base, vanilla, runs anywhere
+    for base, why in (("guided_backprop", "GELU"), ("lrp", "LayerNorm")):
+        reason = METHODS["smoothgrad"].unavailable_reason(vit, {"base": base})
+        assert reason.startswith(f"SmoothGrad with base {METHODS[base].display_name}: ") and why in reason
+        with pytest.raises(SaliencyError, match=f"base {METHODS[base].display_name}"):
+            explain(vit, x, "smoothgrad", target=0, base=base, n_samples=2)

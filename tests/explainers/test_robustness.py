@@ -120,6 +120,12 @@ FAST = {
     "vargrad": {"n_samples": 3},
     "occlusion": {"window": 8, "stride": 8},
     "rise": {"n_masks": 16},
+    "expected_gradients": {"n_samples": 3},
+    "gradient_shap": {"n_samples": 3},
+    "deeplift_shap": {"n_baselines": 3},
+    "kernel_shap": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
+    "lime": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
+    "extremal_perturbation": {"max_iter": 5},
 }
 # maps that do not read the score: a control and the class-agnostic principal component of the activations
 SCORE_FREE = {"random", "sobel", "eigencam"}

@@ -1,0 +1,115 @@
+"""Layer-wise Relevance Propagation, our own implementation (``explainers.lrp``)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core import Attribution, Call
+from ..lrp import COMPOSITES, lrp_rules, uncovered
+from ..registry import ONE_PASS, Param, Reference, Sanity, register
+from .gradient import input_gradient
+
+BACH = Reference(
+    "Bach, Binder, Montavon, Klauschen, Müller & Samek", 2015,
+    "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise Relevance Propagation",
+    url="https://doi.org/10.1371/journal.pone.0130140",
+)
+COMPOSITE_HELP = "Which rule each layer gets. " + " ".join(
+    f"{name}: {composite.summary}." for name, composite in COMPOSITES.items()
+)
+
+
+def input_bounds(call: Call, inputs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The z^B rule's box: pixels 0 and 1 through the bundle's normalisation, per channel [1, C, 1, 1]; (None,
+    None) without a bundle, so that each row's own minimum and maximum bound it."""
+    normalize = getattr(call.bundle, "normalize", None)
+    if normalize is None:
+        return None, None
+    pixels = torch.zeros_like(inputs[:1], dtype=torch.float32)
+    black, white = normalize(pixels), normalize(pixels + 1)
+    low = torch.minimum(black, white).amin(dim=(0, 2, 3), keepdim=True)
+    high = torch.maximum(black, white).amax(dim=(0, 2, 3), keepdim=True)
+    return low.to(inputs.device, inputs.dtype), high.to(inputs.device, inputs.dtype)
+
+
+def seeded_relevance(call: Call, logits: torch.Tensor) -> torch.Tensor:
+    """[T, N]: the relevance LRP starts from, Σ_k ∂S/∂z_k · z_k over the logits z (the score itself for a logit or
+    a contrast target)."""
+    z = logits.detach().double().requires_grad_(True)
+    rows = torch.arange(len(z))
+    with torch.enable_grad():
+        seeds = []
+        for target in call.targets:
+            (gradient,) = torch.autograd.grad(target.score(z, rows).sum(), z)
+            seeds.append((gradient * z).sum(dim=1).detach())
+    return torch.stack(seeds).to(logits.dtype)
+
+
+@register(
+    "lrp",
+    display_name="LRP",
+    family="Propagation",
+    reference=BACH,
+    summary=(
+        "Layer-wise Relevance Propagation: the score is handed back layer by layer, each neuron passing its "
+        "relevance to its inputs in proportion to their contributions, under a rule chosen per layer (the "
+        "composite). The relevance is approximately conserved, so the map adds up to about the score."
+    ),
+    weaknesses=(
+        "The map depends on the composite and its parameters, and each layer type needs a rule: models with "
+        "attention, LayerNorm or multiplicative gates are refused. With z⁺/α1β0 rules in the lower layers the map "
+        "becomes nearly independent of the class and of the upper layers (Sixt, Granz & Landgraf 2020, "
+        "arXiv:1912.09818)."
+    ),
+    formula="R_j = Σ_k a_j ρ(w_jk) / (ε + Σ_j a_j ρ(w_jk)) · R_k, from R = S_c(x) at the logit down to the pixels",
+    cost=ONE_PASS,
+    attribution_channels=None,
+    sanity=Sanity.UNTESTED,
+    sanity_note=(
+        "not in Adebayo et al. 2018; Sixt, Granz & Landgraf 2020 (arXiv:1912.09818, 'When Explanations Lie') show "
+        "that z⁺/α1β0 rules converge to a map that barely changes with the class or the upper layers' weights"
+    ),
+    smoothgrad_base=True,
+    licence_note=(
+        "The method's authors' institutions hold patents on it: Canadian patent CA 2979579, 'Relevance score "
+        "assignment for artificial neural networks' (granted 2020-02-18; owner Fraunhofer-Gesellschaft, applicants "
+        "Fraunhofer and TU Berlin; inventors Lapuschkin, Samek, Müller, Binder, Montavon; PCT/EP2015/056008, "
+        "WO 2016/150472), per the Canadian Intellectual Property Office's record; a US application of the same "
+        "title (15/710,455) is cited by third parties. We could not read heatmapping.org's own patent and "
+        "licensing statement offline, so its wording, the US publication number and the licensing contacts are "
+        "unconfirmed here. The reference implementation zennit is LGPL-3.0; this implementation shares no code "
+        "with it."
+    ),
+    model_check=uncovered,
+    params={
+        "composite": Param("choice", "epsilon_plus_flat", COMPOSITE_HELP, choices=tuple(COMPOSITES)),
+        "epsilon": Param("float", 1e-6, "ε of the dense layers' ε rule (zennit's default 1e-6; larger values "
+                         "absorb weak, contradictory relevance and give sparser maps).", minimum=0.0, maximum=10.0),
+        "gamma": Param("float", 0.25, "γ of the convolutions' γ rule: how much positive contributions are "
+                       "favoured (zennit's default 0.25).", minimum=0.0, maximum=100.0,
+                       only_when=("composite", ("epsilon_gamma_box",))),
+    },
+)
+def lrp(call, inputs, composite="epsilon_plus_flat", epsilon=1e-6, gamma=0.25):
+    """Bach et al. 2015 (doi:10.1371/journal.pone.0130140), composites as in zennit (Anders et al. 2021,
+    arXiv:2106.13200). One forward and one backward per batch; targets share the forward. ``extras`` per target:
+    ``relevance_sum`` (the map's sum), ``target_score``, ``relevance_in`` (what the logits received) and
+    ``conservation`` = relevance_sum / relevance_in."""
+    low, high = input_bounds(call, inputs)
+    rules = COMPOSITES[composite].assign(call.model, epsilon=epsilon, gamma=gamma, low=low, high=high)
+    with lrp_rules(call.model, rules):
+        relevance, logits = input_gradient(call, inputs)
+    seeds = seeded_relevance(call, logits)
+    rows = torch.arange(len(inputs))
+    extras = []
+    for t, target in enumerate(call.targets):
+        total = relevance[t].sum(dim=tuple(range(1, relevance.dim() - 1)))
+        seed = seeds[t]
+        tiny = seed.abs() < 1e-12
+        extras.append({
+            "relevance_sum": total.detach().cpu(),
+            "target_score": target.score(logits, rows).detach().cpu(),
+            "relevance_in": seed.detach().cpu(),
+            "conservation": torch.where(tiny, torch.nan, total / torch.where(tiny, 1.0, seed)).detach().cpu(),
+        })
+    return Attribution(relevance, extras=extras, logits=logits)
