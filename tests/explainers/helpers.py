@@ -34,6 +34,20 @@ def imagenet_input(name: str = "cat.png", size: int = 224) -> torch.Tensor:
     return ((sample_pixels(name, size) - IMAGENET_MEAN) / IMAGENET_STD).contiguous()
 
 
+def spread_batch_norm(model: nn.Module, bias: bool = False) -> nn.Module:
+    """``model`` with every BatchNorm2d's statistics and scale drawn from the global seed (and its shift, with
+    ``bias``): freshly built ones make each block nearly the identity, so merging or skipping them would go unseen."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                if bias:
+                    module.bias.uniform_(-0.1, 0.1)
+    return model
+
+
 def assert_cancel_stops_cleanly(model: nn.Module, inputs: torch.Tensor, method: str, **params) -> None:
     """A progress callback returning False on its third call raises Cancelled there and leaves the model as it
     was: no hooks, same parameters, same mode."""

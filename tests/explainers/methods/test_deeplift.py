@@ -39,6 +39,7 @@ from ..helpers import (
     relative_max_difference,
     small_convnet,
     snapshot,
+    spread_batch_norm,
     tiny_bundle,
 )
 
@@ -99,14 +100,7 @@ def vgg11():
 def resnet18():
     """Seeded ResNet-18 with spread BatchNorm statistics (the fresh ones make every block nearly the identity)."""
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-    return model
+    return spread_batch_norm(torchvision.models.resnet18(weights=None).eval())
 
 
 @pytest.fixture(scope="module")

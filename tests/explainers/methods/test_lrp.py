@@ -19,6 +19,7 @@ from ..helpers import (
     relative_max_difference,
     small_convnet,
     snapshot,
+    spread_batch_norm,
 )
 
 zennit_composites = pytest.importorskip("zennit.composites")  # the oracle only; our own modules never skip
@@ -38,15 +39,10 @@ def seeded(name: str) -> nn.Module:
         model.avgpool = nn.AdaptiveAvgPool2d(1)
         model.classifier = nn.Sequential(nn.Linear(512, 256), nn.ReLU(True), nn.Dropout(), nn.Linear(256, 256),
                                          nn.ReLU(True), nn.Dropout(), nn.Linear(256, 1000))
-    model = model.double().eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.1, 0.1)
-                module.eps = 0.0
+    model = spread_batch_norm(model.double().eval(), bias=True)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = 0.0
     return model
 
 
