@@ -6,7 +6,7 @@ import streamlit as st
 from explainers.digits import gallery
 from explainers.methods.cam import WANG
 from explainers.methods.rise import PETSIUK
-from explainers.models import DIGITS_MODEL
+from explainers.models import DIGITS_MODELS
 from explainers.trust.benchmark import latest_evaluation
 from explainers.trust.faithfulness import SAMEK, SUBSTRATES, TRUSTED_SUBSTRATE, grid_region, mask_top, region_choices
 from explainers.trust.pointing import ZHANG, pointing_game
@@ -120,7 +120,7 @@ with guard():
     st.subheader("Pointing game")
     size = bundle.input_size
     box = None
-    if selection.model == DIGITS_MODEL:
+    if selection.model in DIGITS_MODELS:
         item = next((g for g in gallery() if g.name == selection.image_name), None)
         if item is not None:
             box = tuple(int(v) for v in item.box)
@@ -166,7 +166,7 @@ with guard():
         st.caption(f"Box {box} in the model's {size}×{size} pixels. Hit: the map's maximum lies in the box "
                    f"({ZHANG}); energy: the share of positive map mass inside ({WANG}).")
 
-    if selection.model == DIGITS_MODEL:
+    if selection.model in DIGITS_MODELS:
         st.subheader("Benchmark on held-out digits")
         evaluation = latest_evaluation(EVALUATIONS)
         if evaluation is None:

@@ -20,7 +20,8 @@ GRAD_CAM_PEERS = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorec
 TORCHCAM_PEERS = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMpp", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
                   "scorecam": "ScoreCAM", "cam": "CAM"}
 CAM_BATCH = 64  # Score-CAM's batch for both peer libraries
-PEER_NAMES = {"captum": "Captum", "pytorch-grad-cam": "pytorch-grad-cam", "torchcam": "torchcam"}
+PEER_NAMES = {"captum": "Captum", "pytorch-grad-cam": "pytorch-grad-cam", "torchcam": "torchcam",
+              "saliency": "PAIR saliency"}
 # known differences on the peer's side, read from its source: a "no" there is reported as expected
 EXPECTED = {
     ("torchcam", "gradcam_pp"): ("torchcam's α differs", "torchcam 0.5's Grad-CAM++ α is not eq. 19 of the paper: "

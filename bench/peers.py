@@ -9,7 +9,10 @@ LayerGradCam), against pytorch-grad-cam (GradCAM, GradCAM++, ScoreCAM at batch_s
 torchcam (each of its CAMs that we also have); explain_many of the one-pass set against the separate explain()
 calls; explain_many with 2 targets against 1 for a few methods; and, one module each (bench/peers_*.py), LRP
 against zennit, DeepLIFT and DeepLIFT-SHAP against Captum, GradientSHAP against Captum, KernelSHAP and LIME against
-Captum at its tuned and its default perturbations_per_eval, extremal perturbations against TorchRay. Every row's
+Captum at its tuned and its default perturbations_per_eval, extremal perturbations against TorchRay, Ablation-CAM
+and FullGrad against pytorch-grad-cam, Blur IG, Guided IG and XRAI against PAIR's saliency, LeGrad against torchcam,
+Chefer's generic attention explainability against the authors' recipe, AttnLRP against lxt (the transformer rows
+build their own seeded ViT-B/16-sized models). Every row's
 goal is ours/peer ≤ 1.0, or ≤ 0.5 against a peer's one-perturbation-per-pass default (the row says so).
 
 Each contender gets one untimed warm-up, whose output is kept to check that ours and the peer give the same map;
@@ -33,10 +36,15 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's ScoreCAM draws a progress bar per batch
 
+import peers_ablation_fullgrad  # noqa: E402
+import peers_attnlrp  # noqa: E402
+import peers_chefer  # noqa: E402
 import peers_deeplift  # noqa: E402
 import peers_expected  # noqa: E402
 import peers_extremal  # noqa: E402
+import peers_legrad  # noqa: E402
 import peers_lrp  # noqa: E402
+import peers_pair  # noqa: E402
 import peers_surrogate  # noqa: E402
 import torch  # noqa: E402
 from common import (  # noqa: E402
@@ -272,8 +280,10 @@ def many_rows(s: Subject, run, two_targets: bool) -> list[dict]:
 
 
 METHODS_AVAILABLE: set[str] = set()
-# the comparisons of the propagation, expected-gradient, surrogate and extremal methods, one module each
-FAMILIES = (peers_lrp, peers_deeplift, peers_expected, peers_surrogate, peers_extremal)
+# the comparisons of the propagation, expected-gradient, surrogate, extremal, Ablation-CAM/FullGrad, PAIR path and
+# transformer methods, one module each (a module's name after "peers_" is its --only section)
+FAMILIES = (peers_lrp, peers_deeplift, peers_expected, peers_surrogate, peers_extremal, peers_ablation_fullgrad,
+            peers_pair, peers_legrad, peers_chefer, peers_attnlrp)
 
 
 # ---- the report ----

@@ -241,8 +241,9 @@ def completeness(attribution: torch.Tensor, score_gap: torch.Tensor) -> dict[str
 
 
 def as_logits(output: Any) -> torch.Tensor:
-    """Classifier output as [N, K]; torchvision's GoogLeNet/Inception return named tuples in train mode."""
-    if isinstance(output, tuple) and hasattr(output, "logits"):
+    """Classifier output as [N, K]; torchvision's GoogLeNet/Inception return named tuples in train mode, Hugging
+    Face's models an output mapping with ``logits``."""
+    if isinstance(output, (tuple, dict)) and isinstance(getattr(output, "logits", None), torch.Tensor):
         output = output.logits
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
         shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__

@@ -5,8 +5,10 @@ modules whose output is a spatial map are the ones CAM-style methods can capture
 
 - ``"nchw"``: convolutional maps ``[N, C, H, W]``;
 - ``"nhwc"``: channels-last maps ``[N, H, W, C]`` (Swin, Liu et al. 2021, arXiv:2103.14030; ConvNeXt's MLPs);
-- ``"tokens"``: ``[N, 1 + h*w, D]``, a class token followed by a grid of patch tokens (ViT, Dosovitskiy et al.
-  2020, arXiv:2010.11929);
+- ``"tokens"``: ``[N, p + h*w, D]``, ``p`` tokens before a grid of patch tokens (ViT, Dosovitskiy et al. 2020,
+  arXiv:2010.11929: one class token; DeiT: class and distillation tokens; ViTs with registers: five). For a
+  transformer the grid and ``p`` come from the model itself (:func:`explainers.attention.find_layout`: the patch
+  embedding's grid, the tokens before it); otherwise one class token and a grid on the input's aspect ratio;
 - ``"patch_tokens"``: ``[N, h*w, D]``, patch tokens without a class token (Hugging Face's Swin, whose stages
   keep tokens flat). Read this way only when no output of the model fits ``"tokens"`` and a LayerNorm over
   ``D`` runs on such tokens, the mark of a transformer; a plain ``[N, C, h*w]`` reshape of a CNN is left out.
@@ -24,6 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .attention import find_layout, has_attention, same_grid, token_grid
 from .errors import LayerError
 from .hooks import model_lock
 
@@ -33,21 +36,41 @@ TOKENS = "tokens"
 PATCH_TOKENS = "patch_tokens"
 LAYOUTS = (NCHW, NHWC, TOKENS, PATCH_TOKENS)
 
-# Grid sizes may be off the input's aspect ratio by this many cells (rounding of strided convolutions).
-_ROUNDING_CELLS = 1.5
 
-
-class LayerInfo(NamedTuple):
-    """One spatial layer: dotted module name, output shape of the dummy forward, memory layout."""
-
+class _Entry(NamedTuple):
     name: str
     shape: tuple[int, ...]
     layout: str
 
+
+class LayerInfo(_Entry):
+    """One spatial layer: dotted module name, output shape of the dummy forward, memory layout; for tokens, the
+    patch grid the model lays them on (``token_grid``, None: one class token and a square grid). Compares as the
+    tuple (name, shape, layout)."""
+
+    token_grid: tuple[int, int] | None = None
+
+    def __new__(cls, name: str, shape: tuple[int, ...], layout: str, token_grid: tuple[int, int] | None = None):
+        info = super().__new__(cls, name, shape, layout)
+        if token_grid is not None:
+            info.token_grid = (int(token_grid[0]), int(token_grid[1]))
+        return info
+
+    def __getnewargs__(self):  # pickled and copied with its grid
+        return (*self, self.token_grid)
+
     @property
     def grid(self) -> tuple[int, int]:
         """The (h, w) of the spatial grid."""
-        return _grid(self.shape, self.layout)
+        return _grid(self.shape, self.layout, self.token_grid)
+
+    @property
+    def prefix(self) -> int:
+        """Tokens before the patch grid (class, distillation, register); 0 for maps and patch tokens."""
+        if self.layout != TOKENS:
+            return 0
+        h, w = self.grid
+        return int(self.shape[1]) - h * w
 
     @property
     def channels(self) -> int:
@@ -62,7 +85,7 @@ class LayerInfo(NamedTuple):
 class _Record:
     """What the dummy forward saw of one module."""
 
-    __slots__ = ("name", "calls", "shape", "order", "layout")
+    __slots__ = ("name", "calls", "shape", "order", "layout", "grid")
 
     def __init__(self, name: str):
         self.name = name
@@ -70,6 +93,7 @@ class _Record:
         self.shape: tuple[int, ...] | None = None  # None when the output is not a single tensor
         self.order = -1  # completion order of the first call
         self.layout: str | None = None
+        self.grid: tuple[int, int] | None = None  # tokens' patch grid when the model says it
 
 
 # The last full measurement per model, so resolve_layer can explain why a layer is not in the catalogue.
@@ -97,31 +121,6 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, norms) or type(module).__name__.lower().endswith("norm")
 
 
-def _same_grid(h: int, w: int, height: int, width: int) -> bool:
-    """Whether an h x w grid has the input's aspect ratio (square inputs: square grids), up to rounding."""
-    if h < 1 or w < 1 or h > height or w > width:
-        return False
-    if height == width:
-        return h == w
-    low = (h - _ROUNDING_CELLS) / (w + _ROUNDING_CELLS)
-    high = (h + _ROUNDING_CELLS) / max(w - _ROUNDING_CELLS, 0.5)
-    return low <= height / width <= high
-
-
-def _token_grid(tokens: int, height: int, width: int) -> tuple[int, int] | None:
-    """The (h, w) with h * w == tokens closest to the input's aspect ratio, or None if none fits."""
-    best = None
-    for h in range(1, int(math.isqrt(tokens)) + 1):
-        if tokens % h:
-            continue
-        for gh, gw in ((h, tokens // h), (tokens // h, h)):
-            if _same_grid(gh, gw, height, width):
-                err = abs(math.log((height / gh) / (width / gw)))
-                if best is None or err < best[0]:
-                    best = (err, (gh, gw))
-    return None if best is None else best[1]
-
-
 def _grid(shape: tuple[int, ...], layout: str, grid: tuple[int, int] | None = None) -> tuple[int, int]:
     if layout == NCHW:
         return int(shape[2]), int(shape[3])
@@ -139,31 +138,44 @@ def _grid(shape: tuple[int, ...], layout: str, grid: tuple[int, int] | None = No
     raise LayerError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 
-def _layout_hints(model: nn.Module) -> dict:
-    """What the architecture itself says about token grids (e.g. torchvision's VisionTransformer)."""
+def _layout_hints(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """What the architecture itself says about token grids: a transformer's patch grid and the tokens before it,
+    read off its attention (:func:`explainers.attention.find_layout`, a DeiT's two, a ViT's five with registers),
+    else torchvision's VisionTransformer's declared image and patch sizes (one class token)."""
     hints: dict = {}
     patch, image = getattr(model, "patch_size", None), getattr(model, "image_size", None)
     if isinstance(patch, int) and isinstance(image, int) and patch > 0:
         hints["token_grid"] = (image // patch, image // patch)
+    if has_attention(model):
+        device, dtype = _first_tensor_device_dtype(model)
+        # random, not zeros: find_layout caches the read-out tokens it finds by a gradient for this size
+        probe = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+        try:
+            with torch.inference_mode(False):  # its gradient finds the read-out, whatever the caller's mode
+                layout = find_layout(model, probe)
+        except Exception:  # noqa: BLE001  an attention the explicit forward does not cover: guess as below
+            return hints
+        if layout.global_sites and layout.patch_grid and layout.prefix >= 1:
+            hints["token_grid"], hints["prefix"] = layout.patch_grid, layout.prefix
     return hints
 
 
 def _infer_layout(module: nn.Module, shape: tuple[int, ...], height: int, width: int, hints: dict) -> str | None:
     """The layout of one output, or None if it is not a spatial map (at least two grid cells)."""
     if len(shape) == 3:
-        tokens = shape[1] - 1
+        tokens = shape[1] - hints.get("prefix", 1)
         grid = hints.get("token_grid")
         if grid is not None:
             ok = grid[0] * grid[1] == tokens
         else:
-            grid = _token_grid(tokens, height, width) if tokens >= 2 else None
+            grid = token_grid(tokens, height, width) if tokens >= 2 else None
             ok = grid is not None
         return TOKENS if ok and grid[0] * grid[1] >= 2 else None
     if len(shape) != 4:
         return None
     _, a, b, c = shape
-    as_nchw = _same_grid(b, c, height, width) and b * c >= 2
-    as_nhwc = _same_grid(a, b, height, width) and a * b >= 2
+    as_nchw = same_grid(b, c, height, width) and b * c >= 2
+    as_nhwc = same_grid(a, b, height, width) and a * b >= 2
     if as_nchw and as_nhwc:
         # Both readings fit (e.g. [N, 56, 56, 56]): let the module type decide.
         data_format = getattr(module, "data_format", None)  # Hugging Face's ConvNeXt LayerNorm says which
@@ -189,7 +201,7 @@ def _patch_tokens_layout(module: nn.Module, shape: tuple[int, ...], batch: int, 
     """
     if len(shape) != 3 or shape[0] != batch or _is_pooling(module):
         return None
-    grid = _token_grid(shape[1], height, width)
+    grid = token_grid(shape[1], height, width)
     return PATCH_TOKENS if grid is not None and grid[0] * grid[1] >= 2 else None
 
 
@@ -251,10 +263,12 @@ def _measure_unlocked(model: nn.Module, input_shape: tuple[int, ...]) -> dict[st
         for module, training in modes.items():
             module.training = training
     height, width = int(input_shape[-2]), int(input_shape[-1])
-    hints = _layout_hints(model)
+    hints = _layout_hints(model, tuple(input_shape))
     single = [r for r in records.values() if r.calls == 1 and r.shape is not None]
     for record in single:
         record.layout = _infer_layout(model.get_submodule(record.name), record.shape, height, width, hints)
+        if record.layout == TOKENS and "prefix" in hints:
+            record.grid = hints["token_grid"]
     if not any(r.layout == TOKENS for r in single):
         batch = int(input_shape[0])
         flat = {
@@ -288,7 +302,7 @@ def layer_catalogue(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224,
 def _catalogue_from(records: dict[str, _Record]) -> list[LayerInfo]:
     spatial = [r for r in records.values() if r.layout is not None]
     spatial.sort(key=lambda r: r.order)
-    return [LayerInfo(r.name, r.shape, r.layout) for r in spatial]
+    return [LayerInfo(r.name, r.shape, r.layout, r.grid) for r in spatial]
 
 
 def cached_catalogue(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:
@@ -400,8 +414,9 @@ def resolve_layer(
 def to_nchw(tensor: torch.Tensor, layout: str, grid: tuple[int, int] | None = None) -> torch.Tensor:
     """Captured activations or gradients of a layer as maps ``[N, C, h, w]``.
 
-    ``"tokens"`` drops the first (class) token and lays the rest out on a square grid, or on ``grid=(h, w)``;
-    ``"patch_tokens"`` lays every token out that way.
+    ``"tokens"`` lays the last h·w tokens out on ``grid=(h, w)``, dropping the tokens before them (class,
+    distillation, register: a layer's ``LayerInfo.grid``), or without a grid drops one class token and lays the
+    rest on a square; ``"patch_tokens"`` lays every token out that way.
     """
     if layout == NCHW:
         if tensor.dim() != 4:
@@ -413,10 +428,11 @@ def to_nchw(tensor: torch.Tensor, layout: str, grid: tuple[int, int] | None = No
         return tensor.permute(0, 3, 1, 2)
     if layout == TOKENS:
         if tensor.dim() != 3:
-            raise LayerError(f"expected a [N,1+h*w,D] tensor for layout 'tokens', got shape {_fmt(tensor.shape)}")
+            raise LayerError(f"expected a [N,p+h*w,D] tensor for layout 'tokens', got shape {_fmt(tensor.shape)}")
         h, w = _grid(tuple(tensor.shape), TOKENS, grid)
-        patches = tensor[:, 1:, :]
-        if patches.shape[1] != h * w:
+        prefix = int(tensor.shape[1]) - h * w if grid is not None else 1
+        patches = tensor[:, prefix:, :]
+        if prefix < 0 or patches.shape[1] != h * w:
             raise LayerError(f"expected {h}x{w}={h * w} patch tokens after the class token, got {patches.shape[1]}")
         return patches.reshape(tensor.shape[0], h, w, tensor.shape[2]).permute(0, 3, 1, 2)
     if layout == PATCH_TOKENS:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .attention import has_attention
 from .errors import ParameterError, UnknownMethodError
 
 
@@ -209,7 +210,7 @@ FORWARD_ONLY = Cost(fixed=(1, 0))
 
 # Requirements a model must meet for a method to run, checked by ``MethodInfo.unavailable_reason``.
 NEEDS_LAYER = "layer"  # a spatial layer to capture (CAMs)
-NEEDS_ATTENTION = "attention"  # nn.MultiheadAttention blocks with a class token (vision transformers)
+NEEDS_ATTENTION = "attention"  # attention blocks (vision transformers), as ``attention.has_attention`` finds them
 NEEDS_RELU_MODULES = "relu_modules"  # nn.ReLU / nn.ReLU6 modules whose backward can be replaced
 NEEDS_MODEL = "model"  # everything but model-free controls
 # what a model that refuses hooks (``supports_hooks = False``, e.g. TorchScript) cannot run
@@ -291,10 +292,9 @@ class MethodInfo:
         if model is not None and getattr(model, "supports_hooks", True) is False and self.requires & HOOK_NEEDS:
             return (f"{self.display_name} needs module hooks, and this model refuses them (a TorchScript module: "
                     "hooks do not run on scripted code); gradient and perturbation methods work")
-        if NEEDS_ATTENTION in self.requires and (
-            model is None or not any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
-        ):
-            return f"{self.display_name} needs a vision transformer with nn.MultiheadAttention blocks (e.g. vit_b_16)"
+        if NEEDS_ATTENTION in self.requires and not has_attention(model):
+            return (f"{self.display_name} needs a vision transformer: no attention was found in this model's modules "
+                    "(an nn.MultiheadAttention, or query, key and value projections as in ViT, DeiT, BEiT or Swin)")
         if NEEDS_RELU_MODULES in self.requires and (
             model is None or not any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in model.modules())
         ):

@@ -119,3 +119,46 @@ def segment(inputs: torch.Tensor, kind: str = "slic", bundle: Any = None, **para
 def segment_counts(labels: torch.Tensor) -> list[int]:
     """Segments per row of ``labels`` [N, H, W] numbered 0..K-1."""
     return [int(row.max()) + 1 for row in labels]
+
+
+# The side the picture is resized to before it is segmented, and the value range it is scaled to: the scales and
+# the minimum size were tuned there (the paper's code), so they mean the same at any input size.
+SEGMENT_SIDE = 224
+SEGMENT_RANGE = (-1.0, 1.0)
+
+
+def felzenszwalb_masks(picture: np.ndarray, scales: tuple[int, ...] = (50, 100, 150, 250, 500, 1200),
+                       min_size: int = 150, dilation_radius: int = 5) -> np.ndarray:
+    """Candidate regions [M, H, W] (bool) of one picture [H, W, C]: every segment of a Felzenszwalb segmentation
+    at each of ``scales`` (scale by scale, segments in label order), grown by a disk of ``dilation_radius``
+    pixels so regions overlap their edges. The picture is min-max scaled to SEGMENT_RANGE and resized to
+    SEGMENT_SIDE² (bicubic) for the segmentation, whose labels come back at the picture's size (nearest); a
+    segment that the way back loses is dropped."""
+    # deferred, as in _skimage_segmentation: scikit-image imports SciPy
+    from skimage import morphology, segmentation, transform
+
+    picture = np.asarray(picture, dtype=np.float64)
+    height, width = picture.shape[:2]
+    low, high = picture.min(), picture.max()
+    scaled = (picture - low) / (high - low) if high > low else np.zeros_like(picture)
+    scaled = scaled * (SEGMENT_RANGE[1] - SEGMENT_RANGE[0]) + SEGMENT_RANGE[0]
+    resized = transform.resize(scaled, (SEGMENT_SIDE, SEGMENT_SIDE), order=3, mode="constant", preserve_range=True,
+                               anti_aliasing=True)
+    footprint = morphology.disk(dilation_radius) if dilation_radius else np.ones((1, 1), dtype=bool)
+    offsets = np.argwhere(footprint) - dilation_radius if dilation_radius else np.zeros((1, 2), dtype=int)
+    masks = []
+    for scale in scales:
+        labels = segmentation.felzenszwalb(resized, scale=scale, sigma=FELZENSZWALB_SIGMA, min_size=min_size,
+                                           channel_axis=-1)
+        labels = transform.resize(labels, (height, width), order=0, preserve_range=True, mode="constant",
+                                  anti_aliasing=False).astype(np.int64)
+        labels -= labels.min()
+        grown = np.zeros((int(labels.max()) + 1, height, width), dtype=bool)
+        # a dilation by the disk, every segment at once: pixel p joins the segment of each pixel p + d, d in the
+        # disk (symmetric, so this is the usual dilation; past the border there is nothing to join)
+        for dy, dx in offsets:
+            rows = np.arange(max(0, -dy), min(height, height - dy))
+            cols = np.arange(max(0, -dx), min(width, width - dx))
+            grown[labels[np.ix_(rows + dy, cols + dx)], rows[:, None], cols[None, :]] = True
+        masks.extend(mask for mask in grown if mask.any())
+    return np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool)

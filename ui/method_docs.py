@@ -142,10 +142,19 @@ def param_rows(info: MethodInfo) -> list[dict[str, str]]:
 
 def output_text(info: MethodInfo) -> str:
     if info.attribution_channels is None:
-        return "input-shaped attribution (a value per pixel and colour channel)"
-    if info.attribution_channels == 1:
-        return "1-channel map (one value per pixel)"
-    return f"{info.attribution_channels}-channel attribution"
+        shape = "input-shaped attribution (a value per pixel and colour channel)"
+    elif info.attribution_channels == 1:
+        shape = "1-channel map (one value per pixel)"
+    else:
+        shape = f"{info.attribution_channels}-channel attribution"
+    return f"{shape}; {target_text(info)}"
+
+
+def target_text(info: MethodInfo) -> str:
+    """Whether the target class can change the map: what the Methods card says of every method."""
+    if info.class_sensitive:
+        return "class-sensitive (each target class gets its own map)"
+    return "class-agnostic (the same map whatever the target class)"
 
 
 def layer_text(info: MethodInfo) -> str:

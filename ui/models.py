@@ -12,7 +12,7 @@ from explainers.digits.model import VARIANTS
 from explainers.models import (
     CURATED,
     DEFAULT_MODEL,
-    DIGITS_MODEL,
+    DIGITS_MODELS,
     ModelBundle,
     ensure_weights,
     list_models,
@@ -74,7 +74,7 @@ def describe_model(name: str) -> str:
         return name
     if name == DEFAULT_MODEL:
         return f"{name} · offline default"
-    if name == DIGITS_MODEL:
+    if name in DIGITS_MODELS:
         return f"{name} · offline, digits"
     if info.get("offline"):
         return f"{name} · cached"

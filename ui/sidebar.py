@@ -20,7 +20,7 @@ from PIL import Image
 from explainers import SaliencyError
 from explainers.digits import gallery
 from explainers.images import MAX_IMAGE_BYTES, MAX_IMAGE_MB, check_image_size, image_hash, load_image
-from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODEL, RESIZE, ModelBundle
+from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODELS, RESIZE, ModelBundle
 
 from . import state, user_models
 from .caches import ByteLRU, return_freed_memory
@@ -252,13 +252,13 @@ def _pick_image() -> tuple[Decoded, str] | Problem:
         except SaliencyError as exc:
             return Problem("error", str(exc), exc)
     st.session_state.pop(state.LINKED_UPLOAD, None)  # the user chose a sample over the linked upload
-    if st.session_state.get(state.MODEL) == DIGITS_MODEL:  # the digits model reads digits: its own gallery
+    if st.session_state.get(state.MODEL) in DIGITS_MODELS:  # the digits models read digits: their own gallery
         digits = {item.name: item for item in digit_gallery()}
         names = list(digits)
         if st.session_state.get(state.SAMPLE) not in names:
             st.session_state[state.SAMPLE] = names[0]
         name = st.selectbox("Sample", names, key=state.SAMPLE,
-                            help="Procedural digits drawn for lenet_digits (explainers.digits), with their ink box.")
+                            help="Procedural digits for the digits models (explainers.digits), with their ink box.")
         item = digits[name]
         st.image(png(item.image.resize((128, 128), Image.Resampling.NEAREST)), width=128,
                  caption=f"digit {item.label} · ink box {item.box}")

@@ -13,20 +13,26 @@ from PIL import Image, ImageDraw
 
 from ..digits.data import GALLERY_SEED, GalleryItem, gallery
 from ..digits.model import ASSETS
-from ..digits.train import train
+from ..digits.train import ARCHS, train
 
 PROG = "python -m explainers.digits"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Procedural digits and LeNet-5.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Procedural digits, LeNet-5 and a small ViT.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train LeNet-5 and write its weights and a JSON record")
+    train = commands.add_parser("train", help="train LeNet-5 (or the ViT) and write its weights and a JSON record")
+    train.add_argument("--arch", choices=ARCHS, default="lenet",
+                       help="lenet (default, lenet_digits) or vit (vit_digits, a small torchvision ViT)")
     train.add_argument("--seed", type=int, default=0, help="seed of the training data and the network (default 0)")
-    train.add_argument("--epochs", type=int, default=None, help="passes over the data (default 10; shuffled 60)")
-    train.add_argument("--n-train", type=int, default=None, help="training samples (default 24000; shuffled 6000)")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="passes over the data (default 10; shuffled 60; vit 6)")
+    train.add_argument("--n-train", type=int, default=None,
+                       help="training samples (default 24000; shuffled 6000; vit 64000)")
     train.add_argument("--lr", type=float, default=None, help="peak Adam learning rate (default 0.002)")
+    train.add_argument("--weight-decay", type=float, default=None,
+                       help="AdamW weight decay, 0 for Adam (default 0; vit 0.05)")
     train.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     train.add_argument("--workers", type=int, default=2, help="processes drawing the data (default 2)")
     train.add_argument("--out", type=Path, default=ASSETS, help="output folder (default assets/digits)")
@@ -93,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             workers=args.workers,
             command=f"{PROG} {shlex.join(argv)}",
+            arch=args.arch,
+            weight_decay=args.weight_decay,
         )
     else:
         paths = write_gallery(args.n, args.seed, args.out, canvas=args.canvas, zoom=args.zoom)

@@ -145,7 +145,7 @@ def _in_place(name: str, args, kwargs) -> bool:
             or any(a is True for a in args[1:]))
 
 
-class _Watch(TorchFunctionMode):
+class Watch(TorchFunctionMode):
     """Hands every torch operation of the model's forward outside covered layers to the session."""
 
     def __init__(self, session: Session):
@@ -162,6 +162,11 @@ class _Watch(TorchFunctionMode):
 
 class Session:
     """The state of one ``lrp_rules`` block: the units, what each layer call saw, the residual sums met."""
+
+    # what the refusals say is covered, and what to pick instead
+    covers = ("LRP covers convolutions, linear layers, BatchNorm right after them, pooling, residual sums and "
+              "elementwise activations")
+    advice = "pick a gradient or CAM method for this model"
 
     def __init__(self, model: nn.Module, rules: dict[nn.Module, Rule], stabilizer: float = DEFAULT_STABILIZER):
         self.model = model
@@ -199,8 +204,7 @@ class Session:
     def refuse(self, what: str) -> None:
         raise SaliencyError(
             f"this model {what} after {self.last!r}, which no LRP rule covers, so its relevance map would be "
-            "wrong; LRP covers convolutions, linear layers, BatchNorm right after them, pooling, residual sums and "
-            "elementwise activations; pick a gradient or CAM method for this model"
+            f"wrong; {self.covers}; {self.advice}"
         )
 
     def _check_pending(self, tensors, consumer: str) -> None:
@@ -350,8 +354,8 @@ class Session:
                     out = self.layer(unit.layer, lift(x, term.value(plain_x), factor), modified)
                     if term.bias is not None and bias is not None:
                         shift = unit.modified((g, t, "b"), term.bias, bias)
-                        out = out + (shift if isinstance(unit.layer, nn.Linear)
-                                     else shift.view(1, -1, *([1] * (out.dim() - 2))))
+                        out = out + (shift.view(1, -1, *([1] * (out.dim() - 2)))
+                                     if isinstance(unit.layer, CONVOLUTIONS) else shift)
                     total = out if total is None else total + out
                 scale = group.coefficient / stabilize(total.detach(), rule.stabilizer)
                 if group.mask == "positive":
@@ -384,7 +388,13 @@ def lrp_rules(model: nn.Module, rules: dict[nn.Module, Rule], stabilizer: float 
     """Inside the block, the gradient of a score with respect to the model's input is its LRP relevance under
     ``rules`` ({layer: rule}; see ``composites.py``), with the relevance at the logits = the score's gradient there
     times the logits. The model's values (and logits) are unchanged; the model is left as found."""
-    session = Session(model, rules, stabilizer)
+    with running(model, Session(model, rules, stabilizer)) as session:
+        yield session
+
+
+@contextlib.contextmanager
+def running(model: nn.Module, session: Session) -> Iterator[Session]:
+    """Installs ``session`` on ``model`` (hooks and the function mode) for the block; removes it in ``finally``."""
     hooks = HookSet()
     flags = [(p, p.requires_grad) for p in model.parameters()]
     with model_lock(model):
@@ -402,7 +412,7 @@ def lrp_rules(model: nn.Module, rules: dict[nn.Module, Rule], stabilizer: float 
                     hooks.add(norm.register_forward_pre_hook(session.norm_pre))
                     hooks.add(norm.register_forward_hook(session.norm_post))
             hooks.add(model.register_forward_hook(session.root_post))
-            with _Watch(session):
+            with Watch(session):
                 yield session
         finally:
             session.stop()

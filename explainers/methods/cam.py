@@ -438,3 +438,183 @@ def cam(call, inputs, relu=True):
         class_weights.append(rows - weight[classes[:, 1]] if target.contrast else rows)
     layer_maps = torch.einsum("tnc,nchw->tnhw", torch.stack(class_weights), activations)
     return finish(inputs, layer_maps, relu, logits)
+
+
+DESAI = Reference(
+    "Desai & Ramaswamy", 2020, "Ablation-CAM: Visual Explanation for Deep Convolutional Network via Gradient-free "
+    "Localization (WACV 2020)",
+    url="https://openaccess.thecvf.com/content_WACV_2020/papers/Desai_Ablation-CAM_Visual_Explanations_for_Deep_"
+    "Convolutional_Network_via_Gradient-free_Localization_WACV_2020_paper.pdf",
+)
+# Where a row's activations go below zero, zero is no "absence" of a channel: the channel is then set this far
+# below the row's minimum instead, as pytorch-grad-cam does (its first ablated copy of each batch).
+ABLATION_OFFSET = 1e7
+# A layer whose activations are nearly 0 at every place the first principal component leaves out: the share of
+# the (min-max normalised) |projection| below which a place counts as outside, as pytorch-grad-cam ranks channels.
+RANKING_THRESHOLD = 0.01
+
+
+def ablation_ranking(activations: torch.Tensor) -> torch.Tensor:
+    """Each channel's share of its (min-max normalised) |activation| inside the Eigen-CAM mask [N, C]: places where
+    the normalised |first principal projection| exceeds RANKING_THRESHOLD. NaN for a constant channel (nothing
+    to normalise), which ranks above every number, as NumPy's sort puts it (pytorch-grad-cam's ranking)."""
+    projection = principal_projection(activations).abs()  # [N, h, w]; abs makes the SVD's sign irrelevant
+    projection = projection - projection.amin(dim=(1, 2), keepdim=True)
+    mask = (projection / projection.amax(dim=(1, 2), keepdim=True)) > RANKING_THRESHOLD
+    magnitude = activations.abs()
+    magnitude = magnitude - magnitude.amin(dim=(2, 3), keepdim=True)
+    magnitude = magnitude / magnitude.amax(dim=(2, 3), keepdim=True)  # 0/0 = NaN for a constant channel
+    return (magnitude * mask.unsqueeze(1)).sum(dim=(2, 3)) / magnitude.sum(dim=(2, 3))
+
+
+def channels_to_ablate(activations: torch.Tensor, ratio: float) -> torch.Tensor:
+    """[N, C] bool: which channels each row ablates. All of them at ratio 1; else, by :func:`ablation_ranking`,
+    the int(ratio·C) ranked highest (NaN first) and the int(ratio·C) ranked lowest, as pytorch-grad-cam picks them
+    (so a ratio of 0.5 or more ablates every channel)."""
+    n, c = activations.shape[:2]
+    if ratio >= 1.0:
+        return torch.ones((n, c), dtype=torch.bool, device=activations.device)
+    share = int(c * ratio)
+    ranking = ablation_ranking(activations)
+    chosen = torch.zeros((n, c), dtype=torch.bool, device=activations.device)
+    if share:
+        # stable sorts: among equal shares (often 1, on small layers) the lower channel index goes first at either
+        # end; NumPy's unstable sort leaves that order to chance, so pytorch-grad-cam may pick others among ties
+        chosen.scatter_(1, torch.sort(ranking, dim=1, descending=True, stable=True).indices[:, :share], True)
+        chosen.scatter_(1, torch.sort(ranking, dim=1, stable=True).indices[:, :share], True)
+    return chosen
+
+
+class _Ablation:
+    """The forward hook of one Ablation-CAM call: it replaces the layer's output by copies of it, copy j being a
+    copy of output row ``source[j]`` with channel ``channels[j]`` set to 0, or far below the row's minimum where
+    the row goes below 0 (see ABLATION_OFFSET)."""
+
+    def __init__(self, channel_dim: int):
+        self.channel_dim = channel_dim
+        self.source: torch.Tensor | None = None
+        self.channels: torch.Tensor | None = None
+
+    def __call__(self, module, args, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"expected the layer to output one tensor, got {type(output).__name__}")
+        copies = output.detach()[self.source.to(output.device)].clone()
+        low = copies.flatten(1).amin(dim=1)
+        value = torch.where(low == 0, torch.zeros_like(low), low - ABLATION_OFFSET)
+        rows = torch.arange(len(copies), device=output.device)
+        copies.movedim(self.channel_dim, 1)[rows, self.channels.to(output.device)] = (
+            value.view(-1, *([1] * (copies.dim() - 2))))
+        return copies
+
+
+@register(
+    "ablationcam",
+    display_name="Ablation-CAM",
+    family="CAM",
+    reference=DESAI,
+    summary=(
+        "Removes each channel of the layer in turn (sets it to 0) and weights the channel by the share of the class "
+        "score that is then lost: gradient-free, the channel's measured effect rather than its local slope."
+    ),
+    weaknesses=(
+        "One forward pass per channel (hundreds to thousands), though only the part of the network after the layer "
+        "is run per channel. Where the layer's activations go below 0 a channel is set far below the row's minimum "
+        "instead of to 0, as pytorch-grad-cam does: weights are then very large but keep their order. Dividing by "
+        "the score flips the weights when the score is negative. ratio_channels_to_ablate < 1 trades weights for "
+        "speed: only the channels ranked at both ends by their overlap with an Eigen-CAM mask are ablated, the "
+        "rest get weight 0 and vanish from the map. Coarse like every CAM."
+    ),
+    formula="α_k = (S_c − S_c(A with A^k ablated)) / S_c, L = ReLU(Σ_k α_k A^k)",
+    sanity=Sanity.UNTESTED,
+    sanity_note=(
+        "measured here on efficientnet_lite0 (cat.png, all 19 cascade steps, `python -m explainers sanity`): "
+        "passes model randomisation on Spearman |map| (0.47) and HOG (0.17) but not on SSIM (0.56); "
+        "class-sensitive (4/4 random logits); input invariant"
+    ),
+    params={
+        "relu": RELU,
+        "ratio_channels_to_ablate": Param(
+            "float", 1.0,
+            "Share of channels to ablate: 1 ablates all (one pass each). Below 1 is pytorch-grad-cam's experimental "
+            "speed-up: the int(share·C) channels most inside the Eigen-CAM mask and the int(share·C) least inside "
+            "it are ablated (so 0.5 or more ablates all), every other channel gets weight 0. Fewer passes, a "
+            "map with channels missing.",
+            minimum=0.0, maximum=1.0,
+        ),
+    },
+    # the clean pass that captures the layer, then one pass per ablated channel (all of them at the default ratio)
+    cost=Cost(fixed=(1, 0), per_channel=(1, 0)),
+    requires=LAYER,
+    attribution_channels=1,
+)
+def ablationcam(call, inputs, relu=True, ratio_channels_to_ablate=1.0):
+    """Desai & Ramaswamy 2020, WACV. Gradient-free and batched over (row, channel) pairs; every target is scored
+    from the same ablated passes.
+
+    A forward hook replaces the layer's output by ablated copies, so only the network after the layer runs once
+    per channel: the part before it runs once per batch of one row's copies, where the model allows. Channels
+    that are all zero on a row whose activations are ≥ 0 are not run: ablating them changes nothing, their
+    weight is 0.
+    """
+    captured = capture(call, inputs, gradients=False)
+    activations, logits = captured.activations, captured.logits
+    n, c = activations.shape[:2]
+    clean = call.scores(logits, torch.arange(n))  # [T, N]
+    chosen = channels_to_ablate(activations, float(ratio_channels_to_ablate))
+    flat = activations.flatten(2)
+    # ablating these to 0 changes nothing; judged on maps only (a class token, left out of them, may go below 0)
+    silent = (flat == 0).all(dim=2) & (flat.flatten(1).amin(dim=1) == 0).unsqueeze(1)
+    if call.layer.layout not in ("nchw", "nhwc"):
+        silent.zero_()
+    run = chosen & ~silent
+    job_rows, job_channels = torch.nonzero(run, as_tuple=True)  # row-major
+    per_row = run.sum(dim=1).tolist()  # the one wait: how many passes each row makes
+    total = len(job_rows)
+    ablated = clean.unsqueeze(2).expand(-1, -1, c).clone()  # [T, N, C]; channels not run keep the clean score
+    channel_dim = 1 if call.layer.layout == "nchw" else -1
+    ablation = _Ablation(channel_dim)
+    handle = call.layer_module.register_forward_hook(ablation)
+    try:
+        # the part before the layer runs once per batch on one row, its copies made after it; a model that fixes
+        # the batch size there (a reshape to the row count it read first) fails on the first batch and gets
+        # full copies from then on (a kept tensor, a skip connection, broadcasts from one row: same values)
+        shared = [True]
+        ends = torch.tensor(per_row, dtype=torch.long).cumsum(0).tolist()
+        segments = list(zip([0, *ends[:-1]], ends))  # segment i: row i's copies
+
+        def ablated_scores(start, stop, row):
+            rows, channels = job_rows[start:stop], job_channels[start:stop]
+            ablation.channels = channels
+            with torch.inference_mode():
+                if shared[0]:
+                    ablation.source = torch.zeros(stop - start, dtype=torch.long)
+                    try:
+                        scored = as_logits(forward(call.model, inputs[row : row + 1]))
+                        if scored.shape == (stop - start, logits.shape[1]):
+                            return call.scores(scored, rows.cpu())
+                    except torch.cuda.OutOfMemoryError:
+                        raise
+                    except Exception:  # noqa: BLE001  (full copies below repeat any error that is the model's own)
+                        pass
+                    shared[0] = False
+                ablation.source = torch.arange(stop - start)
+                scored = as_logits(forward(call.model, inputs[row : row + 1].expand(stop - start, *inputs.shape[1:])))
+                return call.scores(scored, rows.cpu())
+
+        for row, (begin, end) in enumerate(segments):
+            for start, stop, scores in call.batches.run(
+                end - begin, lambda start, stop, begin=begin, row=row: ablated_scores(begin + start, begin + stop, row)
+            ):
+                ablated[:, job_rows[begin + start : begin + stop], job_channels[begin + start : begin + stop]] = (
+                    scores.to(ablated.dtype))
+                call.progress.advance(stop - start)
+    finally:
+        handle.remove()
+    if n * c > total:
+        call.progress.advance(n * c - total)  # the channels not run
+    # a score of 0 leaves nothing to take a share of: those weights are 0 (pytorch-grad-cam gives NaN)
+    weights = _ratio(clean.unsqueeze(2) - ablated, clean.unsqueeze(2).expand_as(ablated))
+    layer_maps = torch.einsum("tnc,nchw->tnhw", weights, activations)
+    result = finish(inputs, layer_maps, relu, logits)
+    result.extras = [{"ablated_channels": total, "channels": n * c} for _ in call.targets]
+    return result

@@ -1,5 +1,5 @@
-"""Model loading: the offline default (EfficientNet-Lite0), the bundled digits LeNet-5 (``lenet_digits``) and
-torchvision's ImageNet classification zoo.
+"""Model loading: the offline default (EfficientNet-Lite0), the bundled digits models (LeNet-5, ``lenet_digits``,
+and a small ViT, ``vit_digits``) and torchvision's ImageNet classification zoo.
 
 ``load_model(name)`` returns a :class:`ModelBundle`: the model in eval mode, its preprocessing, class names and
 layer catalogue. ``list_models()`` and ``model_info(name)`` tell the UI what exists and what needs a download,
@@ -25,6 +25,9 @@ from .digits import load_digits_bundle
 
 DEFAULT_MODEL = default.NAME
 DIGITS_MODEL = digits.NAME  # LeNet-5 on the procedural digits, shipped in assets/digits
+VIT_DIGITS_MODEL = digits.VIT_NAME  # a small torchvision ViT on the same digits, shipped beside it
+# Model name -> load_digits_bundle variant, for every digits model in list_models() (they read the digits gallery).
+DIGITS_MODELS = {DIGITS_MODEL: "real", VIT_DIGITS_MODEL: "vit"}
 # Well-known architectures offered first: CNNs of several eras plus two transformers.
 CURATED = (
     "resnet18",
@@ -44,8 +47,10 @@ __all__ = [
     "CURATED",
     "DEFAULT_MODEL",
     "DIGITS_MODEL",
+    "DIGITS_MODELS",
     "PREPROCESSING",
     "RESIZE",
+    "VIT_DIGITS_MODEL",
     "ModelBundle",
     "affine_normalizer",
     "ensure_weights",
@@ -57,12 +62,13 @@ __all__ = [
 
 
 def list_models() -> list[str]:
-    """``efficientnet_lite0``, ``lenet_digits``, then the curated shortlist, then every other torchvision
-    classifier, sorted. (The shuffled-label digits model is left out: see ``load_digits_bundle``.)"""
+    """``efficientnet_lite0``, ``lenet_digits``, ``vit_digits``, then the curated shortlist, then every other
+    torchvision classifier, sorted. (The shuffled-label digits model is left out: see ``load_digits_bundle``.)"""
     zoo_names = zoo.available()
     curated = [name for name in CURATED if name in zoo_names]
-    rest = [name for name in zoo_names if name not in curated and name not in (DEFAULT_MODEL, DIGITS_MODEL)]
-    return [DEFAULT_MODEL, DIGITS_MODEL, *curated, *rest]
+    offline = (DEFAULT_MODEL, *DIGITS_MODELS)
+    rest = [name for name in zoo_names if name not in curated and name not in offline]
+    return [*offline, *curated, *rest]
 
 
 def _canonical(name: object) -> str:
@@ -83,8 +89,8 @@ def model_info(name: str) -> dict:
     """name, offline, download_mb, weights_file, weights_url, categories (count), input_size, resize_size,
     interpolation and description of a model, without building it or downloading anything."""
     key = _canonical(name)
-    if key == DIGITS_MODEL:
-        return digits.info()
+    if key in DIGITS_MODELS:
+        return digits.info(DIGITS_MODELS[key])
     return default.info() if key == DEFAULT_MODEL else zoo.info(key)
 
 
@@ -94,8 +100,8 @@ def ensure_weights(name: str, *, progress=None, offline: bool | None = None, tqd
     Lets a UI show the download's progress before loading. Same errors and arguments as :func:`load_model`.
     """
     key = _canonical(name)
-    if key == DIGITS_MODEL:
-        return digits.ensure_weights()
+    if key in DIGITS_MODELS:
+        return digits.ensure_weights(DIGITS_MODELS[key])
     if key == DEFAULT_MODEL:
         path = default.weights_path()
         if path is None or not path.is_file():
@@ -119,8 +125,8 @@ def load_model(
     Raises ModelUnavailableError for unknown names and for weights that are neither cached nor downloadable.
     """
     key = _canonical(name)
-    if key == DIGITS_MODEL:  # builds its own catalogue and sets its default layer (features.relu2)
-        return load_digits_bundle("real", device=device)
+    if key in DIGITS_MODELS:  # builds its own catalogue and sets its default layer (LeNet: features.relu2)
+        return load_digits_bundle(DIGITS_MODELS[key], device=device)
     if key == DEFAULT_MODEL:
         bundle = default.build()
     else:

@@ -36,7 +36,7 @@ DEFAULT_METHODS = (
     "vanilla", "input_x_gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam",
     "gradcam_pp", "scorecam", "occlusion", "rise", "random", "sobel",
 )
-DIGITS_MODELS = ("lenet_digits",)
+DIGITS_MODELS = ("lenet_digits", "vit_digits")
 # explain()'s CPU default (a few rows per thread) suits a 224-px network; LeNet on 32 x 32 runs ~10x faster per
 # image with a few hundred rows per pass.
 DIGITS_BATCH_SIZE = 256

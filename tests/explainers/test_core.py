@@ -38,9 +38,12 @@ PARAMS = {
     "kernel_shap": {"n_samples": 10, "segmentation": "grid", "n_segments": 9},
     "lime": {"n_samples": 6, "segmentation": "grid", "n_segments": 4},
     "extremal_perturbation": {"max_iter": 3},
+    "blur_ig": {"n_steps": 4, "max_sigma": 4.0},
+    "guided_ig": {"n_steps": 4, "baseline": "zero"},
+    "xrai": {"n_steps": 2, "baselines": "min_max", "scales": "250,500,1200"},
 }
 # Score-CAM on the pre-activation conv: no constant channel, so each channel really costs its own pass.
-LAYERS = {"scorecam": "features.5"}
+LAYERS = {"scorecam": "features.5", "ablationcam": "features.5"}
 BATCH = 3
 
 
@@ -59,8 +62,9 @@ def test_cost_is_the_passes_the_method_runs_and_progress_reports_each_batch(mode
     through the model, reported batch by batch: strictly increasing, never more than a batch at a time, ending
     at the total."""
     info = METHODS[method]
-    model = models["vit" if method == "attention_rollout" else "cnn"]
-    size = 32 if method == "attention_rollout" else 16
+    transformer = "attention" in info.requires
+    model = models["vit" if transformer else "cnn"]
+    size = 32 if transformer else 16
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     cached_catalogue(model, x.shape)  # the layer measurement's dummy forward is not one of the method's passes
     params = PARAMS.get(method, {})
@@ -68,7 +72,9 @@ def test_cost_is_the_passes_the_method_runs_and_progress_reports_each_batch(mode
     images = {True: 0, False: 0}  # rows through the model with / without autograd
 
     def count(module, args, output):
-        images[torch.is_grad_enabled()] += len(args[0])
+        # rows in; Ablation-CAM's rows out, since it runs one row up to its layer and its copies after it (LeGrad's
+        # rows out are one pass's extra head readings, not passes)
+        images[torch.is_grad_enabled()] += len(output) if method == "ablationcam" else len(args[0])
 
     seen = []
     handle = model.register_forward_hook(count)

@@ -252,6 +252,7 @@ TOGETHER = {
     "rise": {"n_masks": 16},
     "kernel_shap": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
     "lime": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
+    "ablationcam": {},
 }
 
 
@@ -290,8 +291,8 @@ def test_target_free_methods_run_once_and_each_target_equals_its_own_call(small)
     results = explain_many(model, x, list(TOGETHER), targets, layer=SMALL_LAYER, params=TOGETHER, seed=3)
     assert list(results) == [(m, target_key(t)) for m in TOGETHER for t in targets]
     for (method, key), ours in results.items():
-        ref = explain(model, x, method, key, layer=SMALL_LAYER if method == "scorecam" else None, seed=3,
-                      **TOGETHER[method])
+        layer = SMALL_LAYER if explainers.METHODS[method].needs_layer else None
+        ref = explain(model, x, method, key, layer=layer, seed=3, **TOGETHER[method])
         assert_close(ours, ref)
         assert ours.batch_size_used == ref.batch_size_used
     assert_untouched(model, before)
@@ -368,7 +369,11 @@ QUICK = {
     "kernel_shap": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
     "lime": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
     "extremal_perturbation": {"max_iter": 5},
+    "blur_ig": {"n_steps": 4, "max_sigma": 4.0},
+    "guided_ig": {"n_steps": 4, "baseline": "zero"},
+    "xrai": {"n_steps": 3, "baselines": "min_max", "scales": "250,500,1200"},
 }
+TRANSFORMER_METHODS = ("attention_rollout", "legrad", "chefer_generic", "transformer_attribution", "attnlrp")
 
 
 def tiny_vit():
@@ -397,7 +402,7 @@ def test_every_method_equals_its_separate_calls(small, targets):
     assert_untouched(model, before)
     vit = tiny_vit()
     xv = torch.randn(2, 3, 32, 32)
-    for key, ours in explain_many(vit, xv, ["attention_rollout", "gradcam"], targets).items():
+    for key, ours in explain_many(vit, xv, [*TRANSFORMER_METHODS, "gradcam"], targets).items():
         target = next(t for t in targets if target_key(t) == key[1])
         assert_close(ours, explain(vit, xv, key[0], target, seed=0))
 

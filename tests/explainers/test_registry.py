@@ -21,14 +21,16 @@ from explainers.methods.smoothing import BASES
 
 from .helpers import small_convnet
 
-CAMS = {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "guided_gradcam"}
-GRADIENTS = {"vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients",
-             "expected_gradients", "gradient_shap"}
+CAMS = {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "ablationcam",
+        "guided_gradcam"}
+GRADIENTS = {"vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients", "blur_ig",
+             "guided_ig", "expected_gradients", "gradient_shap", "fullgrad", "xrai"}
 SMOOTHING = {"smoothgrad", "smoothgrad_sq", "vargrad"}
 PERTURBATION = {"occlusion", "rise", "extremal_perturbation"}
-PROPAGATION = {"deeplift", "deeplift_shap", "lrp"}
+PROPAGATION = {"deeplift", "deeplift_shap", "lrp", "attnlrp"}
 SURROGATE = {"kernel_shap", "lime"}
 CONTROLS = {"random", "sobel"}
+ATTENTION = {"chefer_generic", "transformer_attribution", "legrad", "attention_rollout"}
 
 
 def tiny_vit() -> VisionTransformer:
@@ -39,20 +41,21 @@ def tiny_vit() -> VisionTransformer:
 
 def test_every_method_is_accounted_for():
     assert set(METHODS) == (CAMS | GRADIENTS | SMOOTHING | PROPAGATION | PERTURBATION | SURROGATE | CONTROLS
-                            | {"attention_rollout"})
+                            | ATTENTION)
     assert sorted(method_order()) == sorted(METHODS)
 
 
 def test_method_order_groups_the_families_in_the_methods_pages_order():
     assert method_order() == [
         "vanilla", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients",  # Gradient
-        "expected_gradients", "gradient_shap",
+        "blur_ig", "guided_ig", "expected_gradients", "gradient_shap", "fullgrad", "xrai",
         "smoothgrad", "smoothgrad_sq", "vargrad",  # Gradient (noise-averaged)
-        "deeplift", "deeplift_shap", "lrp",  # Propagation
-        "gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "guided_gradcam",
+        "deeplift", "deeplift_shap", "lrp", "attnlrp",  # Propagation
+        "gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "cam", "ablationcam",
+        "guided_gradcam",
         "extremal_perturbation", "occlusion", "rise",  # Perturbation
         "kernel_shap", "lime",  # Surrogate
-        "attention_rollout",  # Attention
+        "chefer_generic", "transformer_attribution", "legrad", "attention_rollout",  # Attention
         "random", "sobel",  # Control
     ]
 
@@ -62,7 +65,9 @@ def test_smoothgrad_shows_only_its_bases_parameters():
     to LRP: each applies only with its base."""
     params = METHODS["smoothgrad"].params
     assert set(params) == {"base", "n_samples", "noise_level", "n_steps", "rule", "baseline", "composite", "epsilon",
-                           "gamma"}
+                           "gamma", "attention_rule"}
+    assert params["attention_rule"].applies({"base": "attnlrp"}) and not params["attention_rule"].applies(
+        {"base": "lrp"})
     assert params["baseline"].applies({"base": "deeplift"})
     for name in ("composite", "epsilon", "gamma"):
         assert params[name].applies({"base": "lrp"}) and not params[name].applies({"base": "vanilla"}), name
@@ -79,10 +84,12 @@ def test_available_methods_on_the_default_cnn_offer_the_cams_but_not_attention_r
     available = available_methods(default_bundle.model)
     assert "attention_rollout" not in available
     assert CAMS <= set(available)
-    assert set(available) == set(METHODS) - {"attention_rollout"}  # its ReLU6 modules allow the guided methods
+    transformers = {n for n, i in METHODS.items() if "attention" in i.requires}
+    assert transformers == ATTENTION | {"attnlrp"}
+    assert set(available) == set(METHODS) - transformers  # its ReLU6 modules allow the guided methods
     reason = METHODS["attention_rollout"].unavailable_reason(default_bundle.model)
-    assert reason == ("Attention rollout needs a vision transformer with nn.MultiheadAttention blocks "
-                      "(e.g. vit_b_16)")
+    assert reason.startswith("Attention rollout needs a vision transformer: no attention was found in this model's "
+                             "modules")
 
 
 def test_available_methods_on_a_vision_transformer_offer_rollout_but_not_the_relu_methods():
@@ -92,6 +99,7 @@ def test_available_methods_on_a_vision_transformer_offer_rollout_but_not_the_rel
     # torchvision's ViT uses GELU: nothing for guided backprop / deconvnet to replace
     # and LayerNorm / attention: no LRP rule covers them
     assert available == set(METHODS) - {"guided_backprop", "deconvnet", "guided_gradcam", "lrp"}
+    assert ATTENTION | {"attnlrp"} <= available
     assert "LayerNorm" in METHODS["lrp"].unavailable_reason(vit)
     assert "GELU" in METHODS["guided_backprop"].unavailable_reason(vit)
     assert available_methods(None) == [n for n, i in METHODS.items() if not i.requires & {"attention",
@@ -110,14 +118,14 @@ def test_capability_flags():
     assert {name for name, info in METHODS.items() if not info.class_sensitive} == {"eigencam", "attention_rollout",
                                                                                      *CONTROLS}
     assert flagged("smoothgrad_base") == {"vanilla", "input_x_gradient", "integrated_gradients", "guided_backprop",
-                                         "deeplift", "lrp"}
+                                         "deeplift", "lrp", "attnlrp"}
     assert flagged("sweepable") == {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam"}
     assert flagged("needs_layer") == CAMS
     assert flagged("stochastic") == SMOOTHING | SURROGATE | {"rise", "random", "expected_gradients", "gradient_shap",
                                                              "deeplift_shap"}
     assert {name for name, info in METHODS.items() if "relu_modules" in info.requires} == {
         "guided_backprop", "deconvnet", "guided_gradcam"}
-    assert {name for name, info in METHODS.items() if "attention" in info.requires} == {"attention_rollout"}
+    assert {name for name, info in METHODS.items() if "attention" in info.requires} == ATTENTION | {"attnlrp"}
     assert set(BASES) == flagged("smoothgrad_base")  # SmoothGrad's base choices come from the flag
     assert set(METHODS["smoothgrad"].params["base"].choices) == set(BASES)
 

@@ -126,6 +126,9 @@ FAST = {
     "kernel_shap": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
     "lime": {"n_samples": 12, "segmentation": "grid", "n_segments": 9},
     "extremal_perturbation": {"max_iter": 5},
+    "blur_ig": {"n_steps": 4, "max_sigma": 4.0},
+    "guided_ig": {"n_steps": 4},
+    "xrai": {"n_steps": 2, "scales": "250,500,1200"},
 }
 # maps that do not read the score: a control and the class-agnostic principal component of the activations
 SCORE_FREE = {"random", "sobel", "eigencam"}

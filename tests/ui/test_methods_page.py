@@ -98,6 +98,13 @@ def test_cards_show_cost_layer_output_and_weaknesses(page):
     assert METHODS["scorecam"].weaknesses[:40] in scorecam
 
 
+def test_cards_say_which_methods_are_class_sensitive(page):
+    assert "class-sensitive (each target class gets its own map)" in _card_text(page, "vanilla")
+    for name in ("attention_rollout", "eigencam"):
+        assert not METHODS[name].class_sensitive
+        assert "class-agnostic (the same map whatever the target class)" in _card_text(page, name)
+
+
 def test_parameter_table(page):
     (table,) = _card(page, "integrated_gradients").table
     frame = table.value

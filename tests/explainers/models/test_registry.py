@@ -9,7 +9,16 @@ import pytest
 import torchvision
 
 from explainers.errors import ModelUnavailableError
-from explainers.models import CURATED, DEFAULT_MODEL, DIGITS_MODEL, ensure_weights, list_models, load_model, model_info
+from explainers.models import (
+    CURATED,
+    DEFAULT_MODEL,
+    DIGITS_MODEL,
+    DIGITS_MODELS,
+    ensure_weights,
+    list_models,
+    load_model,
+    model_info,
+)
 
 
 def test_unknown_model_names_close_matches():
@@ -28,18 +37,20 @@ def test_unknown_model_names_close_matches():
 def test_list_models_order_and_coverage():
     names = list_models()
     torchvision_names = torchvision.models.list_models(module=torchvision.models)
-    assert names[:2] == [DEFAULT_MODEL, DIGITS_MODEL]  # the two offline models first
-    assert tuple(names[2 : 2 + len(CURATED)]) == CURATED
-    rest = names[2 + len(CURATED) :]
+    offline = [DEFAULT_MODEL, *DIGITS_MODELS]
+    assert names[: len(offline)] == offline  # the shipped offline models first
+    assert DIGITS_MODEL in DIGITS_MODELS and "vit_digits" in DIGITS_MODELS
+    assert tuple(names[len(offline) : len(offline) + len(CURATED)]) == CURATED
+    rest = names[len(offline) + len(CURATED) :]
     assert rest == sorted(rest)
     assert len(names) == len(set(names))
-    assert set(names) == {DEFAULT_MODEL, DIGITS_MODEL, *torchvision_names}
+    assert set(names) == {*offline, *torchvision_names}
 
 
 def test_model_info_without_building(monkeypatch):
     monkeypatch.setattr(torchvision.models, "get_model", lambda *a, **k: pytest.fail("model_info built a model"))
     for name in list_models():
-        if name == DIGITS_MODEL:  # ten digits at 32x32, tested in test_digits.py
+        if name in DIGITS_MODELS:  # ten digits at 32x32, tested in test_digits.py and test_vit_digits.py
             continue
         info = model_info(name)
         assert info["name"] == name
