@@ -387,7 +387,8 @@ def main() -> None:
         "versions": f"torch {torch.__version__}, torchvision {torchvision.__version__}, captum "
                     f"{package_version('captum')}, grad-cam {package_version('grad-cam')}, torchcam "
                     f"{package_version('torchcam')}, zennit {package_version('zennit')}, torchray "
-                    f"{package_version('torchray')}",
+                    f"{package_version('torchray')}, lxt {package_version('lxt')}, saliency "
+                    f"{package_version('saliency')}",
         "code": code,
         "load average at start": load_start,
         "load average at end": load_average(),
