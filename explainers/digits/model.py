@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shlex
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -115,15 +116,21 @@ def load_lenet(variant: str = "real", directory: Path | str | None = None, *, rg
         if directory is not None:
             command += f" --out {shlex.quote(str(directory))}"
         raise ModelUnavailableError(f"LeNet-5 weights {path} not found; regenerate them with `{command}`")
+    return load_shipped(LeNet5RGB if rgb else LeNet5, path, "LeNet-5", TRAIN_COMMANDS[variant])
+
+
+def load_shipped(build: Callable[[], nn.Module], path: Path, what: str, command: str) -> nn.Module:
+    """``build()``'s network with the tensors of ``path``, on the CPU in eval mode; a file that does not hold its
+    state dict raises ModelUnavailableError naming ``what`` and the ``command`` that regenerates it."""
     # Built on the meta device, then given the file's tensors: no random initialisation, so loading never moves
     # the caller's random stream.
     with torch.device("meta"):
-        model = LeNet5RGB() if rgb else LeNet5()
+        model = build()
     try:
         model.load_state_dict(load_file(str(path)), strict=True, assign=True)
     except Exception as exc:  # a truncated file or another network's weights
         raise ModelUnavailableError(
-            f"expected {path} to hold LeNet-5's state dict, but loading it failed ({exc}); "
-            f"regenerate it with `{TRAIN_COMMANDS[variant]}`"
+            f"expected {path} to hold {what}'s state dict, but loading it failed ({exc}); regenerate it with "
+            f"`{command}`"
         ) from exc
     return model.eval()

@@ -16,12 +16,11 @@ import shlex
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import VisionTransformer
 
 from ..errors import ModelUnavailableError
-from .model import ASSETS, INPUT_SIZE
+from .model import ASSETS, INPUT_SIZE, load_shipped
 
 NAME = "vit_digits"
 TRAIN_COMMAND = "python -m explainers.digits train --arch vit"
@@ -74,15 +73,4 @@ def load_vit(directory: Path | str | None = None) -> VisionTransformer:
     command = TRAIN_COMMAND + (f" --out {shlex.quote(str(directory))}" if directory is not None else "")
     if not path.is_file():
         raise ModelUnavailableError(f"digits ViT weights {path} not found; regenerate them with `{command}`")
-    # Built on the meta device, then given the file's tensors: no random initialisation, so loading never moves
-    # the caller's random stream.
-    with torch.device("meta"):
-        model = build_vit()
-    try:
-        model.load_state_dict(load_file(str(path)), strict=True, assign=True)
-    except Exception as exc:  # a truncated file or another network's weights
-        raise ModelUnavailableError(
-            f"expected {path} to hold the digits ViT's state dict, but loading it failed ({exc}); "
-            f"regenerate it with `{command}`"
-        ) from exc
-    return model.eval()
+    return load_shipped(build_vit, path, "the digits ViT", command)

@@ -220,6 +220,41 @@ VIT_LABELS = {0: "apple", 1: "banana", 2: "cherry", 3: "damson"}
 VIT_MEAN, VIT_STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
+class HuggingFaceLogits(nn.Module):
+    """A Hugging Face classifier returning its logits tensor, as the user-model loader wraps it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.hf = model
+
+    def forward(self, x):
+        return self.hf(x).logits
+
+
+def tiny_torchvision_vit(layers: int = 2, classes: int = 5, head_std: float | None = 0.5) -> nn.Module:
+    """A 32-px torchvision ViT (a 4x4 grid of 8-px patches and a class token, width 16, 2 heads); ``head_std``
+    draws its head at random (torchvision starts it at zero, so no gradient would reach the tokens), None keeps
+    the zeros."""
+    from torchvision.models import VisionTransformer
+
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=layers, num_heads=2, hidden_dim=16,
+                              mlp_dim=32, num_classes=classes)
+    if head_std is not None:
+        nn.init.normal_(model.heads.head.weight, std=head_std)
+    return model
+
+
+def tiny_hugging_face_vit(layers: int = 2, implementation: str | None = None, logits: bool = True) -> nn.Module:
+    """A 32-px ``ViTForImageClassification`` from a config (width 16, 2 heads, 5 classes), seeded by the caller;
+    ``logits`` wraps it to return its logits tensor."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=32, patch_size=8, num_hidden_layers=layers, num_attention_heads=2, hidden_size=16,
+                       intermediate_size=32, num_labels=5, attn_implementation=implementation)
+    model = ViTForImageClassification(config)
+    return HuggingFaceLogits(model) if logits else model
+
+
 def save_tiny_vit(folder: Path) -> tuple[Path, nn.Module]:
     """(folder, model): a seeded tiny ViT (4x4 patches of 8 px at 32 px, the classes of VIT_LABELS) with its image
     processor, saved with save_pretrained."""

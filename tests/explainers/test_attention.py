@@ -8,21 +8,19 @@ import pytest
 import timm
 import torch
 from torch import nn
-from torchvision.models import VisionTransformer, resnet18
+from torchvision.models import resnet18
 from torchvision.models.swin_transformer import SwinTransformer
-from transformers import ViTConfig, ViTForImageClassification
 
 from explainers.attention import attention_probabilities, find_layout, has_attention, patch_map
 from explainers.errors import SaliencyError
+
+from .helpers import tiny_hugging_face_vit, tiny_torchvision_vit
 
 TINY = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 16, "num_heads": 2, "num_classes": 5}
 
 
 def torchvision_vit():
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
-                              num_classes=5)
-    nn.init.normal_(model.heads.head.weight, std=0.1)  # torchvision starts the head at zero: no gradient reaches
-    return model
+    return tiny_torchvision_vit(2, head_std=0.1)
 
 
 def torchvision_swin():
@@ -31,9 +29,7 @@ def torchvision_swin():
 
 
 def hugging_face_vit(implementation):
-    config = ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2, hidden_size=16,
-                       intermediate_size=32, num_labels=5, attn_implementation=implementation)
-    return ViTForImageClassification(config)
+    return tiny_hugging_face_vit(2, implementation, logits=False)
 
 
 # (builder, tokens before the patches, read-out tokens, windowed attentions)

@@ -14,29 +14,17 @@ import timm
 import torch
 from torch import nn
 from torchvision.models.swin_transformer import SwinTransformer
-from transformers import ViTConfig, ViTForImageClassification
 
 from explainers import explain
 from explainers.layers import LayerInfo, layer_catalogue, to_nchw
 
-from .helpers import hook_counts
+from .helpers import hook_counts, tiny_hugging_face_vit
 
 TINY = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 16, "num_heads": 2, "num_classes": 5}
 
 
-class Logits(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.hf = model
-
-    def forward(self, x):
-        return self.hf(x).logits
-
-
 def hugging_face_vit():
-    config = ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2, hidden_size=16,
-                       intermediate_size=32, num_labels=5)
-    return Logits(ViTForImageClassification(config))
+    return tiny_hugging_face_vit(2)
 
 
 # (builder, tokens before the patches, a block's output to explain)

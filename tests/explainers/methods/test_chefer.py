@@ -10,14 +10,20 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import VisionTransformer
 from torchvision.models.swin_transformer import SwinTransformer
-from transformers import ViTConfig, ViTForImageClassification
 
 from explainers import SaliencyError, explain, explain_many, load_model
 from explainers.digits.data import sample
 
-from ..helpers import assert_cancel_stops_cleanly, assert_untouched, hook_counts, small_convnet, snapshot
+from ..helpers import (
+    assert_cancel_stops_cleanly,
+    assert_untouched,
+    hook_counts,
+    small_convnet,
+    snapshot,
+    tiny_hugging_face_vit,
+    tiny_torchvision_vit,
+)
 
 METHODS = ("chefer_generic", "transformer_attribution")
 DIM, HEADS, CLASSES = 4, 2, 3
@@ -146,29 +152,13 @@ def test_the_map_is_the_closed_form_on_two_hand_set_blocks(attention, method):
         assert (maps.flatten(1)[:, [0, 1, 3]] == 0).all() and (maps[:, 1, 0] > 0).any()
 
 
-def torchvision_vit(classes: int = 5) -> VisionTransformer:
+def torchvision_vit(classes: int = 5) -> nn.Module:
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
-                              num_classes=classes)
-    nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision starts the head at zero: no gradient reaches
-    return model.eval()
-
-
-class LogitsOnly(nn.Module):
-    """Hugging Face's classifier returns an output object; the explainers take logits."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x).logits
+    return tiny_torchvision_vit(2, classes).eval()
 
 
 def hugging_face_vit(implementation: str) -> nn.Module:
-    config = ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2, hidden_size=16,
-                       intermediate_size=32, num_labels=5, attn_implementation=implementation)
-    return LogitsOnly(ViTForImageClassification(config))
+    return tiny_hugging_face_vit(2, implementation)
 
 
 TINY = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 16, "num_heads": 2, "num_classes": 5}

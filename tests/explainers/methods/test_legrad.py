@@ -8,41 +8,24 @@ import pytest
 import timm
 import torch
 from torch import nn
-from torchvision.models import VisionTransformer, resnet18
+from torchvision.models import resnet18
 from torchvision.models.swin_transformer import SwinTransformer
-from transformers import ViTConfig, ViTForImageClassification
 
 from explainers import SaliencyError, explain
 from explainers.attention import find_layout
 from explainers.methods.legrad import block_names
 
-from ..helpers import hook_counts, snapshot
+from ..helpers import hook_counts, snapshot, tiny_hugging_face_vit, tiny_torchvision_vit
 
 TINY = {"img_size": 32, "patch_size": 8, "depth": 3, "embed_dim": 16, "num_heads": 2, "num_classes": 5}
 
 
 def torchvision_vit(layers=3):
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=layers, num_heads=2, hidden_dim=16, mlp_dim=32,
-                              num_classes=5)
-    nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision starts the head at zero: no gradient would reach
-    return model
-
-
-class Logits(nn.Module):
-    """A Hugging Face classifier returning its logits tensor, as the loader wraps it."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.hf = model
-
-    def forward(self, x):
-        return self.hf(x).logits
+    return tiny_torchvision_vit(layers)
 
 
 def hugging_face_vit():
-    config = ViTConfig(image_size=32, patch_size=8, num_hidden_layers=3, num_attention_heads=2, hidden_size=16,
-                       intermediate_size=32, num_labels=5)
-    return Logits(ViTForImageClassification(config))
+    return tiny_hugging_face_vit(3)
 
 
 def timm_beit():

@@ -10,33 +10,20 @@ import torch
 from torch import nn
 from torchvision.models import VisionTransformer
 from torchvision.models.swin_transformer import SwinTransformer
-from transformers import ViTConfig, ViTForImageClassification
 
 from explainers import SaliencyError, explain
 
-from ..helpers import hook_counts, snapshot
+from ..helpers import HuggingFaceLogits, hook_counts, snapshot, tiny_hugging_face_vit, tiny_torchvision_vit
 
 TINY = {"img_size": 32, "patch_size": 8, "depth": 3, "embed_dim": 16, "num_heads": 2, "num_classes": 5}
 
 
-class Logits(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.hf = model
-
-    def forward(self, x):
-        return self.hf(x).logits
-
-
 def torchvision_vit():
-    return VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32,
-                             num_classes=5)
+    return tiny_torchvision_vit(3, head_std=None)  # rollout reads no gradient: the zero head is kept
 
 
 def hugging_face_vit():
-    config = ViTConfig(image_size=32, patch_size=8, num_hidden_layers=3, num_attention_heads=2, hidden_size=16,
-                       intermediate_size=32, num_labels=5, attn_implementation="eager")
-    return Logits(ViTForImageClassification(config))
+    return tiny_hugging_face_vit(3, "eager")
 
 
 # (builder, tokens before the patches, tokens the head reads)
@@ -53,7 +40,7 @@ FAMILIES = {
 
 def library_attention(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """Each layer's attention [N, heads, T, T] as the library itself reports it."""
-    if isinstance(model, Logits):
+    if isinstance(model, HuggingFaceLogits):
         with torch.no_grad():
             return list(model.hf(x, output_attentions=True).attentions)
     found = []

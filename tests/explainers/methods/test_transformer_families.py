@@ -19,7 +19,7 @@ from explainers import METHODS as METHODS_INFO
 from explainers import explain, load_user_model
 
 from ...conftest import sample_path
-from ..helpers import save_tiny_vit
+from ..helpers import HuggingFaceLogits, save_tiny_vit
 
 METHODS = (
     "attention_rollout",
@@ -29,15 +29,6 @@ METHODS = (
     "attnlrp",
     "gradcam",  # on the default layer: the last block's tokens, prefix dropped by the catalogue
 )
-
-
-class Logits(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.hf = model
-
-    def forward(self, x):
-        return self.hf(x).logits
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +51,7 @@ def hugging_face(tmp_path_factory):
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.iterdir()):
             zf.write(path, f"model/{path.name}")
-    return load_user_model(archive, device="cpu"), Logits(module.eval())
+    return load_user_model(archive, device="cpu"), HuggingFaceLogits(module.eval())
 
 
 @pytest.mark.slow
