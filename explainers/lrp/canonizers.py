@@ -83,7 +83,8 @@ def merged(layer: nn.Module, norm: nn.Module | None) -> tuple[torch.Tensor, torc
     return weight, (base - norm.running_mean.detach()) * scale + shift
 
 
-def _described(found: dict[str, list[str]]) -> str:
+def described(found: dict[str, list[str]]) -> str:
+    """The layers a model check found, as "Kind ('a', 'b', ...); Other ('c')", at most SHOWN names per kind."""
     parts = []
     for kind, names in found.items():
         shown = ", ".join(repr(n) for n in names[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
@@ -114,5 +115,5 @@ def uncovered(model: nn.Module) -> str | None:
             found.setdefault(kind, []).append(name or "the model itself")
     if not found:
         return None
-    return ("LRP has no rule for " + _described(found) + "; its rules cover convolutions, linear layers, BatchNorm "
+    return ("LRP has no rule for " + described(found) + "; its rules cover convolutions, linear layers, BatchNorm "
             "after them, pooling, residual sums and elementwise activations")

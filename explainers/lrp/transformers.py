@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..attention import explicit_attention, explicit_multi_head
-from .canonizers import ACTIVATIONS, BATCH_NORMS, GATES, POOLS, batch_norm_pairs
+from .canonizers import BATCH_NORMS, GATES, batch_norm_pairs, described
 from .composites import WEIGHTED
 from .engine import ACTIVATIONS as ACTIVATION_NAMES
 from .engine import ADDS, AVERAGES, JOINS, Session, Unit, Watch, lift, running
@@ -323,9 +323,7 @@ def attention_lrp(model: nn.Module, *, epsilon: float = 1e-6, gamma: float = 0.0
         yield session
 
 
-# parameter-free or elementwise layers the rules cover, beside those of ``canonizers.COVERED``
-_COVERED = (*WEIGHTED, *BATCH_NORMS, *POOLS, nn.LayerNorm, nn.RMSNorm, nn.MultiheadAttention, nn.Softmax,
-            nn.Dropout, nn.Identity, nn.Flatten, nn.Unflatten)
+# layers with no rule; every other module is left to the forward, whose operations the session checks
 _REFUSED = (nn.LogSoftmax, nn.Softmax2d, nn.LocalResponseNorm, nn.Bilinear, nn.Upsample, nn.PixelShuffle,
             nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
@@ -344,10 +342,6 @@ def transformer_uncovered(model: nn.Module) -> str | None:
             found.setdefault(f"{kind} not right after a convolution or linear layer", []).append(name)
         elif isinstance(module, _REFUSED):
             found.setdefault(kind, []).append(name)
-        elif isinstance(module, (*_COVERED, *ACTIVATIONS)):
-            continue
     if not found:
         return None
-    parts = "; ".join(f"{kind} ({', '.join(repr(n) for n in names[:4])}{', ...' if len(names) > 4 else ''})"
-                      for kind, names in found.items())
-    return f"AttnLRP has no rule for {parts}; {TransformerSession.covers}"
+    return f"AttnLRP has no rule for {described(found)}; {TransformerSession.covers}"
