@@ -28,22 +28,28 @@ from ui.compare_models import (
     model_controls,
 )
 from ui.controls import LAYER_SCOPES, layer_choices, method_label
+from ui.dense import is_detection, plural, target_noun
 from ui.errors import guard
-from ui.predictions import probabilities
+from ui.predictions import selection_scores
 from ui.sidebar import require_selection
 
 st.title("Compare")
 selection = require_selection()
 
 with guard():
-    probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, selection.bundle,
-                          selection.inputs)
+    probs = selection_scores(selection)
     if st.session_state.get(state.COMPARE_COLUMNS) not in COLUMN_KINDS:
         st.session_state[state.COMPARE_COLUMNS] = COLUMN_KINDS[0]
-    columns = st.segmented_control("Columns", COLUMN_KINDS, key=state.COMPARE_COLUMNS, required=True,
-                                   persist_state=state.KEEP,
-                                   help="Classes: one model, several target classes. Models: the same methods and "
-                                   "target on two or three models, each with its own preprocessing.")
+    if selection.dense is not None:  # a detector's boxes (a segmenter's regions) are its columns
+        columns = COLUMN_KINDS[0]
+        st.caption(f"Columns: this model's {plural(target_noun(selection))}"
+                   + (" (detected)" if is_detection(selection) else " (predicted classes, and the region you drew)")
+                   + ", each explained as its own target, best first; add others with “Add a target column”.")
+    else:
+        columns = st.segmented_control("Columns", COLUMN_KINDS, key=state.COMPARE_COLUMNS, required=True,
+                                       persist_state=state.KEEP,
+                                       help="Classes: one model, several target classes. Models: the same methods "
+                                       "and target on two or three models, each with its own preprocessing.")
     if columns == MODELS:
         settings = model_controls(selection)
         if not settings.methods:
@@ -82,7 +88,7 @@ with guard():
         results = grid.results
 
         st.subheader("Method agreement")
-        st.caption(f"Between every pair of methods in the grid, for the predicted class "
+        st.caption(f"Between every pair of methods in the grid, for {settings.words.best} "
                    f"({settings.labels[settings.targets[0]]}), on absolute maps.")
         shown = [m for m in settings.methods if (m, settings.targets[0]) in results]
         if len(shown) < 2:

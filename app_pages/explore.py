@@ -4,11 +4,12 @@ import streamlit as st
 
 from ui import state
 from ui.controls import layer_picker, method_picker, on_prediction_click, show_cost, target_picker, view_controls
+from ui.dense_panel import dense_predictions
 from ui.errors import guard
 from ui.explanations import canonical, explain_cancellable, request_seconds
 from ui.figures import predictions_figure
 from ui.outputs import show_result
-from ui.predictions import probabilities, rank_of, top_k
+from ui.predictions import rank_of, selection_scores, top_k
 from ui.sidebar import require_selection
 from ui.trust import trust_panel
 
@@ -29,12 +30,12 @@ def view_and_result(request, outcome, channels: int | None) -> None:
 
 info = request = outcome = None
 with guard():
-    probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, bundle, selection.inputs)
-    top = top_k(probs)
+    probs = selection_scores(selection)  # a detector's box scores, a segmenter's pixel shares
+    top = top_k(probs, stable=selection.dense is not None)
     left, right = st.columns([2, 3])
     with right:
         st.subheader("Explain")
-        target = target_picker(bundle, probs, selection.image_hash)
+        target = target_picker(bundle, probs, selection.target_scope)
         info, params = method_picker(bundle)
         layer = layer_picker(bundle, info)
         if target is not None:
@@ -43,15 +44,19 @@ with guard():
     with left:
         st.subheader("Predictions")
         selected = target.indices[0] if target is not None and len(target.indices) == 1 else None
-        st.plotly_chart(
-            predictions_figure([bundle.categories[i] for i in top], [float(probs[i]) for i in top], top, selected),
-            key=state.PREDICTIONS_CHART, on_select=on_prediction_click, selection_mode="points",
-            config={"displayModeBar": False},
-        )
-        outside = [i for i in (target.indices if target is not None else ()) if i not in top]
-        if outside:  # a target below the top 5 is on no bar: say its probability here
-            st.caption(" · ".join(f"{bundle.categories[i]} ({i}): {100 * probs[i]:.3g}%, rank {rank_of(probs, i)}"
-                                  for i in outside))
+        if selection.dense is not None:  # the boxes, or the segmentation, on the picture the model sees
+            dense_predictions(selection, selected)
+        else:
+            st.plotly_chart(
+                predictions_figure([bundle.categories[i] for i in top], [float(probs[i]) for i in top], top,
+                                   selected),
+                key=state.PREDICTIONS_CHART, on_select=on_prediction_click, selection_mode="points",
+                config={"displayModeBar": False},
+            )
+            outside = [i for i in (target.indices if target is not None else ()) if i not in top]
+            if outside:  # a target below the top 5 is on no bar: say its probability here
+                st.caption(" · ".join(f"{bundle.categories[i]} ({i}): {100 * probs[i]:.3g}%, rank "
+                                      f"{rank_of(probs, i)}" for i in outside))
     if request is not None:
         outcome = explain_cancellable(selection, request)
 

@@ -23,12 +23,16 @@ from ui.faithfulness import (
     curve_figure,
     curves,
     drawn_box,
+    explained_box,
     keep_drawn_box,
     maps_for,
     pointing_figure,
     reset_box_sliders,
+    scale_note,
+    scale_of,
+    short_name,
 )
-from ui.predictions import top_k
+from ui.predictions import selection_scores, top_k
 from ui.sidebar import require_selection
 
 st.title("Faithfulness")
@@ -41,13 +45,21 @@ st.caption(
 )
 selection = require_selection()
 bundle = selection.bundle
+dense = selection.dense is not None
 
 with guard():
+    # "top1": the class, box or region every map explains
+    explained = top_k(selection_scores(selection), 1, stable=dense)[0]
+    scale = scale_of(selection, explained)
+    if dense:
+        st.caption(scale_note(selection, explained))
     names = offered_methods(bundle)
     st.session_state.setdefault(state.FAITH_METHODS, [m for m in DEFAULT_METHODS if m in names])
     methods = st.multiselect("Methods", names, key=state.FAITH_METHODS, format_func=method_label,
                              persist_state=state.KEEP,
-                             help="Each with its default parameters, for the predicted class (shared with Explore).")
+                             help="Each with its default parameters, for the "
+                             + (f"best-scoring target, {scale.target}" if dense else "predicted class")
+                             + " (shared with Explore).")
     if not methods:
         st.info("Pick at least one method.")
         st.stop()
@@ -81,13 +93,21 @@ with guard():
     substrate = left.selectbox("Masked with", SUBSTRATES, key=state.FAITH_MASK_SUBSTRATE)
     mask_map = maps_for(selection, [masked_method], sign)[masked_method]
     masked = mask_top(bundle, selection.inputs, mask_map, fraction, substrate, target="top1")
-    top = top_k(masked.probabilities[0], 3)
     right.image(masked.pixels[0], width=300,
                 caption=f"{fraction:.0%} most salient pixels of {method_label(masked_method)} masked")
-    left.metric(f"p({bundle.categories[int(masked.classes[0])]})", f"{float(masked.target_probability[0]):.1%}",
-                delta=f"{float(masked.target_probability[0] - masked.original_probability[0]):+.1%}")
-    left.caption("Now predicted: " + ", ".join(f"{bundle.categories[i]} {masked.probabilities[0][i]:.1%}"
-                                               for i in top))
+    before, after = float(masked.original_probability[0]), float(masked.target_probability[0])
+    left.metric(scale.metric, scale.value(after), delta=scale.change(after - before),
+                help=None if not dense else f"Clean: {scale.value(before)}. {scale_note(selection, explained)}")
+    if dense:  # each target's own score, never ranked against the others as if they were classes
+        clean = selection_scores(selection)
+        others = [i for i in top_k(clean, 4, stable=True) if i != int(masked.classes[0])][:3]
+        if others:
+            left.caption("Other targets' scores after masking (clean in brackets): " + ", ".join(
+                f"{short_name(bundle, i)} {scale.value(masked.probabilities[0][i])} "
+                f"({scale.value(clean[i])})" for i in others))
+    else:
+        left.caption("Now predicted: " + ", ".join(f"{bundle.categories[i]} {masked.probabilities[0][i]:.1%}"
+                                                   for i in top_k(masked.probabilities[0], 3)))
 
     st.subheader("Curves")
     if not st.toggle("Compute the curves", key=state.FAITH_RUN, help="Steps × methods forward passes, batched."):
@@ -98,23 +118,26 @@ with guard():
                         int(region))
         left, right = st.columns(2)
         unit = "" if region == 1 else f", {region}×{region} px regions"
-        left.plotly_chart(curve_figure(result["curves"], "deletion", f"Deletion (substrate: {deletion}{unit})"),
+        left.plotly_chart(curve_figure(result["curves"], "deletion", f"Deletion (substrate: {deletion}{unit})",
+                                       scale),
                           key=state.FAITH_DELETION)
-        right.plotly_chart(curve_figure(result["curves"], "insertion", f"Insertion (substrate: {insertion}{unit})"),
+        right.plotly_chart(curve_figure(result["curves"], "insertion", f"Insertion (substrate: {insertion}{unit})",
+                                        scale),
                            key=state.FAITH_INSERTION)
         sets = [result["curves"]]
         if "road" in result:
             left, right = st.columns(2)
-            left.plotly_chart(curve_figure(result["road"], "road_morf", "ROAD, most relevant first"),
+            left.plotly_chart(curve_figure(result["road"], "road_morf", "ROAD, most relevant first", scale),
                               key=state.FAITH_ROAD_MORF)
-            right.plotly_chart(curve_figure(result["road"], "road_lerf", "ROAD, least relevant first"),
+            right.plotly_chart(curve_figure(result["road"], "road_lerf", "ROAD, least relevant first", scale),
                                key=state.FAITH_ROAD_LERF)
             sets.append(result["road"])
         st.dataframe(auc_rows(sets), hide_index=True)
         note = control_note(sets, int(region), {"deletion": deletion, "insertion": insertion}, hw)
         if note:
             st.info(note, icon=":material/warning:")
-        st.caption(f"Deletion: lower is more faithful; insertion, ROAD LeRF: higher is. "
+        st.caption(("AUC: the area under the curve of " + scale.axis + " (not a probability). " if dense else "")
+                   + "Deletion: lower is more faithful; insertion, ROAD LeRF: higher is. "
                    f"{result['curves'].model_passes} images through the model, shared by every method.")
 
     st.subheader("Pointing game")
@@ -128,17 +151,19 @@ with guard():
     # The picture is drawn once the box is known (the sliders below it, or a box drawn by hand), so it shows the
     # box that is scored.
     picture = st.container()
-    place = (selection.model, selection.image_hash, selection.preprocessing)
+    place = (selection.cache_id, selection.image_hash, selection.preprocessing)
     drawn = drawn_box(place)
     if drawn is None:
         left, right = st.columns(2)
-        start = box or (size // 4, size // 4, 3 * size // 4, 3 * size // 4)
+        target_box = explained_box(selection, explained)
+        start = box or target_box or (size // 4, size // 4, 3 * size // 4, 3 * size // 4)
         reset_box_sliders(place, start)
         # kept while a drawn box hides them (persist_state), so Clear box gives back the box they held
         xs = left.slider("Box, left to right (model pixels)", 0, size, key=state.FAITH_BOX_X, persist_state=state.KEEP)
         ys = right.slider("Box, top to bottom (model pixels)", 0, size, key=state.FAITH_BOX_Y, persist_state=state.KEEP)
         box = (xs[0], ys[0], xs[1], ys[1]) if xs[1] > xs[0] and ys[1] > ys[0] else None
-        st.caption("Draw a box on the picture (box select), or set it with the sliders.")
+        st.caption(("It starts on the bounding box of " + scale.target + f" {target_box}. " if target_box else "")
+                   + "Draw a box on the picture (box select), or set it with the sliders.")
     else:
         box = drawn
         left, right = st.columns([3, 1], vertical_alignment="center")

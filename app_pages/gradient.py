@@ -5,8 +5,10 @@ import streamlit as st
 from explainers import render as rnd
 from explainers.models import DIGITS_MODEL
 from ui import state
-from ui.controls import class_label
+from ui.controls import class_label, target_noun
+from ui.dense import score_meaning
 from ui.errors import guard
+from ui.faithfulness import short_name
 from ui.gradient import (
     cached_side_by_side,
     cached_trace,
@@ -16,7 +18,8 @@ from ui.gradient import (
     steps_table,
     vector_figure,
 )
-from ui.predictions import probabilities, top_k
+from ui.method_docs import md_escape
+from ui.predictions import selection_scores, top_k
 from ui.sidebar import require_selection
 
 st.title("Inside the gradient")
@@ -26,19 +29,36 @@ st.caption("A vanilla gradient (Simonyan et al. 2013) is one forward pass and on
 selection = require_selection()
 bundle = selection.bundle
 
+if not getattr(bundle.model, "supports_hooks", True):
+    st.info("This model is TorchScript: its layers cannot be hooked, so the pass cannot be followed layer by layer "
+            "here. Explore's gradient methods (vanilla, integrated gradients, …) still run on it; load its weights "
+            "as a state dict with their architecture to see inside.", icon=":material/visibility_off:")
+    st.stop()
+
 with guard():
-    probs = probabilities(selection.model, selection.image_hash, selection.preprocessing, bundle, selection.inputs)
-    top = top_k(probs, 10)
+    probs = selection_scores(selection)
+    top = top_k(probs, 10, stable=selection.dense is not None)
     left, right = st.columns([3, 2])
-    target = left.selectbox("Class whose score is differentiated", top, key=state.GRADIENT_TARGET,
-                            format_func=lambda i: f"{class_label(bundle, i)} · p = {probs[i]:.1%}",
-                            help="The top 10 predictions of the current image.")
+    if selection.dense is None:
+        target = left.selectbox("Class whose score is differentiated", top, key=state.GRADIENT_TARGET,
+                                format_func=lambda i: f"{class_label(bundle, i)} · p = {probs[i]:.1%}",
+                                help="The top 10 predictions of the current image.")
+    else:  # a detector's boxes, a segmenter's regions: their scores are not probabilities
+        noun = target_noun(bundle).lower()
+        target = left.selectbox(f"{target_noun(bundle)} whose score is differentiated", top,
+                                key=state.GRADIENT_TARGET,
+                                format_func=lambda i: f"{short_name(bundle, i)} · score {probs[i]:.4g}",
+                                help=f"The {noun} targets the sidebar lists, best score first (at most 10).")
     scope = right.radio("Layers", ["blocks", "leaves"], key=state.GRADIENT_SCOPE, horizontal=True,
                         format_func={"blocks": "blocks", "leaves": "every module"}.get)
-    trace = cached_trace(selection.model, selection.image_hash, selection.preprocessing, int(target), scope,
+    trace = cached_trace(selection.cache_id, selection.image_hash, selection.preprocessing, int(target), scope,
                          bundle, selection.inputs)
-    st.markdown(f"Score (logit) of **{bundle.categories[target]}**: {trace.score:.4g}. The backward pass starts "
-                "from the one-hot vector of that class at the logits.")
+    if selection.dense is None:
+        st.markdown(f"Score (logit) of **{bundle.categories[target]}**: {trace.score:.4g}. The backward pass "
+                    "starts from the one-hot vector of that class at the logits.")
+    else:
+        st.markdown(f"Score of **{md_escape(bundle.categories[target])}**: {trace.score:.4g} ("
+                    + score_meaning(bundle) + "). The backward pass starts from that one score.")
     st.plotly_chart(ranges_figure(trace), key=state.GRADIENT_RANGES)
 
     names = [layer.name for layer in trace.layers]

@@ -7,7 +7,7 @@ from explainers.models import DIGITS_MODEL
 from explainers.trust.sanity import KINDERMANS, cascade_blocks, filmstrip
 from explainers.trust.similarity import METRIC_LABELS
 from ui import state
-from ui.controls import method_label, offered_methods
+from ui.controls import method_label, offered_methods, target_noun
 from ui.errors import guard
 from ui.models import twin_bundle
 from ui.sanity import (
@@ -49,7 +49,9 @@ with guard():
     cheaper = [f"{m} with {', '.join(f'{k}={v}' for k, v in p.items())}" for m, p in CASCADE_PARAMS.items()
                if m in methods]
     st.caption((f"Lighter settings for a cascade: {'; '.join(cheaper)}. " if cheaper else "")
-               + "The target is the predicted class, held fixed at every step.")
+               + ("The target is the predicted class, held fixed at every step." if selection.dense is None else
+                  f"The target is the best-scoring {target_noun(selection.bundle).lower()} (the sidebar's list), "
+                  "held fixed at every step; the random-logit test compares it with the others."))
     if not methods:
         st.info("Pick at least one method.")
         st.stop()

@@ -12,7 +12,8 @@ against zennit, DeepLIFT and DeepLIFT-SHAP against Captum, GradientSHAP against 
 Captum at its tuned and its default perturbations_per_eval, extremal perturbations against TorchRay, Ablation-CAM
 and FullGrad against pytorch-grad-cam, Blur IG, Guided IG and XRAI against PAIR's saliency, LeGrad against torchcam,
 Chefer's generic attention explainability against the authors' recipe, AttnLRP against lxt (the transformer rows
-build their own seeded ViT-B/16-sized models). Every row's
+build their own seeded ViT-B/16-sized models), Grad-CAM on a detected box and on a segmented region against
+pytorch-grad-cam's targets (seeded Faster R-CNN and LR-ASPP, built once). Every row's
 goal is ours/peer ≤ 1.0, or ≤ 0.5 against a peer's one-perturbation-per-pass default (the row says so).
 
 Each contender gets one untimed warm-up, whose output is kept to check that ours and the peer give the same map;
@@ -40,6 +41,7 @@ import peers_ablation_fullgrad  # noqa: E402
 import peers_attnlrp  # noqa: E402
 import peers_chefer  # noqa: E402
 import peers_deeplift  # noqa: E402
+import peers_dense  # noqa: E402
 import peers_expected  # noqa: E402
 import peers_extremal  # noqa: E402
 import peers_legrad  # noqa: E402
@@ -283,7 +285,7 @@ METHODS_AVAILABLE: set[str] = set()
 # the comparisons of the propagation, expected-gradient, surrogate, extremal, Ablation-CAM/FullGrad, PAIR path and
 # transformer methods, one module each (a module's name after "peers_" is its --only section)
 FAMILIES = (peers_lrp, peers_deeplift, peers_expected, peers_surrogate, peers_extremal, peers_ablation_fullgrad,
-            peers_pair, peers_legrad, peers_chefer, peers_attnlrp)
+            peers_pair, peers_legrad, peers_chefer, peers_attnlrp, peers_dense)
 
 
 # ---- the report ----

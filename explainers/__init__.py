@@ -1,7 +1,8 @@
 """Saliency Studio's backend: models, attribution methods and rendering. Pure PyTorch; never imports streamlit."""
 
 from . import methods, render  # noqa: F401  (importing methods registers every method)
-from .core import Attribution, Call, Explanation, ExplanationRecord, class_probabilities, explain
+from .core import Attribution, Call, Explanation, ExplanationRecord, class_probabilities, class_scores, explain
+from .dense import BoxTarget, RegionTarget
 from .errors import (
     Cancelled,
     ImageError,
@@ -17,7 +18,16 @@ from .errors import (
 from .images import image_hash, load_image, open_image
 from .layers import LayerInfo, layer_catalogue, resolve_layer
 from .many import explain_many
-from .models import DEFAULT_MODEL, ModelBundle, list_models, load_model, model_info
+from .models import (
+    DEFAULT_MODEL,
+    DenseBundle,
+    ModelBundle,
+    ScoredBundle,
+    dense_bundle,
+    list_models,
+    load_model,
+    model_info,
+)
 from .models.user import load_user_model
 from .registry import METHODS, Cost, MethodInfo, Param, Reference, Sanity, available_methods, get_method, method_order
 from .targets import OBJECTIVES, Contrast, Target, TargetSpec, class_index, resolve_target
@@ -27,9 +37,11 @@ __all__ = [
     "METHODS",
     "OBJECTIVES",
     "Attribution",
+    "BoxTarget",
     "Call",
     "Cancelled",
     "Contrast",
+    "DenseBundle",
     "Cost",
     "Explanation",
     "ExplanationRecord",
@@ -44,8 +56,10 @@ __all__ = [
     "Param",
     "ParameterError",
     "Reference",
+    "RegionTarget",
     "SaliencyError",
     "Sanity",
+    "ScoredBundle",
     "Target",
     "TargetError",
     "TargetSpec",
@@ -53,6 +67,8 @@ __all__ = [
     "available_methods",
     "class_index",
     "class_probabilities",
+    "class_scores",
+    "dense_bundle",
     "explain",
     "explain_many",
     "get_method",

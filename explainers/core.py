@@ -296,6 +296,10 @@ def check_logits(logits: torch.Tensor) -> torch.Tensor:
 def unwrap(model_or_bundle: Any) -> tuple[nn.Module, Any, Sequence[str] | None]:
     if isinstance(model_or_bundle, nn.Module):
         return model_or_bundle, None, None
+    if getattr(model_or_bundle, "needs_targets", False):
+        raise SaliencyError(
+            "a detection or segmentation model explains one box or region at a time: pick them first, "
+            "bundle.scored(bundle.targets(bundle.predict(inputs)), inputs), and explain the scored bundle")
     model = getattr(model_or_bundle, "model", None)
     if not isinstance(model, nn.Module):
         raise SaliencyError(f"expected a ModelBundle or an nn.Module; got {type(model_or_bundle).__name__}")
@@ -438,6 +442,10 @@ def prepare(model_or_bundle: Any, inputs: Any, methods: Sequence[str], targets: 
             raise SaliencyError(f"{reason}; pick another method")
     if layer is not None and not any(info.needs_layer for info in infos.values()):
         raise SaliencyError(f"method {methods[0]!r} does not use a layer; drop layer={layer!r} or pick a CAM method")
+    if objective != "logit" and getattr(model, "dense_targets", None) is not None:
+        raise ParameterError(
+            f"objective {objective!r} would take a softmax across the picked boxes or regions, which are not the "
+            "classes of one prediction; a box's score is already its class's probability: use objective='logit'")
     inputs = prepare_inputs(model, inputs)
     specs = {key: TargetSpec(target, len(inputs), categories, objective) for key, target in keyed.items()}
     seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
@@ -499,6 +507,11 @@ def explanation_of(request: Request, method: str, part: Attribution, target: Tar
     user should read beside the map (see :func:`checked`). Refused (ModelOutputError) when the logits are not
     finite: every entry point's Explanation comes through here."""
     check_logits(part.logits)
+    score_notes = getattr(request.model, "score_notes", None)  # what the model says of its own scores (a lost box)
+    if score_notes is not None:
+        said = score_notes(part.logits, target.indices)
+        own = part.notes_for(0) or [()] * len(said)
+        part = replace(part, notes=[tuple(a) + tuple(b) for a, b in zip(own, said, strict=True)], target_notes=None)
     attribution, layer_attribution, notes = checked(part, request.inputs, batches, gradients=gradients)
     return Explanation(
         attribution=attribution,
@@ -598,11 +611,16 @@ def run_method(info: MethodInfo, call: Call, inputs: torch.Tensor, params: dict[
     return result
 
 
-def class_probabilities(model_or_bundle: Any, inputs: torch.Tensor) -> np.ndarray:
-    """Softmax probabilities [N, K] of the model for ``inputs``, in eval mode, as NumPy; ModelOutputError when the
-    logits are not finite (see :func:`check_logits`)."""
+def class_scores(model_or_bundle: Any, inputs: torch.Tensor) -> np.ndarray:
+    """The model's raw output [N, K] for ``inputs``, in eval mode, as NumPy: a classifier's logits, a scored
+    detector's box scores, a scored segmenter's region sums; ModelOutputError when they are not finite (see
+    :func:`check_logits`). What "top1" ranks by."""
     model, _, _ = unwrap(model_or_bundle)
     inputs = prepare_inputs(model, inputs)
     with model_guard(model), torch.inference_mode():
-        logits = check_logits(as_logits(model(inputs)))
-    return logits.float().softmax(-1).cpu().numpy()
+        return check_logits(as_logits(model(inputs))).float().cpu().numpy()
+
+
+def class_probabilities(model_or_bundle: Any, inputs: torch.Tensor) -> np.ndarray:
+    """Softmax probabilities [N, K] of the model for ``inputs`` (:func:`class_scores` through a softmax)."""
+    return torch.from_numpy(class_scores(model_or_bundle, inputs)).softmax(-1).numpy()

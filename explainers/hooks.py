@@ -23,7 +23,10 @@ _LOCKS_GUARD = threading.Lock()  # two threads asking for a new model's lock mus
 
 
 def lock_for(model: nn.Module) -> threading.RLock:
-    """The model's own re-entrant lock, created on first use and dropped with the model."""
+    """The model's own re-entrant lock, created on first use and dropped with the model. A module that shares
+    another's submodules (a dense model's scoring wrapper, :class:`explainers.dense.DenseScores`) names that
+    module as ``lock_owner`` and takes its lock: their hooks land on the same modules."""
+    model = getattr(model, "lock_owner", model)
     with _LOCKS_GUARD:
         lock = _LOCKS.get(model)
         if lock is None:

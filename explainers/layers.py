@@ -264,7 +264,10 @@ def _measure_unlocked(model: nn.Module, input_shape: tuple[int, ...]) -> dict[st
             module.training = training
     height, width = int(input_shape[-2]), int(input_shape[-1])
     hints = _layout_hints(model, tuple(input_shape))
-    single = [r for r in records.values() if r.calls == 1 and r.shape is not None]
+    # one call, one tensor, one row per image (a detector's pooled proposals [proposals, C, 7, 7] are no map of
+    # the image)
+    single = [r for r in records.values()
+              if r.calls == 1 and r.shape is not None and r.shape and r.shape[0] == input_shape[0]]
     for record in single:
         record.layout = _infer_layout(model.get_submodule(record.name), record.shape, height, width, hints)
         if record.layout == TOKENS and "prefix" in hints:

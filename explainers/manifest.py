@@ -20,7 +20,7 @@ import torchvision
 from .registry import METHODS
 
 SCHEMA = "saliency-studio/explanation"
-SCHEMA_VERSION = 2  # 2: notes and batch_size_used
+SCHEMA_VERSION = 2  # 2: notes and batch_size_used (dense_target was added later: a new key, no meaning changed)
 
 
 def jsonable(value: Any) -> Any:
@@ -79,18 +79,23 @@ def explanation_manifest(
     files: dict[str, str] | None = None,
     device: str | None = None,
     role: str | None = None,
+    dense_target: dict[str, Any] | None = None,
+    predictions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to reproduce and read one rendered map.
 
     ``record`` is an :class:`~explainers.core.ExplanationRecord`; ``view`` the :class:`~explainers.render.View`
     it was drawn with; ``value_range`` the raw (lo, hi) the colours span, ``scale`` whether that range is the
     map's "own", "linked" across panels, or a "difference" of two maps; ``role`` what the panel is in a
-    collection (e.g. "difference").
+    collection (e.g. "difference"). A dense model's map also says which box or region it explains
+    (``dense_target``: box, label and score, or region class and pixels) and gives the model's own
+    ``predictions`` (its detections or predicted classes) in place of a softmax over the picked targets; the
+    manifest of a classifier has no ``dense_target`` key (its keys are as before).
     """
 
     method = METHODS.get(record.method)
     target = [int(t) for t in record.target]
-    return {
+    manifest = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "role": role or "explanation",
@@ -113,13 +118,17 @@ def explanation_manifest(
         "extras": jsonable(record.extras),
         "notes": list(getattr(record, "notes", ())),
         "batch_size_used": jsonable(getattr(record, "batch_size_used", None)),
-        "predictions": top_predictions(record.logits, categories),
+        "predictions": jsonable(predictions) if predictions is not None else top_predictions(record.logits,
+                                                                                               categories),
         "view": jsonable(view.as_dict()),
         "range": {"lo": jsonable(float(value_range[0])), "hi": jsonable(float(value_range[1])), "scale": scale},
         "files": dict(files or {}),
         "device": device,
         "versions": versions(),
     }
+    if dense_target is not None:
+        manifest["dense_target"] = jsonable(dense_target)
+    return manifest
 
 
 def collection_manifest(panels: list[dict[str, Any]], **about: Any) -> dict[str, Any]:

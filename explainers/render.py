@@ -526,6 +526,29 @@ def outline_regions(picture: Any, regions: Any, box: tuple[int, int, int, int] |
     return out
 
 
+TARGET_INK = np.array([0, 229, 255], dtype=np.uint8)  # the explained box or region: cyan, off every colormap's ends
+
+
+def outline_target(picture: Any, mask: Any, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, 3]: ``picture`` with the edge of ``mask`` (bool [H, W] in the model's space: the detected box
+    or the segmented region being explained, placed onto ``box`` as the map is) drawn in TARGET_INK, at least two
+    picture pixels wide so it reads on any heatmap."""
+    image = _as_rgb_uint8(picture)
+    height, width = image.shape[:2]
+    labels = np.pad(np.asarray(mask, dtype=np.int32), 1)  # a mask touching the view's edge still gets its line
+    h, w = labels.shape
+    left, top, right, bottom = (0, 0, width, height) if box is None else box
+    sx, sy = (right - left) / (w - 2), (bottom - top) / (h - 2)
+    padded_box = (round(left - sx), round(top - sy), round(right + sx), round(bottom + sy))
+    edge = region_boundaries(labels, (width, height), padded_box)
+    line = edge.copy()
+    for shift in (-1, 1):
+        edge |= _shifted(line, shift, 0) | _shifted(line, shift, 1)
+    out = image.copy()
+    out[edge] = TARGET_INK
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------------------
@@ -577,6 +600,7 @@ def render(
     box: tuple[int, int, int, int] | None = None,
     fixed_range: tuple[float, float] | None = None,
     regions: Any = None,
+    target: Any = None,
 ) -> Rendered:
     """Sign, reduce, range, place, colour and overlay one attribution ([C,H,W], [1,C,H,W] or [H,W]).
 
@@ -586,7 +610,8 @@ def render(
     measured in the model's space so it does not depend on the picture's size. A signed view's overlay is as
     opaque as the value is large (``view.alpha`` at the range's end, transparent at zero). ``regions``, a region
     method's integer labels [H, W] in the model's space (``ExplanationRecord.regions``), outlines its superpixels
-    on the overlay (:func:`outline_regions`).
+    on the overlay (:func:`outline_regions`). ``target``, the explained box or region of a dense model (bool
+    [H, W] in the model's space), is outlined in TARGET_INK (:func:`outline_target`).
     """
     values = to_map(attribution, view.sign, view.reduction)
     lo, hi = value_range(values, view.clip, view.signed) if fixed_range is None else map(float, fixed_range)
@@ -604,6 +629,8 @@ def render(
         blended = overlay(picture, rgb, view.alpha, outside=np.isnan(values), weight=weight)
         if regions is not None:
             blended = outline_regions(blended, regions, box)
+        if target is not None:
+            blended = outline_target(blended, target, box)
     return Rendered(values, normalized, rgb, blended, lo, hi, view, colour_scale(view.cmap, view.signed))
 
 
@@ -616,14 +643,15 @@ def render_for_image(
     preprocessing: str,
     fixed_range: tuple[float, float] | None = None,
     regions: Any = None,
+    target: Any = None,
 ) -> Rendered:
     """:func:`render` on the picture ``view.original_aspect`` asks for: the original ``image`` with the box the
-    model saw, or the model's own square view of it; ``regions`` outlined as :func:`render` does."""
+    model saw, or the model's own square view of it; ``regions`` and ``target`` outlined as :func:`render` does."""
     if view.original_aspect:
         return render(attribution, view, backdrop=image, box=bundle.crop_geometry(image.size, preprocessing),
-                      fixed_range=fixed_range, regions=regions)
+                      fixed_range=fixed_range, regions=regions, target=target)
     return render(attribution, view, backdrop=bundle.model_view(image, preprocessing), fixed_range=fixed_range,
-                  regions=regions)
+                  regions=regions, target=target)
 
 
 __all__ = [

@@ -24,6 +24,17 @@ def default_bundle():
     return load_model("efficientnet_lite0")
 
 
+@pytest.fixture
+def no_downloads(monkeypatch):
+    """Any real download attempt of the zoo fails the test loudly (use with pytest.mark.usefixtures)."""
+    from explainers.models import zoo
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to reach the network")
+
+    monkeypatch.setattr(zoo, "urlopen", refuse)
+
+
 @pytest.fixture(scope="session")
 def seeded_resnet18():
     import torchvision

@@ -19,11 +19,20 @@ from explainers import METHODS, ExplanationRecord
 from explainers import render as rnd
 from explainers.manifest import collection_manifest
 from explainers.many import estimated_seconds, shared_methods
+from explainers.models import ModelBundle
 from explainers.timing import PassTimes
 from explainers.trust import agreement
 
 from . import state
-from .controls import class_label, layer_choices, layer_label, method_label, offered_methods, view_controls
+from .controls import (
+    class_label,
+    layer_choices,
+    layer_label,
+    method_label,
+    offered_methods,
+    target_noun,
+    view_controls,
+)
 from .explanations import Request, cached, cached_records, canonical, resolved_layer
 from .figures import matrix_figure
 from .method_docs import md_escape
@@ -47,6 +56,31 @@ CLASSES, MODELS = "Classes", "Models"
 COLUMN_KINDS = (CLASSES, MODELS)  # what the grid's columns are: one model's classes, or several models
 
 
+@dataclass(frozen=True)
+class Words:
+    """How the Classes grid names its first two columns, their difference and what may be added: a classifier's
+    classes, a detector's boxes or a segmenter's regions (ranked by the same scores the backend ranks by)."""
+
+    first: str = "predicted"
+    second: str = "runner-up"
+    margin: str = "logit margin"
+    add: str = "type a class name…"
+    columns: str = "the predicted class and the runner-up"
+    best: str = "the predicted class"
+
+
+CLASS_WORDS = Words()
+
+
+def words_for(bundle: ModelBundle) -> Words:
+    """The grid's words for ``bundle``: a ScoredBundle's targets are boxes or regions, anything else's classes."""
+    noun = target_noun(bundle).lower()
+    if noun == "class":
+        return CLASS_WORDS
+    return Words(f"best {noun}", f"second {noun}", "score margin", f"type a {noun}…",
+                 f"the best {noun} and the second", f"the best {noun}")
+
+
 @dataclass
 class CompareSettings:
     methods: list[str]
@@ -56,6 +90,7 @@ class CompareSettings:
     panel_kind: str
     view: rnd.View
     labels: dict[int, str] = field(default_factory=dict)
+    words: Words = CLASS_WORDS
 
     @property
     def linked(self) -> bool:
@@ -99,13 +134,16 @@ class Display:
 
 
 def display_controls(difference_label: str, difference_key: str = state.COMPARE_DIFFERENCE,
-                     scale_help: str = "") -> Display:
+                     scale_help: str = "", alone: str = "") -> Display:
+    """The grid's display controls; ``alone`` (why there is no second column, e.g. a segmenter that found one
+    region) greys out the difference toggle and says why."""
     left, middle, right = st.columns(3)
     scale = left.radio("Colour scale", SCALES, key=state.COMPARE_SCALE, persist_state=state.KEEP,
                        help=scale_help or "Per panel: each map fills the colormap. Linked: one raw-unit scale per "
                        "method row, so the columns can be compared by strength.")
     st.session_state.setdefault(difference_key, True)
-    difference = middle.toggle(difference_label, key=difference_key, persist_state=state.KEEP)
+    difference = middle.toggle(difference_label, key=difference_key, persist_state=state.KEEP, disabled=bool(alone),
+                               help=alone or None)
     panel_kind = right.radio("Panels show", PANEL_KINDS, key=state.COMPARE_PANEL_KIND, horizontal=True,
                              persist_state=state.KEEP)
     with st.expander("View", expanded=False):
@@ -117,25 +155,31 @@ def display_controls(difference_label: str, difference_key: str = state.COMPARE_
 
 def compare_controls(selection: Selection, probs: np.ndarray) -> CompareSettings:
     bundle = selection.bundle
-    top1, top2 = top_k(probs, 2)
+    words = words_for(bundle)
+    top = top_k(probs, 2, stable=selection.dense is not None)  # a detector may have found one box only
     methods = method_rows(offered_methods(bundle))
-    classes = [c for c in range(len(bundle.categories)) if c not in (top1, top2)]
+    classes = [c for c in range(len(bundle.categories)) if c not in top]
+    scope, kept_for = selection.target_scope, st.session_state.get(state.COMPARE_EXTRA_SCOPE)
+    if selection.dense is not None and kept_for is not None and kept_for != scope:
+        st.session_state[state.COMPARE_EXTRA_TARGETS] = []  # box #3 of another image or model is not this one's
+    st.session_state[state.COMPARE_EXTRA_SCOPE] = scope
     extra = [c for c in (st.session_state.get(state.COMPARE_EXTRA_TARGETS) or []) if c in classes]
     st.session_state[state.COMPARE_EXTRA_TARGETS] = extra  # another image's top classes are no longer extras
     add, added = st.columns(2)
     add.selectbox(
         "Add a target column", [c for c in classes if c not in extra], index=None, key=state.COMPARE_ADD_TARGET,
-        format_func=lambda i: class_label(bundle, i), on_change=_add_target, placeholder="type a class name…",
+        format_func=lambda i: class_label(bundle, i), on_change=_add_target, placeholder=words.add,
         disabled=len(extra) >= MAX_EXTRA_TARGETS,
-        help=f"Columns are the predicted class and the runner-up; add up to {MAX_EXTRA_TARGETS} more, one at a time.",
+        help=f"Columns are {words.columns}; add up to {MAX_EXTRA_TARGETS} more, one at a time.",
     )
     # its options are only the added classes: typing into it cannot add others
     extra = added.multiselect("Added columns (× removes)", extra, key=state.COMPARE_EXTRA_TARGETS,
                               format_func=lambda i: class_label(bundle, i), persist_state=state.KEEP)
-    display = display_controls("Difference column (predicted − runner-up)")
-    targets = [top1, top2, *extra]
+    alone = "" if len(top) > 1 or extra else f"Only one column: the model gives no {words.second} on this image."
+    display = display_controls(f"Difference column ({words.first} − {words.second})", alone=alone)
+    targets = [*top, *extra]
     return CompareSettings(methods, targets, display.scale, display.difference, display.panel_kind, display.view,
-                           {t: class_label(bundle, t) for t in targets})
+                           {t: class_label(bundle, t) for t in targets}, words)
 
 
 # ---- cost ------------------------------------------------------------------------------------------------------
@@ -202,7 +246,7 @@ def grid_plan(selection: Selection, todo: list[tuple[str, int]], times: PassTime
 
 
 def grid_id(selection: Selection, settings: CompareSettings) -> tuple:
-    return (selection.model, selection.image_hash, selection.preprocessing, tuple(settings.methods),
+    return (selection.cache_id, selection.image_hash, selection.preprocessing, tuple(settings.methods),
             tuple(settings.targets))
 
 
@@ -243,8 +287,8 @@ def row_panels(selection: Selection, settings: CompareSettings, method: str,
     if settings.linked and computed:
         fixed = rnd.linked_range([records[t].attribution for t in computed], view)
     panels = [target_panel(selection, view, records[t], fixed) for t in computed]
-    first, second = settings.targets[:2]
-    if settings.difference and first in records and second in records:
+    first, second = (settings.targets * 2)[:2]  # one target (a detector with one box): no difference
+    if settings.difference and len(settings.targets) > 1 and first in records and second in records:
         delta = rnd.difference(records[first].attribution, records[second].attribution, view)
         # both targets come from one call of the method: the same regions, outlined on the difference too
         rendered = rnd.render_for_image(delta, rnd.difference_view(view), image=selection.image,
@@ -335,14 +379,21 @@ def _fill(selection: Selection, grid: Grid, methods: list[str]) -> None:
         _fill_row(selection, settings, method, records, *grid.rows[method])
 
 
+def _margin(value: float) -> str:
+    """Two decimals, or two significant digits where two decimals would read 0.00 (a seeded detector's boxes
+    score about 0.01, a hundredth apart)."""
+    return f"{value:.2f}" if value == 0 or abs(value) >= 0.005 else f"{value:.2g}"
+
+
 def _note(grid: Grid) -> None:
     settings = grid.settings
-    if settings.difference and grid.results:
+    if settings.difference and len(settings.targets) > 1 and grid.results:
         logits = next(iter(grid.results.values())).logits
         first, second = settings.targets[:2]
-        grid.note.caption(f"Difference column: predicted minus runner-up (logit margin "
-                          f"{logits[first] - logits[second]:.2f}) on a diverging colormap: "
-                          f"{rnd.difference_view(settings.view).cmap}, the predicted class's side at the high end.")
+        words = settings.words
+        grid.note.caption(f"Difference column: {words.first} minus {words.second} ({words.margin} "
+                          f"{_margin(float(logits[first] - logits[second]))}) on a diverging colormap: "
+                          f"{rnd.difference_view(settings.view).cmap}, {words.best}'s side at the high end.")
 
 
 def grid_rows(headers: list[tuple[str, str]], methods: list[str]) -> dict[str, tuple[Any, list[Any]]]:
@@ -368,10 +419,11 @@ def draw_grid(selection: Selection, settings: CompareSettings) -> Grid:
     rest. Returns the grid with the plan of its pending panels (``grid_plan``), which :func:`fill_grid` computes
     when the page decides to."""
     status = st.container()
-    headers = [(settings.labels[target], "predicted" if i == 0 else "runner-up" if i == 1 else "added")
+    words = settings.words
+    headers = [(settings.labels[target], words.first if i == 0 else words.second if i == 1 else "added")
                for i, target in enumerate(settings.targets)]
     if settings.difference:
-        headers.append(("Difference", "predicted − runner-up"))
+        headers.append(("Difference", f"{words.first} − {words.second}"))
     rows = grid_rows(headers, settings.methods)
     grid = Grid(settings, rows, status, st.empty(), {
         pair: record for pair, request in panel_requests(selection, settings.panels()).items()

@@ -20,7 +20,8 @@ import streamlit as st
 from explainers import METHODS, ExplanationRecord, SaliencyError
 from explainers import render as rnd
 from explainers.many import shared_methods
-from explainers.models import DIGITS_MODEL, ModelBundle
+from explainers.models import DIGITS_MODEL, ModelBundle, dense_zoo
+from explainers.models.dense import DenseBundle
 from explainers.trust import agreement
 
 from . import state, user_models
@@ -45,7 +46,7 @@ from .explanations import cached
 from .layout import wrappable
 from .models import TWIN, describe_model, get_bundle, model_choices, twin_bundle
 from .outputs import render_record
-from .predictions import probabilities, top_k
+from .predictions import selection_scores, top_k
 from .runs import ProgressReporter
 from .sidebar import Selection
 
@@ -77,7 +78,8 @@ def model_bundle(model_id: str) -> ModelBundle:
 def model_selection(selection: Selection, model_id: str, bundle: ModelBundle) -> Selection:
     """The sidebar's image and preprocessing choice on another model, through that model's own preprocessing."""
     return replace(selection, model=model_id, bundle=bundle,
-                   inputs=bundle.preprocess(selection.image, selection.preprocessing))
+                   inputs=bundle.preprocess(selection.image, selection.preprocessing), dense=None, prediction=None,
+                   dense_key=())
 
 
 @dataclass
@@ -125,7 +127,9 @@ def _choices(selection: Selection) -> list[str]:
     offered = [*own, *model_choices()]
     if DIGITS_MODEL in offered:
         offered.insert(offered.index(DIGITS_MODEL) + 1, TWIN)
-    return [m for m in offered if m != selection.model]
+    # a detector or segmenter explains boxes or regions, not the classes a column of classifiers shares
+    return [m for m in offered if m != selection.model and dense_zoo.kind_of(m) is None
+            and not isinstance(getattr(user_models.get(m), "bundle", None), DenseBundle)]
 
 
 def _pick_models(selection: Selection) -> list[Selection]:
@@ -155,8 +159,7 @@ def _pick_models(selection: Selection) -> list[Selection]:
 
 
 def _predicted(selection: Selection) -> int:
-    return top_k(probabilities(selection.model, selection.image_hash, selection.preprocessing, selection.bundle,
-                               selection.inputs), 1)[0]
+    return top_k(selection_scores(selection), 1, stable=selection.dense is not None)[0]
 
 
 def _target_picker(container, key: str, bundle: ModelBundle, predicted: int, label: str) -> int | None:

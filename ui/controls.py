@@ -13,8 +13,9 @@ from explainers import METHODS, Contrast, MethodInfo, available_methods, method_
 from explainers import render as rnd
 from explainers.layers import block_layers
 from explainers.models import ModelBundle
+from explainers.models.dense import ScoredBundle
 
-from . import state
+from . import dense, state
 from .widgets import cost_caption, param_widgets
 
 TARGET_MODES = ("Predicted", "Runner-up", "Class", "Contrast")
@@ -26,7 +27,15 @@ LAYER_SCOPES = ("blocks", "every module")
 
 
 def class_label(bundle: ModelBundle, index: int) -> str:
+    """ "tabby (281)"; a dense model's target as it is named ("#1 person 0.98")."""
+    if isinstance(bundle, ScoredBundle):
+        return bundle.categories[index]
     return f"{bundle.categories[index]} ({index})"
+
+
+def target_noun(bundle: ModelBundle) -> str:
+    """What a "class" of the bundle is to the user, capitalised: a class, a detected box, or a region."""
+    return dense.target_noun(bundle).capitalize()
 
 
 def on_prediction_click() -> None:
@@ -52,25 +61,28 @@ class TargetChoice:
     indices: tuple[int, ...]
 
 
-def _preselect_for_image(image_hash: str, top1: int, top2: int) -> None:
-    """Class and contrast choices start at the current image's top classes. A new image resets them; the first
-    image of a session keeps what a link restored."""
+def _preselect_for_image(scope: str, top1: int, top2: int) -> None:
+    """Class and contrast choices start at the current image's top classes. A new ``scope`` resets them (a
+    classifier's: the image; a dense selection's: the model and the picture, ``Selection.target_scope``, since box
+    #3 of one is not box #3 of another); the first of a session keeps what a link restored."""
     previous = st.session_state.get(state.TARGET_IMAGE)
-    if previous == image_hash:
+    if previous == scope:
         return
     first = previous is None
     for key, value in ((state.TARGET_CLASS, top1), (state.CONTRAST_A, top1), (state.CONTRAST_B, top2)):
         if not first or key not in st.session_state:
             st.session_state[key] = value
-    st.session_state[state.TARGET_IMAGE] = image_hash
+    st.session_state[state.TARGET_IMAGE] = scope
 
 
-def target_picker(bundle: ModelBundle, probabilities: np.ndarray, image_hash: str) -> TargetChoice | None:
+def target_picker(bundle: ModelBundle, probabilities: np.ndarray, scope: str) -> TargetChoice | None:
     """The target mode and class(es); None when the choice cannot be explained (A and B the same class)."""
-    order = np.argsort(-probabilities)
-    top1, top2 = int(order[0]), int(order[1])
+    # a dense model's targets keep the backend's order among ties; a classifier's ranking is numpy's default sort
+    scored = isinstance(bundle, ScoredBundle)
+    order = np.argsort(-probabilities, kind="stable") if scored else np.argsort(-probabilities)
+    top1, top2 = int(order[0]), int(order[min(1, len(order) - 1)])  # a detector may have found one box only
     classes = list(range(len(bundle.categories)))
-    _preselect_for_image(image_hash, top1, top2)
+    _preselect_for_image(scope, top1, top2)
     for key in (state.TARGET_CLASS, state.CONTRAST_A, state.CONTRAST_B):
         if st.session_state.get(key) not in classes:
             st.session_state[key] = top1 if key != state.CONTRAST_B else top2
@@ -84,7 +96,8 @@ def target_picker(bundle: ModelBundle, probabilities: np.ndarray, image_hash: st
     if mode == "Runner-up":
         return TargetChoice(top2, bundle.categories[top2], (top2,))
     if mode == "Class":
-        index = st.selectbox("Class (type to search)", classes, key=state.TARGET_CLASS, persist_state=state.KEEP,
+        index = st.selectbox(f"{target_noun(bundle)} (type to search)", classes, key=state.TARGET_CLASS,
+                             persist_state=state.KEEP,
                              format_func=lambda i: class_label(bundle, i))
         state.publish(**{"class": index})
         return TargetChoice(int(index), bundle.categories[index], (int(index),))

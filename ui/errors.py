@@ -32,9 +32,10 @@ FIXES = {
 }
 
 
-def show_error(exc: BaseException) -> None:
+def show_error(exc: BaseException, fix: str | None = None) -> None:
+    """``exc`` as a message with its fix (``fix``, or the one its kind has in FIXES); a traceback only in the log."""
     if isinstance(exc, SaliencyError):
-        fix = next((text for kind, text in FIXES.items() if isinstance(exc, kind)), "")
+        fix = fix or next((text for kind, text in FIXES.items() if isinstance(exc, kind)), "")
         st.error(f"**{type(exc).__name__}**: {exc}" + (f"\n\n{fix}" if fix else ""), icon="⚠️")
     else:
         log.exception("unexpected error in the dashboard")

@@ -34,7 +34,7 @@ from explainers.targets import target_key
 
 from . import state
 from .caches import ByteLRU
-from .predictions import probabilities
+from .predictions import selection_scores
 from .runs import AUTO_RUN_SECONDS, ProgressReporter, RunControl, pass_times
 from .widgets import seconds_text
 
@@ -156,8 +156,8 @@ class ExplanationCache:
         self._entries.put(key, value)
 
     def forget_model(self, model: str) -> None:
-        """Drop every entry of one model (a session's own model, when it is removed)."""
-        self._entries.drop(lambda key: key[0] != model)
+        """Drop every entry of one model (a session's own model, when it is removed), its target sets' included."""
+        self._entries.drop(lambda key: key[0] != model and not str(key[0]).startswith(f"{model}#"))
 
     def clear(self) -> None:
         """Forget every entry and restart the counts."""
@@ -204,8 +204,7 @@ def resolved_target(selection, target: Any) -> int | Contrast:
     """The class index a target names on this image, or a contrast of two: a rank ("top1") is read from the image's
     prediction, a class name is looked up, an index is checked."""
     needs_ranking = TargetSpec(target, 1, selection.bundle.categories).needs_logits
-    scores = (probabilities(selection.model, selection.image_hash, selection.preprocessing, selection.bundle,
-                            selection.inputs) if needs_ranking else None)
+    scores = selection_scores(selection) if needs_ranking else None
     return resolve_target(target, selection.bundle.categories, scores)
 
 
@@ -217,8 +216,9 @@ def canonical(selection, method: str, params: dict | None = None, target: Any = 
 
 
 def cache_key(selection, request: Request) -> tuple:
-    """The one cache key of an explanation: everything that changes the raw attribution, nothing that doesn't."""
-    return selection.model, selection.image_hash, selection.preprocessing, request
+    """The one cache key of an explanation: everything that changes the raw attribution, nothing that doesn't (a
+    dense model's target set is in its ``cache_id``: target t of one set is not target t of another)."""
+    return selection.cache_id, selection.image_hash, selection.preprocessing, request
 
 
 def cached(selection, request: Request) -> ExplanationRecord | None:

@@ -6,6 +6,7 @@ benchmark)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import streamlit as st
 
 from explainers import METHODS
 from explainers import render as rnd
+from explainers.models.dense import ScoredBundle
 from explainers.trust.faithfulness import (
     SAMEK,
     TRUSTED_SUBSTRATE,
@@ -24,6 +26,7 @@ from explainers.trust.faithfulness import (
 from explainers.trust.road import RONG, road_curves
 
 from . import state
+from .dense import adds_iou, is_detection, score_axis, score_meaning, target_noun
 from .explanations import canonical, explain_cached
 from .runs import ProgressReporter
 
@@ -49,7 +52,7 @@ def maps_for(selection, methods: list[str], sign: str) -> dict[str, object]:
 def curves(selection, methods: list[str], sign: str, steps: int, substrates: dict[str, str], road: bool,
            region: int = 1):
     """Deletion and insertion curves (and ROAD when asked) of every method, computed once per settings."""
-    key = (selection.model, selection.image_hash, selection.preprocessing, tuple(methods), sign, steps,
+    key = (selection.cache_id, selection.image_hash, selection.preprocessing, tuple(methods), sign, steps,
            tuple(sorted(substrates.items())), road, region)
 
     def compute():
@@ -67,7 +70,72 @@ def curves(selection, methods: list[str], sign: str, steps: int, substrates: dic
     return state.remembered(state.FAITH_CURVES, key, compute)
 
 
-def curve_figure(curve_set, kind: str, title: str):
+@dataclass(frozen=True)
+class Scale:
+    """What the page's numbers are: a classifier's softmax probability of the class, or, for a detector's box or a
+    segmenter's region, that target's own score (the backend's curves follow it: a softmax across boxes would make
+    one box's curve depend on the others). ``target`` the explained target in words ("box #1 red"), ``axis`` the
+    curves' y title, ``span`` their y range (None: fitted to the scores, a region's logit sum has no bound)."""
+
+    probability: bool
+    target: str
+    axis: str
+    span: tuple[float, float] | None
+    digits: str = ".3f"
+
+    def value(self, number: float) -> str:
+        return f"{number:.1%}" if self.probability else f"{number:{self.digits}}"
+
+    def change(self, number: float) -> str:
+        return f"{number:+.1%}" if self.probability else f"{number:+{self.digits}}"
+
+    @property
+    def metric(self) -> str:
+        return f"p({self.target})" if self.probability else f"score of {self.target}"
+
+
+CLASS_AXIS = "probability of the class"
+
+
+def short_name(bundle, index: int) -> str:
+    """Target ``index`` without the clean score a box's name carries ("#1 red"; a region's class, "red"), or a
+    classifier's class name."""
+    if isinstance(bundle, ScoredBundle):
+        return bundle.dense_targets[index].short_name
+    return bundle.categories[index]
+
+
+def target_words(selection, index: int) -> str:
+    """Target ``index`` of the selection in words: "box #1 red", "region red (40% of pixels)", or a class name."""
+    name = selection.bundle.categories[index]
+    if getattr(selection, "dense", None) is None:
+        return name
+    noun = target_noun(selection)
+    return f"{noun} {short_name(selection.bundle, index)}" if is_detection(selection) else f"{noun} {name}"
+
+
+def scale_of(selection, index: int) -> Scale:
+    """The Scale of target ``index`` (the one the page explains: "top1")."""
+    words = target_words(selection, index)
+    if getattr(selection, "dense", None) is None:
+        return Scale(True, words, CLASS_AXIS, (0.0, 1.02))
+    axis = score_axis(selection.bundle, index)
+    if is_detection(selection):
+        return Scale(False, words, axis, (0.0, 2.04) if adds_iou(selection.bundle) else (0.0, 1.02))
+    return Scale(False, words, axis, None, ".4g")
+
+
+def scale_note(selection, index: int) -> str:
+    """The line under the page's intro for a dense selection: what the curves and the mask follow."""
+    scale = scale_of(selection, index)
+    return (f"Here the curves and the mask follow the score of {scale.target}, the best-scoring target "
+            f"({score_meaning(selection.bundle, index)}), as it is: not a probability, and not a softmax across "
+            "the other targets, which would make one target's curve move with the others.")
+
+
+def curve_figure(curve_set, kind: str, title: str, scale: Scale | None = None):
+    """The curves of one kind, one line per method (the control dashed); ``scale`` names the y axis (a class's
+    probability by default)."""
     figure = go.Figure()
     methods = list(dict.fromkeys(c.method for c in curve_set.curves if c.kind == kind))
     for i, method in enumerate(methods):
@@ -80,7 +148,9 @@ def curve_figure(curve_set, kind: str, title: str):
         ))
     figure.update_layout(title=dict(text=title, font=dict(size=13)), height=320, margin=dict(l=0, r=0, t=30, b=0),
                          xaxis=dict(title="share of pixels", tickformat=".0%"),
-                         yaxis=dict(title="probability of the class", range=[0, 1.02]),
+                         yaxis=dict(title=scale.axis if scale else CLASS_AXIS,
+                                    range=list(scale.span) if scale and scale.span else
+                                    None if scale else [0, 1.02]),
                          legend=dict(orientation="h", y=-0.3))
     return figure
 
@@ -146,6 +216,17 @@ def reset_box_sliders(place, start: tuple[int, int, int, int]) -> None:
         st.session_state[state.FAITH_BOX_X] = (start[0], start[2])
         st.session_state[state.FAITH_BOX_Y] = (start[1], start[3])
         st.session_state[state.FAITH_BOX_FOR] = place
+
+
+def explained_box(selection, index: int) -> tuple[int, int, int, int] | None:
+    """Where the pointing game's box starts on a dense selection: the bounding box (x0, y0, x1, y1, x1 and y1
+    exclusive, model pixels, as the sliders and the pointing game count them) of target ``index``'s pixels: the
+    detector's box, or the segmenter's region. None for a classifier or an empty mask."""
+    if getattr(selection, "dense", None) is None:
+        return None
+    size = selection.bundle.input_size
+    x0, y0, x1, y1 = (min(max(int(round(v)), 0), size) for v in selection.bundle.dense_targets[index].bounds())
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def clear_drawn_box() -> None:

@@ -3,6 +3,7 @@ the backend's safe loader into this session's store (ui/user_models.py)."""
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 
 import streamlit as st
@@ -12,7 +13,7 @@ from explainers.models import ModelBundle
 from explainers.models.architectures import architectures, preprocessing_defaults
 from explainers.models.inputs import MAX_MODEL_BYTES, MAX_MODEL_MB
 from explainers.models.signatures import ArchitectureMismatchError
-from explainers.models.user import load_user_model, trust_enabled
+from explainers.models.user import is_torchscript, load_user_model, trust_enabled
 
 from . import state, user_models
 from .errors import show_error
@@ -28,8 +29,12 @@ ACCEPTED = (  # (file, loaded as, notes): the Models page's table
     ("`.zip` of a Hugging Face folder", "`AutoModelForImageClassification`, offline",
      "`config.json` + `model.safetensors`; labels from `id2label`, preprocessing from its processor config"),
     ("`.onnx`", "converted to PyTorch (onnx2torch)", "gradients and hooks work; an unsupported operator is named"),
+    ("A detector's or segmenter's state dict", "for the torchvision architecture you pick (`fasterrcnn_…`, "
+     "`retinanet_…`, `ssd…`, `deeplabv3_…`, `fcn_…`, `lraspp_…`)",
+     "class names optional (COCO's where the class count is COCO's); explain its boxes or regions on every page"),
     ("TorchScript `.pt`", "refused unless the server trusts code",
-     "it runs code; hooks do not work on it, so CAMs and guided methods are not offered"),
+     "a classifier, or a detector or segmenter in torchvision's output convention; it runs code; hooks do not work "
+     "on it, so CAMs and guided methods are not offered"),
     ("A full pickled model (`torch.save(model)`)", "**never loaded**",
      "unpickling can run any code. Export the weights: `torch.save(model.state_dict(), 'weights.pt')` or "
      "`safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')`"),
@@ -43,10 +48,36 @@ ACCEPTED_HELP = "\n".join(
 )
 
 
-def file_kind(name: str) -> str:
-    """"state_dict", "onnx" or "huggingface", from the file name (the loader checks the content)."""
+TORCH_SUFFIXES = ("pt", "pth", "bin")
+TORCHSCRIPT = "torchscript"
+
+
+def file_kind(name: str, upload=None) -> str:
+    """"state_dict", "torchscript", "onnx" or "huggingface", from the file name and, for a ``.pt``/``.pth``/
+    ``.bin`` ``upload``, the names inside its zip archive: a TorchScript archive is told apart by its content, as
+    the loader does it (``torch.jit.save`` writes ``<root>/code/…`` and ``<root>/constants.pkl``, ``torch.save``
+    neither), so it needs no architecture. The loader checks the content again."""
     suffix = name.rsplit(".", 1)[-1].lower()
+    if suffix in TORCH_SUFFIXES and upload is not None and _is_torchscript_archive(upload):
+        return TORCHSCRIPT
     return {"onnx": "onnx", "zip": "huggingface"}.get(suffix, "state_dict")
+
+
+def _is_torchscript_archive(upload) -> bool:
+    """Whether the uploaded file (seekable) is a zip archive holding TorchScript code; only its directory is
+    read, and the file is left at its start."""
+    try:
+        upload.seek(0)
+        if not zipfile.is_zipfile(upload):
+            return False
+        upload.seek(0)
+        with zipfile.ZipFile(upload) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    finally:
+        upload.seek(0)
+    return is_torchscript(names)
 
 
 def too_large(upload) -> str | None:
@@ -148,7 +179,7 @@ def load_upload(upload, architecture: str | None, labels: tuple[bytes, str] | No
         st.session_state[state.MODELS_MISMATCH] = (upload.file_id, architecture, exc)
         return None
     return user_models.add(bundle, upload.name, getattr(bundle, "notes", []),
-                           architecture if file_kind(upload.name) == "state_dict" else None)
+                           architecture if file_kind(upload.name, upload) == "state_dict" else None)
 
 
 def _use_guess(architecture: str) -> None:

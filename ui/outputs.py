@@ -12,10 +12,12 @@ import streamlit as st
 
 from explainers import METHODS, ExplanationRecord, MethodInfo
 from explainers import render as rnd
+from explainers.dense.records import dense_predictions, describe_target
 from explainers.manifest import explanation_manifest
 
 from . import state
 from .caches import ByteLRU
+from .dense import target_noun, target_outline
 from .figures import heatmap_figure, panel_size
 
 # The left panel's encoded picture per image and geometry: at most a display-sized PNG (a few MB) each.
@@ -25,10 +27,11 @@ BACKDROP_MAX_BYTES = 64 * 2**20
 def render_record(record: ExplanationRecord, view: rnd.View, selection,
                   fixed_range: tuple[float, float] | None = None) -> rnd.Rendered:
     """A record on the picture the view asks for (the uploaded image, or the model's square view), a region
-    method's superpixels outlined on the overlay."""
+    method's superpixels outlined on the overlay, and a dense model's explained box or region (a contrast: its
+    first side) outlined in cyan."""
     return rnd.render_for_image(record.attribution, view, image=selection.image, bundle=selection.bundle,
                                 preprocessing=selection.preprocessing, fixed_range=fixed_range,
-                                regions=record.regions)
+                                regions=record.regions, target=target_outline(selection.bundle, record.target))
 
 
 def backdrop(selection, view: rnd.View):
@@ -50,12 +53,21 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def manifest_for(record: ExplanationRecord, rendered: rnd.Rendered, selection, *, scale: str = "own",
                  files: dict[str, str] | None = None, role: str | None = None) -> dict[str, Any]:
-    """The backend manifest, filled in with what the dashboard knows about the image and model."""
+    """The backend manifest, filled in with what the dashboard knows about the image and model. A dense
+    selection's records, as the CLI's: ``dense_target`` the box (in the original image's pixels) or region the map
+    explains (a contrast: its first side), and ``predictions`` the model's own detections or predicted classes,
+    not a softmax across the targets."""
+    dense = {}
+    if getattr(selection, "dense", None) is not None and record.target:
+        geometry = selection.dense.crop_geometry(selection.image_size, selection.preprocessing)
+        target = selection.bundle.dense_targets[int(record.target[0])]
+        dense = {"dense_target": describe_target(selection.dense, target, geometry),
+                 "predictions": dense_predictions(selection.dense, selection.prediction, geometry)}
     return explanation_manifest(
         record, image_name=selection.image_name, image_hash=selection.image_hash, image_size=selection.image_size,
         model=selection.model, preprocessing=selection.preprocessing, categories=selection.bundle.categories,
         view=rendered.view, value_range=(rendered.lo, rendered.hi), scale=scale, files=files,
-        device=str(selection.bundle.device), role=role,
+        device=str(selection.bundle.device), role=role, **dense,
     )
 
 
@@ -171,6 +183,8 @@ def show_result(record: ExplanationRecord, from_cache: bool, *, view: rnd.View, 
     # JPEG for the on-screen overlay: several times quicker to encode and send than PNG on every view change
     opacity = f"alpha {view.alpha:.2f} × |value|" if view.signed else f"alpha {view.alpha:.2f}"
     outlined = ", superpixels outlined" if record.regions is not None else ""
+    if selection.dense is not None:
+        outlined += f", the explained {target_noun(selection)} in cyan"
     over.image(rendered.image, caption=f"Overlay ({opacity}{outlined})", width=width, output_format="JPEG")
     source = "cached" if from_cache else f"computed in {record.elapsed_s:.2f} s"
     empty = " · nothing to show for this sign: the map is zero everywhere" if rendered.empty else ""

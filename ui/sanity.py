@@ -31,12 +31,21 @@ SANITY_RUN = RunControl(cancel_button=state.SANITY_CANCEL, run_button=state.SANI
                         cancelled=state.SANITY_CANCELLED, started=state.SANITY_STARTED)
 
 
+RANDOM_CLASSES = 3  # the random-logit test's other classes (the backend's default)
+
+
+def random_count(bundle) -> int:
+    """How many other classes the random-logit test compares with: 3, or as many as there are (a detector with two
+    boxes has one other; with one box, none: the test is left out and a note says so)."""
+    return max(0, min(RANDOM_CLASSES, len(bundle.categories) - 1))
+
+
 def run_report(selection, methods: list[str], steps: int | None, randomised=None):
     """The checks for the current image, computed once per (model, image, methods, steps) in this session, with
     a progress bar and a Cancel button (:class:`~ui.runs.RunControl`, as on Explore and Compare: cancelled checks
     wait for Run). None while they wait."""
     specs = method_specs(methods)
-    key = (selection.model, selection.image_hash, selection.preprocessing,
+    key = (selection.cache_id, selection.image_hash, selection.preprocessing,
            tuple((m, tuple(sorted(p.items()))) for m, p in specs), steps)
     done = st.session_state.get(state.SANITY_REPORTS, {})
     if key in done:
@@ -52,7 +61,7 @@ def run_report(selection, methods: list[str], steps: int | None, randomised=None
             reporter = ProgressReporter("Sanity checks")
         try:
             return run_sanity(selection.bundle, selection.inputs, specs, steps=steps, randomised=randomised,
-                              progress=reporter)
+                              random_classes_count=random_count(selection.bundle), progress=reporter)
         finally:
             slot.empty()
 

@@ -18,12 +18,16 @@ import torch
 from PIL import Image
 
 from explainers import SaliencyError
+from explainers.dense.outputs import DETECTION
 from explainers.digits import gallery
+from explainers.errors import TargetError
 from explainers.images import MAX_IMAGE_BYTES, MAX_IMAGE_MB, check_image_size, image_hash, load_image
 from explainers.models import CENTER_CROP, DEFAULT_MODEL, DIGITS_MODELS, RESIZE, ModelBundle
+from explainers.models.dense import DenseBundle, Prediction
 
 from . import state, user_models
 from .caches import ByteLRU, return_freed_memory
+from .dense import DenseSettings, dense_choice, dense_controls, key_digest, nothing_fix
 from .errors import show_error
 from .method_docs import md_escape
 from .models import describe_model, get_bundle, model_choices
@@ -79,6 +83,29 @@ class Selection:
     bundle: ModelBundle
     inputs: torch.Tensor  # [1, C, H, W] on the model's device
     original_size: tuple[int, int] | None = None  # the file's own size, where the image was shrunk for display
+    # a detector or segmenter: ``bundle`` is then its ScoredBundle (class t = target t), ``dense`` the model itself,
+    # ``prediction`` what it predicts on the image, ``dense_key`` the target set and score settings,
+    # ``dense_settings`` the sidebar's dense controls (``dense`` lists boxes at their threshold)
+    dense: DenseBundle | None = None
+    prediction: Prediction | None = None
+    dense_key: tuple = ()
+    dense_settings: DenseSettings | None = None
+
+    @property
+    def cache_id(self) -> str:
+        """The model as every cache of this selection's results knows it: the model's id, and for a dense model
+        its target set too, so two target sets never share a map, a score or a check."""
+        return f"{self.model}#targets:{key_digest(self.dense_key)}" if self.dense_key else self.model
+
+    @property
+    def target_scope(self) -> str:
+        """What a target picked on this selection belongs to: a classifier's class index means the same class on
+        any model of the same classes, so the image alone; a dense target (box #3) is one model's on one picture
+        (the image as preprocessed). Within that, a change of threshold or a drawn region only adds targets after
+        the others or drops the last ones, so an index kept still names the same box or region."""
+        if self.dense is None:
+            return self.image_hash
+        return f"{self.model}|{self.image_hash}|{self.preprocessing}"
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -92,11 +119,13 @@ class Selection:
 
 @dataclass
 class Problem:
-    """Why there is no selection: ``kind`` "empty" (nothing chosen yet: say what to do) or "error"."""
+    """Why there is no selection: ``kind`` "empty" (nothing chosen yet: say what to do) or "error"; ``fix`` what
+    to do, where the error's kind alone would say something else."""
 
     kind: str
     message: str
     error: BaseException | None = None
+    fix: str | None = None
 
 
 def sample_names() -> list[str]:
@@ -299,9 +328,12 @@ def sidebar() -> Selection | Problem:
         model = st.selectbox(
             "Model", choices, key=state.MODEL,
             format_func=lambda model_id: own.get(model_id) or describe_model(model_id),  # pure: AppTest calls it
-            help="efficientnet_lite0 works offline. Zoo models download their ImageNet weights once. Load your "
-            "own classifier on the Models page: it stays in this session only.",
+            help="efficientnet_lite0 works offline. Zoo models download their ImageNet weights once; the detectors "
+            "(fasterrcnn_…, retinanet_…, ssd…) and segmenters (deeplabv3_…, fcn_…, lraspp_…) their COCO weights. "
+            "Offline, put the weights file where the error message says. Load your own classifier, detector or "
+            "segmenter on the Your model page: it stays in this session only.",
         )
+        dense_slot = st.container()
         if st.session_state.get(state.PREPROCESSING) not in PREPROCESSING_LABELS:
             st.session_state[state.PREPROCESSING] = RESIZE
         preprocessing = st.radio(
@@ -332,8 +364,31 @@ def sidebar() -> Selection | Problem:
             st.info(image.info["notice"], icon=":material/info:")
         st.image(_model_view_png(model, digest, preprocessing, bundle, image),
                  caption=f"What the model sees ({bundle.input_size}×{bundle.input_size})", width=180)
-    return Selection(image, name, digest, model, preprocessing, bundle, bundle.preprocess(image, preprocessing),
-                     found.size)
+    inputs = bundle.preprocess(image, preprocessing)
+    if not isinstance(bundle, DenseBundle):
+        return Selection(image, name, digest, model, preprocessing, bundle, inputs, found.size)
+    with dense_slot:
+        settings = dense_controls(bundle)
+    listed = bundle.with_threshold(settings.threshold)  # this session's threshold; the shared bundle unchanged
+    try:
+        with dense_slot:
+            choice = dense_choice(model, digest, preprocessing, listed, inputs, settings)
+    except Exception as exc:  # noqa: BLE001 - shown by the page, in the main area; the controls above stay
+        return Problem("error", str(exc), exc, fix=dense_fix(listed, exc))
+    return Selection(image, name, digest, model, preprocessing, choice.scored, inputs, found.size, dense=listed,
+                     prediction=choice.prediction, dense_key=choice.key, dense_settings=settings)
+
+
+def dense_fix(bundle: DenseBundle, exc: BaseException) -> str | None:
+    """What to do when a dense model's targets cannot be made: nothing found, a lower threshold (where it can list
+    more) or another image; a drawn region that covers nothing, Clear; anything else, the error kind's own fix."""
+    if not isinstance(exc, TargetError):
+        return None
+    if bundle.nothing_found() in str(exc):
+        return nothing_fix(bundle)
+    if st.session_state.get(state.DENSE_REGION) is not None and bundle.kind != DETECTION:
+        return "Clear the drawn region in the sidebar."
+    return "Change the detection settings in the sidebar, or pick another image."
 
 
 def require_selection() -> Selection:
@@ -343,7 +398,8 @@ def require_selection() -> Selection:
     if isinstance(selection, Selection):
         return selection
     if isinstance(selection, Problem) and selection.kind == "error":
-        show_error(selection.error if selection.error is not None else SaliencyError(selection.message))
+        show_error(selection.error if selection.error is not None else SaliencyError(selection.message),
+                   fix=selection.fix)
     else:
         message = selection.message if isinstance(selection, Problem) else "Choose an image in the sidebar."
         st.info(message, icon=":material/arrow_back:")

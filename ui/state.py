@@ -33,6 +33,18 @@ SAMPLE = "sample"
 MODEL = "model"
 PREPROCESSING = "preprocessing"
 LINKED_UPLOAD = "_linked_upload"  # the file name a link was made on (an upload): asked for until one is uploaded
+# detection and segmentation models (shown only for them)
+DENSE_SCORE = "dense.score_threshold"  # the lowest detection score listed
+DENSE_WITH_IOU = "dense.with_iou"  # add the IoU to the box score (pytorch-grad-cam's target)
+DENSE_IOU = "dense.iou_threshold"  # a box counts as found again above this IoU
+DENSE_REDUCTION = "dense.reduction"  # a region's score: the sum or the mean of its class's logits
+DENSE_REGION = "_dense_region"  # the region drawn on the segmentation: ((model, image, preprocessing), box)
+DENSE_PLACE = "_dense_place"  # the (model, image, preprocessing) the segmentation on screen was drawn for
+DENSE_PICK_DRAWN = "_dense_pick_drawn"  # a region was just drawn: make it the target on this run
+DENSE_REGION_CLASS = "dense.region_class"  # prefix: the class a drawn region is scored on (one picker per box)
+DENSE_CLEAR_REGION = "dense.clear_region"
+DENSE_CHART = "dense_chart"  # Explore's boxes or segmentation figure
+DENSE_SHARES = "dense_shares"  # the segmentation's class shares (bars: click one to explain it)
 
 # ---- Explore ------------------------------------------------------------------------------------------------
 TARGET_MODE = "target_mode"
@@ -56,6 +68,7 @@ PARAM = "param"  # prefix of method parameter widgets
 # ---- Compare -----------------------------------------------------------------------------------------------
 COMPARE_METHODS = "compare.methods"
 COMPARE_EXTRA_TARGETS = "compare.extra_targets"
+COMPARE_EXTRA_SCOPE = "_compare_extra_scope"  # the target scope (Selection.target_scope) the added columns belong to
 COMPARE_ADD_TARGET = "compare.add_target"
 COMPARE_SCALE = "compare.scale"
 COMPARE_DIFFERENCE = "compare.difference"

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from explainers.models import ModelBundle
-from explainers.models.user import ScriptedClassifier
+from explainers.models.dense import DenseBundle
+from explainers.models.user import ScriptedClassifier, ScriptedDense
 
 from . import state
+from .dense import scored_bundle
 from .explanations import explanation_cache
 
 PREFIX = "user:"
@@ -51,7 +53,7 @@ FORMATS = {"onnx": "ONNX", "zip": "Hugging Face"}  # anything else is a state di
 
 def model_format(source: str, bundle: ModelBundle, architecture: str | None = None) -> str:
     """What the picker says the file holds: "resnet18 state dict", "ONNX", "Hugging Face", "TorchScript"."""
-    if isinstance(bundle.model, ScriptedClassifier):
+    if isinstance(bundle.model, ScriptedClassifier | ScriptedDense):
         return "TorchScript"
     suffix = source.rsplit(".", 1)[-1].lower() if "." in source else "zip"  # no suffix: a Hugging Face folder
     return FORMATS.get(suffix) or (f"{architecture} state dict" if architecture else "state dict")
@@ -69,7 +71,9 @@ def add(bundle: ModelBundle, source: str, notes: list[str] | None = None,
     " (2)"."""
     stem = source.rsplit(".", 1)[0][:40] or "model"
     model_id = f"{PREFIX}{stem}:{secrets.token_hex(4)}"
-    label = (f"{_short(source)} · {model_format(source, bundle, architecture)} · your model "
+    what = {"detection": "your detector", "segmentation": "your segmenter"}.get(
+        bundle.kind if isinstance(bundle, DenseBundle) else "", "your model")
+    label = (f"{_short(source)} · {model_format(source, bundle, architecture)} · {what} "
              f"({len(bundle.categories)} classes)")
     taken = {entry.label for entry in user_models()}
     count = 1
@@ -86,6 +90,8 @@ def remove(model_id: str) -> None:
     selected."""
     _store().pop(model_id, None)
     explanation_cache().forget_model(model_id)
+    # the scored bundles (process-wide) hold the network: drop them, so the removed model's memory goes with it
+    scored_bundle.clear()
 
 
 def select_next_run(model_id: str) -> None:

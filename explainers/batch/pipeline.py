@@ -22,6 +22,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from ..dense.outputs import DETECTION
+from ..dense.records import run_targets, to_original_box
+from ..dense.targets import IOU_THRESHOLD, BoxTarget
 from ..errors import ParameterError
 from ..images import IMAGE_SUFFIXES, image_hash, load_image
 from ..manifest import top_predictions
@@ -209,6 +212,10 @@ class Settings:
     seed: int = 0
     batch_size: int = 16
     preprocessing: str = "resize"
+    max_boxes: int = 5  # a detector: the best boxes of each image at or above the score threshold
+    score_threshold: float | None = None  # a detector: None keeps the model's own (DenseBundle.score_threshold)
+    iou_threshold: float = IOU_THRESHOLD  # a detector: what a re-detection needs to count as the same box
+    reduction: str = "sum"  # a segmenter: a region's score is the sum (or mean) of its class's logits
 
 
 @dataclass
@@ -265,7 +272,12 @@ def model_inputs(bundle, pixels: Sequence[torch.Tensor]) -> torch.Tensor:
 COLUMNS = ("row_id", "path", "image_hash", "label", "label_name", "box", "method", "target", "error", "prediction",
            "prediction_name", "probability", "top5", "top5_probability", "correct", "target_index", "target_name",
            "target_probability", "params", "elapsed_s", "map_file", "map_key", "map_kind", "map_h", "map_w",
-           "peak_y", "peak_x", "centre_mass", "border_mass", "box_mass", "entropy")
+           "peak_y", "peak_x", "centre_mass", "border_mass", "box_mass", "entropy",
+           # a detector's rows (one per image × box × method): the explained box is ``box`` (original pixels),
+           # these say which; a segmenter's rows (one per image × predicted class × method) fill region_*.
+           # None on a classifier's rows.
+           "box_label", "box_score", "box_rank", "region_class", "region_share")
+NO_TARGETS = "no {what} on this image: nothing to explain"
 
 
 def row_id(path: str, method: str | None, target: str | None) -> str:
@@ -375,6 +387,8 @@ def explain_batch(bundle, items: Sequence[Item], decoded: Sequence[Decoded], set
     maps: dict[str, np.ndarray] = {}
     if not good:
         return rows, maps
+    if getattr(bundle, "needs_targets", False):
+        return _explain_dense(bundle, items, good, settings, rows, maps)
     inputs = model_inputs(bundle, [d.inputs for d in good])
     started = time.perf_counter()
     explained = _explanations(bundle, inputs, [items[d.index].label for d in good], settings)
@@ -389,3 +403,78 @@ def explain_batch(bundle, items: Sequence[Item], decoded: Sequence[Decoded], set
             maps[row["map_key"]] = stored.astype(np.float16)
             rows.append(row)
     return rows, maps
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Detectors and segmenters
+# ---------------------------------------------------------------------------------------------------------
+
+
+def dense_target_name(bundle, target, rank: int) -> str:
+    """A dense row's ``target``: "box1" (the best box), "box2", ...; or "region:<class>"."""
+    return f"box{rank}" if isinstance(target, BoxTarget) else f"region:{bundle.label_name(target.label)}"
+
+
+def _explain_dense(bundle, items: Sequence[Item], good: Sequence[Decoded], settings: Settings,
+                   rows: list[dict[str, Any]], maps: dict[str, np.ndarray]
+                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """A detector's or segmenter's rows, one image at a time (each has its own targets): its best boxes
+    (:func:`~.dense.run_targets`) or its predicted class regions, each method explaining all of them in shared
+    passes; an image with none gets one row per method that says so."""
+    bundle = bundle.with_threshold(settings.score_threshold)  # a copy: the caller's bundle keeps its own
+    for d in good:
+        item = items[d.index]
+        inputs = model_inputs(bundle, [d.inputs])
+        started = time.perf_counter()
+        prediction = bundle.predict(inputs)
+        targets = run_targets(bundle, prediction, settings.max_boxes, settings.reduction)
+        if not targets:
+            what = (f"detection at or above score {bundle.score_threshold}" if prediction.kind == DETECTION
+                    else "predicted class")
+            rows += [_row(item, d, method=method, target="none", error=NO_TARGETS.format(what=what))
+                     for method in settings.methods]
+            continue
+        scored = bundle.scored(targets, inputs, iou_threshold=settings.iou_threshold)
+        many = explain_many(scored, inputs, settings.methods, list(range(len(targets))), seed=settings.seed,
+                            params=settings.params)
+        per_row_s = (time.perf_counter() - started) / max(1, len(many))
+        for (method, key), explanation in many.items():
+            index = int(key)
+            row, stored = _dense_row(bundle, item, d, method, targets[index], index + 1, explanation,
+                                     settings.preprocessing)
+            row["elapsed_s"] = per_row_s
+            maps[row["map_key"]] = stored.astype(np.float16)
+            rows.append(row)
+    return rows, maps
+
+
+def _dense_row(bundle, item: Item, decoded: Decoded, method: str, target, rank: int, explanation,
+               preprocessing: str) -> tuple[dict[str, Any], np.ndarray]:
+    """(row, stored map) of one box or region: its place in the table and its map's statistics, ``box_mass`` the
+    share of the map inside the explained box (model-input fractions: exact for either preprocessing)."""
+    stored, kind = stored_map(explanation, 0)
+    name = dense_target_name(bundle, target, rank)
+    row = _row(item, decoded, method=method, target=name)
+    side = float(bundle.input_size)
+    label_name = bundle.label_name(target.label)
+    row.update({
+        "target_index": int(target.label),
+        "target_name": label_name,
+        "params": json.dumps(explanation.params, sort_keys=True, default=str),
+        "map_key": row["row_id"],
+        "map_kind": kind,
+        "map_h": int(stored.shape[0]),
+        "map_w": int(stored.shape[1]),
+    })
+    if isinstance(target, BoxTarget):
+        geometry = bundle.crop_geometry(decoded.size, preprocessing)
+        x0, y0, x1, y1 = target.box
+        row.update({"box": [round(v, 2) for v in to_original_box(target.box, geometry, int(side))],
+                    "box_label": label_name, "box_score": float(target.score), "box_rank": rank,
+                    "target_probability": float(target.score),
+                    **map_statistics(stored, (x0 / side, y0 / side, x1 / side, y1 / side))})
+    else:
+        share = float(np.asarray(target.mask_pixels).mean())
+        row.update({"region_class": label_name, "region_share": share, "box_rank": rank,
+                    **map_statistics(stored)})
+    return row, stored

@@ -147,7 +147,13 @@ def run_ray(bundle, items: Sequence[Item], settings: Settings, writer: RunWriter
 
     # the model travels once, on the CPU (a driver on a GPU ships the same weights to workers that may lack one)
     shipped = bundle if bundle.device.type == "cpu" else _on_cpu(bundle)
-    bundle_ref = ray.put(shipped)
+    try:
+        bundle_ref = ray.put(shipped)
+    except Exception as exc:  # noqa: BLE001 - a model Ray cannot serialise: said, not a traceback
+        raise ParameterError(
+            f"the ray engine ships the model to its replicas, and this one cannot be serialised "
+            f"({type(exc).__name__}: {str(exc)[:200]}); a TorchScript model does not pickle: run it with "
+            "--engine local") from None
     decoder = Decoder([], bundle, settings.preprocessing)
     # one dataset row per batch, cut as the local engine cuts them: a batch's numbers can depend on its company in
     # the last float bits (kernels picked by batch size), so the same batches make the same tables

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..dense.targets import REDUCTIONS
 from ..errors import ParameterError
 from ..models import load_model
 from ..registry import get_method
@@ -40,12 +41,38 @@ def _check_methods(settings: Settings) -> None:
     settings.params = {m: get_method(m).validate(settings.params.get(m, {})) for m in settings.methods}
 
 
+DENSE_SETTINGS = ("max_boxes", "score_threshold", "iou_threshold", "reduction")
+
+
+def _check_classifier(settings: Settings) -> None:
+    """A detector's or segmenter's setting given for a classifier: an error, never silently ignored."""
+    defaults = Settings(model=settings.model, methods=settings.methods, targets=settings.targets)
+    changed = [name for name in DENSE_SETTINGS if getattr(settings, name) != getattr(defaults, name)]
+    if changed:
+        raise ParameterError(f"{changed[0]} applies to a detector or segmenter; {settings.model} is a classifier "
+                             "(its targets are classes: use targets)")
+
+
 def _check_targets(settings: Settings, categories: list[str]) -> None:
     """Every target one the model can have, before any image is read ("label" is each image's own class, checked
     when the source is read)."""
     for target in settings.targets:
         if target != "label":
             TargetSpec(target, 1, categories, "logit", num_classes=len(categories) or None)
+
+
+def _check_dense(settings: Settings) -> None:
+    """A detector's or segmenter's settings: every detected box (up to ``max_boxes``) or predicted region is a
+    target, so class targets other than the default are refused rather than ignored."""
+    if [t for t in settings.targets if t != "top1"]:
+        raise ParameterError(f"targets {', '.join(settings.targets)} pick classes of a classifier; a detector's "
+                             "run explains its boxes (--max-boxes) and a segmenter's its predicted regions")
+    if isinstance(settings.max_boxes, bool) or int(settings.max_boxes) < 1:
+        raise ParameterError(f"max_boxes must be a positive integer, got {settings.max_boxes!r}")
+    if not 0.0 <= float(settings.iou_threshold) < 1.0:
+        raise ParameterError(f"iou_threshold must be in [0, 1), got {settings.iou_threshold!r}")
+    if settings.reduction not in REDUCTIONS:
+        raise ParameterError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {settings.reduction!r}")
 
 
 def run(source: str, out: str, settings: Settings, engine: str = "local", limit: int | None = None,
@@ -58,7 +85,11 @@ def run(source: str, out: str, settings: Settings, engine: str = "local", limit:
     _check_methods(settings)
     if bundle is None:
         bundle = load_model(settings.model, device=device)
-    _check_targets(settings, bundle.categories)
+    if getattr(bundle, "needs_targets", False):  # a detector or segmenter: its boxes or regions are the targets
+        _check_dense(settings)
+    else:
+        _check_classifier(settings)
+        _check_targets(settings, bundle.categories)
     items = read_source(source, bundle.categories, limit)
     if labels is not None:
         items = with_labels(items, Path(labels), bundle.categories)

@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class RunWriter:
                                 "another --out")
         if existing and manifest_path.is_file():
             before = json.loads(manifest_path.read_text())
-            if before.get("settings") != _jsonable(asdict(settings)):
+            if _as_now(before.get("settings")) != _jsonable(asdict(settings)):
                 raise SaliencyError(f"{str(self.out)!r} holds a run with other settings ({before.get('settings')}); "
                                     "resume it with the same model, methods, targets, params and seed")
         self.done: set[str] = set()
@@ -134,7 +134,8 @@ def _manifest(settings: Settings, engine: str, source: str, categories: Sequence
             "peak_y/peak_x": "argmax of |map|, cell centre, as fractions of height and width",
             "centre_mass": f"share of |map| in the middle {CENTRE[1] - CENTRE[0]:.0%} of each side",
             "border_mass": f"share of |map| in the outer {BORDER:.1%} of each side",
-            "box_mass": "share of |map| inside the list's box (x0, y0, x1, y1 in the original image's pixels)",
+            "box_mass": "share of |map| inside the list's box (x0, y0, x1, y1 in the original image's pixels); "
+                        "on a detector's rows, inside the explained box",
             "entropy": "entropy of |map| over its cells / log(cells)",
         },
         "classes": len(categories),
@@ -148,7 +149,7 @@ def _schema() -> pa.Schema:
              "top5": pa.list_(integer), "top5_probability": pa.list_(double), "correct": pa.bool_(),
              "target_index": integer, "target_probability": double, "elapsed_s": double, "map_h": integer,
              "map_w": integer, "peak_y": double, "peak_x": double, "centre_mass": double, "border_mass": double,
-             "box_mass": double, "entropy": double}
+             "box_mass": double, "entropy": double, "box_score": double, "box_rank": integer, "region_share": double}
     return pa.schema([(c, types.get(c, string)) for c in COLUMNS])
 
 
@@ -164,6 +165,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
     with _removed_on_failure(temporary):
         temporary.write_bytes(data)
         os.replace(temporary, path)
+
+
+def _as_now(stored: Any) -> Any:
+    """A run's stored settings with every field this version added since read as its default: a run started
+    before ``Settings`` had ``max_boxes`` (or ``score_threshold``, ...) ran with what those defaults mean, so it
+    resumes when the new fields are at their defaults and is refused when one is not."""
+    if not isinstance(stored, dict):
+        return stored
+    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+    return {**_jsonable({k: v for k, v in defaults.items() if k not in stored}), **stored}
 
 
 def _jsonable(value: Any) -> Any:

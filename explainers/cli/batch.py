@@ -9,8 +9,20 @@ from typing import Any
 from tqdm import tqdm
 
 from ..batch import ENGINES, Settings, run
+from ..dense.targets import IOU_THRESHOLD, REDUCTIONS
 from ..models import DEFAULT_MODEL
-from .options import add_device, add_methods, method_names, method_params, pick_device, positive_int
+from .dense import iou_fraction
+from .options import (
+    add_device,
+    add_methods,
+    add_model_file,
+    is_model_file,
+    load_cli_model,
+    method_names,
+    method_params,
+    pick_device,
+    positive_int,
+)
 
 DEFAULT_METHODS = ("gradcam",)
 DEFAULT_TARGETS = ("top1",)
@@ -28,7 +40,7 @@ def add_commands(commands: Any) -> None:
     )
     ba.add_argument("source", metavar="SOURCE", help="folder, glob pattern, or .csv/.parquet list")
     ba.add_argument("--out", required=True, metavar="DIR", help="run folder (created; --resume continues one)")
-    ba.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    ba.add_argument("--model", default=DEFAULT_MODEL, help="model name, or a model file (default: %(default)s)")
     add_methods(ba, DEFAULT_METHODS, "computed together, sharing passes (explain_many)",
                 "integrated_gradients.n_steps=16")
     ba.add_argument("--targets", default=",".join(DEFAULT_TARGETS), metavar="T[,T…]",
@@ -46,6 +58,17 @@ def add_commands(commands: Any) -> None:
     ba.add_argument("--seed", default=0, type=int, metavar="N", help="seed of every random draw (default: 0)")
     add_device(ba)
     ba.add_argument("--quiet", action="store_true", help="no progress bar")
+    dense = ba.add_argument_group("detectors and segmenters (one row per image x box or region x method)")
+    dense.add_argument("--max-boxes", default=5, type=positive_int, metavar="N",
+                       help="a detector: the N best boxes of each image at or above the score threshold "
+                       "(default: %(default)s)")
+    dense.add_argument("--score-threshold", default=None, type=float, metavar="F",
+                       help="a detector: lowest score of an explained box (default: the model's)")
+    dense.add_argument("--iou-threshold", default=IOU_THRESHOLD, type=iou_fraction, metavar="F",
+                       help="a detector: IoU a re-detection needs to count as the same box (default: %(default)s)")
+    dense.add_argument("--region-reduction", default="sum", choices=REDUCTIONS,
+                       help="a segmenter: a region's score, the sum or mean of its logits (default: %(default)s)")
+    add_model_file(ba)
     ba.set_defaults(handler=cmd_batch)
 
 
@@ -53,7 +76,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
     methods = method_names(args.methods, DEFAULT_METHODS)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] or list(DEFAULT_TARGETS)
     settings = Settings(model=args.model, methods=methods, targets=targets,
-                        params=method_params(args.param, methods), seed=args.seed, batch_size=args.batch_size)
+                        params=method_params(args.param, methods), seed=args.seed, batch_size=args.batch_size,
+                        max_boxes=args.max_boxes, score_threshold=args.score_threshold,
+                        iou_threshold=args.iou_threshold, reduction=args.region_reduction)
+    device = pick_device(args.device)
+    bundle = load_cli_model(args, device) if is_model_file(args.model) else None
     bar = tqdm(total=None, unit="image", disable=args.quiet, desc="batch")
 
     def progress(done: int, total: int) -> None:
@@ -62,7 +89,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         bar.refresh()
 
     summary = run(args.source, args.out, settings, engine=args.engine, limit=args.limit, resume=args.resume,
-                  workers=args.workers, device=pick_device(args.device), progress=progress, labels=args.labels)
+                  workers=args.workers, device=device, bundle=bundle, progress=progress, labels=args.labels)
     bar.close()
     rate = summary["images_per_s"]
     explained = summary["done_now"] - summary["unreadable"]

@@ -14,18 +14,35 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..dense.records import dense_predictions
 from ..errors import ParameterError, SaliencyError
 from ..images import IMAGE_SUFFIXES, image_hash, load_image
 from ..manifest import explanation_manifest, top_predictions
 from ..many import explain_many
-from ..models import DEFAULT_MODEL, PREPROCESSING, RESIZE, list_models, load_model, model_info
+from ..models import DEFAULT_MODEL, PREPROCESSING, RESIZE, DenseBundle, list_models, load_model, model_info
 from ..registry import METHODS, get_method, method_order
 from ..render import COLORMAPS, DEFAULT_CLIP_PERCENTILE, REDUCTIONS, SIGNS, View, render_for_image, to_pil
 from ..targets import OBJECTIVES, TargetSpec
+from .dense import (
+    add_dense_options,
+    check_dense_options,
+    dense_image,
+    describe,
+    file_part,
+    pick_targets,
+    print_boxes,
+    refuse_class_target,
+    say,
+    scored_targets,
+    target_manifest,
+)
 from .options import (
     PROG,
     add_device,
+    add_model_file,
     check_layer,
+    check_model,
+    load_cli_model,
     method_names,
     out_folder,
     out_stems,
@@ -171,11 +188,13 @@ def _method_params(names: list[str], items: list[str]) -> dict[str, dict[str, An
 
 
 def _write_explanation(explanation, base: Path, path: str, image, bundle, view: View, args: argparse.Namespace,
-                       device: str, started: float) -> str:
-    """One explanation's overlay PNG, raw ``.npy`` and manifest JSON at ``base``; returns the line to print."""
+                       device: str, started: float, dense: dict[str, Any] | None = None) -> str:
+    """One explanation's overlay PNG, raw ``.npy`` and manifest JSON at ``base``; returns the line to print.
+    ``dense``: a dense model's target (``mask`` bool [H, W] outlined on the overlay, ``target`` and ``predictions``
+    for the manifest)."""
     record = explanation.record(0)
     rendered = render_for_image(record.attribution, view, image=image, bundle=bundle, preprocessing=args.preprocessing,
-                                regions=record.regions)
+                                regions=record.regions, target=None if dense is None else dense["mask"])
     files = {"overlay": f"{base}.png", "attribution": f"{base}.npy", "manifest": f"{base}.json"}
     to_pil(rendered.overlay).save(files["overlay"])
     np.save(files["attribution"], record.attribution.astype(np.float32))
@@ -183,16 +202,59 @@ def _write_explanation(explanation, base: Path, path: str, image, bundle, view: 
     manifest = explanation_manifest(
         record, image_name=str(path), image_hash=image_hash(image), image_size=image.size, model=bundle.name,
         preprocessing=args.preprocessing, categories=categories, view=view, value_range=(rendered.lo, rendered.hi),
-        files=files, device=device,
+        files=files, device=device, dense_target=None if dense is None else dense["target"],
+        predictions=None if dense is None else dense["predictions"],
     )
     manifest["total_s"] = time.perf_counter() - started
     manifest["batch_size"] = args.batch_size
     Path(files["manifest"]).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    notice = image.info.get("notice")
+    if dense is not None:
+        return f"{files['overlay']}  target: {describe(dense['target'])}" + (f"  ({notice})" if notice else "")
     top = top_predictions(record.logits, categories, 1)[0]
     explained = " vs ".join(_class_label(i, categories) for i in record.target)
     predicted = f"{_class_label(top['index'], categories)} ({top['probability']:.1%})"
-    notice = image.info.get("notice")
     return f"{files['overlay']}  predicted: {predicted}  target: {explained}" + (f"  ({notice})" if notice else "")
+
+
+def _explain_dense(args: argparse.Namespace, bundle: DenseBundle, names: list[str], params, view: View,
+                   device: str, seed: int) -> int:
+    """``explain`` on a detector or segmenter: per image, the picked boxes or regions (``--box``,
+    ``--region-class``, else the top box or largest region) scored (``DenseBundle.scored``) and explained together."""
+    refuse_class_target(bundle, bool(args.target))
+    if args.objective != "logit":
+        raise ParameterError(f"--objective {args.objective} needs a classifier's softmax; a {bundle.kind} target's "
+                             "score is its box's score or its region's logits (keep --objective logit)")
+    out_dir = None if args.list_boxes else out_folder(args.out)
+    bar = tqdm(list(zip(args.images, out_stems(args.images))), desc=",".join(names), unit="image",
+               disable=args.quiet or args.list_boxes)
+    for path, stem in bar:
+        started = time.perf_counter()
+        image = load_image(path)
+        seen = dense_image(bundle, image, args.preprocessing)
+        inputs, geometry, prediction = seen.inputs, seen.geometry, seen.prediction
+        if args.list_boxes:
+            print_boxes(bundle, prediction, geometry, str(path))
+            continue
+        picked = pick_targets(args, bundle, prediction, geometry)
+        say(picked.notice)
+        scored = scored_targets(args, bundle, picked.targets, inputs)
+        indices = list(range(len(picked.targets)))
+        results = explain_many(scored, inputs, names, indices, layer=args.layer, objective="logit",
+                               batch_size=args.batch_size, seed=seed, params=params, progress=BarProgress(bar))
+        predictions = dense_predictions(bundle, prediction, geometry)
+        for (method, key), explanation in results.items():
+            index = int(key) if not isinstance(key, tuple) else int(key[0])
+            target = picked.targets[index]
+            described = target_manifest(bundle, target, geometry)
+            if picked.notice:
+                described["picked"] = picked.notice
+            suffix = f"_{file_part(described, index)}" if len(picked.targets) > 1 else ""
+            dense = {"mask": scored.target_mask(index), "target": described, "predictions": predictions}
+            line = _write_explanation(explanation, out_dir / f"{stem}_{method}{suffix}", path, image, scored, view,
+                                      args, device, started, dense)
+            tqdm.write(line, file=sys.stdout)
+    return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -200,19 +262,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     # Cheap checks first, so a typo fails before the model loads.
     names = method_names(args.method)
     params = _method_params(names, args.param)
+    if args.out is None and not args.list_boxes:  # as argparse says it of a required option
+        args.parser.error("the following arguments are required: --out (unless --list-boxes)")
     targets = args.target or ["top1"]
     view = View(sign=args.sign, reduction=args.reduction, clip=args.clip, colormap=args.colormap, alpha=args.alpha,
                 original_aspect=args.aspect == "original")
-    model_info(args.model)  # unknown model -> error with suggestions
+    check_model(args.model)  # unknown model -> error with suggestions
     for path in args.images:
         load_image(path)
     device = pick_device(args.device)
 
-    bundle = load_model(args.model, device=device, tqdm_bar=not args.quiet)
+    bundle = load_cli_model(args, device)
+    bundle = check_dense_options(args, bundle)
     for name in names:
         reason = get_method(name).unavailable_reason(bundle.model)
         if reason:
             raise SaliencyError(f"{reason}; see `{PROG} list-methods`")
+    if isinstance(bundle, DenseBundle):
+        check_layer(bundle, args.layer)
+        seed = random.SystemRandom().randrange(2**31) if args.seed is None else args.seed
+        return _explain_dense(args, bundle, names, params, view, device, seed)
     for target in targets:
         TargetSpec(target, 1, bundle.categories, args.objective, num_classes=len(bundle.categories) or None)
     check_layer(bundle, args.layer)
@@ -245,8 +314,10 @@ def add_commands(commands: Any) -> None:
         "<stem>_<method>.npy (raw attribution, float32 [C,H,W]) and <stem>_<method>.json (manifest) into --out.",
     )
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, BMP, GIF, TIFF)")
-    ex.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
-    ex.add_argument("--model", default=DEFAULT_MODEL, help="model name, see list-models (default: %(default)s)")
+    ex.add_argument("--out", default=None, type=Path, metavar="DIR",
+                    help="output folder (created if missing; required unless --list-boxes)")
+    ex.add_argument("--model", default=DEFAULT_MODEL,
+                    help="model name, see list-models, or a model file (default: %(default)s)")
     ex.add_argument("--method", default="vanilla", metavar="NAME[,NAME…]",
                     help="method name, or several separated by commas, computed together so that they share passes "
                     "(explain_many); see list-methods (default: %(default)s)")
@@ -297,7 +368,9 @@ def add_commands(commands: Any) -> None:
     ex.add_argument("--seed", default=None, type=int, metavar="N", help="seed for noise-based methods")
     add_device(ex)
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
-    ex.set_defaults(handler=cmd_explain)
+    add_dense_options(ex)
+    add_model_file(ex)
+    ex.set_defaults(handler=cmd_explain, parser=ex)
     ex.epilog = ("Each image, method and target gives <stem>_<method>.png/.npy/.json; with several targets the "
                  "target is added to the name: <stem>_<method>_<target>.")
 

@@ -17,7 +17,7 @@ from ..errors import SaliencyError
 from ..images import load_image
 from ..methods.cam import WANG
 from ..methods.rise import PETSIUK
-from ..models import DEFAULT_MODEL, PREPROCESSING, RESIZE, load_model, model_info
+from ..models import DEFAULT_MODEL, PREPROCESSING, RESIZE, DenseBundle
 from ..render import REDUCTIONS, SIGNS
 from ..trust import benchmark
 from ..trust import roar as roar_module
@@ -29,14 +29,28 @@ from ..trust.benchmark import (
     write_evaluation,
 )
 from ..trust.faithfulness import DEFAULT_STEPS, SUBSTRATES, faithfulness_curves
-from ..trust.pointing import ZHANG
+from ..trust.pointing import ZHANG, box_pointing
 from ..trust.road import ROAD_FRACTIONS, RONG, road_curves
 from ..trust.roar import DEFAULTS as ROAR_DEFAULTS
 from ..trust.roar import FILLS, HOOKER, roar
+from .dense import (
+    add_dense_options,
+    check_dense_options,
+    dense_image,
+    file_part,
+    pick_targets,
+    refuse_class_target,
+    say,
+    scored_targets,
+    target_manifest,
+)
 from .options import (
     add_device,
     add_methods,
+    add_model_file,
+    check_model,
     fractions,
+    load_cli_model,
     method_names,
     method_params,
     out_folder,
@@ -74,31 +88,84 @@ def cmd_faithfulness(args: argparse.Namespace) -> int:
     """Curves (deletion, insertion, optionally ROAD) of each method on each IMAGE: JSON + AUC table."""
     methods = method_names(args.methods, FAITHFULNESS_METHODS)
     params = method_params(args.param, methods)
-    model_info(args.model)
+    check_model(args.model)
     for path in args.images:
         load_image(path)
     out_dir = out_folder(args.out)
-    bundle = load_model(args.model, device=pick_device(args.device), tqdm_bar=not args.quiet)
+    bundle = load_cli_model(args, pick_device(args.device))
+    bundle = check_dense_options(args, bundle)
+    if isinstance(bundle, DenseBundle):
+        return _faithfulness_dense(args, bundle, methods, params, out_dir)
     for path, stem in zip(args.images, out_stems(args.images)):
         inputs = bundle.preprocess(load_image(path), args.preprocessing)
-        maps, seconds, used = saliency_maps(bundle, inputs, methods, args.target, params=params, sign=args.sign,
-                                            reduction=args.reduction, seed=args.seed, batch_size=args.batch_size)
-        curves = faithfulness_curves(bundle, inputs, maps, args.target, steps=args.steps, substrate=args.substrate,
-                                     region=args.region, batch_size=args.batch_size)
-        record = {"image": str(path), "model": bundle.name, "methods": {m: {"params": used[m], "explain_s": seconds[m]}
-                                                                        for m in methods},
-                  "target": args.target, "sign": args.sign, "reduction": args.reduction, **curves.to_dict()}
-        table = curves.table()
-        if args.road:
-            road = road_curves(bundle, inputs, maps, args.target, fractions=args.road_fractions, seed=args.seed,
-                               batch_size=args.batch_size)
-            record["road"] = road.to_dict()
-            table += road.table()
-        base = Path(out_dir) / f"{stem}_faithfulness"
-        Path(f"{base}.json").write_text(json.dumps(record, indent=2, allow_nan=False, default=str) + "\n")
-        _write_csv(f"{base}.csv", table, ("kind", "method", "target", "n", "auc", "logit_auc"))
-        print(f"{path}: {base}.json, {base}.csv", file=sys.stderr)
-        _print_table(table, ("kind", "method", "target", "auc", "logit_auc"))
+        _faithfulness(args, bundle, inputs, methods, params, args.target, path, Path(out_dir) / f"{stem}_faithfulness")
+    return 0
+
+
+def _faithfulness(args: argparse.Namespace, bundle, inputs, methods: list[str], params, target, path,
+                  base: Path, dense: dict[str, Any] | None = None) -> None:
+    """One image's maps and curves (``target``: what ``explain()`` accepts; a dense model's scored bundle takes
+    the picked target's index): the JSON, the CSV and the printed AUC table. ``dense``: the picked box or region
+    (``target``, its manifest record; ``name``, its column in the table; ``mask``, its pixels), whose pointing
+    games each method's map also plays."""
+    maps, seconds, used = saliency_maps(bundle, inputs, methods, target, params=params, sign=args.sign,
+                                        reduction=args.reduction, seed=args.seed, batch_size=args.batch_size)
+    curves = faithfulness_curves(bundle, inputs, maps, target, steps=args.steps, substrate=args.substrate,
+                                 region=args.region, batch_size=args.batch_size)
+    record = {"image": str(path), "model": bundle.name, "methods": {m: {"params": used[m], "explain_s": seconds[m]}
+                                                                    for m in methods},
+              "target": args.target if dense is None else dense["target"], "sign": args.sign,
+              "reduction": args.reduction, **curves.to_dict()}
+    table = curves.table()
+    if args.road:
+        road = road_curves(bundle, inputs, maps, target, fractions=args.road_fractions, seed=args.seed,
+                           batch_size=args.batch_size)
+        record["road"] = road.to_dict()
+        table += road.table()
+    pointing = []
+    if dense is not None:
+        table = [{**row, "target": dense["name"]} for row in table]
+        games = {m: box_pointing(maps[m][0], dense["mask"]) for m in methods}
+        record["box_pointing"] = {m: game.to_dict() for m, game in games.items()}
+        pointing = [{"method": m, "target": dense["name"], "hit": "yes" if game.hit else "no",
+                     "share_inside": game.share, "area (chance)": game.area} for m, game in games.items()]
+    Path(f"{base}.json").write_text(json.dumps(record, indent=2, allow_nan=False, default=str) + "\n")
+    _write_csv(f"{base}.csv", table, ("kind", "method", "target", "n", "auc", "logit_auc"))
+    print(f"{path}: {base}.json, {base}.csv", file=sys.stderr)
+    _print_table(table, ("kind", "method", "target", "auc", "logit_auc"))
+    if pointing:
+        print("\nbox pointing game: hit, the map's peak is inside the explained box or region; share_inside, the "
+              "share of its positive mass there; area, the box's share of the image (the chance level of both)")
+        _print_table(pointing, ("method", "target", "hit", "share_inside", "area (chance)"))
+
+
+def _column(described: dict[str, Any], index: int) -> str:
+    """A dense target in the table's ``target`` column: "box1 red" (its rank among the detections), "region red"."""
+    if described["kind"] == "box":
+        return f"box{described.get('rank') or index + 1} {described['label_name']}"
+    return f"region {described['class_name']}"
+
+
+def _faithfulness_dense(args: argparse.Namespace, bundle: DenseBundle, methods: list[str], params,
+                        out_dir) -> int:
+    """Each picked box or region of each image (``--box``, ``--region-class``; default: the top-scoring box, the
+    largest region): the curves follow its own score (a box's class score, a region's logits), and each map
+    plays the pointing game against it. Several targets give one set of files each."""
+    refuse_class_target(bundle, args.target != "top1")
+    for path, stem in zip(args.images, out_stems(args.images)):
+        seen = dense_image(bundle, load_image(path), args.preprocessing)
+        picked = pick_targets(args, bundle, seen.prediction, seen.geometry)
+        say(picked.notice and f"{path}: {picked.notice}")
+        scored = scored_targets(args, bundle, picked.targets, seen.inputs)
+        for index, target in enumerate(picked.targets):
+            described = target_manifest(bundle, target, seen.geometry)
+            if picked.notice:
+                described["picked"] = picked.notice
+            suffix = f"_{file_part(described, index)}" if len(picked.targets) > 1 else ""
+            dense = {"target": described, "name": _column(described, index),
+                     "mask": scored.target_mask(index)}
+            _faithfulness(args, scored, seen.inputs, methods, params, index, path,
+                          Path(out_dir) / f"{stem}_faithfulness{suffix}", dense)
     return 0
 
 
@@ -161,11 +228,15 @@ def _add_faithfulness(commands: Any) -> None:
         help="deletion/insertion curves (and ROAD) of methods on images: curves JSON and AUC table",
         description="For each IMAGE write <stem>_faithfulness.json (curves: fractions, probability and logit of the "
         "target per method) and <stem>_faithfulness.csv (AUC table) into --out, and print the table. Deletion and "
-        f"insertion: {PETSIUK}; ROAD: {RONG}.",
+        f"insertion: {PETSIUK}; ROAD: {RONG}. On a detector or segmenter the curves follow the picked box's own "
+        "score (or the region's logits; --box, --region-class; default: the top-scoring box, the largest region; "
+        "with several, files <stem>_faithfulness_<box>.json/.csv each), and each map also plays the pointing game "
+        f"({ZHANG}) against that box or region.",
     )
     fa.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     fa.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    fa.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    fa.add_argument("--model", default=DEFAULT_MODEL,
+                    help="model name, see list-models, or a model file (default: %(default)s)")
     add_methods(fa, FAITHFULNESS_METHODS)
     fa.add_argument("--target", default="top1", help="class index, name or topK (default: %(default)s)")
     fa.add_argument("--steps", default=DEFAULT_STEPS, type=positive_int, metavar="N",
@@ -185,6 +256,8 @@ def _add_faithfulness(commands: Any) -> None:
     fa.add_argument("--batch-size", default=None, type=positive_int, metavar="N", help="images per pass")
     add_device(fa)
     fa.add_argument("--quiet", action="store_true", help="no progress output")
+    add_dense_options(fa, listing=False)
+    add_model_file(fa)
     fa.set_defaults(handler=cmd_faithfulness)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from ..errors import LayerError, ParameterError, SaliencyError
+from ..models import load_model, model_info
+from ..models.user import load_user_model
 from ..registry import get_method
 
 PROG = "python -m explainers"
@@ -172,3 +174,39 @@ def check_layer(bundle, layer: str | None) -> None:
     except LayerError as exc:
         reason = str(exc).split("; pick one of:")[0]
         raise LayerError(f"{reason}; `{PROG} list-layers {bundle.name}` lists the valid layers") from None
+
+
+def add_model_file(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--model PATH``, a model file instead of a zoo name (read by :func:`load_cli_model`)."""
+    group = parser.add_argument_group("a model file (--model PATH instead of a name)")
+    group.add_argument("--architecture", default=None, metavar="NAME",
+                       help="the architecture of a state dict (.pt/.pth/.safetensors), e.g. "
+                       "fasterrcnn_mobilenet_v3_large_320_fpn or resnet18")
+    group.add_argument("--class-names", default=None, metavar="FILE", help="class names, a .txt (one a line) or .json")
+    group.add_argument("--input-size", default=None, type=positive_int, metavar="N", help="the model's input side")
+    group.add_argument("--trust-code", action="store_true",
+                       help="allow a TorchScript archive (it runs the file's code; or set SALIENCY_TRUST_CODE=1)")
+
+
+def is_model_file(model: str) -> bool:
+    """``--model`` names a file (or a Hugging Face folder) rather than a zoo model."""
+    path = Path(model)
+    return path.exists() and (path.is_dir() or bool(path.suffix))
+
+
+def check_model(model: str) -> None:
+    """A zoo name checked (an unknown one fails with suggestions before anything loads); a file is read later."""
+    if not is_model_file(model):
+        model_info(model)
+
+
+def load_cli_model(args: argparse.Namespace, device: str):
+    """The bundle of ``--model``: a zoo name through ``load_model``, a file through ``load_user_model`` with
+    :func:`add_model_file`'s options."""
+    if is_model_file(args.model):
+        names = getattr(args, "class_names", None)
+        return load_user_model(Path(args.model), getattr(args, "architecture", None),
+                               labels=None if names is None else Path(names),
+                               input_size=getattr(args, "input_size", None),
+                               trust_code=getattr(args, "trust_code", False), device=device)
+    return load_model(args.model, device=device, tqdm_bar=not getattr(args, "quiet", False))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..dense.outputs import DETECTION
 from .composites import WEIGHTED
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -92,10 +93,24 @@ def described(found: dict[str, list[str]]) -> str:
     return "; ".join(parts)
 
 
+DETECTOR_HEAD = ("LRP's rules stop short of a detector's box score: it comes out of box decoding, non-maximum "
+                 "suppression and a softmax or sigmoid over the proposals, which no rule covers, so the relevance "
+                 "would not sum to the score; pick a gradient, CAM or perturbation method")
+
+
+def detector_head(model: nn.Module) -> str | None:
+    """DETECTOR_HEAD for a scored detector (``explainers.dense.DenseScores`` of kind "detection"), else None. A
+    segmenter's region score is a sum of its own logits, which the rules do cover."""
+    return DETECTOR_HEAD if getattr(model, "kind", None) == DETECTION else None
+
+
 def uncovered(model: nn.Module) -> str | None:
-    """Why LRP cannot run on ``model``, said for a user, or None: the layer types no rule covers (a module with
-    parameters of its own that is not a convolution, linear layer or BatchNorm; attention, softmax, normalisation
-    over features), and BatchNorms with no layer before them to merge into. Cheap: no forward pass."""
+    """Why LRP cannot run on ``model``, said for a user, or None: a detector's box score (:func:`detector_head`),
+    the layer types no rule covers (a module with parameters of its own that is not a convolution, linear layer or
+    BatchNorm; attention, softmax, normalisation over features), and BatchNorms with no layer before them to merge
+    into. Cheap: no forward pass."""
+    if detector_head(model) is not None:
+        return detector_head(model)
     pairs = batch_norm_pairs(model)
     found: dict[str, list[str]] = {}
     for name, module in model.named_modules():

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..attention import explicit_attention, explicit_multi_head
-from .canonizers import BATCH_NORMS, GATES, batch_norm_pairs, described
+from .canonizers import BATCH_NORMS, GATES, batch_norm_pairs, described, detector_head
 from .composites import WEIGHTED
 from .engine import ACTIVATIONS as ACTIVATION_NAMES
 from .engine import ADDS, AVERAGES, JOINS, Session, Unit, Watch, lift, running
@@ -332,6 +332,8 @@ def transformer_uncovered(model: nn.Module) -> str | None:
     """Why AttnLRP cannot run on ``model``, said for a user, or None: layer types known to have no rule and
     BatchNorms with nothing to merge into. Cheap (no forward); what the forward does beyond is checked when it
     runs."""
+    if detector_head(model) is not None:
+        return detector_head(model)
     pairs = batch_norm_pairs(model)
     found: dict[str, list[str]] = {}
     for name, module in model.named_modules():

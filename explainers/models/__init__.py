@@ -19,8 +19,9 @@ import torch
 
 from ..errors import ModelUnavailableError
 from ..layers import default_layer, layer_catalogue
-from . import default, digits, zoo
+from . import default, dense_zoo, digits, zoo
 from .base import CENTER_CROP, PREPROCESSING, RESIZE, ModelBundle, affine_normalizer
+from .dense import DenseBundle, Prediction, ScoredBundle, dense_bundle
 from .digits import load_digits_bundle
 
 DEFAULT_MODEL = default.NAME
@@ -41,18 +42,34 @@ CURATED = (
     "vit_b_16",
     "swin_t",
 )
+# Detectors and segmenters offered first (small ones for CPUs, then the classic ResNet-50 ones).
+DENSE_CURATED = (
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_resnet50_fpn",
+    "retinanet_resnet50_fpn",
+    "fcos_resnet50_fpn",
+    "lraspp_mobilenet_v3_large",
+    "fcn_resnet50",
+    "deeplabv3_resnet50",
+)
 
 __all__ = [
     "CENTER_CROP",
     "CURATED",
     "DEFAULT_MODEL",
+    "DENSE_CURATED",
     "DIGITS_MODEL",
     "DIGITS_MODELS",
     "PREPROCESSING",
     "RESIZE",
     "VIT_DIGITS_MODEL",
+    "DenseBundle",
     "ModelBundle",
+    "Prediction",
+    "ScoredBundle",
     "affine_normalizer",
+    "dense_bundle",
     "ensure_weights",
     "list_models",
     "load_digits_bundle",
@@ -62,13 +79,16 @@ __all__ = [
 
 
 def list_models() -> list[str]:
-    """``efficientnet_lite0``, ``lenet_digits``, ``vit_digits``, then the curated shortlist, then every other
-    torchvision classifier, sorted. (The shuffled-label digits model is left out: see ``load_digits_bundle``.)"""
+    """``efficientnet_lite0``, ``lenet_digits``, ``vit_digits``, then the curated shortlist of classifiers, then
+    torchvision's detectors and segmenters (a shortlist first), then every other torchvision classifier, sorted.
+    (The shuffled-label digits model is left out: see ``load_digits_bundle``.)"""
     zoo_names = zoo.available()
     curated = [name for name in CURATED if name in zoo_names]
     offline = (DEFAULT_MODEL, *DIGITS_MODELS)
+    dense = [name for name in DENSE_CURATED if name in dense_zoo.architectures()]
+    dense += [name for name in dense_zoo.architectures() if name not in dense]
     rest = [name for name in zoo_names if name not in curated and name not in offline]
-    return [*offline, *curated, *rest]
+    return [*offline, *curated, *dense, *rest]
 
 
 def _canonical(name: object) -> str:
@@ -91,6 +111,8 @@ def model_info(name: str) -> dict:
     key = _canonical(name)
     if key in DIGITS_MODELS:
         return digits.info(DIGITS_MODELS[key])
+    if dense_zoo.kind_of(key):
+        return dense_zoo.info(key)
     return default.info() if key == DEFAULT_MODEL else zoo.info(key)
 
 
@@ -127,6 +149,11 @@ def load_model(
     key = _canonical(name)
     if key in DIGITS_MODELS:  # builds its own catalogue and sets its default layer (LeNet: features.relu2)
         return load_digits_bundle(DIGITS_MODELS[key], device=device)
+    if dense_zoo.kind_of(key):  # measures its own catalogue, picks its default layer (the backbone's last map)
+        bundle = dense_zoo.build(key, progress=progress, offline=offline, tqdm_bar=tqdm_bar)
+        if device is not None:
+            bundle.model.to(torch.device(device))
+        return bundle
     if key == DEFAULT_MODEL:
         bundle = default.build()
     else:

@@ -31,11 +31,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import LayerError, ModelLoadError, SaliencyError
+from ..dense.outputs import CONVENTIONS, DETECTION, KINDS, output_kind, segmentation_logits
+from ..dense.outputs import describe as describe_output
+from ..errors import LayerError, ModelLoadError, ModelOutputError, SaliencyError
 from ..layers import default_layer, layer_catalogue
-from . import foreign
+from . import dense_zoo, foreign
 from .architectures import (
     DEFAULT_ARCHITECTURE,
+    DENSE,
     TIMM_PREFIX,
     preprocessing_defaults,
     split,
@@ -43,6 +46,7 @@ from .architectures import (
     torchvision_architectures,
 )
 from .base import ModelBundle, affine_normalizer, check_dry_run
+from .dense import dense_bundle
 from .inputs import (
     DEFAULT_INPUT_SIZE,
     IMAGENET_MEAN,
@@ -137,6 +141,34 @@ class ScriptedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scripted(x)
+
+
+class ScriptedDense(nn.Module):
+    """A TorchScript detector or segmenter behind a plain ``nn.Module`` (no hooks, as :class:`ScriptedClassifier`).
+
+    A scripted torchvision detector takes a list of images ``[3, H, W]`` (its forward is typed ``List[Tensor]``),
+    where eager code would iterate a batch; the batch is split into that list for it. Its output, torchvision's
+    ``(losses, detections)`` tuple, a detection list or a segmentation dict, is returned as it is.
+    """
+
+    supports_hooks = False
+
+    def __init__(self, scripted: nn.Module):
+        super().__init__()
+        self.scripted = scripted
+        self.takes_list = _takes_list(scripted)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.scripted(list(x.unbind(0))) if self.takes_list else self.scripted(x)
+
+
+def _takes_list(scripted: nn.Module) -> bool:
+    """Whether a scripted module's forward takes ``List[Tensor]`` (torchvision's scripted detectors do)."""
+    try:
+        arguments = scripted.forward.schema.arguments
+    except (AttributeError, RuntimeError):
+        return False
+    return len(arguments) > 1 and isinstance(arguments[1].type, torch.ListType)
 
 
 # --------------------------------------------------------------------------------------------------- the input
@@ -397,8 +429,9 @@ def _zip_names(src: _Source) -> list[str] | None:
     return [info.filename for info in infos]
 
 
-def _is_torchscript(names: list[str]) -> bool:
-    """torch.jit.save archives carry ``<root>/code/...`` and ``<root>/constants.pkl``; torch.save's do not."""
+def is_torchscript(names: list[str]) -> bool:
+    """Whether a zip archive whose members are ``names`` is TorchScript: torch.jit.save archives carry
+    ``<root>/code/...`` and ``<root>/constants.pkl``; torch.save's do not."""
     return any("/code/" in f"/{n}" or n.rsplit("/", 1)[-1] == "constants.pkl" for n in names)
 
 
@@ -428,6 +461,26 @@ def _finish(model: nn.Module, categories: list[str], prep: dict, description: st
     return bundle
 
 
+def _load_dense_state_dict(src: _Source, name: str, state: dict[str, torch.Tensor], options: LoadOptions):
+    """A torchvision detector or segmenter with the user's state dict (:func:`dense_zoo.from_state_dict`: the
+    class count read off the head). A segmenter takes the mean and std the user gave (ImageNet's otherwise); a
+    detector normalises inside its own transform, so none is applied to its pixels."""
+    state = align_prefix(state, set())  # no torchvision detector's key starts with module. / model.
+    _check_finite(state, src.filename)
+    bundle = dense_zoo.from_state_dict(name, state, categories=options.labels, side=options.input_size,
+                                       filename=src.filename)
+    if bundle.kind == DETECTION:
+        plain = ((0.0,) * 3, (1.0,) * 3)  # what the Models page offers a detector: its pixels as they are
+        if (options.mean or plain[0], options.std or plain[1]) != plain:
+            bundle.notes.append("The mean and std given were not applied: torchvision's detectors take pixels in "
+                                "[0, 1] and normalise them inside their own transform.")
+    elif options.mean is not None or options.std is not None:
+        bundle.normalize, bundle.denormalize = affine_normalizer(options.mean or IMAGENET_MEAN,
+                                                                 options.std or IMAGENET_STD)
+    bundle.model.to(options.device)
+    return bundle
+
+
 def _load_state_dict_model(src: _Source, architecture: Any, options: LoadOptions) -> ModelBundle:
     """The architecture built with random weights (the class count from the head's weights), the state dict loaded
     strictly; a mismatch lists the keys and shapes, and names the architecture the weights look like."""
@@ -440,6 +493,8 @@ def _load_state_dict_model(src: _Source, architecture: Any, options: LoadOptions
             f"expected architecture= with {src.filename}: a state dict holds weights, not the network they belong "
             f"to (e.g. 'resnet18', {DEFAULT_ARCHITECTURE!r} or a timm name){hint}", [m.architecture for m in guesses])
     family, name = split(architecture)
+    if family == DENSE:
+        return _load_dense_state_dict(src, name, state, options)
     kwargs = builder_kwargs(name, state)
     built, real = template(family, name, None, kwargs)
     expected = shapes(built)
@@ -492,6 +547,15 @@ def _check_finite(state: dict[str, torch.Tensor], filename: str) -> None:
                              "training?)")
 
 
+SCRIPTED_NOTES = (
+    "TorchScript: this file runs its own code; it was loaded because you trusted it.",
+    "Hooks do not work on TorchScript modules, so CAM methods (Grad-CAM and the rest), guided backprop, "
+    "deconvnet and attention rollout are unavailable; gradient and perturbation methods (vanilla gradients, "
+    "input x gradient, integrated gradients, SmoothGrad, occlusion, RISE) work.",
+    "Model-randomisation sanity checks cannot reset a TorchScript model's layers.",
+)
+
+
 def _dry_run(model: nn.Module, size: int, device: torch.device, what: str) -> None:
     """A batch of two grey images through the model: its logits must be finite (an overflow the weights alone
     do not show; grey, not black, since zeros through bias-free layers stay zero). Errors of the forward itself
@@ -521,35 +585,73 @@ def _load_torchscript(src: _Source, options: LoadOptions, trusted: bool) -> Mode
     except Exception as exc:
         raise ModelLoadError(f"expected {src.filename} to be a TorchScript archive, but torch.jit.load failed "
                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
-    model = ScriptedClassifier(scripted).eval()
     side = options.input_size or DEFAULT_INPUT_SIZE
+    dense = ScriptedDense(scripted).eval()
+    model = ScriptedClassifier(scripted).eval()
     try:
         with torch.inference_mode():
-            out = model(torch.zeros(1, 3, side, side, device=options.device))
+            out = dense(torch.zeros(1, 3, side, side, device=options.device))
     except Exception as exc:
         raise ModelLoadError(f"expected the TorchScript model to take images [1,3,{side},{side}] (set input_size "
                              f"otherwise), but its forward raised {type(exc).__name__}: {str(exc)[:300]}") from None
+    try:
+        kind = output_kind(out)
+    except ModelOutputError:
+        kind = None
+    if kind in KINDS:
+        return _scripted_dense(dense, kind, out, src, options, side)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
-        got = _fmt(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelLoadError(f"expected the TorchScript model to return logits [1, classes], got {got}")
+        raise ModelLoadError(f"expected the TorchScript model to return {CONVENTIONS}; it returned "
+                             f"{describe_output(out)}")
     check_dry_run(out, f"TorchScript model {src.filename}")
     num_classes = int(out.shape[1])
     prep = {"input_size": side, "resize_size": int(math.floor(side / 0.875)),
             "interpolation": Image.Resampling.BILINEAR, "mean": options.mean or IMAGENET_MEAN,
             "std": options.std or IMAGENET_STD}
-    notes = [
-        "TorchScript: this file runs its own code; it was loaded because you trusted it.",
-        "Hooks do not work on TorchScript modules, so CAM methods (Grad-CAM and the rest), guided backprop, "
-        "deconvnet and attention rollout are unavailable; gradient and perturbation methods (vanilla gradients, "
-        "input x gradient, integrated gradients, SmoothGrad, occlusion, RISE) work.",
-        "Model-randomisation sanity checks cannot reset a TorchScript model's layers.",
-    ]
+    notes = list(SCRIPTED_NOTES)
     if options.mean is None or options.std is None or options.input_size is None:
         notes.append("Preprocessing not given: ImageNet's mean and std and 224-pixel inputs are assumed.")
     if options.labels is None:
         notes.append(f"No labels given: the classes are named class 0 ... class {num_classes - 1}.")
     description = f"TorchScript model from {src.filename} ({num_classes} classes)"
     return _finish(model, class_names(options.labels, num_classes), prep, description, notes, hookable=False)
+
+
+def _scripted_dense(model: nn.Module, kind: str, out: Any, src: _Source, options: LoadOptions, side: int):
+    """A trusted TorchScript detector or segmenter (torchvision's output conventions) as a DenseBundle: no
+    layers (hooks do not run on scripted code); a segmenter's pixels normalised only with the mean and std the
+    user gave, a detector's never (torchvision's normalise inside their own transform)."""
+    notes = list(SCRIPTED_NOTES)
+    labels = options.labels
+    if kind == DETECTION:
+        if options.mean is not None or options.std is not None:
+            notes.append("The mean and std given were not applied: a detector in torchvision's convention takes "
+                         "pixels in [0, 1] and normalises them itself.")
+        mean = std = None
+        what = "detector"
+    else:
+        logits = segmentation_logits(out)
+        if not torch.isfinite(logits).all():
+            raise ModelLoadError(f"expected finite logits from the TorchScript segmenter {src.filename} on a black "
+                                 "image, but some are NaN or infinite: its weights are damaged or overflow")
+        labels = class_names(labels, int(logits.shape[1])) if labels is not None else None
+        given = options.mean is not None and options.std is not None
+        mean, std = (options.mean, options.std) if given else (None, None)
+        if not given:
+            notes.append("No mean and std given: pixels in [0, 1] are fed to the segmenter as they are; set them "
+                         "if it was trained on normalised images.")
+        what = "segmenter"
+    if options.input_size is None:
+        notes.append(f"Input size not given: {side}-pixel square images are assumed.")
+    if labels is None:
+        notes.append("No labels given: the classes are named class 0, class 1, ...")
+    try:
+        bundle = dense_bundle(model, input_size=side, categories=labels, mean=mean, std=std, hookable=False,
+                              kind=kind, notes=notes, description=f"TorchScript {what} from {src.filename}")
+    except SaliencyError as exc:
+        raise ModelLoadError(f"expected {src.filename} to be a detector or segmenter in torchvision's convention, "
+                             f"but {exc}") from None
+    return bundle
 
 
 def _foreign(kind: str, src: _Source, options: LoadOptions) -> ModelBundle:
@@ -621,7 +723,7 @@ def load_user_model(
         bundle = _foreign("Hugging Face", src, options)
     elif src.suffix == ONNX_SUFFIX:
         bundle = _foreign("ONNX", src, options)
-    elif src.suffix in TORCH_SUFFIXES and names is not None and _is_torchscript(names):
+    elif src.suffix in TORCH_SUFFIXES and names is not None and is_torchscript(names):
         bundle = _load_torchscript(src, options, trust_code or trust_enabled())
     elif src.suffix in (SAFETENSORS, *TORCH_SUFFIXES):
         bundle = _load_state_dict_model(src, architecture, options)

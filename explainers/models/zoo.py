@@ -33,7 +33,7 @@ CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
 # torch.hub's convention: "<name>-<first hex digits of the file's sha256>.<ext>".
 _HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")
-# torchvision's builders fetch state dicts through this module attribute; see _build.
+# torchvision's builders fetch state dicts through this module attribute; see build_from_file.
 _LOADER_LOCK = threading.Lock()
 
 Progress = Callable[[int, int], object]
@@ -199,7 +199,7 @@ def _load_state_dict(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _build(name: str, weights, path: Path) -> torch.nn.Module:
+def build_from_file(name: str, weights, path: Path) -> torch.nn.Module:
     """The model with the state dict from ``path`` loaded strictly, built by torchvision's own builder.
 
     The builders know each architecture's quirks (DenseNet's renamed keys, Inception's ``transform_input``,
@@ -261,7 +261,7 @@ def build(
     weights = default_weights(name)
     path = ensure_file(name, progress=progress, offline=offline, tqdm_bar=tqdm_bar)
     try:
-        model = _build(name, weights, path)
+        model = build_from_file(name, weights, path)
     except Exception as exc:
         raise ModelUnavailableError(
             f"expected {path} to hold the {weights} state dict of {name!r}, but loading it failed "

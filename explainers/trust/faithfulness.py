@@ -31,6 +31,7 @@ from torch import nn
 from ..baselines import make_baseline
 from ..batching import Progress, batch_slices, default_batch_size
 from ..core import as_logits, prepare_inputs, unwrap
+from ..dense.targets import DenseScores
 from ..errors import ParameterError, TargetError
 from ..hooks import model_guard
 from ..registry import Reference
@@ -68,8 +69,9 @@ class Curve:
 
     ``kind``: "deletion", "insertion", "road_morf" or "road_lerf". ``fractions`` [S]: the share of pixels removed
     (inserted, for insertion) at each point, from 0. ``probability`` and ``logit`` [N, S]: the target's softmax
-    probability and logit there. ``classes`` [N]: the class scored in each row; ``target``: the target as asked
-    ("top1", 281, ...).
+    probability and logit there; for a dense model's target (:func:`scores_targets`) both are the target's own
+    score (a box's class score, a region's logit sum), which no softmax across the other targets may change.
+    ``classes`` [N]: the class scored in each row; ``target``: the target as asked ("top1", 281, ...).
     """
 
     kind: str
@@ -412,10 +414,24 @@ def start_curves(model_or_bundle: Any, inputs: Any, maps: Mapping[str, Any], bat
     return CurveRun(model, bundle, categories, inputs, checked, batch_size)
 
 
+def scores_targets(model: nn.Module) -> bool:
+    """True when ``model``'s output columns are separate targets' scores (a detector's boxes, a segmenter's
+    regions: :class:`~explainers.dense.DenseScores`), not one classifier's logits: a softmax across them would
+    make one box's curve depend on the others, so each curve follows the target's own score."""
+    return isinstance(model, DenseScores)
+
+
+def target_probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """What a curve calls the target's probability: the softmax of a classifier's logits [..., K], or a dense
+    model's scores themselves (:func:`scores_targets`)."""
+    return logits if scores_targets(model) else logits.softmax(-1)
+
+
 def target_curves(kind: str, method: str, logits: torch.Tensor, fractions: np.ndarray,
-                  resolved: list[tuple[str, torch.Tensor]]) -> list[Curve]:
-    """One :class:`Curve` per resolved target from one method's logits [S, N, K] at the S ``fractions``."""
-    probabilities = logits.softmax(-1)
+                  resolved: list[tuple[str, torch.Tensor]], scores: bool = False) -> list[Curve]:
+    """One :class:`Curve` per resolved target from one method's logits [S, N, K] at the S ``fractions``;
+    ``scores``: the columns are separate targets' scores (:func:`scores_targets`), followed as they are."""
+    probabilities = logits if scores else logits.softmax(-1)
     curves = []
     for label, classes in resolved:
         index = classes.view(1, -1, 1).expand(len(fractions), -1, 1)
@@ -492,7 +508,7 @@ def faithfulness_curves(
             if kind == "insertion":
                 first, last = last, first
             stacked = torch.cat([first[None], inner[mi, ki], last[None]])  # [S+1, N, K]
-            curves += target_curves(kind, name, stacked, fractions, resolved)
+            curves += target_curves(kind, name, stacked, fractions, resolved, scores_targets(run.model))
     return CurveSet(curves=curves, substrates=substrates, model_passes=total, elapsed_s=run.elapsed(started),
                     settings={"steps": steps, "region": region, "batch_size": run.batch_size, "pixels": pixels})
 
@@ -555,13 +571,15 @@ def mask_top(
             clean = predict_logits(model, inputs)
             (_, indices), = resolve_targets([target], n_rows, categories, clean)
             classes = indices.cpu().numpy()
-            original_probability = clean.softmax(-1).gather(1, indices.view(-1, 1))[:, 0].cpu().numpy()
-            target_probability = logits.softmax(-1).gather(1, indices.view(-1, 1))[:, 0].cpu().numpy()
+            original_probability = target_probabilities(model, clean).gather(1, indices.view(-1, 1))[:, 0]
+            target_probability = target_probabilities(model, logits).gather(1, indices.view(-1, 1))[:, 0]
+            original_probability = original_probability.cpu().numpy()
+            target_probability = target_probability.cpu().numpy()
     pixels = None
     if getattr(bundle, "denormalize", None) is not None:
         shown = bundle.denormalize(masked).clamp(0, 1).mul(255).round().to(torch.uint8)
         pixels = shown.permute(0, 2, 3, 1).cpu().numpy()
-    probabilities = logits.softmax(-1).cpu().numpy()
+    probabilities = target_probabilities(model, logits).cpu().numpy()
     return MaskResult(
         inputs=masked, pixels=pixels, removed=removed[:, 0].cpu().numpy(), fraction=fraction,
         logits=logits.cpu().numpy(), probabilities=probabilities, predicted=probabilities.argmax(-1),

@@ -6,6 +6,9 @@
   that lies inside the region.
 
 Both have a chance level, the region's share of the image: a map of uniform noise scores it on average.
+
+- :func:`box_pointing`: both games for one map of a dense model's target, with the detected box (or the segmented
+  region) it explains as the ground truth: does the map of "why this box?" point into that box?
 """
 
 from __future__ import annotations
@@ -136,3 +139,32 @@ def pointing_game(maps: Any, regions: Any, tolerance: int = 0) -> PointingResult
     inside = (positive * masks.reshape(n_rows, -1)).sum(axis=1)
     energy = np.where(total > 0, inside / np.where(total > 0, total, 1), area)
     return PointingResult(hit=hit.astype(np.float64), energy=energy, area=area, point=point, tolerance=tolerance)
+
+
+@dataclass(frozen=True)
+class BoxPointing:
+    """The pointing games of one map against the box (or region) it explains: ``hit`` the map's peak falls inside
+    (with several equal maxima, most of them do: :func:`pointing_game`'s tie share above one half), ``share`` the
+    share of the positive map mass inside, ``area`` the mask's share of the image (the chance level of both)."""
+
+    hit: bool
+    share: float
+    area: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hit": self.hit, "share": self.share, "area": self.area}
+
+
+def box_pointing(saliency: Any, mask: Any) -> BoxPointing:
+    """The pointing game (Zhang et al. 2016, arXiv:1608.00507) and its energy share (Wang et al. 2020,
+    arXiv:1910.01279) of one map [H, W] against the bool mask [H, W] of the box or region it explains
+    (``ScoredBundle.target_mask``): :func:`pointing_game` on one row. A map that is zero everywhere (a box the
+    detector lost) has every pixel at its peak: a hit only when the mask covers most of the image."""
+    values = np.asarray(saliency.detach().float().cpu().numpy() if isinstance(saliency, torch.Tensor) else saliency,
+                        dtype=np.float32)
+    pixels = np.asarray(mask, dtype=bool)
+    if values.ndim != 2 or pixels.shape != values.shape:
+        raise ParameterError(f"expected a map [H, W] and a mask of the same shape; got {list(values.shape)} and "
+                             f"{list(pixels.shape)}")
+    result = pointing_game(values, pixels)
+    return BoxPointing(hit=bool(result.hit[0] > 0.5), share=float(result.energy[0]), area=float(result.area[0]))

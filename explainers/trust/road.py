@@ -43,7 +43,15 @@ from ..batching import Progress, batch_slices
 from ..errors import ParameterError
 from ..hooks import model_guard
 from ..registry import Reference
-from .faithfulness import CurveRun, CurveSet, predict_logits, resolve_targets, start_curves, target_curves
+from .faithfulness import (
+    CurveRun,
+    CurveSet,
+    predict_logits,
+    resolve_targets,
+    scores_targets,
+    start_curves,
+    target_curves,
+)
 
 RONG = Reference("Rong, Leemann, Borisov, Kasneci & Kasneci", 2022,
                  "A Consistent and Efficient Evaluation Strategy for Attribution Methods", "2202.00449")
@@ -412,7 +420,8 @@ def road_curves(
     for mi, name in enumerate(names):
         for oi, order in enumerate(orders):
             stacked = torch.cat([clean_logits[None], imputed_logits[mi, oi]])  # [F+1, N, K]
-            curves += target_curves(f"road_{order}", name, stacked, points, resolved)
+            curves += target_curves(f"road_{order}", name, stacked, points, resolved,
+                                    scores_targets(run.model))
     return CurveSet(curves=curves, substrates={f"road_{o}": "noisy_linear" for o in orders},
                     model_passes=passes, elapsed_s=run.elapsed(started),
                     settings={"noise": float(noise), "seed": int(seed), "fractions": list(fractions),

@@ -42,6 +42,8 @@ from torch import nn
 from .. import render
 from ..batching import Batches, Progress, default_batch_size
 from ..core import Call, as_logits, find_layer, prepare_inputs, run_method, unwrap
+from ..dense.outputs import DETECTION
+from ..dense.targets import DenseScores
 from ..errors import ParameterError, SaliencyError
 from ..hooks import model_guard
 from ..manifest import jsonable
@@ -177,8 +179,43 @@ def parameter_layers(model: nn.Module) -> list[Block]:
     return [Block(name, (name,)) for name, module in model.named_modules() if hasattr(module, "reset_parameters")]
 
 
+BACKBONE_RULE = (
+    "a detector's or segmenter's backbone only (the modules under 'backbone.'; the region proposals, heads and "
+    "classifier keep their weights): the backbone's blocks by the same rule, and where that gives fewer than "
+    "three (a body and a feature pyramid), each of those opened once more"
+)
+
+
+def backbone_blocks(model: nn.Module) -> list[Block]:
+    """The cascade's blocks of a dense model (:data:`BACKBONE_RULE`), input to output: Faster R-CNN MobileNetV3
+    320 FPN gives 21 (backbone.body.0 … 16, then the FPN's four convolutions), DeepLabV3 ResNet-50 17
+    (backbone.conv1+bn1, then its 16 bottlenecks). The backbone is the first module named ``backbone`` at any depth
+    (a wrapped or scripted model's ``scripted.backbone``); a model without one gets :func:`cascade_blocks`."""
+    modules = dict(model.named_modules())  # not get_submodule: a ScriptModule refuses it
+    where = next((name for name, module in modules.items()
+                  if (name == "backbone" or name.endswith(".backbone")) and _has_parameters(module)), None)
+    if where is None:
+        return cascade_blocks(model)
+    blocks = cascade_blocks(modules[where])
+    if len(blocks) < 3:
+        opened = []
+        for block in blocks:
+            inner = cascade_blocks(modules[f"{where}.{block.modules[0]}"]) if len(block.modules) == 1 \
+                and block.modules[0] != "(model)" else []
+            if inner and all("(model)" not in b.modules for b in inner):
+                opened += [Block(f"{block.name}.{b.name}", tuple(f"{block.modules[0]}.{m}" for m in b.modules))
+                           for b in inner]
+            else:
+                opened.append(block)
+        blocks = opened
+    return [Block(f"{where}.{b.name}", tuple(where if m == "(model)" else f"{where}.{m}" for m in b.modules))
+            for b in blocks]
+
+
 def _resolve_blocks(model: nn.Module, blocks: Any) -> list[Block]:
-    if blocks is None or blocks == "blocks":
+    if (blocks is None or blocks == "blocks") and isinstance(model, DenseScores):
+        resolved = backbone_blocks(model)
+    elif blocks is None or blocks == "blocks":
         resolved = cascade_blocks(model)
     elif blocks == "layers":
         resolved = parameter_layers(model)
@@ -397,6 +434,7 @@ class CascadeResult:
     elapsed_s: float
     shared: list[str]
     block_rule: str = BLOCK_RULE
+    notes: list[str] = field(default_factory=list)  # what the curves alone do not say (a lost box)
 
     @property
     def metrics(self) -> list[str]:
@@ -406,7 +444,7 @@ class CascadeResult:
     def to_dict(self, thumbnails: bool = True) -> dict[str, Any]:
         return {"check": "model_randomisation", "model": self.model, "target": self.target.tolist(),
                 "layer": self.layer, "seed": self.seed, "elapsed_s": self.elapsed_s, "block_rule": self.block_rule,
-                "blocks": [b.to_dict() for b in self.blocks], "shared": self.shared,
+                "notes": list(self.notes), "blocks": [b.to_dict() for b in self.blocks], "shared": self.shared,
                 "steps": [s.to_dict() for s in self.steps],
                 "methods": {k: m.to_dict(thumbnails) for k, m in self.methods.items()}}
 
@@ -456,7 +494,11 @@ def model_randomisation(
     only the top ones); after each step every method is recomputed for the same inputs and the same target (the
     original model's top-1 unless ``target`` says otherwise, so the class does not move) and compared with the
     original map. ``controls``: ``sobel`` (model-free: its curve is the ceiling, 1 at every step) and ``random``
-    (drawn afresh each step: the chance floor). The original model is never altered. ``progress(done, total)``
+    (drawn afresh each step: the chance floor). The original model is never altered.
+
+    On a dense model's scored bundle the cascade randomises the backbone only (:func:`backbone_blocks`). A box
+    the randomised detector no longer finds scores 0 and its map is zero (counted as dissimilar, as every constant
+    map is); the result's ``notes`` say at which step each box was lost. ``progress(done, total)``
     and cancellation (return False, or raise Cancelled) work as in ``explain()``.
     """
     started = time.perf_counter()
@@ -481,11 +523,13 @@ def model_randomisation(
     rows: dict[str, list[list[dict[str, Similarity]]]] = {p.key: [] for p in plans}
     thumbs: dict[str, list[np.ndarray]] = {p.key: [] for p in plans}
     records = []
+    notes: list[str] = []
     for index, block in enumerate([None, *order]):
         if block is not None:
             randomise(copy, block, seed)
         results, logits = runner.run(copy if block is not None else model, (resolved,), step=index)
         records.append(_step_record(index, block, logits, resolved))
+        notes += _lost_boxes(model, bundle, records, resolved)
         for plan in plans:
             maps = [PreparedMap(signed_map(a)) for a in results[plan.key][0]]
             if index == 0:
@@ -500,8 +544,26 @@ def model_randomisation(
                                       np.stack(thumbs[p.key]).astype(np.float32), _shared_note(p))
                  for p in plans},
         blocks=all_blocks, layer=layer_name, seed=seed, elapsed_s=time.perf_counter() - started,
-        shared=_shared_notes(plans),
+        shared=_shared_notes(plans), block_rule=BACKBONE_RULE if isinstance(model, DenseScores) and blocks is None
+        else BLOCK_RULE, notes=notes,
     )
+
+
+def _lost_boxes(model: nn.Module, bundle: Any, records: list[CascadeStep], target: Target) -> list[str]:
+    """A note for each image whose box the detector found at the step before the last record but not at it: a
+    box that is not found again scores exactly 0 (:class:`~explainers.dense.DenseScores`)."""
+    if not isinstance(model, DenseScores) or model.kind != DETECTION or len(records) < 2:
+        return []
+    before, now = records[-2].target_logit, records[-1].target_logit
+    names = getattr(bundle, "categories", None) or []
+    notes = []
+    for image, index in enumerate(target.indices.cpu().tolist()):
+        if before[image] != 0 and now[image] == 0:
+            name = names[index] if 0 <= index < len(names) else f"target {index}"
+            where = f" (image {image})" if len(before) > 1 else ""
+            notes.append(f"the box {name}{where} was not found again after randomising {records[-1].name}: its map "
+                         "is zero, which counts as dissimilar")
+    return notes
 
 
 def _shared_note(plan: _Plan) -> str:
@@ -762,7 +824,12 @@ LOGIT_RTOL = 1e-4  # float32 rounding through a deep network stays far below thi
 
 
 def first_layer(model: nn.Module, inputs: torch.Tensor) -> str:
-    """The name of the module that receives the model's input tensor itself, found by one traced forward."""
+    """The name of the module that receives the model's input tensor itself, found by one traced forward (module
+    pre-hooks: a TorchScript model, which runs no hooks, is refused with a SaliencyError)."""
+    if getattr(model, "supports_hooks", True) is False or any(
+            isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        raise SaliencyError("the model's first layer is found with module hooks, and this model refuses "
+                            "them (a TorchScript module: hooks do not run on scripted code)")
     seen: list[str] = []
     handles = []
     with model_guard(model):  # the pre-hooks are shared with any other thread using this model: hold its lock
@@ -862,7 +929,12 @@ def _absorbed_shift(layer_module: nn.Module, name: str, inputs: torch.Tensor, of
     """What the first layer must subtract so that it sees x + shift as x: layer(shift·1) − layer(0), checked on
     ``inputs`` and ``shifted_inputs`` (an affine layer absorbs it exactly; any other is refused)."""
     with model_guard(layer_module), torch.no_grad():
-        absorbed = (layer_module(offset.contiguous()) - layer_module(torch.zeros_like(offset))).detach().clone()
+        at_shift, at_zero = layer_module(offset.contiguous()), layer_module(torch.zeros_like(offset))
+        if not isinstance(at_shift, torch.Tensor):  # a detector's transform: an image list, no bias to absorb it
+            raise SaliencyError(f"input invariance absorbs the shift into the bias of the first layer; this model's "
+                                f"first module {name!r} ({type(layer_module).__name__}) returns "
+                                f"{type(at_shift).__name__}, not a layer's output")
+        absorbed = (at_shift - at_zero).detach().clone()
         # the absorption is exact for an affine layer (conv, linear, batch norm, a channel mean); check it here
         expected, moved = layer_module(inputs), layer_module(shifted_inputs) - absorbed
         gap = float((moved - expected).abs().max())
@@ -1318,6 +1390,7 @@ def run_sanity(
     methods: Sequence[Any],
     *,
     layer: Any = None,
+    target: Any = None,
     steps: int | None = None,
     random_classes_count: int = 3,
     shift: float | Sequence[float] = -1.0,
@@ -1330,17 +1403,24 @@ def run_sanity(
     """The cascade, the random-logit test and input invariance (and data randomisation when ``randomised``, the
     shuffled-label model, is given) for ``methods``, with the verdict. ``progress(done, total)`` counts the passes
     of every check, one after the other: each check adds its passes to ``total`` when it starts (its count is
-    known only then), so ``done`` never goes back."""
+    known only then), so ``done`` never goes back. ``target``: the class every check explains (default: each
+    image's top-1; a dense model's scored bundle passes its picked box or region). ``random_classes_count`` 0
+    leaves the random-logit test out (a note says so): a dense model's target with no other box or region to
+    compare with."""
     started = time.perf_counter()
     phases = _Phases(progress)
-    cascade = model_randomisation(model_or_bundle, inputs, methods, layer=layer, steps=steps, seed=seed,
-                                  batch_size=batch_size, progress=phases.next())
-    logit = random_logit(model_or_bundle, inputs, methods, layer=layer, classes=random_classes_count, seed=seed,
-                         batch_size=batch_size, progress=phases.next())
+    cascade = model_randomisation(model_or_bundle, inputs, methods, target=target, layer=layer, steps=steps,
+                                  seed=seed, batch_size=batch_size, progress=phases.next())
     notes = []
+    logit = None
+    if random_classes_count == 0:
+        notes.append("random-logit test not run: no other class (box or region) to compare the target's maps with")
+    else:
+        logit = random_logit(model_or_bundle, inputs, methods, target=target, layer=layer,
+                             classes=random_classes_count, seed=seed, batch_size=batch_size, progress=phases.next())
     try:
-        invariance = input_invariance(model_or_bundle, inputs, methods, shift=shift, layer=layer, seed=seed,
-                                      batch_size=batch_size, progress=phases.next())
+        invariance = input_invariance(model_or_bundle, inputs, methods, shift=shift, target=target, layer=layer,
+                                      seed=seed, batch_size=batch_size, progress=phases.next())
     except SaliencyError as exc:  # a model whose first layer cannot absorb a shift: the other checks still stand
         invariance = None
         notes.append(f"input invariance not run: {exc}")

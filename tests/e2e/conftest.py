@@ -9,6 +9,7 @@ tests skip, unless SALIENCY_REQUIRE_BROWSER=1 (CI), where they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -321,6 +322,14 @@ def browser():
 @pytest.fixture
 def page(browser, base_url, artifacts_dir, request, streamlit_server):
     """A fresh browser context (so a fresh Streamlit session) per test; a screenshot if the test fails."""
+    with browser_page(browser, streamlit_server, artifacts_dir, request) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def browser_page(browser, server, artifacts_dir, request):
+    """A fresh browser context on ``server`` (so a fresh Streamlit session); if the test failed, a screenshot and
+    the server's log tail."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -336,5 +345,5 @@ def page(browser, base_url, artifacts_dir, request, streamlit_server):
                 screenshot(page, artifacts_dir / f"{request.node.name}-failure.png")
             except Exception as exc:  # noqa: BLE001 - a failed screenshot must not hide the real failure
                 print(f"failure screenshot not saved: {exc}")
-            print(f"--- streamlit log tail ---\n{streamlit_server.log_tail()}")
+            print(f"--- streamlit log tail ---\n{server.log_tail()}")
         context.close()

@@ -27,7 +27,12 @@ def test_faithfulness_writes_curves_and_auc_table(tmp_path, capsys):
         np.testing.assert_allclose(curve["auc"], np.trapezoid(p, curve["fractions"], axis=-1))
     table = (tmp_path / "cat_faithfulness.csv").read_text().splitlines()
     assert table[0] == "kind,method,target,n,auc,logit_auc" and len(table) == 5
-    assert "deletion" in capsys.readouterr().out
+    # a classifier's record and table as before the detector options: the class target, no pointing game
+    assert record["target"] == "top1" and "box_pointing" not in record
+    assert all(row.split(",")[2] == "top1" for row in table[1:])
+    out = capsys.readouterr().out
+    assert "deletion" in out and "pointing" not in out
+    assert out.splitlines()[0].split() == ["kind", "method", "target", "auc", "logit_auc"]
 
 
 def test_evaluate_writes_one_run_folder_and_prints_the_summary(tmp_path, capsys):

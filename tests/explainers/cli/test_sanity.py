@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from explainers.cli.main import main
+from explainers.trust.sanity import BLOCK_RULE
 from explainers.trust.similarity import METRIC_LABELS
 
 from ...conftest import sample_path
@@ -25,6 +26,9 @@ def test_sanity_command_prints_the_verdict_and_writes_json_and_filmstrip(tmp_pat
     assert header.split()[-1] == "flag"
     payload = json.loads((tmp_path / "cat_sanity.json").read_text())
     assert payload["model_randomisation"]["steps"][1]["name"] == "_fc"
+    # a classifier's run as before the detector options: the whole-model cascade, no box, no box notes
+    assert payload["model_randomisation"]["block_rule"] == BLOCK_RULE and payload["model_randomisation"]["notes"] == []
+    assert "dense_target" not in payload and "was not found again" not in out and payload["random_logit"]
     verdict = payload["verdict"]
     assert set(verdict["rows"]) == {"vanilla", "gradcam", "sobel", "random"}
     assert set(verdict["rows"]["vanilla"]["model_randomisation"]["measures"]) == set(METRIC_LABELS)

@@ -28,14 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET18_FILE = "resnet18-f37072fd.pth"
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any real download attempt fails the test loudly."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to reach the network")
-
-    monkeypatch.setattr(zoo, "urlopen", refuse)
+pytestmark = pytest.mark.usefixtures("no_downloads")  # any real download fails the test
 
 
 @pytest.fixture
