@@ -421,17 +421,17 @@ def scores_targets(model: nn.Module) -> bool:
     return isinstance(model, DenseScores)
 
 
-def target_probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-    """What a curve calls the target's probability: the softmax of a classifier's logits [..., K], or a dense
-    model's scores themselves (:func:`scores_targets`)."""
-    return logits if scores_targets(model) else logits.softmax(-1)
+def target_probabilities(logits: torch.Tensor, scores: bool) -> torch.Tensor:
+    """What a curve calls the target's probability: the softmax of a classifier's logits [..., K], or, with
+    ``scores`` (:func:`scores_targets`), a dense model's scores themselves."""
+    return logits if scores else logits.softmax(-1)
 
 
 def target_curves(kind: str, method: str, logits: torch.Tensor, fractions: np.ndarray,
                   resolved: list[tuple[str, torch.Tensor]], scores: bool = False) -> list[Curve]:
     """One :class:`Curve` per resolved target from one method's logits [S, N, K] at the S ``fractions``;
     ``scores``: the columns are separate targets' scores (:func:`scores_targets`), followed as they are."""
-    probabilities = logits if scores else logits.softmax(-1)
+    probabilities = target_probabilities(logits, scores)
     curves = []
     for label, classes in resolved:
         index = classes.view(1, -1, 1).expand(len(fractions), -1, 1)
@@ -563,6 +563,7 @@ def mask_top(
     n_rows, hw = len(inputs), tuple(inputs.shape[-2:])
     ranks = pixel_ranks(as_maps(map, n_rows, hw), inputs.device)
     removed = (ranks < int(round(fraction * hw[0] * hw[1]))).view(n_rows, 1, *hw)
+    scores = scores_targets(model)
     with model_guard(model), torch.inference_mode():
         masked = torch.where(removed, make_substrate(substrate, inputs, bundle), inputs)
         logits = predict_logits(model, masked)
@@ -571,15 +572,14 @@ def mask_top(
             clean = predict_logits(model, inputs)
             (_, indices), = resolve_targets([target], n_rows, categories, clean)
             classes = indices.cpu().numpy()
-            original_probability = target_probabilities(model, clean).gather(1, indices.view(-1, 1))[:, 0]
-            target_probability = target_probabilities(model, logits).gather(1, indices.view(-1, 1))[:, 0]
-            original_probability = original_probability.cpu().numpy()
-            target_probability = target_probability.cpu().numpy()
+            picked = indices.view(-1, 1)
+            original_probability = target_probabilities(clean, scores).gather(1, picked)[:, 0].cpu().numpy()
+            target_probability = target_probabilities(logits, scores).gather(1, picked)[:, 0].cpu().numpy()
     pixels = None
     if getattr(bundle, "denormalize", None) is not None:
         shown = bundle.denormalize(masked).clamp(0, 1).mul(255).round().to(torch.uint8)
         pixels = shown.permute(0, 2, 3, 1).cpu().numpy()
-    probabilities = target_probabilities(model, logits).cpu().numpy()
+    probabilities = target_probabilities(logits, scores).cpu().numpy()
     return MaskResult(
         inputs=masked, pixels=pixels, removed=removed[:, 0].cpu().numpy(), fraction=fraction,
         logits=logits.cpu().numpy(), probabilities=probabilities, predicted=probabilities.argmax(-1),
