@@ -109,8 +109,9 @@ def uncovered(model: nn.Module) -> str | None:
     the layer types no rule covers (a module with parameters of its own that is not a convolution, linear layer or
     BatchNorm; attention, softmax, normalisation over features), and BatchNorms with no layer before them to merge
     into. Cheap: no forward pass."""
-    if detector_head(model) is not None:
-        return detector_head(model)
+    head = detector_head(model)
+    if head is not None:
+        return head
     pairs = batch_norm_pairs(model)
     found: dict[str, list[str]] = {}
     for name, module in model.named_modules():

@@ -332,8 +332,9 @@ def transformer_uncovered(model: nn.Module) -> str | None:
     """Why AttnLRP cannot run on ``model``, said for a user, or None: layer types known to have no rule and
     BatchNorms with nothing to merge into. Cheap (no forward); what the forward does beyond is checked when it
     runs."""
-    if detector_head(model) is not None:
-        return detector_head(model)
+    head = detector_head(model)
+    if head is not None:
+        return head
     pairs = batch_norm_pairs(model)
     found: dict[str, list[str]] = {}
     for name, module in model.named_modules():

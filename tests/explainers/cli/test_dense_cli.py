@@ -137,6 +137,7 @@ def test_region_class_on_a_segmenter(files, tmp_path, capsys):
     (["--target", "1"], "scene", ("--target", "--box")),
     (["--box-label", "green"], "scene", ("--box-label", "green")),
     (["--region-reduction", "mean"], "scene", ("--region-reduction", "detection")),  # never silently ignored
+    (["--objective", "probability"], "scene", ("--objective probability", "keep --objective logit")),
 ])
 def test_bad_dense_input_is_one_line_and_exit_2(files, tmp_path, capsys, extra, image, words):
     status = main(["explain", str(files[image]), *_model(files, "detector.pt"), "--method", "vanilla",
