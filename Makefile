@@ -15,8 +15,10 @@ $(VENV)/.run-installed: requirements.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(PY)
+# requirements-nodeps.txt: test-only oracles whose own pins conflict with ours, installed without their dependencies
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt requirements-nodeps.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed

@@ -53,6 +53,8 @@ for family, methods in docs.group_by_family(shown).items():
             if card.here:
                 (st.warning if measured[info.name].disagreement else st.info)(card.here, icon=":material/science:")
             st.markdown(f"**Known weaknesses:** {card.weaknesses}")
+            if card.text:
+                st.markdown(f"**On text:** {card.text}")
             if card.licence:
                 st.markdown(f"**Patents and licence:** {card.licence}")
             if card.params:

@@ -1,4 +1,5 @@
-"""Saliency Studio's backend: models, attribution methods and rendering. Pure PyTorch; never imports streamlit."""
+"""Saliency Studio's backend: models, attribution methods and rendering, for image and text classifiers. Pure
+PyTorch; never imports streamlit."""
 
 from . import methods, render  # noqa: F401  (importing methods registers every method)
 from .core import Attribution, Call, Explanation, ExplanationRecord, class_probabilities, class_scores, explain
@@ -28,12 +29,15 @@ from .models import (
     load_model,
     model_info,
 )
+from .models.text import DEFAULT_TEXT_MODEL, load_text_model
 from .models.user import load_user_model
 from .registry import METHODS, Cost, MethodInfo, Param, Reference, Sanity, available_methods, get_method, method_order
 from .targets import OBJECTIVES, Contrast, Target, TargetSpec, class_index, resolve_target
+from .text import TextBundle, TokenBundle, TokenMap, TokenView, explain_text, token_html
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEFAULT_TEXT_MODEL",
     "METHODS",
     "OBJECTIVES",
     "Attribution",
@@ -63,6 +67,10 @@ __all__ = [
     "Target",
     "TargetError",
     "TargetSpec",
+    "TextBundle",
+    "TokenBundle",
+    "TokenMap",
+    "TokenView",
     "UnknownMethodError",
     "available_methods",
     "class_index",
@@ -71,12 +79,14 @@ __all__ = [
     "dense_bundle",
     "explain",
     "explain_many",
+    "explain_text",
     "get_method",
     "image_hash",
     "layer_catalogue",
     "list_models",
     "load_image",
     "load_model",
+    "load_text_model",
     "load_user_model",
     "method_order",
     "model_info",
@@ -84,4 +94,5 @@ __all__ = [
     "render",
     "resolve_layer",
     "resolve_target",
+    "token_html",
 ]

@@ -292,7 +292,7 @@ def _read_layout(model: nn.Module, image: torch.Tensor) -> TokenLayout:
             logits = output[0]
     finally:
         hooks.remove()
-    patch_grid = patch_grids[0] if patch_grids else None
+    patch_grid = text_grid(model, image) or (patch_grids[0] if patch_grids else None)
     sites = tuple(_site(name, p, patch_grid, image) for name, p in found)
     readout: tuple[int, ...] = ()
     layout = TokenLayout(sites, readout, patch_grid)
@@ -308,6 +308,16 @@ def _read_layout(model: nn.Module, image: torch.Tensor) -> TokenLayout:
         site = sites[layout.global_sites[-1]]
         readout = tuple(range(site.prefix)) if site.prefix else tuple(range(site.tokens))
     return TokenLayout(sites, readout, patch_grid)
+
+
+def text_grid(model: nn.Module, inputs: torch.Tensor) -> tuple[int, int] | None:
+    """(1, L) for a text classifier's token embeddings [N, D, 1, L] (``explainers.text``: a model that says
+    ``modality = "text"``): every token is a "patch" of a 1 × L grid, with no tokens before it ([CLS] is token 0
+    of the grid, and the read-out, found from the gradient as for images). None for an image model, whose grid
+    comes from its patch embedding. Said by the model, never guessed from the attention's shape."""
+    if getattr(model, "modality", None) != "text":  # the registry's TEXT; the registry imports this module
+        return None
+    return 1, int(inputs.shape[-1])
 
 
 def _site(name: str, probabilities: torch.Tensor, patch_grid: tuple[int, int] | None,

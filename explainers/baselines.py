@@ -14,8 +14,17 @@ import torch.nn.functional as F
 
 from .errors import ParameterError, PreprocessingNeeded
 from .images import IMAGE_SUFFIXES, load_image
+from .registry import Param
 
 BASELINES = ("black", "blur", "uniform_noise", "mean", "zero")
+# Baselines of the text methods, in the embedding space (``explainers.text.bundle.TokenBundle.baseline``): every
+# content token replaced by the tokenizer's pad token, its mask token, or a zero vector; special tokens ([CLS],
+# [SEP]) stay where they are (the model always sees them, so a baseline without them would measure their absence).
+TEXT_BASELINES = ("pad", "mask", "zero")
+# the baseline parameter of every method that takes one, on text (``TextUse.params``)
+TEXT_BASELINE = Param(
+    "choice", "pad", "What a removed token becomes: the tokenizer's [PAD] token, its [MASK] token, or a zero "
+    "embedding ([CLS] and [SEP] always kept).", choices=TEXT_BASELINES, allow_tensor=True)
 RANDOM_BASELINES = frozenset({"uniform_noise"})  # drawn from the call's seeded generator
 # Distributions of baselines, for the methods that average over many (GradientSHAP, expected gradients,
 # DeepLIFT-SHAP): blurred copies of the input at random widths, uniform noise images in the input's range, or
@@ -72,6 +81,11 @@ def make_baseline(
             raise ParameterError(
                 f"baseline tensor of shape {list(kind.shape)} does not fit inputs {list(inputs.shape)}"
             ) from None
+    if getattr(bundle, "modality", None) == "text":
+        if kind not in TEXT_BASELINES:
+            raise ParameterError(f"on text the baseline is one of {', '.join(TEXT_BASELINES)} (token embeddings) or a "
+                                 f"tensor; got {kind!r}")
+        return bundle.baseline(kind).to(device=inputs.device, dtype=inputs.dtype).expand_as(inputs).contiguous()
     if kind == "black":
         return black(inputs, bundle)
     if kind == "zero":

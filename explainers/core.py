@@ -23,7 +23,7 @@ from .errors import ModelOutputError, ParameterError, SaliencyError
 from .hooks import model_guard
 from .layers import cached_catalogue, resolve_layer
 from .manifest import jsonable
-from .registry import MethodInfo, get_method
+from .registry import MethodInfo, get_method, modality_of
 from .targets import Target, TargetSpec, target_key
 
 
@@ -300,6 +300,10 @@ def unwrap(model_or_bundle: Any) -> tuple[nn.Module, Any, Sequence[str] | None]:
         raise SaliencyError(
             "a detection or segmentation model explains one box or region at a time: pick them first, "
             "bundle.scored(bundle.targets(bundle.predict(inputs)), inputs), and explain the scored bundle")
+    if getattr(model_or_bundle, "needs_text", False):
+        raise SaliencyError(
+            "a text model explains one text at a time: bundle.scored(text) gives the bundle to explain and its inputs "
+            "(the token embeddings), or call explainers.text.explain_text(bundle, text, methods, targets)")
     model = getattr(model_or_bundle, "model", None)
     if not isinstance(model, nn.Module):
         raise SaliencyError(f"expected a ModelBundle or an nn.Module; got {type(model_or_bundle).__name__}")
@@ -433,9 +437,13 @@ def prepare(model_or_bundle: Any, inputs: Any, methods: Sequence[str], targets: 
     if unknown:
         raise ParameterError(f"params given for {unknown[0]!r}, which is not among the methods asked for")
     infos = {name: get_method(name) for name in methods}
-    validated = {name: info.validate(params.get(name, {})) for name, info in infos.items()}
-    check_batch_size(batch_size)
     model, bundle, categories = unwrap(model_or_bundle)
+    modality = modality_of(model)
+    for info in infos.values():
+        if not info.applies_to(modality):  # before its parameters: they would be checked against the wrong set
+            raise SaliencyError(f"{info.unavailable_reason(model)}; pick another method")
+    validated = {name: info.validate(params.get(name, {}), modality) for name, info in infos.items()}
+    check_batch_size(batch_size)
     for name, info in infos.items():
         reason = info.unavailable_reason(model, validated[name])
         if reason is not None:

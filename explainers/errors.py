@@ -31,7 +31,8 @@ class PreprocessingNeeded(ParameterError):
 
 
 class InputError(SaliencyError):
-    """An image input that cannot be used: unreadable, damaged, unsafe or outside the accepted formats."""
+    """An input that cannot be used: an image unreadable, damaged, unsafe or outside the accepted formats; a text
+    that is empty or that the tokenizer makes nothing of."""
 
 
 class ModelLoadError(SaliencyError):

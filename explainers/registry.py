@@ -193,7 +193,8 @@ class Cost:
         if self.base is not None:
             base = get_method(params[self.base])
             base_params = {k: v for k, v in params.items() if k in base.params}
-            inner = base.cost.passes(base.validate(base_params), hw, channels)
+            # the wrapper validated these already (for its modality): only the counts matter here
+            inner = base.cost.passes({**base.defaults(), **base_params}, hw, channels)
             times = int(params[self.repeats]) if self.repeats else 1
             return Passes(inner.forward * times + self.fixed[0], inner.backward * times + self.fixed[1])
         if self.depends_on_channels and channels is None:
@@ -215,6 +216,39 @@ NEEDS_RELU_MODULES = "relu_modules"  # nn.ReLU / nn.ReLU6 modules whose backward
 NEEDS_MODEL = "model"  # everything but model-free controls
 # what a model that refuses hooks (``supports_hooks = False``, e.g. TorchScript) cannot run
 HOOK_NEEDS = frozenset({NEEDS_LAYER, NEEDS_RELU_MODULES, NEEDS_ATTENTION})
+
+
+TEXT = "text"
+IMAGE = "image"
+MODALITIES = (IMAGE, TEXT)
+# How a method's per-dimension attribution over a token's embedding [D] becomes the token's one score
+# (see ``explainers.text.render.token_scores``): "sum" keeps the sign (x ⊙ ∇ summed: a contribution), "l2" the
+# gradient's length (a sensitivity), "map" when the method already gives one value per token, "base" as the
+# method named by its ``base`` parameter (SmoothGrad).
+TOKEN_REDUCTIONS = ("sum", "l2", "map", "base")
+
+
+@dataclass(frozen=True)
+class TextUse:
+    """How a method runs on a text classifier, whose input is the token embeddings laid out as [N, D, 1, L]
+    (``explainers.text``). ``params`` replaces image parameters of the same name (IG's baseline becomes pad,
+    mask or zero embeddings) or adds text-only ones (occlusion by token or by word); ``hidden`` names image
+    parameters that mean nothing on text (superpixel settings), left at the method's own defaults;
+    ``reduction`` is one of ``TOKEN_REDUCTIONS``; ``note`` what the Methods page says of the method on text."""
+
+    params: dict[str, Param] = field(default_factory=dict)
+    hidden: frozenset[str] = frozenset()
+    reduction: str = "map"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reduction not in TOKEN_REDUCTIONS:
+            raise ValueError(f"reduction must be one of {TOKEN_REDUCTIONS}; got {self.reduction!r}")
+
+
+def modality_of(model_or_bundle: Any) -> str:
+    """"text" for a text bundle or its token-embedding scorer (they say ``modality = "text"``), else "image"."""
+    return TEXT if getattr(model_or_bundle, "modality", IMAGE) == TEXT else IMAGE
 
 
 @dataclass(frozen=True)
@@ -249,6 +283,10 @@ class MethodInfo:
     # the method's own check of a model, beyond the ``requires`` flags (e.g. LRP's rules cover every layer type):
     # ``model_check(model) -> str | None``, why it cannot run, said for a user; cheap (no forward pass)
     model_check: Callable[[nn.Module], str | None] | None = field(default=None, repr=False, compare=False)
+    # how it runs on a text classifier's token embeddings; None: it does not apply to text (a CAM needs a
+    # spatial layer, superpixels need pixels)
+    text: TextUse | None = None
+    image: bool = True  # False: a text-only method
 
     @property
     def needs_layer(self) -> bool:
@@ -260,29 +298,52 @@ class MethodInfo:
         resolved = {**self.defaults(), **(params or {})}
         return self.stochastic or any(resolved.get(name) in values for name, values in self.stochastic_params.items())
 
-    def defaults(self) -> dict[str, Any]:
-        return {name: p.default for name, p in self.params.items()}
+    def applies_to(self, modality: str) -> bool:
+        """Whether the method makes sense for ``modality`` ("image" or "text")."""
+        return self.text is not None if modality == TEXT else self.image
 
-    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+    def params_for(self, modality: str = IMAGE) -> dict[str, Param]:
+        """The parameters a user sets for ``modality``: on text, the image ones less ``text.hidden``, with
+        ``text.params`` replacing or adding."""
+        if modality != TEXT or self.text is None:
+            return self.params
+        kept = {name: p for name, p in self.params.items() if name not in self.text.hidden}
+        return {**kept, **self.text.params}
+
+    def defaults(self, modality: str = IMAGE) -> dict[str, Any]:
+        return {name: p.default for name, p in self.params_for(modality).items()}
+
+    def validate(self, params: dict[str, Any], modality: str = IMAGE) -> dict[str, Any]:
         """Defaults filled in, every value coerced; an unknown name is an error listing the known ones."""
-        unknown = sorted(set(params) - set(self.params))
+        declared = self.params_for(modality)
+        unknown = sorted(set(params) - set(declared))
         if unknown:
-            known = ", ".join(self.params) or "none"
-            raise ParameterError(f"method {self.name!r} has no parameter {unknown[0]!r}; its parameters: {known}")
-        resolved = self.defaults()
+            known = ", ".join(declared) or "none"
+            on = " on text" if modality == TEXT else ""
+            raise ParameterError(f"method {self.name!r} has no parameter {unknown[0]!r}{on}; its parameters: {known}")
+        resolved = self.defaults(modality)
         for name, value in params.items():
-            resolved[name] = self.params[name].coerce(name, value)
+            resolved[name] = declared[name].coerce(name, value)
         return resolved
 
     def passes(
-        self, params: dict[str, Any] | None = None, hw: tuple[int, int] = (224, 224), channels: int | None = None
+        self, params: dict[str, Any] | None = None, hw: tuple[int, int] = (224, 224), channels: int | None = None,
+        modality: str = IMAGE,
     ) -> Passes:
-        """Passes per image with ``params`` (defaults filled in) on a ``channels``-wide layer."""
-        return self.cost.passes(self.validate(params or {}), tuple(hw), channels)
+        """Passes per image with ``params`` (defaults filled in, for ``modality``) on a ``channels``-wide layer;
+        on text ``hw`` is (1, tokens)."""
+        return self.cost.passes(self.validate(params or {}, modality), tuple(hw), channels)
 
     def unavailable_reason(self, model: nn.Module | None, params: dict[str, Any] | None = None) -> str | None:
         """Why this method cannot run on ``model``, or None when it can; a wrapper (a ``Cost.base`` parameter, as
         SmoothGrad's) also asks its base, named in ``params`` (the default base where not given)."""
+        modality = modality_of(model)
+        if not self.applies_to(modality):
+            if modality == TEXT:
+                text = ", ".join(i.display_name for i in METHODS.values() if i.text is not None)
+                return (f"{self.display_name} does not apply to text (it needs pixels or a spatial layer); on text: "
+                        f"{text}")
+            return f"{self.display_name} is a text method: load a text classifier to run it"
         if self.cost.base is not None and self.cost.base in self.params:
             base = (params or {}).get(self.cost.base, self.params[self.cost.base].default)
             if isinstance(base, str) and base in METHODS and base != self.name:
@@ -293,6 +354,9 @@ class MethodInfo:
             return (f"{self.display_name} needs module hooks, and this model refuses them (a TorchScript module: "
                     "hooks do not run on scripted code); gradient and perturbation methods work")
         if NEEDS_ATTENTION in self.requires and not has_attention(model):
+            if modality == TEXT:
+                return (f"{self.display_name} needs a transformer: no attention was found in this text model's modules "
+                        "(query, key and value projections as in BERT)")
             return (f"{self.display_name} needs a vision transformer: no attention was found in this model's modules "
                     "(an nn.MultiheadAttention, or query, key and value projections as in ViT, DeiT, BEiT or Swin)")
         if NEEDS_RELU_MODULES in self.requires and (

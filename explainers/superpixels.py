@@ -1,4 +1,4 @@
-"""Superpixels: the features LIME and KernelSHAP switch on and off.
+"""Superpixels: the features LIME and KernelSHAP switch on and off; on text, words or tokens (``text_features``).
 
 Each segmentation runs on the picture the user sees (pixels in [0, 1]), not on the model's normalised input,
 and returns integer labels [N, H, W] numbered 0..K-1 per row. Rows are segmented one by one, so a row's
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import SaliencyError
+from .registry import Param
 
 SEGMENTATIONS = ("slic", "felzenszwalb", "quickshift", "grid")
 # SLIC's Gaussian pre-smoothing (width in pixels), as lime's tutorials use it: without it a noisy picture breaks
@@ -162,3 +163,44 @@ def felzenszwalb_masks(picture: np.ndarray, scales: tuple[int, ...] = (50, 100, 
             grown[labels[np.ix_(rows + dy, cols + dx)], rows[:, None], cols[None, :]] = True
         masks.extend(mask for mask in grown if mask.any())
     return np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Text: the features of occlusion, LIME and KernelSHAP are words or tokens
+# ---------------------------------------------------------------------------------------------------------
+
+TEXT_UNITS = ("word", "token")  # what one feature is: a word (its subword tokens together) or each token alone
+TEXT_UNIT = Param(
+    "choice", "word", "What is switched off at once: a word (all its subword tokens together: no half-word is "
+    "ever shown to the model) or each token alone. [CLS] and [SEP] are never switched off.", choices=TEXT_UNITS)
+
+
+def text_features(bundle: Any, unit: str, rows: int) -> torch.Tensor:
+    """Feature labels [rows, 1, L] of a text (``explainers.text.TokenBundle.regions``): 0..M−1 by word or by
+    token, −1 on special tokens, which are never switched off; the same for every row (copies of one text)."""
+    regions = getattr(bundle, "regions", None)
+    if regions is None:
+        raise SaliencyError("words and tokens are features of a text: explain a scored text (TextBundle.scored)")
+    labels = regions(unit)
+    return labels.reshape(1, 1, -1).expand(rows, -1, -1).contiguous()
+
+
+def feature_sizes(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """float [count]: the tokens (or pixels) of each feature 0..count−1 in one row's ``labels`` (−1 left out)."""
+    flat = labels.flatten()
+    flat = flat[flat >= 0]
+    return torch.zeros(count, dtype=torch.float64, device=labels.device).index_add_(
+        0, flat, torch.ones_like(flat, dtype=torch.float64))
+
+
+def paint_features(labels: torch.Tensor, weights: torch.Tensor, share: bool = False) -> torch.Tensor:
+    """[T, H, W]: each position of one row's ``labels`` [H, W] holds its feature's weight (``weights`` [T, M]);
+    −1 positions (special tokens) hold 0. ``share``: a feature's weight is split equally among its positions, so
+    that the tokens of a word add up to the word's weight (text: sums over tokens, as the word grouping, the
+    Shapley efficiency and the share of attribution on evidence words take them, stay right)."""
+    count = weights.shape[1]
+    weights = weights.to(labels.device)
+    if share:
+        weights = weights / feature_sizes(labels, count).clamp_min(1).to(weights.dtype)
+    padded = torch.cat([weights, torch.zeros_like(weights[:, :1])], dim=1)  # column M: the special tokens
+    return padded[:, torch.where(labels >= 0, labels, count)]

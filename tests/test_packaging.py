@@ -80,6 +80,23 @@ def test_dev_extra_agrees_with_requirements_dev_txt():
     assert (ROOT / "requirements-dev.txt").read_text().startswith("-r requirements.txt")
 
 
+def test_no_deps_oracles_are_pinned_apart_and_installed_without_dependencies():
+    """requirements-nodeps.txt (oracles whose own pins conflict with ours): exact pins, in neither the `dev` extra
+    nor requirements-dev.txt, installed by the Makefile's dev step with --no-deps after requirements-dev.txt."""
+    nodeps = _requirements_file("requirements-nodeps.txt")
+    assert nodeps and all(spec.startswith("==") for _, _, spec, _ in nodeps), nodeps
+    names = {name for name, *_ in nodeps}
+    dev = {canonicalize_name(Requirement(r).name) for r in PROJECT["optional-dependencies"]["dev"]}
+    assert not names & dev and not names & {name for name, *_ in _requirements_file("requirements-dev.txt")}
+    makefile = (ROOT / "Makefile").read_text()
+    rule = makefile.split("$(VENV)/.dev-installed:", 1)[1].split("\n\n", 1)[0]
+    prerequisites, recipe = rule.split("\n", 1)
+    assert "requirements-nodeps.txt" in prerequisites
+    steps = [line.strip() for line in recipe.splitlines() if "pip install" in line]
+    assert [("-r requirements-dev.txt" in s, "--no-deps -r requirements-nodeps.txt" in s) for s in steps] == \
+        [(True, False), (False, True)], steps
+
+
 def _module_level_imports(path: Path) -> set[str]:
     """Top-level names imported when the module is imported (not inside functions or classes' methods)."""
     names = set()

@@ -89,8 +89,13 @@ class Run:
         return str(self.settings.get("preprocessing", RESIZE))
 
     @property
+    def is_text(self) -> bool:
+        """A run over texts: each row's per-token map is in the table (``explainers.batch.text``), no map files."""
+        return isinstance(self.manifest, dict) and self.manifest.get("modality") == "text"
+
+    @property
     def has_boxes(self) -> bool:
-        return bool(self.rows["box_mass"].notna().any()) if len(self.rows) else False
+        return bool(self.rows["box_mass"].notna().any()) if len(self.rows) and "box_mass" in self.rows else False
 
     @property
     def has_labels(self) -> bool:
@@ -141,9 +146,25 @@ def open_run(folder: str, roots: Sequence[Path]) -> Run:
     if not (path / "manifest.json").is_file():
         raise SaliencyError(f"{shown} is not a batch run folder (no manifest.json): {expected}")
     manifest, table = _read(str(path), _stamp(path))
-    failed = table["error"].notna() | table["map_key"].isna()
+    # a text row's map is in the table itself (tokens and scores): it has no map file
+    text = isinstance(manifest, dict) and manifest.get("modality") == "text"
+    failed = table["error"].notna() | (table["method"].isna() if text else table["map_key"].isna())
+    if text:  # "reviews.txt:10" after "reviews.txt:9": the source's own order, not the keys' alphabetical one
+        table = table.iloc[_source_order(table)]
+        failed = failed.loc[table.index]
     return Run(str(path), manifest, table.loc[~failed].reset_index(drop=True), table.loc[failed].reset_index(drop=True),
                tuple(roots))
+
+
+def _source_order(table: pd.DataFrame) -> np.ndarray:
+    """Positions of a text run's rows by file, then line (or list row) as a number, then method and target."""
+    keys = []
+    for position, (path, method, target) in enumerate(zip(table["path"].astype(str), table["method"],
+                                                          table["target"], strict=True)):
+        name, _, line = path.rpartition(":")
+        number = int(line) if line.isdigit() else -1
+        keys.append((name if line.isdigit() else path, number, str(method), str(target), position))
+    return np.array([key[-1] for key in sorted(keys)], dtype=np.int64)
 
 
 def plural(count: int, noun: str) -> str:
@@ -557,6 +578,15 @@ def _prune(folder: Path) -> None:
             continue
 
 
+def new_run_folder() -> Path:
+    """A new temporary folder for a run launched from the page (its inputs, then the run), which this session,
+    and no other, may open; the runs launched more than KEEP_S ago are removed first."""
+    _prune(RUNS_ROOT)
+    root = Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_ROOT))
+    st.session_state[state.BATCH_LAUNCHED] = [*launched_runs(), str(root)]
+    return root
+
+
 def launch(files: Sequence[Any], labels: Any | None, methods: list[str], targets: list[str], model: str, bundle: Any,
            preprocessing: str, progress: Callable[[int, int], object] | None = None) -> str:
     """Write the uploads (and the labels list, if any) to a new temporary folder, run the batch there (local
@@ -569,8 +599,7 @@ def launch(files: Sequence[Any], labels: Any | None, methods: list[str], targets
                             "(run more with `python -m explainers batch FOLDER --out DIR`, then open DIR here)")
     if not methods or not targets:
         raise SaliencyError("pick at least one method and one target")
-    _prune(RUNS_ROOT)
-    root = Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_ROOT))
+    root = new_run_folder()
     images = root / "images"
     images.mkdir()
     taken: set[str] = set()
@@ -583,7 +612,6 @@ def launch(files: Sequence[Any], labels: Any | None, methods: list[str], targets
         labels_path.write_bytes(labels.getvalue())
     out = root / "run"
     settings = Settings(model=model, methods=list(methods), targets=list(targets), preprocessing=preprocessing)
-    st.session_state[state.BATCH_LAUNCHED] = [*launched_runs(), str(root)]  # this session may open it; no other can
     batch.run(str(images), str(out), settings, engine="local", workers=0, bundle=bundle, progress=progress,
               labels=None if labels_path is None else str(labels_path))
     return str(out)

@@ -61,52 +61,71 @@ class TargetChoice:
     indices: tuple[int, ...]
 
 
-def _preselect_for_image(scope: str, top1: int, top2: int) -> None:
+@dataclass(frozen=True)
+class TargetKeys:
+    """The session keys of one target picker (Explore's, or the Text page's own: a text's target is not the
+    image's), and whether its choice goes into the URL."""
+
+    mode: str = state.TARGET_MODE
+    class_: str = state.TARGET_CLASS
+    a: str = state.CONTRAST_A
+    b: str = state.CONTRAST_B
+    scope: str = state.TARGET_IMAGE
+    publish: bool = True
+
+
+EXPLORE_TARGET = TargetKeys()
+
+
+def _preselect_for_image(scope: str, top1: int, top2: int, keys: TargetKeys = EXPLORE_TARGET) -> None:
     """Class and contrast choices start at the current image's top classes. A new ``scope`` resets them (a
     classifier's: the image; a dense selection's: the model and the picture, ``Selection.target_scope``, since box
     #3 of one is not box #3 of another); the first of a session keeps what a link restored."""
-    previous = st.session_state.get(state.TARGET_IMAGE)
+    previous = st.session_state.get(keys.scope)
     if previous == scope:
         return
     first = previous is None
-    for key, value in ((state.TARGET_CLASS, top1), (state.CONTRAST_A, top1), (state.CONTRAST_B, top2)):
+    for key, value in ((keys.class_, top1), (keys.a, top1), (keys.b, top2)):
         if not first or key not in st.session_state:
             st.session_state[key] = value
-    st.session_state[state.TARGET_IMAGE] = scope
+    st.session_state[keys.scope] = scope
 
 
-def target_picker(bundle: ModelBundle, probabilities: np.ndarray, scope: str) -> TargetChoice | None:
-    """The target mode and class(es); None when the choice cannot be explained (A and B the same class)."""
+def target_picker(bundle: ModelBundle, probabilities: np.ndarray, scope: str,
+                  keys: TargetKeys = EXPLORE_TARGET) -> TargetChoice | None:
+    """The target mode and class(es); None when the choice cannot be explained (A and B the same class).
+    ``keys``: whose picker it is (Explore's by default; the Text page has its own)."""
     # a dense model's targets keep the backend's order among ties; a classifier's ranking is numpy's default sort
     scored = isinstance(bundle, ScoredBundle)
     order = np.argsort(-probabilities, kind="stable") if scored else np.argsort(-probabilities)
     top1, top2 = int(order[0]), int(order[min(1, len(order) - 1)])  # a detector may have found one box only
     classes = list(range(len(bundle.categories)))
-    _preselect_for_image(scope, top1, top2)
-    for key in (state.TARGET_CLASS, state.CONTRAST_A, state.CONTRAST_B):
+    _preselect_for_image(scope, top1, top2, keys)
+    for key in (keys.class_, keys.a, keys.b):
         if st.session_state.get(key) not in classes:
-            st.session_state[key] = top1 if key != state.CONTRAST_B else top2
-    if st.session_state.get(state.TARGET_MODE) not in TARGET_MODES:
-        st.session_state[state.TARGET_MODE] = TARGET_MODES[0]
-    mode = st.segmented_control("Target", TARGET_MODES, key=state.TARGET_MODE, persist_state=state.KEEP, required=True,
+            st.session_state[key] = top1 if key != keys.b else top2
+    if st.session_state.get(keys.mode) not in TARGET_MODES:
+        st.session_state[keys.mode] = TARGET_MODES[0]
+    publish = state.publish if keys.publish else (lambda **values: None)
+    mode = st.segmented_control("Target", TARGET_MODES, key=keys.mode, persist_state=state.KEEP, required=True,
                                 help=TARGET_HELP)
-    state.publish(target=None if mode == TARGET_MODES[0] else mode)
+    publish(target=None if mode == TARGET_MODES[0] else mode)
     if mode == "Predicted":
         return TargetChoice(top1, bundle.categories[top1], (top1,))
     if mode == "Runner-up":
         return TargetChoice(top2, bundle.categories[top2], (top2,))
     if mode == "Class":
-        index = st.selectbox(f"{target_noun(bundle)} (type to search)", classes, key=state.TARGET_CLASS,
+        index = st.selectbox(f"{target_noun(bundle)} (type to search)", classes, key=keys.class_,
                              persist_state=state.KEEP,
                              format_func=lambda i: class_label(bundle, i))
-        state.publish(**{"class": index})
+        publish(**{"class": index})
         return TargetChoice(int(index), bundle.categories[index], (int(index),))
     left, right = st.columns(2)
-    a = left.selectbox("A", classes, key=state.CONTRAST_A, persist_state=state.KEEP,
+    a = left.selectbox("A", classes, key=keys.a, persist_state=state.KEEP,
                        format_func=lambda i: class_label(bundle, i))
-    b = right.selectbox("B", classes, key=state.CONTRAST_B, persist_state=state.KEEP,
+    b = right.selectbox("B", classes, key=keys.b, persist_state=state.KEEP,
                         format_func=lambda i: class_label(bundle, i))
-    state.publish(contrast=state.contrast_text(a, b))
+    publish(contrast=state.contrast_text(a, b))
     if a == b:
         st.warning("A and B are the same class; pick two different classes to contrast.")
         return None

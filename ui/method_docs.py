@@ -161,6 +161,34 @@ def layer_text(info: MethodInfo) -> str:
     return "needs a layer (pick one in Explore)" if info.needs_layer else "no layer needed"
 
 
+# How a token's one score is made from its D embedding values (the registry's ``TextUse.reduction``).
+REDUCTION_TEXT = {
+    "l2": "the L2 norm of its attribution over the embedding's dimensions (a sensitivity, never negative)",
+    "sum": "the sum of its attribution over the embedding's dimensions (signed: for or against the target)",
+    "map": "the method's own, one per token",
+    "base": "made as its base method's",
+}
+
+
+def text_text(info: MethodInfo) -> str:
+    """Whether and how the method runs on text (the Text page): the registry's ``TextUse`` note, how a token's
+    score is made, and which parameters differ from the image ones; markdown-escaped."""
+    if not info.applies_to("text"):
+        return "Not on text: it needs pixels or a spatial layer (a CAM, superpixels), which a text does not have."
+    use = info.text
+    parts = [" ".join(use.note.split()).rstrip(".") + "."] if use.note else []
+    parts.append(f"Token score: {REDUCTION_TEXT.get(use.reduction, use.reduction)}.")
+    if use.params:
+        parts.append("Text parameters: " + "; ".join(
+            f"{name} ({param_range(param)}, default {default_text(param)})" for name, param in use.params.items())
+            + ".")
+    if use.hidden:
+        parts.append(f"Not used on text: {', '.join(sorted(use.hidden))}.")
+    if not info.image:
+        parts.append("Text only.")
+    return md_escape(" ".join(parts))
+
+
 def paper_markdown(reference: Reference) -> str:
     """"Authors (year). *Title*. [arXiv:…](link)" — the link only where the reference has one."""
     text = f"{md_escape(reference.authors)} ({reference.year}). *{md_escape(reference.title)}*."
@@ -282,6 +310,7 @@ class Card:
     weaknesses: str
     params: list[dict[str, str]]
     licence: str = ""  # what the method's authors declare about patents or licences, markdown-escaped; "" for none
+    text: str = ""  # whether and how it runs on text (:func:`text_text`), markdown-escaped
 
     @property
     def key(self) -> str:
@@ -306,6 +335,7 @@ def card(info: MethodInfo, measured: Measured | None = None) -> Card:
         weaknesses=md_escape(info.weaknesses),
         params=param_rows(info),
         licence=md_escape(" ".join(info.licence_note.split())),
+        text=text_text(info),
     )
 
 
@@ -317,6 +347,9 @@ def search_text(info: MethodInfo) -> str:
     ]
     for name, param in info.params.items():
         parts += [name, param.help]
+    if info.text is not None:
+        parts += ["text", info.text.note, *info.text.params,
+                  *(param.help for param in info.text.params.values())]
     return " ".join(parts).lower()
 
 
@@ -345,6 +378,10 @@ def group_by_family(methods: Iterable[MethodInfo]) -> dict[str, list[MethodInfo]
     return {family: [m for m in methods if m.family == family] for family in families(methods)}
 
 
+# The overview's "Text" column: how a token's score is made, in a word.
+TEXT_COLUMN = {"l2": "yes (L2 norm)", "sum": "yes (signed sum)", "map": "yes", "base": "yes (as its base)"}
+
+
 def overview_rows(methods: Iterable[MethodInfo]) -> list[dict[str, str]]:
     """A compact comparison table, one row per method."""
     return [
@@ -356,6 +393,7 @@ def overview_rows(methods: Iterable[MethodInfo]) -> list[dict[str, str]]:
             "Layer": "yes" if info.needs_layer else "no",
             "Output": "input-shaped" if info.attribution_channels is None else f"{info.attribution_channels}-channel",
             "Sanity check": verdict(info).label,
+            "Text": TEXT_COLUMN.get(info.text.reduction, "yes") if info.applies_to("text") else "no",
         }
         for info in methods
     ]

@@ -225,6 +225,11 @@ def _pick_image() -> tuple[Decoded, str] | Problem:
     source = st.segmented_control("Image", sources, key=state.IMAGE_SOURCE, required=True)
     if source != "Upload":  # the uploader is not drawn: it comes back empty
         st.session_state[state.UPLOADER_IDS] = []
+    if source != SOURCES[0]:  # the sample picker is not drawn: its choice waits for the way back
+        hold((state.SAMPLE,))
+        st.session_state[state.SAMPLE_HELD] = True
+    elif st.session_state.pop(state.SAMPLE_HELD, False):
+        hold((state.SAMPLE,))  # set again before it is drawn, so the browser shows it (it drew none meanwhile)
     if source == RUN_SOURCE:
         # a local file of a batch run: never published in the URL (a link must not name server paths)
         try:
@@ -310,6 +315,7 @@ def digit_gallery() -> list:
 
 def sidebar() -> Selection | Problem:
     """Draw the shared sidebar; return the current selection, or the Problem the page should show."""
+    _resend_held_choices()
     pending = user_models.take_pending()
     if pending is not None:
         st.session_state[state.MODEL] = pending
@@ -346,11 +352,7 @@ def sidebar() -> Selection | Problem:
         state.publish(model=None if user_models.is_user_model(model) else model,
                       preprocessing=None if preprocessing == RESIZE else preprocessing)
         view_slot = st.empty()
-        page = state.current_page()
-        if page in state.PAGE_CONTROLS:
-            st.button("Reset this page's controls", key=state.RESET_PAGE, on_click=state.reset_page, args=(page,),
-                      icon=":material/restart_alt:",
-                      help="Back to the defaults of this page's settings. The image, your uploads and the model stay.")
+        reset_button(state.current_page())
     if isinstance(picked, Problem):
         return picked
     found, name = picked
@@ -377,6 +379,52 @@ def sidebar() -> Selection | Problem:
         return Problem("error", str(exc), exc, fix=dense_fix(listed, exc))
     return Selection(image, name, digest, model, preprocessing, choice.scored, inputs, found.size, dense=listed,
                      prediction=choice.prediction, dense_key=choice.key, dense_settings=settings)
+
+
+def reset_button(page: str) -> None:
+    """The sidebar's "Reset this page's controls", on a page that has controls (``state.PAGE_CONTROLS``)."""
+    if page in state.PAGE_CONTROLS:
+        st.button("Reset this page's controls", key=state.RESET_PAGE, on_click=state.reset_page, args=(page,),
+                  icon=":material/restart_alt:",
+                  help="Back to the defaults of this page's settings. The image, your uploads and the model stay.")
+
+
+# The image sidebar's widgets whose values a page without that sidebar (Text) keeps: not drawn in a run, a widget's
+# value is dropped at its end, unless the key holds it as plain session state. The uploader and the camera cannot be
+# set (the session keeps the uploads itself, KEPT_UPLOADS); buttons hold no value.
+HELD_KEYS = (state.IMAGE_SOURCE, state.SAMPLE, state.MODEL, state.PREPROCESSING, state.UPLOAD_PICK,
+             state.DENSE_SCORE, state.DENSE_WITH_IOU, state.DENSE_IOU, state.DENSE_REDUCTION)
+
+
+def hold(keys) -> None:
+    """Keep the values of widgets not drawn in this run: each set again as plain session state, which the widget
+    takes up when it is drawn next (Streamlit drops a widget's value at the end of a run that did not draw it)."""
+    session = st.session_state
+    for key in keys:
+        if key in session:
+            session[key] = session[key]
+
+
+def _image_choice_keys() -> list[str]:
+    return [k for k in list(st.session_state.keys()) if isinstance(k, str)
+            and (k in HELD_KEYS or k.startswith(f"{state.DENSE_REGION_CLASS}."))]
+
+
+def hold_image_choices() -> None:
+    """On a page that does not draw the image sidebar (Text): keep its choices for the image pages. The uploader
+    is not drawn, so it shows no file when it comes back: the uploads it showed are the session's kept ones (as
+    after another source)."""
+    hold(_image_choice_keys())
+    st.session_state[state.UPLOADER_IDS] = []
+    st.session_state[state.IMAGE_CHOICES_HELD] = True
+
+
+def _resend_held_choices() -> None:
+    """The first run that draws the image sidebar again: its held values are set once more before the widgets
+    are drawn, so that the browser, which drew none of them meanwhile, shows them (the image source's buttons
+    would otherwise show no choice, although the source is kept)."""
+    if st.session_state.pop(state.IMAGE_CHOICES_HELD, False):
+        hold(_image_choice_keys())
 
 
 def dense_fix(bundle: DenseBundle, exc: BaseException) -> str | None:

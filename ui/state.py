@@ -188,10 +188,68 @@ BATCH_OPENED = "_batch_opened"  # the folder whose filters the widgets hold
 BATCH_COMPARE_FOLDER = "batch.compare.folder"  # a second run folder (another model, the same images)
 BATCH_COMPARE_METHOD = "batch.compare.method"  # prefix: one picker per pair of runs
 BATCH_COMPARE_TARGET = "batch.compare.target"  # prefix: one picker per pair of runs
+# a run over texts: its views live under the filters' prefix (another run opened clears them, Reset resets them)
+BATCH_WORDS = "batch.filter.words"  # prefix of the word table's controls
+BATCH_WORDS_METHOD = "batch.filter.words.method"
+BATCH_WORDS_TARGET = "batch.filter.words.target"
+BATCH_WORDS_BY = "batch.filter.words.by"  # the class of the rows: predicted or label
+BATCH_WORDS_CLASS = "batch.filter.words.class"  # prefix: one picker per "by" (their class lists differ)
+BATCH_WORDS_SORT = "batch.filter.words.sort"
+BATCH_WORDS_MIN_ROWS = "batch.filter.words.min_rows"
+BATCH_WORDS_PICK = "batch.filter.words.pick"  # prefix: the word whose rows are drawn, one picker per word table
+BATCH_TEXT_SIGN = "batch.filter.text_sign"  # the drawn rows' colour scale: signed or magnitude
+BATCH_TEXT_GROUP = "batch.filter.text_group"  # the drawn rows' pieces: tokens or words
+# ... and its launcher (the "Run on a text file" tab)
+BATCH_TEXT_SOURCE = "batch.text.source"  # the uploaded .txt/.csv: an upload, which a reset keeps
+BATCH_TEXT_COLUMN = "batch.text.column"  # prefix: one picker per CSV header
+BATCH_TEXT_METHODS = "batch.text.methods"
+BATCH_TEXT_TARGETS = "batch.text.targets"
+BATCH_TEXT_LAUNCH = "batch.text.launch"
 # opening a run's image on Explore: the sidebar picks these up before it draws its widgets (set, then switch)
 PENDING_IMAGE = "_pending_image"  # a local image file to show as the sidebar's "Batch run" source
 PENDING_PREPROCESSING = "_pending_preprocessing"
 RUN_IMAGE = "_run_image"  # the local file the "Batch run" source shows
+
+# ---- Text (its own model, text, target and methods; on its page the sidebar holds the image pages' choices) -----
+TEXT_PAGE = "text"  # the Text page's script name (``current_page()``): app.py draws the text sidebar there
+TEXT_MODEL = "text_model"  # the sidebar's text-model picker (drawn on the Text page only, kept off it)
+TEXT_MODELS = "_text_models"  # this session's own text models (uploaded zips): never shared
+TEXT_PENDING_MODEL = "_text_pending_model"  # a text model to select before the picker is drawn (set, then rerun)
+TEXT_UPLOAD = "text_model_upload"  # the zipped Hugging Face classifier's uploader
+TEXT_LOAD = "text_model_load"
+TEXT_BOX = "text_box"  # the text: like the image, never one of the page's controls (a reset keeps it)
+TEXT_EXAMPLE = "text.example"  # the built-in examples' picker (a pick fills the text box)
+TEXT_SHOW = "text.show"  # Explain, Compare or Trust: only the one shown computes
+TEXT_TARGET_MODE = "text.target_mode"
+TEXT_TARGET_CLASS = "text.target_class"
+TEXT_CONTRAST_A = "text.contrast_a"
+TEXT_CONTRAST_B = "text.contrast_b"
+TEXT_TARGET_SCOPE = "_text_target_scope"  # the (model, text) the class choices were preselected for
+TEXT_OBJECTIVE = "text.objective"
+TEXT_METHODS = "text.methods"
+TEXT_PARAM = "text.param"  # prefix of the text methods' parameter widgets
+TEXT_VIEW = "text.view"  # prefix of the view controls (sign, colormap, grouping, clip, special tokens)
+TEXT_PREDICTIONS = "text_predictions"  # the predictions chart (a click on a bar makes it the target)
+TEXT_CANCEL = "text_cancel"
+TEXT_RUN = "text_run"
+TEXT_CANCELLED = "_text_cancelled"
+TEXT_STARTED = "_text_started"
+TEXT_DOWNLOAD = "text_dl"  # prefix of the per-map download buttons
+TEXT_COMPARE_METHODS = "text.compare.methods"
+TEXT_COMPARE_TARGETS = "text.compare.targets"  # the classes added as columns beside predicted and runner-up
+TEXT_COMPARE_SCALE = "text.compare.scale"
+TEXT_AGREEMENT = "text_agreement"  # prefix of the agreement figures
+TEXT_TRUST_METHODS = "text.trust.methods"
+TEXT_TRUST_CHECK = "text.trust.check"  # sanity (cascade and random logit) or faithfulness
+TEXT_TRUST_REMOVAL = "text.trust.removal"
+TEXT_TRUST_STEP = "text.trust.step"  # the cascade step whose maps are drawn
+TEXT_TRUST_RUN = "text_trust_run"
+TEXT_TRUST_CANCEL = "text_trust_cancel"
+TEXT_TRUST_CANCELLED = "_text_trust_cancelled"
+TEXT_TRUST_STARTED = "_text_trust_started"
+TEXT_TRUST_RESULTS = "_text_trust"  # this session's sanity and faithfulness results (state.remembered)
+IMAGE_CHOICES_HELD = "_image_choices_held"  # the last run held the image sidebar's choices (it was not drawn)
+SAMPLE_HELD = "_sample_held"  # the last run held the sample picker's choice (another image source was shown)
 
 # ---- the shared selection -------------------------------------------------------------------------------------
 SELECTION = "_selection"  # what the shared sidebar chose this run (a Selection or a Problem)
@@ -205,8 +263,10 @@ PAGE_CONTROLS = {
     "sanity": ("sanity",),
     "faithfulness": ("faith",),
     "gradient": ("gradient",),
-    "batch": ("batch.filter", "batch.mean", BATCH_METHODS, BATCH_TARGETS, BATCH_COMPARE_METHOD, BATCH_COMPARE_TARGET),
+    "batch": ("batch.filter", "batch.mean", BATCH_METHODS, BATCH_TARGETS, BATCH_COMPARE_METHOD, BATCH_COMPARE_TARGET,
+              BATCH_TEXT_COLUMN, BATCH_TEXT_METHODS, BATCH_TEXT_TARGETS),
     "models": (MODELS_ARCH, MODELS_CUSTOM, MODELS_SIZE, MODELS_MEAN, MODELS_STD),
+    "text": ("text",),  # every "text.…" control; the text, the text model and the uploads stay
 }
 
 # ---- internal -------------------------------------------------------------------------------------------------

@@ -20,11 +20,13 @@ def folder_help(param: Param) -> str:
             f"{', '.join(IMAGE_SUFFIXES)}. Leave it empty for none.")
 
 
-def param_widgets(info: MethodInfo, prefix: str = state.PARAM, container=st) -> dict[str, Any]:
+def param_widgets(info: MethodInfo, prefix: str = state.PARAM, container=st,
+                  params: dict[str, Param] | None = None) -> dict[str, Any]:
     """One widget per declared parameter that applies (SmoothGrad's n_steps only with the IG base), with its
-    range, default and help; returns {name: value} of the shown ones (the rest keep their defaults)."""
+    range, default and help; returns {name: value} of the shown ones (the rest keep their defaults). ``params``:
+    the parameters to draw, where not the image ones (``info.params_for("text")`` on the Text page)."""
     values: dict[str, Any] = {}
-    for name, param in info.params.items():
+    for name, param in (info.params if params is None else params).items():
         if not param.applies(values):
             continue
         key = f"{prefix}.{info.name}.{name}"

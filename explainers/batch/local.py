@@ -1,4 +1,5 @@
-"""The local engine: images decoded by a DataLoader with worker processes, the model loaded once, in this process."""
+"""The local engine: images decoded by a DataLoader with worker processes, the model loaded once, in this process;
+texts tokenised and explained in this process (tokenising is light: no workers)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Callable, Sequence
 from torch.utils.data import DataLoader
 
 from .orphans import PRELOAD, die_with_parent
-from .pipeline import Decoded, Decoder, Item, Settings, explain_batch
+from .pipeline import Decoded, Decoder, Item, Settings, chunks, explain_batch
 from .store import RunWriter
+from .text import explain_texts
 
 
 def default_workers() -> int:
@@ -39,6 +41,8 @@ def run_local(bundle, items: Sequence[Item], settings: Settings, writer: RunWrit
     todo = [item for item in items if item.path not in writer.done]
     if not todo:
         return 0
+    if settings.modality == "text":
+        return _run_texts(bundle, todo, settings, writer, progress)
     decoder = Decoder(todo, bundle, settings.preprocessing)
     workers = default_workers() if workers is None else workers
     loader = DataLoader(decoder, batch_size=settings.batch_size, shuffle=False, num_workers=workers,
@@ -49,6 +53,18 @@ def run_local(bundle, items: Sequence[Item], settings: Settings, writer: RunWrit
         rows, maps = explain_batch(bundle, todo, decoded, settings)
         writer.write(rows, maps)
         done += len(decoded)
+        if progress is not None and progress(done, len(todo)) is False:
+            break
+    return done
+
+
+def _run_texts(bundle, todo: Sequence[Item], settings: Settings, writer: RunWriter,
+               progress: Callable[[int, int], object] | None) -> int:
+    """A text run: ``settings.batch_size`` texts per part, explained here."""
+    done = 0
+    for chunk in chunks(todo, settings.batch_size):
+        writer.write(explain_texts(bundle, chunk, settings), {})
+        done += len(chunk)
         if progress is not None and progress(done, len(todo)) is False:
             break
     return done

@@ -48,11 +48,13 @@ NO_LABEL = "no label for this image: the target 'label' needs one"
 @dataclass(frozen=True)
 class Item:
     """One image of a source: its path as given (the row's key), its label (a class index) when known, and a
-    box (x0, y0, x1, y1 in the original image's pixels) when the list gives one."""
+    box (x0, y0, x1, y1 in the original image's pixels) when the list gives one. One text of a text source
+    (:mod:`.text`): ``path`` is its key ("reviews.txt:12"), ``text`` the text."""
 
     path: str
     label: int | None = None
     box: tuple[float, float, float, float] | None = None
+    text: str | None = None
 
 
 def _label_of(value: Any, categories: Sequence[str], where: str) -> int | None:
@@ -216,6 +218,8 @@ class Settings:
     score_threshold: float | None = None  # a detector: None keeps the model's own (DenseBundle.score_threshold)
     iou_threshold: float = IOU_THRESHOLD  # a detector: what a re-detection needs to count as the same box
     reduction: str = "sum"  # a segmenter: a region's score is the sum (or mean) of its class's logits
+    modality: str = "image"  # "text": a run over texts (:mod:`.text`), one row per text × method × target
+    text_column: str | None = None  # a text run's column of a .csv/.parquet list (None: "text", or a .txt file)
 
 
 @dataclass

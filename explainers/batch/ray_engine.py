@@ -5,9 +5,12 @@ cuts them (``pipeline.chunks``); a map step decodes each batch in a Ray task wit
 ``map_batches`` step with an actor pool runs ``pipeline.explain_batch`` in model replicas (one per GPU when the
 cluster has GPUs, else ``workers`` CPU replicas), each taking the bundle once from the object store; the driver
 writes every batch's rows and maps as one part through the same ``store.RunWriter``, so the run folder is the local
-engine's, row for row. On GPUs the decoding tasks run on the CPUs beside the replicas; without GPUs Ray Data fuses
-them into the replicas (each decodes its own batches: no pixels through the object store). Parts arrive in
-completion order; the table's order does not depend on it (``store.read_table`` sorts).
+engine's, row for row. A run over texts skips the decoding step: its replicas (:class:`TextExplainer`) tokenise and
+explain their batches of texts (:func:`.text.explain_texts`), the text bundle travelling through the object store
+as the image bundle does (it pickles: the network, its fast tokenizer and the class names). On GPUs the decoding
+tasks run on the CPUs beside the replicas; without GPUs Ray Data fuses them into the replicas (each decodes its own
+batches: no pixels through the object store). Parts arrive in completion order; the table's order does not depend
+on it (``store.read_table`` sorts).
 
 ``ray.init`` is called only when Ray is not running yet: with ``RAY_ADDRESS`` set it joins that cluster (the
 workers import ``explainers`` from a copy Ray ships, ``py_modules``), else it starts Ray on this machine, quietly
@@ -35,6 +38,7 @@ import torch
 from ..errors import ParameterError
 from .pipeline import Decoded, Decoder, Item, Settings, chunks, explain_batch
 from .store import RunWriter
+from .text import explain_texts
 
 LOCAL_REPLICAS = 2  # CPU model replicas when --workers is not given and the cluster has no GPU
 MAX_BLOCKS = 1000  # input blocks (a block holds whole batches; a decoding task reads one block)
@@ -43,12 +47,12 @@ PACKAGE = Path(__file__).resolve().parents[1]  # the explainers package, which a
 
 def _encode_item(item: Item) -> str:
     """An item as a string: Ray Data columns hold plain values."""
-    return json.dumps([item.path, item.label, None if item.box is None else list(item.box)])
+    return json.dumps([item.path, item.label, None if item.box is None else list(item.box), item.text])
 
 
 def _decode_item(text: str) -> Item:
-    path, label, box = json.loads(text)
-    return Item(path, label, None if box is None else tuple(box))
+    path, label, box, words = json.loads(text)
+    return Item(path, label, None if box is None else tuple(box), words)
 
 
 def decode_batch(row: dict[str, Any], decoder: Decoder) -> dict[str, Any]:
@@ -95,6 +99,27 @@ class BatchExplainer:
             ]
             rows, maps = explain_batch(self.bundle, items, decoded, self.settings)
             parts.append(pickle.dumps((rows, maps), protocol=pickle.HIGHEST_PROTOCOL))
+            counts.append(len(items))
+        return {"part": np.asarray(parts, dtype=object), "images": np.asarray(counts, dtype=np.int64)}
+
+
+class TextExplainer:
+    """A model replica of a run over texts (a Ray actor): takes the text bundle from the object store once, moves
+    its network to this worker's device and explains batches of texts; each output row is one batch's part."""
+
+    def __init__(self, bundle_ref: list, settings: Settings, use_gpu: bool):
+        import ray  # deferred: a heavy import (see the module docstring)
+
+        bundle = ray.get(bundle_ref[0])
+        bundle.net.to(torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu"))
+        self.bundle, self.settings = bundle, settings
+
+    def __call__(self, batches: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        parts, counts = [], []
+        for items_column in batches["items"]:
+            items = [_decode_item(text) for text in items_column]
+            rows = explain_texts(self.bundle, items, self.settings)
+            parts.append(pickle.dumps((rows, {}), protocol=pickle.HIGHEST_PROTOCOL))
             counts.append(len(items))
         return {"part": np.asarray(parts, dtype=object), "images": np.asarray(counts, dtype=np.int64)}
 
@@ -154,14 +179,18 @@ def run_ray(bundle, items: Sequence[Item], settings: Settings, writer: RunWriter
             f"the ray engine ships the model to its replicas, and this one cannot be serialised "
             f"({type(exc).__name__}: {str(exc)[:200]}); a TorchScript model does not pickle: run it with "
             "--engine local") from None
-    decoder = Decoder([], bundle, settings.preprocessing)
     # one dataset row per batch, cut as the local engine cuts them: a batch's numbers can depend on its company in
     # the last float bits (kernels picked by batch size), so the same batches make the same tables
     batches = [{"items": [_encode_item(item) for item in chunk]} for chunk in chunks(todo, settings.batch_size)]
     dataset = ray.data.from_items(batches, override_num_blocks=min(len(batches), MAX_BLOCKS))
-    dataset = dataset.map(decode_batch, fn_kwargs={"decoder": decoder}, num_cpus=1)
+    if settings.modality == "text":
+        replica = TextExplainer
+    else:
+        replica = BatchExplainer
+        decoder = Decoder([], bundle, settings.preprocessing)
+        dataset = dataset.map(decode_batch, fn_kwargs={"decoder": decoder}, num_cpus=1)
     dataset = dataset.map_batches(
-        BatchExplainer, fn_constructor_kwargs={"bundle_ref": [bundle_ref], "settings": settings, "use_gpu": use_gpu},
+        replica, fn_constructor_kwargs={"bundle_ref": [bundle_ref], "settings": settings, "use_gpu": use_gpu},
         batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=replicas),
         **({"num_gpus": gpu_share} if use_gpu else {"num_cpus": 1}))
     done = 0
@@ -176,4 +205,6 @@ def run_ray(bundle, items: Sequence[Item], settings: Settings, writer: RunWriter
 
 def _on_cpu(bundle: Any):
     """A copy of ``bundle`` with its model on the CPU (the driver's own model stays where it is)."""
+    if getattr(bundle, "modality", None) == "text":
+        return replace(bundle, net=copy.deepcopy(bundle.net).cpu())
     return replace(bundle, model=copy.deepcopy(bundle.model).cpu())

@@ -9,6 +9,10 @@ convolutions round (statistics within 1e-5, maps within about 1e-3 of their scal
 
 The engines: ``local`` (:mod:`.local`: in-process, images decoded by a DataLoader with worker processes) and
 ``ray`` (:mod:`.ray_engine`: the same steps on Ray Data, model replicas in an actor pool).
+
+A run over texts (``Settings.modality`` "text": a .txt file, one text a line, or a .csv/.parquet list's text
+column; :mod:`.text`) loads a text classifier (``load_text_model``: the shipped one by name, a Hugging Face folder
+or a .zip) and writes the same table with each row's per-token map.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from typing import Any
 from ..dense.targets import REDUCTIONS
 from ..errors import ParameterError
 from ..models import load_model
-from ..registry import get_method
+from ..models.text import load_text_model
+from ..registry import IMAGE, METHODS, MODALITIES, TEXT, get_method
 from ..targets import TargetSpec
 from .local import run_local
 from .pipeline import Settings, read_source, with_labels
 from .ray_engine import run_ray
 from .store import RunWriter
+from .text import read_texts
 
 ENGINES = {"local": run_local, "ray": run_ray}
 
@@ -38,7 +44,16 @@ def _check_methods(settings: Settings) -> None:
     if unknown:
         raise ParameterError(f"params given for {unknown[0]!r}, which is not among the methods "
                              f"{', '.join(settings.methods)}")
-    settings.params = {m: get_method(m).validate(settings.params.get(m, {})) for m in settings.methods}
+    if settings.modality not in MODALITIES:
+        raise ParameterError(f"modality must be one of {', '.join(MODALITIES)}, got {settings.modality!r}")
+    for name in settings.methods:
+        if not get_method(name).applies_to(settings.modality):
+            fitting = ", ".join(n for n, info in METHODS.items() if info.applies_to(settings.modality))
+            what = "text" if settings.modality == TEXT else "images (it is a text method)"
+            raise ParameterError(f"method {name!r} does not apply to {what}; the {settings.modality} methods: "
+                                 f"{fitting}")
+    settings.params = {m: get_method(m).validate(settings.params.get(m, {}), settings.modality)
+                       for m in settings.methods}
 
 
 DENSE_SETTINGS = ("max_boxes", "score_threshold", "iou_threshold", "reduction")
@@ -83,8 +98,15 @@ def run(source: str, out: str, settings: Settings, engine: str = "local", limit:
     if engine not in ENGINES:
         raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     _check_methods(settings)
+    if settings.modality == TEXT:
+        return _run_texts(source, out, settings, engine, limit, resume, workers, device, bundle, progress, labels)
+    if settings.text_column is not None:
+        raise ParameterError("text_column names the text column of a run over texts; this run explains images")
     if bundle is None:
         bundle = load_model(settings.model, device=device)
+    if getattr(bundle, "modality", IMAGE) == TEXT:
+        raise ParameterError(f"{bundle.name} is a text classifier: give it texts (a .txt file, one text a line, or "
+                             "a .csv list with --text-column)")
     if getattr(bundle, "needs_targets", False):  # a detector or segmenter: its boxes or regions are the targets
         _check_dense(settings)
     else:
@@ -93,6 +115,11 @@ def run(source: str, out: str, settings: Settings, engine: str = "local", limit:
     items = read_source(source, bundle.categories, limit)
     if labels is not None:
         items = with_labels(items, Path(labels), bundle.categories)
+    return _write_run(bundle, items, out, settings, engine, source, resume, workers, progress)
+
+
+def _write_run(bundle, items, out: str, settings: Settings, engine: str, source: str, resume: bool,
+               workers: int | None, progress) -> dict[str, Any]:
     writer = RunWriter(out, settings, engine, source, resume, bundle.categories)
     started = time.perf_counter()
     done = ENGINES[engine](bundle, items, settings, writer, workers=workers, progress=progress)
@@ -100,3 +127,21 @@ def run(source: str, out: str, settings: Settings, engine: str = "local", limit:
     unreadable = len(writer.unreadable)
     return {"images": len(items), "done_now": done, "unreadable": unreadable, "skipped": len(items) - done,
             "elapsed_s": elapsed, "images_per_s": done / elapsed if done and elapsed > 0 else None, "out": str(out)}
+
+
+def _run_texts(source: str, out: str, settings: Settings, engine: str, limit: int | None, resume: bool,
+               workers: int | None, device: str | None, bundle, progress, labels: str | None) -> dict[str, Any]:
+    """A run over texts: the text classifier loaded once (unless given), the texts read, the same writer. The
+    summary counts texts as ``images`` (and unexplainable texts as ``unreadable``), as for an image run."""
+    if labels is not None:
+        raise ParameterError("a labels list applies to images; a text list gives each text's class in its 'label' "
+                             "column")
+    _check_classifier(settings)
+    if bundle is None:
+        bundle = load_text_model(settings.model, device=device)
+    if getattr(bundle, "modality", IMAGE) != TEXT:
+        raise ParameterError(f"{getattr(bundle, 'name', settings.model)} is an image model; texts need a text "
+                             "classifier (a shipped text model's name, a Hugging Face folder or a .zip of one)")
+    _check_targets(settings, bundle.categories)
+    items = read_texts(source, bundle.categories, settings.text_column, limit)
+    return _write_run(bundle, items, out, settings, engine, source, resume, workers, progress)

@@ -10,7 +10,8 @@
 
 Every part file is written whole and renamed into place, maps before the table part that references them, so a
 run killed at any moment leaves only complete parts; a resumed run skips the images the table already has (rows
-or an error row), so the final table has each row once.
+or an error row), so the final table has each row once. A run resumes only with the same settings and in the table
+layout this version writes (the parts of one run stack into one table).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..errors import SaliencyError
 from ..manifest import versions
 from .access import map_path
 from .pipeline import BORDER, CENTRE, COLUMNS, MAP_POOL, Settings
+from .text import TEXT_COLUMNS, TEXT_MAPS
 
 SCHEMA_VERSION = 1  # of the manifest and the table
 
@@ -58,6 +60,7 @@ class RunWriter:
                                     "resume it with the same model, methods, targets, params and seed")
         self.done: set[str] = set()
         self.unreadable: set[str] = set()  # images of this run's parts that could not be read (error rows)
+        _check_layout(self.out, existing, _schema(settings.modality))
         for part in existing:
             self.done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
         self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
@@ -80,7 +83,8 @@ class RunWriter:
                 row["map_file"] = f"maps/{name}.npz"
             if row["label"] is not None and self.categories:
                 row["label_name"] = self.categories[row["label"]]
-        table = pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS} for row in rows], schema=_schema())
+        schema = _schema(self.settings.modality)
+        table = pa.Table.from_pylist([{c: row.get(c) for c in schema.names} for row in rows], schema=schema)
         temporary = self.tables / f".{name}.parquet.tmp"
         with _writing(self.out), _removed_on_failure(temporary):
             pq.write_table(table, temporary)
@@ -118,6 +122,11 @@ def _removed_on_failure(temporary: Path) -> Iterator[None]:
 def _manifest(settings: Settings, engine: str, source: str, categories: Sequence[str]) -> dict[str, Any]:
     """What manifest.json says: the settings a resumed run must match, where the run came from, and what the
     maps and the statistics are."""
+    if settings.modality == "text":
+        return {"schema_version": SCHEMA_VERSION, "kind": "saliency-studio batch run", "modality": "text",
+                "settings": _jsonable(asdict(settings)), "engine": engine, "source": str(source),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "versions": {**versions(), "pyarrow": pa.__version__}, "maps": TEXT_MAPS, "classes": len(categories)}
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "saliency-studio batch run",
@@ -142,15 +151,43 @@ def _manifest(settings: Settings, engine: str, source: str, categories: Sequence
     }
 
 
-def _schema() -> pa.Schema:
-    """The table's column types: strings unless said otherwise."""
+def _schema(modality: str = "image") -> pa.Schema:
+    """The table's column types: strings unless said otherwise; a text run's table has :data:`TEXT_COLUMNS` too."""
     string, double, integer = pa.string(), pa.float64(), pa.int64()
-    types = {"label": integer, "box": pa.list_(double), "prediction": integer, "probability": double,
+    texts = {"tokens": pa.list_(string), "token_ids": pa.list_(integer), "offsets": pa.list_(pa.list_(integer)),
+             "special": pa.list_(pa.bool_()), "word_ids": pa.list_(integer), "scores": pa.list_(double),
+             "words": pa.list_(string), "word_spans": pa.list_(pa.list_(integer)), "word_scores": pa.list_(double),
+             "logits": pa.list_(double), "seed": integer, "notes": pa.list_(string), "truncated_tokens": integer,
+             "max_length": integer}
+    columns = COLUMNS + (TEXT_COLUMNS if modality == "text" else ())
+    types = {**texts, "label": integer, "box": pa.list_(double), "prediction": integer, "probability": double,
              "top5": pa.list_(integer), "top5_probability": pa.list_(double), "correct": pa.bool_(),
              "target_index": integer, "target_probability": double, "elapsed_s": double, "map_h": integer,
              "map_w": integer, "peak_y": double, "peak_x": double, "centre_mass": double, "border_mass": double,
              "box_mass": double, "entropy": double, "box_score": double, "box_rank": integer, "region_share": double}
-    return pa.schema([(c, types.get(c, string)) for c in COLUMNS])
+    return pa.schema([(c, types.get(c, string)) for c in columns])
+
+
+def _check_layout(out: Path, parts: Sequence[Path], schema: pa.Schema) -> None:
+    """Every part of a resumed run in the table layout this version writes: a run begun by another version (a text
+    run written before its rows stored word ids, say) would come back as two tables that do not stack, so it is
+    refused with what differs; its parts still open as they are."""
+    for part in parts:
+        try:
+            found = pq.read_schema(part)
+        except (OSError, pa.ArrowException) as exc:
+            raise SaliencyError(f"cannot read the table part {part.name} of {str(out)!r} to resume it: {exc}") from None
+        if found.equals(schema, check_metadata=False):
+            continue
+        missing = [name for name in schema.names if name not in found.names]
+        extra = [name for name in found.names if name not in schema.names]
+        changed = [name for name in schema.names if name in found.names
+                   and found.field(name).type != schema.field(name).type]
+        said = "; ".join(f"{what}: {', '.join(names)}" for what, names in
+                         (("it lacks", missing), ("it has besides", extra), ("other types", changed)) if names)
+        raise SaliencyError(f"{str(out)!r} holds a run whose table was written by another version ({part.name}: "
+                            f"{said or 'its columns in another order'}); resuming it would mix two table layouts. "
+                            "Start the run again in another --out (the run there still opens as it is)")
 
 
 def _npz_bytes(maps: dict[str, np.ndarray]) -> bytes:
@@ -187,7 +224,10 @@ def read_table(out: str | os.PathLike):
     parts = sorted((Path(out) / "table").glob("part-*.parquet"))
     if not parts:
         raise SaliencyError(f"{str(out)!r} holds no batch run (no table/part-*.parquet)")
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    try:  # parts of one layout; a run resumed across a layout change by an older version: missing columns empty
+        table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+    except (OSError, pa.ArrowException) as exc:
+        raise SaliencyError(f"the table parts of {str(out)!r} cannot be read together: {exc}") from None
     frame = table.to_pandas()
     return frame.sort_values(["path", "method", "target"], na_position="first", kind="stable").reset_index(drop=True)
 

@@ -95,3 +95,70 @@ def against_chance(score: float, chance: float) -> str:
     if score <= chance - ABOVE_CHANCE * chance:
         return "below"
     return "at"
+
+
+# ---- texts: which words the maps lean on, across rows ----------------------------------------------------------
+
+WORDS_VIEW = ("per word, across a text run's rows: in how many rows it appears, its mean score (the sum of its "
+              "tokens' scores; a word twice in a text counts once, with both scores added), its mean share of the "
+              "row's |scores|, and how often it is the row's top word (the highest score): a word that pushes many "
+              "rows towards their class without deciding it (a name, a topic) is a cue worth a look")
+WORD_SORTS = ("mean_score", "mean_share", "top", "rows")
+
+
+def word_table(table, method: str | None = None, by: str | None = None, min_rows: int = 1,
+               sort: str = "mean_score", target: str | None = None) -> pd.DataFrame:
+    """:data:`WORDS_VIEW` over the explained rows of a text run (``read_table``), words lower-cased, for one
+    ``method`` or each (a ``method`` column), and for each value of column ``by`` (e.g. "target_name") when
+    given; words in fewer than ``min_rows`` rows left out (a word seen once says little). Sorted by ``sort``
+    (one of ``WORD_SORTS``), highest first, then by top-word count. ``target`` keeps the rows of one of the run's
+    targets ("top1", "label", ...): a run with several explains each text once per target, and the maps of the
+    runner-up and of the top class mean different things."""
+    if sort not in WORD_SORTS:
+        raise ParameterError(f"sort must be one of {', '.join(WORD_SORTS)}, got {sort!r}")
+    if "word_scores" not in table.columns:
+        raise ParameterError("the word view reads a run over texts (its table has words and word_scores); this run "
+                             "explains images")
+    rows = table[table["error"].isna() & table["method"].notna()]
+    if method is not None:
+        have = sorted(set(rows["method"]))
+        if method not in have:
+            raise ParameterError(f"method {method!r} is not in this run; it has {', '.join(have) or 'no rows'}")
+        rows = rows[rows["method"] == method]
+    if target is not None:
+        have = sorted(set(rows["target"].astype(str))) if "target" in rows.columns else []
+        if str(target) not in have:
+            raise ParameterError(f"target {target!r} is not in this run; it has {', '.join(have) or 'no rows'}")
+        rows = rows[rows["target"].astype(str) == str(target)]
+    if by is not None and by not in rows.columns:
+        raise ParameterError(f"cannot group by {by!r}: not a column of the table")
+    keys = ["method", *([by] if by else [])]
+    counts: dict[tuple, dict[str, list[float]]] = {}
+    for _, row in rows.iterrows():
+        per_word: dict[str, float] = {}
+        for word, score in zip(row["words"], row["word_scores"], strict=True):
+            key = str(word).lower()
+            per_word[key] = per_word.get(key, 0.0) + float(score)
+        if not per_word:
+            continue
+        total = float(np.abs(list(per_word.values())).sum())
+        top = max(per_word, key=per_word.__getitem__)
+        group = tuple(row[k] for k in keys)
+        for word, score in per_word.items():
+            entry = counts.setdefault((*group, word), {"score": [], "share": [], "top": []})
+            entry["score"].append(score)
+            entry["share"].append(abs(score) / total if total > 0 else float("nan"))
+            entry["top"].append(word == top)
+    records = [{**dict(zip(keys, key[:-1], strict=True)), "word": key[-1], "rows": len(entry["score"]),
+                "mean_score": float(np.mean(entry["score"])), "mean_share": _mean_defined(entry["share"]),
+                "top": int(np.sum(entry["top"])), "top_rate": float(np.mean(entry["top"]))}
+               for key, entry in counts.items() if len(entry["score"]) >= min_rows]
+    columns = [*keys, "word", "rows", "mean_score", "mean_share", "top", "top_rate"]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    order = [sort, "top"] if sort != "top" else ["top", "mean_score"]
+    return frame.sort_values(order, ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _mean_defined(values: list[float]) -> float:
+    defined = [v for v in values if np.isfinite(v)]
+    return float(np.mean(defined)) if defined else float("nan")

@@ -15,17 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import SaliencyError
-from . import batch, explain, faithfulness, sanity
+from . import batch, explain, faithfulness, sanity, text, text_model
 from .options import PROG, Parser, parse_params
 
-COMMAND_GROUPS = (explain, sanity, faithfulness, batch)
+COMMAND_GROUPS = (explain, sanity, faithfulness, batch, text, text_model)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command group's subcommands."""
     # installed as the ``saliency`` console script, the usage line says so; else ``python -m explainers``
     prog = "saliency" if Path(sys.argv[0]).name == "saliency" else PROG
-    parser = Parser(prog=prog, description="Saliency maps of image classifiers from the command line.")
+    parser = Parser(prog=prog, description="Saliency maps of image and text classifiers from the command line.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for group in COMMAND_GROUPS:
         group.add_commands(commands)

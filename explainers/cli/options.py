@@ -15,8 +15,9 @@ import torch
 
 from ..errors import LayerError, ParameterError, SaliencyError
 from ..models import load_model, model_info
+from ..models.text import DEFAULT_TEXT_MODEL, load_text_model
 from ..models.user import load_user_model
-from ..registry import get_method
+from ..registry import METHODS, TEXT, get_method
 
 PROG = "python -m explainers"
 
@@ -210,3 +211,50 @@ def load_cli_model(args: argparse.Namespace, device: str):
                                input_size=getattr(args, "input_size", None),
                                trust_code=getattr(args, "trust_code", False), device=device)
     return load_model(args.model, device=device, tqdm_bar=not getattr(args, "quiet", False))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Text commands
+# ---------------------------------------------------------------------------------------------------------
+
+
+def text_method_names(values: Sequence[str] | str | None, default: Sequence[str] = ()) -> list[str]:
+    """:func:`method_names`, each also one that applies to text (the error lists those that do)."""
+    names = method_names(values, default)
+    for name in names:
+        if not get_method(name).applies_to(TEXT):
+            fitting = ", ".join(n for n, info in METHODS.items() if info.applies_to(TEXT))
+            raise ParameterError(f"method {name!r} does not apply to text; the text methods: {fitting}")
+    return names
+
+
+def add_text_model(parser: argparse.ArgumentParser) -> None:
+    """``--model NAME|FOLDER|ZIP``: a shipped text model (see ``text-model list``), a Hugging Face folder or a .zip of
+    one (read with :func:`load_cli_text_model`)."""
+    parser.add_argument("--model", default=DEFAULT_TEXT_MODEL, metavar="NAME|FOLDER|ZIP",
+                        help="a shipped text model (text-model list), or a Hugging Face sequence classifier's folder "
+                        "or .zip (default: %(default)s)")
+
+
+def load_cli_text_model(args: argparse.Namespace, device: str):
+    """The text bundle of ``--model``."""
+    return load_text_model(args.model, device=device)
+
+
+def out_file(text: str) -> Path:
+    """An output file (``--json``, ``--html``) whose folder exists; argparse's ``type=``."""
+    path = Path(text)
+    if not text.strip() or path.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a file to write, got {text!r}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a file in an existing folder, but {str(path.parent)!r} does not "
+                                         "exist")
+    return path
+
+
+def write_file(path: Path, content: str) -> None:
+    """``content`` into ``path``; a file that cannot be written is a user error naming it."""
+    try:
+        path.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise SaliencyError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None

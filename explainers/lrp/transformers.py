@@ -7,12 +7,21 @@ Every tensor's gradient inside the block is its relevance, as in ``engine.py``; 
   uses); functional ``F.linear`` (``nn.MultiheadAttention``'s projections, Swin's and BEiT's qkv) the same rule;
 - LayerNorm / RMSNorm: the identity rule on the division by the standard deviation (held constant), ε on the
   centring and the affine part (Prop. 3.4);
-- elementwise activations (GELU, SiLU, ...): the identity rule, relevance passes whole (eq. 9);
+- elementwise activations (GELU, SiLU, tanh, ...): the identity rule, relevance passes whole (eq. 9); Hugging
+  Face's activation modules (``transformers.activations``: BERT's GELUActivation, gelu_new, quick_gelu, ...) as
+  one unit, whatever arithmetic they are written in (gelu_new's pow and tanh, quick_gelu's x · sigmoid(1.702 x),
+  which the product rule would otherwise take for two factors);
 - softmax: R_i = x_i (R_i − s_i Σ_j R_j) (Prop. 3.1);
 - products of two tensors that both depend on the input (Q Kᵀ, A·V, gated MLPs): ε on the sum, then half to
   each factor (the uniform rule, Prop. 3.3);
 - residual sums: in proportion to each summand (as ``engine.py`` does); constant shifts and scales (position
   embeddings, LayerScale, the attention's scale and relative position bias): the proportional rule.
+
+On BERT (Hugging Face's ``BertForSequenceClassification``, eager or sdpa attention) that covers every module: the
+word embeddings are the input (the relevance is read there); the sum with the position and token-type embeddings,
+constants, is proportional (they keep their share, as a bias does); LayerNorm, the query/key/value/output
+``nn.Linear``, the GELU module, Q·Kᵀ, the softmax and A·V, the residual sums, and the pooler's ``dense`` (ε) and
+tanh (identity) as above; dropout is the identity in eval mode.
 
 ``attention_rule="cp"`` treats the attention probabilities as constants instead (CP-LRP, Ali, Schnake, Eberle,
 Montavon, Müller & Wolf 2022, arXiv:2202.07304): A·V hands all its relevance to the values, none reaches queries and
@@ -31,6 +40,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..attention import explicit_attention, explicit_multi_head
+from ..hooks import HookSet
 from .canonizers import BATCH_NORMS, GATES, batch_norm_pairs, described, detector_head
 from .composites import WEIGHTED
 from .engine import ACTIVATIONS as ACTIVATION_NAMES
@@ -78,14 +88,17 @@ class TransformerSession(Session):
         self.attention_rule = attention_rule
         self.probabilities: dict[int, torch.Tensor] = {}  # the softmax outputs, whose gradient is R / A
         self.attentions = 0
+        self.activation_inputs: list[torch.Tensor | None] = []  # inputs of the activation modules running now
 
     def start(self) -> None:
         super().start()
         self.probabilities.clear()
+        self.activation_inputs.clear()
 
     def stop(self) -> None:
         super().stop()
         self.probabilities.clear()
+        self.activation_inputs.clear()
 
     # ---- helpers ------------------------------------------------------------------------------------------------
 
@@ -232,6 +245,25 @@ class TransformerSession(Session):
 
         return compute()
 
+    def activation_pre(self, module, args):
+        """An elementwise activation module starts: its inner operations run unwatched (depth > 0)."""
+        if not self.active or self.internal or self.depth:
+            self.activation_inputs.append(None)  # inside a covered layer, or not ours to rule
+            return None
+        self.activation_inputs.append(args[0] if args and isinstance(args[0], torch.Tensor) else None)
+        self.depth += 1
+        return None
+
+    def activation_post(self, module, args, output):
+        """The identity rule (eq. 9) on the module as a whole: its output's relevance goes to its input whole."""
+        x = self.activation_inputs.pop() if self.activation_inputs else None
+        if x is None:
+            return None
+        self.depth -= 1
+        if not x.requires_grad or not isinstance(output, torch.Tensor):
+            return None
+        return self._internal(lift, x, output.detach())
+
     # ---- the dispatch -------------------------------------------------------------------------------------------
 
     def functional(self, func, args, kwargs):
@@ -319,8 +351,27 @@ def attention_lrp(model: nn.Module, *, epsilon: float = 1e-6, gamma: float = 0.0
     rule = linear_rule(epsilon, gamma)
     rules = {module: rule for module in model.modules() if isinstance(module, WEIGHTED)}
     session = TransformerSession(model, rules, rule, attention_rule, stabilizer)
+    hooks = HookSet()
     with running(model, session):
-        yield session
+        try:
+            for module in model.modules():
+                if elementwise_module(module):
+                    hooks.add(module.register_forward_pre_hook(session.activation_pre))
+                    hooks.add(module.register_forward_hook(session.activation_post))
+            yield session
+        finally:
+            hooks.remove()
+
+
+# the module that holds Hugging Face's activation modules (ACT2FN: GELUActivation, NewGELUActivation, ...): every
+# class there computes an elementwise function of its input, whatever arithmetic it is written in
+HF_ACTIVATIONS = "transformers.activations"
+
+
+def elementwise_module(module: nn.Module) -> bool:
+    """Whether ``module`` is an elementwise activation that AttnLRP rules as one unit (identity rule). Named by
+    its module path, not imported: transformers need not be installed for images."""
+    return type(module).__module__ == HF_ACTIVATIONS
 
 
 # layers with no rule; every other module is left to the forward, whose operations the session checks

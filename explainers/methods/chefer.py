@@ -22,7 +22,7 @@ from ..core import Attribution, Call, as_logits
 from ..errors import SaliencyError
 from ..lrp import attention_lrp, stabilize, transformer_uncovered
 from ..lrp.rules import DEFAULT_STABILIZER
-from ..registry import NEEDS_ATTENTION, NEEDS_MODEL, ONE_PASS, Cost, Reference, Sanity, register
+from ..registry import NEEDS_ATTENTION, NEEDS_MODEL, ONE_PASS, Cost, Reference, Sanity, TextUse, register
 
 GENERIC = Reference(
     "Chefer, Gur & Wolf", 2021,
@@ -133,6 +133,8 @@ def relevance_maps(call: Call, inputs: torch.Tensor, method: str, weighing: Weig
     requires=frozenset({NEEDS_MODEL, NEEDS_ATTENTION}),
     cost=ONE_PASS,
     attribution_channels=1,
+    text=TextUse(reduction="map", note="Every token is one \"patch\"; the map is the row of the token the classifier "
+                 "reads ([CLS] for BERT-style encoders). The paper's own examples include BERT text classification."),
 )
 def chefer_generic(call, inputs):
     """Chefer, Gur & Wolf 2021, arXiv:2103.15679 (self-attention rule: R ← R + Ā·R, Ā = E_h[(∇A ⊙ A)⁺])."""
@@ -193,6 +195,9 @@ def lrp_at_attention(call: Call, layout: TokenLayout, method: str) -> Weighing:
     cost=Cost(fixed=(2, 2)),  # the gradient's pass and the relevance's
     attribution_channels=1,
     model_check=transformer_uncovered,
+    text=TextUse(reduction="map", note="Every token is one \"patch\"; the map is the row of the token the classifier "
+                 "reads ([CLS] for BERT-style encoders), as the paper ran it on BERT (ERASER's movie reviews); the "
+                 "relevance at the attention comes from AttnLRP's rules for BERT."),
 )
 def transformer_attribution(call, inputs):
     """Chefer, Gur & Wolf 2021, arXiv:2012.09838: Ā = E_h[(∇A ⊙ R_A)⁺], rolled out as R ← R + Ā·R."""

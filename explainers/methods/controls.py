@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Attribution
-from ..registry import Cost, Reference, Sanity, register
+from ..registry import Cost, Reference, Sanity, TextUse, register
 
 ADEBAYO = Reference(
     "Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim", 2018, "Sanity Checks for Saliency Maps", "1810.03292"
@@ -41,6 +41,8 @@ def _repeat(call, attribution: torch.Tensor) -> Attribution:
     class_sensitive=False,
     stochastic=True,
     requires=frozenset(),
+    text=TextUse(reduction="map", note="One seeded uniform value per token (special tokens included, as they are "
+                 "for every method): the yardstick of the faithfulness curves and the token pointing game."),
 )
 def random_map(call, inputs):
     height, width = inputs.shape[-2:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core import Attribution, Call
-from ..registry import ONE_PASS, Reference, Sanity, register
+from ..registry import ONE_PASS, Reference, Sanity, TextUse, register
 
 SIMONYAN = Reference(
     "Simonyan, Vedaldi & Zisserman",
@@ -63,6 +63,8 @@ INPUT_MAPS = {
     cost=ONE_PASS,
     attribution_channels=None,
     smoothgrad_base=True,
+    text=TextUse(reduction="l2", note="The gradient with respect to each token's embedding; a token's score is "
+                 "the gradient's length (L2 norm over the embedding), a sensitivity without sign."),
 )
 def vanilla(call, inputs):
     """Simonyan et al. 2013, arXiv:1312.6034. Signed gradient; sign and channel reduction are render's job."""
@@ -88,6 +90,8 @@ def vanilla(call, inputs):
     cost=ONE_PASS,
     attribution_channels=None,
     smoothgrad_base=True,
+    text=TextUse(reduction="sum", note="The embedding times its gradient, summed over the embedding: a signed "
+                 "estimate of each token's contribution against an all-zero embedding."),
 )
 def input_x_gradient(call, inputs):
     """Shrikumar et al. 2016, arXiv:1605.01713."""

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..baselines import BASELINES, RANDOM_BASELINES, make_baseline
+from ..baselines import BASELINES, RANDOM_BASELINES, TEXT_BASELINE, make_baseline
 from ..batching import forward
 from ..core import Attribution, Call, as_logits, completeness, same_input
-from ..registry import Cost, Param, Reference, Sanity, register
+from ..registry import Cost, Param, Reference, Sanity, TextUse, register
 
 SUNDARARAJAN = Reference(
     "Sundararajan, Taly & Yan", 2017, "Axiomatic Attribution for Deep Networks", "1703.01365",
@@ -105,6 +105,9 @@ def path_integral(call: Call, inputs, baseline, n_steps: int, rule: str) -> torc
     cost=Cost(fixed=(2, 0), per_step=(1, 1), steps="n_steps"),  # the input and its baseline, then the path
     attribution_channels=None,
     smoothgrad_base=True,
+    text=TextUse(params={"baseline": TEXT_BASELINE}, reduction="sum",
+                 note="On the token embeddings, from a baseline text whose tokens are all [PAD], all [MASK] or zero "
+                      "vectors ([CLS] and [SEP] kept); the token scores add up to the score difference."),
 )
 def integrated_gradients(call, inputs, n_steps=50, rule="gausslegendre", baseline="black"):
     """Sundararajan et al. 2017, arXiv:1703.01365. Reports the completeness delta in ``extras``:

@@ -8,7 +8,7 @@ from torch import nn
 from ..attention import has_attention
 from ..core import Attribution, Call
 from ..lrp import ATTENTION_RULES, COMPOSITES, attention_lrp, lrp_rules, transformer_uncovered, uncovered
-from ..registry import NEEDS_ATTENTION, NEEDS_MODEL, ONE_PASS, Param, Reference, Sanity, register
+from ..registry import NEEDS_ATTENTION, NEEDS_MODEL, ONE_PASS, Param, Reference, Sanity, TextUse, register
 from .gradient import input_gradient
 
 BACH = Reference(
@@ -171,6 +171,9 @@ def _with_conservation(call: Call, inputs: torch.Tensor, relevance: torch.Tensor
         "implementation shares no code with lxt."
     ),
     model_check=transformer_uncovered,
+    text=TextUse(reduction="sum", note="The relevance reaches the token embeddings (the word embeddings, before "
+                 "BERT adds its position and token-type embeddings, which keep their proportional share); a token's "
+                 "score is its relevance summed over the embedding: signed, about the score in total."),
     params={
         "epsilon": Param("float", 1e-6, "ε of the linear layers' ε rule (larger values absorb weak, contradictory "
                          "relevance and give sparser maps).", minimum=0.0, maximum=10.0),

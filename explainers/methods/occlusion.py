@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..baselines import make_baseline
+from ..baselines import TEXT_BASELINE, make_baseline
 from ..batching import forward
-from ..core import Attribution, as_logits, same_input
+from ..core import Attribution, Call, as_logits, same_input
 from ..errors import ParameterError
-from ..registry import Cost, Param, Sanity, register
+from ..registry import TEXT, Cost, Param, Sanity, TextUse, modality_of, register
+from ..superpixels import TEXT_UNIT, paint_features, text_features
 from .guided import ZEILER  # one paper, two methods: deconvnet and occlusion
 
 OCCLUSION_BASELINES = ("zero", "mean", "blur")
@@ -37,7 +38,11 @@ def _check(hw: tuple[int, int], window: int, stride: int) -> None:
 
 
 def window_count(p, hw) -> int:
-    """Windows per image; a window too large for the image is counted as the whole image."""
+    """Windows per image; a window too large for the image is counted as the whole image. On text (a ``unit``
+    parameter) the features instead: at most one per token of the 1 × L strip (a word holds one token or more,
+    and [CLS]/[SEP] are never occluded, so the passes run are this or fewer)."""
+    if "unit" in p:
+        return hw[1]
     window = min(p["window"], *hw)
     stride = min(p["stride"], window)
     return len(window_positions(hw[0], window, stride)) * len(window_positions(hw[1], window, stride))
@@ -82,10 +87,16 @@ def _cover(size: int, positions: list[int], window: int, device) -> torch.Tensor
             allow_tensor=True,
         ),
     },
-    # the clean pass, then one pass per window position
+    # the clean pass, then one pass per window position (on text: per word or token)
     cost=Cost(fixed=(1, 0), per_step=(1, 0), steps=window_count),
+    text=TextUse(
+        params={"unit": TEXT_UNIT, "baseline": TEXT_BASELINE}, hidden=frozenset({"window", "stride"}),
+        reduction="map",
+        note="Each word (or token) in turn replaced by the baseline token, [CLS] and [SEP] kept: its score is how "
+             "much the class score drops, shared equally among a word's tokens. One forward pass per word: by "
+             "default a word is the unit, so a model never sees half a word (\"un [PAD] ##ble\")."),
 )
-def occlusion(call, inputs, window=32, stride=16, baseline="zero"):
+def occlusion(call, inputs, window=32, stride=16, baseline="zero", unit=None):
     """Zeiler & Fergus 2014, arXiv:1311.2901.
 
     attribution(pixel) = mean over the windows covering it of f(x) - f(x with that window set to the baseline),
@@ -94,6 +105,9 @@ def occlusion(call, inputs, window=32, stride=16, baseline="zero"):
     == 0). Perturbed copies are built batch by batch, so memory grows with ``batch_size``, not the window
     count.
     """
+    if modality_of(call.model) == TEXT:
+        return occlude_features(call, inputs, text_features(call.bundle, unit or TEXT_UNIT.default, len(inputs)),
+                                make_baseline(baseline, inputs, call.bundle))
     height, width = inputs.shape[-2:]
     _check((height, width), window, stride)
     device = inputs.device
@@ -132,3 +146,40 @@ def occlusion(call, inputs, window=32, stride=16, baseline="zero"):
     total = torch.einsum("tnij,ih,jw->tnhw", drops.view(count, -1, n_y, n_x), cover_y, cover_x)
     coverage = cover_y.sum(0).view(-1, 1) * cover_x.sum(0).view(1, -1)
     return Attribution((total / coverage).unsqueeze(2).to(inputs.dtype), logits=logits)
+
+
+def occlude_features(call: Call, inputs: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor) -> Attribution:
+    """Occlusion by feature: each feature of ``labels`` [N, H, W] (0..M−1 per row; −1 never occluded) replaced by
+    ``reference`` [N, C, H, W] once, in batched forward passes; its score is the drop f(x) − f(x with it
+    replaced), shared equally among its positions (a word's tokens add up to the word's drop). Every target
+    from the same passes; a feature where the reference equals the input scores exactly 0.
+
+    On text: Zeiler & Fergus's occlusion with a word (or a token) as the window, as Captum's FeatureAblation
+    with a word mask computes it."""
+    device = inputs.device
+    counts = [int(row.max()) + 1 for row in labels]
+    offsets = torch.tensor([0, *counts], device=device).cumsum(0)
+    logits = call.predict(inputs)
+    clean = call.scores(logits, slice(None)).double()  # [T, N]
+    call.progress.advance(len(inputs))
+    total = int(offsets[-1])
+    owner = torch.repeat_interleave(torch.arange(len(inputs), device=device), torch.tensor(counts, device=device))
+    feature = torch.arange(total, device=device) - offsets[owner]  # each pass's feature within its row
+    unchanged = same_input(inputs, reference).all(dim=1)  # [N, H, W]
+    drops = torch.zeros((len(call.targets), total), dtype=torch.float64, device=device)
+
+    def occluded_scores(start, stop):
+        with torch.inference_mode():
+            row, which = owner[start:stop], feature[start:stop]
+            covered = labels[row] == which.view(-1, 1, 1)  # [B, H, W]
+            batch = torch.where(covered.unsqueeze(1), reference[row], inputs[row])
+            scores = call.scores(as_logits(forward(call.model, batch)), row)
+            changed = (covered & ~unchanged[row]).flatten(1).any(dim=1)
+            return torch.where(changed, clean[:, row] - scores.double(), 0.0)
+
+    for start, stop, batch_drops in call.batches.run(total, occluded_scores):
+        drops[:, start:stop] = batch_drops
+        call.progress.advance(stop - start)
+    maps = [paint_features(labels[n], drops[:, int(offsets[n]):int(offsets[n + 1])], share=True)
+            for n in range(len(inputs))]
+    return Attribution(torch.stack(maps, dim=1).unsqueeze(2).to(inputs.dtype), logits=logits, regions=labels)

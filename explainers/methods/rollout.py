@@ -1,4 +1,5 @@
-"""Attention rollout for vision transformers: every family whose attention spans the whole patch grid."""
+"""Attention rollout for vision transformers (every family whose attention spans the whole patch grid) and text
+encoders (every token a patch of a 1 × L grid, read at [CLS])."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ import torch.nn.functional as F
 from ..attention import attention_probabilities, find_layout, patch_map
 from ..core import Attribution, as_logits
 from ..errors import SaliencyError
-from ..registry import FORWARD_ONLY, NEEDS_ATTENTION, NEEDS_MODEL, Param, Reference, Sanity, register
+from ..registry import (
+    FORWARD_ONLY,
+    NEEDS_ATTENTION,
+    NEEDS_MODEL,
+    TEXT,
+    Param,
+    Reference,
+    Sanity,
+    TextUse,
+    modality_of,
+    register,
+)
 
 ABNAR = Reference("Abnar & Zuidema", 2020, "Quantifying Attention Flow in Transformers", "2005.00928")
 
@@ -21,9 +33,9 @@ def _fuse(weights: torch.Tensor, head_fusion: str) -> torch.Tensor:
     return weights.amin(dim=1)
 
 
-def _discard(attention: torch.Tensor, ratio: float, prefix: int = 1) -> torch.Tensor:
-    """Zero the weakest ``ratio`` of each matrix's entries, keeping attention paid to the ``prefix`` tokens (class,
-    distillation, register)."""
+def _discard(attention: torch.Tensor, ratio: float, kept: torch.Tensor) -> torch.Tensor:
+    """Zero the weakest ``ratio`` of each matrix's entries, keeping attention paid to the ``kept`` tokens (bool
+    [T]: an image's class, distillation and register tokens; a text's read-out token, [CLS])."""
     if ratio <= 0:
         return attention
     n, t, _ = attention.shape
@@ -32,7 +44,7 @@ def _discard(attention: torch.Tensor, ratio: float, prefix: int = 1) -> torch.Te
     if count == 0:
         return attention
     _, weakest = flat.topk(count, dim=1, largest=False)
-    keep_cls = (weakest % t) < prefix  # the first columns: attention paid to the class (and other prefix) tokens
+    keep_cls = kept[weakest % t]  # the columns of the kept tokens: attention paid to them
     flat.scatter_(1, weakest, torch.where(keep_cls, flat.gather(1, weakest), torch.zeros_like(weakest,
                                                                                               dtype=flat.dtype)))
     return flat.reshape(n, t, t)
@@ -65,6 +77,16 @@ def _discard(attention: torch.Tensor, ratio: float, prefix: int = 1) -> torch.Te
     },
     cost=FORWARD_ONLY,
     attribution_channels=1,
+    text=TextUse(
+        params={"discard_ratio": Param(
+            "float", 0.0, "Fraction of the weakest attention weights dropped per layer (never those to the read-out "
+            "token, [CLS]). 0 on text, as Abnar & Zuidema ran it on BERT: a sentence's attention matrix has few "
+            "entries, and dropping most of them leaves almost none.", minimum=0.0, maximum=0.99)},
+        reduction="map",
+        note="Every token is one \"patch\": the attention of all layers, mixed with the identity for the residual, "
+             "multiplied through, and read at the token the classifier reads ([CLS] for BERT-style encoders). "
+             "Class-agnostic: the target does not change it, and attention alone is not an explanation "
+             "(Jain & Wallace 2019, arXiv:1902.10186)."),
 )
 def attention_rollout(call, inputs, head_fusion="mean", discard_ratio=0.9):
     """Abnar & Zuidema 2020, arXiv:2005.00928. The attention probabilities come from the forward itself
@@ -81,6 +103,12 @@ def attention_rollout(call, inputs, head_fusion="mean", discard_ratio=0.9):
             "LeGrad (it reads the global blocks only) or a CAM on tokens")
     last = layout.sites[sites[-1]]
     readout = torch.tensor(layout.readout, device=inputs.device)
+    # the columns never discarded: the tokens before the patches (class, distillation, register); on text, where
+    # [CLS] is one of the tokens, the read-out ones
+    kept = torch.zeros(last.tokens, dtype=torch.bool, device=inputs.device)
+    kept[: last.prefix] = True
+    if modality_of(call.model) == TEXT:
+        kept[readout] = True
     maps, logits = [], []
 
     def forward(start, stop):
@@ -94,7 +122,7 @@ def attention_rollout(call, inputs, head_fusion="mean", discard_ratio=0.9):
         eye = torch.eye(tokens, device=inputs.device, dtype=weights[0].dtype)
         rollout = eye.expand(stop - start, tokens, tokens)
         for attention in weights:
-            attention = _discard(_fuse(attention, head_fusion), discard_ratio, last.prefix)
+            attention = _discard(_fuse(attention, head_fusion), discard_ratio, kept)
             attention = 0.5 * attention + 0.5 * eye
             attention = attention / attention.sum(dim=-1, keepdim=True)
             rollout = attention @ rollout

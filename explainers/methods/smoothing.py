@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core import Attribution, run_method
-from ..registry import METHODS, Cost, Param, Reference, Sanity, register
+from ..registry import IMAGE, METHODS, TEXT, Cost, Param, Reference, Sanity, TextUse, modality_of, register
 from . import gradient, guided, integrated  # noqa: F401  (the bases register first)
 
 SMILKOV = Reference(
@@ -17,14 +17,17 @@ ADEBAYO_VARGRAD = Reference(
 )
 # Every method flagged as a SmoothGrad base, in registry order: composition, not a whitelist.
 BASES = tuple(name for name, info in METHODS.items() if info.smoothgrad_base)
+# those of them that run on text (the gradient, input × gradient, IG, AttnLRP on the token embeddings)
+TEXT_BASES = tuple(name for name in BASES if METHODS[name].applies_to(TEXT))
 
 
-def _base_params() -> dict[str, Param]:
-    """The bases' own parameters, each shown only when its base is chosen (n_steps only with IG)."""
+def _base_params(bases: tuple[str, ...], modality: str = IMAGE) -> dict[str, Param]:
+    """The bases' own parameters for ``modality`` (on text IG's baseline is pad, mask or zero), each shown only
+    when its base is chosen (n_steps only with IG)."""
     owners: dict[str, list[str]] = {}
     params: dict[str, Param] = {}
-    for base in BASES:
-        for name, param in METHODS[base].params.items():
+    for base in bases:
+        for name, param in METHODS[base].params_for(modality).items():
             owners.setdefault(name, []).append(base)
             params.setdefault(name, param)
     return {
@@ -40,8 +43,18 @@ PARAMS = {
     "noise_level": Param(
         "float", 0.15, "Noise σ as a fraction of the input's value range (max - min).", minimum=0.0, maximum=1.0
     ),
-    **_base_params(),
+    **_base_params(BASES),
 }
+# On text: the bases that run on text, with their text parameters; the image-only bases' parameters hidden
+TEXT_PARAMS = {
+    "base": Param("choice", "vanilla", "The gradient method averaged over the noisy copies of the token "
+                  "embeddings.", choices=TEXT_BASES),
+    "noise_level": Param(
+        "float", 0.15, "Noise σ as a fraction of the embeddings' value range (max - min over the text's tokens "
+        "and dimensions).", minimum=0.0, maximum=1.0),
+    **_base_params(TEXT_BASES, TEXT),
+}
+TEXT_HIDDEN = frozenset(PARAMS) - frozenset(TEXT_PARAMS) - {"n_samples"}
 
 
 def noisy_attributions(call, inputs, params) -> torch.Tensor:
@@ -56,7 +69,9 @@ def noisy_attributions(call, inputs, params) -> torch.Tensor:
     noisy = inputs.unsqueeze(1) + noise.to(inputs.device).unsqueeze(0) * (params["noise_level"] * value_range)
     rows = torch.arange(count).repeat_interleave(samples)
     base = METHODS[params["base"]]
-    base_params = base.validate({k: v for k, v in params.items() if k in base.params})
+    modality = modality_of(call.model)  # on text the base's text parameters (IG's pad/mask/zero baseline)
+    declared = base.params_for(modality)
+    base_params = base.validate({k: v for k, v in params.items() if k in declared}, modality)
     result = run_method(base, call.take(rows), noisy.flatten(0, 1), base_params)
     return result.attribution.view(len(call.targets), count, samples, *result.attribution.shape[2:])
 
@@ -76,7 +91,7 @@ NO_NOISE = ("the input has a single value, so the noise (a share of its value ra
             "input itself")
 
 
-def _register(name, display_name, summary, formula, reduce, reference=SMILKOV, flat_note=None):
+def _register(name, display_name, summary, formula, reduce, text, reference=SMILKOV, flat_note=None):
     @register(
         name,
         display_name=display_name,
@@ -93,6 +108,7 @@ def _register(name, display_name, summary, formula, reduce, reference=SMILKOV, f
         cost=Cost(fixed=(1, 0), repeats="n_samples", base="base"),  # the clean prediction, then the noisy copies
         attribution_channels=None,
         stochastic=True,
+        text=text,
     )
     def method(call, inputs, **params):
         # noise is a share of the value range, so an image of one value gets none: say so beside the map
@@ -111,6 +127,10 @@ smoothgrad = _register(
     "high-frequency noise of raw gradients.",
     "A = 1/n Σ_i A_base(x + ε_i), ε_i ~ N(0, σ²)",
     lambda a: a.mean(dim=2),
+    TextUse(params=TEXT_PARAMS, hidden=TEXT_HIDDEN, reduction="base",
+            note="Noise added to the token embeddings; each token's score is then reduced as its base's is (the "
+                 "gradient's length for the gradient, the sum over the embedding for input × gradient, IG and "
+                 "AttnLRP)."),
 )
 smoothgrad_sq = _register(
     "smoothgrad_sq",
@@ -119,6 +139,9 @@ smoothgrad_sq = _register(
     "evidence.",
     "A = 1/n Σ_i A_base(x + ε_i)²",
     lambda a: (a * a).mean(dim=2),
+    TextUse(params=TEXT_PARAMS, hidden=TEXT_HIDDEN, reduction="sum",
+            note="Noise added to the token embeddings; a token's score is the mean squared length of its base "
+                 "attribution vector over the copies (the squares summed over the embedding): a magnitude, ≥ 0."),
 )
 vargrad = _register(
     "vargrad",
@@ -127,6 +150,9 @@ vargrad = _register(
     "under noise.",
     "A = 1/n Σ_i A_base(x + ε_i)² − (1/n Σ_i A_base(x + ε_i))²",
     _variance,
+    TextUse(params=TEXT_PARAMS, hidden=TEXT_HIDDEN, reduction="sum",
+            note="Noise added to the token embeddings; a token's score is the total variance of its base "
+                 "attribution vector over the copies (the variances summed over the embedding): ≥ 0."),
     reference=ADEBAYO_VARGRAD,
     flat_note=f"the map is all zero: {NO_NOISE}, and identical copies have no variance",
 )

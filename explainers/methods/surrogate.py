@@ -4,7 +4,8 @@ Both switch superpixels off (replace them by a baseline), score the copies in ba
 weighted linear regression of the score on the on/off pattern z ∈ {0, 1}^M; each pixel gets its superpixel's
 coefficient. They differ in which patterns they draw and how they weight them: LIME draws near the image and
 weights by closeness (an exponential kernel), KernelSHAP weights by the Shapley kernel, which makes the
-coefficients Shapley values.
+coefficients Shapley values. On text the features are words or tokens (``unit``), switched off by a baseline token
+([PAD], [MASK] or a zero embedding), the special tokens always kept.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..baselines import make_baseline
+from ..baselines import TEXT_BASELINE, make_baseline
 from ..batching import forward
 from ..core import Attribution, Call, as_logits, same_input
 from ..errors import ParameterError
-from ..registry import Cost, Param, Reference, Sanity, register
-from ..superpixels import SEGMENTATIONS, segment, segment_counts
+from ..registry import TEXT, Cost, Param, Reference, Sanity, TextUse, modality_of, register
+from ..superpixels import SEGMENTATIONS, TEXT_UNIT, paint_features, segment, segment_counts, text_features
 from .expected import LUNDBERG  # one reference for the SHAP family
 
 RIBEIRO = Reference("Ribeiro, Singh & Guestrin", 2016,
@@ -92,6 +93,9 @@ SEGMENT_PARAMS = {
     ),
 }
 SEGMENT_NAMES = ("n_segments", "compactness", "scale", "min_size", "kernel_size", "max_dist", "ratio")
+# On text the features are words (or tokens), switched off by replacing them with a baseline token
+TEXT_PARAMS = {"unit": TEXT_UNIT, "baseline": TEXT_BASELINE}
+TEXT_HIDDEN = frozenset({"segmentation", *SEGMENT_NAMES})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -101,24 +105,40 @@ SEGMENT_NAMES = ("n_segments", "compactness", "scale", "min_size", "kernel_size"
 
 @dataclass
 class Features:
-    """One call's superpixels: ``labels`` [N, H, W], ``counts`` M per row, ``reference`` the baseline image per
-    row, and ``inert`` per row the segments [M] where the baseline equals the image (switching them off changes
-    nothing, so their weight is 0 by definition, not the model's rounding noise between batches)."""
+    """One call's features: ``labels`` [N, H, W] (superpixels; on text words or tokens, −1 on the special tokens,
+    which are always kept), ``counts`` M per row, ``reference`` the baseline per row, and ``inert`` per row the
+    features [M] where the baseline equals the input (switching them off changes nothing, so their weight is 0 by
+    definition, not the model's rounding noise between batches). ``noun`` names a feature in messages; ``text``
+    says the features are a text's, whose weight is shared among their tokens (see ``paint_features``)."""
 
     labels: torch.Tensor
     counts: list[int]
     reference: torch.Tensor
     inert: list[torch.Tensor]
+    noun: str = "superpixel"
+    text: bool = False
+
+    def index(self, n: int) -> torch.Tensor:
+        """Row ``n``'s labels with the always-kept positions (−1) as feature M, a column of "on" in every design."""
+        return torch.where(self.labels[n] >= 0, self.labels[n], self.counts[n])
 
 
-def features(call: Call, inputs: torch.Tensor, segmentation: str, baseline, params: dict) -> Features:
-    labels = segment(inputs, segmentation, call.bundle, **{k: params[k] for k in SEGMENT_NAMES if k in params})
+def features(call: Call, inputs: torch.Tensor, segmentation: str, baseline, params: dict,
+             unit: str | None = None) -> Features:
+    """Superpixels of each row, or on text (the call's model is a text classifier) its words or tokens."""
+    text = modality_of(call.model) == TEXT
+    if text:
+        unit = unit or TEXT_UNIT.default
+        labels = text_features(call.bundle, unit, len(inputs))
+    else:
+        labels = segment(inputs, segmentation, call.bundle, **{k: params[k] for k in SEGMENT_NAMES if k in params})
     counts = segment_counts(labels)
     reference = make_baseline(baseline, inputs, call.bundle)
     changed = (~same_input(inputs, reference)).any(dim=1)  # [N, H, W]
-    inert = [torch.zeros(m, dtype=torch.long, device=inputs.device).index_add_(
-        0, labels[n].flatten(), changed[n].flatten().long()).eq(0).cpu() for n, m in enumerate(counts)]
-    return Features(labels, counts, reference, inert)
+    found = Features(labels, counts, reference, [], noun=unit if text else "superpixel", text=text)
+    found.inert = [torch.zeros(m + 1, dtype=torch.long, device=inputs.device).index_add_(
+        0, found.index(n).flatten(), changed[n].flatten().long())[:m].eq(0).cpu() for n, m in enumerate(counts)]
+    return found
 
 
 def coalition_scores(call: Call, inputs: torch.Tensor, found: Features, designs: list[torch.Tensor]
@@ -141,7 +161,9 @@ def coalition_scores(call: Call, inputs: torch.Tensor, found: Features, designs:
             while n < len(designs) and offsets[n] < stop:
                 low, high = max(start, offsets[n]) - offsets[n], min(stop, offsets[n + 1]) - offsets[n]
                 if high > low:
-                    keep = on_device[id(designs[n])][low:high][:, found.labels[n]]  # [b, H, W]
+                    design = on_device[id(designs[n])][low:high]
+                    always = torch.ones_like(design[:, :1])  # the special tokens of a text: never switched off
+                    keep = torch.cat([design, always], dim=1)[:, found.index(n)]  # [b, H, W]
                     pieces.append(torch.where(keep.unsqueeze(1), inputs[n], found.reference[n]))
                     rows.append(torch.full((high - low,), n, device=device))
                 n += 1
@@ -270,14 +292,15 @@ def constrained_fit(coalitions: torch.Tensor, weights: torch.Tensor, y: torch.Te
     return torch.linalg.lstsq(kkt, rhs, driver="gelsd").solution[:m].T
 
 
-def _underdetermined(counts: list[int], n_samples: int) -> None:
+def _underdetermined(counts: list[int], n_samples: int, noun: str = "superpixel") -> None:
+    plural = "segments" if noun == "superpixel" else f"{noun}s"
     for row, m in enumerate(counts):
         if not is_exact(m, n_samples) and n_samples < m + 1:
             relation = "<" if n_samples < m else "="
             raise ParameterError(
-                f"n_samples {n_samples} {relation} {m} segments (row {row}): the regression is underdetermined; "
+                f"n_samples {n_samples} {relation} {m} {plural} (row {row}): the regression is underdetermined; "
                 f"give at least n_samples={m + 1} (the empty coalition and {m} others; the full one is the clean "
-                "pass), or fewer segments"
+                f"pass), or fewer {plural}"
             )
 
 
@@ -290,9 +313,17 @@ SAME_SCORE_NOTE = ("the map is all zero: every copy with superpixels switched of
                    "so no superpixel moves it")
 
 
-def _inert_note(baseline) -> str:
+def _same_score_note(noun: str) -> str:
+    if noun == "superpixel":
+        return SAME_SCORE_NOTE
+    return (f"the map is all zero: every copy with {noun}s switched off got the same score as the text, so no "
+            f"{noun} moves it")
+
+
+def _inert_note(baseline, noun: str = "superpixel") -> str:
     named = f"the {baseline} baseline" if isinstance(baseline, str) else "the baseline"
-    return (f"the map is all zero: {named} equals this image on every superpixel, so switching one off changes "
+    where = "this image" if noun == "superpixel" else "this text"
+    return (f"the map is all zero: {named} equals {where} on every {noun}, so switching one off changes "
             "nothing; pick another baseline")
 
 
@@ -328,8 +359,14 @@ def _inert_note(baseline) -> str:
     },
     # the clean pass (the full coalition), then one pass per coalition: fewer when every coalition fits
     cost=Cost(fixed=(1, 0), per_step=(1, 0), steps="n_samples"),
+    text=TextUse(
+        params=TEXT_PARAMS, hidden=TEXT_HIDDEN, reduction="map",
+        note="Over words (or tokens): coalitions of words kept, the others replaced by the baseline token ([CLS] "
+             "and [SEP] kept); exact Shapley values when every coalition fits in n_samples (up to 9 words at the "
+             "default 1000). A word's value is shared equally among its tokens, so the tokens add up to the score "
+             "gap f(text) − f(baseline)."),
 )
-def kernel_shap(call, inputs, n_samples=1000, segmentation="slic", baseline="mean", **params):
+def kernel_shap(call, inputs, n_samples=1000, segmentation="slic", baseline="mean", unit=None, **params):
     """Lundberg & Lee 2017, arXiv:1705.07874, on superpixels.
 
     φ solves the Shapley-kernel weighted least squares over the scored coalitions with φ₀ = f(∅) and the
@@ -339,8 +376,8 @@ def kernel_shap(call, inputs, n_samples=1000, segmentation="slic", baseline="mea
     ``efficiency_gap`` Σφ − (f(x) − f(∅)) and ``efficiency_relative``, ``score_gap`` f(x) − f(∅), ``fit_r2``
     the weighted R² of the additive fit (how far the scores are from additive), ``n_segments``, ``exact``.
     """
-    found = features(call, inputs, segmentation, baseline, params)
-    _underdetermined(found.counts, n_samples)
+    found = features(call, inputs, segmentation, baseline, params, unit)
+    _underdetermined(found.counts, n_samples, found.noun)
     logits = call.predict(inputs)
     clean = call.scores(logits, slice(None)).double().cpu()  # [T, N]: f(x), the full coalition
     call.progress.advance(len(inputs))
@@ -381,9 +418,9 @@ def kernel_shap(call, inputs, n_samples=1000, segmentation="slic", baseline="mea
         extras["fit_r2"][:, n] = r2
         for t in range(count):
             notes[t][n] = _kernel_shap_notes(bool(active.any()), bool(flat[n][t]), float(r2[t]),
-                                             float(extras["efficiency_relative"][t, n]), baseline)
+                                             float(extras["efficiency_relative"][t, n]), baseline, found.noun)
         weights_per_row.append(phi)
-    attribution = _paint(found.labels, weights_per_row, inputs.dtype)
+    attribution = _paint(found, weights_per_row, inputs.dtype)
     exact = torch.tensor([is_exact(m, n_samples) for m in found.counts])
     segments = torch.tensor(found.counts)
     return Attribution(
@@ -393,28 +430,30 @@ def kernel_shap(call, inputs, n_samples=1000, segmentation="slic", baseline="mea
     )
 
 
-def _kernel_shap_notes(active: bool, flat: bool, r2: float, relative: float, baseline) -> tuple[str, ...]:
+def _kernel_shap_notes(active: bool, flat: bool, r2: float, relative: float, baseline,
+                       noun: str = "superpixel") -> tuple[str, ...]:
     if not active:
-        return (_inert_note(baseline),)
+        return (_inert_note(baseline, noun),)
     if flat:
-        return (SAME_SCORE_NOTE,)
+        return (_same_score_note(noun),)
     notes = []
+    fewer = "segments" if noun == "superpixel" else f"{noun}s (a shorter text)"
     if r2 < POOR_FIT_R2:
         notes.append(
-            f"the scores are far from additive over these superpixels (Shapley-weighted R² = {r2:.2f} < "
-            f"{POOR_FIT_R2}): each weight averages strong interactions between superpixels, so it may not predict "
-            "what switching that superpixel off alone does"
+            f"the scores are far from additive over these {noun}s (Shapley-weighted R² = {r2:.2f} < "
+            f"{POOR_FIT_R2}): each weight averages strong interactions between {noun}s, so it may not predict "
+            f"what switching that {noun} off alone does"
         )
     if abs(relative) > EFFICIENCY_TOLERANCE:
         notes.append(f"the weights miss the score gap by {abs(relative):.1%} (efficiency should hold exactly): the "
-                     "regression was ill-conditioned; use more samples or fewer segments")
+                     f"regression was ill-conditioned; use more samples or fewer {fewer}")
     return tuple(notes)
 
 
-def _paint(labels: torch.Tensor, weights: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """[T, N, 1, H, W]: each pixel holds its superpixel's weight, per target."""
-    device = labels.device
-    maps = [w.to(device)[:, labels[n]] for n, w in enumerate(weights)]  # each [T, H, W]
+def _paint(found: Features, weights: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """[T, N, 1, H, W]: each pixel holds its superpixel's weight, per target; on text each token its word's
+    weight shared among the word's tokens, and the special tokens 0."""
+    maps = [paint_features(found.labels[n], w, share=found.text) for n, w in enumerate(weights)]  # each [T, H, W]
     return torch.stack(maps, dim=1).unsqueeze(2).to(dtype)
 
 
@@ -505,19 +544,27 @@ def ridge_fit(coalitions: torch.Tensor, weights: torch.Tensor, y: torch.Tensor, 
     },
     # the clean pass (the image itself, one of the fitted samples), then one pass per perturbed copy
     cost=Cost(fixed=(1, 0), per_step=(1, 0), steps="n_samples"),
+    text=TextUse(
+        params=TEXT_PARAMS, hidden=TEXT_HIDDEN, reduction="map",
+        note="Over words (or tokens), as lime's text explainer: copies of the text with random sets of words "
+             "replaced by the baseline token ([CLS] and [SEP] kept), a linear model of the score fitted near the "
+             "text; a word's weight is shared equally among its tokens."),
 )
 def lime(call, inputs, n_samples=1000, kernel_width=0.25, distance="cosine", alpha=1.0, segmentation="slic",
-         baseline="mean", **params):
+         baseline="mean", unit=None, **params):
     """Ribeiro, Singh & Guestrin 2016, arXiv:1602.04938, on superpixels as lime's image explainer.
 
     The samples are the image itself (the clean pass) and ``n_samples`` patterns from :func:`lime_design`,
     weighted by :func:`lime_weights` and fitted by :func:`ridge_fit` on every superpixel (lime's default keeps
     them all). Rows with the same segment count draw the same patterns. ``extras`` per target: ``fit_r2``
     (the surrogate's weighted R² over its samples, lime's ``score``), ``intercept``, ``n_segments``.
+
+    On text (``unit``: words or tokens, as lime's text explainer switches words off) the features are a text's,
+    the special tokens always kept; a one-word text is one feature, fitted as any other.
     """
-    found = features(call, inputs, segmentation, baseline, params)
+    found = features(call, inputs, segmentation, baseline, params, unit)
     fewest = min(found.counts)
-    if fewest < 2:
+    if fewest < 2 and not found.text:
         row = found.counts.index(fewest)
         raise ParameterError(
             f"LIME needs at least 2 superpixels; got {fewest} (row {row}): raise n_segments, lower Felzenszwalb's "
@@ -550,22 +597,23 @@ def lime(call, inputs, n_samples=1000, kernel_width=0.25, distance="cosine", alp
             r2 = torch.ones(count, dtype=torch.float64)  # nothing to explain: the scores differ by rounding only
         r2_all[:, n], intercepts[:, n] = r2, intercept
         for t in range(count):
-            notes[t][n] = _lime_notes(bool(active.any()), bool(flat[n][t]), float(r2[t]), baseline)
+            notes[t][n] = _lime_notes(bool(active.any()), bool(flat[n][t]), float(r2[t]), baseline, found.noun)
         weights_per_row.append(beta)
     segments = torch.tensor(found.counts)
     return Attribution(
-        _paint(found.labels, weights_per_row, inputs.dtype), logits=logits, regions=found.labels,
+        _paint(found, weights_per_row, inputs.dtype), logits=logits, regions=found.labels,
         target_notes=notes,
         extras=[{"fit_r2": r2_all[t], "intercept": intercepts[t], "n_segments": segments} for t in range(count)],
     )
 
 
-def _lime_notes(active: bool, flat: bool, r2: float, baseline) -> tuple[str, ...]:
+def _lime_notes(active: bool, flat: bool, r2: float, baseline, noun: str = "superpixel") -> tuple[str, ...]:
     if not active:
-        return (_inert_note(baseline),)
+        return (_inert_note(baseline, noun),)
     if flat:
-        return (SAME_SCORE_NOTE,)
+        return (_same_score_note(noun),)
     if r2 < POOR_FIT_R2:
+        fewer = "segments" if noun == "superpixel" else f"{noun}s"
         return (f"LIME's linear surrogate explains only R² = {r2:.2f} of the score over its samples (below "
-                f"{POOR_FIT_R2}): read the weights with caution; more samples or fewer segments help",)
+                f"{POOR_FIT_R2}): read the weights with caution; more samples or fewer {fewer} help",)
     return ()

@@ -13,6 +13,9 @@ raises :class:`~explainers.errors.ModelLoadError` with a message that says what 
 the device, input size, mean, std and labels go through the same checks as :func:`load_user_model`'s
 (:mod:`explainers.models.inputs`).
 
+The folder and zip steps (:func:`hf_folder`, :func:`read_json`, :func:`hf_config`, :func:`hf_weights`) are shared
+with the text classifiers' loader (:mod:`explainers.models.text`); a text classifier given here is pointed there.
+
 ``transformers``, ``onnx`` and ``onnx2torch`` are imported inside the functions that need them: heavy imports
 (seconds) that nothing but these loaders uses.
 """
@@ -58,6 +61,9 @@ MAX_ZIP_MEMBERS = 1000  # a saved folder holds a handful of files; sharded check
 # (config.json, the processor config, a README) at a few MB, since those are read whole into memory.
 WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".onnx")
 MAX_TEXT_MEMBER_MB = 8  # a config with 21,843 ImageNet-21k labels is under 1 MB
+# A text model's tokenizer files are larger: a multilingual tokenizer.json (250k pieces) is about 17 MB.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", ".model")
+MAX_TOKENIZER_MB = 64
 # A member that unpacks to more than this many times its compressed size, once over MAX_RATIO_FLOOR, is a bomb:
 # float weights barely compress (about 1.1:1), JSON about 10:1; a run of zeros deflates about 1000:1.
 MAX_COMPRESSION_RATIO = 100
@@ -108,7 +114,7 @@ def _dry_run(model: nn.Module, size: int, device: torch.device, what: str, hint:
     except Exception as exc:
         raise ModelLoadError(
             f"expected the {what} to take images [N, 3, {size}, {size}] and return logits [N, classes], but a "
-            f"batch of two raised {type(exc).__name__}: {_first_line(exc)}{hint}"
+            f"batch of two raised {type(exc).__name__}: {first_line(exc)}{hint}"
         ) from exc
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 2:
         found = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -139,13 +145,13 @@ def _finish(bundle: ModelBundle, device: torch.device) -> ModelBundle:
     return bundle
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     line = text.splitlines()[0]
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def _one_of(names: Sequence[str], limit: int = 5) -> str:
+def one_of(names: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
@@ -201,26 +207,26 @@ def load_hf_classifier(
     target = options.device
     source = Path(path)
     try:
-        import transformers  # noqa: F401
+        from transformers import AutoModelForImageClassification
     except ImportError as exc:  # pragma: no cover - transformers is a requirement
         raise ModelLoadError("loading a Hugging Face model needs the transformers package: pip install transformers") \
             from exc
-    with _hf_folder(source) as (folder, digest, zipped):
-        raw = _read_json(folder / "config.json", "config.json")
-        config = _hf_config(folder, raw)
-        model = _hf_model(folder, config, zipped)
+    with hf_folder(source) as (folder, digest, zipped):
+        raw = read_json(folder / "config.json", "config.json")
+        config = _image_config(folder, raw)
+        model = hf_weights(folder, config, zipped, AutoModelForImageClassification)
         prep = _hf_preprocessing(folder, config, options.input_size, options.mean, options.std)
 
     interpolate = _needs_interpolation(model, config, prep.input_size)
     wrapped = HFClassifier(model, interpolate).to(target).eval()
     count = _dry_run(wrapped, prep.input_size, target, f"Hugging Face model {source.name}")
-    id2label = _id2label(config, count)
+    id2label = config_labels(config, count)
     categories = class_names(options.labels, count, id2label)
     normalize, denormalize = affine_normalizer(prep.mean, prep.std)
     architecture = type(model).__name__
     labels_from = "your labels" if options.labels is not None else "config.id2label"
     bundle = ModelBundle(
-        name=f"hf:{_stem(source)}:{digest}",
+        name=f"hf:{file_stem(source)}:{digest}",
         model=wrapped,
         categories=categories,
         input_size=prep.input_size,
@@ -236,13 +242,13 @@ def load_hf_classifier(
     return _finish(bundle, target)
 
 
-def _stem(path: Path) -> str:
+def file_stem(path: Path) -> str:
     stem = path.stem if path.is_file() else path.name
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:40] or "model"
 
 
 @contextlib.contextmanager
-def _hf_folder(path: Path) -> Iterator[tuple[Path, str, bool]]:
+def hf_folder(path: Path) -> Iterator[tuple[Path, str, bool]]:
     """(folder with config.json, content hash, whether it came from a zip); a zip is extracted safely into a
     temporary folder that is removed afterwards."""
     if path.is_dir():
@@ -323,14 +329,16 @@ def _extract_zip(archive: Path, dest: Path) -> None:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, RuntimeError, ValueError,
             NotImplementedError) as exc:
         raise ModelLoadError(f"expected a readable zip archive, but extracting {archive.name} failed (damaged?): "
-                             f"{_first_line(exc)}") from exc
+                             f"{first_line(exc)}") from exc
 
 
 def member_limit(name: str) -> tuple[int, str]:
-    """(bytes, what) a zip member may unpack to, by its kind: weights at the model limit, anything else (JSON,
-    text) at MAX_TEXT_MEMBER_MB."""
+    """(bytes, what) a zip member may unpack to, by its kind: weights at the model limit, a text model's tokenizer
+    files at MAX_TOKENIZER_MB, anything else (JSON, text) at MAX_TEXT_MEMBER_MB."""
     if name.lower().endswith(WEIGHTS_SUFFIXES):
         return MAX_MODEL_BYTES, f"{MAX_MODEL_MB} MB limit for a weights file"
+    if name.lower().rsplit("/", 1)[-1].endswith(TOKENIZER_FILES):
+        return MAX_TOKENIZER_MB * 2**20, f"{MAX_TOKENIZER_MB} MB limit for a tokenizer file"
     return MAX_TEXT_MEMBER_MB * 2**20, f"{MAX_TEXT_MEMBER_MB} MB limit for a JSON or text file"
 
 
@@ -361,23 +369,23 @@ def _config_folder(root: Path, archive: str) -> Path:
                      key=lambda p: len(p.parts))
     if not configs:
         found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        listing = _one_of(found) if found else "no files"
+        listing = one_of(found) if found else "no files"
         raise ModelLoadError(
             f"expected {archive} to hold a folder saved with save_pretrained (config.json and model.safetensors), "
             f"but it has no config.json; found {listing}"
         )
     shallowest = [p for p in configs if len(p.parts) == len(configs[0].parts)]
     if len(shallowest) > 1:
-        where = _one_of([p.parent.relative_to(root).as_posix() or "." for p in shallowest])
+        where = one_of([p.parent.relative_to(root).as_posix() or "." for p in shallowest])
         raise ModelLoadError(f"expected one model in {archive}, but config.json appears in several folders: {where}")
     return configs[0].parent
 
 
-def _read_json(path: Path, label: str) -> dict:
+def read_json(path: Path, label: str) -> dict:
     if not path.is_file():
         raise ModelLoadError(
             f"expected {label} in the model folder (written by save_pretrained), but there is none; found "
-            f"{_one_of(sorted(p.name for p in path.parent.iterdir())) or 'no files'}"
+            f"{one_of(sorted(p.name for p in path.parent.iterdir())) or 'no files'}"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -392,15 +400,16 @@ def _read_json(path: Path, label: str) -> dict:
     return data
 
 
-def _hf_config(folder: Path, raw: dict):
-    """The config, built only from classes that ship with transformers; must describe an image classifier."""
+def hf_config(folder: Path, raw: dict):
+    """The config of ``raw`` (config.json read from ``folder``), built only from classes that ship with
+    transformers: no remote code (``auto_map``), no quantization, a known ``model_type``."""
     import transformers
-    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING, AutoConfig
+    from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if "auto_map" in raw:
         raise ModelLoadError(
-            f"config.json asks for custom code (auto_map: {_one_of(list(raw['auto_map']))}); Saliency Studio "
+            f"config.json asks for custom code (auto_map: {one_of(list(raw['auto_map']))}); Saliency Studio "
             "never runs code shipped with a model (trust_remote_code), only the architectures built into "
             f"transformers {transformers.__version__}"
         )
@@ -416,29 +425,59 @@ def _hf_config(folder: Path, raw: dict):
         raise ModelLoadError(f"expected a model_type known to transformers {transformers.__version__}, got "
                              f"{model_type!r}")
     try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        return AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except Exception as exc:
         raise ModelLoadError(f"expected a valid {model_type} config.json, but transformers refused it: "
-                             f"{_first_line(exc)}") from exc
+                             f"{first_line(exc)}") from exc
+
+
+def described_architecture(raw: dict) -> str:
+    """What config.json says the model is: its ``architectures``, else its ``model_type``."""
+    return ", ".join(str(a) for a in raw.get("architectures") or []) or str(raw.get("model_type"))
+
+
+def is_text_classifier(config, raw: dict) -> bool:
+    """Whether a config describes a text sequence classifier: AutoModelForSequenceClassification builds its type,
+    and its ``architectures`` (when listed) name a ``...ForSequenceClassification``."""
+    from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        return False
+    named = raw.get("architectures") or []
+    return not named or any("ForSequenceClassification" in str(name) for name in named)
+
+
+def _image_config(folder: Path, raw: dict):
+    """The config (:func:`hf_config`); must describe an image classifier. A text classifier is pointed to the
+    Text page."""
+    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+    config = hf_config(folder, raw)
     if type(config) not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING:
-        described = ", ".join(raw.get("architectures") or []) or model_type
+        described = described_architecture(raw)
+        if is_text_classifier(config, raw):
+            raise ModelLoadError(
+                f"expected an image classifier, got a text classifier ({described}, model_type "
+                f"{raw.get('model_type')!r}); explain it on the Text page, or load it with "
+                "explainers.models.text.load_text_model"
+            )
         raise ModelLoadError(
             f"expected an image classifier (a model AutoModelForImageClassification can build), got {described} "
-            f"(model_type {model_type!r}), which is not one"
+            f"(model_type {raw.get('model_type')!r}), which is not one"
         )
     return config
 
 
-def _hf_model(folder: Path, config, zipped: bool) -> nn.Module:
-    """The classifier from safetensors, in float32; no weight of it may be left at its random initialisation."""
-    from transformers import AutoModelForImageClassification
-
+def hf_weights(folder: Path, config, zipped: bool, auto_class, **kwargs) -> nn.Module:
+    """The model ``auto_class`` (an ``AutoModelFor...``) builds from ``config`` with the folder's safetensors, in
+    float32 and eval mode; no weight of it may be left at its random initialisation. ``kwargs`` go to
+    ``from_pretrained`` (e.g. ``attn_implementation``)."""
     has_safetensors = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
     if not has_safetensors:
         pickles = sorted({p.name for pattern in _PICKLES for p in folder.glob(pattern)})
         others = [name for name in _OTHER_FRAMEWORKS if (folder / name).is_file()]
         if pickles:
-            found = f"only pickled weights ({_one_of(pickles)}), which can run code when loaded"
+            found = f"only pickled weights ({one_of(pickles)}), which can run code when loaded"
         elif others:
             found = f"weights of another framework ({', '.join(others)})"
         else:
@@ -448,7 +487,7 @@ def _hf_model(folder: Path, config, zipped: bool) -> nn.Module:
             "model.save_pretrained(folder), which writes safetensors (safe_serialization=True is the default)"
         )
     try:
-        model, info = AutoModelForImageClassification.from_pretrained(
+        model, info = auto_class.from_pretrained(
             folder,
             config=config,
             local_files_only=True,
@@ -457,11 +496,12 @@ def _hf_model(folder: Path, config, zipped: bool) -> nn.Module:
             output_loading_info=True,
             dtype=torch.float32,
             disable_mmap=zipped,  # the extracted files are deleted right after loading
+            **kwargs,
         )
     except Exception as exc:
         raise ModelLoadError(
             f"expected model.safetensors to hold the weights of the {type(config).__name__.removesuffix('Config')} "
-            f"described by config.json, but loading failed: {_first_line(exc)}"
+            f"described by config.json, but loading failed: {first_line(exc)}"
         ) from exc
     missing = sorted(info.get("missing_keys") or [])
     mismatched = [str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys") or []]
@@ -471,7 +511,7 @@ def _hf_model(folder: Path, config, zipped: bool) -> nn.Module:
         hint = " Was the model saved without its classification head?" if missing else ""
         raise ModelLoadError(
             f"expected model.safetensors to hold every weight of {type(model).__name__}, but {len(what)} are {kind} "
-            f"it ({_one_of(what, 3)}); they would be random.{hint}"
+            f"it ({one_of(what, 3)}); they would be random.{hint}"
         )
     return model.float().eval()
 
@@ -486,7 +526,7 @@ def _needs_interpolation(model: nn.Module, config, size: int) -> bool:
     return "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
 
 
-def _id2label(config, count: int) -> list[str]:
+def config_labels(config, count: int) -> list[str]:
     mapping = getattr(config, "id2label", None) or {}
     try:
         names = {int(key): str(value) for key, value in mapping.items()}
@@ -523,7 +563,7 @@ def _hf_preprocessing(folder: Path, config, input_size, mean, std) -> _Preproces
     is (x - mean / s) / (std / s) with s = 255 * rescale_factor.
     """
     path = folder / "preprocessor_config.json"
-    raw = _read_json(path, "preprocessor_config.json") if path.is_file() else None
+    raw = read_json(path, "preprocessor_config.json") if path.is_file() else None
     trained = getattr(config, "image_size", None)
     trained = trained[0] if isinstance(trained, (list, tuple)) and trained else trained
     size = trained if isinstance(trained, int) else DEFAULT_INPUT_SIZE
@@ -558,7 +598,7 @@ def _hf_preprocessing(folder: Path, config, input_size, mean, std) -> _Preproces
             raise ModelLoadError(f"preprocessor_config.json: {exc}") from exc
         except (TypeError, ValueError, ZeroDivisionError) as exc:
             raise ModelLoadError(f"expected the usual fields in preprocessor_config.json (size, crop_size, "
-                                 f"resample, image_mean, image_std), but {_first_line(exc)}") from exc
+                                 f"resample, image_mean, image_std), but {first_line(exc)}") from exc
         source = "preprocessor_config.json"
     else:
         source = "defaults (no preprocessor_config.json: the config's image_size, ImageNet mean and std)"
@@ -612,7 +652,7 @@ def load_onnx_classifier(
         onnx.checker.check_model(proto)
     except Exception as exc:
         raise ModelLoadError(f"expected a valid ONNX model, but onnx.checker rejects {source.name}: "
-                             f"{_first_line(exc)}") from exc
+                             f"{first_line(exc)}") from exc
     size = _onnx_input_size(proto, options.input_size)
     _inline_identity_initializers(proto)
     _prescan_operators(proto)
@@ -636,7 +676,7 @@ def load_onnx_classifier(
     if _ends_in_softmax(proto):
         notes.append("its output is a softmax: scores are probabilities, not logits")
     bundle = ModelBundle(
-        name=f"onnx:{_stem(source)}:{digest}",
+        name=f"onnx:{file_stem(source)}:{digest}",
         model=graph_module,
         categories=categories,
         input_size=size,
@@ -657,7 +697,7 @@ def _read_onnx(path: Path):
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelLoadError(f"expected an ONNX model (a protobuf ModelProto), but {path.name} could not be "
-                             f"parsed: {_first_line(exc)}") from exc
+                             f"parsed: {first_line(exc)}") from exc
     if not proto.graph.node:
         raise ModelLoadError(f"expected an ONNX model with a graph of operators, but {path.name} has none")
     base = path.parent.resolve()
@@ -682,7 +722,7 @@ def _read_onnx(path: Path):
         try:
             external_data_helper.load_external_data_for_model(proto, str(base))
         except Exception as exc:
-            raise ModelLoadError(f"expected readable external data for {path.name}, but {_first_line(exc)}") \
+            raise ModelLoadError(f"expected readable external data for {path.name}, but {first_line(exc)}") \
                 from exc
     return proto, external
 
@@ -714,7 +754,7 @@ def _onnx_input_size(proto, input_size: int | None) -> int:
     weights = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in weights]
     if len(inputs) != 1:
-        names = _one_of([value.name for value in inputs]) or "none"
+        names = one_of([value.name for value in inputs]) or "none"
         raise ModelLoadError(f"expected one image input, but the graph has {len(inputs)}: {names}")
     value = inputs[0]
     tensor = value.type.tensor_type
@@ -788,7 +828,7 @@ def _prescan_operators(proto) -> None:
         unique = list(dict.fromkeys(missing))
         raise ModelLoadError(
             f"the graph uses operator{'s' if len(unique) > 1 else ''} that onnx2torch cannot convert to PyTorch: "
-            f"{_one_of(unique)}; export the model without {'them' if len(unique) > 1 else 'it'} or at another opset"
+            f"{one_of(unique)}; export the model without {'them' if len(unique) > 1 else 'it'} or at another opset"
         )
 
 
@@ -802,7 +842,7 @@ def _convert(proto, name: str):
         op = _failing_operator(exc)
         where = f" at operator {op}" if op else ""
         raise ModelLoadError(f"expected onnx2torch to convert {name} to PyTorch, but it failed{where}: "
-                             f"{_first_line(exc)}") from exc
+                             f"{first_line(exc)}") from exc
 
 
 def _failing_operator(exc: BaseException) -> str | None:

@@ -227,14 +227,28 @@ def keyed(key: str) -> str:
     return ".st-key-" + "".join(c if c.isalnum() or c in "_-" else "-" for c in key.strip())
 
 
-def open_selectbox(page, key: str, text: str | None = None):
-    """Open a selectbox (a combobox), optionally type to filter; return its listbox locator."""
+def open_selectbox(page, key: str, text: str | None = None, attempts: int = 4):
+    """Open a selectbox (a combobox), optionally type to filter; return its listbox locator.
+
+    A script run that redraws the selectbox while it opens closes its list again (a loaded machine makes that
+    likely), so the opening is tried again, each try waiting for the app to be idle first; the selectbox itself
+    must be there every time."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError  # optional, as in browser_missing()
+
     box = page.locator(f"{keyed(key)} [role=combobox]")
-    box.click()
-    if text is not None:
-        box.fill(text)
     listbox = page.get_by_role("listbox")
-    listbox.wait_for()
+    for attempt in range(attempts):
+        wait_idle(page)
+        box.click()
+        if text is not None:
+            box.fill(text)
+        try:
+            listbox.wait_for(timeout=15_000)
+            return listbox
+        except PlaywrightTimeoutError:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
     return listbox
 
 

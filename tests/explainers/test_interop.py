@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # the oracles, and streamlit (the backend never draws); scikit-image (and the SciPy it brings) only where the
 # superpixels are made, imported when a segmentation is asked for (importing the backend stays light)
 TEST_ONLY = {"quantus", "captum", "pytorch_grad_cam", "torchcam", "zennit", "shap", "lime", "torchray", "lxt",
-             "saliency", "skimage", "scipy", "streamlit"}
+             "saliency", "ferret", "skimage", "scipy", "streamlit"}
 SEGMENTATION_ONLY = {"explainers/superpixels.py": {"skimage"}}
 
 
