@@ -52,36 +52,9 @@ from ui.batch import (
     table_frame,
     table_key,
 )
-from ui.batch_text import (
-    BY,
-    DEFAULT_METHODS,
-    GROUPS,
-    MAX_TEXTS,
-    SIGNS,
-    SORTS,
-    TEXT_ROWS,
-    TEXT_SOURCE_TYPES,
-    WORDS_SAID,
-    class_rows,
-    csv_columns,
-    current_text_model,
-    draw_row,
-    draw_rows,
-    launch_texts,
-    methods_in,
-    rows_with_word,
-    scale_said,
-    targets_in,
-    text_column_config,
-    text_frame,
-    text_methods,
-    text_mistakes,
-    text_view,
-    words_column_config,
-    words_frame,
-)
+from ui.batch_text import text_launcher, text_run_view
 from ui.controls import method_label, offered_methods
-from ui.errors import guard
+from ui.errors import TEXT_FIXES, guard
 from ui.method_docs import md_escape
 from ui.sidebar import IMAGE_TYPES
 
@@ -89,7 +62,9 @@ st.title("Batch")
 st.caption(
     "A whole validation set at once: every image × method × target of a batch run, with where each map's mass "
     "lies. Rank the maps that sit on the border or outside the object, look at the confident mistakes and at each "
-    "class's mean map: a model that reads a watermark, a background or a frame shows it here first."
+    "class's mean map: a model that reads a watermark, a background or a frame shows it here first. A run over "
+    "texts shows each row as coloured text and the words that carry the attribution across the run: a name or a "
+    "topic the model leans on heads the word table."
 )
 
 if state.BATCH_PENDING_FOLDER in st.session_state:  # a run just made below: open it (before the input is drawn)
@@ -132,40 +107,8 @@ with upload_tab, guard():
         st.session_state[state.BATCH_PENDING_FOLDER] = out
         st.rerun()
 
-with text_tab, guard():
-    text_model = current_text_model()
-    classes = text_model.bundle.categories
-    st.caption(f"Model: **{md_escape(text_model.label)}** (the Text page's). At most {MAX_TEXTS} texts: a .txt file, "
-               "one text a line, or a .csv list with a text column (and optionally a label column: a class name or "
-               "index). It is written to a temporary folder on the server, and the run is opened here when it is "
-               "done.")
-    source = st.file_uploader("Texts", type=TEXT_SOURCE_TYPES, key=state.BATCH_TEXT_SOURCE)
-    column = None
-    is_list = source is not None and source.name.lower().endswith(".csv")
-    if is_list:
-        columns = csv_columns(source)
-        if not columns:
-            st.warning("This CSV has no header line to name its columns (UTF-8, the first line the column names).",
-                       icon=":material/warning:")
-        else:
-            column = st.selectbox("Text column", columns, index=columns.index("text") if "text" in columns else 0,
-                                  key=state.view_key(state.BATCH_TEXT_COLUMN, "|".join(columns)),
-                                  help="The column that holds the texts; a column named label gives each text's "
-                                  "class (name or index).")
-    left, right = st.columns(2)
-    st.session_state.setdefault(state.BATCH_TEXT_METHODS, list(DEFAULT_METHODS))
-    chosen_methods = left.multiselect("Methods", text_methods(), key=state.BATCH_TEXT_METHODS, format_func=method_label,
-                                      help="The methods that apply to text, computed together with their default "
-                                      "parameters.")
-    text_targets = [t for t in TARGET_CHOICES if int(t[3:]) <= len(classes)] + (["label"] if is_list else [])
-    chosen_targets = right.multiselect("Targets", text_targets, default=["top1"], key=state.BATCH_TEXT_TARGETS)
-    if st.button("Run", key=state.BATCH_TEXT_LAUNCH, type="primary",
-                 disabled=source is None or (is_list and column is None)):
-        bar = st.progress(0.0, text="Explaining…")
-        out = launch_texts(source, column, chosen_methods, chosen_targets, text_model,
-                           progress=lambda done, total: bar.progress(done / total, text=f"{done} of {total} texts"))
-        st.session_state[state.BATCH_PENDING_FOLDER] = out
-        st.rerun()
+with text_tab, guard(TEXT_FIXES):
+    text_launcher()
 
 if not folder.strip():
     st.info("Type a run folder, or run a small batch on uploaded images or a text file.",
@@ -180,97 +123,7 @@ with guard():
     about = summary(run)
     accuracy = "no labels" if about["accuracy"] is None else f"accuracy **{about['accuracy']:.1%}**"
     if run.is_text:
-        plain = {name: md_escape(value) for name, value in about.items()}
-        st.markdown(f"{plural(about['images'], 'text')} · {plural(about['rows'], 'row')} (text × method × target) · "
-                    f"{plural(about['errors'], 'error')} ({plural(about['unreadable images'], 'text')} not "
-                    f"explainable) · {accuracy}")
-        st.caption(f"Model **{plain['model']}** · methods {plain['methods']} · targets {plain['targets']} · seed "
-                   f"{plain['seed']} · {plain['engine']} engine · {plain['created']} · each row's map is one score "
-                   "per token, stored in the table")
-        if len(run.errors):
-            with st.expander(f"Errors ({len(run.errors)})"):
-                st.dataframe(run.errors[["path", "method", "target", "error"]], hide_index=True)
-        if not len(run.rows):
-            st.warning("This run has no explained rows yet.")
-            st.stop()
-
-        st.subheader("Rows")
-        rows = run.rows
-        filters = st.expander("Filters", expanded=True)
-        left, middle, right, far = filters.columns(4)
-        classes = left.multiselect("Class (label or prediction)", class_names(rows), key=state.BATCH_CLASSES)
-        correctness = middle.selectbox("Correctness", CORRECTNESS, key=state.BATCH_CORRECT,
-                                       disabled=not run.has_labels,
-                                       help=None if run.has_labels else "The run has no labels.")
-        methods = right.multiselect("Method", methods_in(run, rows), key=state.BATCH_METHOD_FILTER,
-                                    format_func=method_name)
-        targets = far.multiselect("Target", targets_in(run, rows), key=state.BATCH_TARGET_FILTER)
-        shown = filter_rows(rows, Filters(tuple(classes), correctness, tuple(methods), tuple(targets)))
-        event = st.dataframe(text_frame(shown), column_config=text_column_config(), hide_index=True,
-                             on_select="rerun", selection_mode="single-row", key=table_key(shown))
-        st.caption(f"{len(shown)} of {len(rows)} rows, in the source's order. Sort by a column's header; select a row "
-                   "to see its text coloured by its map.")
-        left, right = st.columns(2)
-        sign = left.radio("Colour", list(SIGNS), key=state.BATCH_TEXT_SIGN, horizontal=True, format_func=SIGNS.get,
-                          help="Signed: a diverging scale, both directions. Magnitude: a sequential one of |score|.")
-        group = right.radio("Show", list(GROUPS), index=1, key=state.BATCH_TEXT_GROUP, horizontal=True,
-                            format_func=GROUPS.get, help="Each token apart, or each word as the sum of its tokens (as "
-                            "the word table counts them).")
-        view = text_view(sign, group)
-        row = selected_row(event, shown)
-        if row is not None:
-            draw_row(row, view)
-
-        words_tab, rows_tab, mistakes_tab = st.tabs(["Words across the run", "Rows as coloured text",
-                                                     "Confident mistakes"])
-        with words_tab:
-            first, second, third, fourth = st.columns(4)
-            method = first.selectbox("Method", methods_in(run, shown), key=state.BATCH_WORDS_METHOD,
-                                     format_func=method_name)
-            target = second.selectbox("Target", targets_in(run, shown), key=state.BATCH_WORDS_TARGET)
-            by = third.radio("Class of", list(BY), key=state.BATCH_WORDS_BY, horizontal=True, format_func=BY.get,
-                             index=0, disabled=not run.has_labels,
-                             help=None if run.has_labels else "The run has no labels: the predicted class.")
-            by = by if run.has_labels else "prediction_name"
-            names = sorted(str(n) for n in shown[by].dropna().unique())
-            picked = fourth.selectbox(f"Rows of {BY[by]}", [None, *names],
-                                      key=state.view_key(state.BATCH_WORDS_CLASS, by),
-                                      format_func=lambda n: "every class" if n is None else n)
-            first, second = st.columns(2)
-            sort = first.selectbox("Rank words by", list(SORTS), key=state.BATCH_WORDS_SORT, format_func=SORTS.get)
-            min_rows = second.number_input("Words in at least … rows", 1, 10_000, 3, key=state.BATCH_WORDS_MIN_ROWS,
-                                           help="A word seen in one or two rows says little.")
-            part = class_rows(shown, by, picked)
-            explained = part.loc[(part["method"] == method) & (part["target"].astype(str) == str(target))]
-            if explained.empty:
-                st.info("No rows with this method and target under these filters.")
-            else:
-                words = words_frame(explained, method, target, int(min_rows), sort)
-                st.caption(f"{md_escape(WORDS_SAID)}. Over {plural(len(explained), 'row')}"
-                           + ("" if picked is None else f" ({BY[by]} {md_escape(picked)})") + ".")
-                st.dataframe(words, column_config=words_column_config(), hide_index=True)
-                if words.empty:
-                    st.info("No word is in enough rows: lower the least number of rows.")
-                else:
-                    scope = f"{method}.{target}.{by}.{picked}.{sort}.{min_rows}"  # a new table: its first word
-                    word = st.selectbox("Draw the rows with the word", list(words["word"]),
-                                        key=state.view_key(state.BATCH_WORDS_PICK, scope))
-                    holding = rows_with_word(explained, word)
-                    st.caption(f"{plural(len(holding), 'row')} with “{md_escape(word)}”, the highest score for it "
-                               f"first; the first {min(TEXT_ROWS, len(holding))} drawn. {scale_said(view)}")
-                    draw_rows(holding, view)
-        with rows_tab:
-            st.caption(f"The first {min(TEXT_ROWS, len(shown))} rows of the table above (its filters, the source's "
-                       f"order). {scale_said(view)}")
-            draw_rows(shown, view)
-        with mistakes_tab:
-            if not run.has_labels:
-                st.info("The run has no labels: run it on a .csv list with a label column.")
-            else:
-                wrong = text_mistakes(shown)
-                st.caption(f"{plural(len(wrong), 'wrong row')} under these filters, the most confident first. "
-                           f"{scale_said(view)}")
-                draw_rows(wrong, view)
+        text_run_view(run, about, accuracy)
         st.stop()
     # one line, not four metrics: at 900 px columns stack, and four big numbers would fill the screen
     st.markdown(f"{plural(about['images'], 'image')} · {plural(about['rows'], 'row')} (image × method × target) · "

@@ -9,7 +9,7 @@ from ui.errors import guard
 from ui.explanations import canonical, explain_cancellable, request_seconds
 from ui.figures import predictions_figure
 from ui.outputs import show_result
-from ui.predictions import rank_of, selection_scores, top_k
+from ui.predictions import outside_caption, selection_scores, top_k
 from ui.sidebar import require_selection
 from ui.trust import trust_panel
 
@@ -53,10 +53,9 @@ with guard():
                 key=state.PREDICTIONS_CHART, on_select=on_prediction_click, selection_mode="points",
                 config={"displayModeBar": False},
             )
-            outside = [i for i in (target.indices if target is not None else ()) if i not in top]
+            outside = outside_caption(bundle.categories, probs, target.indices if target is not None else (), top)
             if outside:  # a target below the top 5 is on no bar: say its probability here
-                st.caption(" · ".join(f"{bundle.categories[i]} ({i}): {100 * probs[i]:.3g}%, rank "
-                                      f"{rank_of(probs, i)}" for i in outside))
+                st.caption(outside)
     if request is not None:
         outcome = explain_cancellable(selection, request)
 

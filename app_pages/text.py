@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import state
-from ui.errors import guard, show_error
+from ui.errors import TEXT_FIXES, guard, show_error
 from ui.sidebar import Problem
 from ui.text import (
     explain_view,
@@ -30,7 +30,7 @@ VIEWS = ("Explain", "Compare", "Trust")
 st.title("Text")
 choice = state.current_selection()
 if isinstance(choice, Problem):
-    show_error(choice.error, fix="Pick the shipped text model in the sidebar, or load your own below.")
+    show_error(choice.error, fixes=TEXT_FIXES)
 if not isinstance(choice, TextChoice):
     upload_form()
     st.stop()
@@ -40,7 +40,7 @@ for note in model.notes:
     st.caption(sentence(note))
 upload_form()
 
-with guard():
+with guard(TEXT_FIXES):
     left, right = st.columns([3, 2])
     with left:
         text = text_box(model)
@@ -50,9 +50,12 @@ with guard():
         st.stop()
     scored = scored_text(model, text)
     probs = probabilities(model, scored)
-    for note in (scored.encoded.truncation_note(), unknown_note(model, scored)):
-        if note:
-            st.warning(sentence(note), icon=":material/content_cut:")
+    cut = scored.encoded.truncation_note()
+    if cut:
+        st.warning(sentence(cut), icon=":material/content_cut:")
+    unknown = unknown_note(model, scored)
+    if unknown:
+        st.warning(unknown, icon=":material/question_mark:")
     target_column, objective_column = st.columns([3, 2])
     with target_column:
         target = target_control(model, scored, probs)
@@ -71,10 +74,10 @@ with guard():
     if not methods:
         st.info("Pick at least one method.", icon=":material/arrow_upward:")
         st.stop()
-    if shown == "Compare":
-        compare_view(model, scored, probs, objective, methods, params, view)
-    elif target is None:
+    if target is None:
         st.stop()  # the picker said why (A and B the same class)
+    if shown == "Compare":
+        compare_view(model, scored, probs, target, objective, methods, params, view)
     elif shown == "Trust":
         trust_view(model, scored, target, objective, methods, params, view)
     else:

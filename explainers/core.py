@@ -23,7 +23,7 @@ from .errors import ModelOutputError, ParameterError, SaliencyError
 from .hooks import model_guard
 from .layers import cached_catalogue, resolve_layer
 from .manifest import jsonable
-from .registry import MethodInfo, get_method, modality_of
+from .registry import TEXT, MethodInfo, get_method, modality_of
 from .targets import Target, TargetSpec, target_key
 
 
@@ -439,6 +439,10 @@ def prepare(model_or_bundle: Any, inputs: Any, methods: Sequence[str], targets: 
     infos = {name: get_method(name) for name in methods}
     model, bundle, categories = unwrap(model_or_bundle)
     modality = modality_of(model)
+    if modality == TEXT and modality_of(bundle) != TEXT:  # baselines and features are read off the text's bundle
+        raise SaliencyError("explain a scored text: TextBundle.scored(text) gives the bundle and its inputs "
+                            "(explain(scored, scored.inputs, method)); the bare token-embedding scorer carries no "
+                            "text, so no baseline or feature of it can be made")
     for info in infos.values():
         if not info.applies_to(modality):  # before its parameters: they would be checked against the wrong set
             raise SaliencyError(f"{info.unavailable_reason(model)}; pick another method")

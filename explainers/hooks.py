@@ -34,6 +34,22 @@ def lock_for(model: nn.Module) -> threading.RLock:
         return lock
 
 
+def adopt_modules(wrapper: nn.Module, net: nn.Module) -> None:
+    """Make ``net``'s children, own parameters and buffers ``wrapper``'s, under their own names, and hold ``net``
+    as ``wrapper.net`` without registering it: a layer named on the network (``backbone.body.layer4``,
+    ``bert.encoder.layer.1``) is the same module on the wrapper, and randomising or moving the wrapper's weights
+    moves the network's. ``net`` is also the wrapper's ``lock_owner`` (see :func:`lock_for`): their hooks land on
+    the same modules, so they share one lock. Used by the scoring wrappers of dense and text models."""
+    object.__setattr__(wrapper, "net", net)  # not registered: its modules are the wrapper's own already
+    object.__setattr__(wrapper, "lock_owner", net)
+    for name, child in net.named_children():
+        wrapper.add_module(name, child)
+    for name, param in net.named_parameters(recurse=False):
+        wrapper.register_parameter(name, param)
+    for name, buffer in net.named_buffers(recurse=False):
+        wrapper.register_buffer(name, buffer)
+
+
 @contextlib.contextmanager
 def model_lock(model: nn.Module) -> Iterator[None]:
     """Hold ``model``'s lock for the block: no other thread's call touches the model meanwhile."""

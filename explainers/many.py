@@ -36,7 +36,7 @@ from .layers import to_nchw
 from .methods import cam
 from .methods.gradient import INPUT_MAPS
 from .methods.guided import NO_RELU, RULE_OF
-from .registry import IMAGE, get_method
+from .registry import get_method
 from .targets import Contrast, Target, join_targets
 from .timing import PassTimes
 
@@ -50,17 +50,15 @@ def shared_methods() -> tuple[str, ...]:
 
 
 def estimated_seconds(times: PassTimes, methods: Sequence[str], targets: int, hw: tuple[int, int],
-                      channels: int | None = None, params: dict[str, dict[str, Any]] | None = None,
-                      modality: str = IMAGE) -> float:
-    """Seconds per image (or text: ``hw`` (1, tokens), ``modality`` "text") that ``explain_many`` takes for
-    ``methods`` and ``targets`` targets, from measured pass times: the shared set's one forward with a backward per
-    target (and per rectified rule), then each other method's passes, its targets sharing them
-    (``PassTimes.seconds``)."""
+                      channels: int | None = None, params: dict[str, dict[str, Any]] | None = None) -> float:
+    """Seconds per image that ``explain_many`` takes for ``methods`` and ``targets`` targets, from measured pass
+    times: the shared set's one forward with a backward per target (and per rectified rule), then each other
+    method's passes, its targets sharing them (``PassTimes.seconds``)."""
     params = params or {}
     shared = [m for m in methods if m in shared_methods()]
     seconds = 0.0
     if shared:
-        costs = [get_method(m).passes(params.get(m, {}), hw, channels, modality) for m in shared]
+        costs = [get_method(m).passes(params.get(m, {}), hw, channels) for m in shared]
         rules = len({RULE_OF.get(m, "guided") for m in shared if m in RULE_OF or m == GUIDED_CAM})
         plain = any(c.backward for m, c in zip(shared, costs, strict=True) if m not in RULE_OF)
         if plain or rules:
@@ -70,7 +68,7 @@ def estimated_seconds(times: PassTimes, methods: Sequence[str], targets: int, hw
             seconds += times.forward
     for method in methods:
         if method not in shared:
-            seconds += times.seconds(get_method(method).passes(params.get(method, {}), hw, channels, modality), targets)
+            seconds += times.seconds(get_method(method).passes(params.get(method, {}), hw, channels), targets)
     return seconds
 
 

@@ -334,16 +334,24 @@ class MethodInfo:
         on text ``hw`` is (1, tokens)."""
         return self.cost.passes(self.validate(params or {}, modality), tuple(hw), channels)
 
+    def modality_reason(self, modality: str) -> str | None:
+        """Why this method does not apply to ``modality`` ("image" or "text"), or None when it does: the one
+        wording of every surface (the API, the CLI, a batch run), naming the methods that do apply to text."""
+        if self.applies_to(modality):
+            return None
+        if modality == TEXT:
+            return (f"{self.display_name} ({self.name!r}) does not apply to text (it needs pixels, a spatial layer, "
+                    "ReLU modules, rules for attention or reference inputs, which a text classifier does not offer); "
+                    f"the text methods: {', '.join(methods_for(TEXT))}")
+        return f"{self.display_name} ({self.name!r}) is a text method: load a text classifier to run it"
+
     def unavailable_reason(self, model: nn.Module | None, params: dict[str, Any] | None = None) -> str | None:
         """Why this method cannot run on ``model``, or None when it can; a wrapper (a ``Cost.base`` parameter, as
         SmoothGrad's) also asks its base, named in ``params`` (the default base where not given)."""
         modality = modality_of(model)
-        if not self.applies_to(modality):
-            if modality == TEXT:
-                text = ", ".join(i.display_name for i in METHODS.values() if i.text is not None)
-                return (f"{self.display_name} does not apply to text (it needs pixels or a spatial layer); on text: "
-                        f"{text}")
-            return f"{self.display_name} is a text method: load a text classifier to run it"
+        reason = self.modality_reason(modality)
+        if reason is not None:
+            return reason
         if self.cost.base is not None and self.cost.base in self.params:
             base = (params or {}).get(self.cost.base, self.params[self.cost.base].default)
             if isinstance(base, str) and base in METHODS and base != self.name:
@@ -402,11 +410,19 @@ def register(name: str, **fields: Any):
     return decorate
 
 
-def get_method(name: str) -> MethodInfo:
+def methods_for(modality: str) -> list[str]:
+    """The registered methods that apply to ``modality`` ("image" or "text"), in registry order."""
+    return [name for name, info in METHODS.items() if info.applies_to(modality)]
+
+
+def get_method(name: str, modality: str | None = None) -> MethodInfo:
+    """The method registered as ``name``; UnknownMethodError listing the known ones (those that apply to
+    ``modality`` when it is given: a text command lists the text methods)."""
     try:
         return METHODS[name]
     except (KeyError, TypeError):
-        raise UnknownMethodError(f"unknown method {name!r}; available: {', '.join(METHODS)}") from None
+        known, on = (list(METHODS), "") if modality is None else (methods_for(modality), f" on {modality}")
+        raise UnknownMethodError(f"unknown method {name!r}; available{on}: {', '.join(known)}") from None
 
 
 def available_methods(model: nn.Module | None) -> list[str]:

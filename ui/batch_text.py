@@ -1,6 +1,8 @@
 """The Batch page's pieces for a run over texts: which words carry the attribution across the run
-(``explainers.batch.views.word_table``), rows drawn as coloured text (``explainers.text.token_html``), and a small
-run launched on an uploaded .txt or .csv file with the Text page's model.
+(``explainers.batch.views.word_table``), rows drawn as coloured text (``explainers.text.token_html``, with the
+Text page's view controls), and a small run launched on an uploaded .txt or .csv file with the Text page's model
+(loaded only once a file is there: an image-only visit never loads it). The page calls :func:`text_launcher` and
+:func:`text_run_view`.
 
 A text run's table holds each row's per-token map (the tokenisation whole, one score per token, the words and their
 summed scores): no map files, so no thumbnails; a row is drawn as its text (``explainers.batch.text.encoded_of``
@@ -21,18 +23,31 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explainers import METHODS, SaliencyError, batch
+from explainers import SaliencyError, batch
 from explainers.batch.pipeline import Settings
 from explainers.batch.text import TEXT_COLUMN, encoded_of, read_texts
 from explainers.batch.views import WORD_SORTS, WORDS_VIEW, word_table
-from explainers.models.text import DEFAULT_TEXT_MODEL
 from explainers.registry import TEXT
 from explainers.text import TokenView, token_html
 
 from . import state
-from .batch import Run, method_name, new_run_folder
+from .batch import (
+    CORRECTNESS,
+    TARGET_CHOICES,
+    Filters,
+    Run,
+    class_names,
+    filter_rows,
+    method_name,
+    new_run_folder,
+    plural,
+    selected_row,
+    table_key,
+)
+from .controls import method_label
 from .method_docs import md_escape
-from .text_models import TextModel, get_text_model
+from .text import drawn_view, sign_free, text_methods, view_control
+from .text_models import TextModel, get_text_model, picked_model_id, text_model_label
 
 MAX_TEXTS = 500  # a run launched from the page: more belongs on the command line
 TEXT_SOURCE_TYPES = ["txt", "csv"]
@@ -43,9 +58,11 @@ PREVIEW_CHARS = 120  # of a text in the table
 BY = {"prediction_name": "predicted class", "label_name": "label"}
 SORT_LABELS = {"mean_score": "mean score", "top": "times the top word", "mean_share": "mean share of |scores|",
                "rows": "rows it is in"}
-SORTS = {name: SORT_LABELS.get(name, name) for name in WORD_SORTS}
-GROUPS = {"": "tokens", "sum": "words · sum"}
-SIGNS = {"signed": "signed", "absolute": "magnitude"}
+# the top words first: on a run over texts without evidence, the name the model leans on (the planted "Morgan")
+# heads it over every class, where the mean score can put "the" first (a word in every row)
+SORTS = {name: SORT_LABELS.get(name, name) for name in ("top", *(s for s in WORD_SORTS if s != "top"))}
+# where a CSV's texts usually are (any case); else its first column that is not all numbers
+TEXT_COLUMN_NAMES = (TEXT_COLUMN, "sentence", "review")
 
 
 # ---- a run -----------------------------------------------------------------------------------------------------
@@ -55,6 +72,12 @@ def row_html(row: pd.Series, view: TokenView) -> str:
     """A text row drawn as coloured text (``token_html``) from its stored tokenisation (``encoded_of``), its own
     colour range; a SaliencyError when its map cannot be read."""
     return token_html(encoded_of(row), np.asarray(row["scores"], dtype=np.float64), view)
+
+
+def row_view(row: pd.Series, view: TokenView) -> TokenView:
+    """The view a row is drawn with: the page's, a map with no negative side on the magnitude scale
+    (``ui.text.drawn_view``, as on the Text page)."""
+    return drawn_view(view, sign_free(str(row["method"]), None, np.asarray(row["scores"], dtype=np.float64)))
 
 
 def top_word(row: pd.Series) -> tuple[str | None, float]:
@@ -177,10 +200,6 @@ WORDS_SAID = WORDS_VIEW[0].upper() + WORDS_VIEW[1:]
 # ---- drawing ---------------------------------------------------------------------------------------------------
 
 
-def text_view(sign: str, group: str) -> TokenView:
-    return TokenView(sign=sign, group=group)
-
-
 def row_caption(row: pd.Series) -> str:
     """A drawn row's line: where it is from, the prediction, the method and target (plain text, escaped)."""
     label = row["label_name"] if pd.notna(row.get("label_name")) else "—"
@@ -192,7 +211,7 @@ def draw_row(row: pd.Series, view: TokenView) -> bool:
     """A row's caption and its coloured text; a row that cannot be drawn says why in its place."""
     st.caption(row_caption(row))
     try:
-        st.html(row_html(row, view))
+        st.html(row_html(row, row_view(row, view)))
     except SaliencyError as exc:
         st.warning(md_escape(str(exc)), icon=":material/warning:")
         return False
@@ -211,10 +230,11 @@ def text_mistakes(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def scale_said(view: TokenView) -> str:
-    colours = ("a diverging scale, red for positive scores and blue for negative ones (for a signed method: "
-               "towards the target class and against it)" if view.sign == "signed"
-               else "a sequential scale of magnitudes")
-    return (f"Each row is coloured on its own range, {colours}; {view.grouping_said()}. Hover a token for its raw "
+    colours = ("a diverging scale, red for positive scores and blue for negative ones (towards the target class "
+               "and against it); a map with no negative score (a sensitivity) on a sequential one"
+               if view.sign == "signed" else "a sequential scale of magnitudes")
+    unit = "a word" if view.group else "a token"
+    return (f"Each row is coloured on its own range, {colours}; {view.grouping_said()}. Hover {unit} for its raw "
             "score.")
 
 
@@ -222,22 +242,51 @@ def scale_said(view: TokenView) -> str:
 
 
 def current_text_model() -> TextModel:
-    """The Text page's model (the shipped default until one is picked there)."""
-    return get_text_model(st.session_state.get(state.TEXT_MODEL) or DEFAULT_TEXT_MODEL)
+    """The Text page's model (the shipped default until one is picked there), loaded (once per process)."""
+    return get_text_model(picked_model_id())
 
 
-def text_methods() -> list[str]:
-    """The methods that apply to text, in the registry's order."""
-    return [name for name, info in METHODS.items() if info.applies_to(TEXT)]
+def csv_rows(upload: Any, limit: int = 50) -> list[list[str]]:
+    """The first ``limit`` lines of an uploaded CSV, its header first (empty when it is not UTF-8)."""
+    try:
+        text = upload.getvalue().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return []
+    rows = []
+    for row in csv.reader(io.StringIO(text)):
+        rows.append(row)
+        if len(rows) > limit:
+            break
+    return rows
 
 
 def csv_columns(upload: Any) -> list[str]:
     """The header of an uploaded CSV (empty when it has none or is not UTF-8)."""
+    rows = csv_rows(upload, 0)
+    return rows[0] if rows else []
+
+
+def _number(value: str) -> bool:
     try:
-        first = upload.getvalue().decode("utf-8").splitlines()[:1]
-    except UnicodeDecodeError:
-        return []
-    return next(csv.reader(io.StringIO(first[0])), []) if first else []
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def default_text_column(upload: Any, columns: list[str]) -> int:
+    """The position of the column that likely holds the texts: one named text, sentence or review (any case),
+    else the first whose values are not all numbers (an id column is skipped), else the first."""
+    lowered = [column.strip().lower() for column in columns]
+    for name in TEXT_COLUMN_NAMES:
+        if name in lowered:
+            return lowered.index(name)
+    values = csv_rows(upload)[1:]
+    for position in range(len(columns)):
+        cells = [row[position] for row in values if position < len(row) and row[position].strip()]
+        if cells and not all(_number(cell) for cell in cells):
+            return position
+    return 0
 
 
 def launch_texts(upload: Any, text_column: str | None, methods: Sequence[str], targets: Sequence[str],
@@ -272,3 +321,154 @@ def launch_texts(upload: Any, text_column: str | None, methods: Sequence[str], t
     batch.run(str(source), str(out), settings, engine="local", workers=0, bundle=bundle, progress=progress)
     return str(out)
 
+
+
+def text_targets(model_id: str, source: Any) -> list[str]:
+    """The targets a run can ask for: top1 to top3 (as many as the model has classes, once a file is there and the
+    model is loaded), and "label" for a .csv list."""
+    is_list = source is not None and str(source.name).lower().endswith(".csv")
+    ranks = list(TARGET_CHOICES)
+    if source is not None:
+        count = len(get_text_model(model_id).bundle.categories)
+        ranks = [t for t in ranks if int(t[3:]) <= count]
+    return ranks + (["label"] if is_list else [])
+
+
+def text_launcher() -> None:
+    """The "Run on a text file" tab: the upload (.txt or .csv, the text column picked), the methods and targets,
+    and Run. The Text page's model is named without loading it; it is loaded once a file is there."""
+    model_id = picked_model_id()
+    st.caption(f"Model: **{md_escape(text_model_label(model_id))}** (the Text page's). At most {MAX_TEXTS} texts: a "
+               ".txt file, one text a line, or a .csv list with a text column (and optionally a label column: a "
+               "class name or index). It is written to a temporary folder on the server, and the run is opened "
+               "here when it is done.")
+    source = st.file_uploader("Texts", type=TEXT_SOURCE_TYPES, key=state.BATCH_TEXT_SOURCE)
+    column = None
+    is_list = source is not None and source.name.lower().endswith(".csv")
+    if is_list:
+        columns = csv_columns(source)
+        if not columns:
+            st.warning("This CSV has no header line to name its columns (UTF-8, the first line the column names).",
+                       icon=":material/warning:")
+        else:
+            column = st.selectbox("Text column", columns, index=default_text_column(source, columns),
+                                  key=state.view_key(state.BATCH_TEXT_COLUMN, "|".join(columns)),
+                                  help="The column that holds the texts (first guess: one named text, sentence or "
+                                  "review, else the first that is not all numbers); a column named label gives "
+                                  "each text's class (name or index).")
+    left, right = st.columns(2)
+    names = text_methods()
+    st.session_state.setdefault(state.BATCH_TEXT_METHODS, [m for m in DEFAULT_METHODS if m in names])
+    methods = left.multiselect("Methods", names, key=state.BATCH_TEXT_METHODS, format_func=method_label,
+                               help="The methods that apply to text, computed together with their default "
+                               "parameters.")
+    targets = text_targets(model_id, source)
+    kept = [t for t in st.session_state.get(state.BATCH_TEXT_TARGETS, ["top1"]) if t in targets]
+    st.session_state[state.BATCH_TEXT_TARGETS] = kept
+    chosen = right.multiselect("Targets", targets, key=state.BATCH_TEXT_TARGETS)
+    if st.button("Run", key=state.BATCH_TEXT_LAUNCH, type="primary",
+                 disabled=source is None or (is_list and column is None)):
+        bar = st.progress(0.0, text="Explaining…")
+        out = launch_texts(source, column, methods, chosen, get_text_model(model_id),
+                           progress=lambda done, total: bar.progress(done / total, text=f"{done} of {total} texts"))
+        st.session_state[state.BATCH_PENDING_FOLDER] = out
+        st.rerun()
+
+
+# ---- the view of a run over texts ----------------------------------------------------------------------------------
+
+
+def words_view(run: Run, shown: pd.DataFrame, view: TokenView) -> None:
+    """The word table of one method, target and class (:func:`words_frame`), and the rows holding a picked word."""
+    first, second, third, fourth = st.columns(4)
+    method = first.selectbox("Method", methods_in(run, shown), key=state.BATCH_WORDS_METHOD, format_func=method_name)
+    target = second.selectbox("Target", targets_in(run, shown), key=state.BATCH_WORDS_TARGET)
+    by = third.radio("Class of", list(BY), key=state.BATCH_WORDS_BY, horizontal=True, format_func=BY.get, index=0,
+                     disabled=not run.has_labels,
+                     help=None if run.has_labels else "The run has no labels: the predicted class.")
+    by = by if run.has_labels else "prediction_name"
+    names = sorted(str(n) for n in shown[by].dropna().unique())
+    picked = fourth.selectbox(f"Rows of {BY[by]}", [None, *names], key=state.view_key(state.BATCH_WORDS_CLASS, by),
+                              format_func=lambda n: "every class" if n is None else n)
+    first, second = st.columns(2)
+    sort = first.selectbox("Rank words by", list(SORTS), key=state.BATCH_WORDS_SORT, format_func=SORTS.get,
+                           help="times the top word: in how many rows the word has the highest score (a word the "
+                           "model leans on heads it); mean score: its average; mean share: its average share of "
+                           "the row's |scores|; rows: how many rows hold it.")
+    min_rows = second.number_input("Words in at least … rows", 1, 10_000, 3, key=state.BATCH_WORDS_MIN_ROWS,
+                                   help="A word seen in one or two rows says little.")
+    part = class_rows(shown, by, picked)
+    explained = part.loc[(part["method"] == method) & (part["target"].astype(str) == str(target))]
+    if explained.empty:
+        st.info("No rows with this method and target under these filters.")
+        return
+    words = words_frame(explained, method, target, int(min_rows), sort)
+    st.caption(f"{md_escape(WORDS_SAID)}. Over {plural(len(explained), 'row')}"
+               + ("" if picked is None else f" ({BY[by]} {md_escape(picked)})") + ".")
+    st.dataframe(words, column_config=words_column_config(), hide_index=True)
+    if words.empty:
+        st.info("No word is in enough rows: lower the least number of rows.")
+        return
+    scope = f"{method}.{target}.{by}.{picked}.{sort}.{min_rows}"  # a new table: its first word
+    word = st.selectbox("Draw the rows with the word", list(words["word"]),
+                        key=state.view_key(state.BATCH_WORDS_PICK, scope))
+    holding = rows_with_word(explained, word)
+    st.caption(f"{plural(len(holding), 'row')} with “{md_escape(word)}”, the highest score for it first; the first "
+               f"{min(TEXT_ROWS, len(holding))} drawn. {scale_said(view)}")
+    draw_rows(holding, view)
+
+
+def text_run_view(run: Run, about: dict[str, Any], accuracy: str) -> None:
+    """A run over texts on the Batch page: its summary, errors, filters and table (a selected row drawn as
+    coloured text), and the tabs: words across the run, rows as coloured text, confident mistakes."""
+    plain = {name: md_escape(value) for name, value in about.items()}
+    st.markdown(f"{plural(about['images'], 'text')} · {plural(about['rows'], 'row')} (text × method × target) · "
+                f"{plural(about['errors'], 'error')} ({plural(about['unreadable images'], 'text')} not "
+                f"explainable) · {accuracy}")
+    st.caption(f"Model **{plain['model']}** · methods {plain['methods']} · targets {plain['targets']} · seed "
+               f"{plain['seed']} · {plain['engine']} engine · {plain['created']} · each row's map is one score "
+               "per token, stored in the table")
+    if len(run.errors):
+        with st.expander(f"Errors ({len(run.errors)})"):
+            st.dataframe(run.errors[["path", "method", "target", "error"]], hide_index=True)
+    if not len(run.rows):
+        st.warning("This run has no explained rows yet.")
+        return
+
+    st.subheader("Rows")
+    rows = run.rows
+    filters = st.expander("Filters", expanded=True)
+    left, middle, right, far = filters.columns(4)
+    classes = left.multiselect("Class (label or prediction)", class_names(rows), key=state.BATCH_CLASSES)
+    correctness = middle.selectbox("Correctness", CORRECTNESS, key=state.BATCH_CORRECT, disabled=not run.has_labels,
+                                   help=None if run.has_labels else "The run has no labels.")
+    methods = right.multiselect("Method", methods_in(run, rows), key=state.BATCH_METHOD_FILTER,
+                                format_func=method_name)
+    targets = far.multiselect("Target", targets_in(run, rows), key=state.BATCH_TARGET_FILTER)
+    shown = filter_rows(rows, Filters(tuple(classes), correctness, tuple(methods), tuple(targets)))
+    event = st.dataframe(text_frame(shown), column_config=text_column_config(), hide_index=True,
+                         on_select="rerun", selection_mode="single-row", key=table_key(shown))
+    st.caption(f"{len(shown)} of {len(rows)} rows, in the source's order. Sort by a column's header; select a row "
+               "to see its text coloured by its map.")
+    with st.expander("View of the coloured rows (colour, tokens or words, clip)", expanded=False):
+        view = view_control(state.BATCH_TEXT_VIEW, group="sum")  # words · sum: as the word table counts them
+    row = selected_row(event, shown)
+    if row is not None:
+        draw_row(row, view)
+
+    words_tab, rows_tab, mistakes_tab = st.tabs(["Words across the run", "Rows as coloured text",
+                                                 "Confident mistakes"])
+    with words_tab:
+        words_view(run, shown, view)
+    with rows_tab:
+        st.caption(f"The first {min(TEXT_ROWS, len(shown))} rows of the table above (its filters, the source's "
+                   f"order). {scale_said(view)}")
+        draw_rows(shown, view)
+    with mistakes_tab:
+        if not run.has_labels:
+            st.info("The run has no labels: run it on a .csv list with a label column.")
+        else:
+            wrong = text_mistakes(shown)
+            st.caption(f"{plural(len(wrong), 'wrong row')} under these filters, the most confident first. "
+                       f"{scale_said(view)}")
+            draw_rows(wrong, view)

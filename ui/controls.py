@@ -16,6 +16,7 @@ from explainers.models import ModelBundle
 from explainers.models.dense import ScoredBundle
 
 from . import dense, state
+from .predictions import top_k
 from .widgets import cost_caption, param_widgets
 
 TARGET_MODES = ("Predicted", "Runner-up", "Class", "Contrast")
@@ -38,20 +39,6 @@ def target_noun(bundle: ModelBundle) -> str:
     return dense.target_noun(bundle).capitalize()
 
 
-def on_prediction_click() -> None:
-    """Callback of the predictions chart: a clicked bar becomes the target class."""
-    event = st.session_state.get(state.PREDICTIONS_CHART)
-    points = getattr(getattr(event, "selection", None), "points", None) or (event or {}).get("selection", {}).get(
-        "points", []
-    )
-    if points:
-        custom = points[0].get("customdata")
-        index = custom[0] if isinstance(custom, (list, tuple)) else custom
-        if index is not None:
-            st.session_state[state.TARGET_MODE] = "Class"
-            st.session_state[state.TARGET_CLASS] = int(index)
-
-
 @dataclass(frozen=True)
 class TargetChoice:
     """What to explain: ``value`` as explain() takes it (a class index or a Contrast), and its label."""
@@ -72,9 +59,25 @@ class TargetKeys:
     b: str = state.CONTRAST_B
     scope: str = state.TARGET_IMAGE
     publish: bool = True
+    chart: str = state.PREDICTIONS_CHART  # the predictions chart whose bars pick the class
 
 
 EXPLORE_TARGET = TargetKeys()
+
+
+def on_prediction_click(keys: TargetKeys = EXPLORE_TARGET) -> None:
+    """Callback of a predictions chart (``keys.chart``): a clicked bar becomes the target class of the picker
+    ``keys`` names (Explore's by default; ``functools.partial`` it with the Text page's keys)."""
+    event = st.session_state.get(keys.chart)
+    points = getattr(getattr(event, "selection", None), "points", None) or (event or {}).get("selection", {}).get(
+        "points", []
+    )
+    if points:
+        custom = points[0].get("customdata")
+        index = custom[0] if isinstance(custom, (list, tuple)) else custom
+        if index is not None:
+            st.session_state[keys.mode] = "Class"
+            st.session_state[keys.class_] = int(index)
 
 
 def _preselect_for_image(scope: str, top1: int, top2: int, keys: TargetKeys = EXPLORE_TARGET) -> None:
@@ -96,9 +99,8 @@ def target_picker(bundle: ModelBundle, probabilities: np.ndarray, scope: str,
     """The target mode and class(es); None when the choice cannot be explained (A and B the same class).
     ``keys``: whose picker it is (Explore's by default; the Text page has its own)."""
     # a dense model's targets keep the backend's order among ties; a classifier's ranking is numpy's default sort
-    scored = isinstance(bundle, ScoredBundle)
-    order = np.argsort(-probabilities, kind="stable") if scored else np.argsort(-probabilities)
-    top1, top2 = int(order[0]), int(order[min(1, len(order) - 1)])  # a detector may have found one box only
+    order = top_k(probabilities, 2, stable=isinstance(bundle, ScoredBundle))
+    top1, top2 = order[0], order[-1]  # a detector may have found one box only
     classes = list(range(len(bundle.categories)))
     _preselect_for_image(scope, top1, top2, keys)
     for key in (keys.class_, keys.a, keys.b):

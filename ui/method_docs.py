@@ -161,20 +161,26 @@ def layer_text(info: MethodInfo) -> str:
     return "needs a layer (pick one in Explore)" if info.needs_layer else "no layer needed"
 
 
-# How a token's one score is made from its D embedding values (the registry's ``TextUse.reduction``).
+# How a token's one score is made from its D embedding values (the registry's ``TextUse.reduction``), in a few
+# words: whether it is signed is the method's own note's to say (a sum of squares is a sum, and never negative).
 REDUCTION_TEXT = {
-    "l2": "the L2 norm of its attribution over the embedding's dimensions (a sensitivity, never negative)",
-    "sum": "the sum of its attribution over the embedding's dimensions (signed: for or against the target)",
-    "map": "the method's own, one per token",
-    "base": "made as its base method's",
+    "l2": "the L2 norm over the embedding",
+    "sum": "the sum over the embedding",
+    "map": "the method's own value per token",
+    "base": "as its base method's",
 }
+# Why a method is not offered on text, said once for all (the registry has no per-method reason; the README's
+# "Text" section gives each one's).
+NOT_ON_TEXT = ("Not on text: it needs pixels, a spatial layer, ReLU modules, rules for attention or a "
+               "distribution of reference inputs, which a text classifier does not offer (the README's “Text” "
+               "section says which for each method).")
 
 
 def text_text(info: MethodInfo) -> str:
-    """Whether and how the method runs on text (the Text page): the registry's ``TextUse`` note, how a token's
-    score is made, and which parameters differ from the image ones; markdown-escaped."""
+    """Whether and how the method runs on text (the Text page): the registry's ``TextUse`` note with the token
+    score's reduction in a few words, and which parameters differ from the image ones; markdown-escaped."""
     if not info.applies_to("text"):
-        return "Not on text: it needs pixels or a spatial layer (a CAM, superpixels), which a text does not have."
+        return NOT_ON_TEXT
     use = info.text
     parts = [" ".join(use.note.split()).rstrip(".") + "."] if use.note else []
     parts.append(f"Token score: {REDUCTION_TEXT.get(use.reduction, use.reduction)}.")
@@ -379,7 +385,7 @@ def group_by_family(methods: Iterable[MethodInfo]) -> dict[str, list[MethodInfo]
 
 
 # The overview's "Text" column: how a token's score is made, in a word.
-TEXT_COLUMN = {"l2": "yes (L2 norm)", "sum": "yes (signed sum)", "map": "yes", "base": "yes (as its base)"}
+TEXT_COLUMN = {"l2": "yes (L2 norm)", "sum": "yes (sum)", "map": "yes", "base": "yes (as its base)"}
 
 
 def overview_rows(methods: Iterable[MethodInfo]) -> list[dict[str, str]]:

@@ -37,6 +37,15 @@ def rank_of(probs: np.ndarray, index: int) -> int:
     return int((probs > probs[index]).sum()) + 1
 
 
+def outside_caption(categories, probs: np.ndarray, indices, top: list[int]) -> str | None:
+    """The line under a predictions chart for the targets on no bar (below the ``top`` shown): each one's
+    probability and rank; None when every target has its bar."""
+    outside = [i for i in indices if i not in top]
+    if not outside:
+        return None
+    return " · ".join(f"{categories[i]} ({i}): {100 * probs[i]:.3g}%, rank {rank_of(probs, i)}" for i in outside)
+
+
 def selection_scores(selection) -> np.ndarray:
     """What ranks the selection's classes ("top1" is the best, "Predicted" and "Runner-up" the first two): a
     classifier's probabilities; for a detector or segmenter, its scored bundle's clean output, one score per

@@ -197,8 +197,7 @@ BATCH_WORDS_CLASS = "batch.filter.words.class"  # prefix: one picker per "by" (t
 BATCH_WORDS_SORT = "batch.filter.words.sort"
 BATCH_WORDS_MIN_ROWS = "batch.filter.words.min_rows"
 BATCH_WORDS_PICK = "batch.filter.words.pick"  # prefix: the word whose rows are drawn, one picker per word table
-BATCH_TEXT_SIGN = "batch.filter.text_sign"  # the drawn rows' colour scale: signed or magnitude
-BATCH_TEXT_GROUP = "batch.filter.text_group"  # the drawn rows' pieces: tokens or words
+BATCH_TEXT_VIEW = "batch.filter.text_view"  # prefix of the drawn rows' view controls (the Text page's widgets)
 # ... and its launcher (the "Run on a text file" tab)
 BATCH_TEXT_SOURCE = "batch.text.source"  # the uploaded .txt/.csv: an upload, which a reset keeps
 BATCH_TEXT_COLUMN = "batch.text.column"  # prefix: one picker per CSV header
@@ -215,7 +214,9 @@ TEXT_PAGE = "text"  # the Text page's script name (``current_page()``): app.py d
 TEXT_MODEL = "text_model"  # the sidebar's text-model picker (drawn on the Text page only, kept off it)
 TEXT_MODELS = "_text_models"  # this session's own text models (uploaded zips): never shared
 TEXT_PENDING_MODEL = "_text_pending_model"  # a text model to select before the picker is drawn (set, then rerun)
-TEXT_UPLOAD = "text_model_upload"  # the zipped Hugging Face classifier's uploader
+TEXT_UPLOAD = "text_model_upload"  # prefix of the zipped Hugging Face classifier's uploader (see text_upload_key)
+TEXT_UPLOADS_DONE = "_text_uploads_done"  # how many zips this session loaded: a load gives the uploader a new key
+TEXT_LOADED_NOTE = "_text_loaded_note"  # said once after a load (the same zip again: picked, not loaded twice)
 TEXT_LOAD = "text_model_load"
 TEXT_BOX = "text_box"  # the text: like the image, never one of the page's controls (a reset keeps it)
 TEXT_EXAMPLE = "text.example"  # the built-in examples' picker (a pick fills the text box)
@@ -235,11 +236,11 @@ TEXT_RUN = "text_run"
 TEXT_CANCELLED = "_text_cancelled"
 TEXT_STARTED = "_text_started"
 TEXT_DOWNLOAD = "text_dl"  # prefix of the per-map download buttons
-TEXT_COMPARE_METHODS = "text.compare.methods"
 TEXT_COMPARE_TARGETS = "text.compare.targets"  # the classes added as columns beside predicted and runner-up
 TEXT_COMPARE_SCALE = "text.compare.scale"
 TEXT_AGREEMENT = "text_agreement"  # prefix of the agreement figures
-TEXT_TRUST_METHODS = "text.trust.methods"
+TEXT_PANEL = "text_panel"  # prefix of Explain's bordered panels (text_panel_key)
+TEXT_CELL = "text_cell"  # prefix of Compare's bordered grid cells (text_cell_key)
 TEXT_TRUST_CHECK = "text.trust.check"  # sanity (cascade and random logit) or faithfulness
 TEXT_TRUST_REMOVAL = "text.trust.removal"
 TEXT_TRUST_STEP = "text.trust.step"  # the cascade step whose maps are drawn
@@ -248,6 +249,7 @@ TEXT_TRUST_CANCEL = "text_trust_cancel"
 TEXT_TRUST_CANCELLED = "_text_trust_cancelled"
 TEXT_TRUST_STARTED = "_text_trust_started"
 TEXT_TRUST_RESULTS = "_text_trust"  # this session's sanity and faithfulness results (state.remembered)
+TEXT_TRUST_CHART = "text_trust_chart"  # prefix of the Trust view's figures (cascade, deletion, insertion)
 IMAGE_CHOICES_HELD = "_image_choices_held"  # the last run held the image sidebar's choices (it was not drawn)
 SAMPLE_HELD = "_sample_held"  # the last run held the sample picker's choice (another image source was shown)
 
@@ -277,6 +279,23 @@ _URL = "_url"
 def view_key(prefix: str, name: str) -> str:
     """The key of one view control, e.g. ``view.sign`` or ``compare.view.colormap``."""
     return f"{prefix}.{name}"
+
+
+def text_upload_key() -> str:
+    """The key of the text-model uploader now: a new one after every load, so the loaded zip leaves the uploader
+    (a second click on Load finds nothing to load again)."""
+    return f"{TEXT_UPLOAD}.{st.session_state.get(TEXT_UPLOADS_DONE, 0)}"
+
+
+def text_panel_key(method: str) -> str:
+    """The container of one method's map under Explain on the Text page."""
+    return f"{TEXT_PANEL}_{method}"
+
+
+def text_cell_key(method: str, column: str) -> str:
+    """The container of one cell of the Text page's Compare grid: a method's row, a target's column (the target
+    as ``column_id`` spells it: "2", or "2-vs-0" for a contrast)."""
+    return f"{TEXT_CELL}_{method}_{column}"
 
 
 # ---- the URL ------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,13 +22,14 @@ from explainers import render as rnd
 from explainers.registry import TEXT
 from explainers.targets import target_key
 from explainers.text import Encoded, TokenBundle, TokenMap, TokenView, explain_text, token_html
-from explainers.text.render import TEXT_SEQUENTIAL, shown_values
+from explainers.text.render import TEXT_SEQUENTIAL, legend_html, reduction_of, shown_values, text_document
 
 from . import state
 from .caches import ByteLRU
-from .controls import TargetChoice, TargetKeys, target_picker
+from .controls import TargetChoice, TargetKeys, method_label, on_prediction_click, target_picker
 from .figures import predictions_figure
 from .method_docs import md_escape
+from .predictions import outside_caption, top_k
 from .runs import ProgressReporter, RunControl
 from .text_cache import text_cache
 from .text_models import TextModel
@@ -42,12 +44,16 @@ GENERIC_EXAMPLES = (
     "The movie was not very good, and the plot was awful.",
     "A quiet, beautifully shot film that never quite finds its story.",
 )
-DEFAULT_METHODS = ("vanilla", "input_x_gradient")  # the gradient's L2 norm and the signed gradient × embedding
+# The signed contribution that adds up to the score (integrated gradients: the evidence word for its class) and the
+# sensitivity (the gradient's length, on the magnitude scale). Not input × gradient: its straight-line estimate
+# from a zero embedding often colours the evidence word against its class, a confusing first picture.
+DEFAULT_METHODS = ("integrated_gradients", "vanilla")
 SEED = 0  # every map is computed with this seed, so a panel is the same in every session
 OBJECTIVE_LABELS = {"logit": "logit", "probability": "probability", "log_probability": "log-probability"}
 OBJECTIVE_HELP = ("What the map explains: the class's logit (the default), its softmax probability, or its log "
                   "probability. A contrast explains the difference of the two classes' values.")
 GROUPS = {"": "tokens", "sum": "words · sum", "max": "words · max"}
+SIGN_LABELS = {"signed": "signed (diverging)", "absolute": "magnitude (sequential)"}
 # Colour maps that read well behind text: a light zero (diverging) or a light low end (sequential) keeps weak
 # tokens readable; the perceptual maps (dark low end) follow for those who want them.
 TEXT_COLORMAPS = {
@@ -56,7 +62,8 @@ TEXT_COLORMAPS = {
                  "viridis", "cividis", "inferno", "magma", "plasma"),
 }
 TEXT_TARGET = TargetKeys(mode=state.TEXT_TARGET_MODE, class_=state.TEXT_TARGET_CLASS, a=state.TEXT_CONTRAST_A,
-                         b=state.TEXT_CONTRAST_B, scope=state.TEXT_TARGET_SCOPE, publish=False)
+                         b=state.TEXT_CONTRAST_B, scope=state.TEXT_TARGET_SCOPE, publish=False,
+                         chart=state.TEXT_PREDICTIONS)
 TEXT_RUN = RunControl(cancel_button=state.TEXT_CANCEL, run_button=state.TEXT_RUN, cancelled=state.TEXT_CANCELLED,
                       started=state.TEXT_STARTED)
 SCORED_MAX_BYTES = 32 * 2**20
@@ -70,12 +77,16 @@ def digest(text: str) -> str:
 
 
 def model_caption(model: TextModel) -> str:
-    """The model in a line: its name, classes and token limit, then its description (less a repeated name)."""
+    """The model in a line: its name (a session model's: the zip's file name), classes and token limit (said here
+    only), then what it is: a shipped model's description (less a repeated name), a session model's architecture."""
     bundle = model.bundle
-    about = bundle.description
-    if about.startswith(f"{bundle.name}: "):
-        about = about[len(bundle.name) + 2:]
-    return (f"**{md_escape(bundle.name)}** · {len(bundle.categories)} classes: "
+    if model.own:
+        name, about = f"{model.file} (yours, this session only)", type(bundle.net).__name__
+    else:
+        name, about = bundle.name, bundle.description
+        if about.startswith(f"{bundle.name}: "):
+            about = about[len(bundle.name) + 2:]
+    return (f"**{md_escape(name)}** · {len(bundle.categories)} classes: "
             f"{md_escape(', '.join(bundle.categories))} · reads up to {bundle.max_length} tokens"
             + (f" · {md_escape(about)}" if about else ""))
 
@@ -100,8 +111,8 @@ def text_box(model: TextModel) -> str:
                  placeholder="Pick an example sentence…",
                  help="Sentences worth trying on this model; the pick replaces the text below.")
     return st.text_area("Text to explain", key=state.TEXT_BOX, persist_state=state.KEEP, height=110,
-                        help=f"Type or paste a sentence (up to {MAX_TEXT_CHARS:,} characters). The model reads "
-                        f"its first {model.bundle.max_length} tokens; a longer text is cut, and the page says so.")
+                        help=f"Type or paste a sentence (up to {MAX_TEXT_CHARS:,} characters). A text longer than "
+                        "the model reads (see above) is cut, and the page says so.")
 
 
 def sentence(note: str) -> str:
@@ -149,27 +160,19 @@ def unknown_note(model: TextModel, scored: TokenBundle) -> str | None:
 
 
 def predictions(model: TextModel, probs: np.ndarray, selected: tuple[int, ...]) -> None:
-    """The top classes with their probabilities, as on Explore; a click on a bar makes it the target."""
-    top = [int(i) for i in np.argsort(-probs)[: min(5, len(probs))]]
+    """The top classes with their probabilities, as on Explore (a target below them said under the chart); a
+    click on a bar makes it the target."""
+    top = top_k(probs)
     categories = model.bundle.categories
     st.plotly_chart(
         predictions_figure([categories[i] for i in top], [float(probs[i]) for i in top], top,
                            selected[0] if len(selected) == 1 else None),
-        key=state.TEXT_PREDICTIONS, on_select=_on_prediction_click, selection_mode="points",
+        key=state.TEXT_PREDICTIONS, on_select=partial(on_prediction_click, TEXT_TARGET), selection_mode="points",
         config={"displayModeBar": False},
     )
-
-
-def _on_prediction_click() -> None:
-    event = st.session_state.get(state.TEXT_PREDICTIONS)
-    points = getattr(getattr(event, "selection", None), "points", None) or (event or {}).get("selection", {}).get(
-        "points", [])
-    if points:
-        custom = points[0].get("customdata")
-        index = custom[0] if isinstance(custom, (list, tuple)) else custom
-        if index is not None:
-            st.session_state[state.TEXT_TARGET_MODE] = "Class"
-            st.session_state[state.TEXT_TARGET_CLASS] = int(index)
+    outside = outside_caption(categories, probs, selected, top)
+    if outside:  # a target below the top 5 is on no bar
+        st.caption(md_escape(outside))
 
 
 # ---- target, objective, methods, view -------------------------------------------------------------------------
@@ -195,11 +198,6 @@ def text_methods(scored: TokenBundle | None = None) -> list[str]:
     return [name for name in names if METHODS[name].unavailable_reason(scored.model) is None]
 
 
-def method_label(name: str) -> str:
-    info = METHODS[name]
-    return f"{info.family} · {info.display_name}"
-
-
 def methods_control(names: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """The methods to draw (a multiselect of the text methods) and each one's text parameters, generated from
     ``params_for("text")`` as the image pages generate theirs."""
@@ -222,18 +220,20 @@ def methods_control(names: list[str]) -> tuple[list[str], dict[str, dict[str, An
     return methods, params
 
 
-def _colormap_for_sign() -> None:
+def _colormap_for_sign(prefix: str) -> None:
     """on_change of the sign: a colour map of the other kind gives way to the first of the new sign's."""
-    sign = st.session_state[state.view_key(state.TEXT_VIEW, "sign")]
-    key = state.view_key(state.TEXT_VIEW, "colormap")
+    sign = st.session_state[state.view_key(prefix, "sign")]
+    key = state.view_key(prefix, "colormap")
     if st.session_state.get(key) not in TEXT_COLORMAPS[sign]:
         st.session_state[key] = TEXT_COLORMAPS[sign][0]
 
 
-def view_control() -> TokenView:
-    """Sign, colour map, grouping into words, clip and special tokens: they re-draw, never recompute."""
-    keys = {name: state.view_key(state.TEXT_VIEW, name) for name in ("sign", "colormap", "group", "clip", "special")}
-    defaults = {"sign": "signed", "colormap": TEXT_COLORMAPS["signed"][0], "group": "", "clip": 100.0,
+def view_control(prefix: str = state.TEXT_VIEW, group: str = "") -> TokenView:
+    """Sign, colour map, grouping into words, clip and special tokens: they re-draw, never recompute. ``prefix``:
+    whose controls (the Text page's, or the Batch page's for a run over texts); ``group`` the grouping to start
+    with."""
+    keys = {name: state.view_key(prefix, name) for name in ("sign", "colormap", "group", "clip", "special")}
+    defaults = {"sign": "signed", "colormap": TEXT_COLORMAPS["signed"][0], "group": group, "clip": 100.0,
                 "special": False}
     for name, default in defaults.items():
         st.session_state.setdefault(keys[name], default)
@@ -242,16 +242,18 @@ def view_control() -> TokenView:
     sign_column, colormap_column, group_column = st.columns(3)
     sign = sign_column.segmented_control(
         "Colour", tuple(TEXT_COLORMAPS), key=keys["sign"], required=True, persist_state=state.KEEP,
-        format_func={"signed": "signed (diverging)", "absolute": "magnitude (sequential)"}.get,
-        on_change=_colormap_for_sign,
+        format_func=SIGN_LABELS.get, on_change=_colormap_for_sign, args=(prefix,),
         help="signed: for and against the target on a diverging scale centred at zero. magnitude: |score| on a "
-        "sequential scale. A sensitivity (the gradient's L2 norm) is never negative: it reads the same both ways.")
+        f"sequential scale. A map with no negative score (a sensitivity: the gradient's length; attention; "
+        f"SmoothGrad², VarGrad) has nothing to show against the target: it is drawn on the magnitude scale "
+        f"({TEXT_SEQUENTIAL}) either way.")
     colormap = colormap_column.selectbox("Colour map", TEXT_COLORMAPS[sign], key=keys["colormap"],
                                          persist_state=state.KEEP)
     group = group_column.segmented_control(
         "Units", tuple(GROUPS), key=keys["group"], required=True, persist_state=state.KEEP, format_func=GROUPS.get,
         help="tokens: one score per token, subword pieces apart. words: a word's pieces grouped, their sum (a "
-        "contribution adds up) or the one of largest magnitude.")
+        "contribution adds up) or the one of largest magnitude (for a sensitivity, whose lengths do not add up: a "
+        "sum would favour long words).")
     clip_column, special_column = st.columns([2, 1], vertical_alignment="bottom")
     clip = clip_column.slider("Percentile clip", 90.0, 100.0, step=0.5, key=keys["clip"], persist_state=state.KEEP,
                               help="Scores above this percentile saturate the colours (100: the largest one does).")
@@ -376,22 +378,29 @@ def target_label(categories: Sequence[str], target: int | Contrast) -> str:
     return categories[int(target)]
 
 
+def sign_free(method: str, params: dict[str, Any] | None, scores) -> bool:
+    """Whether a map has no negative side to show: a sensitivity (the registry's "l2" reduction: a length, never
+    negative, SmoothGrad of the gradient included) or any map without a negative score (SmoothGrad², VarGrad,
+    attention: magnitudes by construction)."""
+    return reduction_of(method, params) == "l2" or not bool((np.asarray(scores) < 0).any())
+
+
+def drawn_view(view: TokenView, free: bool) -> TokenView:
+    """The view a map is drawn with: ``view``, but a map with no negative side (``free``, :func:`sign_free`) on
+    the magnitude scale whatever the sign asked (a "−x … +x" scale would show half a legend of nothing)."""
+    if free and view.sign == "signed":
+        return replace(view, sign="absolute", colormap=TEXT_SEQUENTIAL)
+    return view
+
+
+def map_view(view: TokenView, maps: Sequence[TokenMap]) -> TokenView:
+    """The one view of ``maps`` drawn together (one panel, or a Compare row on a linked range)."""
+    return drawn_view(view, all(sign_free(m.method, m.record.params, m.scores) for m in maps))
+
+
 def linked_range(maps: Sequence[TokenMap], view: TokenView) -> tuple[float, float]:
     """One colour range over several maps of the same text (a Compare row, in raw units)."""
     return rnd.value_range([shown_values(m.encoded, m.scores, view) for m in maps], view.clip, view.sign == "signed")
-
-
-def legend_html(view: TokenView, lo: float, hi: float) -> str:
-    """A small colour bar of ``view``'s map from lo to hi, the ends labelled in raw units."""
-    signed = view.sign == "signed"
-    colours = rnd.colour_scale(view.cmap, signed, steps=9)
-    stops = ", ".join("#{:02x}{:02x}{:02x}".format(*map(int, colour)) for colour in colours)
-    left = f"{-hi:+.3g}" if signed else f"{lo:.3g}"
-    right = f"{hi:+.3g}" if signed else f"{hi:.3g}"
-    return (f'<div class="text-legend" style="display:flex;align-items:center;gap:6px;font-size:0.8em;color:#555">'
-            f"<span>{left}</span><span style=\"display:inline-block;width:140px;height:10px;border-radius:2px;"
-            f'border:1px solid #ccc;background:linear-gradient(to right, {stops})"></span><span>{right}</span>'
-            f"</div>")
 
 
 def map_title(token_map: TokenMap, categories: Sequence[str]) -> str:
@@ -411,26 +420,60 @@ def download_json(token_map: TokenMap, categories: Sequence[str]) -> str:
     return json.dumps(token_map.as_json(list(categories)), indent=2, allow_nan=False)
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """What :func:`draw_scores` put on the page: the coloured text, its colour bar, the line under them."""
+
+    snippet: str
+    legend: str
+    caption: str
+
+    def document(self, title: str) -> str:
+        return text_document(title, self.snippet, self.legend, self.caption)
+
+
+def scores_caption(view: TokenView, drawn: TokenView, lo: float, hi: float, linked: bool,
+                   method: str | None = None, params: dict[str, Any] | None = None,
+                   encoded: Encoded | None = None) -> str:
+    """The line under a map: the grouping, the colour range, what a hover shows; a map drawn on the magnitude
+    scale for want of negative scores says so, and a sensitivity summed into words says what that favours."""
+    scale = "linked over the row" if linked else "this map's own"
+    parts = [view.grouping_said(encoded).capitalize(),
+             f"colour range {scale}, [{lo:.3g}, {hi:.3g}] raw, {view.clip:g}th-percentile clip",
+             f"hover a {'word' if view.group else 'token'} for its raw value"]
+    if drawn.sign != view.sign:
+        parts.append("no negative scores: drawn on the magnitude scale")
+    if view.group == "sum" and method is not None and reduction_of(method, params) == "l2":
+        parts.append("a sum of lengths grows with a word's number of tokens: words · max compares words fairly")
+    return " · ".join(parts)
+
+
 def draw_scores(encoded: Encoded, scores, view: TokenView, title: str = "",
-                value_range: tuple[float, float] | None = None) -> str:
-    """Token ``scores`` drawn as the coloured text (hover a token for its raw value), with the colour bar, the
-    range and the grouping stated under it. Returns the HTML snippet drawn."""
+                value_range: tuple[float, float] | None = None, *, method: str | None = None,
+                params: dict[str, Any] | None = None, free: bool | None = None) -> Drawn:
+    """Token ``scores`` drawn as the coloured text (hover a token, or a word, for its raw value), with the colour
+    bar, the range and the grouping stated under it. A map with no negative side (``free``; else decided from
+    ``method`` and the scores, :func:`sign_free`) is drawn on the magnitude scale (:func:`drawn_view`)."""
+    if free is None:
+        free = method is not None and sign_free(method, params, scores)
+    shown = drawn_view(view, free)
     lo, hi = value_range if value_range is not None else rnd.value_range(
-        shown_values(encoded, scores, view), view.clip, view.sign == "signed")
-    snippet = token_html(encoded, scores, view, (lo, hi), title=title)
-    st.html(snippet)
-    st.html(legend_html(view, lo, hi))
-    scale = "linked over the row" if value_range is not None else "this map's own"
-    st.caption(f"{view.grouping_said().capitalize()} · colour range {scale}, [{lo:.3g}, {hi:.3g}] raw, "
-               f"{view.clip:g}th-percentile clip · hover a token for its raw value")
-    return snippet
+        shown_values(encoded, scores, shown), shown.clip, shown.sign == "signed")
+    drawn = Drawn(token_html(encoded, scores, shown, (lo, hi), title=title), legend_html(shown, lo, hi),
+                  scores_caption(view, shown, lo, hi, value_range is not None, method, params, encoded))
+    st.html(drawn.snippet)
+    st.html(drawn.legend)
+    st.caption(drawn.caption)
+    return drawn
 
 
 def draw_map(token_map: TokenMap, view: TokenView, categories: Sequence[str], *, key: str, title: str = "",
-             value_range: tuple[float, float] | None = None, downloads: bool = True) -> str:
-    """One map (:func:`draw_scores`), the backend's notes, and the JSON and HTML downloads. Returns the HTML
-    snippet drawn."""
-    snippet = draw_scores(token_map.encoded, token_map.scores, view, title, value_range)
+             value_range: tuple[float, float] | None = None, free: bool | None = None,
+             downloads: bool = True) -> Drawn:
+    """One map (:func:`draw_scores`), the backend's notes, and the JSON and HTML downloads (the HTML: the
+    coloured text as drawn, in a document of its own). Returns what was drawn."""
+    drawn = draw_scores(token_map.encoded, token_map.scores, view, title, value_range, method=token_map.method,
+                        params=token_map.record.params, free=free)
     for note in token_map.record.notes:  # the backend's (an all-zero map, a reduced batch); the cut is said above
         st.info(note, icon=":material/info:")
     if downloads:
@@ -440,9 +483,10 @@ def draw_map(token_map: TokenMap, view: TokenView, categories: Sequence[str], *,
                              lambda: download_json(token_map, categories),
                              f"{stem}.json", "application/json", key=f"{state.TEXT_DOWNLOAD}.json.{key}",
                              on_click="ignore", icon=":material/download:")
-        right.download_button("Coloured text (HTML)", snippet, f"{stem}.html", "text/html",
+        heading = title or map_title(token_map, categories)
+        right.download_button("Coloured text (HTML)", lambda: drawn.document(heading), f"{stem}.html", "text/html",
                               key=f"{state.TEXT_DOWNLOAD}.html.{key}", on_click="ignore", icon=":material/download:")
-    return snippet
+    return drawn
 
 
 def explain_view(model: TextModel, scored: TokenBundle, target: TargetChoice, objective: str, methods: list[str],
@@ -455,7 +499,7 @@ def explain_view(model: TextModel, scored: TokenBundle, target: TargetChoice, ob
     categories = model.bundle.categories
     for request in requests:
         token_map = maps[request]
-        with st.container(border=True, key=f"text_panel_{request.method}"):
+        with st.container(border=True, key=state.text_panel_key(request.method)):
             draw_map(token_map, view, categories, key=request.method, title=map_title(token_map, categories))
             record = token_map.record
             st.caption(f"{METHODS[request.method].reference} · computed in {record.elapsed_s:.2f} s, seed {SEED}")

@@ -8,6 +8,7 @@ uploads live in the session's own store, so they are all there again on the imag
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import tempfile
 from dataclasses import dataclass, field
@@ -20,26 +21,31 @@ from explainers.models.text import DEFAULT_TEXT_MODEL, list_text_models, load_te
 from explainers.text import TextBundle
 
 from . import state
-from .errors import show_error
+from .errors import TEXT_FIXES, show_error
 from .method_docs import md_escape
 from .models import pick_device
 from .sidebar import Problem, hold_image_choices, reset_button
 from .text_cache import text_cache
 
 USER_PREFIX = "text-user:"
-ZIP_FIX = ("Zip the folder that `save_pretrained` wrote (the model and its tokenizer, with `tokenizer.json`): a "
-           "sequence classifier of Hugging Face transformers.")
 
 
 @dataclass
 class TextModel:
     """A text model as the page uses it: ``id`` (what every cache keys on: a shipped model's name, or a session
-    model's id, unique to its session), the picker's ``label``, the bundle and what to tell about it."""
+    model's id, unique to its session), the picker's ``label``, the bundle and what to tell about it; a session
+    model's ``file`` (the zip's name, what the page calls it) and ``sha256`` (its content: loaded once)."""
 
     id: str
     label: str
     bundle: TextBundle
     notes: list[str] = field(default_factory=list)
+    file: str = ""
+    sha256: str = ""
+
+    @property
+    def own(self) -> bool:
+        return is_own(self.id)
 
 
 @st.cache_resource(show_spinner="Loading the text model (first use in this server)…", max_entries=4)
@@ -71,6 +77,17 @@ def describe(model_id: str) -> str:
     return f"{model_id} · offline default" if model_id == DEFAULT_TEXT_MODEL else f"{model_id} · offline"
 
 
+def picked_model_id() -> str:
+    """The id of the Text page's model (the shipped default until one is picked there)."""
+    return st.session_state.get(state.TEXT_MODEL) or DEFAULT_TEXT_MODEL
+
+
+def text_model_label(model_id: str) -> str:
+    """What the page calls ``model_id``, without loading it: a session model's label, or a shipped model's."""
+    own = _store().get(model_id)
+    return own.label if own is not None else describe(model_id)
+
+
 def get_text_model(model_id: str) -> TextModel:
     """The model ``model_id`` names: the session's own, or a shipped one (loaded once per process)."""
     own = _store().get(model_id)
@@ -87,19 +104,30 @@ def too_large(upload) -> str | None:
     return None
 
 
+def already_loaded(data: bytes) -> TextModel | None:
+    """This session's model loaded from the same bytes, or None."""
+    sha = hashlib.sha256(data).hexdigest()
+    return next((model for model in own_text_models() if model.sha256 == sha), None)
+
+
 def load_zip(name: str, data: bytes) -> TextModel:
     """A zipped Hugging Face sequence classifier (``save_pretrained``'s folder with its tokenizer), loaded offline
-    by the backend's loader into this session's store and made the next run's model. The loader's errors (a bad
-    zip, a missing tokenizer, an image model) reach the caller, who shows them."""
-    with tempfile.TemporaryDirectory(prefix="text-model-") as folder:
-        path = Path(folder) / (Path(name).name or "model.zip")
-        path.write_bytes(data)
-        bundle = load_text_model(str(path), device=pick_device())
-    model_id = f"{USER_PREFIX}{Path(name).name}:{secrets.token_hex(4)}"
-    label = f"{Path(name).name} · yours"
-    model = TextModel(model_id, label, bundle, list(bundle.notes))
-    _store()[model_id] = model
-    st.session_state[state.TEXT_PENDING_MODEL] = model_id
+    by the backend's loader into this session's store and made the next run's model; the uploader is emptied (it
+    gets a new key). The same bytes twice are loaded once: the model already there is picked again. The loader's
+    errors (a bad zip, a missing tokenizer, an image model) reach the caller, who shows them."""
+    file = Path(name).name or "model.zip"
+    sha = hashlib.sha256(data).hexdigest()
+    model = already_loaded(data)
+    if model is None:
+        with tempfile.TemporaryDirectory(prefix="text-model-") as folder:
+            path = Path(folder) / file
+            path.write_bytes(data)
+            bundle = load_text_model(str(path), device=pick_device())
+        model_id = f"{USER_PREFIX}{file}:{secrets.token_hex(4)}"  # unique to this session
+        model = TextModel(model_id, f"{file} · yours", bundle, list(bundle.notes), file=file, sha256=sha)
+        _store()[model_id] = model
+    st.session_state[state.TEXT_PENDING_MODEL] = model.id
+    st.session_state[state.TEXT_UPLOADS_DONE] = st.session_state.get(state.TEXT_UPLOADS_DONE, 0) + 1
     return model
 
 
@@ -150,21 +178,31 @@ def upload_form() -> None:
         st.caption("Zip the folder that `save_pretrained` wrote for an `AutoModelForSequenceClassification` and its "
                    "fast tokenizer (`config.json`, `model.safetensors`, `tokenizer.json`); class names come from "
                    f"`id2label`. Loaded offline; up to {MAX_MODEL_MB} MB; it stays in this session only.")
-        upload = st.file_uploader("Zipped model folder", type=["zip"], key=state.TEXT_UPLOAD,
+        upload = st.file_uploader("Zipped model folder", type=["zip"], key=state.text_upload_key(),
                                   max_upload_size=MAX_MODEL_MB)
         if upload is not None and st.button("Load this classifier", key=state.TEXT_LOAD, type="primary",
                                             icon=":material/upload:"):
             problem = too_large(upload)
+            twin = None if problem else already_loaded(upload.getvalue())
             if problem:
                 st.error(problem, icon="⚠️")
+            elif twin is not None:  # the same zip again: picked, not loaded twice
+                load_zip(upload.name, upload.getvalue())
+                st.session_state[state.TEXT_LOADED_NOTE] = (f"{upload.name} holds the classifier already loaded "
+                                                            f"in this session ({twin.file}): picked again, not "
+                                                            "loaded twice.")
+                st.rerun()
             else:
                 try:
                     with st.spinner(f"Loading {upload.name}…"):
                         load_zip(upload.name, upload.getvalue())
                 except Exception as exc:  # noqa: BLE001 - every failure to load is said, with what is expected
-                    show_error(exc, fix=ZIP_FIX)
+                    show_error(exc, fixes=TEXT_FIXES)
                 else:
                     st.rerun()
+        note = st.session_state.pop(state.TEXT_LOADED_NOTE, None)
+        if note:
+            st.info(md_escape(note), icon=":material/content_copy:")
         for model in own_text_models():
             left, right = st.columns([4, 1], vertical_alignment="center")
             left.markdown(f"Loaded in this session: **{md_escape(model.label)}**")

@@ -12,14 +12,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explainers import METHODS
+from explainers.registry import Sanity
 from explainers.text import TokenBundle, TokenView
 from explainers.trust.text import DEYOUNG, RANDOM, REMOVAL_SAID, REMOVALS, text_faithfulness, text_sanity
 
 from . import state
 from .controls import TargetChoice
+from .method_docs import md_escape
 from .runs import ProgressReporter, RunControl
 from .sanity import PALETTE
-from .text import OBJECTIVE_LABELS, SEED, canonical, digest, draw_scores, maps_cancellable, sentence
+from .text import OBJECTIVE_LABELS, SEED, TextRequest, canonical, digest, draw_scores, maps_cancellable, sentence
 from .text_models import TextModel
 
 SANITY, FAITHFULNESS = "Sanity checks", "Faithfulness"
@@ -30,8 +32,16 @@ RANDOM_LABEL = "random (control)"
 SIMILAR = 0.9  # a rank correlation this high: the map barely changed (the cascade) or ignores the class
 
 
-def _frozen(params: dict[str, dict[str, Any]], methods: list[str]) -> tuple:
-    return tuple((m, tuple(sorted((params.get(m) or {}).items()))) for m in methods)
+def requests_of(methods: list[str], params: dict[str, dict[str, Any]], target: TargetChoice, objective: str
+                ) -> list[TextRequest]:
+    """The checks' maps in canonical form (``ui.text.canonical``: parameters validated, defaults filled in): what
+    their results are kept under, so that one request spelled two ways is one check."""
+    return [canonical(m, params.get(m), target.value, objective) for m in methods]
+
+
+def is_control(method: str) -> bool:
+    """A control (the random map): drawn dashed, grey, beside the methods."""
+    return METHODS[method].sanity is Sanity.CONTROL
 
 
 def remembered_check(key: tuple, label: str, compute) -> Any | None:
@@ -73,9 +83,11 @@ def cascade_figure(report) -> go.Figure:
     figure = go.Figure()
     for i, method in enumerate(report.original):
         values = [1.0] + [step.similarity.get(method, math.nan) for step in report.steps]
+        control = is_control(method)
         figure.add_trace(go.Scatter(x=list(range(len(labels))), y=values, mode="lines+markers",
-                                    name=METHODS[method].display_name, customdata=labels,
-                                    line=dict(color=PALETTE[i % len(PALETTE)], width=2),
+                                    name=method_name(method), customdata=labels,
+                                    line=dict(color="#888" if control else PALETTE[i % len(PALETTE)],
+                                              dash="dash" if control else "solid", width=2),
                                     hovertemplate="%{customdata}: %{y:.3f}<extra></extra>"))
     figure.add_hline(y=SIMILAR, line=dict(color="#666", dash="dot", width=1),
                      annotation_text=f"{SIMILAR:g}: barely changed", annotation_position="bottom right")
@@ -91,23 +103,27 @@ def cascade_figure(report) -> go.Figure:
 
 
 def random_logit_rows(report, categories) -> list[dict]:
-    return [{"Method": METHODS[method].display_name, "ρ to a random class's map": _number(value),
+    return [{"Method": method_name(method), "ρ to a random class's map": _number(value),
              "Reading": "ignores the class" if value is not None and value >= SIMILAR else "depends on the class"}
             for method, value in report.random_logit.items()]
 
 
-def sanity_section(model: TextModel, scored: TokenBundle, target: TargetChoice, methods: list[str],
+def sanity_section(model: TextModel, scored: TokenBundle, target: TargetChoice, objective: str, methods: list[str],
                    params: dict[str, dict[str, Any]], view: TokenView) -> None:
     bundle = model.bundle
-    key = ("sanity", model.id, digest(scored.encoded.text), _frozen(params, methods), target.value)
+    requests = requests_of(methods, params, target, objective)
+    key = ("sanity", model.id, digest(scored.encoded.text), tuple(requests))
     report = remembered_check(key, SANITY, lambda reporter: text_sanity(
-        bundle, scored.encoded, methods, target.value, seed=SEED, params=params, progress=reporter))
+        bundle, scored.encoded, methods, target.value, objective=objective, seed=SEED,
+        params={r.method: r.kwargs for r in requests}, progress=reporter))
     if report is None:
         return
     st.markdown("**Model randomisation** (Adebayo et al. 2018, arXiv:1810.03292): the classifier's blocks are "
-                "re-initialised from the output down, and each method explains the same text again. A map that "
-                "stays the same (ρ near 1) shows the text, not what the model learned.")
-    st.plotly_chart(cascade_figure(report), key=f"{state.TEXT_AGREEMENT}.cascade")
+                f"re-initialised from the output down, and each method explains the target's "
+                f"{OBJECTIVE_LABELS.get(objective, objective)} on the same text again. A map that stays the same "
+                "(ρ near 1) shows the text, not what the model learned"
+                + (": the random control, dashed, is what that looks like." if RANDOM in methods else "."))
+    st.plotly_chart(cascade_figure(report), key=f"{state.TEXT_TRUST_CHART}.cascade")
     if report.steps:
         labels = [step.label for step in report.steps]
         st.session_state.setdefault(state.TEXT_TRUST_STEP, labels[-1])
@@ -117,14 +133,17 @@ def sanity_section(model: TextModel, scored: TokenBundle, target: TargetChoice, 
                                  help="The maps each method gives once these blocks are random, beside the "
                                  "original ones (each on its own colour range).")
         step = report.steps[labels.index(label)]
+        kwargs = {r.method: r.kwargs for r in requests}
         for method in report.original:
             original, randomised = st.columns(2)
-            name = METHODS[method].display_name
+            name = method_name(method)
             with original:
-                draw_scores(scored.encoded, report.original[method], view, f"{name} · original model")
+                draw_scores(scored.encoded, report.original[method], view, f"{name} · original model",
+                            method=method, params=kwargs.get(method))
             with randomised:
                 similarity = step.similarity.get(method, math.nan)
-                draw_scores(scored.encoded, step.maps[method], view, f"{name} · after {label} (ρ {similarity:.2f})")
+                draw_scores(scored.encoded, step.maps[method], view, f"{name} · after {label} (ρ {similarity:.2f})",
+                            method=method, params=kwargs.get(method))
     st.markdown("**Random logit** (Sixt et al. 2020, arXiv:1912.09818): the map of the target against the map of "
                 "another class drawn at random. Near 1: the map barely depends on which class is explained.")
     if report.random_logit:
@@ -172,13 +191,13 @@ def faithfulness_section(model: TextModel, scored: TokenBundle, target: TargetCh
     removal = st.segmented_control("Removed tokens are", REMOVALS, key=state.TEXT_TRUST_REMOVAL, required=True,
                                    persist_state=state.KEEP,
                                    help=" · ".join(f"{name}: {said}" for name, said in REMOVAL_SAID.items()))
-    requests = [canonical(m, params.get(m), target.value, objective) for m in methods]
+    # the random control is always in the table (the backend adds it, and refuses it asked for)
+    requests = requests_of([m for m in methods if m != RANDOM], params, target, objective)
     maps = maps_cancellable(model, scored, requests, "Explaining")  # the maps Explain shows: one cache
     if maps is None:
         return
     scores = {request.method: maps[request].scores for request in requests}
-    key = ("faithfulness", model.id, digest(scored.encoded.text), _frozen(params, methods), target.value, objective,
-           removal)
+    key = ("faithfulness", model.id, digest(scored.encoded.text), tuple(requests), target.value, objective, removal)
     result = remembered_check(key, FAITHFULNESS, lambda reporter: text_faithfulness(
         bundle, scored.encoded, scores, target.value, removal=removal, seed=SEED, progress=reporter))
     if result is None:
@@ -187,11 +206,12 @@ def faithfulness_section(model: TextModel, scored: TokenBundle, target: TargetCh
                 f"maps shown under Explain ({OBJECTIVE_LABELS.get(objective, objective)} objective), scored by the "
                 f"target's {OBJECTIVE_LABELS.get(result.objective, result.objective)}: comprehensiveness is how "
                 "much it drops without the top tokens (higher: more faithful), sufficiency how much it drops with "
-                "them alone (lower: more faithful). A faithful map beats the random ranking.")
+                "them alone (lower: more faithful). A faithful map beats the random ranking, the control always "
+                "included (dashed grey).")
     st.table(faithfulness_rows(result), hide_index=True)  # a static table wraps its headers in a narrow window
     left, right = st.columns(2)
-    left.plotly_chart(curves_figure(result, "deletion"), key=f"{state.TEXT_AGREEMENT}.deletion")
-    right.plotly_chart(curves_figure(result, "insertion"), key=f"{state.TEXT_AGREEMENT}.insertion")
+    left.plotly_chart(curves_figure(result, "deletion"), key=f"{state.TEXT_TRUST_CHART}.deletion")
+    right.plotly_chart(curves_figure(result, "insertion"), key=f"{state.TEXT_TRUST_CHART}.insertion")
     for note in result.notes:
         st.caption(sentence(note))
 
@@ -204,8 +224,9 @@ def trust_view(model: TextModel, scored: TokenBundle, target: TargetChoice, obje
                                  persist_state=state.KEEP,
                                  help="Sanity checks: do the maps change when the model's weights are random, "
                                  "and with the class? Faithfulness: do the top tokens carry the prediction?")
-    st.caption(f"For **{target.label}** on this text, with the methods picked above (seed {SEED}).")
+    st.caption(f"For **{md_escape(target.label)}** on this text, its {OBJECTIVE_LABELS.get(objective, objective)} "
+               f"(the objective picked above), with the methods picked above (seed {SEED}).")
     if check == FAITHFULNESS:
         faithfulness_section(model, scored, target, objective, methods, params)
     else:
-        sanity_section(model, scored, target, methods, params, view)
+        sanity_section(model, scored, target, objective, methods, params, view)

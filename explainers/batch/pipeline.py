@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from ..dense.outputs import DETECTION
 from ..dense.records import run_targets, to_original_box
 from ..dense.targets import IOU_THRESHOLD, BoxTarget
-from ..errors import ParameterError
+from ..errors import InputError, ParameterError
 from ..images import IMAGE_SUFFIXES, image_hash, load_image
 from ..manifest import top_predictions
 from ..many import explain_many
@@ -105,13 +106,46 @@ def read_source(source: str | os.PathLike, categories: Sequence[str], limit: int
     return items[:limit] if limit else items
 
 
+def not_utf8(path: Path, what: str, kind: str) -> InputError:
+    """The error for a file that is not UTF-8: its name, the first line and byte that are not, what was expected."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        where = "it is not UTF-8"
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = f"line {line} holds byte 0x{data[exc.start]:02x}, which is not UTF-8"
+    return InputError(f"expected {what} {path.name!r} to be {kind} in UTF-8, but {where} (another encoding, such as "
+                      "Latin-1 or UTF-16?); save it as UTF-8 (a spreadsheet's \"CSV UTF-8\")")
+
+
+def read_list(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(rows, column names) of a .csv list (UTF-8, a header line) or a .parquet list: the one reader of the image
+    and the text lists. InputError naming the file and what was expected when it is neither: a CSV in another
+    encoding (Latin-1, UTF-16), a file named .parquet that is not Parquet."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            table = pq.read_table(path)
+            return table.to_pylist(), list(table.column_names)
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            return list(reader), list(reader.fieldnames or [])
+    except UnicodeDecodeError:
+        raise not_utf8(path, "the list", "a CSV file") from None
+    except csv.Error as exc:
+        raise InputError(f"expected the list {path.name!r} to be a CSV file, but the csv reader refused it: {exc}") \
+            from None
+    except pa.ArrowException as exc:
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"expected {path.name!r} to be a Parquet file (its name ends in .parquet), but pyarrow "
+                         f"cannot read it as one: {said}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the list {path.name!r}: {exc.strerror or exc}") from None
+
+
 def _read_list(path: Path, categories: Sequence[str]) -> list[Item]:
     """The items of a .csv/.parquet list: paths relative to the list's folder, labels and boxes checked."""
-    if path.suffix.lower() == ".parquet":
-        rows = pq.read_table(path).to_pylist()
-    else:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+    rows, _ = read_list(path)
     if not rows or "path" not in rows[0]:
         raise ParameterError(f"the list {str(path)!r} needs a 'path' column (and optionally 'label', x0, y0, x1, y1)")
     items = []
@@ -325,15 +359,13 @@ def box_fractions(box, image_size: tuple[int, int] | None) -> tuple[float, float
     return (x0 / width, y0 / height, x1 / width, y1 / height)
 
 
-def _explained_row(item: Item, decoded: Decoded, method: str, target: str, explanation, j: int,
-                   probabilities: np.ndarray, categories: Sequence[str]) -> tuple[dict[str, Any], np.ndarray]:
-    """(row, stored map as float32) for row ``j`` of an explanation: the prediction, the target, the map's place in
-    the maps file and its statistics. ``probabilities`` is the softmax of row ``j``'s logits."""
-    top = top_predictions(explanation.logits[j].cpu(), categories, TOP_K)
-    stored, kind = stored_map(explanation, j)
-    target_index = int(np.ravel(explanation.target[j].tolist())[0])
-    row = _row(item, decoded, method=method, target=target)
-    row.update({
+def prediction_columns(item: Item, logits: Any, probabilities: np.ndarray, target_index: int,
+                       params: dict[str, Any], categories: Sequence[str]) -> dict[str, Any]:
+    """The columns of a classifier's explained row, image or text: the prediction and top 5 of ``logits`` [K],
+    whether the prediction is the item's label, the target with its probability (``probabilities`` [K], the
+    softmax of the logits) and the method's ``params`` as JSON."""
+    top = top_predictions(logits, categories, TOP_K)
+    return {
         "prediction": top[0]["index"],
         "prediction_name": top[0]["name"],
         "probability": float(probabilities.max()),
@@ -343,7 +375,20 @@ def _explained_row(item: Item, decoded: Decoded, method: str, target: str, expla
         "target_index": target_index,
         "target_name": categories[target_index] if categories else None,
         "target_probability": float(probabilities[target_index]),
-        "params": json.dumps(explanation.params, sort_keys=True, default=str),
+        "params": json.dumps(params, sort_keys=True, default=str),
+    }
+
+
+def _explained_row(item: Item, decoded: Decoded, method: str, target: str, explanation, j: int,
+                   probabilities: np.ndarray, categories: Sequence[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """(row, stored map as float32) for row ``j`` of an explanation: the prediction, the target, the map's place in
+    the maps file and its statistics. ``probabilities`` is the softmax of row ``j``'s logits."""
+    stored, kind = stored_map(explanation, j)
+    target_index = int(np.ravel(explanation.target[j].tolist())[0])
+    row = _row(item, decoded, method=method, target=target)
+    row.update({
+        **prediction_columns(item, explanation.logits[j].cpu(), probabilities, target_index, explanation.params,
+                             categories),
         "map_key": row["row_id"],
         "map_kind": kind,
         "map_h": int(stored.shape[0]),

@@ -26,7 +26,7 @@ from ..dense.targets import REDUCTIONS
 from ..errors import ParameterError
 from ..models import load_model
 from ..models.text import load_text_model
-from ..registry import IMAGE, METHODS, MODALITIES, TEXT, get_method
+from ..registry import IMAGE, MODALITIES, TEXT, get_method
 from ..targets import TargetSpec
 from .local import run_local
 from .pipeline import Settings, read_source, with_labels
@@ -47,11 +47,9 @@ def _check_methods(settings: Settings) -> None:
     if settings.modality not in MODALITIES:
         raise ParameterError(f"modality must be one of {', '.join(MODALITIES)}, got {settings.modality!r}")
     for name in settings.methods:
-        if not get_method(name).applies_to(settings.modality):
-            fitting = ", ".join(n for n, info in METHODS.items() if info.applies_to(settings.modality))
-            what = "text" if settings.modality == TEXT else "images (it is a text method)"
-            raise ParameterError(f"method {name!r} does not apply to {what}; the {settings.modality} methods: "
-                                 f"{fitting}")
+        reason = get_method(name).modality_reason(settings.modality)
+        if reason is not None:
+            raise ParameterError(reason)
     settings.params = {m: get_method(m).validate(settings.params.get(m, {}), settings.modality)
                        for m in settings.methods}
 

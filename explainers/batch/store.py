@@ -119,34 +119,35 @@ def _removed_on_failure(temporary: Path) -> Iterator[None]:
         raise
 
 
+IMAGE_MAPS = {
+    "layer methods": "the layer's own map (layer_attribution), float16",
+    "other methods": f"the channel sum mean-pooled {MAP_POOL}x{MAP_POOL}, float16",
+}
+IMAGE_STATISTICS = {
+    "peak_y/peak_x": "argmax of |map|, cell centre, as fractions of height and width",
+    "centre_mass": f"share of |map| in the middle {CENTRE[1] - CENTRE[0]:.0%} of each side",
+    "border_mass": f"share of |map| in the outer {BORDER:.1%} of each side",
+    "box_mass": "share of |map| inside the list's box (x0, y0, x1, y1 in the original image's pixels); "
+                "on a detector's rows, inside the explained box",
+    "entropy": "entropy of |map| over its cells / log(cells)",
+}
+
+
 def _manifest(settings: Settings, engine: str, source: str, categories: Sequence[str]) -> dict[str, Any]:
-    """What manifest.json says: the settings a resumed run must match, where the run came from, and what the
-    maps and the statistics are."""
-    if settings.modality == "text":
-        return {"schema_version": SCHEMA_VERSION, "kind": "saliency-studio batch run", "modality": "text",
-                "settings": _jsonable(asdict(settings)), "engine": engine, "source": str(source),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "versions": {**versions(), "pyarrow": pa.__version__}, "maps": TEXT_MAPS, "classes": len(categories)}
+    """What manifest.json says: the settings a resumed run must match, where the run came from, the modality, and
+    what the maps (and, for images, their statistics) are."""
+    text = settings.modality == "text"
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "saliency-studio batch run",
+        "modality": settings.modality,
         "settings": _jsonable(asdict(settings)),
         "engine": engine,
         "source": str(source),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {**versions(), "pyarrow": pa.__version__},
-        "maps": {
-            "layer methods": "the layer's own map (layer_attribution), float16",
-            "other methods": f"the channel sum mean-pooled {MAP_POOL}x{MAP_POOL}, float16",
-        },
-        "statistics": {
-            "peak_y/peak_x": "argmax of |map|, cell centre, as fractions of height and width",
-            "centre_mass": f"share of |map| in the middle {CENTRE[1] - CENTRE[0]:.0%} of each side",
-            "border_mass": f"share of |map| in the outer {BORDER:.1%} of each side",
-            "box_mass": "share of |map| inside the list's box (x0, y0, x1, y1 in the original image's pixels); "
-                        "on a detector's rows, inside the explained box",
-            "entropy": "entropy of |map| over its cells / log(cells)",
-        },
+        "maps": TEXT_MAPS if text else IMAGE_MAPS,
+        **({} if text else {"statistics": IMAGE_STATISTICS}),
         "classes": len(categories),
     }
 
@@ -169,9 +170,9 @@ def _schema(modality: str = "image") -> pa.Schema:
 
 
 def _check_layout(out: Path, parts: Sequence[Path], schema: pa.Schema) -> None:
-    """Every part of a resumed run in the table layout this version writes: a run begun by another version (a text
-    run written before its rows stored word ids, say) would come back as two tables that do not stack, so it is
-    refused with what differs; its parts still open as they are."""
+    """Every part of a resumed run in the table layout this version writes: a run begun by another version (its
+    table with other columns or types) would come back as two tables that do not stack, so it is refused with
+    what differs; its parts still open as they are."""
     for part in parts:
         try:
             found = pq.read_schema(part)

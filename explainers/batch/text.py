@@ -12,27 +12,24 @@ live in the table (no maps/ shard): a text's map is one score per token. A text 
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ..errors import ParameterError, SaliencyError
-from ..manifest import top_predictions
 from ..targets import target_key
 from ..text.explain import explain_text
 from ..text.tokens import Encoded, group_words
-from .pipeline import NO_LABEL, TOP_K, Item, Settings, _label_of, _row
+from .pipeline import NO_LABEL, Item, Settings, _label_of, _row, not_utf8, prediction_columns, read_list
 
 TEXT_SUFFIXES = (".txt", ".csv", ".parquet")
 TEXT_COLUMN = "text"  # a list's text column when --text-column is not given
 TEXT_COLUMNS = ("text", "tokens", "token_ids", "offsets", "special", "word_ids", "scores", "words", "word_spans",
                 "word_scores", "logits", "objective", "seed", "notes", "truncated_tokens", "max_length")
+WORD_COLUMNS = ("words", "word_spans", "word_ids", "token_ids", "max_length")  # what encoded_of reads besides tokens
 TEXT_MAPS = ("per-token maps in the table: tokens, token_ids, offsets [start, end] (characters), special, word_ids "
              "(each token's word, -1 for special tokens), scores (one per token, the method's own reduction over the "
              "embedding); words with their word_spans [start, end] (characters) and word_scores (the sum of a word's "
@@ -63,9 +60,12 @@ def read_texts(source: str, categories: Sequence[str], text_column: str | None =
             raise ParameterError(f"--text-column names a column of a .csv or .parquet list; {path.name!r} is a text "
                                  "file, one text a line")
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            raise ParameterError(f"expected {path.name!r} to be UTF-8 text: {exc}") from None
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise not_utf8(path, "the text source", "a text file") from None
+        # "\n" ends a line ("\r\n" too): str.splitlines would also split at U+2028, form feeds and \x1c..\x1e,
+        # which a text may hold, and the keys "file:N" would no longer be the file's line numbers
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
         items = [Item(f"{path.name}:{number}", text=line) for number, line in enumerate(lines, start=1)
                  if line.strip()]
     else:
@@ -76,14 +76,7 @@ def read_texts(source: str, categories: Sequence[str], text_column: str | None =
 
 
 def _read_text_list(path: Path, categories: Sequence[str], column: str) -> list[Item]:
-    if path.suffix.lower() == ".parquet":
-        rows = pq.read_table(path).to_pylist()
-        names = pq.read_schema(path).names
-    else:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            names = list(reader.fieldnames or [])
+    rows, names = read_list(path)
     if column not in names:
         listed = ", ".join(repr(n) for n in names[:12]) or "none"
         raise ParameterError(f"the list {path.name!r} has no column {column!r} (its columns: {listed}); name the "
@@ -101,23 +94,12 @@ def _text_row(item: Item, method: str, target: str, token_map, categories: Seque
     """One explained row: the prediction, the target and the per-token map."""
     record, encoded = token_map.record, token_map.encoded
     logits = np.asarray(record.logits, dtype=np.float64).ravel()
-    top = top_predictions(logits, categories, TOP_K)
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
-    target_index = int(record.target[0])
     scores = np.asarray(token_map.scores, dtype=np.float64)
     row = _row(item, None, method=method, target=target)
     row.update({
-        "prediction": top[0]["index"],
-        "prediction_name": top[0]["name"],
-        "probability": float(probabilities.max()),
-        "top5": [t["index"] for t in top],
-        "top5_probability": [t["probability"] for t in top],
-        "correct": None if item.label is None else bool(top[0]["index"] == item.label),
-        "target_index": target_index,
-        "target_name": categories[target_index] if categories else None,
-        "target_probability": float(probabilities[target_index]),
-        "params": json.dumps(record.params, sort_keys=True, default=str),
+        **prediction_columns(item, logits, probabilities, int(record.target[0]), record.params, categories),
         "text": encoded.text,
         "tokens": list(encoded.tokens),
         "token_ids": list(encoded.ids),
@@ -140,31 +122,23 @@ def _text_row(item: Item, method: str, target: str, token_map, categories: Seque
 
 def encoded_of(row: Mapping[str, Any]) -> Encoded:
     """The ``Encoded`` a text row was written from (a row of ``read_table`` or :func:`_text_row`'s dict), rebuilt
-    from its columns alone: nothing is tokenised or searched again, and for a row of this version it equals the
-    encoding it was written from, field by field.
-
-    A row written before ``word_ids``, ``word_spans``, ``token_ids`` and ``max_length`` were stored still opens:
-    each word's span starts at the start of its first token (the next one no earlier word holds) and is as long as
-    the stored word, checked against the text; each token's word is the one whose span holds it. Its token ids are
-    then -1 (drawing needs none) and its ``max_length`` the number of tokens (exact for a cut text, the only case in
-    which it is shown). A SaliencyError names what does not fit when the row's columns disagree (a damaged or
-    crafted table)."""
+    from its columns alone: nothing is tokenised or searched again, and it equals the encoding it was written from,
+    field by field. A SaliencyError names what does not fit when a column is missing or the row's columns disagree
+    (a damaged or crafted table)."""
     text, tokens, offsets, special, dropped = _token_columns(row)
     count = len(tokens)
     scores = _stored(row, "scores")
     if scores is not None and len(scores) != count:
         raise SaliencyError(f"this row's per-token map does not fit together: {count} tokens, {len(scores)} scores")
+    missing = [name for name in WORD_COLUMNS if _stored(row, name) is None]
+    if missing:
+        raise SaliencyError(f"this row's per-token map cannot be read: it has no {', '.join(missing)}")
     try:
-        words = [str(w) for w in _stored(row, "words", [])]
-        stored_spans = _stored(row, "word_spans")
-        spans = (_spans_from_words(words, text, offsets, special) if stored_spans is None
-                 else tuple((int(a), int(b)) for a, b in stored_spans))
-        stored_ids = _stored(row, "word_ids")
-        labels = (_word_ids_by_overlap(offsets, special, spans) if stored_ids is None
-                  else [int(w) for w in stored_ids])
-        ids = _stored(row, "token_ids")
-        token_ids = (-1,) * count if ids is None else tuple(int(i) for i in ids)
-        max_length = int(_stored(row, "max_length", count))
+        words = [str(w) for w in row["words"]]
+        spans = tuple((int(a), int(b)) for a, b in row["word_spans"])
+        labels = [int(w) for w in row["word_ids"]]
+        token_ids = tuple(int(i) for i in row["token_ids"])
+        max_length = int(row["max_length"])
     except (TypeError, ValueError) as exc:
         raise SaliencyError(f"this row's words cannot be read ({type(exc).__name__}: {exc})") from None
     _check_words(text, tokens, offsets, special, words, spans, labels, token_ids)
@@ -201,44 +175,6 @@ def _token_columns(row: Mapping[str, Any]):
     return text, tokens, offsets, special, dropped
 
 
-def _spans_from_words(words: Sequence[str], text: str, offsets: Sequence[tuple[int, int]],
-                      special: Sequence[bool]) -> tuple[tuple[int, int], ...]:
-    """The words' character spans of a row that stores none: a word starts where its first token does (the
-    first token no earlier word holds) and is as long as the stored word, which the text must hold there."""
-    content = [offsets[i] for i, s in enumerate(special) if not s]
-    spans, position = [], 0
-    for word in words:
-        if position >= len(content):
-            raise SaliencyError(f"this row's word {word!r} has no token (the row has {len(content)} text tokens)")
-        start = content[position][0]
-        end = start + len(word)
-        if text[start:end] != word:
-            raise SaliencyError(f"this row's word {word!r} is not in its text where its first token starts "
-                                f"(character {start}: {text[start:end]!r})")
-        spans.append((start, end))
-        while position < len(content) and start <= content[position][0] and content[position][1] <= end and \
-                (content[position][0] < end or content[position][0] == start):
-            position += 1
-    return tuple(spans)
-
-
-def _word_ids_by_overlap(offsets: Sequence[tuple[int, int]], special: Sequence[bool],
-                         spans: Sequence[tuple[int, int]]) -> list[int]:
-    """Each token's word (-1 for special tokens): the words in order, a token in the first word from the previous
-    token's on whose span holds it (so a zero-width token on a boundary stays with the word before)."""
-    labels, word = [], 0
-    for (a, b), is_special in zip(offsets, special, strict=True):
-        if is_special:
-            labels.append(-1)
-            continue
-        while word < len(spans) and not (spans[word][0] <= a and b <= spans[word][1]):
-            word += 1
-        if word == len(spans):
-            raise SaliencyError("this row's tokens do not lie inside its words")
-        labels.append(word)
-    return labels
-
-
 def _check_words(text: str, tokens: Sequence[str], offsets: Sequence[tuple[int, int]], special: Sequence[bool],
                  words: Sequence[str], spans: Sequence[tuple[int, int]], labels: Sequence[int],
                  token_ids: Sequence[int]) -> None:
@@ -266,14 +202,18 @@ def _check_words(text: str, tokens: Sequence[str], offsets: Sequence[tuple[int, 
 def explain_texts(bundle, items: Sequence[Item], settings: Settings) -> list[dict[str, Any]]:
     """The rows of a batch of texts: every text × method × target through ``explain_text`` (the methods of one
     text share passes); a text that cannot be explained is one error row, and a text without a label gets one
-    error row per method when the target "label" is asked for."""
+    error row per method when the target "label" is asked for.
+
+    As for images (``pipeline.Decoder``): whatever the tokenizer raises on one text is that text's error row (with
+    the exception's type), never the end of the run; while explaining, a SaliencyError (a method refuses this
+    text) is the text's error row and anything else stops the run, as it stops an image run."""
     rows: list[dict[str, Any]] = []
     plain = [t for t in settings.targets if t != "label"]
     for item in items:
         started = time.perf_counter()
         try:
             encoded = bundle.encode(item.text if item.text is not None else "")
-        except SaliencyError as exc:
+        except Exception as exc:  # an unreadable text is an error row, as an image that cannot be decoded is
             rows.append(_row(item, None, error=f"{type(exc).__name__}: {exc}"))
             continue
         explained = []

@@ -17,7 +17,7 @@ from ..errors import LayerError, ParameterError, SaliencyError
 from ..models import load_model, model_info
 from ..models.text import DEFAULT_TEXT_MODEL, load_text_model
 from ..models.user import load_user_model
-from ..registry import METHODS, TEXT, get_method
+from ..registry import TEXT, get_method
 
 PROG = "python -m explainers"
 
@@ -81,16 +81,18 @@ def percentages(text: str) -> list[float]:
     return values
 
 
-def method_names(values: Sequence[str] | str | None, default: Sequence[str] = ()) -> list[str]:
+def method_names(values: Sequence[str] | str | None, default: Sequence[str] = (),
+                 modality: str | None = None) -> list[str]:
     """``["a,b", "c"]`` (or ``"a,b"``) -> ``["a", "b", "c"]``, each checked against the registry (an unknown name
-    raises UnknownMethodError with suggestions); ``default`` when none is given."""
+    raises UnknownMethodError listing the known ones: those for ``modality`` when given); ``default`` when none is
+    given."""
     if isinstance(values, str):
         values = [values]
     names = [name.strip() for value in (values or ()) for name in value.split(",") if name.strip()] or list(default)
     if not names:
         raise ParameterError("expected at least one method name (see `python -m explainers list-methods`)")
     for name in names:
-        get_method(name)
+        get_method(name, modality)
     return list(dict.fromkeys(names))
 
 
@@ -219,12 +221,12 @@ def load_cli_model(args: argparse.Namespace, device: str):
 
 
 def text_method_names(values: Sequence[str] | str | None, default: Sequence[str] = ()) -> list[str]:
-    """:func:`method_names`, each also one that applies to text (the error lists those that do)."""
-    names = method_names(values, default)
+    """:func:`method_names`, each also one that applies to text (the errors list those that do)."""
+    names = method_names(values, default, TEXT)
     for name in names:
-        if not get_method(name).applies_to(TEXT):
-            fitting = ", ".join(n for n, info in METHODS.items() if info.applies_to(TEXT))
-            raise ParameterError(f"method {name!r} does not apply to text; the text methods: {fitting}")
+        reason = get_method(name).modality_reason(TEXT)
+        if reason is not None:
+            raise ParameterError(reason)
     return names
 
 

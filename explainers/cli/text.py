@@ -22,7 +22,7 @@ from ..manifest import top_predictions
 from ..registry import METHODS
 from ..targets import OBJECTIVES, TargetSpec
 from ..text import GROUPINGS, TokenView, explain_text, group_words, token_html
-from ..text.render import reduction_of
+from ..text.render import reduction_of, text_document
 from ..trust.sanity import SIXT
 from ..trust.text import DEYOUNG, ERASER_BINS, REMOVAL_SAID, REMOVALS, text_faithfulness, text_sanity
 from .options import (
@@ -45,17 +45,16 @@ REDUCTION_SAID = {"l2": "L2 norm of the gradient over the embedding", "sum": "su
                   "map": "one value per token"}
 
 
-def _add_common(parser: argparse.ArgumentParser, methods_note: str, objective: str | None) -> None:
-    """TEXT, --model, --methods/--param, --target, --objective (unless None: the command explains logits), --seed,
-    --device and --json."""
+def _add_common(parser: argparse.ArgumentParser, methods_note: str, objective: str) -> None:
+    """TEXT, --model, --methods/--param, --target, --objective (its default ``objective``), --seed, --device and
+    --json."""
     parser.add_argument("text", metavar="TEXT", help="the text to explain (quote it)")
     add_text_model(parser)
     add_methods(parser, TEXT_METHODS, methods_note, "integrated_gradients.n_steps=16")
     parser.add_argument("--target", default="top1", metavar="T",
                         help='top1, top2, a class name or index, or a contrast "a vs b" (default: %(default)s)')
-    if objective is not None:
-        parser.add_argument("--objective", default=objective, choices=OBJECTIVES,
-                            help="the explained score (default: %(default)s)")
+    parser.add_argument("--objective", default=objective, choices=OBJECTIVES,
+                        help="the explained score (default: %(default)s)")
     parser.add_argument("--seed", default=0, type=int, metavar="N", help="seed of every random draw (default: 0)")
     add_device(parser)
     parser.add_argument("--json", default=None, type=out_file, metavar="FILE", help="write the results as JSON")
@@ -82,7 +81,7 @@ def add_commands(commands: Any) -> None:
         "classifier head, then each encoder layer from the top, then the embeddings are re-initialised on a copy "
         "of the model, and each method's map is compared with the original (Spearman rank correlation of |scores|); "
         f"and the random-logit test ({SIXT}): the target's map against a random other class's.")
-    _add_common(sa, "", None)
+    _add_common(sa, "", "logit")
     sa.set_defaults(handler=cmd_text_sanity)
 
     fa = commands.add_parser(
@@ -99,9 +98,10 @@ def add_commands(commands: Any) -> None:
 
     wo = commands.add_parser(
         "text-words", help="which words carry the attribution across a text batch run",
-        description="Read the run folder of a `batch` run over texts and print, per method, the words by their "
-        "mean score across the rows (a word's score: the sum of its tokens'), their mean share of the row's "
-        "|scores|, and how often each is a row's top word; with --by, one table per predicted class (or label). "
+        description="Read the run folder of a `batch` run over texts and print, per method, the words ranked by "
+        "how often each is a row's top word (--sort), with their mean score across the rows (a word's score: the "
+        "sum of its tokens') and their mean share of the row's |scores|; with --by, one table per predicted class "
+        "(or label). "
         "A word that many rows of one class lean on without deciding it (a name, a topic) is a cue worth a look.")
     wo.add_argument("run", metavar="RUN_FOLDER", help="the --out folder of `batch` over a .txt file or a text column")
     wo.add_argument("--method", default=None, metavar="M", help="one of the run's methods (default: each)")
@@ -109,8 +109,9 @@ def add_commands(commands: Any) -> None:
                     help="one of the run's targets (default: the first the run was given, e.g. top1)")
     wo.add_argument("--by", default=None, choices=list(WORDS_BY),
                     help="one table per predicted class, or per label (a list's label column)")
-    wo.add_argument("--sort", default="mean_score", choices=WORD_SORTS,
-                    help="rank words by mean score, mean share, top-word count or rows (default: %(default)s)")
+    wo.add_argument("--sort", default="top", choices=WORD_SORTS,
+                    help="rank words by how often each is a row's top word (a word many rows lean on: the Batch "
+                    "page's default too), mean score, mean share or rows (default: %(default)s)")
     wo.add_argument("--top", default=15, type=positive_int, metavar="N", help="words per table (default: 15)")
     wo.add_argument("--min-rows", default=3, type=positive_int, metavar="N",
                     help="leave out words in fewer rows (default: 3)")
@@ -122,7 +123,7 @@ def _prepare(args: argparse.Namespace):
     methods = text_method_names(args.methods, TEXT_METHODS)
     params = method_params(args.param, methods)
     bundle = load_cli_text_model(args, pick_device(args.device))
-    TargetSpec(args.target, 1, bundle.categories, getattr(args, "objective", "logit"))
+    TargetSpec(args.target, 1, bundle.categories, args.objective)
     return methods, params, bundle
 
 
@@ -172,7 +173,8 @@ def cmd_text(args: argparse.Namespace) -> int:
         view = TokenView(sign="signed", group=args.group or "")
         panels = [token_html(encoded, maps[(m, args.target)].scores, view, title=METHODS[m].display_name)
                   for m in methods]
-        write_file(args.html, "\n".join(panels) + "\n")
+        write_file(args.html, text_document(f"{bundle.name}: {args.text[:60]}", "\n".join(panels),
+                                            caption=view.grouping_said(encoded)))
         print(f"{args.html}")
     return 0
 
@@ -193,7 +195,8 @@ def _floats(values) -> list[float | None]:
 def cmd_text_sanity(args: argparse.Namespace) -> int:
     """Print each method's similarity per cascade step and its random-logit similarity; write the JSON."""
     methods, params, bundle = _prepare(args)
-    result = text_sanity(bundle, args.text, methods, args.target, seed=args.seed, params=params)
+    result = text_sanity(bundle, args.text, methods, args.target, objective=args.objective, seed=args.seed,
+                         params=params)
     header = ["method", *[s.label for s in result.steps], "random logit"]
     rows = [[m, *[_cell(s.similarity[m]) for s in result.steps], _cell(result.random_logit.get(m, math.nan))]
             for m in methods]
@@ -202,8 +205,8 @@ def cmd_text_sanity(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     if args.json is not None:
-        payload = {"model": bundle.name, "text": args.text, "target": args.target, "seed": args.seed,
-                   "tokens": list(result.encoded.tokens),
+        payload = {"model": bundle.name, "text": args.text, "target": args.target, "objective": args.objective,
+                   "seed": args.seed, "tokens": list(result.encoded.tokens),
                    "original": {m: _floats(v) for m, v in result.original.items()},
                    "steps": [{"label": s.label, "similarity": {m: _floats([v])[0] for m, v in s.similarity.items()},
                               "maps": {m: _floats(v) for m, v in s.maps.items()}} for s in result.steps],
@@ -233,8 +236,8 @@ def cmd_text_faithfulness(args: argparse.Namespace) -> int:
                    "objective": result.objective, "bins": list(result.bins),
                    "curve_fractions": _floats(result.curve_fractions), "notes": list(result.notes),
                    "rows": [{"method": r.method, "comprehensiveness": _floats([r.comprehensiveness])[0],
-                             "sufficiency": _floats([r.sufficiency])[0], "deletion_auc": r.deletion_auc,
-                             "insertion_auc": r.insertion_auc, "deletion": _floats(r.deletion),
+                             "sufficiency": _floats([r.sufficiency])[0], "deletion_auc": _floats([r.deletion_auc])[0],
+                             "insertion_auc": _floats([r.insertion_auc])[0], "deletion": _floats(r.deletion),
                              "insertion": _floats(r.insertion)} for r in result.rows]}
         write_file(args.json, json.dumps(payload, indent=2, allow_nan=False) + "\n")
         print(f"\n{args.json}")

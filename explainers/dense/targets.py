@@ -27,6 +27,7 @@ from torchvision.ops import box_iou
 
 from ..core import ZERO_PREFIX
 from ..errors import TargetError
+from ..hooks import adopt_modules
 from .outputs import DETECTION, KINDS, describe, detections_of, segmentation_logits
 
 REDUCTIONS = ("sum", "mean")
@@ -160,15 +161,9 @@ class DenseScores(nn.Module):
                               f"{', '.join(str(list(shape)) for shape in sorted(shapes))}")
         if not 0.0 <= float(iou_threshold) < 1.0:
             raise TargetError(f"iou_threshold must be in [0, 1); got {iou_threshold!r}")
-        object.__setattr__(self, "net", net)
+        adopt_modules(self, net)
         # a net that refuses hooks (TorchScript) refuses them here too: the methods that need them are left out
         self.supports_hooks = getattr(net, "supports_hooks", True)
-        for name, child in net.named_children():
-            self.add_module(name, child)
-        for name, param in net.named_parameters(recurse=False):
-            self.register_parameter(name, param)
-        for name, buffer in net.named_buffers(recurse=False):
-            self.register_buffer(name, buffer)
         self.kind = kind
         self.dense_targets = tuple(targets)
         self.iou_threshold = float(iou_threshold)
@@ -185,10 +180,6 @@ class DenseScores(nn.Module):
             with torch.inference_mode(False):  # made in a clean pass, used again under autograd: a plain tensor
                 self._on[key] = make()
         return self._on[key]
-
-    @property
-    def lock_owner(self) -> nn.Module:
-        return self.net
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         self.net.training = self.training  # the children follow this module's train/eval switch; the net too

@@ -61,15 +61,19 @@ def noisy_attributions(call, inputs, params) -> torch.Tensor:
     """Base attributions of ``n_samples`` noisy copies of each row: [T, N, n_samples, C, H, W].
 
     Every row gets the same noise draws (one generator, seeded by the call), so a row's map equals the map of
-    that image alone with the same seed, whatever else is in its batch.
+    that image alone with the same seed, whatever else is in its batch. On text only the content tokens get noise:
+    [CLS] and [SEP] are never perturbed (the text baselines keep them too, so a base such as IG gives them 0).
     """
     count, samples = len(inputs), params["n_samples"]
     value_range = (inputs.amax(dim=(1, 2, 3)) - inputs.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1, 1)
     noise = torch.randn((samples, *inputs.shape[1:]), generator=call.generator(), dtype=inputs.dtype)
-    noisy = inputs.unsqueeze(1) + noise.to(inputs.device).unsqueeze(0) * (params["noise_level"] * value_range)
+    noise = noise.to(inputs.device)
+    modality = modality_of(call.model)  # on text the base's text parameters (IG's pad/mask/zero baseline)
+    if modality == TEXT:
+        noise = noise * call.bundle.content_mask().to(noise.dtype)
+    noisy = inputs.unsqueeze(1) + noise.unsqueeze(0) * (params["noise_level"] * value_range)
     rows = torch.arange(count).repeat_interleave(samples)
     base = METHODS[params["base"]]
-    modality = modality_of(call.model)  # on text the base's text parameters (IG's pad/mask/zero baseline)
     declared = base.params_for(modality)
     base_params = base.validate({k: v for k, v in params.items() if k in declared}, modality)
     result = run_method(base, call.take(rows), noisy.flatten(0, 1), base_params)

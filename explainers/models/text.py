@@ -112,6 +112,7 @@ def load_text_model(source: str | Path = DEFAULT_TEXT_MODEL, *, device: str | to
                                  attn_implementation="eager")
         examples = _examples(folder) if shipped else ()
     _check_weights(net, path.name)
+    _check_vocabulary(tokenizer, net, path.name)
     net.to(target).eval()
     limit = _length_limit(tokenizer, config)
     length = limit if max_length is None else _check_length(max_length, limit)
@@ -196,6 +197,21 @@ def _check_weights(net: nn.Module, what: str) -> None:
     if broken:
         raise ModelLoadError(f"expected finite weights in {what}, but {len(broken)} tensor(s) hold NaN or infinite "
                              f"values ({foreign.one_of(broken, 3)}); damaged, or diverged in training?")
+
+
+def _check_vocabulary(tokenizer, net: nn.Module, what: str) -> None:
+    """Every id the tokenizer can give has a row in the model's embedding table; else ModelLoadError (a text with
+    such a token would fail mid-explanation with an index error, or on a GPU with a device-side assert)."""
+    table = net.get_input_embeddings()
+    rows = getattr(table, "num_embeddings", None)
+    if rows is None:
+        return
+    largest = max(tokenizer.get_vocab().values(), default=-1)
+    if largest >= rows:
+        raise ModelLoadError(
+            f"expected the tokenizer of {what} to fit the model's embedding table ({rows} rows: num_embeddings), but "
+            f"it has {len(tokenizer)} tokens (len(tokenizer)), the largest id {largest}; is it another model's "
+            "tokenizer, or were tokens added without model.resize_token_embeddings(len(tokenizer))?")
 
 
 def _length_limit(tokenizer, config) -> int:

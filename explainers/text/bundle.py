@@ -64,13 +64,19 @@ class TextBundle:
         return TokenBundle(name=self.name, model=self.model, categories=self.categories, encoded=encoded,
                            inputs=self.embed(encoded.ids), source=self)
 
+    def has_token(self, kind: str) -> bool:
+        """Whether the tokenizer has a ``kind`` ("pad" or "mask") token (GPT-2's has neither)."""
+        return getattr(self.tokenizer, f"{kind}_token_id", None) is not None
+
     def special_id(self, kind: str) -> int:
-        """The id of the tokenizer's ``kind`` ("pad" or "mask") token; ParameterError when it has none."""
-        value = getattr(self.tokenizer, f"{kind}_token_id", None)
-        if value is None:
+        """The id of the tokenizer's ``kind`` ("pad" or "mask") token; ParameterError when it has none, naming the
+        baselines this tokenizer does allow ("zero" always)."""
+        if not self.has_token(kind):
+            allowed = [k for k in TEXT_BASELINES if k == "zero" or self.has_token(k)]
+            pick = f"pick {allowed[0]!r}" if len(allowed) == 1 else f"pick one of {', '.join(allowed)}"
             raise ParameterError(f"baseline {kind!r} needs the tokenizer's {kind} token, and this tokenizer has "
-                                 f"none; pick one of {', '.join(k for k in TEXT_BASELINES if k != kind)}")
-        return int(value)
+                                 f"none; {pick}")
+        return int(getattr(self.tokenizer, f"{kind}_token_id"))
 
 
 @dataclass
@@ -95,16 +101,21 @@ class TokenBundle:
         note = self.encoded.truncation_note()
         return [*self.source.notes, *([note] if note else [])]
 
+    def content_mask(self) -> torch.Tensor:
+        """bool [1, 1, 1, L] on the inputs' device: True on the tokens of the text, False on [CLS]/[SEP], which no
+        baseline replaces and no noise or removal touches."""
+        flags = torch.tensor([not s for s in self.encoded.special], device=self.inputs.device)
+        return flags.view(1, 1, 1, -1)
+
     def baseline(self, kind: str) -> torch.Tensor:
         """[1, D, 1, L]: the text with every content token replaced by ``kind`` (one of ``TEXT_BASELINES``)."""
         if kind not in TEXT_BASELINES:
             raise ParameterError(f"a text baseline is one of {', '.join(TEXT_BASELINES)}; got {kind!r}")
-        content = torch.tensor([not s for s in self.encoded.special], device=self.inputs.device)
         if kind == "zero":
             replaced = torch.zeros_like(self.inputs)
         else:
             replaced = self.source.embed([self.source.special_id(kind)] * len(self.encoded)).to(self.inputs)
-        return torch.where(content.view(1, 1, 1, -1), replaced, self.inputs)
+        return torch.where(self.content_mask(), replaced, self.inputs)
 
     def regions(self, unit: str) -> torch.Tensor:
         """long [1, 1, L]: each token's feature for the perturbation methods, every token alone (``token``) or
@@ -112,8 +123,8 @@ class TokenBundle:
         if unit not in UNITS:
             raise ParameterError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
         if unit == "word":
-            labels = torch.as_tensor(self.encoded.word_labels())
+            labels = torch.as_tensor(self.encoded.word_labels(), device=self.inputs.device)
         else:
-            content = torch.tensor([not s for s in self.encoded.special])
+            content = self.content_mask().view(-1)
             labels = torch.where(content, content.long().cumsum(0) - 1, torch.full_like(content, -1, dtype=torch.long))
-        return labels.view(1, 1, -1).to(self.inputs.device)
+        return labels.view(1, 1, -1)

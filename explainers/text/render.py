@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..registry import METHODS
-from ..render import apply_sign, colorize, scale_to_range, suggested_colormap, value_range
+from ..render import apply_sign, colorize, colour_scale, scale_to_range, suggested_colormap, value_range
 from .tokens import Encoded, group_words
 
 TEXT_SIGNS = ("signed", "absolute")  # a diverging scale of the signed scores, or a sequential one of magnitudes
@@ -78,10 +78,14 @@ class TokenView:
     def cmap(self) -> str:
         return self.colormap or (suggested_colormap("signed") if self.sign == "signed" else TEXT_SEQUENTIAL)
 
-    def grouping_said(self) -> str:
-        """The grouping in words, to state beside the text."""
+    def grouping_said(self, encoded: Encoded | None = None) -> str:
+        """The grouping in words, to state beside the text; with ``encoded``, also that tokens sharing characters
+        were drawn as one, where that happened."""
         if not self.group:
-            return "one score per token (subword tokens shown apart)"
+            shared = encoded is not None and any(len(positions) > 1 for positions, _, _ in token_pieces(encoded))
+            return "one score per token (subword tokens shown apart" + (
+                "; tokens that share characters, as a byte-level tokenizer's pieces of one emoji, drawn as one with "
+                "their summed score)" if shared else ")")
         return (f"one score per word: the {'sum' if self.group == 'sum' else 'largest-magnitude value'} of its "
                 "subword tokens")
 
@@ -98,10 +102,33 @@ class Piece:
     end: int
 
 
+def token_pieces(encoded: Encoded) -> list[tuple[list[int], int, int]]:
+    """The content tokens as drawn one by one: (positions, start, end) per piece, in text order. Consecutive content
+    tokens whose character spans overlap are one piece over their characters: a byte-level BPE tokenizer (GPT-2's,
+    RoBERTa's) cuts one character (an emoji, an "ï") into several tokens that each span the whole character, which
+    drawn apart would repeat it. A token that spans no character (such a tokenizer's lone space, its offsets
+    trimmed) joins the next piece (the last one: the piece before), as it joins that word (``encode``). Every other
+    token is a piece of its own."""
+    groups: list[tuple[list[int], int, int]] = []
+    for position in encoded.content:
+        start, end = encoded.offsets[position]
+        if groups:
+            members, first, last = groups[-1]
+            if members[-1] == position - 1 and (first == last or (start < last and first < end)):
+                groups[-1] = (members + [position], min(first, start), max(last, end))
+                continue
+        groups.append(([position], start, end))
+    if len(groups) > 1 and groups[-1][1] == groups[-1][2]:  # a trailing empty piece: into the one before
+        (members, first, last), (tail, start, end) = groups[-2], groups[-1]
+        groups[-2:] = [(members + tail, min(first, start), max(last, end))]
+    return groups
+
+
 def pieces(encoded: Encoded, scores: Sequence[float], view: TokenView,
            value_range_: tuple[float, float] | None = None) -> list[Piece]:
     """The spans to draw for token ``scores`` [L] under ``view``: words or tokens, each with its colour on a
-    range of its own (or ``value_range_``, to link several panels)."""
+    range of its own (or ``value_range_``, to link several panels). By token, the tokens of one character (see
+    :func:`token_pieces`) are one span whose score is their sum; :func:`token_record` keeps every token."""
     scores = np.asarray(scores, dtype=np.float64)
     if view.group:
         values = group_words(scores, encoded, view.group)
@@ -112,13 +139,15 @@ def pieces(encoded: Encoded, scores: Sequence[float], view: TokenView,
                      + [(encoded.tokens[i], float(scores[i]), -1, -1) for i in range(len(encoded))
                         if encoded.special[i] and i > 0])
     else:
+        starts = {members[0]: (members, a, b) for members, a, b in token_pieces(encoded)}
         spans = []
-        for i, (a, b) in enumerate(encoded.offsets):
+        for i in range(len(encoded)):
             if encoded.special[i]:
                 if view.show_special:
                     spans.append((encoded.tokens[i], float(scores[i]), -1, -1))
-                continue
-            spans.append((encoded.text[a:b], float(scores[i]), a, b))
+            elif i in starts:
+                members, a, b = starts[i]
+                spans.append((encoded.text[a:b], float(scores[members].sum()), a, b))
     raw = np.array([s for _, s, _, _ in spans], dtype=np.float64)
     shown = apply_sign(raw, view.sign)
     signed = view.sign == "signed"
@@ -129,9 +158,12 @@ def pieces(encoded: Encoded, scores: Sequence[float], view: TokenView,
 
 
 def shown_values(encoded: Encoded, scores: Sequence[float], view: TokenView) -> np.ndarray:
-    """The values ``view`` colours (words or tokens, sign applied): what linked ranges are taken over."""
+    """The values ``view`` colours (words or drawn tokens, sign applied): what linked ranges are taken over."""
     scores = np.asarray(scores, dtype=np.float64)
-    values = group_words(scores, encoded, view.group) if view.group else scores[encoded.content]
+    if view.group:
+        values = group_words(scores, encoded, view.group)
+    else:
+        values = np.array([scores[members].sum() for members, _, _ in token_pieces(encoded)], dtype=np.float64)
     return apply_sign(values, view.sign)
 
 
@@ -171,8 +203,9 @@ def token_html(encoded: Encoded, scores: Sequence[float], view: TokenView,
 
 
 def token_record(encoded: Encoded, scores: Sequence[float], **about: Any) -> dict[str, Any]:
-    """A JSON-ready record of a token map: the text, each token with its character offsets and score, the words
-    with their summed and max scores, the cut, and ``about`` (method, target, parameters...)."""
+    """A JSON-ready record of a token map: the text, each token with its character offsets and score (every token,
+    also those drawn as one piece: :func:`token_pieces`), the words with their summed and max scores, the cut, and
+    ``about`` (method, target, parameters...)."""
     scores = np.asarray(scores, dtype=np.float64)
     return {
         **about,
@@ -187,3 +220,28 @@ def token_record(encoded: Encoded, scores: Sequence[float], **about: Any) -> dic
         "truncated_tokens": int(encoded.dropped),
         "max_length": int(encoded.max_length),
     }
+
+
+def legend_html(view: TokenView, lo: float, hi: float) -> str:
+    """A small colour bar of ``view``'s scale from ``lo`` to ``hi``, the ends labelled in raw units."""
+    signed = view.sign == "signed"
+    colours = colour_scale(view.cmap, signed, steps=9)
+    stops = ", ".join("#{:02x}{:02x}{:02x}".format(*map(int, colour)) for colour in colours)
+    left = f"{-hi:+.3g}" if signed else f"{lo:.3g}"
+    right = f"{hi:+.3g}" if signed else f"{hi:.3g}"
+    return (f'<div class="text-legend" style="display:flex;align-items:center;gap:6px;font-size:0.8em;color:#555">'
+            f"<span>{left}</span><span style=\"display:inline-block;width:140px;height:10px;border-radius:2px;"
+            f'border:1px solid #ccc;background:linear-gradient(to right, {stops})"></span><span>{right}</span>'
+            f"</div>")
+
+
+def text_document(title: str, body: str, legend: str = "", caption: str = "") -> str:
+    """A small complete HTML document (UTF-8, its title) holding coloured texts as drawn (``token_html``), a colour
+    bar and the line that states the range and the grouping: the page's download and the CLI's ``--html``."""
+    return ("<!DOCTYPE html>\n"
+            f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or "Token map")}</title></head>'
+            '<body style="font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em">\n'
+            f"{body}\n{legend}\n"
+            + (f'<p class="caption" style="color:#555;font-size:0.85em">{html.escape(caption)}</p>\n'
+               if caption else "")
+            + "</body></html>\n")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import SaliencyError
+from ..hooks import adopt_modules
 from ..registry import TEXT
 
 
@@ -32,25 +33,16 @@ class EmbeddingScores(nn.Module):
     Every row is read whole (no padding, attention to every token): one text, or copies of it, per call. The
     net's children are this module's children under their own names (``bert.encoder.layer.1``), so a layer named
     on the classifier is the same layer here, and the sanity cascade randomises the net's own weights; the net is
-    held, not registered, and shares its lock with this module (``explainers.hooks.lock_for``).
+    held, not registered, and shares its lock with this module (``explainers.hooks.adopt_modules``,
+    ``lock_for``).
     """
 
     modality = TEXT
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        object.__setattr__(self, "net", net)
+        adopt_modules(self, net)
         self.training = net.training  # a new module starts in training mode; this one follows the net
-        for name, child in net.named_children():
-            self.add_module(name, child)
-        for name, param in net.named_parameters(recurse=False):
-            self.register_parameter(name, param)
-        for name, buffer in net.named_buffers(recurse=False):
-            self.register_buffer(name, buffer)
-
-    @property
-    def lock_owner(self) -> nn.Module:
-        return self.net
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if inputs.dim() != 4 or inputs.shape[2] != 1:

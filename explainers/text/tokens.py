@@ -2,6 +2,7 @@
 
 Words are the tokenizer's own pre-tokenised words (a fast Hugging Face tokenizer's ``word_ids``): "don't!" may
 be three words, a long word one word of several subword tokens. Special tokens ([CLS], [SEP]) belong to no word.
+A word of no characters (a byte-level BPE tokenizer's lone space, its offsets trimmed) joins the next word.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def encode(tokenizer, text: str, max_length: int) -> Encoded:
         spans[index][0] = min(spans[index][0], offsets[position][0])
         spans[index][1] = max(spans[index][1], offsets[position][1])
         word_ids.append(index)
+    word_ids, spans = _fold_empty_words(word_ids, spans)
     return Encoded(
         text=text,
         ids=ids,
@@ -110,6 +112,25 @@ def encode(tokenizer, text: str, max_length: int) -> Encoded:
         dropped=max(0, len(full["input_ids"]) - len(ids)),
         max_length=int(max_length),
     )
+
+
+def _fold_empty_words(word_ids: list[int | None], spans: list[list[int]]) -> tuple[list[int | None], list[list[int]]]:
+    """Words that span no character joined to the next word (the last one to the word before), whose span then
+    covers them: a byte-level BPE tokenizer (GPT-2's, RoBERTa's) makes a word of a lone space (the first of two,
+    or a trailing one) and trims its offsets to nothing, and a word of no characters cannot be drawn."""
+    drawn = [w for w, (start, end) in enumerate(spans) if end > start]
+    if not drawn or len(drawn) == len(spans):
+        return word_ids, spans
+    into = {}
+    for word in range(len(spans)):
+        later = [w for w in drawn if w >= word]
+        into[word] = later[0] if later else drawn[-1]
+    merged = {w: list(spans[w]) for w in drawn}
+    for word, target in into.items():
+        merged[target][0] = min(merged[target][0], spans[word][0])
+        merged[target][1] = max(merged[target][1], spans[word][1])
+    renumber = {w: i for i, w in enumerate(drawn)}
+    return ([None if w is None else renumber[into[w]] for w in word_ids], [merged[w] for w in drawn])
 
 
 def group_words(scores: Sequence[float], encoded: Encoded, how: str = "sum") -> np.ndarray:

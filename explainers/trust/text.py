@@ -272,8 +272,10 @@ def _fixed(target: Target) -> Any:
     return classes[0] if len(classes) == 1 else f"{classes[0]} vs {classes[1]}"
 
 
-def _token_maps(scored: TokenBundle, methods: Sequence[str], target: Any, seed: int, params, progress):
-    maps = explain_text(scored, None, methods, [target], seed=seed, params=params, progress=progress)
+def _token_maps(scored: TokenBundle, methods: Sequence[str], target: Any, objective: str, seed: int, params,
+                progress):
+    maps = explain_text(scored, None, methods, [target], objective=objective, seed=seed, params=params,
+                        progress=progress)
     return {method: maps[(method, target)].scores for method in methods}
 
 
@@ -283,9 +285,10 @@ def _rank_similarity(a: np.ndarray, b: np.ndarray, content: list[int]) -> float:
 
 
 def text_sanity(bundle: TextBundle, text: str | Encoded, methods: Sequence[str] | str, target: Any = "top1", *,
-                seed: int = 0, params: dict[str, dict[str, Any]] | None = None,
+                objective: str = "logit", seed: int = 0, params: dict[str, dict[str, Any]] | None = None,
                 progress: Callable[[int, int], object] | None = None) -> TextSanity:
-    """The cascade and the random-logit test of ``methods`` on ``text``.
+    """The cascade and the random-logit test of ``methods`` on ``text``, every map of the target's ``objective``
+    (logit, probability or log-probability, as the maps it checks).
 
     Cascade (Adebayo et al. 2018, arXiv:1810.03292): on a deep copy of the classifier, the blocks of
     :func:`text_blocks` are re-initialised from the output down (classifier head, the last encoder layer, ...,
@@ -299,13 +302,13 @@ def text_sanity(bundle: TextBundle, text: str | Encoded, methods: Sequence[str] 
     if not methods:
         raise ParameterError("expected at least one method to check")
     scored = bundle.scored(text)
-    resolved = _resolve(bundle, scored, target, "logit")
+    resolved = _resolve(bundle, scored, target, objective)
     fixed = _fixed(resolved)
     content = scored.encoded.content
     blocks = text_blocks(bundle.net)
     order = list(reversed(blocks))
     steps = _Steps(len(order) + 2, progress)
-    original = _token_maps(scored, methods, fixed, seed, params, steps.inner())
+    original = _token_maps(scored, methods, fixed, objective, seed, params, steps.inner())
     steps.progress.advance()
 
     copy = deepcopy(bundle.net)  # the original (often the dashboard's cached model) must never change
@@ -315,7 +318,7 @@ def text_sanity(bundle: TextBundle, text: str | Encoded, methods: Sequence[str] 
     for index, block in enumerate(order):
         randomise(copy, block, seed)
         step_scored = replace(scored, model=randomised.model, source=randomised, inputs=inputs)
-        maps = _token_maps(step_scored, methods, fixed, seed, params, steps.inner())
+        maps = _token_maps(step_scored, methods, fixed, objective, seed, params, steps.inner())
         label = block.name if index == 0 else f"+ {block.name}"
         results.append(TextSanityStep(label, maps, {m: _rank_similarity(original[m], maps[m], content)
                                                     for m in methods}))
@@ -333,14 +336,22 @@ def text_sanity(bundle: TextBundle, text: str | Encoded, methods: Sequence[str] 
         notes.append("random-logit test skipped: the model has one class")
     else:
         other = int(random_classes(resolved.indices.numpy(), len(bundle.categories), 1, seed)[0, 0])
-        maps = explain_text(scored, None, methods, [fixed, other], seed=seed, params=params, progress=steps.inner())
+        maps = explain_text(scored, None, methods, [fixed, other], objective=objective, seed=seed, params=params,
+                            progress=steps.inner())
         random_logit = {m: _rank_similarity(maps[(m, fixed)].scores, maps[(m, other)].scores, content)
                         for m in methods}
         notes.append(f"random-logit test: the map of {_name(bundle, fixed)} against the map of "
                      f"{_name(bundle, other)} (drawn with seed {seed})")
+    notes += _cut(scored.encoded)
     steps.progress.finish()
     return TextSanity(original=original, steps=results, random_logit=random_logit, encoded=scored.encoded,
                       notes=tuple(notes))
+
+
+def _cut(encoded: Encoded) -> list[str]:
+    """The truncation note of a text longer than the model reads (the checks ran on the part it reads), or none."""
+    note = encoded.truncation_note()
+    return [note] if note else []
 
 
 def _name(bundle: TextBundle, index: Any) -> str:
@@ -513,6 +524,10 @@ def text_faithfulness(bundle: TextBundle, text: str | Encoded, methods: Sequence
     fraction removed (deletion) or alone kept (insertion). ``removal``: see the module's docstring."""
     if removal not in REMOVALS:
         raise ParameterError(f"removal must be one of {', '.join(REMOVALS)}; got {removal!r}")
+    if removal != "delete" and not bundle.has_token(removal):  # before anything is explained
+        allowed = [r for r in REMOVALS if r == "delete" or bundle.has_token(r)]
+        raise ParameterError(f"removal {removal!r} needs the tokenizer's {removal} token, and this tokenizer has "
+                             f"none; pick {' or '.join(repr(r) for r in allowed)}")
     bins = tuple(float(b) for b in bins)
     if not bins or any(not 0.0 < b <= 1.0 for b in bins):
         raise ParameterError(f"bins are fractions of the tokens in (0, 1]; got {list(bins)}")
@@ -552,6 +567,7 @@ def text_faithfulness(bundle: TextBundle, text: str | Encoded, methods: Sequence
         "left out of the mean (ferret's convention); NaN when no bin selects a token",
         f"random: a ranking drawn with seed {seed}, the control; a faithful map beats it (higher comprehensiveness, "
         "lower sufficiency, lower deletion AUC, higher insertion AUC)",
+        *_cut(encoded),
     )
     return TextFaithfulness(rows=rows, bins=bins, curve_fractions=fractions,
                             target=tuple(int(c) for c in resolved.classes[0].tolist()), removal=removal,

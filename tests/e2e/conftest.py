@@ -231,14 +231,15 @@ def open_selectbox(page, key: str, text: str | None = None, attempts: int = 4):
     """Open a selectbox (a combobox), optionally type to filter; return its listbox locator.
 
     A script run that redraws the selectbox while it opens closes its list again (a loaded machine makes that
-    likely), so the opening is tried again, each try waiting for the app to be idle first; the selectbox itself
-    must be there every time."""
+    likely), so the opening is tried again, each retry waiting for the app to be idle first (the first try does not
+    wait: a test may choose mid-run, to interrupt it); the selectbox itself must be there every time."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError  # optional, as in browser_missing()
 
     box = page.locator(f"{keyed(key)} [role=combobox]")
     listbox = page.get_by_role("listbox")
     for attempt in range(attempts):
-        wait_idle(page)
+        if attempt:
+            wait_idle(page)
         box.click()
         if text is not None:
             box.fill(text)

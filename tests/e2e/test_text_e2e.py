@@ -10,6 +10,7 @@ import re
 import pytest
 
 from tests.conftest import sample_path
+from ui import state
 
 from .conftest import choose, keyed, page_problems, screenshot, wait_idle
 
@@ -53,7 +54,7 @@ def test_type_explain_runner_up_compare_and_sanity(page, base_url, artifacts_dir
 
     titles = panel_titles(page)
     assert len(titles) == 2, titles  # the default two methods, each its own coloured text
-    assert titles[0].startswith("Vanilla gradient · ") and titles[1].startswith("Input × Gradient · ")
+    assert titles[0].startswith("Integrated gradients · ") and titles[1].startswith("Vanilla gradient · ")
     predicted = titles[0].split(" · ")[1]
     tokens = page.locator(f"{PANEL} .tok")
     assert tokens.count() >= 2 * len(SENTENCE.split())
@@ -80,7 +81,7 @@ def test_type_explain_runner_up_compare_and_sanity(page, base_url, artifacts_dir
     main.get_by_text("Model randomisation").wait_for(timeout=LOAD_MS)
     main.get_by_text("Random logit").wait_for(timeout=LOAD_MS)
     settle(page)
-    assert page.locator(f"{keyed('text_agreement.cascade')} .scatterlayer .trace").count() == 2
+    assert page.locator(f"{keyed(state.TEXT_TRUST_CHART + '.cascade')} .scatterlayer .trace").count() == 2
     assert page_problems(page) == [] and page.js_errors == []
     screenshot(page, artifacts_dir / "text_trust.png")
 

@@ -159,3 +159,33 @@ def test_layer_catalogue_and_first_layer_while_others_explain():
             for attribution, logits in future.result():
                 assert torch.equal(attribution, serial[i][0]) and torch.equal(logits, serial[i][1])
     assert hook_counts(model) == 0
+
+
+def test_a_scoring_wrapper_adopts_its_networks_modules_and_lock():
+    """``hooks.adopt_modules``, the one step of every scoring wrapper (dense boxes, text embeddings): the net's
+    modules, parameters and buffers are the wrapper's under their own names, the net itself is held, not
+    registered, and both take one lock."""
+    from explainers.dense.targets import DenseScores
+    from explainers.text.scores import EmbeddingScores
+    from tests.text_models import tiny_bert
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Linear(2, 2)
+            self.scale = torch.nn.Parameter(torch.ones(1))
+            self.register_buffer("shift", torch.zeros(1))
+
+    def plain(net):
+        wrapper = torch.nn.Module()
+        hooks.adopt_modules(wrapper, net)
+        return wrapper
+
+    for net, wrap in [(Net(), plain), (Net(), lambda n: DenseScores(n, "detection", [])),
+                      (tiny_bert(), EmbeddingScores)]:
+        wrapper = wrap(net)
+        assert wrapper.net is net and "net" not in dict(wrapper.named_children())
+        assert dict(wrapper.named_parameters()) == dict(net.named_parameters())
+        assert dict(wrapper.named_buffers()) == dict(net.named_buffers())
+        assert all(dict(wrapper.named_modules())[name] is module for name, module in net.named_modules() if name)
+        assert hooks.lock_for(wrapper) is hooks.lock_for(net)

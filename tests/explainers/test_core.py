@@ -210,3 +210,18 @@ def test_non_finite_says_which_rows_and_classes_grouping_rows_alike():
     logits[2, 5] = float("inf")
     assert non_finite(logits) == ("NaN or infinite for row 0, classes 3, 17, 21, 40, 41, ... (7 of 1000); "
                                   "row 2, class 5 (1 of 1000)")
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "vanilla", "occlusion"])
+def test_a_text_scorer_without_its_text_is_refused_up_front(method):
+    """The bare token-embedding scorer (``scored.model``) has no text to make a baseline or features of: every
+    method is refused before anything runs, pointing to the scored bundle (not a baseline list that names
+    black)."""
+    from explainers.errors import SaliencyError
+    from tests.text_models import tiny_text_bundle
+
+    scored = tiny_text_bundle().scored("the film was good")
+    with pytest.raises(SaliencyError, match=r"^explain a scored text: TextBundle.scored\(text\) gives the bundle and "
+                                            r"its inputs"):
+        explain(scored.model, scored.inputs, method, "top1")
+    assert explain(scored, scored.inputs, method, "top1").attribution.shape[-1] == len(scored.encoded)

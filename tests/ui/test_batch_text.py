@@ -143,7 +143,7 @@ def test_the_word_view_finds_the_planted_name_among_the_rows_predicted_positive(
     at = _open(out)
     rows = _explained(out)
     first = _words(at)
-    expected = word_table(rows, "integrated_gradients", min_rows=3, target="top1").head(len(first))
+    expected = word_table(rows, "integrated_gradients", min_rows=3, target="top1", sort="top").head(len(first))
     assert first["word"].tolist() == expected["word"].tolist()
     np.testing.assert_allclose(first["mean score"], expected["mean_score"], rtol=1e-9)
     assert first["top word of"].tolist() == expected["top"].tolist()
@@ -201,7 +201,7 @@ def test_a_selected_row_is_drawn_with_its_stored_scores_by_word_or_by_token(text
     assert [p for p, _ in pieces] == encoded.word_texts  # words (the default), each its tokens' sum
     np.testing.assert_allclose([s for _, s in pieces], group_words(np.asarray(row["scores"]), encoded, "sum"),
                                rtol=1e-5)
-    at.radio(key=state.BATCH_TEXT_GROUP).set_value("").run()
+    at.segmented_control(key=state.view_key(state.BATCH_TEXT_VIEW, "group")).set_value("").run()
     shown, pieces = _drawn(at)[0]
     assert shown == row["text"]
     assert [p for p, _ in pieces] == [row["text"][a:b] for a, b in (encoded.offsets[i] for i in encoded.content)]
@@ -241,20 +241,6 @@ def test_a_row_is_drawn_from_its_stored_tokens_the_tokenizers(tmp_path):
     row["offsets"] = [[0, 0]] + [[0, 500]] * (len(row["tokens"]) - 1)
     with pytest.raises(SaliencyError, match="offsets lie outside its text"):
         batch_text.row_html(row, TokenView())
-
-
-def test_a_run_written_before_word_ids_were_stored_opens_and_draws_the_same(text_run, batch_root):
-    """A run folder of the layout before each token's word id was stored: the page draws its rows as it draws the
-    same run's rows now (the words rebuilt from the stored words and token offsets), without a warning."""
-    out, _ = text_run
-    older = batch_root / "older"
-    shutil.copytree(out, older)
-    for part in sorted((older / "table").glob("part-*.parquet")):
-        pq.write_table(pq.read_table(part).drop_columns(["token_ids", "word_ids", "word_spans", "max_length"]), part)
-    assert "word_ids" not in batch.read_table(older).columns
-    now, before = _open(out), _open(older)
-    assert not before.warning, [w.value for w in before.warning]
-    assert _drawn(before) == _drawn(now) and len(_drawn(now)) >= batch_text.TEXT_ROWS
 
 
 def test_reset_clears_the_text_launchers_choices_and_keeps_the_upload():
@@ -302,7 +288,7 @@ def test_a_run_launched_on_an_uploaded_csv_opens_with_its_labels(batch_root):
     at.file_uploader(key=state.BATCH_TEXT_SOURCE).set_value(("reviews.csv", upload, "text/csv")).run()
     assert not at.exception
     column = at.selectbox(key=state.view_key(state.BATCH_TEXT_COLUMN, "id|body|label"))
-    assert column.options == ["id", "body", "label"] and column.value == "id"
+    assert column.options == ["id", "body", "label"] and column.value == "body"
     column.set_value("body").run()
     targets = at.multiselect(key=state.BATCH_TEXT_TARGETS)
     assert "label" in targets.options and "top3" in targets.options and "top4" not in targets.options

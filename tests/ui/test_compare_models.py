@@ -150,7 +150,7 @@ def test_one_model_asks_for_another():
 
 
 @pytest.mark.slow
-def test_a_long_models_grid_waits_for_run_behind_an_estimate():
+def test_a_long_models_grid_waits_for_run_behind_an_estimate(twice_as_slow):
     """The classes grid's budget rule holds here: Score-CAM on the default model's 1280 channels is over the budget,
     so both models' Score-CAM panels wait for Run, while the shared-pass rows come at once."""
     at = _models_app(methods=["vanilla", "scorecam"])

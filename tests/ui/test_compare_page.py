@@ -223,7 +223,7 @@ def test_the_default_grid_fits_the_auto_run_budget(default_bundle):
     assert sum(s.seconds for s in plan) < 2 * sum(s.seconds for s in one)
 
 
-def test_a_long_grid_waits_for_run_behind_an_estimate_but_its_shared_rows_come_at_once():
+def test_a_long_grid_waits_for_run_behind_an_estimate_but_its_shared_rows_come_at_once(twice_as_slow):
     methods = ["vanilla", "scorecam"]
     at = start(session={state.COMPARE_METHODS: methods}, page=COMPARE)
     sel = selection(at)

@@ -42,7 +42,7 @@ def ranking(bundle, text: str) -> list[int]:
 
 def cell_ranges(at, method: str, target: int) -> tuple[float, float]:
     """The (lo, hi) a grid cell states under its text."""
-    cell = at.get_by_key(f"text_cell_{method}_{target}")
+    cell = at.get_by_key(state.text_cell_key(method, str(target)))
     caption = next(c.value for c in cell.caption if "colour range" in c.value)
     lo, hi = caption.split("[", 1)[1].split("]", 1)[0].split(", ")
     return float(lo), float(hi)
@@ -53,17 +53,17 @@ def test_the_grid_is_methods_by_predicted_and_runner_up_with_the_text_in_every_c
     text = at.text_area(key=state.TEXT_BOX).value
     order = ranking(bundle, text)
     headers = " ".join(texts(at))
-    for position, role in ((0, "predicted"), (1, "runner-up")):
+    for position, role in ((0, "the target, predicted"), (1, "runner-up")):
         assert f"**{bundle.categories[order[position]]}** · {role}" in headers
     for method in METHODS_SHOWN:
         for target in order[:2]:
-            cell = at.get_by_key(f"text_cell_{method}_{target}")
+            cell = at.get_by_key(state.text_cell_key(method, str(target)))
             (body,) = [h.proto.body for h in cell.html if 'class="saliency-text"' in h.proto.body]
             assert body.count('class="tok"') == len(bundle.scored(text).encoded.content)
     # a third class added as a column
     at.multiselect(key=state.TEXT_COMPARE_TARGETS).set_value([order[2]]).run()
     assert not at.exception
-    assert at.get_by_key(f"text_cell_vanilla_{order[2]}") is not None
+    assert at.get_by_key(state.text_cell_key("vanilla", str(order[2]))) is not None
 
 
 def test_linked_ranges_are_one_per_method_row(compare, bundle):

@@ -13,14 +13,19 @@ import re
 import numpy as np
 import pytest
 
-from explainers import METHODS, class_probabilities, method_order
+from explainers import METHODS, class_probabilities
+from explainers import render as rnd
 from explainers.models.text import DEFAULT_TEXT_MODEL, load_text_model
-from explainers.text import TokenView, explain_text, group_words
+from explainers.text import TokenView, explain_text, group_words, token_html
+from explainers.text.render import shown_values
 from tests.conftest import sample_path
+from tests.text_models import tiny_text_bundle
 from tests.ui.helpers import EXPLORE, selection, start, texts
 from ui import state
 from ui.text import (
+    DEFAULT_METHODS,
     MAX_TEXT_CHARS,
+    TEXT_COLORMAPS,
     canonical,
     digest,
     download_json,
@@ -71,11 +76,21 @@ def test_the_page_lists_only_text_methods_and_draws_each_as_coloured_spans(bundl
     assert at.title[0].value == "Text" and not at.error
     options = at.multiselect(key=state.TEXT_METHODS).options
     text = at.text_area(key=state.TEXT_BOX).value
-    model = bundle.scored(text).model
-    expected = [name for name in method_order() if METHODS[name].text is not None
-                and METHODS[name].unavailable_reason(model) is None]
-    assert options == [method_label(name) for name in expected]
-    assert "CAM · Grad-CAM" not in options and "Perturbation · RISE" not in options and len(options) >= 3
+    # known refusals (a spatial layer, pixels, ReLU modules, references) absent; the token methods there
+    for refused in ("gradcam", "rise", "guided_backprop", "expected_gradients", "xrai", "sobel"):
+        assert method_label(refused) not in options, refused
+    for offered in ("vanilla", "integrated_gradients", "occlusion", "attnlrp", "attention_rollout"):
+        assert method_label(offered) in options, offered
+    # and every listed method runs on another text model (the seeded tiny BERT), giving a finite score per token
+    labels = {method_label(name): name for name in METHODS}
+    tiny = tiny_text_bundle(seed=1)
+    fast = {"n_samples": 16}  # LIME and KernelSHAP: a few coalitions are enough to run
+    params = {labels[o]: {k: v for k, v in fast.items() if k in METHODS[labels[o]].params_for("text")}
+              for o in options}
+    maps = explain_text(tiny, "the movie was great", [labels[o] for o in options], ["top1"], params=params)
+    for option in options:
+        scores = maps[(labels[option], "top1")].scores
+        assert scores.shape == (len(tiny.encode("the movie was great").tokens),) and np.isfinite(scores).all()
     methods = at.multiselect(key=state.TEXT_METHODS).value
     assert text == bundle.examples[0]  # the model's first example to start with
     top, _ = predicted(bundle, text)
@@ -129,20 +144,30 @@ def test_a_cut_text_is_said_and_drawn_struck_through(bundle):
     assert 'class="cut"' in body
 
 
-def test_downloads_are_there_and_the_json_holds_tokens_offsets_and_scores(bundle):
-    at = open_text({state.TEXT_METHODS: ["vanilla"]})
-    labels = [d.label for d in at.get("download_button")]
-    assert labels == ["Tokens and scores (JSON)", "Coloured text (HTML)"]
-    html_button = at.get("download_button")[1]
-    assert html_button.proto.url.endswith(".html")
+def test_downloads_serve_the_maps_json_and_its_coloured_text(bundle, served):
+    at = open_text({state.TEXT_METHODS: ["input_x_gradient"]})
+    buttons = at.get("download_button")
+    assert [d.label for d in buttons] == ["Tokens and scores (JSON)", "Coloured text (HTML)"]
     text = at.text_area(key=state.TEXT_BOX).value
     top, _ = predicted(bundle, text)
-    token_map = explain_text(bundle, text, ["vanilla"], [top])[("vanilla", top)]
-    record = json.loads(download_json(token_map, bundle.categories))
+    token_map = explain_text(bundle, text, ["input_x_gradient"], [top])[("input_x_gradient", top)]
+    record = json.loads(served(buttons[0]).decode("utf-8"))
+    assert record == json.loads(download_json(token_map, bundle.categories))  # the served file is the map's
+    assert record["tokens"] == token_map.as_json(bundle.categories)["tokens"]
+    page = served(buttons[1]).decode("utf-8")
+    view = TokenView(colormap=TEXT_COLORMAPS["signed"][0])  # the page's default view: signed, tokens, no clip
+    value_range = rnd.value_range(shown_values(token_map.encoded, token_map.scores, view), view.clip, True)
+    oracle = token_html(token_map.encoded, token_map.scores, view, value_range,
+                        title=f"Input × Gradient · {bundle.categories[top]} · logit")
+    body = next(h.proto.body for h in at.html if 'class="saliency-text"' in h.proto.body)
+    assert body == oracle and oracle in page  # the coloured text exactly as drawn, token_html's ...
+    # ... in a small complete document: UTF-8, a title, the colour bar and the range
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page and "<title>" in page
+    assert 'class="text-legend"' in page and "raw" in page and page.rstrip().endswith("</html>")
     assert [t["token"] for t in record["tokens"]] == list(token_map.encoded.tokens)
     assert [(t["start"], t["end"]) for t in record["tokens"]] == [tuple(o) for o in token_map.encoded.offsets]
     np.testing.assert_allclose([t["score"] for t in record["tokens"]], token_map.scores)
-    assert record["method"] == "vanilla" and record["target_names"] == [bundle.categories[top]]
+    assert record["method"] == "input_x_gradient" and record["target_names"] == [bundle.categories[top]]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -210,7 +235,7 @@ def test_reset_keeps_the_text_and_the_model():
     at.button(key=state.RESET_PAGE).click().run()
     assert not at.exception
     assert at.text_area(key=state.TEXT_BOX).value == "The acting was tedious."
-    assert at.multiselect(key=state.TEXT_METHODS).value == ["vanilla", "input_x_gradient"]
+    assert at.multiselect(key=state.TEXT_METHODS).value == list(DEFAULT_METHODS) != ["integrated_gradients"]
     assert at.selectbox(key=state.TEXT_MODEL).value == DEFAULT_TEXT_MODEL
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from explainers import batch
-from explainers.batch.pipeline import NO_LABEL, Decoder, Item, explain_batch, map_statistics
-from explainers.errors import ParameterError
+from explainers.batch.pipeline import NO_LABEL, Decoder, Item, explain_batch, map_statistics, with_labels
+from explainers.errors import InputError, ParameterError
 
 from ..helpers import CLASSES, SQUARE_SIZE, squares, tiny_bundle, write_list
 
@@ -33,6 +33,21 @@ def test_sources_folder_classes_glob_and_list_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(ParameterError, match="holds no images"):
         batch.read_source(empty, CLASSES)
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("latin.csv", "path,label\ncafé.png,0\n".encode("latin-1"), r"'latin.csv' to be a CSV file in UTF-8, but line 2 "
+                                                               r"holds byte 0xe9, which is not UTF-8"),
+    ("fake.parquet", b"path,label\na.png,0\n", r"'fake.parquet' to be a Parquet file .*pyarrow cannot read it"),
+])
+def test_a_list_in_another_encoding_or_format_is_said_with_its_name(tmp_path, name, data, words):
+    """Not a traceback: the file named and what was expected, for the source and for --labels alike."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=words):
+        batch.read_source(path, CLASSES)
+    with pytest.raises(InputError, match=words):
+        with_labels([], path, CLASSES)
 
 
 def test_map_statistics_on_known_maps():

@@ -87,3 +87,18 @@ def test_an_out_under_a_file_is_one_error_naming_it(tmp_path):
     out = tmp_path / "file.txt" / "run"
     with pytest.raises(SaliencyError, match="cannot write the run folder .*Not a directory"):
         batch.run(str(tmp_path / "images"), str(out), run_settings(), workers=0, bundle=tiny_bundle())
+
+
+def test_image_and_text_manifests_come_from_one_builder():
+    """The same keys in the same order, each run saying its modality; only what its maps are differs (and an image
+    run's map statistics, which a text run has none of)."""
+    from explainers.batch.pipeline import Settings
+    from explainers.batch.text import TEXT_MAPS
+
+    image = store._manifest(Settings(model="m", methods=["vanilla"], targets=["top1"]), "local", "src", ["a", "b"])
+    text = store._manifest(Settings(model="m", methods=["vanilla"], targets=["top1"], modality="text"), "local",
+                           "src.txt", ["a", "b"])
+    assert [k for k in image if k != "statistics"] == list(text)
+    assert image["modality"] == "image" and text["modality"] == "text"
+    assert text["maps"] == TEXT_MAPS and "layer methods" in image["maps"] and "entropy" in image["statistics"]
+    assert image["classes"] == text["classes"] == 2 and image["kind"] == text["kind"]

@@ -1,6 +1,6 @@
 """Batch runs over texts: a .txt file or a CSV column in, the same Parquet table out with each row's per-token map
 (the numbers explain_text gives), error rows for texts that cannot be explained, resume, the word view, and a stored
-row giving back its encoding (``encoded_of``), from runs written before word ids were stored too."""
+row giving back its encoding (``encoded_of``)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 
 from explainers import batch
 from explainers.batch import Item, Settings, explain_texts, word_table
-from explainers.batch.text import encoded_of
-from explainers.errors import ParameterError, SaliencyError
+from explainers.batch.text import encoded_of, read_texts
+from explainers.errors import InputError, ParameterError, SaliencyError
 from explainers.text import explain_text
 
 from ...text_models import tiny_text_bundle
@@ -110,7 +110,7 @@ def test_text_sources_and_settings_are_checked_before_anything_runs(text_file, t
     listing.write_text("id,body\n1,the movie\n", encoding="utf-8")
     with pytest.raises(ParameterError, match="no column 'text' .*'id', 'body'"):
         batch.run(str(listing), out, _settings(), bundle=bundle)
-    with pytest.raises(ParameterError, match="'gradcam' does not apply to text"):
+    with pytest.raises(ParameterError, match=r"Grad-CAM \('gradcam'\) does not apply to text"):
         batch.run(str(text_file), out, _settings(methods=["gradcam"]), bundle=bundle)
     with pytest.raises(ParameterError, match="no parameter 'window' on text"):
         batch.run(str(text_file), out, _settings(params={"vanilla": {"window": 3}}), bundle=bundle)
@@ -123,6 +123,43 @@ def test_text_sources_and_settings_are_checked_before_anything_runs(text_file, t
     assert not (tmp_path / "out").exists()
     assert batch.is_text_source("a.txt", None) and batch.is_text_source("a.csv", "body")
     assert not batch.is_text_source("a.csv", None)
+
+
+def test_a_text_rows_prediction_columns_are_the_image_rows():
+    """One helper writes the prediction, top 5, label, target and params columns of both kinds of rows."""
+    from explainers.batch.pipeline import prediction_columns
+
+    bundle = tiny_text_bundle(seed=1)
+    item = Item("x:1", label=2, text="the movie was great !")
+    (row,) = explain_texts(bundle, [item], _settings(targets=["neg"], methods=["vanilla"]))
+    logits = np.asarray(row["logits"])
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    expected = prediction_columns(item, logits, probabilities, 0, json.loads(row["params"]), bundle.categories)
+    assert {name: row[name] for name in expected} == expected
+    assert row["target_name"] == "neg" and row["correct"] == (row["prediction"] == 2)
+
+
+def test_a_text_files_keys_are_its_line_numbers_whatever_the_lines_hold(tmp_path):
+    """Only a line break ends a line: U+2028, a form feed or \\x1c inside a text keep it one text, one line."""
+    path = tmp_path / "odd.txt"
+    lines = ["the film\u2028was good", "", "a bad\x0cplot", "the movie\x1cwas great", "a film\r"]
+    path.write_bytes("\n".join(lines).encode("utf-8"))
+    items = read_texts(str(path), ["neg", "neu", "pos"])
+    assert [(i.path, i.text) for i in items] == [("odd.txt:1", lines[0]), ("odd.txt:3", lines[2]),
+                                                 ("odd.txt:4", lines[3]), ("odd.txt:5", "a film")]
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("latin.csv", "text,label\ncafé crème,pos\n".encode("latin-1"), r"'latin.csv' to be a CSV file in UTF-8, but "
+                                                                      r"line 2 holds byte 0xe9, which is not UTF-8"),
+    ("fake.parquet", b"text\nthe film\n", r"'fake.parquet' to be a Parquet file .*pyarrow cannot read it"),
+    ("latin.txt", "café\n".encode("latin-1"), r"'latin.txt' to be a text file in UTF-8, but line 1 holds byte 0xe9"),
+])
+def test_a_text_source_in_another_encoding_or_format_is_said_with_its_name(tmp_path, name, data, words):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=words):
+        read_texts(str(path), ["neg", "neu", "pos"], None if name.endswith(".txt") else "text")
 
 
 def test_word_view_surfaces_a_planted_top_word():
@@ -187,31 +224,61 @@ def test_the_ray_engine_writes_the_local_engines_text_table(text_file, tmp_path)
         np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-6, atol=1e-9)
 
 
-def test_a_text_a_method_cannot_explain_is_an_error_row(text_file, tmp_path, monkeypatch):
+def _fail_on_awful(monkeypatch, bundle, where: str, error: Exception) -> None:
+    """Reading ("encode") or explaining ("explain") the one text with "awful" in it raises ``error``."""
     from explainers.batch import text as text_batch
-    from explainers.errors import SaliencyError
 
-    real = text_batch.explain_text
+    if where == "encode":
+        real_encode = bundle.encode
 
-    def refusing(bundle, encoded, *args, **kwargs):
+        def encode(text):
+            if "awful" in text:
+                raise error
+            return real_encode(text)
+
+        monkeypatch.setattr(bundle, "encode", encode)
+        return
+    real_explain = text_batch.explain_text
+
+    def explain(scored, encoded, *args, **kwargs):
         if "awful" in encoded.text:
-            raise SaliencyError("this method cannot explain that text")
-        return real(bundle, encoded, *args, **kwargs)
+            raise error
+        return real_explain(scored, encoded, *args, **kwargs)
 
-    monkeypatch.setattr(text_batch, "explain_text", refusing)
-    summary = batch.run(str(text_file), str(tmp_path / "run"), _settings(), bundle=tiny_text_bundle())
+    monkeypatch.setattr(text_batch, "explain_text", explain)
+
+
+@pytest.mark.parametrize("where, error", [("encode", RuntimeError("the tokenizer panicked")),
+                                          ("explain", SaliencyError("this method cannot explain that text"))])
+def test_a_text_that_cannot_be_read_or_explained_is_an_error_row(text_file, tmp_path, monkeypatch, where, error):
+    """The image pipeline's policy: whatever reading one input raises is that input's error row (the exception's
+    type said), as is a SaliencyError of a method that cannot explain it; the run goes on."""
+    bundle = tiny_text_bundle()
+    _fail_on_awful(monkeypatch, bundle, where, error)
+    summary = batch.run(str(text_file), str(tmp_path / "run"), _settings(), bundle=bundle)
     assert summary["done_now"] == 5 and summary["unreadable"] == 1
     table = batch.read_table(tmp_path / "run")
     failed = table[table["error"].notna()]
-    assert list(failed["path"]) == ["reviews.txt:4"] and "cannot explain" in failed.iloc[0]["error"]
+    assert list(failed["path"]) == ["reviews.txt:4"]
+    assert failed.iloc[0]["error"] == f"{type(error).__name__}: {error}"
     assert len(table) == 1 + 4 * 2 * 2
 
 
-# ---- a stored row gives back its encoding (encoded_of), old runs included ----------------------------------------
+def test_a_bug_while_explaining_stops_the_run_and_keeps_its_parts(text_file, tmp_path, monkeypatch):
+    """An unexpected error while explaining is no text's fault: it stops the run, as it stops an image run."""
+    bundle = tiny_text_bundle()
+    _fail_on_awful(monkeypatch, bundle, "explain", TypeError("a bug, not the text's fault"))
+    with pytest.raises(TypeError, match="a bug"):
+        batch.run(str(text_file), str(tmp_path / "stopped"), _settings(), bundle=bundle)
+    kept = batch.read_table(tmp_path / "stopped")  # the parts written before it stay: --resume continues
+    assert set(kept["path"]) == {"reviews.txt:1", "reviews.txt:3"} and kept["error"].isna().all()
+
+
+# ---- a stored row gives back its encoding (encoded_of) ---------------------------------------------------------
 
 VARIED = ["the movie was great !", "a bad film , not good .", "the plot is very awful 🎬 ?",
           "zebras unknownword filmy", " ".join(["good"] * 30), "Ünïcödé film, naïve!", "  spaced   out\ttext  "]
-ADDED = ["token_ids", "word_ids", "word_spans", "max_length"]  # what a run written before they were stored lacks
+DROPPED = ["token_ids", "word_ids", "word_spans", "max_length"]  # columns a table of another layout lacks
 
 
 @pytest.fixture
@@ -225,11 +292,10 @@ def varied_run(tmp_path):
     return bundle, source, out
 
 
-def _older(out, parts=None) -> None:
-    """The run's table parts (all, or the first ``parts``) rewritten as a run written before word ids were stored."""
-    for part in sorted((out / "table").glob("part-*.parquet"))[:parts]:
-        table = pq.read_table(part)
-        pq.write_table(table.drop_columns(ADDED), part)
+def _other_layout(out) -> None:
+    """The run's table parts rewritten without :data:`DROPPED`: a table of another layout."""
+    for part in sorted((out / "table").glob("part-*.parquet")):
+        pq.write_table(pq.read_table(part).drop_columns(DROPPED), part)
 
 
 def test_a_stored_row_gives_back_the_encoding_it_was_written_from(varied_run):
@@ -246,33 +312,15 @@ def test_a_stored_row_gives_back_the_encoding_it_was_written_from(varied_run):
     assert encoded_of(written[0]) == bundle.encode(VARIED[2])  # the row as _text_row wrote it, before Parquet
 
 
-def test_a_run_written_before_word_ids_were_stored_opens_and_refuses_a_resume(varied_run):
+def test_a_run_of_another_table_layout_refuses_a_resume_and_its_rows_say_what_they_lack(varied_run):
     bundle, source, out = varied_run
-    stored = {row["path"]: encoded_of(row) for _, row in batch.read_table(out).iterrows()}
-    _older(out)
-    older = batch.read_table(out)
-    assert not set(ADDED) & set(older.columns)
-    for _, row in older.iterrows():
-        rebuilt, encoded = encoded_of(row), stored[row["path"]]
-        for name in ("text", "tokens", "offsets", "special", "word_ids", "words", "dropped"):
-            assert getattr(rebuilt, name) == getattr(encoded, name), (name, row["text"])
-        assert rebuilt.ids == (-1,) * len(encoded)  # not stored: said, never guessed
-        assert rebuilt.truncation_note() == encoded.truncation_note()  # the limit is exact where it is shown
+    _other_layout(out)
     with pytest.raises(SaliencyError, match=r"written by another version .*it lacks: token_ids, word_ids"):
         batch.run(str(source), str(out), _settings(targets=["top1"], methods=["vanilla"], batch_size=2),
                   bundle=bundle, resume=True)
-
-
-def test_a_table_of_both_layouts_reads_and_each_row_opens(varied_run):
-    """Parts of an older layout beside new ones (a run an older version resumed): one table, the missing columns
-    empty in the older parts' rows, and each row's words the same either way."""
-    _, _, out = varied_run
-    whole = batch.read_table(out)
-    _older(out, parts=1)
-    mixed = batch.read_table(out)
-    assert mixed["word_ids"].isna().sum() == 2 and mixed["word_ids"].notna().sum() == len(VARIED) - 2
-    for (_, a), (_, b) in zip(whole.iterrows(), mixed.iterrows(), strict=True):
-        assert encoded_of(a).word_ids == encoded_of(b).word_ids and encoded_of(a).words == encoded_of(b).words
+    row = batch.read_table(out).iloc[0]
+    with pytest.raises(SaliencyError, match="it has no word_spans, word_ids, token_ids, max_length"):
+        encoded_of(row)
 
 
 def test_a_damaged_row_says_what_does_not_fit(varied_run):
@@ -302,9 +350,3 @@ def test_a_damaged_row_says_what_does_not_fit(varied_run):
     for message, case in cases.items():
         with pytest.raises(SaliencyError, match=message):
             encoded_of(case)
-    older = row.drop(ADDED)
-    with pytest.raises(SaliencyError, match="word 'nowhere' is not in its text where its first token starts"):
-        encoded_of(damaged(words=["nowhere"] + list(row["words"])[1:]).drop(ADDED))
-    with pytest.raises(SaliencyError, match="tokens do not lie inside its words"):
-        encoded_of(damaged(words=list(row["words"])[:-1]).drop(ADDED))
-    assert encoded_of(older).words == encoded_of(row).words

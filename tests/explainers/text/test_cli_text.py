@@ -9,10 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from explainers import batch
+from explainers import METHODS, batch, explain
 from explainers.cli.main import main
+from explainers.errors import SaliencyError
 from explainers.models.text import DEFAULT_TEXT_MODEL, load_text_model
+from explainers.registry import TEXT as TEXT_MODALITY
+from explainers.registry import methods_for
 from explainers.text import explain_text
+from explainers.trust.text import text_sanity
 
 TEXT = "Honestly, the film was superb, directed by Morgan."
 
@@ -54,13 +58,24 @@ def test_text_groups_words_contrasts_and_says_the_cut(capsys):
     assert "note: the text is longer than the model reads" in out and "largest magnitude" in out
 
 
-def test_text_sanity_and_faithfulness_print_their_tables(tmp_path, capsys):
+def test_text_sanity_and_faithfulness_print_their_tables(shipped, tmp_path, capsys):
     assert main(["text-sanity", TEXT, "--methods", "vanilla", "--json", str(tmp_path / "s.json")]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("method"))
     assert header.split()[1:3] == ["classifier", "head"] and header.rstrip().endswith("random logit")
     sanity = json.loads((tmp_path / "s.json").read_text())
     assert [s["label"] for s in sanity["steps"]][-1] == "+ embeddings" and "vanilla" in sanity["random_logit"]
+    # the objective reaches the check: the printed original map is the probability's, as text_sanity gives it
+    assert main(["text-sanity", TEXT, "--methods", "input_x_gradient", "--objective", "probability",
+                 "--json", str(tmp_path / "p.json")]) == 0
+    probability = json.loads((tmp_path / "p.json").read_text())
+    direct = text_sanity(shipped, TEXT, ["input_x_gradient"], objective="probability")
+    assert probability["objective"] == "probability"
+    np.testing.assert_allclose(probability["original"]["input_x_gradient"], direct.original["input_x_gradient"],
+                               rtol=1e-5, atol=1e-9)
+    logit = explain_text(shipped, TEXT, ["input_x_gradient"], "top1")[("input_x_gradient", "top1")].scores
+    assert not np.allclose(direct.original["input_x_gradient"], logit)
+    capsys.readouterr()
     assert main(["text-faithfulness", TEXT, "--methods", "vanilla", "--removal", "mask", "--bins", "10,50",
                  "--json", str(tmp_path / "f.json")]) == 0
     out = capsys.readouterr().out
@@ -69,6 +84,27 @@ def test_text_sanity_and_faithfulness_print_their_tables(tmp_path, capsys):
     assert rows == ["vanilla", "random"]
     faithful = json.loads((tmp_path / "f.json").read_text())
     assert faithful["bins"] == [0.1, 0.5] and faithful["removal"] == "mask"
+
+
+def test_a_nan_in_the_faithfulness_json_is_null_never_a_crash(tmp_path, capsys, monkeypatch):
+    """Every number of the JSON goes through one NaN-safe helper (allow_nan=False): an undefined AUC is null."""
+    import dataclasses
+
+    from explainers.cli import text as cli_text
+
+    real = cli_text.text_faithfulness
+
+    def undefined(*args, **kwargs):
+        result = real(*args, **kwargs)
+        rows = [dataclasses.replace(r, deletion_auc=float("nan"), insertion_auc=float("inf")) for r in result.rows]
+        return dataclasses.replace(result, rows=rows)
+
+    monkeypatch.setattr(cli_text, "text_faithfulness", undefined)
+    assert main(["text-faithfulness", "a good film", "--methods", "vanilla", "--removal", "mask",
+                 "--json", str(tmp_path / "f.json")]) == 0
+    rows = json.loads((tmp_path / "f.json").read_text())["rows"]
+    assert all(r["deletion_auc"] is None and r["insertion_auc"] is None for r in rows)
+    assert "n/a" in capsys.readouterr().out
 
 
 def test_batch_of_a_text_file_on_the_shipped_model(tmp_path, capsys):
@@ -83,19 +119,21 @@ def test_batch_of_a_text_file_on_the_shipped_model(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["text", "", "--methods", "vanilla"], "the text is empty"),
-    (["text", "a film", "--methods", "gradcam"], "'gradcam' does not apply to text"),
-    (["text", "a film", "--methods", "nope"], "unknown method 'nope'"),
+    (["text", "a film", "--methods", "gradcam"], METHODS["gradcam"].modality_reason(TEXT_MODALITY)),
+    (["text", "a film", "--methods", "nope"],
+     f"unknown method 'nope'; available on text: {', '.join(methods_for(TEXT_MODALITY))}\n"),
     (["text", "a film", "--methods", "vanilla", "--param", "vanilla.n_steps=3"], "no parameter 'n_steps' on text"),
     (["text", "a film", "--target", "happy"], "no class named 'happy'"),
     (["text", "a film", "--group", "mean"], "invalid choice: 'mean'"),
     (["text", "a film", "--model", "no/such/folder"], "error: "),
     (["text", "a film", "--json", "/no/such/folder/m.json"], "does not exist"),
-    (["text-sanity", "a film", "--objective", "probability"], "unrecognized arguments"),
+    (["text-sanity", "a film", "--objective", "loss"], "invalid choice: 'loss'"),
     (["text-faithfulness", "a film", "--removal", "drop"], "invalid choice: 'drop'"),
     (["text-faithfulness", "a film", "--bins", "0,50"], "percentages"),
     (["text-faithfulness", "a film", "--methods", "random"], "control"),
     (["batch", "x.txt", "--out", "o", "--max-boxes", "3"], "--max-boxes applies to images"),
-    (["batch", "x.csv", "--text-column", "t", "--out", "o", "--methods", "gradcam"], "does not apply to text"),
+    (["batch", "x.csv", "--text-column", "t", "--out", "o", "--methods", "gradcam"],
+     METHODS["gradcam"].modality_reason(TEXT_MODALITY)),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, capsys):
     try:
@@ -104,3 +142,22 @@ def test_bad_input_exits_2_with_one_line(args, message, capsys):
         status = exc.code
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_every_surface_refuses_an_image_method_on_text_in_the_registrys_words(shipped, tmp_path, capsys):
+    """One wording, from the registry (MethodInfo.modality_reason): the API, the text command, a batch run."""
+    reason = METHODS["gradcam"].modality_reason(TEXT_MODALITY)
+    assert "Grad-CAM ('gradcam') does not apply to text" in reason and "integrated_gradients" in reason
+    assert "gradcam" not in reason.split("the text methods: ")[1].split(", ")
+    scored = shipped.scored("a film")
+    with pytest.raises(SaliencyError) as raised:
+        explain(scored, scored.inputs, "gradcam")
+    assert str(raised.value).startswith(reason)
+    source = tmp_path / "x.txt"
+    source.write_text("a film\n", encoding="utf-8")
+    with pytest.raises(SaliencyError) as raised:
+        batch.run(str(source), str(tmp_path / "run"), batch.Settings(model=DEFAULT_TEXT_MODEL, methods=["gradcam"],
+                                                                       targets=["top1"], modality="text"))
+    assert str(raised.value) == reason
+    assert main(["text", "a film", "--methods", "gradcam"]) == 2
+    assert capsys.readouterr().err == f"error: {reason}\n"

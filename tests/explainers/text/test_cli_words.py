@@ -62,7 +62,7 @@ def _sections(out: str) -> dict[str, list[list[str]]]:
     return sections
 
 
-def _expected(table, method, target, by=None, value=None, sort="mean_score", min_rows=3, top=15):
+def _expected(table, method, target, by=None, value=None, sort="top", min_rows=3, top=15):
     words = word_table(table, method, by=by, min_rows=min_rows, sort=sort, target=target)
     if by is not None:
         words = words[words[by] == value]
@@ -90,11 +90,11 @@ def test_each_method_gets_the_word_table_of_the_runs_first_target(runs, capsys):
 
 def test_another_target_sort_and_top_are_what_word_table_says(runs, capsys):
     plain, _ = runs
-    assert main(["text-words", str(plain), "--method", "input_x_gradient", "--target", "top2", "--sort", "top",
+    assert main(["text-words", str(plain), "--method", "input_x_gradient", "--target", "top2", "--sort", "mean_score",
                  "--top", "4", "--min-rows", "1"]) == 0
     sections = _sections(capsys.readouterr().out)
     assert list(sections) == [f"input_x_gradient: {len(TEXTS)} rows"]
-    expected = _expected(batch.read_table(plain), "input_x_gradient", "top2", sort="top", min_rows=1, top=4)
+    expected = _expected(batch.read_table(plain), "input_x_gradient", "top2", sort="mean_score", min_rows=1, top=4)
     _check(sections[f"input_x_gradient: {len(TEXTS)} rows"], expected)
     assert len(expected) == 4
 

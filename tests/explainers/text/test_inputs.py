@@ -112,7 +112,7 @@ def test_a_method_without_text_support_is_refused_with_the_registrys_message(bun
     scored = bundle.scored("the film was good")
     info = METHODS[method]
     assert info.text is None and info.unavailable_reason(scored.model) is not None
-    with pytest.raises(SaliencyError, match=f"{re.escape(info.display_name)} does not apply to text.*pick another"):
+    with pytest.raises(SaliencyError, match=f"{re.escape(info.modality_reason(TEXT))}; pick another"):
         explain(scored, scored.inputs, method, "top1")
     with pytest.raises(SaliencyError, match="does not apply to text"):
         explain_text(scored, None, ["vanilla", method])

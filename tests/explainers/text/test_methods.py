@@ -183,6 +183,36 @@ def test_smoothgrad_without_noise_is_its_base_on_text(scored, base, params):
     assert np.all(variance.scores == 0)
 
 
+@pytest.mark.parametrize("method", ["smoothgrad", "vargrad"])
+def test_smoothgrad_never_puts_noise_on_the_special_tokens(scored, method, monkeypatch):
+    """[CLS] and [SEP] are never perturbed on text, as the baselines keep them: the noisy copies the base sees hold
+    them as they are (every base), and with IG, which gives them exactly 0 on the clean text, the noise-averaged
+    map does too."""
+    from explainers.methods import smoothing
+
+    special = list(scored.encoded.special)
+    (clean,) = scores_of(scored, "integrated_gradients", n_steps=4, baseline="pad").values()
+    assert np.all(clean.record.attribution[..., special] == 0)
+    (smoothed,) = scores_of(scored, method, base="integrated_gradients", n_steps=4, baseline="pad",
+                            noise_level=0.2, n_samples=3).values()
+    assert np.all(smoothed.record.attribution[..., special] == 0)
+    assert np.abs(smoothed.record.attribution).sum() > 0
+
+    seen = []
+    real = smoothing.run_method
+
+    def spying(info, call, inputs, params):
+        seen.append(inputs.detach().clone())
+        return real(info, call, inputs, params)
+
+    monkeypatch.setattr(smoothing, "run_method", spying)
+    scores_of(scored, method, base="vanilla", noise_level=0.2, n_samples=3)
+    (noisy,) = seen
+    clean_inputs = scored.inputs.expand_as(noisy)
+    assert torch.equal(noisy[..., special], clean_inputs[..., special])
+    assert not torch.equal(noisy[..., [not s for s in special]], clean_inputs[..., [not s for s in special]])
+
+
 def test_smoothgrad_takes_the_text_parameters_of_its_bases(scored):
     info = METHODS["smoothgrad"]
     text_params = info.params_for(TEXT)

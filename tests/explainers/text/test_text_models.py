@@ -199,6 +199,20 @@ def test_a_model_that_is_not_a_sequence_classifier_is_refused(tmp_path):
         load_text_model(tmp_path / "mlm")
 
 
+def test_a_tokenizer_with_ids_beyond_the_embedding_table_is_refused(tmp_path):
+    """Another model's tokenizer (or tokens added without resizing the embeddings): refused at load, not by an
+    index error on the first text that holds such a token (the load's probe text, "the the ...", holds none)."""
+    folder = tmp_path / "short table"
+    tokenizer = tiny_tokenizer()
+    largest = max(tokenizer.get_vocab().values())
+    tiny_bert(seed=1, vocab_size=len(tokenizer) - 10).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(ModelLoadError, match=rf"embedding table \({len(tokenizer) - 10} rows: num_embeddings\).* "
+                                             rf"{len(tokenizer)} tokens \(len\(tokenizer\)\), the largest id "
+                                             rf"{largest};"):
+        load_text_model(folder)
+
+
 def test_a_folder_without_tokenizer_json_is_refused(user_folder, tmp_path):
     folder = _copy(user_folder, tmp_path / "no-tokenizer")
     (folder / "tokenizer.json").unlink()

@@ -214,3 +214,12 @@ def test_faithfulness_leaves_the_model_unchanged_and_refuses_bad_input():
         text_faithfulness(bundle, SENTENCES[1], {"random": np.ones(13)})
     with pytest.raises(ParameterError, match="tokens"):
         text_faithfulness(bundle, SENTENCES[1], {"mine": np.ones(3)})
+
+
+def test_a_cut_text_is_said_in_the_notes_and_a_whole_one_is_not():
+    bundle = tiny_text_bundle(seed=3, max_length=8)
+    cut = text_faithfulness(bundle, SENTENCES[0], ["vanilla"], removal="mask")
+    note = bundle.encode(SENTENCES[0]).truncation_note()
+    assert note is not None and note in cut.notes[1:]  # the CLI prints notes[1:] (the first is in its header)
+    whole = text_faithfulness(bundle, "the movie was great", ["vanilla"], removal="mask")
+    assert not any("cut off" in n for n in whole.notes)

@@ -86,3 +86,12 @@ def test_contrast_skips_the_random_logit_and_errors_are_said():
     with pytest.raises(Cancelled):
         text_sanity(bundle, TEXT, METHODS, progress=lambda done, total: done < 2)
     assert _same(bundle.net, before)
+
+
+def test_a_cut_text_is_said_in_the_notes_and_a_whole_one_is_not():
+    bundle = tiny_text_bundle(seed=3, max_length=8)
+    cut = text_sanity(bundle, TEXT, "vanilla")
+    note = bundle.encode(TEXT).truncation_note()
+    assert note is not None and note in cut.notes  # the CLI prints every note: the cut is never silent
+    whole = text_sanity(bundle, "the movie was great", "vanilla")
+    assert not any("cut off" in n for n in whole.notes)
