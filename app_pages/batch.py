@@ -11,7 +11,6 @@ from explainers.batch.views import ABOVE_CHANCE
 from explainers.models import RESIZE
 from ui import state
 from ui.batch import (
-    CORRECTNESS,
     GALLERY,
     MAX_IMAGES,
     PAIR_SIZE,
@@ -24,7 +23,6 @@ from ui.batch import (
     caption,
     chance_levels,
     chance_mark,
-    class_names,
     column_config,
     compare_with,
     comparison_summary,
@@ -44,6 +42,7 @@ from ui.batch import (
     pair_caption,
     pairs_frame,
     plural,
+    row_filters,
     selected_row,
     side,
     statistic_bounds,
@@ -142,14 +141,8 @@ with guard():
 
     st.subheader("Rows")
     rows = run.rows
-    filters = st.expander("Filters", expanded=True)
-    left, middle, right, far = filters.columns(4)
-    classes = left.multiselect("Class (label or prediction)", class_names(rows), key=state.BATCH_CLASSES)
-    correctness = middle.selectbox("Correctness", CORRECTNESS, key=state.BATCH_CORRECT, disabled=not run.has_labels,
-                                   help=None if run.has_labels else "The run has no labels.")
-    methods = right.multiselect("Method", sorted(rows["method"].unique()), key=state.BATCH_METHOD_FILTER,
-                                format_func=method_name)
-    targets = far.multiselect("Target", sorted(rows["target"].unique()), key=state.BATCH_TARGET_FILTER)
+    filters, classes, correctness, methods, targets = row_filters(run, rows, sorted(rows["method"].unique()),
+                                                                  sorted(rows["target"].unique()))
     left, right = filters.columns([1, 3])
     present = statistics_present(rows)
     statistic, chosen = None, (None, None)
@@ -158,8 +151,7 @@ with guard():
         low, high = statistic_bounds(rows, statistic)
         chosen = right.slider(f"{STATISTICS[statistic]} between", low, high, (low, high), step=0.01,
                               key=state.view_key(state.BATCH_RANGE, statistic))
-    shown = filter_rows(rows, Filters(tuple(classes), correctness, tuple(methods), tuple(targets), statistic,
-                                      *chosen))
+    shown = filter_rows(rows, Filters(classes, correctness, methods, targets, statistic, *chosen))
     frame = table_frame(run, shown)
     event = st.dataframe(frame, column_config=column_config(frame), hide_index=True, on_select="rerun",
                          selection_mode="single-row", key=table_key(shown), row_height=70)

@@ -209,6 +209,19 @@ class Filters:
     high: float | None = None
 
 
+def row_filters(run: Run, rows: pd.DataFrame, methods: Sequence[str], targets: Sequence[str]):
+    """The Rows filters every run has, image or text, in their expander: (the expander, for a view's own filters,
+    the chosen classes, correctness, methods and targets), ``methods`` and ``targets`` the options offered."""
+    filters = st.expander("Filters", expanded=True)
+    left, middle, right, far = filters.columns(4)
+    classes = left.multiselect("Class (label or prediction)", class_names(rows), key=state.BATCH_CLASSES)
+    correctness = middle.selectbox("Correctness", CORRECTNESS, key=state.BATCH_CORRECT, disabled=not run.has_labels,
+                                   help=None if run.has_labels else "The run has no labels.")
+    chosen_methods = right.multiselect("Method", list(methods), key=state.BATCH_METHOD_FILTER, format_func=method_name)
+    chosen_targets = far.multiselect("Target", list(targets), key=state.BATCH_TARGET_FILTER)
+    return filters, tuple(classes), correctness, tuple(chosen_methods), tuple(chosen_targets)
+
+
 def class_names(rows: pd.DataFrame) -> list[str]:
     """The classes a row can be found by: its label's name or its prediction's."""
     names = set(rows["label_name"].dropna()) | set(rows["prediction_name"].dropna())

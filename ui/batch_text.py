@@ -32,15 +32,14 @@ from explainers.text import TokenView, token_html
 
 from . import state
 from .batch import (
-    CORRECTNESS,
     TARGET_CHOICES,
     Filters,
     Run,
-    class_names,
     filter_rows,
     method_name,
     new_run_folder,
     plural,
+    row_filters,
     selected_row,
     table_key,
 )
@@ -437,15 +436,8 @@ def text_run_view(run: Run, about: dict[str, Any], accuracy: str) -> None:
 
     st.subheader("Rows")
     rows = run.rows
-    filters = st.expander("Filters", expanded=True)
-    left, middle, right, far = filters.columns(4)
-    classes = left.multiselect("Class (label or prediction)", class_names(rows), key=state.BATCH_CLASSES)
-    correctness = middle.selectbox("Correctness", CORRECTNESS, key=state.BATCH_CORRECT, disabled=not run.has_labels,
-                                   help=None if run.has_labels else "The run has no labels.")
-    methods = right.multiselect("Method", methods_in(run, rows), key=state.BATCH_METHOD_FILTER,
-                                format_func=method_name)
-    targets = far.multiselect("Target", targets_in(run, rows), key=state.BATCH_TARGET_FILTER)
-    shown = filter_rows(rows, Filters(tuple(classes), correctness, tuple(methods), tuple(targets)))
+    _, classes, correctness, methods, targets = row_filters(run, rows, methods_in(run, rows), targets_in(run, rows))
+    shown = filter_rows(rows, Filters(classes, correctness, methods, targets))
     event = st.dataframe(text_frame(shown), column_config=text_column_config(), hide_index=True,
                          on_select="rerun", selection_mode="single-row", key=table_key(shown))
     st.caption(f"{len(shown)} of {len(rows)} rows, in the source's order. Sort by a column's header; select a row "
