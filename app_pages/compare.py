@@ -6,7 +6,7 @@ from ui import state
 from ui.compare import (
     COLUMN_KINDS,
     MODELS,
-    agreement_figure,
+    Agreement,
     compare_controls,
     draw_grid,
     draw_layer_sweep,
@@ -82,25 +82,13 @@ with guard():
 
         notice = st.empty()  # above the grid: the estimate and the Run button, once the quick rows are drawn
         grid = draw_grid(selection, settings)
+        agreement = Agreement(settings)  # under the grid; drawn while the grid computes, and once it is done
         if grid.plan and may_fill(grid_id(selection, settings), grid, notice):
-            fill_grid(selection, grid)
+            agreement.draw(grid.results)  # the rows of the shared pass, already there
+            fill_grid(selection, grid, on_step=lambda: agreement.draw(grid.results))
             notice.empty()  # the "Computing" line is a status of the run: gone once the grid is done
         results = grid.results
-
-        st.subheader("Method agreement")
-        st.caption(f"Between every pair of methods in the grid, for {settings.words.best} "
-                   f"({settings.labels[settings.targets[0]]}), on absolute maps.")
-        shown = [m for m in settings.methods if (m, settings.targets[0]) in results]
-        if len(shown) < 2:
-            st.info("Agreement needs two computed methods: add a method, or run the grid.")
-        else:
-            spearman_tab, iou_tab = st.tabs(["Spearman rank correlation", "Top-10% IoU"])
-            with spearman_tab:
-                st.plotly_chart(agreement_figure(results, shown, settings.targets[0], settings.view, "spearman"),
-                                key=state.AGREEMENT_SPEARMAN)
-            with iou_tab:
-                st.plotly_chart(agreement_figure(results, shown, settings.targets[0], settings.view, "iou"),
-                                key=state.AGREEMENT_IOU)
+        agreement.draw(results, final=True)
         if results:
             st.download_button("Export all panels (.zip: PNG as shown + raw .npy + manifest)",
                                lambda: export_zip(results, selection, settings),

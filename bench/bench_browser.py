@@ -10,11 +10,14 @@ Cases (medians over the repeats; wall time seen from the driver, click → rende
 * colormap change → re-rendered heatmap: right after, change "view.colormap"; stop when a run has finished and
   the heatmap's image differs from before. Goal ≤ 0.5 s.
 * Compare, cold: a fresh server per repeat, open /compare (default sample cat.png, default grid of 6 methods ×
-  2 targets + difference, which starts at once), stop when the "Method agreement" heatmap is drawn: goal ≤ 30 s
-  (issue 10), page and model load included. The first panel is timed from the moment the page shows its grid
-  (the "Compare" heading is drawn): goal ≤ 2 s.
+  2 targets + difference, which starts at once), stop when the "Method agreement" heatmap is drawn (its last,
+  keyed drawing, over the six rows): goal ≤ 20 s (issue 23; issue 10 asked ≤ 30 s), page and model load included,
+  the median of three fresh servers. Its phases are reported too: the page until the "Compare" heading (server
+  imports, sidebar, model), the first panel from there (goal ≤ 2 s), every panel, and the agreement after the
+  last panel. A machine too loaded for the grid to start at once shows a Run button: it is clicked at once and the
+  run is marked.
 
-Usage: ``python bench/bench_browser.py [--repeats 5] [--compare-repeats 1] [--skip-compare]``.
+Usage: ``python bench/bench_browser.py [--repeats 5] [--compare-repeats 1] [--skip-compare | --skip-explore]``.
 Writes bench/results/browser-<stamp>.json and prints a table.
 """
 
@@ -55,7 +58,9 @@ PAIRS = [(sample, target) for target in TARGETS for sample in SAMPLES]  # 9: one
 METHOD = "Gradient · Vanilla gradient"
 COLORMAPS = ("viridis", "hot", "gray")  # the default (absolute sign) is inferno
 GRID_IMAGES = 18
-GOALS = {"method change → heatmap": 1.5, "colormap change → heatmap": 0.5}
+GRID_METHODS = 6
+AGREEMENT = ".st-key-agreement_spearman"  # the last drawing only: those made while the grid computes have no key
+GOALS = {"method change → heatmap": 1.5, "colormap change → heatmap": 0.5, "compare": 20.0}
 LOAD_MS = 180_000
 GRID_MS = 900_000
 
@@ -148,30 +153,47 @@ def bench_explore(playwright, repeats: int) -> list[dict]:
 
 
 def compare_cold(playwright) -> dict:
+    """One cold Compare load on a fresh server, with its phases: the page (server imports, sidebar, model) until the
+    "Compare" heading, the first panel, every panel, and the agreement heatmap drawn last with its key (the drawings
+    made while the grid computes carry none). On a machine loaded enough that the measured pass times put the grid
+    over the auto-run budget, the grid waits for its Run button: it is clicked at once and the run says so."""
     server = start_server(log_name="bench-browser-compare.log")
     browser = launch_browser(playwright)
     try:
         page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
         images = '[data-testid="stMain"] [data-testid="stImage"] img'
+        run = page.get_by_role("button", name=re.compile(r"^Run the grid \(about \d+ s\)$"))
         start = time.perf_counter()
         page.goto(f"{server.url}/compare")
         page.get_by_role("heading", name="Compare").wait_for(timeout=LOAD_MS)
         shown = time.perf_counter()
-        # the default grid fits the auto-run budget, so it starts at once (a Run button would fail the wait)
-        page.locator(images).first.wait_for(timeout=LOAD_MS)
-        first_panel_s = time.perf_counter() - shown
+        page.locator(images).first.wait_for(timeout=LOAD_MS)  # the shared pass's rows come before any estimate
+        first_panel = time.perf_counter()
         page.wait_for_function(
             """([selector, n]) => document.querySelectorAll(selector).length >= n
-                   && document.querySelector('.st-key-agreement_spearman .heatmaplayer') !== null""",
+                   || [...document.querySelectorAll('button')].some(b => b.innerText.startsWith('Run the grid'))""",
             arg=[images, GRID_IMAGES], timeout=GRID_MS, polling=100,
         )
+        clicked = run.count() > 0
+        if clicked:
+            run.click()
+        page.wait_for_function("([selector, n]) => document.querySelectorAll(selector).length >= n",
+                               arg=[images, GRID_IMAGES], timeout=GRID_MS, polling=100)
+        panels = time.perf_counter()
+        page.locator(f"{AGREEMENT} .heatmaplayer").wait_for(state="attached", timeout=GRID_MS)
         total_s = time.perf_counter() - start
         wait_idle(page, LOAD_MS)
         check_clean(page, "compare")
         count = page.locator(images).count()
         if count != GRID_IMAGES:
             raise RuntimeError(f"compare: expected {GRID_IMAGES} grid images, found {count}")
-        return {"agreement_s": total_s, "first_panel_s": first_panel_s}
+        rows = page.evaluate(f"() => new Set([...document.querySelectorAll('{AGREEMENT} .ytick text')]"
+                             ".map(t => t.textContent)).size")
+        if rows != GRID_METHODS:
+            raise RuntimeError(f"compare: the agreement heatmap has {rows} rows, expected {GRID_METHODS}")
+        return {"agreement_s": total_s, "page_s": shown - start, "first_panel_s": first_panel - shown,
+                "panels_s": panels - start, "agreement_after_panels_s": start + total_s - panels,
+                "run_clicked": clicked}
     finally:
         browser.close()
         stop_server(server)
@@ -189,6 +211,7 @@ def main() -> int:
     parser.add_argument("--compare-repeats", type=int, default=1,
                         help="cold Compare loads, each on a fresh server (1–3 min each on 2 CPU cores)")
     parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument("--skip-explore", action="store_true", help="only the cold Compare loads")
     args = parser.parse_args()
     problem = browser_problem()
     if problem:
@@ -196,28 +219,44 @@ def main() -> int:
         return 2
     from playwright.sync_api import sync_playwright
 
-    rows = []
+    rows, rounds, compares = [], [], []
     with sync_playwright() as playwright:
-        print(f"Explore: {args.repeats} repeats + 1 warm-up, fresh (sample, target) each", flush=True)
-        rounds = bench_explore(playwright, args.repeats)
-        measured = [r for r in rounds if not r["warmup"]]
-        rows.append(summary("method change → heatmap", [r["method_s"] for r in measured],
-                            GOALS["method change → heatmap"],
-                            "Input × Gradient → Vanilla gradient, a fresh (sample, target) each repeat; server-side "
-                            f"compute median {statistics.median(r['server_compute_s'] for r in measured):.2f} s"))
-        rows.append(summary("colormap change → heatmap", [r["colormap_s"] for r in measured],
-                            GOALS["colormap change → heatmap"], "inferno → viridis/hot/gray, re-render from cache"))
-        compares = []
+        if not args.skip_explore:
+            print(f"Explore: {args.repeats} repeats + 1 warm-up, fresh (sample, target) each", flush=True)
+            rounds = bench_explore(playwright, args.repeats)
+            measured = [r for r in rounds if not r["warmup"]]
+            rows.append(summary("method change → heatmap", [r["method_s"] for r in measured],
+                                GOALS["method change → heatmap"],
+                                "Input × Gradient → Vanilla gradient, a fresh (sample, target) each repeat; "
+                                "server-side compute median "
+                                f"{statistics.median(r['server_compute_s'] for r in measured):.2f} s"))
+            rows.append(summary("colormap change → heatmap", [r["colormap_s"] for r in measured],
+                                GOALS["colormap change → heatmap"], "inferno → viridis/hot/gray, re-render from cache"))
         if not args.skip_compare:
             for i in range(args.compare_repeats):
                 print(f"Compare, cold ({i + 1}/{args.compare_repeats}) on a fresh server…", flush=True)
                 compares.append(compare_cold(playwright))
-                print(f"  agreement shown after {compares[-1]['agreement_s']:.1f} s "
-                      f"(first panel {compares[-1]['first_panel_s']:.1f} s)", flush=True)
-            rows.append(summary("Compare default grid, cold", [c["agreement_s"] for c in compares], 30.0,
-                                "fresh server, /compare on cat.png until the agreement heatmap is drawn"))
+                c = compares[-1]
+                print(f"  agreement shown after {c['agreement_s']:.1f} s (page {c['page_s']:.1f} s, first panel "
+                      f"{c['first_panel_s']:.1f} s after it, every panel at {c['panels_s']:.1f} s, the agreement "
+                      f"{c['agreement_after_panels_s']:.2f} s later"
+                      + ("; the grid waited for Run, clicked at once: the machine measured slow passes" if
+                         c["run_clicked"] else "") + ")", flush=True)
+            clicked = sum(c["run_clicked"] for c in compares)
+            rows.append(summary("Compare default grid, cold", [c["agreement_s"] for c in compares], GOALS["compare"],
+                                "fresh server, /compare on cat.png until the agreement heatmap is drawn"
+                                + (f"; {clicked} of {len(compares)} waited for Run (a loaded machine)" if clicked
+                                   else "")))
+            rows.append(summary("Compare page shown (imports, sidebar, model)", [c["page_s"] for c in compares],
+                                None, "from the request to the Compare heading"))
             rows.append(summary("Compare first panel after the page shows", [c["first_panel_s"] for c in compares],
                                 2.0, "from the Compare heading to the first grid image"))
+            rows.append(summary("Compare agreement after the last panel",
+                                [c["agreement_after_panels_s"] for c in compares], None,
+                                "the chart library is loaded while the grid computes"))
+    if not rows:
+        print("nothing measured: both --skip-explore and --skip-compare", file=sys.stderr)
+        return 2
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"browser-{time.strftime('%Y%m%d-%H%M%S')}.json"

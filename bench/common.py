@@ -6,13 +6,17 @@ on the same input, and reports medians and the ratio of medians, never a lone ab
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -105,18 +109,26 @@ def timed_call(fn: Callable[[], object], device: torch.device) -> tuple[float, o
 
 
 def compare_warm(contenders: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-                 slow_s: float = 60.0, row_budget_s: float | None = None, min_runs: int = 3) -> tuple[dict, dict]:
+                 slow_s: float = 60.0, row_budget_s: float | None = None, min_runs: int = 3,
+                 memory: Iterable[str] = ()) -> tuple[dict, dict]:
     """``compare`` with one timed warm-up per contender whose output is kept (for checking agreement).
 
     Then ``repeats`` interleaved runs, unless the warm-ups say that is too long: when one warm-up call took
     over ``slow_s`` the warm-ups themselves are the one timed run (a call that long is hundreds of passes and
     warms itself in its first few); when ``row_budget_s`` is given, the runs are cut so that they fit in it, but
-    never below ``min_runs``. Returns (times as ``compare`` gives them plus ``runs`` and ``warmup_timed``,
-    the warm-up outputs).
+    never below ``min_runs``. The contenders named in ``memory`` have their peak memory measured during their
+    warm-up call (``peak_memory``; it adds nothing to the call itself where the kernel can reset the peak).
+    Returns (times as ``compare`` gives them plus ``runs``, ``warmup_timed`` and, for those in ``memory``,
+    ``peak_bytes`` and ``peak_how``; the warm-up outputs).
     """
-    warm, outputs = {}, {}
+    warm, outputs, peaks = {}, {}, {}
+    measure = set(memory)
     for name, fn in contenders.items():
-        warm[name], outputs[name] = timed_call(fn, device)
+        if name in measure:
+            peak, how, (warm[name], outputs[name]) = peak_memory(lambda fn=fn: timed_call(fn, device), device)
+            peaks[name] = peak, how
+        else:
+            warm[name], outputs[name] = timed_call(fn, device)
     if max(warm.values()) > slow_s:
         samples = {name: [seconds] for name, seconds in warm.items()}
         timed_warmup = True
@@ -131,7 +143,95 @@ def compare_warm(contenders: dict[str, Callable[[], object]], repeats: int, devi
         timed_warmup = False
     times = {name: {"median_s": statistics.median(v), "min_s": min(v), "samples_s": v, "runs": len(v),
                     "warmup_s": warm[name], "warmup_timed": timed_warmup} for name, v in samples.items()}
+    for name, (peak, how) in peaks.items():
+        times[name].update(peak_bytes=peak, peak_how=how)
     return times, outputs
+
+
+# ---- peak memory of one call ----
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+def _high_water_bytes() -> int | None:
+    """VmHWM, the resident high-water mark since the last reset, or None where /proc/self/status lacks it."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _reset_high_water() -> bool:
+    """Reset VmHWM to the current RSS (writing 5 to /proc/self/clear_refs, Linux ≥ 4.0); False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return _high_water_bytes() is not None
+    except OSError:
+        return False
+
+
+class _Sampler(threading.Thread):
+    """Reads the resident set (/proc/self/statm) every ``interval_s`` until stopped; keeps the largest."""
+
+    def __init__(self, interval_s: float = 0.001):
+        super().__init__(daemon=True)
+        self.interval_s, self.peak, self.stopped = interval_s, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.peak = max(self.peak, _resident_bytes())
+            self.stopped.wait(self.interval_s)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[int, str, object]:
+    """(bytes, how, what ``fn`` returned): the most memory ``fn()`` held at once above what was in use just before
+    it.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus ``memory_allocated`` before
+    (tensors only: not the caching allocator's reserve, nor the CUDA context). CPU: the process's peak resident
+    set (RSS) during the call minus its RSS before, after a ``gc.collect()`` and glibc's ``malloc_trim(0)`` hand
+    freed heap pages back (else a call could reuse pages an earlier call left resident and read 0). The peak is
+    the kernel's high-water mark (VmHWM, reset through /proc/self/clear_refs: exact, no overhead), or where that
+    cannot be reset a thread sampling /proc/self/statm every millisecond (it can miss a spike shorter than that).
+    RSS counts every allocation of the process (the model's own lazily created buffers, library caches), so it is
+    an upper bound on what the call's tensors need, and a lower one on a fresh process's need.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        value = fn()
+        torch.cuda.synchronize(device)
+        return max(0, torch.cuda.max_memory_allocated(device) - before), "cuda max_memory_allocated", value
+    gc.collect()
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+    before = _resident_bytes()
+    if _reset_high_water():
+        value = fn()
+        peak = max(_high_water_bytes() or 0, _resident_bytes())
+        return max(0, peak - before), "RSS high-water mark (VmHWM)", value
+    sampler = _Sampler()
+    sampler.start()
+    try:
+        value = fn()
+    finally:
+        sampler.stopped.set()
+        sampler.join()
+    return max(0, max(sampler.peak, _resident_bytes()) - before), "RSS sampled every 1 ms", value
+
+
+def mib(n_bytes: int | None) -> str:
+    """Bytes as MiB with one decimal, "—" for None."""
+    return "—" if n_bytes is None else f"{n_bytes / 2**20:.1f}"
 
 
 def agreement(ours, theirs) -> dict[str, float]:

@@ -57,24 +57,33 @@ from common import (  # noqa: E402
     load_average,
     machine,
     markdown_table,
+    mib,
     minmax,
     package_version,
     setup_threads,
 )
+from limit import measure_limit, summary_table  # noqa: E402
 from peerkit import (  # noqa: E402
     CAM_BATCH,
     EXPECTED,
     EXPLAINED,
     GRAD_CAM_PEERS,
+    LIMIT_GOAL,
     PEER_NAMES,
     SAME_CORR,
     SAME_MAX_REL,
     TORCHCAM_PEERS,
     Subject,
+    cam_agreement,
     describe,
+    grad_cam_call,
+    importable,
     make_row,
     missing_row,
+    ours_call,
+    smoothgrad_same,
     subject,
+    torchcam_call,
     upsample,
     verdict,
 )
@@ -126,13 +135,8 @@ def captum_gradient_rows(s: Subject, run, device) -> list[dict]:
         expected = None
         text = describe(agree)
         if method == "smoothgrad":
-            # different noise draws: the peer must be as close to us as another of our own draws is
-            # and as large: a map that is all noise (a seeded model's) correlates with nothing, not even itself
             other = explain(s.explained, x, method, target=target, **{**params, "seed": 1}).attribution
-            self_corr = agreement(ours_map, other)["corr"]
-            scale = float(ours_map.norm() / their_map.norm().clamp_min(1e-30))
-            same = "yes" if agree["corr"] >= self_corr - 0.1 and 0.8 <= scale <= 1.25 else "NO"
-            text += f"; ours seed 0 vs seed 1: corr {self_corr:.4f}; norm ours/peer {scale:.3f}"
+            same, text = smoothgrad_same(ours_map, other, their_map)
         else:
             if method == "guided_backprop" and not s.only_nn_relu:
                 expected = EXPECTED[("captum", "guided_backprop")]
@@ -143,45 +147,11 @@ def captum_gradient_rows(s: Subject, run, device) -> list[dict]:
 
 def cam_rows(s: Subject, run, methods_available) -> list[dict]:
     """Each CAM we have against every peer that has it, all of them interleaved in one comparison per method."""
-    try:
-        import pytorch_grad_cam
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    except ImportError:
-        pytorch_grad_cam = None
-    try:
-        import torchcam.methods as torchcam
-    except ImportError:
-        torchcam = None
+    pytorch_grad_cam, torchcam = importable("pytorch_grad_cam"), importable("torchcam")
     from captum.attr import LayerAttribution, LayerGradCam
 
     x, target, model, layer, module = s.x, s.target, s.model, s.layer, s.layer_module
     size = tuple(x.shape[-2:])
-
-    def grad_cam_peer(name):
-        def call():
-            cam = getattr(pytorch_grad_cam, name)(model=model, target_layers=[module])
-            if name == "ScoreCAM":
-                cam.batch_size = CAM_BATCH
-            with cam:
-                return cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
-        return call
-
-    def torchcam_peer(name):
-        def call():
-            kwargs = {"input_shape": tuple(x.shape[1:])}
-            if name == "ScoreCAM":
-                kwargs["batch_size"] = CAM_BATCH
-            if name == "CAM":
-                kwargs["fc_layer"] = s.fc
-            extractor = getattr(torchcam, name)(model, target_layer=layer, **kwargs)
-            with extractor:
-                if name in ("ScoreCAM", "CAM"):
-                    with torch.no_grad():
-                        model(x)
-                    return extractor(target)[0]
-                leaf = x.detach().requires_grad_(True)
-                return extractor(target, model(leaf))[0]
-        return call
 
     def captum_layer_gradcam():
         layer_map = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
@@ -194,10 +164,10 @@ def cam_rows(s: Subject, run, methods_available) -> list[dict]:
         contenders = {"ours": lambda m=method: explain(s.explained, x, m, target=target, layer=layer)}
         if method == "gradcam":
             contenders["captum"] = captum_layer_gradcam
-        if method in GRAD_CAM_PEERS and pytorch_grad_cam is not None:
-            contenders["pytorch-grad-cam"] = grad_cam_peer(GRAD_CAM_PEERS[method])
-        if method in TORCHCAM_PEERS and torchcam is not None and (method != "cam" or s.fc):
-            contenders["torchcam"] = torchcam_peer(TORCHCAM_PEERS[method])
+        if method in GRAD_CAM_PEERS and pytorch_grad_cam:
+            contenders["pytorch-grad-cam"] = grad_cam_call(s, GRAD_CAM_PEERS[method])
+        if method in TORCHCAM_PEERS and torchcam and (method != "cam" or s.fc):
+            contenders["torchcam"] = torchcam_call(s, TORCHCAM_PEERS[method])
         if len(contenders) == 1:
             continue
         times, outputs = run(contenders)
@@ -208,9 +178,8 @@ def cam_rows(s: Subject, run, methods_available) -> list[dict]:
                 agree, case = agreement(ours.attribution, theirs), "LayerGradCam (upsampled bilinearly)"
                 settings = "relu_attributions=True, LayerAttribution.interpolate bilinear"
             elif peer == "pytorch-grad-cam":
-                # its maps are min-max scaled at input resolution
                 case, settings = GRAD_CAM_PEERS[method], f"batch_size={CAM_BATCH}" if method == "scorecam" else ""
-                agree = agreement(minmax(ours.attribution[0, 0]), theirs[0])
+                agree = cam_agreement(peer, ours, theirs)
                 if method == "eigencam":
                     # the principal component's sign is arbitrary there; ours is oriented
                     raw = explain(s.explained, x, method, target=target, layer=layer, relu=False).layer_attribution
@@ -218,16 +187,15 @@ def cam_rows(s: Subject, run, methods_available) -> list[dict]:
                                  for sign in (1, -1)), key=lambda a: a["corr"])
                     settings = "sign of the component free (best of ±)"
             else:
-                # its maps are min-max scaled at the layer's resolution
                 case = TORCHCAM_PEERS[method]
                 settings = f"batch_size={CAM_BATCH}" if method == "scorecam" else (
                     f"fc_layer={s.fc}" if method == "cam" else "")
-                agree = agreement(minmax(ours.layer_attribution[0, 0]), theirs[0])
+                agree = cam_agreement(peer, ours, theirs)
             rows.append(make_row(s, PEER_NAMES[peer], f"{method} vs {case}", times, peer, settings or "layer " + layer,
                                  verdict(agree, EXPECTED.get((peer, method))), describe(agree)))
-    if torchcam is None:
+    if not torchcam:
         rows.append(missing_row(s, "torchcam", "every torchcam CAM", "torchcam not installed"))
-    if pytorch_grad_cam is None:
+    if not pytorch_grad_cam:
         rows.append(missing_row(s, "pytorch-grad-cam", "every pytorch-grad-cam CAM", "grad-cam not installed"))
     return rows
 
@@ -291,16 +259,24 @@ FAMILIES = (peers_lrp, peers_deeplift, peers_expected, peers_surrogate, peers_ex
 # ---- the report ----
 
 COLUMNS = ["model", "peer", "comparison", "ours (median s)", "peer (median s)", "ratio ours/peer", "goal", "met",
-           "runs", "same map?", "agreement", "peer settings"]
+           "runs", "same map?", "agreement", "peer settings", "passes per image", "limit (s)", "ours/limit",
+           "limit goal", "limit met", "ours peak (MiB)"]
 
 
 def table(rows: list[dict]) -> str:
     def seconds(v):
         return "—" if v is None else f"{v:.4f}"
 
+    def ratio(v):
+        return "—" if v is None else f"{v:.3f}"
+
     return markdown_table(COLUMNS, [[r["model"], r["kind"], r["case"], seconds(r["ours_s"]), seconds(r["peer_s"]),
-                                     "—" if r["ratio"] is None else f"{r['ratio']:.3f}", f"≤ {r['goal']:.1f}",
-                                     r["met"], r["runs"], r["same"], r["agreement"], r["peer"]] for r in rows])
+                                     ratio(r["ratio"]), f"≤ {r['goal']:.1f}", r["met"], r["runs"], r["same"],
+                                     r["agreement"], r["peer"], "—" if r.get("passes") is None else str(r["passes"]),
+                                     "—" if r.get("limit_s") is None else f"{r['limit_s']:.6f}",
+                                     ratio(r.get("limit_ratio")),
+                                     "—" if r.get("limit_goal") is None else f"≤ {r['limit_goal']:.1f}",
+                                     r.get("limit_met", "—"), mib(r.get("ours_peak"))] for r in rows])
 
 
 def write_report(path: Path, rows: list[dict], header: dict, subjects: list[Subject], notes: list[str]) -> None:
@@ -311,6 +287,10 @@ def write_report(path: Path, rows: list[dict], header: dict, subjects: list[Subj
         lines.append(f"- **{s.name}**: {s.label}; input {list(s.x.shape)}; CAM layer `{s.layer}`; target class "
                      f"{s.target} (top-1); IG {s.settings.ig_steps} steps, SmoothGrad {s.settings.sg_samples} "
                      f"samples, occlusion window {s.settings.window} stride {s.settings.stride}")
+    limits = [(s, s.limit) for s in subjects if s.limit is not None]
+    if limits:
+        lines += ["", "## The machine's limit (bench/limit.py, measured at the start of this run)", "",
+                  summary_table(limits)]
     lines += ["", "## Results", "", table(rows), "", "## Notes", ""] + [f"- {n}" for n in notes]
     path.write_text("\n".join(lines) + "\n")
 
@@ -343,43 +323,61 @@ def main() -> None:
                         choices=["captum", "cams", "many", *(f.__name__.removeprefix("peers_") for f in FAMILIES)],
                         help="run only these sections (default: all): captum, cams, many, or a family module's name "
                              "(lrp, deeplift, expected, surrogate, extremal)")
+    parser.add_argument("--sections-on", nargs="*", default=[], metavar="MODEL=SECTION,...",
+                        help="restrict a model to these sections (within --only), e.g. resnet18=cams: one run can "
+                             "give each model only the rows the issue asks of it")
     parser.add_argument("--two-targets-on", nargs="*", default=None,
                         help="models that get the 2-vs-1-target rows (default: every model)")
+    parser.add_argument("--limit-budget-s", type=float, default=60.0,
+                        help="seconds per model for measuring the machine's limit at the start (bench/limit.py); "
+                             "0 skips it and the limit columns")
+    parser.add_argument("--limit-repeats", type=int, default=3, help="interleaved rounds per batch size for the limit")
     args = parser.parse_args()
+    sections_on = {model: set(sections.split(",")) for model, _, sections in
+                   (item.partition("=") for item in args.sections_on)}
     started = time.time()
     load_start = load_average()
     code = git_state()  # before anything is imported and timed, while the tree is the one measured
     threads = setup_threads()
     device = torch.device(args.device)
     if args.quick:
-        args.model, args.repeats = ["tiny"], 1
+        args.model, args.repeats, args.limit_budget_s = ["tiny"], 1, min(args.limit_budget_s, 5.0)
     from explainers import METHODS
 
     METHODS_AVAILABLE.update(METHODS)
 
     def run(contenders):
-        return compare_warm(contenders, args.repeats, device, slow_s=args.slow_s, row_budget_s=args.row_budget_s)
+        times, outputs = compare_warm(contenders, args.repeats, device, slow_s=args.slow_s,
+                                      row_budget_s=args.row_budget_s, memory=("ours",))
+        times["ours"]["call"] = ours_call(outputs["ours"])  # what the limit column needs
+        return times, outputs
 
     subjects, rows = [], []
     for name in args.model:
         s = subject(name, device, args)
         subjects.append(s)
         print(f"{s.label}: target {s.target}, layer {s.layer}", flush=True)
+        if args.limit_budget_s > 0:
+            s.limit = measure_limit(s.model, s.x, device, args.limit_budget_s, args.limit_repeats, target=s.target)
+            print(f"  limit: forward {s.limit.forward_s_per_row * 1e3:.3f} ms/row ({s.limit.forward_variant}), "
+                  f"backward {s.limit.backward_s_per_row * 1e3:.3f} ms/row ({s.limit.backward_variant})", flush=True)
         two_targets = args.two_targets_on is None or name in args.two_targets_on
         sections = {"captum": lambda s=s: captum_gradient_rows(s, run, device),
                     "cams": lambda s=s: cam_rows(s, run, METHODS_AVAILABLE),
                     "many": lambda s=s, two=two_targets: many_rows(s, run, two),
                     **{family.__name__.removeprefix("peers_"): lambda s=s, family=family: family.rows(s, run, device)
                        for family in FAMILIES}}
+        own = sections_on.get(s.name)
         for name, section in sections.items():  # one at a time, each printing its rows as soon as they are measured
-            if args.only is not None and name not in args.only:
+            if (args.only is not None and name not in args.only) or (own is not None and name not in own):
                 continue
             new = section()
             rows += new
             for r in new:
                 ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
-                print(f"  {r['kind']:>16}  {r['case']:<60} ratio {ratio:>6}  same {r['same']}  runs {r['runs']}",
-                      flush=True)
+                limit = "—" if r["limit_ratio"] is None else f"{r['limit_ratio']:.2f}"
+                print(f"  {r['kind']:>16}  {r['case']:<60} ratio {ratio:>6}  same {r['same']}  runs {r['runs']}  "
+                      f"ours/limit {limit}  peak {mib(r['ours_peak'])} MiB", flush=True)
     import torchvision
 
     header = {
@@ -413,6 +411,28 @@ def main() -> None:
         "Ratios above 1 are rows where ours is slower than the peer; 2-vs-1 rows compare explain_many with two "
         "targets against the same call with one (the goal ≤ 1.0 means the second target is free).",
         "Torch threads come from BENCH_THREADS (default 1), as in the other benches; the machine is shared.",
+        "Limit: the machine's best time per row of a forward pass (inference mode) and of a forward+backward to the "
+        "input, over batch sizes, memory layouts and (forward only) BatchNorm folded into the convolutions, measured "
+        f"by bench/limit.py's measure_limit at the start of this run ({args.limit_budget_s:g} s per model, "
+        f"{args.limit_repeats} rounds per batch size; the table "
+        "above). A row's limit is its call's passes per image from the registry (explainers.get_method(m).cost, at "
+        "the layer's channel count for Score-CAM) times the images: (forward − backward) × the forward rate + "
+        "backward × the forward+backward rate, the forward count including the forward under each backward. "
+        f"ours/limit ≤ {LIMIT_GOAL} is the goal for multi-pass rows (more than one forward and one backward); a "
+        "one-pass row's limit is the batch-of-many rate, which one image cannot reach, so it gets no goal. "
+        "A ratio below 1 means the call did less than its nominal passes: Grad-CAM-style CAMs backpropagate "
+        "only down to their layer, not to the input (on efficientnet_lite0's _head_act, 5 interleaved runs: ours "
+        "Grad-CAM 95 ms, ours vanilla 181 ms, the limit's forward+backward to the input 186 ms), Score-CAM skips "
+        "constant channels, and the limit is only as good as its budget let it measure (large batches may not "
+        "fit) and the load while it ran (it is measured once, before the rows). Rows with no one "
+        "explain() call of ours (explain_many) or on a model the limit was not measured for (the transformers, "
+        "the detector) have none.",
+        "Peak memory (ours): measured during our warm-up call, as the most held at once above what was in use "
+        "just before it. CPU: the process's resident set (RSS) high-water mark (VmHWM, reset through "
+        "/proc/self/clear_refs, or /proc/self/statm sampled every 1 ms where that is refused) minus the RSS "
+        "before, after gc.collect() and malloc_trim(0) hand freed pages back; it counts every allocation of the "
+        "process. CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats minus memory_allocated "
+        "before (tensors only).",
     ]
     if any(s.name == "resnet50" for s in subjects):
         notes.append("resnet50 has seeded weights (calibrated BatchNorm statistics): its ImageNet weights are not "

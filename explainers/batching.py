@@ -36,6 +36,20 @@ METHOD_ROW_COPIES = 6
 # The measured working set of one pass is taken this many times: a residual block keeps its skip tensor alive
 # beside the op being measured, and the allocator rounds up.
 WORKING_SET_MARGIN = 2
+# The largest tensor one gradient pass on a CPU may allocate. glibc's malloc serves a block of 32 MiB or more (its
+# highest mmap threshold) straight from the kernel and unmaps it when freed, and trims a freed heap top beyond twice
+# the threshold, so a batch whose activations reach that size faults every page of them in again, batch after
+# batch. Measured with integrated gradients (50 steps, one thread, interleaved medians of the call's CPU time and
+# the system time in it): EfficientNet-Lite0 at 224 px (4.7 MiB a row) 1.6-1.9 s of 4.8-5.0 s at 16 rows,
+# 0.5-1.2 s at 8, 0.1-0.5 s at 6, none at 3-5; ResNet-50 at 224 px (3.1 MiB a row) 2.3 s of 15.3 s at 16 rows,
+# none at 7 and 10; at 128 px (1 MiB a row) none at 16, 0.1-0.2 s at 25, 1.3 s at 50. Under this bound the calls
+# took 0.60-0.72x (Lite0, 5 rows) and 0.87x (ResNet-50 at 224 px, 7 rows) the CPU time at 16 rows.
+# Forward-only passes too (a folded channels_last copy, explainers.folding; one thread, CPU ms per row, of them
+# system, 3 interleaved repeats, issue 23): EfficientNet-Lite0 at 224 px 17.3 (0.0) at 4 rows,
+# 20.5 (2.8) at 8, 22.2 (5.8) at 16, 29.8 (12.7) at 32; ResNet-18 at 224 px 41.1 (0.0) at 4, 40.2 (0.0) at 8,
+# 42.8 (2.7) at 16, 44.4 (4.5) at 32; ResNet-50 at 128 px 37.0 (0.2) at 4, 35.5 (0.0) at 8, 33.0 (0.6) at 16,
+# 34.2 (2.8) at 32. The bound gives 5, 7 and 24 rows.
+CPU_LARGEST_TENSOR = 24 * 2**20
 
 _row_bytes_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
@@ -84,6 +98,7 @@ class _OpBytes(TorchDispatchMode):
         super().__init__()
         self.own = own
         self.peak = 0
+        self.largest = 0  # the largest single tensor an op made
 
     def _bytes(self, values) -> int:
         total, seen = 0, set()
@@ -101,19 +116,22 @@ class _OpBytes(TorchDispatchMode):
         flat_in = torch.utils._pytree.tree_leaves((args, kwargs or {}))
         flat_out = torch.utils._pytree.tree_leaves(out)
         self.peak = max(self.peak, self._bytes(flat_in + flat_out))
+        self.largest = max([self.largest] + [self._bytes([value]) for value in flat_out])
         return out
 
 
-def _measure_row_bytes(model: nn.Module, row: torch.Tensor, forward_only: bool) -> int:
-    """Bytes one row of ``row``'s shape needs in one pass: the largest working set of any op (times
-    WORKING_SET_MARGIN), plus, with autograd, every tensor the graph saves for the backward and its gradient."""
+def _measure_row_bytes(model: nn.Module, row: torch.Tensor, forward_only: bool) -> tuple[int, int]:
+    """(bytes one row of ``row``'s shape needs in one pass, the largest tensor one op makes for it): the working
+    set is the largest of any op (times WORKING_SET_MARGIN), plus, with autograd, every tensor the graph saves for
+    the backward and its gradient; the backward's gradients mirror the forward's tensors, so the forward has the
+    largest."""
     own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
     recorder = _OpBytes(own)
     row = torch.zeros_like(row)
     if forward_only:
         with torch.inference_mode(), recorder:
             model(row)
-        return WORKING_SET_MARGIN * recorder.peak
+        return WORKING_SET_MARGIN * recorder.peak, recorder.largest
     saved: dict[int, int] = {}
 
     def pack(tensor):
@@ -127,7 +145,29 @@ def _measure_row_bytes(model: nn.Module, row: torch.Tensor, forward_only: bool) 
         with recorder:
             output = model(leaf)
         del output  # the graph is freed with it; only its size was wanted
-    return sum(saved.values()) + 2 * WORKING_SET_MARGIN * recorder.peak  # the backward's grads mirror the forward
+    # the backward's grads mirror the forward
+    return sum(saved.values()) + 2 * WORKING_SET_MARGIN * recorder.peak, recorder.largest
+
+
+def _row_costs(model: nn.Module, inputs: torch.Tensor, forward_only: bool) -> tuple[int, int]:
+    """(row_bytes, the largest tensor of a row), measured once per (model, row shape, dtype, device, kind)."""
+    key = (tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device), bool(forward_only))
+    with _cache_lock:
+        known = _row_bytes_cache.get(model, {}).get(key)
+    if known is not None:
+        return known
+    row = inputs[:1]
+    try:
+        measured, largest = _measure_row_bytes(model, row.detach(), forward_only)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception:  # a model the recorder cannot follow: count the activations as input-sized copies
+        measured = largest = 0
+    method = METHOD_ROW_COPIES * row.element_size() * row.numel()
+    costs = max(int(measured), method) + method, max(int(largest), row.element_size() * row.numel())
+    with _cache_lock:
+        _row_bytes_cache.setdefault(model, {})[key] = costs
+    return costs
 
 
 def row_bytes(model: nn.Module, inputs: torch.Tensor, forward_only: bool = False) -> int:
@@ -135,22 +175,13 @@ def row_bytes(model: nn.Module, inputs: torch.Tensor, forward_only: bool = False
     (gradient methods) or without (forward-only ones), plus what the method keeps per row. Measured once with
     one row of zeros and cached per (model, row shape, dtype, device, kind); the caller holds the model's lock
     (explain's model_guard), so the measuring pass sees the model in eval mode."""
-    key = (tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device), bool(forward_only))
-    with _cache_lock:
-        known = _row_bytes_cache.get(model, {}).get(key)
-    if known is not None:
-        return known
-    try:
-        measured = _measure_row_bytes(model, inputs[:1].detach(), forward_only)
-    except torch.cuda.OutOfMemoryError:
-        raise
-    except Exception:  # a model the recorder cannot follow: count the activations as input-sized copies
-        measured = 0
-    method = METHOD_ROW_COPIES * inputs[:1].element_size() * inputs[:1].numel()
-    measured = max(int(measured), method) + method
-    with _cache_lock:
-        _row_bytes_cache.setdefault(model, {})[key] = measured
-    return measured
+    return _row_costs(model, inputs, forward_only)[0]
+
+
+def largest_tensor_bytes(model: nn.Module, inputs: torch.Tensor, forward_only: bool = False) -> int:
+    """The largest single tensor one pass of ``model`` makes per row shaped like ``inputs[0]`` (measured with
+    :func:`row_bytes`)."""
+    return _row_costs(model, inputs, forward_only)[1]
 
 
 def memory_cap(device, model: nn.Module, inputs: torch.Tensor, forward_only: bool = False) -> int | None:
@@ -170,6 +201,8 @@ def default_batch_size(device, forward_only: bool = False, *, model: nn.Module |
     size = int(preferred) if preferred is not None else preferred_batch_size(device, forward_only)
     if model is None or inputs is None:
         return max(1, size)
+    if _device_type(device) == "cpu":  # no tensor the allocator would map afresh each batch
+        size = min(size, CPU_LARGEST_TENSOR // largest_tensor_bytes(model, inputs, forward_only))
     cap = memory_cap(device, model, inputs, forward_only)
     return max(1, size if cap is None else min(size, cap))
 
@@ -177,8 +210,10 @@ def default_batch_size(device, forward_only: bool = False, *, model: nn.Module |
 # Memory layout of the inputs of every pass, per device type. On this CPU channels_last inputs make the
 # convolutions run NHWC (bench/bench_backend_options.py, 2 threads, 224 px, interleaved medians, channels_last
 # input / contiguous): EfficientNet-Lite0 forward 0.84, forward+backward 0.53; ResNet-18 forward 0.80.
-# Converting the model too gains a little more (0.73 / 0.45 / 0.75) but would mean changing or copying the
-# caller's model, so only the input is converted. Not measured on CUDA, so left contiguous there.
+# Converting the model too gains a little more (0.73 / 0.45 / 0.75), but the caller's model must not change: the
+# forward-only methods run on a copy (explainers.folding) whose convolutions are folded with their BatchNorms and
+# laid out channels_last where this says so; gradient methods convert the input only. Not measured on CUDA, so
+# left contiguous there.
 CHANNELS_LAST = {"cpu": True, "cuda": False}
 _rejects_channels_last: weakref.WeakSet = weakref.WeakSet()
 

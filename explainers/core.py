@@ -8,6 +8,7 @@ context. Every method computes one attribution per resolved target, so several t
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import Batches, Progress, default_batch_size, forward
+from .batching import Batches, Progress, default_batch_size, forward, preferred_batch_size
 from .errors import ModelOutputError, ParameterError, SaliencyError
 from .hooks import model_guard
 from .layers import cached_catalogue, resolve_layer
@@ -114,11 +115,14 @@ class Call:
             batch = batch.detach().requires_grad_(True)
             with torch.enable_grad():
                 logits = as_logits(self.model(batch))
-                scores = self.scores(logits, rows)
-                grads = [
-                    torch.autograd.grad(scores[t].sum(), batch, retain_graph=t < count - 1)[0] for t in range(count)
-                ]
-            return batch.detach(), torch.stack(grads), logits.detach()
+                if count == 1:  # the common case, without the stacking
+                    score = self.targets[0].score(logits, rows)
+                    grads = torch.autograd.grad(score.sum(), batch)[0].unsqueeze(0)
+                else:
+                    scores = self.scores(logits, rows)
+                    grads = torch.stack([torch.autograd.grad(scores[t].sum(), batch, retain_graph=t < count - 1)[0]
+                                         for t in range(count)])
+            return batch.detach(), grads, logits.detach()
 
         for start, stop, (batch, grads, logits) in self.batches.run(total, compute):
             consume(start, stop, batch, grads, logits)
@@ -254,13 +258,22 @@ def as_logits(output: Any) -> torch.Tensor:
 SHOWN = 5  # rows or classes a message lists before "..."
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite. A NaN or an infinity makes the sum NaN or infinite, so a finite
+    sum proves it in one reduction (about 15× faster than ``isfinite(t).all()``, which writes a mask as large as
+    the tensor); only a sum that overflowed from finite values needs the elementwise check."""
+    if not tensor.is_floating_point() and not tensor.is_complex():
+        return True
+    return math.isfinite(float(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def non_finite(logits: torch.Tensor) -> str | None:
     """Where logits [N, K] are NaN or infinite, said for a user ("NaN for row 0, classes 3, 17, ... (12 of
     1000)"; rows with the same classes said together), or None when every value is finite."""
     logits = logits.detach()
-    bad = ~torch.isfinite(logits)
-    if not bad.any():
+    if all_finite(logits):
         return None
+    bad = ~torch.isfinite(logits)
     values = logits[bad]
     nan, inf = bool(torch.isnan(values).any()), bool(torch.isinf(values).any())
     kind = "NaN or infinite" if nan and inf else "NaN" if nan else "infinite"
@@ -338,9 +351,14 @@ def clean_pass(model: nn.Module, inputs: torch.Tensor, batch_size: int | None) -
 
 
 def method_batches(model: nn.Module, inputs: torch.Tensor, batch_size: int | None, forward_only: bool,
-                   after: Batches | None = None) -> Batches:
+                   after: Batches | None = None, rows_at_once: int | None = None) -> Batches:
     """The batches a method call runs with: ``batch_size``, or the automatic size for its kind of passes; no
-    larger than a size at which the clean pass (``after``) already ran out of memory."""
+    larger than a size at which the clean pass (``after``) already ran out of memory. ``rows_at_once``: the most
+    rows the method ever passes together (its passes per image times the images), when known; one row needs
+    no choice."""
+    rows_at_once = len(inputs) if rows_at_once is None else rows_at_once
+    if batch_size is None and rows_at_once <= 1:  # one row in all: the memory cap (never below 1) cannot bind,
+        batch_size = preferred_batch_size(inputs.device, forward_only)  # so the free memory is not read
     size = batch_size or default_batch_size(inputs.device, forward_only=forward_only, model=model, inputs=inputs)
     batches = Batches(size, inputs.device)
     if after is not None and after.reduced_from:
@@ -369,7 +387,7 @@ def prepare_inputs(model: nn.Module, inputs: Any) -> torch.Tensor:
         raise SaliencyError(f"inputs must be a preprocessed tensor [N, C, H, W]; got {shape}")
     if len(inputs) == 0:
         raise SaliencyError("inputs hold no rows; give at least one image [1, C, H, W]")
-    if not torch.isfinite(inputs).all():
+    if not all_finite(inputs):
         raise SaliencyError("inputs contain NaN or infinite values")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), inputs.dtype)
     # contiguous NCHW: a channels-last view (e.g. from a permute) would pick other conv kernels per batch
@@ -485,7 +503,8 @@ def explain_method(request: Request, method: str, progress: Callable[[int, int],
     if clean_logits is not None:  # before the method's passes: ranks of a NaN output are meaningless
         check_logits(clean_logits)
     targets = [spec.resolve(clean_logits, device=device) for spec in specs.values()]
-    batches = method_batches(request.model, inputs, request.batch_size, cost.backward == 0, clean_batches)
+    batches = method_batches(request.model, inputs, request.batch_size, cost.backward == 0, clean_batches,
+                             rows_at_once=len(inputs) * max(cost.forward, cost.backward, 1))
     call = Call(model=request.model, targets=tuple(targets), batch_size=batches.requested,
                 progress=Progress(request.units(method, layer_info), progress), seed=request.seed,
                 bundle=request.bundle, layer=layer_info, layer_module=layer_module, batches=batches)
@@ -588,14 +607,19 @@ def checked(result: Attribution, inputs: torch.Tensor, batches: Batches, gradien
     notes the user should read beside the map: degenerate inputs, all-zero maps, a reduced batch size."""
     attribution = result.attribution[0].detach()
     layer_attribution = None if result.layer_attribution is None else result.layer_attribution[0].detach()
-    bad = (~torch.isfinite(attribution)).flatten(1).sum(dim=1).tolist()
-    if any(bad):  # a safety net: the methods guard their own divisions, and NaN must never reach a picture
+    bad = [0] * len(inputs)
+    if not all_finite(attribution):  # a safety net: the methods guard their own divisions, and NaN must never
+        bad = (~torch.isfinite(attribution)).flatten(1).sum(dim=1).tolist()  # reach a picture
         attribution = torch.nan_to_num(attribution, nan=0.0, posinf=0.0, neginf=0.0)
-    if layer_attribution is not None and not torch.isfinite(layer_attribution).all():
+    if layer_attribution is not None and not all_finite(layer_attribution):
         layer_attribution = torch.nan_to_num(layer_attribution, nan=0.0, posinf=0.0, neginf=0.0)
+    # per row, by extremes (a reduction each) rather than elementwise masks as large as the input
     flat = inputs.flatten(2)
-    constant = (flat == flat[..., :1]).all(dim=2).all(dim=1).tolist()
-    zero = (attribution.flatten(1) == 0).all(dim=1).tolist()
+    constant = [highs == lows for highs, lows in zip(flat.amax(dim=2).tolist(), flat.amin(dim=2).tolist(),
+                                                     strict=True)]
+    values = attribution.flatten(1)
+    zero = [high == 0 and low == 0 for high, low in zip(values.amax(dim=1).tolist(), values.amin(dim=1).tolist(),
+                                                        strict=True)]
     shared = [note for note in (batches.note(),) if note]
     notes = []
     for row in range(len(inputs)):

@@ -158,9 +158,11 @@ class Target:
             )
         if rows is None:
             rows = slice(0, len(logits))
-        elif isinstance(rows, torch.Tensor):
+        elif isinstance(rows, torch.Tensor) and rows.device != self.classes.device:
             rows = rows.to(self.classes.device)
-        classes = self.classes[rows].to(logits.device)
+        classes = self.classes[rows]
+        if classes.device != logits.device:
+            classes = classes.to(logits.device)
         score = self._class_score(logits, classes[:, 0])
         if self.contrast:
             score = score - self._class_score(logits, classes[:, 1])
@@ -209,11 +211,10 @@ class TargetSpec:
             raise TargetError("mix of contrasts and single classes across rows; give every row the same kind")
         self.contrast = widths == {2}
         self._per_row = specs
-        self._resolved = torch.full((n_rows, 2 if self.contrast else 1), -1, dtype=torch.long)
-        for row, row_specs in enumerate(specs):
-            for j, spec in enumerate(row_specs):
-                if isinstance(spec, int):
-                    self._resolved[row, j] = spec
+        # class indices where known, -1 where a rank waits for the logits; one tensor built at once
+        known = [[spec if isinstance(spec, int) else -1 for spec in row_specs] for row_specs in specs]
+        self._resolved = torch.tensor(known, dtype=torch.long).reshape(n_rows, 2 if self.contrast else 1)
+        self._ranked = bool((self._resolved < 0).any())  # read on every call: kept, not recomputed
         if self.contrast and not self.needs_logits and bool((self._resolved[:, 0] == self._resolved[:, 1]).any()):
             raise TargetError("a contrast needs two different classes")
 
@@ -238,7 +239,7 @@ class TargetSpec:
     @property
     def needs_logits(self) -> bool:
         """Whether a rank ("topK") still waits for the clean logits."""
-        return bool((self._resolved < 0).any())
+        return self._ranked
 
     def resolve_rows(self, logits: torch.Tensor, start: int, stop: int,
                      device: torch.device | str = "cpu") -> Target:
@@ -248,6 +249,7 @@ class TargetSpec:
             return self.resolve(None, device).take(torch.arange(start, stop))
         part = copy.copy(self)
         part.n_rows, part._per_row, part._resolved = stop - start, self._per_row[start:stop], self._resolved[start:stop]
+        part._ranked = bool((part._resolved < 0).any())
         return part.resolve(logits, device)
 
     def resolve(self, logits: torch.Tensor | None = None, device: torch.device | str = "cpu") -> Target:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -459,9 +460,9 @@ def may_fill(run_id: tuple, grid, notice) -> bool:
     return run
 
 
-def fill_grid(selection: Selection, grid: Grid) -> None:
+def fill_grid(selection: Selection, grid: Grid, on_step: Callable[[], object] | None = None) -> None:
     """Compute the grid's plan, step by step (each one backend call whose rows fill in as it ends), with a Cancel
-    button and a bar per step."""
+    button and a bar per step; ``on_step()`` after each step's rows are drawn."""
     settings = grid.settings
     with grid.status:
         cancel, overall, step_bar = st.empty(), st.empty(), st.empty()
@@ -482,10 +483,52 @@ def fill_grid(selection: Selection, grid: Grid) -> None:
         grid.results.update(computed)
         done += len(computed)
         _fill(selection, grid, step.methods)
+        if on_step is not None:
+            on_step()
     cancel.empty()
     overall.empty()
     grid.todo, grid.plan = [], []
     _note(grid)
+
+
+class Agreement:
+    """The "Method agreement" section under the grid: Spearman and top-10% IoU between every pair of the computed
+    rows, for the first column's target.
+
+    While the grid computes, it is drawn from the rows done so far (the rows of the shared pass come first) and
+    redrawn as rows arrive: the user sees it grow, and the browser loads its chart library (seconds on a cold
+    page) during the computation instead of after it. Only the last drawing carries the figures' keys."""
+
+    def __init__(self, settings: CompareSettings):
+        self.settings = settings
+        st.subheader("Method agreement")
+        st.caption(f"Between every pair of methods in the grid, for {settings.words.best} "
+                   f"({settings.labels[settings.targets[0]]}), on absolute maps.")
+        self.slot = st.empty()
+        self.drawn: tuple[str, ...] | None = None
+
+    def shown(self, results: dict[tuple[str, int], ExplanationRecord]) -> list[str]:
+        return [m for m in self.settings.methods if (m, self.settings.targets[0]) in results]
+
+    def draw(self, results: dict[tuple[str, int], ExplanationRecord], final: bool = False) -> None:
+        """Draw the agreement of the rows in ``results``; a partial drawing (``final`` False) is skipped when
+        no row was added since the last one."""
+        settings, shown = self.settings, self.shown(results)
+        if not final and tuple(shown) == self.drawn:
+            return
+        self.drawn = tuple(shown)
+        with self.slot.container():
+            if len(shown) < 2:
+                st.info("Agreement needs two computed methods: add a method, or run the grid." if final else
+                        "The agreement appears once two methods are computed.")
+                return
+            spearman_tab, iou_tab = st.tabs(["Spearman rank correlation", "Top-10% IoU"])
+            for tab, metric, key in ((spearman_tab, "spearman", state.AGREEMENT_SPEARMAN),
+                                     (iou_tab, "iou", state.AGREEMENT_IOU)):
+                with tab:
+                    figure = agreement_figure(results, shown, settings.targets[0], settings.view, metric)
+                    # unkeyed while partial: each partial drawing has other methods, so another element id
+                    st.plotly_chart(figure, key=key if final else None)
 
 
 def agreement_figure(results: dict[tuple[str, int], ExplanationRecord], methods: list[str], target: int,

@@ -5,10 +5,12 @@ the input and a baseline. Its multipliers follow the chain rule (Ancona et al. 2
 that each nonlinearity's derivative is replaced by its secant slope between the two activations (the Rescale
 rule), so linear layers, convolutions, eval-mode BatchNorm, average pools and residual adds keep their gradient.
 
-How it is computed here: each pass runs the inputs and their baselines as one batch [inputs; baselines] (row p of
-each half a pair), and forward hooks on every activation and max-pool module replace the input half's output by
-the same values carrying the Rescale multiplier back. The multiplier is built from that very call's input and
-output, so a module called twice in one forward (torchvision ResNet's shared ``relu``) gets each call's own rule.
+How it is computed here: each pass runs the baselines without a graph, keeping every activation and max-pool
+module call's input and output, then the inputs, where forward hooks on the same modules replace each call's
+output by the same values carrying the Rescale multiplier back, built from that call and the baselines' call of
+the same rank. So a module called twice in one forward (torchvision ResNet's shared ``relu``) gets each call's
+own rule, and the backward runs over the inputs' rows only (half the rows of one batch [inputs; baselines], the
+way Captum's DeepLift runs; that batch remains the fallback for a network whose two passes do not pair up).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..baselines import BASELINES, DISTRIBUTIONS, RANDOM_BASELINES, make_baselin
 from ..batching import forward
 from ..core import Attribution, Call, as_logits, completeness, same_input
 from ..errors import SaliencyError
-from ..hooks import HookSet, model_lock
+from ..hooks import HookSet, model_lock, submodules
 from ..registry import Cost, Param, Reference, Sanity, register
 from .expected import LUNDBERG  # one reference for the SHAP family
 
@@ -103,11 +105,40 @@ def _near(a: torch.Tensor, b: torch.Tensor, tolerance: float) -> torch.Tensor:
     return (a - b).abs() <= tolerance * (1 + a.abs())
 
 
+class _Unpaired(Exception):
+    """The inputs' pass did not call the rule's modules as the baselines' pass did (see :class:`_Pairs`)."""
+
+
 class _Pairs:
-    """The pass in flight: how many (input, baseline) pairs its batch holds."""
+    """The pass in flight: how many (input, baseline) pairs it holds, and how the rule meets them.
+
+    ``split`` (the default): the baselines run first in a pass of their own without a graph ("record": each rule
+    module's call keeps its input and output), then the inputs ("replay": each call meets the baselines' call of
+    the same rank and takes its secant from the two), so the backward runs over the inputs' rows only. Should the
+    inputs' pass call other modules, in another order or shape, or the network write in place into a kept tensor
+    (its version moves), the pass is redone as one batch [inputs; baselines] ("joint") for the rest of the call.
+    """
 
     def __init__(self) -> None:
         self.count = 0
+        self.split = True
+        self.mode = "joint"
+        self.recorded: list[tuple[nn.Module, torch.Tensor, torch.Tensor, int, int]] = []
+        self.at = 0
+
+    def record(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.recorded.append((module, x, y, x._version, y._version))
+
+    def twin(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The baselines' (input, output) of the call that pairs with this one of the inputs' pass."""
+        if self.at >= len(self.recorded):
+            raise _Unpaired
+        twin, x_ref, y_ref, x_version, y_version = self.recorded[self.at]
+        self.at += 1
+        if (twin is not module or x_ref.shape != x.shape or y_ref.shape != y.shape or x_ref._version != x_version
+                or y_ref._version != y_version):
+            raise _Unpaired
+        return x_ref, y_ref
 
 
 def _halves(module: nn.Module, tensor: torch.Tensor, pairs: _Pairs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,17 +150,20 @@ def _halves(module: nn.Module, tensor: torch.Tensor, pairs: _Pairs) -> tuple[tor
     return tensor[: pairs.count], tensor[pairs.count :]
 
 
-def _derivative(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """f′(x) of an elementwise activation, with PyTorch's own values at the kinks (ReLU′(0) = 0); a bool tensor
-    for the copying activations (1 where the output copies the input)."""
+def _copying_derivative(module: nn.Module, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weights`` ⊙ f′(x) for a copying activation, by its own native backward (one pass, PyTorch's values at the
+    kinks: ReLU′(0) = 0, and 0 at a Hardtanh's bounds)."""
     if isinstance(module, nn.ReLU):
-        return x > 0
+        return torch.ops.aten.threshold_backward(weights, x, 0)
     if isinstance(module, nn.Hardtanh):
-        return (x > module.min_val) & (x < module.max_val)
+        return torch.ops.aten.hardtanh_backward(weights, x, module.min_val, module.max_val)
     if isinstance(module, nn.Threshold):
-        return x > module.threshold
-    if isinstance(module, nn.Hardshrink):
-        return x.abs() > module.lambd
+        return torch.ops.aten.threshold_backward(weights, x, module.threshold)
+    return torch.ops.aten.hardshrink_backward(weights, x, module.lambd)
+
+
+def _derivative(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """f′(x) of an elementwise activation that is not a copying one, by autograd on the module's own forward."""
     with torch.enable_grad():  # module.forward runs no hooks; the clone takes an in-place activation's write
         leaf = x.detach().requires_grad_(True)
         return torch.autograd.grad(module.forward(leaf.clone()).sum(), leaf)[0]
@@ -137,10 +171,10 @@ def _derivative(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 class _Rescaled(torch.autograd.Function):
     """The module's output y (passed detached, so its own graph is dropped; returned as a new tensor on y's memory,
-    no copy, which the network may still write into in place), whose backward multiplies the gradient of both
-    halves by ``slope`` [B, ...]:
-    the input half's is DeepLIFT's; the baseline half's is never read (only the input half's scores are
-    explained, and rows do not mix), so it is left to the same broadcast product instead of a zero-filled copy."""
+    no copy, which the network may still write into in place), whose backward multiplies the gradient by ``slope``
+    [P, ...]. In a joint pass (y holds both halves) both halves' gradients are multiplied: the input half's is
+    DeepLIFT's; the baseline half's is never read (only the input half's scores are explained, and rows do not
+    mix), so it is left to the same broadcast product instead of a zero-filled copy."""
 
     @staticmethod
     def forward(ctx, x, y, slope):
@@ -150,26 +184,50 @@ class _Rescaled(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (slope,) = ctx.saved_tensors
+        if len(grad) == len(slope):
+            return grad * slope, None, None
         return (grad.unflatten(0, (2, -1)) * slope).flatten(0, 1), None, None
 
 
+def _secant(module, x_in, x_ref, y_in, y_ref) -> torch.Tensor:
+    """The Rescale multiplier (y − y′)/(x − x′), the derivative where the two inputs are (nearly) equal."""
+    step = x_in - x_ref
+    slope = torch.sub(y_in, y_ref).div_(step)
+    if isinstance(module, COPYING):
+        # the secant is exact wherever the inputs differ at all, and finite there: 0/0, NaN, marks exactly the nil
+        # steps, where the derivative goes instead. Often there are none, and a sum says so in one pass (a bool
+        # mask's any() costs ten times as much on a CPU); the mask stays in floats where it can for the same reason
+        if bool(slope.sum().isnan()):
+            if isinstance(module, (nn.ReLU, nn.Hardtanh)):  # monotone and 1-Lipschitz: every secant is in [0, 1]
+                nil = slope.nan_to_num(nan=2.0).sub_(1).clamp_(min=0)  # 1 at the nil steps, 0 elsewhere
+            else:
+                nil = slope.isnan().to(slope.dtype)
+            slope.nan_to_num_(0.0).add_(_copying_derivative(module, nil, x_in))
+        return slope
+    # rounding noise where the step is nil or nearly: the derivative is the better estimate there
+    close = _near(x_in, x_ref, torch.finfo(x_in.dtype).eps ** 0.5)
+    if bool(close.any()):
+        slope = torch.where(close, _derivative(module, x_in), slope)
+    return slope
+
+
 def _rescale_activation(module, x, y, pairs: _Pairs) -> torch.Tensor:
-    x_in, x_ref = _halves(module, x, pairs)
-    y_in, y_ref = _halves(module, y, pairs)
     with torch.no_grad():
-        step = x_in - x_ref
-        slope = (y_in - y_ref) / step  # 0/0 or rounding noise where the step is nil: replaced just below
-        # a copying activation's secant is exact wherever the inputs differ at all
-        close = step == 0 if isinstance(module, COPYING) else _near(x_in, x_ref, torch.finfo(x.dtype).eps ** 0.5)
-        if bool(close.any()):  # often none: then the derivative is not worth computing
-            slope = torch.where(close, _derivative(module, x_in), slope)
+        if pairs.mode == "replay":
+            x_ref, y_ref = pairs.twin(module, x, y)
+            slope = _secant(module, x, x_ref, y, y_ref)
+        else:
+            x_in, x_ref = _halves(module, x, pairs)
+            y_in, y_ref = _halves(module, y, pairs)
+            slope = _secant(module, x_in, x_ref, y_in, y_ref)
     return _Rescaled.apply(x, y.detach(), slope)
 
 
 class _MaxPoolRescaled(torch.autograd.Function):
-    """The pool's output y; backward: each window's share of y − y′ (``gains`` [2, B, C, L′], for the input's and
-    the baseline's argmax, ``argmax`` [2, B, C, L′] flat positions) scatter-added to its position and divided by
-    that position's x − x′ (``inverse``); where x = x′ (``own``) the pool's own gradient instead."""
+    """The pool's output y; backward: each window's share of y − y′ (``gains`` [2, P, C, L′], for the input's and
+    the baseline's argmax, ``argmax`` [2, P, C, L′] flat positions) scatter-added to its position and divided by
+    that position's x − x′ (``inverse``); where x = x′ (``own``) the pool's own gradient instead. In a joint pass
+    the baseline half's gradient is zero."""
 
     @staticmethod
     def forward(ctx, x, y, argmax, gains, inverse, own):
@@ -185,26 +243,35 @@ class _MaxPoolRescaled(torch.autograd.Function):
         routed.scatter_add_(2, argmax[0], g * gains[0]).scatter_add_(2, argmax[1], g * gains[1])
         natural = torch.zeros_like(routed).scatter_add_(2, argmax[0], g)
         grad_in = routed.view_as(inverse) * inverse + natural.view_as(own) * own
+        if len(grad) == count:
+            return grad_in, None, None, None, None, None
         return torch.cat([grad_in, torch.zeros_like(grad_in)]), None, None, None, None, None
 
 
 def _rescale_max_pool(module, x, y, pairs: _Pairs) -> torch.Tensor:
-    x_in, x_ref = _halves(module, x, pairs)
-    y_in, y_ref = _halves(module, y, pairs)
     with torch.no_grad():
-        _, argmax = MAX_POOLS[type(module)](module, x.detach())
+        if pairs.mode == "replay":
+            x_in, y_in = x, y
+            x_ref, y_ref = pairs.twin(module, x, y)
+            at = torch.stack([MAX_POOLS[type(module)](module, half.detach())[1] for half in (x_in, x_ref)])
+        else:
+            x_in, x_ref = _halves(module, x, pairs)
+            y_in, y_ref = _halves(module, y, pairs)
+            _, argmax = MAX_POOLS[type(module)](module, x.detach())
+            at = torch.stack(_halves(module, argmax, pairs))
         larger = torch.maximum(y_in, y_ref)
         gains = torch.stack([larger - y_ref, y_in - larger]).flatten(3)  # they add up to y − y′
-        at = torch.stack(_halves(module, argmax, pairs)).flatten(3)
         own = x_in == x_ref  # the pool copies values: its secant is exact wherever they differ
         inverse = torch.where(own, torch.zeros_like(x_in), 1 / torch.where(own, torch.ones_like(x_in), x_in - x_ref))
-    return _MaxPoolRescaled.apply(x, y.detach(), at, gains, inverse.contiguous(), own.to(x.dtype).contiguous())
+    return _MaxPoolRescaled.apply(x, y.detach(), at.flatten(3), gains, inverse.contiguous(),
+                                  own.to(x.dtype).contiguous())
 
 
 @contextlib.contextmanager
 def rescale_rule(model: nn.Module) -> Iterator[_Pairs]:
-    """Inside the block, a forward of ``model`` on [inputs; baselines] (``pairs.count`` rows each, set before
-    the pass) back-propagates DeepLIFT's Rescale multipliers from the input half.
+    """Inside the block, forward passes of ``model`` back-propagate DeepLIFT's Rescale multipliers: one on
+    [inputs; baselines] (``pairs.count`` rows each, set before the pass) with ``pairs.mode`` "joint", or a pass
+    of the baselines ("record") followed by one of the inputs ("replay"), see :class:`_Pairs`.
 
     In-place activations run out of place inside the block (their ``inplace`` flag is restored after), so each
     forward hook sees the call's own input beside its output: cheaper than cloning every input in a pre-hook.
@@ -214,13 +281,16 @@ def rescale_rule(model: nn.Module) -> Iterator[_Pairs]:
     in_place = []
 
     def hook(module, args, output):
+        if pairs.mode == "record":
+            pairs.record(module, args[0], output)
+            return None
         if isinstance(module, ACTIVATIONS):
             return _rescale_activation(module, args[0], output, pairs)
         return _rescale_max_pool(module, args[0], output, pairs)
 
     with model_lock(model):  # the hooks sit on shared modules (explain() already holds the lock; this re-enters)
         try:
-            for module in model.modules():
+            for module in submodules(model):
                 if _has_rule(module):
                     if getattr(module, "inplace", False):
                         in_place.append(module)
@@ -229,6 +299,7 @@ def rescale_rule(model: nn.Module) -> Iterator[_Pairs]:
             yield pairs
         finally:
             hooks.remove()
+            pairs.recorded.clear()
             for module in in_place:
                 module.inplace = True
 
@@ -243,34 +314,72 @@ def run_pairs(call: Call, total: int, make_pairs: Callable[[int, int], tuple], c
     pair's target row; ``consume(first, last, contributions [T, P, ...], logits [P, K], scores [T, P],
     baseline_scores [T, P])``. ``batch_size`` counts rows through the model, two per pair: the batches walk the
     2·total rows and each takes the pairs whose input row falls in it, so a pass holds one row more than
-    ``batch_size`` only where a batch boundary splits a pair (odd sizes). One forward per pass; the targets share
-    it, one backward each.
+    ``batch_size`` only where a batch boundary splits a pair (odd sizes). Each pass is a forward of the baselines
+    without a graph and one of the inputs (see :class:`_Pairs`); the targets share them, one backward each, over
+    the inputs' rows only.
     """
     count = len(call.targets)
+
+    def gradients(batch, scores, keep):
+        return [torch.autograd.grad(scores[t].sum(), batch, retain_graph=t < count - 1)[0][:keep]
+                for t in range(count)]
+
+    def split_pass(inputs, baselines, rows):
+        try:
+            pairs.mode, pairs.at = "record", 0
+            with torch.no_grad():
+                baseline_logits = as_logits(forward(call.model, baselines))
+            pairs.mode = "replay"
+            batch = inputs.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = as_logits(forward(call.model, batch))
+                if pairs.at != len(pairs.recorded):
+                    raise _Unpaired
+                pairs.recorded.clear()  # the slopes are taken: the baselines' tensors can go before the backward
+                scores = call.scores(logits, rows)
+                grads = gradients(batch, scores, len(inputs))
+        finally:
+            pairs.mode = "joint"
+            pairs.recorded.clear()
+        with torch.no_grad():
+            baseline_scores = call.scores(baseline_logits, rows)
+        return logits.detach(), scores.detach(), baseline_scores, grads
+
+    def joint_pass(inputs, baselines, rows):
+        batch = torch.cat([inputs, baselines]).detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = as_logits(forward(call.model, batch))
+            scores = call.scores(logits[: len(inputs)], rows)
+            grads = gradients(batch, scores, len(inputs))
+        with torch.no_grad():
+            baseline_scores = call.scores(logits[len(inputs) :], rows)
+        return logits[: len(inputs)].detach(), scores.detach(), baseline_scores, grads
 
     def compute(start, stop):
         first, last = (start + 1) // 2, (stop + 1) // 2
         if first == last:
             return None
         inputs, baselines, rows = make_pairs(first, last)
-        batch = torch.cat([inputs, baselines]).detach().requires_grad_(True)
         pairs.count = len(inputs)
-        with torch.enable_grad():
-            logits = as_logits(forward(call.model, batch))
-            scores = call.scores(logits[: len(inputs)], rows)
-            grads = [torch.autograd.grad(scores[t].sum(), batch, retain_graph=t < count - 1)[0][: len(inputs)]
-                     for t in range(count)]
+        passed = None
+        if pairs.split:
+            try:
+                passed = split_pass(inputs, baselines, rows)
+            except _Unpaired:
+                pairs.split = False  # this model's passes do not pair call by call: one batch from now on
+        if passed is None:
+            passed = joint_pass(inputs, baselines, rows)
+        logits, scores, baseline_scores, grads = passed
         delta = torch.where(same_input(inputs, baselines), torch.zeros_like(inputs), inputs - baselines)
-        with torch.no_grad():
-            baseline_scores = call.scores(logits[len(inputs) :], rows)
-        return (first, last, delta.unsqueeze(0) * torch.stack(grads), logits[: len(inputs)].detach(),
-                scores.detach(), baseline_scores)
+        return first, last, delta.unsqueeze(0) * torch.stack(grads), logits, scores, baseline_scores
 
     with rescale_rule(call.model) as pairs:
         for start, stop, value in call.batches.run(2 * total, compute):
             if value is not None:
                 consume(*value)
-            call.progress.advance(stop - start)
+            done = (stop + 1) // 2 - (start + 1) // 2  # the pairs: one backward row each
+            if done:  # (a batch of one row whose pair the batch before took holds none)
+                call.progress.advance(done)
 
 
 def _completeness(attribution: torch.Tensor, score: torch.Tensor, baseline_score: torch.Tensor,
@@ -347,7 +456,7 @@ SANITY_NOTE = (
     sanity_note=SANITY_NOTE,
     stochastic_params={"baseline": RANDOM_BASELINES},
     params={"baseline": BASELINE_PARAM},
-    cost=Cost(fixed=(2, 2)),  # forward and backward over two rows per image: the input and its baseline
+    cost=Cost(fixed=(2, 1)),  # forwards of the input and its baseline, a backward of the input only
     attribution_channels=None,
     smoothgrad_base=True,
     model_check=model_check,
@@ -419,8 +528,8 @@ def shap_baselines(call: Call, inputs: torch.Tensor, distribution: str, n_baseli
         "references": Param("folder", "", "A folder of reference images (e.g. typical images of your data).",
                             only_when=("distribution", ("references",))),
     },
-    # forward and backward over two rows (the input and one baseline) per image and baseline
-    cost=Cost(fixed=(0, 0), per_step=(2, 2), steps="n_baselines"),
+    # forwards of the input and one baseline per image and baseline, a backward of the input only
+    cost=Cost(fixed=(0, 0), per_step=(2, 1), steps="n_baselines"),
     attribution_channels=None,
     model_check=model_check,
 )

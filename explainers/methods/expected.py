@@ -74,17 +74,21 @@ def estimate(call: Call, inputs: torch.Tensor, n_samples: int, distribution: str
         # map would be float noise, drawn at full contrast
         return baseline, torch.where(same_input(start, baseline), torch.zeros_like(start), start - baseline)
 
+    deltas: dict[tuple[int, int], torch.Tensor] = {}  # each batch's x̃ − x′, from make_batch to its consume
+
     def make_batch(start, stop):
         row, sample = split(start, stop)
         baseline, delta = difference(row, sample)
+        deltas.clear()  # what a batch that ran out of memory left (it is retried smaller): free it first
+        deltas[(start, stop)] = delta
         return baseline + alphas[sample].view(-1, 1, 1, 1) * delta, row
 
     # float64 accumulator: n samples of terms that cancel, summed in whatever batches the call cuts
     total = torch.zeros((len(call.targets), *inputs.shape), dtype=torch.float64, device=inputs.device)
 
     def consume(start, stop, batch, grads, batch_logits):
-        row, sample = split(start, stop)
-        _, delta = difference(row, sample)
+        row, _ = split(start, stop)
+        delta = deltas.pop((start, stop))
         terms = (grads * delta.unsqueeze(0)).double()
         for t in range(len(grads)):
             total[t].index_add_(0, row, terms[t])

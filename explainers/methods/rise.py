@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..batching import forward
 from ..core import Attribution, as_logits
+from ..folding import FLOAT32, fast_call, precision_param
 from ..registry import Cost, Param, Reference, Sanity, register
 
 PETSIUK = Reference(
@@ -17,6 +18,9 @@ PETSIUK = Reference(
 # Masks are drawn this many at a time, a fixed number, so the random stream (and the map) never depends on
 # batch_size, and the small grids held at once stay bounded however large n_masks is.
 DRAW_CHUNK = 512
+# What bfloat16 passes cost the map, measured with bfloat16 emulated on a CPU without bfloat16 units.
+RISE_BFLOAT16 = ("correlation 0.9999 on efficientnet_lite0 (500 masks), the largest difference 0.5% of the map's "
+                 "largest value; 1.0000 and 0.4% on a seeded ResNet-50 at 128 px (200 masks).")
 
 
 class MaskSampler:
@@ -95,20 +99,23 @@ class MaskSampler:
         "p": Param(
             "float", 0.5, "Probability that a grid cell is kept (visible).", minimum=0.01, maximum=1.0,
         ),
+        "precision": precision_param(RISE_BFLOAT16),
     },
     # the clean pass, then one pass per mask
     cost=Cost(fixed=(1, 0), per_step=(1, 0), steps="n_masks"),
 )
-def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
+def rise(call, inputs, n_masks=2000, grid=7, p=0.5, precision=FLOAT32):
     """Petsiuk, Das & Saenko 2018, arXiv:1806.07421.
 
     saliency = sum_i score(x ⊙ M_i) M_i / (n_masks * p), the masks multiplying the input in the model's input
     space. The score follows explain()'s ``objective``; the paper uses class probabilities
     (objective="probability"). All masks come from the call's seeded generator in a fixed order and are built
     batch by batch, so memory grows with ``batch_size`` and not with ``n_masks``, and the map is independent of
-    it. Every row sees the same masks, and every target is scored from the same masked passes.
+    it. Every row sees the same masks, and every target is scored from the same masked passes, which run on the
+    model's folded copy (``explainers.folding``) in ``precision``.
     """
     device, count = inputs.device, len(inputs)
+    fast = fast_call(call, inputs, n_masks * count, precision)
     height, width = inputs.shape[-2:]
     logits = call.predict(inputs)
     call.progress.advance(count)
@@ -124,7 +131,7 @@ def rise(call, inputs, n_masks=2000, grid=7, p=0.5):
             index = torch.arange(start, stop)
             masks = sampler.masks(index // count, inputs.dtype, device)
             row = (index % count).to(device)
-            scores = call.scores(as_logits(forward(call.model, inputs[row] * masks.unsqueeze(1))), row)  # [T, B]
+            scores = call.scores(as_logits(forward(fast.model, inputs[row] * masks.unsqueeze(1))), row)  # [T, B]
             return row, scores.double(), scores.double().view(*scores.shape, 1, 1) * masks.double().unsqueeze(0)
 
     for start, stop, (row, scores, weighted) in call.batches.run(n_masks * count, masked_scores):

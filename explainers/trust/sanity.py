@@ -21,7 +21,7 @@ CAMs, guided backprop, deconvnet, Guided Grad-CAM) come from one forward pass of
 backward per target, and one more per target for each rectified rule (``many.shared_pass``), which also gives
 the step's logits; every other method is its own call, several targets (the random-logit test) sharing its
 passes. The step's clean forward is otherwise the one the first method ran on its way, or one prediction pass if
-none did.
+none did. Across the checks of :func:`run_sanity`, the model's own maps for the target are computed once.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ SIXT = Reference("Sixt, Granz & Landgraf", 2020, "When Explanations Lie: Why Man
 KINDERMANS = Reference("Kindermans, Hooker, Adebayo, Alber, Schütt, Dähne, Erhan & Kim", 2019,
                        "The (Un)reliability of Saliency Methods", "1711.00867")
 CONTROLS = ("sobel", "random")
+PAIR_CONTROLS = ("sobel",)  # the controls of the checks that compare two maps (random logit, data randomisation)
+THUMBNAIL_SIZE = 56  # the long side of the filmstrip's thumbnails
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -296,20 +298,27 @@ class _Runner:
         cost = plan.info.cost.passes(plan.params, tuple(self.inputs.shape[-2:]), channels)
         return (cost.backward or cost.forward) * len(self.inputs)
 
+    def units_to_run(self, model: nn.Module, targets: tuple[Target, ...], known: _Original | None) -> int:
+        """Progress units of ``run(model, targets, known=known)``: the plans ``known`` holds cost none."""
+        given = known.maps_for(self, model, targets, self.inputs) if known is not None else {}
+        return sum(self.units(p) for p in self.plans if p.key not in given)
+
     def run(self, model: nn.Module, targets: tuple[Target, ...], step: int = 0,
-            inputs: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            inputs: torch.Tensor | None = None, known: _Original | None = None
+            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """({key: attribution [T, N, C, H, W]}, logits [N, K]) of every plan on ``model``: the plans of
-        explain_many's shared set from one shared pass, every other plan as its own method call."""
+        explain_many's shared set from one shared pass, every other plan as its own method call. The maps
+        ``known`` holds for this very computation (:meth:`_Original.maps_for`) are taken, not computed again."""
         inputs = self.inputs if inputs is None else inputs
         self.progress.advance(0)  # a cancel between steps is seen even when no method runs a pass
+        results = known.maps_for(self, model, targets, inputs) if known is not None else {}
+        logits = known.logits if results else None
         with model_guard(model):
             module = model.get_submodule(self.layer_info.name) if self.layer_info is not None else None
             bundle = replace(self.bundle, model=model) if self.bundle is not None else None
             call = Call(model=model, targets=targets, batch_size=self.batch_size, progress=self.progress,
                         seed=self.seed, bundle=bundle, layer=self.layer_info, layer_module=module)
-            results: dict[str, torch.Tensor] = {}
-            logits = None
-            together = [p for p in self.plans if _in_shared_pass(p)]
+            together = [p for p in self.plans if _in_shared_pass(p) and p.key not in results]
             if together:
                 rows = [self.units(p) // len(self.inputs) for p in together]
                 maps, logits, _ = shared_pass(
@@ -319,7 +328,7 @@ class _Runner:
                 results.update({key: result.attribution.detach() for key, result in maps.items()})
                 logits = logits.detach()
             for plan in self.plans:
-                if _in_shared_pass(plan):
+                if _in_shared_pass(plan) or plan.key in results:
                     continue
                 plan_call = replace(call, seed=self.seed + step) if plan.reseed else call
                 result = run_method(plan.info, plan_call, inputs, plan.params)
@@ -329,6 +338,45 @@ class _Runner:
             if logits is None:
                 logits = call.predict(inputs)  # no method computed them: one prediction pass
         return {p.key: results[p.key] for p in self.plans}, logits
+
+    def original(self, model: nn.Module, target: Target, results: dict[str, torch.Tensor],
+                 logits: torch.Tensor) -> _Original:
+        """What this runner computed on the original ``model`` (its first target's maps), for later checks."""
+        return _Original(model, self.inputs, target, getattr(self.layer_info, "name", None), self.seed,
+                         self.batch_size, {p.key: (p.info.name, p.params) for p in self.plans},
+                         {key: attribution[:1] for key, attribution in results.items()}, logits)
+
+
+@dataclass
+class _Original:
+    """The original model's maps for one target: run_sanity computes them once (beside the random-logit test's
+    other classes, one forward per pass for all) and every later check takes them instead of computing them
+    again. ``maps`` {plan key: attribution [1, N, C, H, W]}, ``plans`` {plan key: (method, parameters)},
+    ``logits`` [N, K]."""
+
+    model: nn.Module
+    inputs: torch.Tensor
+    target: Target
+    layer: str | None
+    seed: int
+    batch_size: int
+    plans: dict[str, tuple[str, dict[str, Any]]]
+    maps: dict[str, torch.Tensor]
+    logits: torch.Tensor
+
+    def maps_for(self, runner: _Runner, model: nn.Module, targets: tuple[Target, ...],
+                 inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The maps of ``runner``'s plans that are these: the same model, inputs, single target, layer, seed,
+        batch size, method and parameters (anything else gets none, and is computed)."""
+        same = (model is self.model and len(targets) == 1 and targets[0].objective == self.target.objective
+                and runner.seed == self.seed and runner.batch_size == self.batch_size
+                and getattr(runner.layer_info, "name", None) == self.layer
+                and torch.equal(targets[0].classes, self.target.classes)
+                and (inputs is self.inputs or torch.equal(inputs, self.inputs)))
+        if not same:
+            return {}
+        return {p.key: self.maps[p.key] for p in runner.plans if not p.reseed
+                and self.plans.get(p.key) == (p.info.name, p.params)}
 
 
 def _in_shared_pass(plan: _Plan) -> bool:
@@ -485,7 +533,7 @@ def model_randomisation(
     batch_size: int | None = None,
     progress: Callable[[int, int], object] | None = None,
     metrics: Sequence[str] = METRICS,
-    thumbnail_size: int | None = 56,
+    thumbnail_size: int | None = THUMBNAIL_SIZE,
 ) -> CascadeResult:
     """Cascading model randomisation (Adebayo et al. 2018, arXiv:1810.03292) of ``inputs`` [N, C, H, W].
 
@@ -501,6 +549,17 @@ def model_randomisation(
     map is); the result's ``notes`` say at which step each box was lost. ``progress(done, total)``
     and cancellation (return False, or raise Cancelled) work as in ``explain()``.
     """
+    return _cascade(model_or_bundle, inputs, methods, target=target, objective=objective, layer=layer,
+                    controls=controls, steps=steps, blocks=blocks, seed=seed, batch_size=batch_size,
+                    progress=progress, metrics=metrics, thumbnail_size=thumbnail_size)[0]
+
+
+def _cascade(model_or_bundle: Any, inputs: torch.Tensor, methods: Sequence[Any], *, target: Any, objective: str,
+             layer: Any, controls: Sequence[str], steps: int | None, blocks: Any, seed: int, batch_size: int | None,
+             progress: Callable[[int, int], object] | None, metrics: Sequence[str], thumbnail_size: int | None,
+             known: _Original | None = None) -> tuple[CascadeResult, _Original]:
+    """:func:`model_randomisation`, taking step 0's maps from ``known`` where they are these, and returning
+    step 0's maps for the checks after it."""
     started = time.perf_counter()
     model, bundle, _ = unwrap(model_or_bundle)
     specs = method_specs(methods, controls)
@@ -516,9 +575,11 @@ def model_randomisation(
     resolved, _ = _resolve_target(model, bundle, inputs, target, objective, bsize)
     tracker = Progress(1, progress)
     runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
-    tracker.total = max(1, (len(order) + 1) * sum(runner.units(p) for p in plans))
+    tracker.total = max(1, len(order) * sum(runner.units(p) for p in plans)
+                        + runner.units_to_run(model, (resolved,), known))
 
     copy = deepcopy(model)  # the original (often cached by the dashboard) must never change
+    original = None
     references: dict[str, list[PreparedMap]] = {}
     rows: dict[str, list[list[dict[str, Similarity]]]] = {p.key: [] for p in plans}
     thumbs: dict[str, list[np.ndarray]] = {p.key: [] for p in plans}
@@ -527,7 +588,10 @@ def model_randomisation(
     for index, block in enumerate([None, *order]):
         if block is not None:
             randomise(copy, block, seed)
-        results, logits = runner.run(copy if block is not None else model, (resolved,), step=index)
+        results, logits = runner.run(copy if block is not None else model, (resolved,), step=index,
+                                     known=known if block is None else None)
+        if block is None:
+            original = runner.original(model, resolved, results, logits)
         records.append(_step_record(index, block, logits, resolved))
         notes += _lost_boxes(model, bundle, records, resolved)
         for plan in plans:
@@ -538,7 +602,7 @@ def model_randomisation(
             thumbs[plan.key].append(np.stack([thumbnail(m.values, thumbnail_size) for m in maps]))
     tracker.finish()
     layer_name = getattr(runner.layer_info, "name", None)
-    return CascadeResult(
+    result = CascadeResult(
         model=_model_name(model, bundle), target=resolved.indices.cpu().numpy(), steps=records,
         methods={p.key: MethodCascade(p.key, p.info.name, jsonable(p.params), rows[p.key],
                                       np.stack(thumbs[p.key]).astype(np.float32), _shared_note(p))
@@ -547,6 +611,7 @@ def model_randomisation(
         shared=_shared_notes(plans), block_rule=BACKBONE_RULE if isinstance(model, DenseScores) and blocks is None
         else BLOCK_RULE, notes=notes,
     )
+    return result, original
 
 
 def _lost_boxes(model: nn.Module, bundle: Any, records: list[CascadeStep], target: Target) -> list[str]:
@@ -657,7 +722,7 @@ def random_logit(
     classes: int | Sequence[Sequence[int]] = 3,
     objective: str = "logit",
     layer: Any = None,
-    controls: Sequence[str] = ("sobel",),
+    controls: Sequence[str] = PAIR_CONTROLS,
     seed: int = 42,
     batch_size: int | None = None,
     progress: Callable[[int, int], object] | None = None,
@@ -667,6 +732,16 @@ def random_logit(
     for ``classes`` other classes (a count drawn with ``seed``, or explicit [N][k] indices). All targets share
     each method's passes (one forward, a backward per class). The drawn classes depend on each image and ``seed``,
     never on the image's position in the batch (``row_keys``)."""
+    return _random_logit(model_or_bundle, inputs, methods, target=target, classes=classes, objective=objective,
+                         layer=layer, controls=controls, seed=seed, batch_size=batch_size, progress=progress,
+                         metrics=metrics)[0]
+
+
+def _random_logit(model_or_bundle: Any, inputs: torch.Tensor, methods: Sequence[Any], *, target: Any,
+                  classes: int | Sequence[Sequence[int]], objective: str, layer: Any, controls: Sequence[str],
+                  seed: int, batch_size: int | None, progress: Callable[[int, int], object] | None,
+                  metrics: Sequence[str]) -> tuple[RandomLogitResult, _Original]:
+    """:func:`random_logit`, and the target's maps on the model for the checks after it."""
     started = time.perf_counter()
     model, bundle, _ = unwrap(model_or_bundle)
     plans = _plans(method_specs(methods, controls), model)
@@ -689,7 +764,7 @@ def random_logit(
     tracker = Progress(1, progress)
     runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
     tracker.total = max(1, sum(runner.units(p) for p in plans))
-    results, _ = runner.run(model, targets)
+    results, step_logits = runner.run(model, targets)
     tracker.finish()
     table = {}
     for plan in plans:
@@ -700,8 +775,9 @@ def random_logit(
             rows.append([reference.compare(PreparedMap(signed_map(attribution[k, i])), metrics)
                          for k in range(1, len(targets))])
         table[plan.key] = rows
-    return RandomLogitResult(_model_name(model, bundle), predicted, others, table, _names(plans),
-                             getattr(runner.layer_info, "name", None), seed, time.perf_counter() - started)
+    return (RandomLogitResult(_model_name(model, bundle), predicted, others, table, _names(plans),
+                              getattr(runner.layer_info, "name", None), seed, time.perf_counter() - started),
+            runner.original(model, resolved, results, step_logits))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -747,16 +823,18 @@ def data_randomisation(
     target: Any = None,
     objective: str = "logit",
     layer: Any = None,
-    controls: Sequence[str] = ("sobel",),
+    controls: Sequence[str] = PAIR_CONTROLS,
     seed: int = 42,
     batch_size: int | None = None,
     progress: Callable[[int, int], object] | None = None,
     metrics: Sequence[str] = METRICS,
-    thumbnail_size: int | None = 56,
+    thumbnail_size: int | None = THUMBNAIL_SIZE,
+    known: _Original | None = None,
 ) -> DataRandomisationResult:
     """Each method's map from the first model against its map from the second (the same architecture trained on
     shuffled labels, e.g. ``lenet_digits`` and its shuffled copy), for the same inputs and the same class: the
-    first model's top-1 unless ``target`` says otherwise. Any two models with the same layer names work."""
+    first model's top-1 unless ``target`` says otherwise. Any two models with the same layer names work. The first
+    model's maps are taken from ``known`` where they are these (run_sanity passes the cascade's step 0)."""
     started = time.perf_counter()
     model, bundle, _ = unwrap(model_or_bundle)
     other, other_bundle, _ = unwrap(randomised_or_bundle)
@@ -768,11 +846,11 @@ def data_randomisation(
     resolved, _ = _resolve_target(model, bundle, inputs, target, objective, bsize)
     tracker = Progress(1, progress)
     runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
-    tracker.total = max(1, 2 * sum(runner.units(p) for p in plans))
+    tracker.total = max(1, sum(runner.units(p) for p in plans) + runner.units_to_run(model, (resolved,), known))
     if runner.layer_info is not None and runner.layer_info.name not in dict(other.named_modules()):
         raise ParameterError(f"layer {runner.layer_info.name!r} is not in the second model; give two models of "
                              "the same architecture")
-    first, _ = runner.run(model, (resolved,))
+    first, _ = runner.run(model, (resolved,), known=known)
     second, _ = runner.run(other, (resolved.to(other_inputs.device),), inputs=other_inputs)
     tracker.finish()
     table, thumbs = {}, {}
@@ -865,6 +943,7 @@ def input_invariance(
     batch_size: int | None = None,
     progress: Callable[[int, int], object] | None = None,
     metrics: Sequence[str] = METRICS,
+    known: _Original | None = None,
 ) -> InvarianceResult:
     """Kindermans et al. 2019 (arXiv:1711.00867): x' = x + shift (a scalar or one value per channel, in the
     model's input units), and on a copy the first layer's bias absorbs it: b' = b − W·shift, so the copy on x'
@@ -872,7 +951,8 @@ def input_invariance(
     outputs see the padding rather than the shift; the absorbed bias is then the exact per-position map
     layer(shift·1) − layer(0), which is the constant W·shift away from the border. With a bundle, the copy's
     normalisation moves by the shift too, so pixel-space baselines (black) stay black; baselines fixed in the
-    model's input space (``zeros``) do not, which is Kindermans et al.'s point about reference points.
+    model's input space (``zeros``) do not, which is Kindermans et al.'s point about reference points. The maps on
+    the unshifted model are taken from ``known`` where they are these (run_sanity passes the cascade's step 0).
     """
     started = time.perf_counter()
     model, bundle, _ = unwrap(model_or_bundle)
@@ -897,8 +977,9 @@ def input_invariance(
                                 f"{difference:.3g} (scale {scale:.3g}); this model's first layer is not affine")
         tracker = Progress(1, progress)
         runner = _Runner(model, bundle, inputs, plans, layer, batch_size, seed, tracker)
-        tracker.total = max(1, 2 * sum(runner.units(p) for p in plans))
-        first, _ = runner.run(model, (resolved,))
+        tracker.total = max(1, sum(runner.units(p) for p in plans)
+                            + runner.units_to_run(model, (resolved,), known))
+        first, _ = runner.run(model, (resolved,), known=known)
         runner.bundle = None if bundle is None else _shifted_bundle(bundle, copy, offset)
         second, _ = runner.run(copy, (resolved,), inputs=shifted_inputs)
         tracker.finish()
@@ -1401,33 +1482,41 @@ def run_sanity(
     thresholds: Thresholds = Thresholds(),
 ) -> SanityReport:
     """The cascade, the random-logit test and input invariance (and data randomisation when ``randomised``, the
-    shuffled-label model, is given) for ``methods``, with the verdict. ``progress(done, total)`` counts the passes
-    of every check, one after the other: each check adds its passes to ``total`` when it starts (its count is
-    known only then), so ``done`` never goes back. ``target``: the class every check explains (default: each
+    shuffled-label model, is given) for ``methods``, with the verdict. The model's own maps for the target are
+    computed once, by the random-logit test beside its other classes (one forward per pass for all of them), and
+    taken as the cascade's step 0 and as the unchanged model's maps of input invariance and data randomisation:
+    the same numbers as each check run alone, about two cascade steps fewer. ``progress(done, total)`` counts the
+    passes of every check, one after the other: each check adds its passes to ``total`` when it starts (its count
+    is known only then), so ``done`` never goes back. ``target``: the class every check explains (default: each
     image's top-1; a dense model's scored bundle passes its picked box or region). ``random_classes_count`` 0
     leaves the random-logit test out (a note says so): a dense model's target with no other box or region to
     compare with."""
     started = time.perf_counter()
     phases = _Phases(progress)
-    cascade = model_randomisation(model_or_bundle, inputs, methods, target=target, layer=layer, steps=steps,
-                                  seed=seed, batch_size=batch_size, progress=phases.next())
+    # The model's own maps for the target are computed once: with the random-logit test's other classes (one
+    # forward per pass for all of them), then taken by the cascade as its step 0, by input invariance and by data
+    # randomisation as their unchanged model's maps.
     notes = []
-    logit = None
+    logit = known = None
     if random_classes_count == 0:
         notes.append("random-logit test not run: no other class (box or region) to compare the target's maps with")
     else:
-        logit = random_logit(model_or_bundle, inputs, methods, target=target, layer=layer,
-                             classes=random_classes_count, seed=seed, batch_size=batch_size, progress=phases.next())
+        logit, known = _random_logit(model_or_bundle, inputs, methods, target=target, classes=random_classes_count,
+                                     objective="logit", layer=layer, controls=PAIR_CONTROLS, seed=seed,
+                                     batch_size=batch_size, progress=phases.next(), metrics=METRICS)
+    cascade, known = _cascade(model_or_bundle, inputs, methods, target=target, objective="logit", layer=layer,
+                              controls=CONTROLS, steps=steps, blocks=None, seed=seed, batch_size=batch_size,
+                              progress=phases.next(), metrics=METRICS, thumbnail_size=THUMBNAIL_SIZE, known=known)
     try:
         invariance = input_invariance(model_or_bundle, inputs, methods, shift=shift, target=target, layer=layer,
-                                      seed=seed, batch_size=batch_size, progress=phases.next())
+                                      seed=seed, batch_size=batch_size, progress=phases.next(), known=known)
     except SaliencyError as exc:  # a model whose first layer cannot absorb a shift: the other checks still stand
         invariance = None
         notes.append(f"input invariance not run: {exc}")
     data = None
     if randomised is not None:
         data = data_randomisation(model_or_bundle, randomised, inputs, methods, layer=layer, seed=seed,
-                                  batch_size=batch_size, progress=phases.next())
+                                  batch_size=batch_size, progress=phases.next(), known=known)
     return SanityReport(cascade, logit, invariance, data, verdict(cascade, logit, data, invariance, thresholds),
                         time.perf_counter() - started, notes)
 

@@ -109,3 +109,17 @@ def test_tiny_budget_gives_a_smaller_batch_and_the_same_result(monkeypatch, net,
 def test_an_explicit_batch_size_is_kept(monkeypatch, net, images):
     monkeypatch.setattr(batching, "free_memory", lambda device: 0)
     assert explain(net, images, "occlusion", target=0, batch_size=3, window=32, stride=32).batch_size_used == 3
+
+
+def test_cpu_gradient_batches_keep_every_tensor_below_the_allocators_mapping_size(net):
+    """Fails if the cap is gone: a row whose first activation is 8 MiB gets 3 rows a gradient pass on a CPU (24 MiB),
+    not the 16 the speed optimum asks for (CUDA is not capped this way)."""
+    big = torch.zeros(1, 3, 512, 512)  # the first conv's output: 8 channels x 512 x 512 float32 = 8 MiB a row
+    with model_guard(net):
+        largest = batching.largest_tensor_bytes(net, big)
+        size = batching.default_batch_size(torch.device("cpu"), model=net, inputs=big)
+    assert largest >= 8 * 512 * 512 * 4
+    assert size == batching.CPU_LARGEST_TENSOR // largest < batching.CPU_BATCH_SIZE
+    small = torch.zeros(1, 3, 32, 32)
+    with model_guard(net):
+        assert batching.default_batch_size(torch.device("cpu"), model=net, inputs=small) == batching.CPU_BATCH_SIZE

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 from explainers import METHODS, Attribution, Call, explain
@@ -225,3 +226,58 @@ def test_a_text_scorer_without_its_text_is_refused_up_front(method):
                                             r"its inputs"):
         explain(scored.model, scored.inputs, method, "top1")
     assert explain(scored, scored.inputs, method, "top1").attribution.shape[-1] == len(scored.encoded)
+
+
+def test_all_finite_is_exact_even_when_the_sum_overflows():
+    """The fast check sums: a finite sum proves every value finite; an overflowing sum of finite values must fall
+    back to the elementwise check, not report a NaN that is not there."""
+    from explainers.core import all_finite
+
+    assert all_finite(torch.zeros(2, 3))
+    big = torch.full((4,), 3e38)  # finite values whose float32 sum is infinite
+    assert not bool(torch.isfinite(big.sum())) and all_finite(big)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        values = torch.randn(3, 5)
+        values[1, 2] = bad
+        assert not all_finite(values)
+    assert all_finite(torch.arange(5))  # integers are always finite
+
+
+def test_model_guard_restores_every_flag_a_call_changed_and_leaves_eval_models_untouched():
+    """The guard switches a model in train mode to eval and back, and puts back any train flag or requires_grad a
+    method changed inside, on every submodule (shared ones once), however the block ends."""
+    from explainers.hooks import model_guard, submodules
+
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Dropout(), shared, nn.Sequential(shared, nn.BatchNorm1d(3)))
+    assert len(submodules(model)) == len(list(model.modules())) == 6
+    model.train()
+    model[1].eval()
+    before = [m.training for m in model.modules()]
+    grads = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="boom"), model_guard(model):
+        assert not any(m.training for m in model.modules())
+        model[0].train()
+        shared.weight.requires_grad_(False)
+        raise RuntimeError("boom")
+    assert [m.training for m in model.modules()] == before
+    assert [p.requires_grad for p in model.parameters()] == grads
+    model.eval()
+    with model_guard(model):
+        model[3][1].train()  # a method that flips a flag on a model that was in eval mode throughout
+    assert not any(m.training for m in model.modules())
+
+
+def test_a_ranked_target_split_by_rows_knows_which_rows_still_wait_for_logits():
+    """Whether a spec waits for the logits is kept, not recomputed per call: a part of its rows must say it
+    anew (rows with class indices only need no logits)."""
+    from explainers.targets import TargetSpec
+
+    spec = TargetSpec([3, "top1", 5], 3)
+    assert spec.needs_logits
+    assert spec.resolve_rows(None, 0, 1).classes.flatten().tolist() == [3]  # a row with its class: no logits
+    logits = torch.zeros(1, 10)
+    logits[0, 7] = 1.0
+    assert spec.resolve_rows(logits, 1, 2).classes.flatten().tolist() == [7]
+    assert not TargetSpec(4, 2).needs_logits
+    assert TargetSpec(4, 2).resolve().classes.flatten().tolist() == [4, 4]

@@ -41,7 +41,7 @@ def report(tmp_path_factory) -> tuple[str, list[dict[str, str]]]:
     written = list(out.glob("peers-cpu-*.md"))
     assert len(written) == 1, written
     text = written[0].read_text()
-    return text, _rows(text)
+    return text, _rows(text.split("\n## Results\n", 1)[1].split("\n## ", 1)[0])
 
 
 def test_header_names_machine_versions_and_command(report):
@@ -97,3 +97,41 @@ def test_ours_and_the_peer_give_the_same_map(report):
             if row["peer"] == "Captum":
                 assert "a copy with an identity" in row["agreement"] and "corr 1.0000" in row["agreement"], row
     assert sum(row["same map?"] == "yes" for row in rows) >= len(rows) - len(known)
+
+
+def _limit_rates(text: str) -> dict[str, tuple[float, float]]:
+    """{model: (forward, backward) seconds per row} from the report's limit table."""
+    section = text.split("## The machine's limit", 1)[1].split("\n## ", 1)[0]
+    rows = _rows("\n".join(line for line in section.splitlines() if line.startswith("|")))
+    return {row["model"]: (float(row["forward (ms/row)"]) / 1e3, float(row["backward (ms/row)"]) / 1e3)
+            for row in rows}
+
+
+def test_multi_pass_rows_have_their_limit_and_every_row_its_memory(report):
+    """The limit of a row is its passes at the machine's best rates, measured in the same run; multi-pass rows
+    carry the 1.2 goal; every row where ours ran has its peak memory."""
+    text, rows = report
+    rates = _limit_rates(text)
+    assert set(rates) == {"tiny"}
+    forward, backward = rates["tiny"]
+    assert 0 < forward <= backward
+    with_limit = [row for row in rows if row["limit (s)"] != "—"]
+    methods = {row["comparison"].split(" vs ")[0] for row in with_limit}
+    assert {"integrated_gradients", "smoothgrad", "occlusion", "scorecam", "kernel_shap", "vanilla"} <= methods
+    for row in with_limit:
+        counts = re.fullmatch(r"(\d+) forward(?: \+ (\d+) backward)? pass(?:es)?", row["passes per image"])
+        assert counts, row
+        f, b = int(counts[1]), int(counts[2] or 0)
+        expected = (f - b) * forward + b * backward
+        assert float(row["limit (s)"]) == pytest.approx(expected, rel=0.02, abs=2e-4), row
+        assert float(row["ours/limit"]) == pytest.approx(float(row["ours (median s)"]) / float(row["limit (s)"]),
+                                                          rel=0.05, abs=2e-3), row
+        multi = f + b > 2
+        assert row["limit goal"] == ("≤ 1.2" if multi else "—"), row
+        assert row["limit met"] in (("yes", "no") if multi else ("—",)), row
+    # rows on other models than the one whose limit was measured, or with no one explain() call, have none
+    assert all(row["limit (s)"] == "—" for row in rows if row["model"] != "tiny" or row["peer"] == "explain_many")
+    for row in rows:
+        if row["ours (median s)"] != "—":
+            assert float(row["ours peak (MiB)"]) >= 0, row
+    assert "Peak memory (ours)" in text and "VmHWM" in text

@@ -324,3 +324,36 @@ def test_zip_with_linked_scale_holds_the_screens_pixels_and_the_difference(cat_s
         np.testing.assert_allclose(stored, delta, rtol=0, atol=0)
     assert own_differs  # the premise: linked PNGs are not the per-panel ones, so the check can tell them apart
     assert {p["role"] for p in panels.values()} == {"explanation", "difference"}
+
+
+# ---- issue 23: the agreement is drawn while the grid computes ---------------------------------------------------
+
+
+def test_agreement_is_drawn_from_the_shared_rows_first_and_grows_with_each_step(monkeypatch):
+    """The rows of the shared pass are there before the other rows are computed: their agreement is drawn at once
+    (so the browser loads the chart while the grid computes), again when a step adds a row, and a last time with
+    the figures' keys; the page ends with one keyed Spearman and one keyed IoU figure over every row."""
+    from ui import compare
+
+    draws = []
+    draw = compare.Agreement.draw
+
+    def spy(self, results, final=False):
+        draws.append((tuple(self.shown(results)), final, explanation_cache().records))
+        return draw(self, results, final)
+
+    monkeypatch.setattr(compare.Agreement, "draw", spy)
+    methods = ["vanilla", "gradcam", "sobel"]  # sobel: not in the shared pass, so a step of its own (model-free)
+    at = start(session={state.COMPARE_METHODS: methods}, page=COMPARE)
+    assert not at.exception and not at.error
+    assert draws == [(("vanilla", "gradcam"), False, 4),  # before sobel's step: 2 methods x 2 targets computed
+                     (("vanilla", "gradcam", "sobel"), False, 6),
+                     (("vanilla", "gradcam", "sobel"), True, 6)]
+    charts = [c for c in at.get("plotly_chart") if json.loads(c.proto.spec)["data"][0].get("type") == "heatmap"]
+    assert len(charts) == 2
+    names = {"Vanilla gradient", "Grad-CAM", "Sobel edges (control)"}
+    assert all(set(json.loads(chart.proto.spec)["data"][0]["x"]) == names for chart in charts)
+    # the rerun finds every row cached: one drawing, keyed, and nothing computed again
+    draws.clear()
+    at.run()
+    assert not at.exception and draws == [(("vanilla", "gradcam", "sobel"), True, 6)]

@@ -178,6 +178,45 @@ def test_scorecam_skips_constant_channels_and_says_so():
     assert torch.isfinite(result.attribution).all()
 
 
+class Doubled(nn.Module):
+    """Layer channels 4..7 are channels 0..3 times 2 (exact in floating point): the same masks up to scale."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.layer = nn.Identity()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        maps = torch.tanh(self.conv(x))
+        return self.fc(self.layer(torch.cat([maps, 2 * maps], dim=1)).mean(dim=(2, 3)))
+
+
+def test_scorecam_runs_one_pass_for_channels_with_the_same_mask():
+    """A channel that is another scaled and shifted has the same min-max mask, so the same score: it is scored
+    once, and the map is still the oracle's (which runs every channel)."""
+    from explainers.layers import cached_catalogue
+
+    model = Doubled().eval()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 16, 16)
+    cached_catalogue(model, x.shape)  # the layer measurement's dummy forward happens before counting
+    forwarded = []
+    handle = model.register_forward_hook(lambda module, args, output: forwarded.append(len(args[0])))
+    try:
+        ours = explain(model, x, "scorecam", target=1, layer="layer", batch_size=64)
+    finally:
+        handle.remove()
+    assert ours.extras["shared_mask_channels"] == 8  # 4 per image
+    assert sum(forwarded) == 2 * (1 + 4)  # the capture, then 4 masked passes per image instead of 8
+    for row in range(2):
+        theirs = _oracle("scorecam", model, model.layer, x[row : row + 1], 1)
+        mine = _same_pipeline(ours.layer_attribution[row : row + 1], x.shape[-1])
+        assert np.abs(mine - theirs).max() <= 1e-3
+        assert np.abs(mine).max() > 0.5
+
+
 class WideHead(nn.Module):
     """A 16-channel stem and a 1280-channel last layer (the default layer; EfficientNet's head width), small
     enough that Score-CAM's 1281 passes take a moment. No ReLU after the wide layer, so no channel is constant."""

@@ -27,7 +27,7 @@ from torchvision.models.resnet import BasicBlock
 import explainers
 from explainers import METHODS, ParameterError, SaliencyError, explain
 from explainers.baselines import sample_baselines
-from explainers.methods.deeplift import SHAP_DRAWS, uncovered_modules
+from explainers.methods.deeplift import SHAP_DRAWS, _secant, uncovered_modules
 from explainers.models.user import ScriptedClassifier
 
 from ...conftest import sample_path
@@ -209,6 +209,25 @@ def test_chained_activations_take_the_secant_of_their_composition():
     assert torch.allclose(result, (x - reference).double()[0] * multiplier, atol=1e-5)
 
 
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.ReLU6(), nn.Hardtanh(-1.0, 2.0), nn.Threshold(0.5, -2.0),
+                                        nn.Hardshrink(0.5)], ids=lambda m: type(m).__name__)
+def test_a_copying_activation_takes_its_derivative_exactly_where_the_step_is_nil(activation):
+    """The secant (f(x) − f(x′))/(x − x′) where the inputs differ, PyTorch's f′(x) where they are equal, kinks and
+    bounds included (ReLU′(0) = 0, 0 at a Hardtanh's bounds), written out elementwise against the rule's own."""
+    kinks = torch.tensor([-7.0, -2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0, 5.9, 6.0, 7.0])
+    x_in = torch.cat([kinks, kinks, torch.linspace(-8, 8, 12)]).view(1, 3, 12)
+    x_ref = torch.cat([kinks, kinks + 0.3, torch.linspace(8, -8, 12)]).view(1, 3, 12)  # the first third nil
+    with torch.no_grad():
+        y_in, y_ref = activation(x_in), activation(x_ref)
+        slope = _secant(activation, x_in, x_ref, y_in, y_ref)
+        leaf = x_in.clone().requires_grad_(True)
+    with torch.enable_grad():
+        derivative = torch.autograd.grad(activation(leaf).sum(), leaf)[0]
+    expected = torch.where(x_in == x_ref, derivative, (y_in - y_ref) / (x_in - x_ref))
+    assert torch.equal(slope, expected)
+    assert set(slope[0, 0].tolist()) == {0.0, 1.0}  # the nil steps meet both sides of the kinks
+
+
 class Mixed(nn.Module):
     """Every activation family with a rule, a residual add, average and max pools (overlapping, adaptive)."""
 
@@ -293,7 +312,47 @@ def test_targets_share_one_forward_per_pass():
             "deeplift": {"baseline": "zero"}})
     finally:
         handle.remove()
-    assert rows == [4]  # one pass of both images and their baselines; three backward passes
+    assert rows == [2, 2]  # the baselines' forward, the images' forward; three backward passes of the images
+
+
+class _WritesIntoAnActivation(nn.Module):
+    """small_convnet's function, but its forward multiplies a ReLU's output by 1 in place (``touch``): the values
+    stay, the tensor's version moves."""
+
+    def __init__(self, touch: bool):
+        super().__init__()
+        self.net, self.touch = small_convnet(), touch
+
+    def forward(self, x):
+        features = self.net.features
+        h = features[2](features[1](features[0](x)))
+        if self.touch:
+            h.mul_(1.0)
+        return self.net.fc(self.net.pool(features[3:](h)).flatten(1))
+
+
+def test_a_network_that_writes_into_a_kept_activation_runs_as_one_batch_with_the_same_map():
+    """The baselines' pass keeps each activation's tensors for the inputs' pass; a network that writes into one in
+    place makes that pairing unsafe, and the call falls back to one batch [inputs; baselines]."""
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(14))
+    plain, touching = _WritesIntoAnActivation(False).eval(), _WritesIntoAnActivation(True).eval()
+    assert isinstance(plain.net.features[2], nn.ReLU) and plain.net.fc.in_features == touching.net.fc.in_features
+    rows = {}
+    handles = [m.register_forward_hook(lambda module, args, output, m=m: rows.setdefault(m, []).append(len(args[0])))
+               for m in (plain, touching)]
+    try:
+        split = explain(plain, x, "deeplift", target=1, baseline="blur", batch_size=4)
+        joint = explain(touching, x, "deeplift", target=1, baseline="blur", batch_size=4)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert rows[plain] == [2, 2, 1, 1]  # pairs 0-1, then pair 2: baselines' pass, inputs' pass
+    # the baselines' pass, then the inputs' pass stops at the touched activation (the model's own hook never
+    # fires) and is redone as one batch [inputs; baselines], as every pass after it
+    assert rows[touching] == [2, 4, 2]
+    assert relative_max_difference(joint.attribution, split.attribution) <= 1e-5
+    assert abs(float(joint.extras["completeness_relative"][0])) <= 1e-4
+    assert hook_counts(touching) == 0
 
 
 def test_seeded_draws():
@@ -310,12 +369,12 @@ def test_seeded_draws():
 def test_cost_progress_cancel_and_hooks():
     model = small_convnet()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(12))
-    assert METHODS["deeplift"].passes() == (2, 2)
-    assert METHODS["deeplift_shap"].passes({"n_baselines": 5}) == (10, 10)
+    assert METHODS["deeplift"].passes() == (2, 1)  # the backward runs over the inputs' rows only
+    assert METHODS["deeplift_shap"].passes({"n_baselines": 5}) == (10, 5)
     seen = []
     explain(model, x, "deeplift_shap", target=0, n_baselines=3, batch_size=4,
             progress=lambda done, total: seen.append((done, total)))
-    assert seen[-1] == (12, 12) and len(seen) == 3
+    assert seen[-1] == (6, 6) and len(seen) == 3  # a unit per pair (one backward row each), two pairs a batch
     assert_cancel_stops_cleanly(model, x, "deeplift_shap", n_baselines=24, distribution="blur")  # > 2 batches
     before = snapshot(model)
     in_place = [m for m in model.modules() if getattr(m, "inplace", False)]
@@ -334,7 +393,7 @@ def test_smoothgrad_can_wrap_deeplift():
     smoothed = explain(model, x, "smoothgrad", target=3, base="deeplift", baseline="blur", n_samples=2,
                        noise_level=0.0).attribution
     assert torch.allclose(smoothed, plain, atol=1e-6)
-    assert METHODS["smoothgrad"].passes({"base": "deeplift", "n_samples": 4}) == (9, 8)
+    assert METHODS["smoothgrad"].passes({"base": "deeplift", "n_samples": 4}) == (9, 4)
 
 
 def test_models_it_cannot_run_on_say_why():

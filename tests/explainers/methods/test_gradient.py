@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import explainers
-from explainers import Cancelled, ParameterError, TargetError, explain
+from explainers import Cancelled, ParameterError, TargetError, explain, explain_many
+from explainers.hooks import BackwardRule, rectified_backward
 
 from ..helpers import assert_untouched, hook_counts, small_convnet, snapshot
 
@@ -333,6 +334,104 @@ def test_guided_backprop_on_relu6_passes_only_positive_gradients_inside_0_6():
     deconv = explain(model, x, "deconvnet", target=1).attribution
     assert torch.allclose(deconv.flatten(1), (upstream.expand(2, -1)) @ first.weight.detach(), atol=1e-5)
     assert hook_counts(model) == 0
+
+
+class _ReferenceRule(torch.autograd.Function):
+    """The rules written out on their own: clamp to [low, high]; backward relu(g) · [low < x < high] (guided),
+    relu(g) (deconvnet) or g · [low < x < high] (none)."""
+
+    @staticmethod
+    def forward(ctx, x, low, high, rule):
+        ctx.rule = rule
+        ctx.save_for_backward(((x > low) & (x < high)).to(x.dtype))
+        return x.clamp(min=low, max=high)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        if ctx.rule is None:
+            return grad * inside, None, None, None
+        if ctx.rule == "guided":
+            return grad.clamp(min=0) * inside, None, None, None
+        return grad.clamp(min=0), None, None, None
+
+
+class _OwnForwardReLU(nn.ReLU):
+    def forward(self, x):
+        return torch.maximum(x, torch.zeros_like(x))
+
+
+class _EveryKindOfReLU(nn.Module):
+    """In-place ReLU used twice (as a torchvision ResNet block does), in-place ReLU6 with inputs above 6, an in-place
+    ReLU on a view, a plain ReLU and a subclass with its own forward; ``rule`` set: every activation is the
+    reference rule instead."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(7)
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1), \
+            nn.Conv2d(6, 6, 1)
+        self.bn = nn.BatchNorm2d(6).eval()
+        self.relu, self.relu6, self.on_view = nn.ReLU(inplace=True), nn.ReLU6(inplace=True), nn.ReLU(inplace=True)
+        self.plain, self.own = nn.ReLU(), _OwnForwardReLU()
+        self.fc = nn.Linear(6, 4)
+        with torch.no_grad():
+            self.conv2.weight.mul_(20)  # some ReLU6 inputs above 6
+        self.rule = None
+
+    def act(self, module, x, low=0.0, high=float("inf")):
+        return module(x) if self.rule is None else _ReferenceRule.apply(x, low, high, self.rule[0])
+
+    def forward(self, x):
+        h = self.act(self.relu, self.bn(self.conv1(x)))
+        h = self.act(self.relu6, self.conv2(h), high=6.0)
+        g = self.conv3(h)
+        g = torch.cat([self.act(self.on_view, g[:, :3]), g[:, 3:]], dim=1)
+        h = self.act(self.relu, g + h)
+        h = self.act(self.own, self.act(self.plain, self.conv3(h) - 0.1))
+        return self.fc(h.mean((2, 3)))
+
+
+def _reference_gradient(model, x, target, rule):
+    model.rule = (rule,)
+    try:
+        x = x.detach().requires_grad_(True)
+        return torch.autograd.grad(model(x)[:, target].sum(), x)[0]
+    finally:
+        model.rule = None
+
+
+@pytest.mark.parametrize("method, rule", [("guided_backprop", "guided"), ("deconvnet", "deconvnet")])
+def test_rectified_methods_equal_the_rule_written_out_on_every_kind_of_relu(method, rule):
+    model = _EveryKindOfReLU().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert (model.conv2(model.relu(model.bn(model.conv1(x)))) > 6).any()
+    expected = _reference_gradient(model, x, 1, rule)
+    assert torch.allclose(explain(model, x, method, target=1).attribution, expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(expected, _reference_gradient(model, x, 1, None), atol=1e-3)  # the rule matters
+    assert hook_counts(model) == 0
+
+
+def test_the_shared_pass_gives_each_rule_and_the_plain_gradient_from_one_forward():
+    model = _EveryKindOfReLU().eval()
+    x = torch.randn(2, 3, 8, 8)
+    maps = explain_many(model, x, ["vanilla", "guided_backprop", "deconvnet"], [1, 3])
+    for target in (1, 3):
+        for method, rule in (("vanilla", None), ("guided_backprop", "guided"), ("deconvnet", "deconvnet")):
+            expected = _reference_gradient(model, x, target, rule)
+            assert torch.allclose(maps[(method, target)].attribution, expected, atol=1e-6, rtol=1e-5), (method, target)
+    assert hook_counts(model) == 0
+
+
+def test_a_graph_kept_past_the_rectified_block_back_propagates_plainly():
+    model = _EveryKindOfReLU().eval()
+    x = torch.randn(1, 3, 8, 8, requires_grad=True)
+    with rectified_backward(model, BackwardRule("deconvnet")) as count:
+        score = model(x)[0, 2]
+    assert count == 5
+    kept = torch.autograd.grad(score, x)[0]
+    assert torch.allclose(kept, _reference_gradient(model, x, 2, None), atol=1e-6, rtol=1e-5)
 
 
 def test_guided_backprop_without_relu_modules_is_a_clear_error(linear):

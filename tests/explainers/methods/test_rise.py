@@ -23,18 +23,37 @@ class BoxModel(nn.Module):
         return torch.stack([score, torch.zeros_like(score)], dim=1)
 
 
+class Tally:
+    """Calls and the largest batch seen, one record shared with every copy of the model that holds it (the
+    forward-only methods run on a folded copy, explainers.folding)."""
+
+    def __init__(self):
+        self.largest = 0
+        self.calls = 0
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 class MaxBatch(nn.Module):
-    """Wraps a model and records the largest batch it is given."""
+    """Wraps a model and records the largest batch it, or a copy of it, is given."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
-        self.largest = 0
-        self.calls = 0
+        self.tally = Tally()
+
+    @property
+    def largest(self):
+        return self.tally.largest
+
+    @property
+    def calls(self):
+        return self.tally.calls
 
     def forward(self, x):
-        self.largest = max(self.largest, len(x))
-        self.calls += 1
+        self.tally.largest = max(self.tally.largest, len(x))
+        self.tally.calls += 1
         return self.model(x)
 
 

@@ -18,8 +18,9 @@ from explainers.trust.benchmark import (
 
 
 def test_occlusion_window_and_stride_scale_with_the_input():
-    assert method_params("occlusion", 224) == {"window": 32, "stride": 16, "baseline": "zero"}
-    assert method_params("occlusion", 32) == {"window": 5, "stride": 2, "baseline": "zero"}
+    same = {"baseline": "zero", "precision": "float32"}  # the rest of occlusion's defaults, untouched
+    assert method_params("occlusion", 224) == {"window": 32, "stride": 16, **same}
+    assert method_params("occlusion", 32) == {"window": 5, "stride": 2, **same}
     assert method_params("occlusion", 32, {"stride": 3})["stride"] == 3  # what the caller gives wins
     assert method_params("gradcam", 32) == {"relu": True}
 

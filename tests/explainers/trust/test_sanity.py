@@ -157,16 +157,89 @@ def test_run_sanity_progress_covers_every_check_and_never_goes_back():
     assert report.input_invariance is not None
     done = [d for d, _ in seen]
     assert done == sorted(done) and all(d <= t for d, t in seen)
-    cascade = 2 * 2  # 2 steps (original + 1) x 2 rows x 1 vanilla pass
+    # the model's own maps for the target are computed once, by the random-logit test (first): the cascade's step
+    # 0 and input invariance's unshifted maps are those, and run no passes of their own
     logit = 2  # 2 rows, one pass each: the 3 classes share it (a backward each)
-    invariance = 2 * 2  # the original and the shifted copy
+    cascade = 1 * 2  # 1 randomised step x 2 rows x 1 vanilla pass
+    invariance = 2  # the shifted copy
     totals = list(dict.fromkeys(t for _, t in seen))
-    assert totals == [cascade, cascade + logit, cascade + logit + invariance]
+    assert totals == [logit, logit + cascade, logit + cascade + invariance]
     assert seen[-1] == (totals[-1], totals[-1])
     # each check stops when asked: cancelling inside the last check still raises Cancelled
     with pytest.raises(Cancelled):
         sanity.run_sanity(model, inputs, ["vanilla"], steps=1, random_classes_count=2, shift=0.5,
                           progress=lambda done, total: done < seen[-1][1] - 1)
+
+
+def _values(table) -> list:
+    """Every similarity value of a nested list/dict of {metric: Similarity}, flattened (NaN for undefined)."""
+    if isinstance(table, similarity.Similarity):
+        return [np.nan if table.value is None else table.value]
+    items = table.values() if isinstance(table, dict) else table
+    return [v for item in items for v in _values(item)]
+
+
+def test_run_sanity_computes_the_models_own_maps_once_and_equals_each_check_alone():
+    """The target's maps on the model are computed once (with the random-logit test's other classes) and taken by
+    the cascade's step 0, input invariance and data randomisation: the report equals the checks run one by one, to
+    float rounding, with fewer forward passes of the model itself."""
+    model, other = small_convnet(3), small_convnet(5)
+    inputs = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    methods = ["vanilla", ("smoothgrad", {"n_samples": 3}), "gradcam",
+               ("integrated_gradients", {"n_steps": 4, "baseline": "zero"})]
+    forwards = []
+    handle = model.register_forward_hook(lambda module, args, output: forwards.append(module is model))
+    try:
+        report = sanity.run_sanity(model, inputs, methods, steps=2, random_classes_count=2, shift=0.5,
+                                   randomised=other)
+        together = sum(forwards)
+        forwards.clear()
+        cascade = sanity.model_randomisation(model, inputs, methods, steps=2)
+        logit = sanity.random_logit(model, inputs, methods, classes=2)
+        invariance = sanity.input_invariance(model, inputs, methods, shift=0.5)
+        data = sanity.data_randomisation(model, other, inputs, methods)
+        alone = sum(forwards)  # forwards of the model itself (its copies are other modules)
+    finally:
+        handle.remove()
+    assert together < alone
+    for key in cascade.methods:
+        np.testing.assert_allclose(_values(report.cascade.methods[key].similarity),
+                                   _values(cascade.methods[key].similarity), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(report.cascade.methods[key].thumbnails, cascade.methods[key].thumbnails,
+                                   rtol=1e-5, atol=1e-7)
+    assert [s.top1.tolist() for s in report.cascade.steps] == [s.top1.tolist() for s in cascade.steps]
+    np.testing.assert_allclose(_values(report.random_logit.methods), _values(logit.methods), rtol=0, atol=1e-6)
+    for key in invariance.similarity:
+        np.testing.assert_allclose(report.input_invariance.relative_change[key], invariance.relative_change[key],
+                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(_values(report.input_invariance.similarity[key]),
+                                   _values(invariance.similarity[key]), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(_values(report.data_randomisation.methods), _values(data.methods), rtol=0, atol=1e-6)
+
+
+def test_checks_reuse_maps_only_for_the_same_computation():
+    """A check takes another's maps only when they are the same computation: another seed, batch size, target
+    or parameter set is computed afresh."""
+    model = small_convnet(3)
+    inputs = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    methods = ["vanilla", ("smoothgrad", {"n_samples": 3})]
+    tracker = explainers.batching.Progress(1)
+    plans = sanity._plans(sanity.method_specs(methods), model)
+    runner = sanity._Runner(model, None, inputs, plans, None, 4, 42, tracker)
+    target, _ = sanity._resolve_target(model, None, inputs, None, "logit", 4)
+    results, logits = runner.run(model, (target,))
+    known = runner.original(model, target, results, logits)
+    assert set(known.maps_for(runner, model, (target,), inputs)) == {"vanilla", "smoothgrad"}
+    other_class = type(target)((target.classes + 1) % 10, target.objective, 9)
+    assert known.maps_for(runner, model, (other_class,), inputs) == {}
+    assert known.maps_for(runner, deepcopy(model), (target,), inputs) == {}
+    assert known.maps_for(runner, model, (target,), inputs + 1) == {}
+    for changed in (sanity._Runner(model, None, inputs, plans, None, 4, 7, tracker),
+                    sanity._Runner(model, None, inputs, plans, None, 2, 42, tracker)):
+        assert known.maps_for(changed, model, (target,), inputs) == {}
+    noisier = sanity._plans(sanity.method_specs(["vanilla", ("smoothgrad", {"n_samples": 5})]), model)
+    assert set(known.maps_for(sanity._Runner(model, None, inputs, noisier, None, 4, 42, tracker), model,
+                              (target,), inputs)) == {"vanilla"}
 
 
 class _ZeroingLinear(nn.Linear):

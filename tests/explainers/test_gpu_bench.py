@@ -1,0 +1,95 @@
+"""bench/gpu.py --quick runs end to end on a CPU: every model × method cell has ours timed or says why not, the
+medians, interquartile ranges and memory parse, and where a peer ran, ours and the peer give the same map (so a
+wrong map of ours, or a wrong call of the peer's, fails here). It checks the benchmark, not the speed."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+METHODS = ("vanilla", "gradcam", "scorecam", "integrated_gradients", "smoothgrad", "lrp", "kernel_shap")
+MODELS = ("tiny", "tiny_vit")
+
+pytestmark = pytest.mark.slow
+
+for oracle in ("captum", "pytorch_grad_cam"):
+    if importlib.util.find_spec(oracle) is None:
+        pytest.skip(f"{oracle} (a test-only oracle, requirements-dev.txt) is not installed", allow_module_level=True)
+
+
+def _table(markdown: str, heading: str) -> list[dict[str, str]]:
+    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = []
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        assert len(cells) == len(header), line
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("gpu")
+    completed = subprocess.run([sys.executable, "bench/gpu.py", "--quick", "--out", str(out)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    written = list(out.glob("gpu-cpu-*.md"))
+    assert len(written) == 1, written
+    return written[0].read_text()
+
+
+def test_header_names_the_device_and_the_runs(report):
+    assert report.startswith("# Latency per model and method on CPU")
+    for needle in ("torch threads", "captum", "grad-cam", "torchcam", "zennit", "runs per cell", "--quick"):
+        assert needle in report, needle
+
+
+def test_every_cell_is_timed_or_says_why(report):
+    rows = _table(report, "Every cell")
+    for model in MODELS:
+        for method in METHODS:
+            ours = [r for r in rows if (r["model"], r["method"], r["library"]) == (model, method, "ours")]
+            assert len(ours) == 1, (model, method)
+            (ours,) = ours
+            if ours["median (ms)"] == "—":
+                assert ours["settings or reason"].startswith("refused: "), ours
+                continue
+            assert float(ours["median (ms)"]) > 0 and float(ours["IQR (ms)"]) >= 0, ours
+            assert float(ours["forward excluded (ms)"]) < float(ours["median (ms)"]), ours
+            assert float(ours["peak memory (MiB)"]) >= 0 and int(ours["runs"]) >= 1, ours
+    # on the tiny CNN every method runs, and each has at least one peer that ran beside it
+    for method in METHODS:
+        peers = [r for r in rows if r["model"] == "tiny" and r["method"] == method and r["library"] != "ours"]
+        assert any(r["median (ms)"] != "—" for r in peers), method
+    for row in rows:
+        if row["library"] != "ours" and row["median (ms)"] == "—":
+            assert row["settings or reason"], row  # a peer that did not run says why
+
+
+def test_ours_and_the_peer_give_the_same_map(report):
+    compared = [r for r in _table(report, "Every cell") if r["library"] != "ours" and r["median (ms)"] != "—"]
+    assert len(compared) >= len(METHODS)
+    for row in compared:
+        assert float(row["ours/this"]) > 0 and float(row["median (ms)"]) > 0, row
+        assert float(row["IQR (ms)"]) >= 0 and float(row["peak memory (MiB)"]) >= 0, row
+        assert row["same map?"] == "yes" or row["same map?"].startswith("no (expected"), row
+
+
+def test_grids_and_the_first_grad_cam_line(report):
+    grid = _table(report, "Ours: median ms per call, forward included / excluded (IQR)")
+    assert [row["model"] for row in grid] == list(MODELS)
+    for row in grid:
+        for method in METHODS:
+            cell = row[method]
+            assert re.fullmatch(r"[\d.]+ / -?[\d.]+ \(IQR [\d.]+\)", cell) or cell.startswith("— ("), cell
+    first = _table(report, "First Grad-CAM map after a warm forward (goal < 10 ms on a GPU)")
+    assert [row["model"] for row in first] == list(MODELS)
+    assert all(float(row["first Grad-CAM (ms)"]) > 0 for row in first)
