@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from pathlib import Path
 
@@ -278,3 +279,24 @@ def export_onnx(model: nn.Module, path: Path, size: int) -> Path:
         torch.onnx.export(model.eval(), (torch.zeros(1, 3, size, size),), str(path), dynamo=False,
                           input_names=["image"], output_names=["logits"])
     return path
+
+
+def markdown_tables(markdown: str) -> dict[str, list[dict[str, str]]]:
+    """Every markdown table of a benchmark report under its '## ' heading, as rows of {column: cell}; a cell may
+    hold an escaped pipe (\\|), and every row must have the header's number of cells."""
+    tables: dict[str, list[dict[str, str]]] = {}
+    heading, lines = None, []
+    for line in [*markdown.splitlines(), "## end"]:
+        if line.startswith("## "):
+            if heading is not None and lines:
+                header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+                rows = []
+                for row in lines[2:]:
+                    cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip()[1:-1])]
+                    assert len(cells) == len(header), row
+                    rows.append(dict(zip(header, cells, strict=True)))
+                tables[heading] = rows
+            heading, lines = line[3:].strip(), []
+        elif line.startswith("|"):
+            lines.append(line)
+    return tables

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import markdown_tables
+
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("vanilla", "gradcam", "scorecam", "integrated_gradients", "smoothgrad", "lrp", "kernel_shap")
 MODELS = ("tiny", "tiny_vit")
@@ -21,18 +23,6 @@ pytestmark = pytest.mark.slow
 for oracle in ("captum", "pytorch_grad_cam"):
     if importlib.util.find_spec(oracle) is None:
         pytest.skip(f"{oracle} (a test-only oracle, requirements-dev.txt) is not installed", allow_module_level=True)
-
-
-def _table(markdown: str, heading: str) -> list[dict[str, str]]:
-    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    rows = []
-    for line in lines[2:]:
-        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
-        assert len(cells) == len(header), line
-        rows.append(dict(zip(header, cells)))
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def test_header_names_the_device_and_the_runs(report):
 
 
 def test_every_cell_is_timed_or_says_why(report):
-    rows = _table(report, "Every cell")
+    rows = markdown_tables(report)["Every cell"]
     for model in MODELS:
         for method in METHODS:
             ours = [r for r in rows if (r["model"], r["method"], r["library"]) == (model, method, "ours")]
@@ -75,7 +65,7 @@ def test_every_cell_is_timed_or_says_why(report):
 
 
 def test_ours_and_the_peer_give_the_same_map(report):
-    compared = [r for r in _table(report, "Every cell") if r["library"] != "ours" and r["median (ms)"] != "—"]
+    compared = [r for r in markdown_tables(report)["Every cell"] if r["library"] != "ours" and r["median (ms)"] != "—"]
     assert len(compared) >= len(METHODS)
     for row in compared:
         assert float(row["ours/this"]) > 0 and float(row["median (ms)"]) > 0, row
@@ -84,12 +74,12 @@ def test_ours_and_the_peer_give_the_same_map(report):
 
 
 def test_grids_and_the_first_grad_cam_line(report):
-    grid = _table(report, "Ours: median ms per call, forward included / excluded (IQR)")
+    grid = markdown_tables(report)["Ours: median ms per call, forward included / excluded (IQR)"]
     assert [row["model"] for row in grid] == list(MODELS)
     for row in grid:
         for method in METHODS:
             cell = row[method]
             assert re.fullmatch(r"[\d.]+ / -?[\d.]+ \(IQR [\d.]+\)", cell) or cell.startswith("— ("), cell
-    first = _table(report, "First Grad-CAM map after a warm forward (goal < 10 ms on a GPU)")
+    first = markdown_tables(report)["First Grad-CAM map after a warm forward (goal < 10 ms on a GPU)"]
     assert [row["model"] for row in first] == list(MODELS)
     assert all(float(row["first Grad-CAM (ms)"]) > 0 for row in first)

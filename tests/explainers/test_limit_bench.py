@@ -14,6 +14,8 @@ import torch
 import torchvision
 from torch import nn
 
+from .helpers import markdown_tables
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,21 +25,6 @@ def limit(monkeypatch):
     import limit
 
     return limit
-
-
-def _tables(markdown: str) -> dict[str, list[dict[str, str]]]:
-    """Every markdown table under its '## ' heading, as rows of {column: cell}."""
-    tables, heading, lines = {}, None, []
-    for line in [*markdown.splitlines(), "## end"]:
-        if line.startswith("## "):
-            if heading is not None and lines:
-                header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-                tables[heading] = [dict(zip(header, (cell.strip() for cell in row.strip("|").split("|"))))
-                                   for row in lines[2:]]
-            heading, lines = line[3:], []
-        elif line.startswith("|"):
-            lines.append(line)
-    return tables
 
 
 def test_folding_batchnorm_keeps_the_outputs_and_folds_every_pair(limit):
@@ -102,7 +89,7 @@ def test_quick_run_writes_a_consistent_limit_table(tmp_path):
     text = written[0].read_text()
     for needle in ("torch threads", "load average at start", "--quick", "BN folded"):
         assert needle in text, needle
-    tables = _tables(text)
+    tables = markdown_tables(text)
     summary, variants = tables["Limit"], tables["Every variant"]
     assert [row["model"] for row in summary] == ["tiny"]
     for row in summary:

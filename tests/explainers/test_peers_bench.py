@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import markdown_tables
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
@@ -19,17 +21,6 @@ pytestmark = pytest.mark.slow
 for oracle in ("captum", "pytorch_grad_cam"):
     if importlib.util.find_spec(oracle) is None:
         pytest.skip(f"{oracle} (a test-only oracle, requirements-dev.txt) is not installed", allow_module_level=True)
-
-
-def _rows(markdown: str) -> list[dict[str, str]]:
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    rows = []
-    for line in lines[2:]:
-        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
-        assert len(cells) == len(header), line
-        rows.append(dict(zip(header, cells)))
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +32,7 @@ def report(tmp_path_factory) -> tuple[str, list[dict[str, str]]]:
     written = list(out.glob("peers-cpu-*.md"))
     assert len(written) == 1, written
     text = written[0].read_text()
-    return text, _rows(text.split("\n## Results\n", 1)[1].split("\n## ", 1)[0])
+    return text, markdown_tables(text)["Results"]
 
 
 def test_header_names_machine_versions_and_command(report):
@@ -101,8 +92,7 @@ def test_ours_and_the_peer_give_the_same_map(report):
 
 def _limit_rates(text: str) -> dict[str, tuple[float, float]]:
     """{model: (forward, backward) seconds per row} from the report's limit table."""
-    section = text.split("## The machine's limit", 1)[1].split("\n## ", 1)[0]
-    rows = _rows("\n".join(line for line in section.splitlines() if line.startswith("|")))
+    rows = next(rows for heading, rows in markdown_tables(text).items() if heading.startswith("The machine's limit"))
     return {row["model"]: (float(row["forward (ms/row)"]) / 1e3, float(row["backward (ms/row)"]) / 1e3)
             for row in rows}
 
