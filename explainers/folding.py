@@ -378,7 +378,8 @@ def forward_model(model: nn.Module, sample: torch.Tensor, rows: int, keep: tuple
         return twin if twin is not None else model
     if rows < MIN_ROWS and precision == FLOAT32:
         return model
-    twin = folded_copy(model, sample, keep, precision)
+    with torch.inference_mode(False):  # the copy's tensors must be ordinary ones, whatever the caller's mode
+        twin = folded_copy(model, sample, keep, precision)
     if twin is None and precision == BFLOAT16:
         raise ParameterError("precision 'bfloat16' needs a copy of the model in bfloat16, and this model cannot be "
                              "copied (TorchScript, hooks on its modules, or a copy that does not reproduce it); use "
@@ -391,12 +392,7 @@ def forward_model(model: nn.Module, sample: torch.Tensor, rows: int, keep: tuple
 def counterpart(model: nn.Module, twin: nn.Module, module: nn.Module) -> nn.Module:
     """``twin``'s module at the path where ``model`` holds ``module`` (``module`` itself where ``twin`` is the
     model)."""
-    if twin is model:
-        return module
-    for name, candidate in model.named_modules():
-        if candidate is module:
-            return twin.get_submodule(name)
-    raise ValueError("the module is not part of the model")
+    return module if twin is model else twin.get_submodule(module_name(model, module))
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:

@@ -195,8 +195,9 @@ def test_a_bfloat16_copy_answers_in_float32_close_to_the_model(images, monkeypat
 
 
 @pytest.mark.parametrize("method, params", [
-    ("scorecam", {}),
-    ("ablationcam", {}),
+    ("scorecam", {"layer": "layer"}),
+    ("ablationcam", {"layer": "layer"}),
+    ("ablationcam", {"layer": "layer.bn2"}),  # the hooked layer is a BatchNorm: kept, its pair left unfolded
     ("occlusion", {"window": 8, "stride": 4}),
     ("rise", {"n_masks": 80, "grid": 3}),
     ("kernel_shap", {"n_samples": 40, "segmentation": "grid", "n_segments": 9}),
@@ -204,13 +205,12 @@ def test_a_bfloat16_copy_answers_in_float32_close_to_the_model(images, monkeypat
 ])
 def test_methods_give_the_maps_of_the_model_itself(images, monkeypatch, method, params):
     model = calibrated(TinyResNet())
-    layer = {"layer": "layer"} if method in ("scorecam", "ablationcam") else {}
     monkeypatch.setattr(folding, "MIN_ROWS", 0)
-    folded = explain(model, images, method, target=1, seed=3, **layer, **params).attribution
+    folded = explain(model, images, method, target=1, seed=3, **params).attribution
     assert folding.KEPT_COPIES.entries, "the call should have run on a folded copy"
     monkeypatch.setattr(folding, "MIN_ROWS", 10**9)
     folding.KEPT_COPIES.clear()
-    plain = explain(model, images, method, target=1, seed=3, **layer, **params).attribution
+    plain = explain(model, images, method, target=1, seed=3, **params).attribution
     assert not folding.KEPT_COPIES.entries
     assert relative_max_difference(folded, plain) < 1e-4
 
