@@ -94,11 +94,12 @@ class _OpBytes(TorchDispatchMode):
     """Records, per aten op, the bytes of its tensor inputs and outputs that are not the model's own
     (parameters, buffers): what one pass must hold at once while that op runs."""
 
-    def __init__(self, own: set[int]):
+    def __init__(self, own: set[int], active: bool = True):
         super().__init__()
         self.own = own
         self.peak = 0
         self.largest = 0  # the largest single tensor an op made
+        self.active = active  # off until the part of the pass being measured begins
 
     def _bytes(self, values) -> int:
         total, seen = 0, set()
@@ -113,6 +114,8 @@ class _OpBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if not self.active:
+            return out
         flat_in = torch.utils._pytree.tree_leaves((args, kwargs or {}))
         flat_out = torch.utils._pytree.tree_leaves(out)
         self.peak = max(self.peak, self._bytes(flat_in + flat_out))
@@ -120,17 +123,24 @@ class _OpBytes(TorchDispatchMode):
         return out
 
 
-def _measure_row_bytes(model: nn.Module, row: torch.Tensor, forward_only: bool) -> tuple[int, int]:
+def _measure_row_bytes(model: nn.Module, row: torch.Tensor, forward_only: bool,
+                       after: nn.Module | None = None) -> tuple[int, int]:
     """(bytes one row of ``row``'s shape needs in one pass, the largest tensor one op makes for it): the working
     set is the largest of any op (times WORKING_SET_MARGIN), plus, with autograd, every tensor the graph saves for
     the backward and its gradient; the backward's gradients mirror the forward's tensors, so the forward has the
     largest."""
     own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    recorder = _OpBytes(own)
+    recorder = _OpBytes(own, active=after is None or not forward_only)
     row = torch.zeros_like(row)
     if forward_only:
-        with torch.inference_mode(), recorder:
-            model(row)
+        handle = None if after is None else after.register_forward_hook(
+            lambda module, args, output: setattr(recorder, "active", True))
+        try:
+            with torch.inference_mode(), recorder:
+                model(row)
+        finally:
+            if handle is not None:
+                handle.remove()
         return WORKING_SET_MARGIN * recorder.peak, recorder.largest
     saved: dict[int, int] = {}
 
@@ -149,16 +159,18 @@ def _measure_row_bytes(model: nn.Module, row: torch.Tensor, forward_only: bool) 
     return sum(saved.values()) + 2 * WORKING_SET_MARGIN * recorder.peak, recorder.largest
 
 
-def _row_costs(model: nn.Module, inputs: torch.Tensor, forward_only: bool) -> tuple[int, int]:
-    """(row_bytes, the largest tensor of a row), measured once per (model, row shape, dtype, device, kind)."""
-    key = (tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device), bool(forward_only))
+def _row_costs(model: nn.Module, inputs: torch.Tensor, forward_only: bool,
+               after: nn.Module | None = None) -> tuple[int, int]:
+    """(row_bytes, the largest tensor of a row), measured once per (model, row shape, dtype, device, kind, part)."""
+    key = (tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device), bool(forward_only),
+           None if after is None else id(after))
     with _cache_lock:
         known = _row_bytes_cache.get(model, {}).get(key)
     if known is not None:
         return known
     row = inputs[:1]
     try:
-        measured, largest = _measure_row_bytes(model, row.detach(), forward_only)
+        measured, largest = _measure_row_bytes(model, row.detach(), forward_only, after)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception:  # a model the recorder cannot follow: count the activations as input-sized copies
@@ -170,40 +182,47 @@ def _row_costs(model: nn.Module, inputs: torch.Tensor, forward_only: bool) -> tu
     return costs
 
 
-def row_bytes(model: nn.Module, inputs: torch.Tensor, forward_only: bool = False) -> int:
+def row_bytes(model: nn.Module, inputs: torch.Tensor, forward_only: bool = False,
+              after: nn.Module | None = None) -> int:
     """Measured bytes per input row of one pass of ``model`` on rows shaped like ``inputs[0]``, with autograd
     (gradient methods) or without (forward-only ones), plus what the method keeps per row. Measured once with
     one row of zeros and cached per (model, row shape, dtype, device, kind); the caller holds the model's lock
-    (explain's model_guard), so the measuring pass sees the model in eval mode."""
-    return _row_costs(model, inputs, forward_only)[0]
+    (explain's model_guard), so the measuring pass sees the model in eval mode. With ``after`` (forward-only),
+    only the part of the pass after that module's output: what a row costs that enters the model there (Ablation-
+    CAM's copies, made after its layer)."""
+    return _row_costs(model, inputs, forward_only, after)[0]
 
 
-def largest_tensor_bytes(model: nn.Module, inputs: torch.Tensor, forward_only: bool = False) -> int:
+def largest_tensor_bytes(model: nn.Module, inputs: torch.Tensor, forward_only: bool = False,
+                         after: nn.Module | None = None) -> int:
     """The largest single tensor one pass of ``model`` makes per row shaped like ``inputs[0]`` (measured with
-    :func:`row_bytes`)."""
-    return _row_costs(model, inputs, forward_only)[1]
+    :func:`row_bytes`, ``after`` as there)."""
+    return _row_costs(model, inputs, forward_only, after)[1]
 
 
-def memory_cap(device, model: nn.Module, inputs: torch.Tensor, forward_only: bool = False) -> int | None:
+def memory_cap(device, model: nn.Module, inputs: torch.Tensor, forward_only: bool = False,
+               after: nn.Module | None = None) -> int | None:
     """The most rows per pass that fit in MEMORY_SHARE of the free memory, at least 1; None if unknown."""
     free = free_memory(device)
     if free is None:
         return None
     share = MEMORY_SHARE.get(_device_type(device), MEMORY_SHARE["cpu"])
-    return max(1, int(share * free) // row_bytes(model, inputs, forward_only))
+    return max(1, int(share * free) // row_bytes(model, inputs, forward_only, after))
 
 
 def default_batch_size(device, forward_only: bool = False, *, model: nn.Module | None = None,
-                       inputs: torch.Tensor | None = None, preferred: int | None = None) -> int:
+                       inputs: torch.Tensor | None = None, preferred: int | None = None,
+                       after: nn.Module | None = None) -> int:
     """The batch size a call uses when it is given none: the fastest for this device and kind of pass
     (``preferred`` overrides it), capped so one pass of ``model`` on rows like ``inputs`` fits in a safe share
-    of the device's free memory. Without ``model`` and ``inputs`` only the speed optimum."""
+    of the device's free memory. Without ``model`` and ``inputs`` only the speed optimum. With ``after``
+    (forward-only), for rows that enter the pass after that module (see :func:`row_bytes`)."""
     size = int(preferred) if preferred is not None else preferred_batch_size(device, forward_only)
     if model is None or inputs is None:
         return max(1, size)
     if _device_type(device) == "cpu":  # no tensor the allocator would map afresh each batch
-        size = min(size, CPU_LARGEST_TENSOR // largest_tensor_bytes(model, inputs, forward_only))
-    cap = memory_cap(device, model, inputs, forward_only)
+        size = min(size, CPU_LARGEST_TENSOR // largest_tensor_bytes(model, inputs, forward_only, after))
+    cap = memory_cap(device, model, inputs, forward_only, after)
     return max(1, size if cap is None else min(size, cap))
 
 
@@ -249,10 +268,13 @@ class Batches:
     """One call's batch size: halved when a batch runs out of GPU memory, and kept halved for the rest of the call.
 
     ``requested`` is the size the call started with, ``size`` the one in use (the one that worked, once a run
-    is over); ``reduced_from`` lists every size that ran out of memory.
+    is over); ``reduced_from`` lists every size that ran out of memory; ``automatic`` whether the size was
+    chosen for the call (no one asked for it; by default, when ``size`` is None), so that a method whose rows cost
+    less than whole passes may choose its own.
     """
 
-    def __init__(self, size: int | None, device: Any = None):
+    def __init__(self, size: int | None, device: Any = None, automatic: bool | None = None):
+        self.automatic = size is None if automatic is None else bool(automatic)
         self.requested = self.size = max(1, int(size or DEFAULT_BATCH_SIZE))
         self.device = device
         self.reduced_from: list[int] = []

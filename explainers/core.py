@@ -357,10 +357,11 @@ def method_batches(model: nn.Module, inputs: torch.Tensor, batch_size: int | Non
     rows the method ever passes together (its passes per image times the images), when known; one row needs
     no choice."""
     rows_at_once = len(inputs) if rows_at_once is None else rows_at_once
-    if batch_size is None and rows_at_once <= 1:  # one row in all: the memory cap (never below 1) cannot bind,
+    automatic = batch_size is None
+    if automatic and rows_at_once <= 1:  # one row in all: the memory cap (never below 1) cannot bind,
         batch_size = preferred_batch_size(inputs.device, forward_only)  # so the free memory is not read
     size = batch_size or default_batch_size(inputs.device, forward_only=forward_only, model=model, inputs=inputs)
-    batches = Batches(size, inputs.device)
+    batches = Batches(size, inputs.device, automatic=automatic)
     if after is not None and after.reduced_from:
         batches.reduced_from = list(after.reduced_from)
         batches.size = min(batches.size, after.size)

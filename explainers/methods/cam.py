@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import forward
+from ..batching import Batches, default_batch_size, forward
 from ..core import Attribution, Call, as_logits
 from ..errors import SaliencyError
 from ..folding import FLOAT32, fast_call, precision_param
@@ -614,6 +614,10 @@ def ablationcam(call, inputs, relu=True, ratio_channels_to_ablate=1.0, precision
     per_row = run.sum(dim=1).tolist()  # the one wait: how many passes each row makes
     total = len(job_rows)
     fast = fast_call(call, inputs, total, precision, keep_layer=True)
+    # copies made after the layer cost only the part of the pass after it: where no one asked for a batch size,
+    # as many as that part allows once the model is seen to take them (measured before the hook is in place)
+    wide_size = (default_batch_size(call.device, True, model=call.model, inputs=inputs, after=call.layer_module)
+                 if call.batches.automatic and total else 0)
     channel_dim = 1 if call.layer.layout == "nchw" else -1
     ablation = _Ablation(channel_dim)
     handle = fast.layer_module.register_forward_hook(ablation)
@@ -646,13 +650,25 @@ def ablationcam(call, inputs, relu=True, ratio_channels_to_ablate=1.0, precision
                 scored = as_logits(forward(fast.model, inputs[row : row + 1].expand(stop - start, *inputs.shape[1:])))
                 return call.scores(scored, rows.cpu())
 
+        wide, decided = None, False
         for row, (begin, end) in enumerate(segments):
-            for start, stop, scores in call.batches.run(
-                end - begin, lambda start, stop, begin=begin, row=row: ablated_scores(begin + start, begin + stop, row)
-            ):
-                ablated[:, job_rows[begin + start : begin + stop], job_channels[begin + start : begin + stop]] = (
-                    scores.to(ablated.dtype))
-                call.progress.advance(stop - start)
+            done = begin
+            while done < end:
+                batches = wide or call.batches
+                for start, stop, scores in batches.run(
+                    end - done, lambda start, stop, done=done, row=row: ablated_scores(done + start, done + stop, row)
+                ):
+                    ablated[:, job_rows[done + start : done + stop], job_channels[done + start : done + stop]] = (
+                        scores.to(ablated.dtype))
+                    call.progress.advance(stop - start)
+                    if not decided:  # the first batch said whether the model takes copies after the layer
+                        decided = True
+                        if shared[0] and wide_size > call.batches.size:
+                            wide = Batches(wide_size, call.device)
+                            done += stop
+                            break
+                else:
+                    done = end
     finally:
         handle.remove()
     if n * c > total:

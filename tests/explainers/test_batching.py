@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from explainers import batching, explain
+from explainers.core import method_batches
 from explainers.hooks import model_guard
 
 from .helpers import small_convnet
@@ -64,7 +65,7 @@ def test_cuda_budget_comes_from_mem_get_info(monkeypatch, net, images):
         return 40 * 2**20, 80 * 2**30
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
-    monkeypatch.setattr(batching, "row_bytes", lambda model, inputs, forward_only=False: 2**20)
+    monkeypatch.setattr(batching, "row_bytes", lambda model, inputs, forward_only=False, after=None: 2**20)
     cuda = torch.device("cuda", 0)
     assert batching.free_memory(cuda) == 40 * 2**20
     # half of 40 MB at 1 MB a row: 20 rows, below the GPU's speed optimum of 64
@@ -123,3 +124,36 @@ def test_cpu_gradient_batches_keep_every_tensor_below_the_allocators_mapping_siz
     small = torch.zeros(1, 3, 32, 32)
     with model_guard(net):
         assert batching.default_batch_size(torch.device("cpu"), model=net, inputs=small) == batching.CPU_BATCH_SIZE
+
+
+def test_cpu_forward_batches_keep_every_tensor_below_the_allocators_mapping_size(net):
+    """The same bound for forward-only passes (a batch's largest tensor mapped afresh each pass cost Score-CAM and
+    occlusion a third of their CPU time in system time): fails if forward-only batches escape it."""
+    big = torch.zeros(1, 3, 512, 512)
+    with model_guard(net):
+        largest = batching.largest_tensor_bytes(net, big, forward_only=True)
+        size = batching.default_batch_size(torch.device("cpu"), forward_only=True, model=net, inputs=big)
+    assert largest >= 8 * 512 * 512 * 4
+    assert size == batching.CPU_LARGEST_TENSOR // largest < batching.preferred_batch_size("cpu", forward_only=True)
+
+
+def test_a_pass_entered_after_a_module_is_measured_from_there(net):
+    """Ablation-CAM's copies enter the pass after its layer: only what follows it is counted, and it is less."""
+    big = torch.zeros(1, 3, 256, 256)
+    layer = net.features[5]  # the last conv: after it only its ReLU, the pooling and the head
+    with model_guard(net):
+        whole = batching.row_bytes(net, big, True), batching.largest_tensor_bytes(net, big, True)
+        after = (batching.row_bytes(net, big, True, after=layer),
+                 batching.largest_tensor_bytes(net, big, True, after=layer))
+        size = batching.default_batch_size(torch.device("cpu"), True, model=net, inputs=big, after=layer)
+    assert after[0] < whole[0] and after[1] < whole[1]
+    assert after[1] <= 16 * 128 * 128 * 4  # the last conv's output, 16 x 128 x 128 float32, is the largest left
+    assert size > batching.default_batch_size(torch.device("cpu"), True, model=net, inputs=big)
+
+
+def test_batches_say_whether_their_size_was_chosen_or_asked_for(net, images):
+    with model_guard(net):
+        chosen = method_batches(net, images, None, True)
+        asked = method_batches(net, images, chosen.size, True)
+    assert chosen.automatic and batching.Batches(None).automatic
+    assert not asked.automatic and not batching.Batches(7).automatic

@@ -226,6 +226,33 @@ def test_ablationcam_shares_the_part_before_the_layer_only_where_the_model_allow
                                rtol=1e-4, atol=1e-4 * float(results["resnet"].layer_attribution.abs().max()))
 
 
+def test_ablationcam_copies_fill_batches_sized_for_the_part_after_the_layer(resnet, monkeypatch):
+    """Where no batch size is asked for, the first batch has the call's size (whole passes, in case the model
+    cannot share the part before the layer); once it can, the copies come as many at a time as the part after the
+    layer allows, here more than whole passes may hold. The map is the one of any batch size."""
+    from explainers import batching
+
+    x = inputs(2, 32)
+    layer = "layer2.1.conv2"
+    cached_catalogue(resnet, x.shape)
+    reference = explain(resnet, x, "ablationcam", target=3, layer=layer, batch_size=64)
+    # whole passes get 2 rows; the part after the layer has smaller tensors, so it gets more
+    monkeypatch.setattr(batching, "CPU_LARGEST_TENSOR", 2 * batching.largest_tensor_bytes(resnet, x, True))
+    batching.row_bytes(resnet, x, True, after=resnet.get_submodule(layer))  # measured (one row) before counting
+    copies = []
+    module = resnet.get_submodule("layer2.1.bn2")  # the first module after the layer: it sees every copy
+    handle = module.register_forward_pre_hook(lambda mod, args: copies.append(len(args[0])))
+    try:
+        result = explain(resnet, x, "ablationcam", target=3, layer=layer)
+    finally:
+        handle.remove()
+    assert copies[0] == 2  # the capture of both rows
+    assert result.batch_size_used == 2 and copies[1] == 2 and max(copies[2:]) > 2, copies
+    assert sum(copies[1:]) == result.extras["ablated_channels"] == 2 * 128
+    scale = float(reference.attribution.abs().max())
+    torch.testing.assert_close(result.attribution, reference.attribution, rtol=1e-5, atol=1e-6 * scale)
+
+
 @pytest.mark.parametrize("method, layer", [("ablationcam", "features.6"), ("fullgrad", None)])
 def test_batch_size_and_a_row_alone_do_not_change_the_map(vgg, method, layer):
     x = inputs(3, 32, seed=5)
