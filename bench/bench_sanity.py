@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_sanity.py [--threads 1] [--repeats 1] [--image assets/samples/cat.png]
                                            [--device cpu|cuda] [--batch-size N] [--profile [--batch-sizes 16,4]]
+                                           [--limit-budget-s 45]
 
 The issue's case (issue 8, "Benchmark"): vanilla, SmoothGrad-10, IG-16, guided backprop, Grad-CAM and Guided
 Grad-CAM on EfficientNet-Lite0, one 224x224 image; goal under 30 s on the 2-core CPU (issue 23; issue 8 asked 60 s).
@@ -15,6 +16,10 @@ timed alone on the original model, interleaved with the whole step (bench/common
 ``--profile-repeats``; what the whole step costs beyond its calls is the comparison of the maps (four similarity
 measures per map) and the thumbnails. With ``--batch-sizes`` the step is also timed at each batch size given,
 interleaved, against the default.
+
+After the cascades, the machine's limit on the model is measured (bench/limit.py, ``--limit-budget-s``): each
+step's passes at the best measured time per row of a forward and of a forward+backward give the least time the
+whole cascade can take, and the report gives ours/limit.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 
 import torch
 from common import RESULTS, ROOT, compare, setup_threads
+from limit import measure_limit
 
 from explainers import explain, get_method, load_model, open_image
 from explainers.many import shared_methods
@@ -60,6 +66,25 @@ def passes_per_step(bundle) -> dict[str, str]:
         else:
             out[spec.key] = str(passes)
     return out
+
+
+def step_limit(limit, bundle, rows: int) -> dict[str, float]:
+    """{what: seconds}: the least time each part of one cascade step can take at ``limit``'s rates (bench/limit.py's
+    measured best time per row of a forward and of a forward+backward), from the registry's passes per image. The
+    shared pass is one forward, then a plain and a guided backward, each costing a forward+backward less its
+    forward; the model-free controls cost nothing."""
+    channels = bundle.layer_entry().channels
+    parts, shared = {}, False
+    for spec in sanity.method_specs(METHODS, sanity.CONTROLS):
+        if spec.method in sanity.CONTROLS:
+            continue
+        if spec.method in shared_methods():
+            shared = True
+            continue
+        parts[spec.key] = limit.seconds(get_method(spec.method).passes(dict(spec.params), channels=channels), rows)
+    if shared:
+        parts["shared pass"] = rows * (2 * limit.backward_s_per_row - limit.forward_s_per_row)
+    return parts
 
 
 def profile_step(bundle, inputs, device, repeats: int, batch_size: int | None, batch_sizes: list[int]) -> dict:
@@ -111,6 +136,8 @@ def main() -> None:
     parser.add_argument("--profile-repeats", type=int, default=3)
     parser.add_argument("--batch-sizes", default="", help="with --profile: comma-separated batch sizes to time "
                         "the step at, against the default")
+    parser.add_argument("--limit-budget-s", type=float, default=45.0, help="seconds to measure the machine's "
+                        "limit on the model (bench/limit.py) after the cascades; 0 skips it")
     args = parser.parse_args()
     if args.threads is not None:
         os.environ["BENCH_THREADS"] = str(args.threads)
@@ -145,6 +172,11 @@ def main() -> None:
         runs.append(time.perf_counter() - started)
     load_after = os.getloadavg()
     steps = len(result.steps) - 1
+    limit = parts = None
+    if args.limit_budget_s > 0:  # after the cascades, so they run on the machine as it was when they started
+        limit = measure_limit(bundle.model, inputs, device, args.limit_budget_s)
+        parts = step_limit(limit, bundle, len(inputs))
+    cascade_limit_s = None if parts is None else sum(parts.values()) * (steps + 1)
     verdict = sanity.verdict(result)
     payload = {
         "title": "bench_sanity",
@@ -163,6 +195,11 @@ def main() -> None:
         "one_step_shared_s": shared_step_s,
         "one_step_explain_each_s": separate_step_s,
         "profile_one_step_median_s": profile,
+        "limit_per_row_s": None if limit is None else {
+            "forward": limit.forward_s_per_row, "forward_variant": limit.forward_variant,
+            "forward_backward": limit.backward_s_per_row, "forward_backward_variant": limit.backward_variant},
+        "limit_one_step_s": parts,
+        "limit_cascade_s": cascade_limit_s,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "curves_spearman_abs": {k: m.curve("spearman_abs") for k, m in result.methods.items()},
@@ -182,6 +219,12 @@ def main() -> None:
           f"{'met' if best < GOAL_S else 'MISSED'})")
     print(f"  one step: {shared_step_s:.2f} s in the cascade's runner, {separate_step_s:.2f} s through explain() "
           "method by method")
+    if parts is not None:
+        print(f"  the limit: forward {limit.forward_s_per_row * 1e3:.1f} ms/row ({limit.forward_variant}), "
+              f"forward+backward {limit.backward_s_per_row * 1e3:.1f} ms/row ({limit.backward_variant}); one step's "
+              "passes at these rates: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()))
+        print(f"  the cascade's passes ({steps} steps + the original) cannot take less than {cascade_limit_s:.1f} s: "
+              f"ours/limit {best / cascade_limit_s:.2f}")
     if profile:
         whole = profile["whole step"]
         print(f"  one step, each call alone (medians of {args.profile_repeats}, interleaved):")

@@ -88,12 +88,11 @@ def rows(s: Subject, run, device) -> list[dict]:
     # Blur IG: the same widths, blur and finite difference; saliency batches `batch_size` widths per call
     for batch, goal in ((tuned, 1.0), (1, DEFAULT_GOAL)):
         times, outputs = run({
-            "ours": lambda: explain(s.explained, x, "blur_ig", target=target, n_steps=steps, max_sigma=sigma)
-            .attribution,
+            "ours": lambda: explain(s.explained, x, "blur_ig", target=target, n_steps=steps, max_sigma=sigma),
             "saliency": lambda b=batch: pair.BlurIG().GetMask(image, gradients, max_sigma=sigma, steps=steps,
                                                               batch_size=b),
         })
-        agree = agreement(outputs["ours"], channel_first(outputs["saliency"], x.device))
+        agree = agreement(outputs["ours"].attribution, channel_first(outputs["saliency"], x.device))
         default = "" if batch == tuned else f" (its default; goal ≤ {DEFAULT_GOAL})"
         row = make_row(s, KIND, f"blur_ig vs BlurIG, {steps} steps, max_sigma {sigma:g}, batch_size={batch}{default}",
                        times, "saliency", f"GetMask(max_sigma={sigma:g}, steps={steps}, grad_step=0.01, "
@@ -109,11 +108,10 @@ def rows(s: Subject, run, device) -> list[dict]:
         start = np.zeros_like(image)
     with numpy_two_quantile():
         times, outputs = run({
-            "ours": lambda: explain(s.explained, x, "guided_ig", target=target, n_steps=steps, baseline=baseline)
-            .attribution,
+            "ours": lambda: explain(s.explained, x, "guided_ig", target=target, n_steps=steps, baseline=baseline),
             "saliency": lambda: pair.GuidedIG().GetMask(image, gradients, x_baseline=start, x_steps=steps),
         })
-    agree = agreement(outputs["ours"], channel_first(outputs["saliency"], x.device))
+    agree = agreement(outputs["ours"].attribution, channel_first(outputs["saliency"], x.device))
     row = make_row(s, KIND, f"guided_ig vs GuidedIG, {steps} steps, {baseline} baseline (it does not batch; goal ≤ "
                    f"{DEFAULT_GOAL})", times, "saliency", f"GetMask(x_steps={steps}, fraction=0.25, max_dist=0.02, "
                    f"x_baseline={baseline}), float64 image, np.quantile shimmed for NumPy 2", verdict(agree),

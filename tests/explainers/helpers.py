@@ -103,6 +103,40 @@ def relative_max_difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     return float((ours - theirs).abs().max() / theirs.abs().max().clamp_min(1e-30))
 
 
+class Tally:
+    """Calls and the largest batch seen, one record shared with every copy of the model that holds it (the
+    forward-only methods run on a folded copy, explainers.folding)."""
+
+    def __init__(self):
+        self.largest = 0
+        self.calls = 0
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class MaxBatch(nn.Module):
+    """Wraps a model and records the largest batch it, or a copy of it, is given."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.tally = Tally()
+
+    @property
+    def largest(self):
+        return self.tally.largest
+
+    @property
+    def calls(self):
+        return self.tally.calls
+
+    def forward(self, x):
+        self.tally.largest = max(self.tally.largest, len(x))
+        self.tally.calls += 1
+        return self.model(x)
+
+
 class SmallConvNet(nn.Module):
     """A small seeded CNN with in-place ReLUs, BatchNorm and ReLU6: enough structure for property tests."""
 

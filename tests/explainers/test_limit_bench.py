@@ -79,6 +79,23 @@ def test_a_methods_limit_counts_each_backward_with_its_forward(limit):
     assert rates.seconds(get_method("scorecam").passes({}, channels=32)) == pytest.approx(33.0)
 
 
+def test_the_sanity_cascades_step_limit_adds_up_its_methods_passes(limit, monkeypatch):
+    """bench/bench_sanity.py's limit of one step: IG-16 is 2 forwards and 16 forward+backwards, SmoothGrad-10 a
+    clean forward and ten forward+backwards, the shared pass (vanilla, guided backprop, Grad-CAM, Guided Grad-CAM)
+    one forward and two backwards; the controls are free."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import bench_sanity
+
+    from explainers import load_model
+
+    rates = limit.Limit(forward_s_per_row=1.0, backward_s_per_row=3.0, forward_variant="f", backward_variant="b",
+                        forward_batch1_s=2.0, backward_batch1_s=5.0)
+    parts = bench_sanity.step_limit(rates, load_model("efficientnet_lite0"), rows=2)
+    assert parts == pytest.approx({"smoothgrad": 2 * (1.0 + 10 * 3.0),
+                                   "integrated_gradients": 2 * (2 * 1.0 + 16 * 3.0),
+                                   "shared pass": 2 * (1.0 + 2 * (3.0 - 1.0))})
+
+
 @pytest.mark.slow
 def test_quick_run_writes_a_consistent_limit_table(tmp_path):
     completed = subprocess.run([sys.executable, "bench/limit.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,

@@ -108,6 +108,10 @@ def test_multi_pass_rows_have_their_limit_and_every_row_its_memory(report):
     with_limit = [row for row in rows if row["limit (s)"] != "—"]
     methods = {row["comparison"].split(" vs ")[0] for row in with_limit}
     assert {"integrated_gradients", "smoothgrad", "occlusion", "scorecam", "kernel_shap", "vanilla"} <= methods
+    # the families whose rows used to return bare maps: PAIR's path methods, and extremal (optimise() direct)
+    for oracle, names in (("saliency", {"blur_ig", "guided_ig", "xrai"}), ("torchray", {"extremal_perturbation"})):
+        if importlib.util.find_spec(oracle) is not None:
+            assert names <= methods, (oracle, methods)
     for row in with_limit:
         counts = re.fullmatch(r"(\d+) forward(?: \+ (\d+) backward)? pass(?:es)?", row["passes per image"])
         assert counts, row

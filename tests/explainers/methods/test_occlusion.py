@@ -14,6 +14,7 @@ from explainers.methods.occlusion import window_positions
 
 from ...conftest import sample_path
 from ..helpers import (
+    MaxBatch,
     assert_cancel_stops_cleanly,
     hook_counts,
     imagenet_input,
@@ -51,40 +52,6 @@ class PixelSum(nn.Module):
     def forward(self, x):
         total = x.sum(dim=(1, 2, 3))
         return torch.stack([total, -total], dim=1)
-
-
-class Tally:
-    """Calls and the largest batch seen, one record shared with every copy of the model that holds it (the
-    forward-only methods run on a folded copy, explainers.folding)."""
-
-    def __init__(self):
-        self.largest = 0
-        self.calls = 0
-
-    def __deepcopy__(self, memo):
-        return self
-
-
-class MaxBatch(nn.Module):
-    """Wraps a model and records the largest batch it, or a copy of it, is given."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.tally = Tally()
-
-    @property
-    def largest(self):
-        return self.tally.largest
-
-    @property
-    def calls(self):
-        return self.tally.calls
-
-    def forward(self, x):
-        self.tally.largest = max(self.tally.largest, len(x))
-        self.tally.calls += 1
-        return self.model(x)
 
 
 def _captum_occlusion(model, x, target, window, stride, baseline):

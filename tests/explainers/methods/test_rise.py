@@ -10,7 +10,7 @@ import explainers.methods.rise  # noqa: F401  (registers "rise" until the packag
 from explainers import METHODS, ParameterError, explain
 from explainers.methods.rise import DRAW_CHUNK
 
-from ..helpers import assert_cancel_stops_cleanly, hook_counts, small_convnet
+from ..helpers import MaxBatch, assert_cancel_stops_cleanly, hook_counts, small_convnet
 
 BOX = (slice(8, 16), slice(8, 24))  # 8 x 16 of 32 x 32: 12.5% of the image
 
@@ -21,40 +21,6 @@ class BoxModel(nn.Module):
     def forward(self, x):
         score = 10 * x[:, :, BOX[0], BOX[1]].mean(dim=(1, 2, 3))
         return torch.stack([score, torch.zeros_like(score)], dim=1)
-
-
-class Tally:
-    """Calls and the largest batch seen, one record shared with every copy of the model that holds it (the
-    forward-only methods run on a folded copy, explainers.folding)."""
-
-    def __init__(self):
-        self.largest = 0
-        self.calls = 0
-
-    def __deepcopy__(self, memo):
-        return self
-
-
-class MaxBatch(nn.Module):
-    """Wraps a model and records the largest batch it, or a copy of it, is given."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.tally = Tally()
-
-    @property
-    def largest(self):
-        return self.tally.largest
-
-    @property
-    def calls(self):
-        return self.tally.calls
-
-    def forward(self, x):
-        self.tally.largest = max(self.tally.largest, len(x))
-        self.tally.calls += 1
-        return self.model(x)
 
 
 @pytest.fixture
