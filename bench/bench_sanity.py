@@ -19,7 +19,8 @@ interleaved, against the default.
 
 After the cascades, the machine's limit on the model is measured (bench/limit.py, ``--limit-budget-s``): each
 step's passes at the best measured time per row of a forward and of a forward+backward give the least time the
-whole cascade can take, and the report gives ours/limit.
+whole cascade can take, and the report gives ours/limit; and the same at the best rates of the model as it is
+(its weights untouched, the input in either layout), which is what the gradient methods run on.
 """
 
 from __future__ import annotations
@@ -172,11 +173,13 @@ def main() -> None:
         runs.append(time.perf_counter() - started)
     load_after = os.getloadavg()
     steps = len(result.steps) - 1
-    limit = parts = None
+    limit = parts = as_is = None
     if args.limit_budget_s > 0:  # after the cascades, so they run on the machine as it was when they started
         limit = measure_limit(bundle.model, inputs, device, args.limit_budget_s)
         parts = step_limit(limit, bundle, len(inputs))
+        as_is = step_limit(limit.as_is(), bundle, len(inputs))
     cascade_limit_s = None if parts is None else sum(parts.values()) * (steps + 1)
+    as_is_s = None if as_is is None else sum(as_is.values()) * (steps + 1)
     verdict = sanity.verdict(result)
     payload = {
         "title": "bench_sanity",
@@ -200,6 +203,8 @@ def main() -> None:
             "forward_backward": limit.backward_s_per_row, "forward_backward_variant": limit.backward_variant},
         "limit_one_step_s": parts,
         "limit_cascade_s": cascade_limit_s,
+        "limit_model_as_is_one_step_s": as_is,
+        "limit_model_as_is_cascade_s": as_is_s,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "curves_spearman_abs": {k: m.curve("spearman_abs") for k, m in result.methods.items()},
@@ -225,6 +230,10 @@ def main() -> None:
               "passes at these rates: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()))
         print(f"  the cascade's passes ({steps} steps + the original) cannot take less than {cascade_limit_s:.1f} s: "
               f"ours/limit {best / cascade_limit_s:.2f}")
+        rates = limit.as_is()
+        print(f"  on the model as it is (what the gradient methods run on: {rates.forward_variant}; "
+              f"{rates.backward_variant}): one step " + ", ".join(f"{k} {v:.2f} s" for k, v in as_is.items())
+              + f"; the cascade's passes {as_is_s:.1f} s: ours/limit {best / as_is_s:.2f}")
     if profile:
         whole = profile["whole step"]
         print(f"  one step, each call alone (medians of {args.profile_repeats}, interleaved):")

@@ -34,7 +34,7 @@ import shlex
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -47,6 +47,7 @@ from explainers import DEFAULT_MODEL
 from explainers.batching import memory_cap, preferred_batch_size
 
 LAYOUTS = ("contiguous", "channels_last input", "channels_last model+input")
+AS_IS = LAYOUTS[:2]  # the model's own weights untouched
 BATCHES = (1, 4, 16, 64)
 
 
@@ -64,6 +65,17 @@ class Limit:
     folded: int = 0  # BatchNorms folded into convolutions in the folded copy
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def as_is(self) -> Limit:
+        """This limit over the variants that run the model as it is (its weights contiguous, no BatchNorm folded,
+        the input in either layout): the best a method can reach that runs the caller's model itself, as the
+        gradient methods do (the forward-only ones run on a folded, converted copy)."""
+        kept = [v for v in self.variants if v["layout"] in AS_IS and not v["folded"]]
+        best = {kind: min((v for v in kept if v["kind"] == kind), key=lambda v: v["s_per_row"])
+                for kind in ("forward", "backward")}
+        return replace(self, forward_s_per_row=best["forward"]["s_per_row"],
+                       backward_s_per_row=best["backward"]["s_per_row"], forward_variant=best["forward"]["label"],
+                       backward_variant=best["backward"]["label"])
 
     def seconds(self, passes, rows: int = 1) -> float:
         """The least time ``passes`` (the registry's Passes per image: ``forward`` counts every forward, including

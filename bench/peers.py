@@ -296,13 +296,14 @@ def write_report(path: Path, rows: list[dict], header: dict, subjects: list[Subj
 
 
 def git_state() -> str:
-    """The commit measured, and which files differed from it (others edit the tree while benches run)."""
+    """The commit measured, and which files of the backend or the benches differed from it (others edit the tree
+    while benches run)."""
     import subprocess
 
     def git(*argv):
         return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout
 
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "explainers").splitlines() if line]
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "explainers", "bench").splitlines() if line]
     return f"commit {git('rev-parse', '--short', 'HEAD').strip() or 'unknown'}" + (
         f", uncommitted changes in {', '.join(changed)}" if changed else "")
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from .. import render
 from ..batching import Batches, Progress, default_batch_size
-from ..core import Call, as_logits, find_layer, prepare_inputs, run_method, unwrap
+from ..core import Call, as_logits, find_layer, method_batches, prepare_inputs, run_method, unwrap
 from ..dense.outputs import DETECTION
 from ..dense.targets import DenseScores
 from ..errors import ParameterError, SaliencyError
@@ -287,6 +287,7 @@ class _Runner:
             self.layer_info, _ = find_layer(model, bundle, layer, inputs)
         elif layer is not None:
             raise ParameterError(f"layer={layer!r} given, but none of the chosen methods uses a layer")
+        self.requested = batch_size  # None: each call's batches chosen as explain() chooses them
         self.batch_size = int(batch_size or default_batch_size(inputs.device))
 
     def units(self, plan: _Plan) -> int:
@@ -297,6 +298,18 @@ class _Runner:
         channels = getattr(self.layer_info, "channels", None)
         cost = plan.info.cost.passes(plan.params, tuple(self.inputs.shape[-2:]), channels)
         return (cost.backward or cost.forward) * len(self.inputs)
+
+    def batches(self, plan: _Plan | None, model: nn.Module, inputs: torch.Tensor) -> Batches:
+        """The batches of ``plan``'s call (None: the shared pass, one forward and a backward per row): the
+        requested batch size, or the automatic one for its kind of passes and its rows, chosen by the function
+        ``explain()`` uses (``core.method_batches``), so that a step's call runs as fast as the same call would
+        alone."""
+        if plan is None:
+            return method_batches(model, inputs, self.requested, False)
+        channels = getattr(self.layer_info, "channels", None)
+        cost = plan.info.cost.passes(plan.params, tuple(inputs.shape[-2:]), channels)
+        return method_batches(model, inputs, self.requested, cost.backward == 0,
+                              rows_at_once=len(inputs) * max(cost.forward, cost.backward, 1))
 
     def units_to_run(self, model: nn.Module, targets: tuple[Target, ...], known: _Original | None) -> int:
         """Progress units of ``run(model, targets, known=known)``: the plans ``known`` holds cost none."""
@@ -324,13 +337,15 @@ class _Runner:
                 maps, logits, _ = shared_pass(
                     model, inputs, {p.key: (p.info.name, p.params) for p in together},
                     lambda _logits, start, stop: [t.take(torch.arange(start, stop)) for t in targets],
-                    [(self.layer_info, module)], Batches(self.batch_size, inputs.device), self.progress, sum(rows))
+                    [(self.layer_info, module)], self.batches(None, model, inputs), self.progress, sum(rows))
                 results.update({key: result.attribution.detach() for key, result in maps.items()})
                 logits = logits.detach()
             for plan in self.plans:
                 if _in_shared_pass(plan) or plan.key in results:
                     continue
-                plan_call = replace(call, seed=self.seed + step) if plan.reseed else call
+                batches = self.batches(plan, model, inputs)
+                plan_call = replace(call, seed=self.seed + step if plan.reseed else self.seed,
+                                    batch_size=batches.requested, batches=batches)
                 result = run_method(plan.info, plan_call, inputs, plan.params)
                 results[plan.key] = result.attribution.detach()
                 if logits is None and result.logits is not None:

@@ -79,6 +79,22 @@ def test_a_methods_limit_counts_each_backward_with_its_forward(limit):
     assert rates.seconds(get_method("scorecam").passes({}, channels=32)) == pytest.approx(33.0)
 
 
+def test_the_limit_on_the_model_as_it_is_leaves_out_converted_and_folded_variants(limit):
+    def variant(kind, layout, folded, s_per_row):
+        return {"label": f"{kind} {layout} {folded}", "kind": kind, "batch": 4, "layout": layout, "folded": folded,
+                "median_s": 4 * s_per_row, "s_per_row": s_per_row, "runs": 3}
+
+    variants = [variant("forward", "contiguous", False, 5.0), variant("forward", "channels_last input", False, 4.0),
+                variant("forward", "contiguous", True, 2.0), variant("forward", "channels_last model+input", True, 1.0),
+                variant("backward", "contiguous", False, 9.0), variant("backward", "channels_last input", False, 8.0),
+                variant("backward", "channels_last model+input", False, 6.0)]
+    best = limit.Limit(forward_s_per_row=1.0, backward_s_per_row=6.0, forward_variant="", backward_variant="",
+                       forward_batch1_s=5.0, backward_batch1_s=9.0, variants=variants)
+    kept = best.as_is()
+    assert (kept.forward_s_per_row, kept.backward_s_per_row) == (4.0, 8.0)
+    assert kept.forward_variant == "forward channels_last input False"
+    assert (best.forward_s_per_row, best.backward_s_per_row) == (1.0, 6.0)  # the limit itself is unchanged
+
 def test_the_sanity_cascades_step_limit_adds_up_its_methods_passes(limit, monkeypatch):
     """bench/bench_sanity.py's limit of one step: IG-16 is 2 forwards and 16 forward+backwards, SmoothGrad-10 a
     clean forward and ten forward+backwards, the shared pass (vanilla, guided backprop, Grad-CAM, Guided Grad-CAM)
