@@ -290,13 +290,17 @@ class _Runner:
         self.requested = batch_size  # None: each call's batches chosen as explain() chooses them
         self.batch_size = int(batch_size or default_batch_size(inputs.device))
 
+    def cost(self, plan: _Plan):
+        """``plan``'s passes per image at the inputs' size and the layer's channels (the registry's cost)."""
+        return plan.info.cost.passes(plan.params, tuple(self.inputs.shape[-2:]),
+                                     getattr(self.layer_info, "channels", None))
+
     def units(self, plan: _Plan) -> int:
         """Progress units of one run of ``plan``: its dominant passes per row, as ``explain()`` counts them
         (several targets share a batch's forward pass and advance it once)."""
         if NEEDS_MODEL not in plan.info.requires:
             return 0
-        channels = getattr(self.layer_info, "channels", None)
-        cost = plan.info.cost.passes(plan.params, tuple(self.inputs.shape[-2:]), channels)
+        cost = self.cost(plan)
         return (cost.backward or cost.forward) * len(self.inputs)
 
     def batches(self, plan: _Plan | None, model: nn.Module, inputs: torch.Tensor) -> Batches:
@@ -306,8 +310,7 @@ class _Runner:
         alone."""
         if plan is None:
             return method_batches(model, inputs, self.requested, False)
-        channels = getattr(self.layer_info, "channels", None)
-        cost = plan.info.cost.passes(plan.params, tuple(inputs.shape[-2:]), channels)
+        cost = self.cost(plan)
         return method_batches(model, inputs, self.requested, cost.backward == 0,
                               rows_at_once=len(inputs) * max(cost.forward, cost.backward, 1))
 

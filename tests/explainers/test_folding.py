@@ -173,10 +173,16 @@ def test_a_training_mode_batchnorm_is_not_folded(images):
     assert "layer.bn1" in norms(twin) and len(norms(twin)) == 1
 
 
-def test_bfloat16_is_refused_without_bfloat16_units(images):
-    reason = folding.bfloat16_unavailable(images.device)
-    if reason is None:
-        pytest.skip("this device has bfloat16 units")
+def test_bfloat16_is_refused_without_bfloat16_units(images, monkeypatch):
+    """A CPU without AVX512-BF16 or AMX gets the refusal with its reason; one with either is offered bfloat16 (both
+    read from PyTorch's own probes, patched here so that the test means the same on every machine)."""
+    for bf16, amx in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda bf16=bf16: bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert (folding.bfloat16_unavailable(images.device) is None) == (bf16 or amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert "no bfloat16 units" in folding.bfloat16_unavailable(images.device)
     with pytest.raises(ParameterError, match="bfloat16 units"):
         explain(small_convnet(), images, "occlusion", target=0, window=8, stride=8, precision="bfloat16")
     with pytest.raises(ParameterError, match="must be one of"):
