@@ -30,7 +30,6 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[50, 25, 10, 5],
                         help="Captum's internal_batch_size / nt_samples_batch_size values to time")
     args = parser.parse_args()
-    args.quick = False
     setup_threads()
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
