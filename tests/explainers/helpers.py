@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -313,6 +315,18 @@ def export_onnx(model: nn.Module, path: Path, size: int) -> Path:
         torch.onnx.export(model.eval(), (torch.zeros(1, 3, size, size),), str(path), dynamo=False,
                           input_names=["image"], output_names=["logits"])
     return path
+
+
+def quick_report(script: str, out: Path, prefix: str) -> str:
+    """The markdown report that ``bench/<script> --quick --out <out>`` writes (exactly one ``<prefix>-cpu-*.md``),
+    after checking that the run succeeded: the one way the benchmark tests run a benchmark."""
+    root = Path(__file__).resolve().parents[2]
+    completed = subprocess.run([sys.executable, f"bench/{script}", "--quick", "--out", str(out)], cwd=root,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    written = list(out.glob(f"{prefix}-cpu-*.md"))
+    assert len(written) == 1, written
+    return written[0].read_text()
 
 
 def markdown_tables(markdown: str) -> dict[str, list[dict[str, str]]]:

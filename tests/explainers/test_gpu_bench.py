@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import markdown_tables
+from .helpers import markdown_tables, quick_report
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("vanilla", "gradcam", "scorecam", "integrated_gradients", "smoothgrad", "lrp", "kernel_shap")
@@ -27,13 +25,7 @@ for oracle in ("captum", "pytorch_grad_cam"):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("gpu")
-    completed = subprocess.run([sys.executable, "bench/gpu.py", "--quick", "--out", str(out)], cwd=ROOT,
-                               capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    written = list(out.glob("gpu-cpu-*.md"))
-    assert len(written) == 1, written
-    return written[0].read_text()
+    return quick_report("gpu.py", tmp_path_factory.mktemp("gpu"), "gpu")
 
 
 def test_header_names_the_device_and_the_runs(report):

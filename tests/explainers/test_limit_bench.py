@@ -5,8 +5,6 @@ costs at least a forward). It checks that the benchmark works, not how fast anyt
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .helpers import markdown_tables
+from .helpers import markdown_tables, quick_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,12 +112,7 @@ def test_the_sanity_cascades_step_limit_adds_up_its_methods_passes(limit, monkey
 
 @pytest.mark.slow
 def test_quick_run_writes_a_consistent_limit_table(tmp_path):
-    completed = subprocess.run([sys.executable, "bench/limit.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,
-                               capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    written = list(tmp_path.glob("limit-cpu-*.md"))
-    assert len(written) == 1, written
-    text = written[0].read_text()
+    text = quick_report("limit.py", tmp_path, "limit")
     for needle in ("torch threads", "load average at start", "--quick", "BN folded"):
         assert needle in text, needle
     tables = markdown_tables(text)

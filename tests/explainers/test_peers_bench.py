@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import markdown_tables
+from .helpers import markdown_tables, quick_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,13 +23,7 @@ for oracle in ("captum", "pytorch_grad_cam"):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[str, list[dict[str, str]]]:
-    out = tmp_path_factory.mktemp("peers")
-    completed = subprocess.run([sys.executable, "bench/peers.py", "--quick", "--out", str(out)], cwd=ROOT,
-                               capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    written = list(out.glob("peers-cpu-*.md"))
-    assert len(written) == 1, written
-    text = written[0].read_text()
+    text = quick_report("peers.py", tmp_path_factory.mktemp("peers"), "peers")
     return text, markdown_tables(text)["Results"]
 
 
