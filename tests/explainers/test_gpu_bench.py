@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
 from .helpers import markdown_tables, quick_report
 
-ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("vanilla", "gradcam", "scorecam", "integrated_gradients", "smoothgrad", "lrp", "kernel_shap")
 MODELS = ("tiny", "tiny_vit")
 
